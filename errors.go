@@ -1,0 +1,29 @@
+package moitessier
+
+import "errors"
+
+// Errors returned by the hub and by every [Store]. Callers test for them with
+// errors.Is; the returned errors wrap them with context.
+var (
+	// ErrInvalidScope reports an empty, oversized (over MaxScopeBytes),
+	// non-UTF-8 or control-character scope, a malformed pattern, or a wildcard
+	// in a scope that must be concrete (the scope of a dispatch).
+	ErrInvalidScope = errors.New("moitessier: invalid scope")
+	// ErrInvalidArgument reports a bad person, client, idempotency key, cursor,
+	// limit or message text that is not valid UTF-8.
+	ErrInvalidArgument = errors.New("moitessier: invalid argument")
+	// ErrTooLarge reports a message text (or a handler's result) larger than
+	// the hub's MaxMessageBytes.
+	ErrTooLarge = errors.New("moitessier: message too large")
+	// ErrUnknownType reports a ListenerType that is not Shared, Private or Handler.
+	ErrUnknownType = errors.New("moitessier: unknown listener type")
+	// ErrClosed reports a call on a Listener that was closed, or whose stored
+	// listener was deleted (its last subscriber left or expired), or on a
+	// closed Hub or Store.
+	ErrClosed = errors.New("moitessier: closed")
+	// ErrNotFound reports a listener or subscriber that does not exist.
+	ErrNotFound = errors.New("moitessier: not found")
+	// ErrNotOwner reports an attempt to open another person's Private or
+	// Handler listener.
+	ErrNotOwner = errors.New("moitessier: not the owner")
+)

@@ -1,0 +1,160 @@
+package moitessier
+
+import (
+	"context"
+	"time"
+)
+
+// Store keeps listeners, subscribers and messages. The hub does validation,
+// scope rules, handlers, wake-ups and batching; a Store only stores, so it is
+// small enough to implement. Every implementation must pass the conformance
+// suite in package storetest.
+//
+// All methods are safe for concurrent use. A Store never sees invalid input:
+// the hub validates scopes, persons and texts before calling it.
+type Store interface {
+	// Join stores l unless a listener with l.ID already exists, then adds sub
+	// as a subscriber of that listener unless one with the same Person and
+	// Client exists. A new subscriber's Cursor is set to the listener's Head
+	// (it hears what is written after it joined) and its LeaseExpires to
+	// sub.LeaseExpires; an existing subscriber keeps its cursor and its lease
+	// is extended to sub.LeaseExpires if that is later. Join returns the
+	// stored listener (with Head), the stored subscriber, and whether this
+	// call created the listener.
+	Join(ctx context.Context, l ListenerInfo, sub Subscriber) (ListenerInfo, Subscriber, bool, error)
+
+	// Listener returns the listener with the given ID, with its Head.
+	// It returns ErrNotFound if there is none.
+	Listener(ctx context.Context, id string) (ListenerInfo, error)
+
+	// Subscribers returns the subscribers of a listener, ordered by Person
+	// then Client. It returns ErrNotFound if the listener does not exist.
+	Subscribers(ctx context.Context, listenerID string) ([]Subscriber, error)
+
+	// Leave removes one subscriber. When no subscriber remains it deletes the
+	// listener and its messages in the same transaction and returns true.
+	// It returns ErrNotFound if there is no such subscriber.
+	Leave(ctx context.Context, listenerID, person, client string) (deleted bool, err error)
+
+	// Match returns every listener one of whose scopes matches the concrete
+	// scope (see [MatchScope]), each once, in any order.
+	Match(ctx context.Context, scope string) ([]ListenerInfo, error)
+
+	// Append writes a batch atomically: every entry or none. Each entry's
+	// message gets its listener's next sequence number; an entry whose
+	// listener no longer exists is skipped. Messages of one listener become
+	// visible to Read in sequence order, never a higher one before a lower.
+	//
+	// If b.Key is not empty and a batch from the same Sender with the same
+	// Key was appended at or after b.KeySince, Append writes nothing and
+	// returns that batch's messages that still exist, with replayed true.
+	// Append returns the written messages in entry order.
+	Append(ctx context.Context, b *Batch) (msgs []Message, replayed bool, err error)
+
+	// Read returns up to limit messages of a listener with Seq > after, in
+	// sequence order. A listener that does not exist has no messages.
+	Read(ctx context.Context, listenerID string, after Cursor, limit int) ([]Message, error)
+
+	// Seek returns the cursor just before the listener's first message
+	// created at or after t: the position from which a reader sees exactly
+	// the messages created since t. It returns ErrNotFound if the listener
+	// does not exist.
+	Seek(ctx context.Context, listenerID string, t time.Time) (Cursor, error)
+
+	// Checkpoint saves subscribers' positions and leases in one transaction.
+	// Each subscriber's Cursor becomes the larger of its stored cursor and
+	// c.Cursor; a non-zero c.LeaseExpires replaces its lease. Checkpoints of
+	// subscribers that no longer exist are ignored.
+	Checkpoint(ctx context.Context, cps []Checkpoint) error
+
+	// Sweep removes what has expired: subscribers whose lease ended before
+	// p.Now, then listeners left with no subscriber (with their messages),
+	// messages older than p.MaxAge or beyond the newest p.MaxCount of their
+	// listener, and idempotency keys recorded before p.KeysBefore. It works
+	// in batches of at most p.BatchSize rows so that it never holds a long
+	// write lock, and returns the listeners it deleted.
+	Sweep(ctx context.Context, p SweepParams) (SweepResult, error)
+}
+
+// Batch is the work of one dispatch, handed to [Store.Append].
+type Batch struct {
+	// Dispatch identifies the dispatch; it is copied into every message.
+	Dispatch string
+	// Scope is the concrete scope dispatched to.
+	Scope string
+	// Sender is the dispatching person.
+	Sender string
+	// Created is the dispatch time, copied into every message.
+	Created time.Time
+	// Key is the optional idempotency key, unique per Sender.
+	Key string
+	// KeySince is the start of the idempotency window: a key recorded before
+	// it no longer counts.
+	KeySince time.Time
+	// Entries are the messages to write, one per listener.
+	Entries []Entry
+}
+
+// Entry is one message of a [Batch]: a text for one listener.
+type Entry struct {
+	Listener string
+	Text     string
+}
+
+// Checkpoint is a subscriber's position and lease, saved by [Store.Checkpoint].
+type Checkpoint struct {
+	Listener       string
+	Person, Client string
+	// Cursor is the acknowledged position; the stored cursor never goes back.
+	Cursor Cursor
+	// LeaseExpires, if not zero, is the subscriber's new lease end.
+	LeaseExpires time.Time
+}
+
+// SweepParams says what [Store.Sweep] removes.
+type SweepParams struct {
+	// Now is the current time; leases that ended before it have expired.
+	Now time.Time
+	// MaxAge removes messages created before Now-MaxAge; 0 keeps all ages.
+	MaxAge time.Duration
+	// MaxCount keeps at most this many newest messages per listener; 0 keeps all.
+	MaxCount int
+	// KeysBefore removes idempotency keys recorded before it.
+	KeysBefore time.Time
+	// BatchSize bounds the rows removed per transaction; 0 means 1000.
+	BatchSize int
+}
+
+// SweepResult reports what [Store.Sweep] removed.
+type SweepResult struct {
+	// Expired lists the listeners deleted because their last subscriber's
+	// lease ended.
+	Expired []ListenerInfo
+	// Subscribers, Messages and Keys count the removed rows.
+	Subscribers, Messages, Keys int
+}
+
+// Head is a listener's newest sequence number, as reported by a [Watcher].
+type Head struct {
+	Listener string
+	Seq      Cursor
+}
+
+// Watcher is implemented by stores shared by several processes (Postgres).
+// The hub uses it to hear of messages written by other processes, or by
+// transactions it did not run, without polling each listener.
+type Watcher interface {
+	// Watch calls fn with the new heads of listeners that received messages,
+	// until ctx is done. It may report a head more than once or a head the hub
+	// already knows; it returns only when ctx is done or it cannot go on.
+	Watch(ctx context.Context, fn func([]Head)) error
+	// Heads returns the current heads of the given listeners, omitting those
+	// that no longer exist; the hub calls it periodically to catch up on a
+	// notification that was missed.
+	Heads(ctx context.Context, ids []string) ([]Head, error)
+}
+
+// Closer is implemented by stores that hold resources (files, connections).
+type Closer interface {
+	Close() error
+}
