@@ -20,7 +20,7 @@ const (
 	// matching scope and the messages addressed to its owner with [To].
 	Private ListenerType = 1001
 	// Handler listeners belong to one person (or client) like Private ones. At
-	// dispatch time each [Handler] passed to Dispatch is called for every
+	// dispatch time each [HandlerFunc] passed to Dispatch is called for every
 	// matching Handler listener, and what it returns becomes that listener's
 	// message (an empty result stores nothing).
 	Handler ListenerType = 1002

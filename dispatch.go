@@ -1,0 +1,196 @@
+package moitessier
+
+import (
+	"context"
+	"fmt"
+	"unicode/utf8"
+)
+
+// HandlerFunc computes a Handler listener's message at dispatch time. It is
+// called with the listener's ID and the message as dispatched (Seq is not
+// yet set); what it returns is stored as that listener's message, and an
+// empty string stores nothing for it. An error fails the whole dispatch,
+// which then stores nothing.
+//
+// A HandlerFunc is also a DispatchOption: pass it to Hub.Dispatch. With several
+// handlers, each sees the text the previous one returned.
+type HandlerFunc func(ctx context.Context, listenerID string, m Message) (string, error)
+
+func (f HandlerFunc) applyDispatch(c *dispatchConfig) { c.handlers = append(c.handlers, f) }
+
+// A DispatchOption changes one dispatch: a [HandlerFunc], [To] or [IdempotencyKey].
+type DispatchOption interface{ applyDispatch(*dispatchConfig) }
+
+type dispatchConfig struct {
+	handlers []HandlerFunc
+	to       []string
+	key      string
+	keySet   bool
+}
+
+type optionFunc func(*dispatchConfig)
+
+func (f optionFunc) applyDispatch(c *dispatchConfig) { f(c) }
+
+// To addresses a dispatch to persons: it reaches the Private listeners of
+// these persons (and of the sender) whose scope matches, and no Shared or
+// Handler listener.
+func To(persons ...string) DispatchOption {
+	return optionFunc(func(c *dispatchConfig) { c.to = append(c.to, persons...) })
+}
+
+// IdempotencyKey makes a dispatch idempotent: a second dispatch by the same
+// sender with the same key within Options.IdempotencyWindow stores nothing
+// and returns the first one's messages with Replayed set. Handlers may run
+// again on such a retry; their results are discarded.
+func IdempotencyKey(key string) DispatchOption {
+	return optionFunc(func(c *dispatchConfig) { c.key, c.keySet = key, true })
+}
+
+// Dispatched is the result of a dispatch.
+type Dispatched struct {
+	// ID identifies the dispatch; every message of it carries it.
+	ID string
+	// Messages are the stored messages, one per listener that got one; for
+	// Handler listeners their Text is what the handlers returned.
+	Messages []Message
+	// Reached lists the IDs of the listeners the dispatch reached, including
+	// Handler listeners whose handlers returned nothing.
+	Reached []string
+	// Replayed is true when an idempotency key matched an earlier dispatch:
+	// nothing was stored and Messages are the earlier ones.
+	Replayed bool
+}
+
+// Dispatch writes text as one message to every listener whose scope matches
+// the concrete scope, atomically: all of them or none.
+//
+//   - Shared listeners get text.
+//   - Private listeners get text if their owner is the sender, or, with
+//     [To], if their owner is addressed. An addressed dispatch reaches only
+//     Private listeners.
+//   - Handler listeners get what the [HandlerFunc] options return for them (in
+//     order, each seeing the previous result); with no handler, text.
+//
+// An empty text (or handler result) stores nothing for that listener. Local
+// subscribers in ListenUntil are woken at once. Errors wrap ErrInvalidScope,
+// ErrInvalidArgument or ErrTooLarge for bad input, a handler's error, or the
+// store's; on any error nothing is stored.
+func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (Dispatched, error) {
+	b, reached, err := h.prepare(ctx, sender, scope, text, opts)
+	if err != nil {
+		return Dispatched{}, err
+	}
+	d := Dispatched{ID: b.Dispatch, Reached: reached}
+	if len(b.Entries) == 0 && b.Key == "" {
+		return d, nil
+	}
+	msgs, replayed, err := h.store.Append(ctx, b)
+	if err != nil {
+		return Dispatched{}, fmt.Errorf("dispatch to %q: %w", scope, err)
+	}
+	d.Messages, d.Replayed = msgs, replayed
+	if replayed {
+		d.Reached = d.Reached[:0]
+		for _, m := range msgs {
+			d.ID = m.Dispatch
+			d.Reached = append(d.Reached, m.Listener)
+		}
+		return d, nil
+	}
+	h.publish(msgs)
+	return d, nil
+}
+
+// Prepare does the first half of Dispatch: it validates the dispatch, finds
+// the listeners it reaches and runs the handlers, and returns the Batch to
+// append, without storing anything. Stores that can append inside a caller's
+// transaction (the postgres package) use it for transactional dispatch.
+func (h *Hub) Prepare(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (*Batch, error) {
+	b, _, err := h.prepare(ctx, sender, scope, text, opts)
+	return b, err
+}
+
+func (h *Hub) checkText(what, text string) error {
+	if len(text) > h.opts.MaxMessageBytes {
+		return fmt.Errorf("%s: %w: %d bytes, more than %d", what, ErrTooLarge, len(text), h.opts.MaxMessageBytes)
+	}
+	if !utf8.ValidString(text) {
+		return fmt.Errorf("%s: %w: not valid UTF-8", what, ErrInvalidArgument)
+	}
+	return nil
+}
+
+func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []DispatchOption) (*Batch, []string, error) {
+	if err := h.checkOpen("dispatch"); err != nil {
+		return nil, nil, err
+	}
+	var c dispatchConfig
+	for _, o := range opts {
+		if o != nil {
+			o.applyDispatch(&c)
+		}
+	}
+	if err := ValidateScope(scope); err != nil {
+		return nil, nil, fmt.Errorf("dispatch: %w", err)
+	}
+	if err := checkName("sender", sender, true); err != nil {
+		return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+	}
+	if err := h.checkText("message", text); err != nil {
+		return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+	}
+	if c.keySet {
+		if err := checkName("idempotency key", c.key, false); err != nil {
+			return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+		}
+	}
+	var to map[string]bool
+	if c.to != nil {
+		to = make(map[string]bool, len(c.to))
+		for _, p := range c.to {
+			if err := checkName("recipient", p, false); err != nil {
+				return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+			}
+			to[p] = true
+		}
+	}
+	now := h.now()
+	b := &Batch{Dispatch: newDispatchID(now), Scope: scope, Sender: sender, Created: now, Key: c.key}
+	if c.keySet {
+		b.KeySince = now.Add(-h.opts.IdempotencyWindow)
+	}
+	ls, err := h.store.Match(ctx, scope)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dispatch to %q: match: %w", scope, err)
+	}
+	reached := make([]string, 0, len(ls))
+	b.Entries = make([]Entry, 0, len(ls))
+	for _, l := range ls {
+		t := text
+		switch {
+		case l.Type == Private:
+			if l.Person != sender && !to[l.Person] {
+				continue
+			}
+		case to != nil:
+			continue
+		case l.Type == Handler && len(c.handlers) > 0:
+			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}
+			for _, hf := range c.handlers {
+				if m.Text, err = hf(ctx, l.ID, m); err != nil {
+					return nil, nil, fmt.Errorf("dispatch to %q: handler for %s: %w", scope, l.ID, err)
+				}
+			}
+			if err := h.checkText("handler result for "+l.ID, m.Text); err != nil {
+				return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+			}
+			t = m.Text
+		}
+		reached = append(reached, l.ID)
+		if t != "" {
+			b.Entries = append(b.Entries, Entry{Listener: l.ID, Text: t})
+		}
+	}
+	return b, reached, nil
+}

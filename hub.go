@@ -1,0 +1,559 @@
+package moitessier
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configure a Hub. The zero value works; each field documents its default.
+type Options struct {
+	// MaxMessageBytes is the largest message text, and the largest handler
+	// result, in bytes. Default 64 KiB.
+	MaxMessageBytes int
+	// Lease is how long a subscriber stays subscribed after it last listened
+	// (ListenUntil renews it while running) before GC removes it, and with
+	// its last subscriber the listener. Conditions.Lease overrides it per
+	// subscriber. Default 24 hours.
+	Lease time.Duration
+	// AckInterval is how often acknowledged cursors and lease renewals of
+	// running ListenUntil calls are saved, all in one Store.Checkpoint. A
+	// ListenUntil that returns saves its own cursor at once. Default 100 ms.
+	AckInterval time.Duration
+	// IdempotencyWindow is how long an idempotency key makes a retried
+	// dispatch a no-op. Default 24 hours.
+	IdempotencyWindow time.Duration
+	// Retention bounds the messages GC keeps per listener.
+	Retention Retention
+	// GCInterval is how often the hub runs GC in the background. Default 1
+	// minute; a negative value turns background GC off (call Hub.GC yourself).
+	GCInterval time.Duration
+	// CacheSize is how many of a listener's newest messages the hub keeps in
+	// memory while it has subscribers in ListenUntil. Default 1024.
+	CacheSize int
+	// BatchLimit is the most messages passed to one respond call. Default 256.
+	BatchLimit int
+	// CatchUpInterval is, for stores that implement Watcher, how often the
+	// hub re-reads the heads of listeners with local subscribers, to cover a
+	// notification that was lost. Default 2 seconds.
+	CatchUpInterval time.Duration
+	// Hooks are called on listener lifecycle events.
+	Hooks Hooks
+	// Logger receives the hub's logs. Default: discard.
+	Logger *slog.Logger
+	// Now returns the current time. Default time.Now; tests may set it.
+	Now func() time.Time
+}
+
+// Retention bounds how many messages GC keeps. Zero fields keep everything.
+type Retention struct {
+	// MaxAge removes messages older than this. Default 7 days; negative keeps all.
+	MaxAge time.Duration
+	// MaxCount keeps at most this many newest messages per listener.
+	// Default 0: no count limit.
+	MaxCount int
+}
+
+// Hooks are called when listeners come and go, so an app can keep its own
+// state in step. They run synchronously on the goroutine that caused the
+// event; a slow hook slows that call.
+type Hooks struct {
+	// Created is called when NewListener stores a new listener.
+	Created func(ctx context.Context, l ListenerInfo)
+	// Emptied is called when Listener.Close removed the last subscriber and
+	// so deleted the listener.
+	Emptied func(ctx context.Context, l ListenerInfo)
+	// Expired is called when GC deleted a listener whose last subscriber's
+	// lease ended.
+	Expired func(ctx context.Context, l ListenerInfo)
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxMessageBytes == 0 {
+		o.MaxMessageBytes = 64 << 10
+	}
+	if o.Lease == 0 {
+		o.Lease = 24 * time.Hour
+	}
+	if o.AckInterval == 0 {
+		o.AckInterval = 100 * time.Millisecond
+	}
+	if o.IdempotencyWindow == 0 {
+		o.IdempotencyWindow = 24 * time.Hour
+	}
+	if o.Retention.MaxAge == 0 {
+		o.Retention.MaxAge = 7 * 24 * time.Hour
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = time.Minute
+	}
+	if o.CacheSize == 0 {
+		o.CacheSize = 1024
+	}
+	if o.BatchLimit == 0 {
+		o.BatchLimit = 256
+	}
+	if o.CatchUpInterval == 0 {
+		o.CatchUpInterval = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+func (o Options) validate() error {
+	switch {
+	case o.MaxMessageBytes < 0:
+		return fmt.Errorf("options: %w: negative MaxMessageBytes", ErrInvalidArgument)
+	case o.Lease < 0, o.AckInterval < 0, o.IdempotencyWindow < 0, o.CatchUpInterval < 0:
+		return fmt.Errorf("options: %w: negative duration", ErrInvalidArgument)
+	case o.CacheSize < 2, o.BatchLimit < 1, o.Retention.MaxCount < 0:
+		return fmt.Errorf("options: %w: CacheSize, BatchLimit or Retention.MaxCount out of range", ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Hub dispatches messages to listeners kept in a Store and wakes the
+// listeners' subscribers in this process. Create one with New and stop it
+// with Close. A Hub is safe for concurrent use; one per process and store is
+// the intended use.
+type Hub struct {
+	store Store
+	opts  Options
+	log   *slog.Logger
+
+	livesMu sync.RWMutex
+	lives   map[string]*live
+
+	subsMu sync.Mutex
+	subs   map[subKey]*subState
+
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	closed  atomic.Bool
+	closeMu sync.Mutex
+}
+
+type subKey struct{ listener, person, client string }
+
+// subState is one subscriber with ListenUntil calls running in this process:
+// what it acknowledged and what of that is saved.
+type subState struct {
+	key     subKey
+	refs    int // guarded by Hub.subsMu
+	lease   time.Duration
+	acked   atomic.Uint64
+	saved   atomic.Uint64
+	renewAt atomic.Int64 // unix nanoseconds
+}
+
+// New returns a hub on store and starts its background work: saving
+// acknowledged cursors, renewing leases, GC, and (for a Watcher store)
+// hearing other processes' messages. Close stops it; Close does not close
+// the store.
+func New(store Store, opts Options) (*Hub, error) {
+	if store == nil {
+		return nil, fmt.Errorf("new hub: %w: nil store", ErrInvalidArgument)
+	}
+	opts = opts.withDefaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	h := &Hub{
+		store: store,
+		opts:  opts,
+		log:   opts.Logger,
+		lives: map[string]*live{},
+		subs:  map[subKey]*subState{},
+		stop:  stop,
+	}
+	h.goLoop(ctx, opts.AckInterval, h.flush)
+	if opts.GCInterval > 0 {
+		h.goLoop(ctx, opts.GCInterval, func(ctx context.Context) {
+			if _, err := h.GC(ctx); err != nil && ctx.Err() == nil {
+				h.log.Error("moitessier: gc", "err", err)
+			}
+		})
+	}
+	if w, ok := store.(Watcher); ok {
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.watch(ctx, w)
+		}()
+		h.goLoop(ctx, opts.CatchUpInterval, func(ctx context.Context) { h.catchUp(ctx, w) })
+	}
+	return h, nil
+}
+
+func (h *Hub) goLoop(ctx context.Context, every time.Duration, fn func(context.Context)) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				fn(ctx)
+			}
+		}
+	}()
+}
+
+// Close stops the hub's background work, saves acknowledged cursors, and
+// makes later calls fail with ErrClosed. Running ListenUntil calls return
+// ErrClosed. It does not close the store.
+func (h *Hub) Close() error {
+	h.closeMu.Lock()
+	defer h.closeMu.Unlock()
+	if h.closed.Swap(true) {
+		return nil
+	}
+	h.stop()
+	h.wg.Wait()
+	h.livesMu.Lock()
+	for _, lv := range h.lives {
+		lv.markGone()
+	}
+	h.livesMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return h.flushAll(ctx, true)
+}
+
+// Store returns the hub's store.
+func (h *Hub) Store() Store { return h.store }
+
+func (h *Hub) now() time.Time { return h.opts.Now() }
+
+func (h *Hub) checkOpen(op string) error {
+	if h.closed.Load() {
+		return fmt.Errorf("%s: hub: %w", op, ErrClosed)
+	}
+	return nil
+}
+
+// flush saves acknowledged cursors and due lease renewals in one Checkpoint.
+func (h *Hub) flush(ctx context.Context) {
+	if err := h.flushAll(ctx, false); err != nil && ctx.Err() == nil {
+		h.log.Error("moitessier: save cursors", "err", err)
+	}
+}
+
+func (h *Hub) flushAll(ctx context.Context, all bool) error {
+	now := h.now()
+	var cps []Checkpoint
+	var sts []*subState
+	h.subsMu.Lock()
+	for _, st := range h.subs {
+		acked := st.acked.Load()
+		renew := all || now.UnixNano() >= st.renewAt.Load()
+		if acked > st.saved.Load() || renew {
+			cp := Checkpoint{Listener: st.key.listener, Person: st.key.person, Client: st.key.client, Cursor: Cursor(acked)}
+			if renew {
+				cp.LeaseExpires = now.Add(st.lease)
+			}
+			cps = append(cps, cp)
+			sts = append(sts, st)
+		}
+	}
+	h.subsMu.Unlock()
+	if len(cps) == 0 {
+		return nil
+	}
+	if err := h.store.Checkpoint(ctx, cps); err != nil {
+		return fmt.Errorf("checkpoint %d subscribers: %w", len(cps), err)
+	}
+	for i, st := range sts {
+		storeMax(&st.saved, uint64(cps[i].Cursor))
+		if !cps[i].LeaseExpires.IsZero() {
+			st.renewAt.Store(now.Add(st.lease / 3).UnixNano())
+		}
+	}
+	return nil
+}
+
+func storeMax(v *atomic.Uint64, n uint64) {
+	for {
+		old := v.Load()
+		if n <= old || v.CompareAndSwap(old, n) {
+			return
+		}
+	}
+}
+
+func (h *Hub) acquireSub(l *Listener, joined time.Time) *subState {
+	k := subKey{l.info.ID, l.person, l.client}
+	h.subsMu.Lock()
+	defer h.subsMu.Unlock()
+	st := h.subs[k]
+	if st == nil {
+		st = &subState{key: k, lease: l.lease}
+		st.renewAt.Store(joined.Add(l.lease / 3).UnixNano())
+		h.subs[k] = st
+	}
+	st.refs++
+	return st
+}
+
+// releaseSub drops one ListenUntil's hold on st and, with the last one,
+// saves its cursor at once so that a resume anywhere starts after it.
+func (h *Hub) releaseSub(ctx context.Context, st *subState) error {
+	h.subsMu.Lock()
+	st.refs--
+	last := st.refs == 0
+	if last {
+		delete(h.subs, st.key)
+	}
+	h.subsMu.Unlock()
+	acked := st.acked.Load()
+	if !last || acked <= st.saved.Load() {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	err := h.store.Checkpoint(ctx, []Checkpoint{{Listener: st.key.listener, Person: st.key.person, Client: st.key.client, Cursor: Cursor(acked)}})
+	if err != nil {
+		return fmt.Errorf("save cursor: %w", err)
+	}
+	storeMax(&st.saved, acked)
+	return nil
+}
+
+func (h *Hub) acquireLive(id string) *live {
+	h.livesMu.Lock()
+	defer h.livesMu.Unlock()
+	lv := h.lives[id]
+	if lv == nil {
+		lv = newLive(id)
+		h.lives[id] = lv
+	}
+	lv.refs++
+	return lv
+}
+
+func (h *Hub) releaseLive(lv *live) {
+	h.livesMu.Lock()
+	defer h.livesMu.Unlock()
+	lv.refs--
+	if lv.refs == 0 && h.lives[lv.id] == lv {
+		delete(h.lives, lv.id)
+	}
+}
+
+func (h *Hub) lookupLive(id string) *live {
+	h.livesMu.RLock()
+	defer h.livesMu.RUnlock()
+	return h.lives[id]
+}
+
+// dropLive tells local subscribers of a deleted listener that it is gone.
+func (h *Hub) dropLive(id string) {
+	h.livesMu.Lock()
+	lv := h.lives[id]
+	delete(h.lives, id)
+	h.livesMu.Unlock()
+	if lv != nil {
+		lv.markGone()
+	}
+}
+
+// publish hands committed messages to local subscribers.
+func (h *Hub) publish(msgs []Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	h.livesMu.RLock()
+	defer h.livesMu.RUnlock()
+	if len(h.lives) == 0 {
+		return
+	}
+	for i := range msgs {
+		if lv := h.lives[msgs[i].Listener]; lv != nil {
+			lv.add(msgs[i:i+1], h.opts.CacheSize)
+		}
+	}
+}
+
+func (h *Hub) watch(ctx context.Context, w Watcher) {
+	for ctx.Err() == nil {
+		err := w.Watch(ctx, h.observeHeads)
+		if ctx.Err() != nil {
+			return
+		}
+		h.log.Warn("moitessier: watch stopped; restarting", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (h *Hub) observeHeads(heads []Head) {
+	h.livesMu.RLock()
+	defer h.livesMu.RUnlock()
+	for _, hd := range heads {
+		if lv := h.lives[hd.Listener]; lv != nil {
+			lv.observe(hd.Seq)
+		}
+	}
+}
+
+// catchUp re-reads the heads of listeners with local subscribers, in one
+// call, to cover a lost notification; a listener missing from the answer
+// was deleted elsewhere.
+func (h *Hub) catchUp(ctx context.Context, w Watcher) {
+	h.livesMu.RLock()
+	ids := make([]string, 0, len(h.lives))
+	for id := range h.lives {
+		ids = append(ids, id)
+	}
+	h.livesMu.RUnlock()
+	if len(ids) == 0 {
+		return
+	}
+	heads, err := w.Heads(ctx, ids)
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("moitessier: catch up", "err", err)
+		}
+		return
+	}
+	h.observeHeads(heads)
+	found := make(map[string]bool, len(heads))
+	for _, hd := range heads {
+		found[hd.Listener] = true
+	}
+	for _, id := range ids {
+		if !found[id] {
+			h.dropLive(id)
+		}
+	}
+}
+
+// GC removes expired subscribers, listeners left without one (calling
+// Hooks.Expired for each), messages past the retention and expired
+// idempotency keys. The hub runs it every Options.GCInterval; any process may
+// call it at any time.
+func (h *Hub) GC(ctx context.Context) (SweepResult, error) {
+	if err := h.checkOpen("gc"); err != nil {
+		return SweepResult{}, err
+	}
+	now := h.now()
+	p := SweepParams{Now: now, MaxCount: h.opts.Retention.MaxCount, KeysBefore: now.Add(-h.opts.IdempotencyWindow)}
+	if h.opts.Retention.MaxAge > 0 {
+		p.MaxAge = h.opts.Retention.MaxAge
+	}
+	res, err := h.store.Sweep(ctx, p)
+	if err != nil {
+		return res, fmt.Errorf("gc: %w", err)
+	}
+	for _, l := range res.Expired {
+		h.dropLive(l.ID)
+		if h.opts.Hooks.Expired != nil {
+			h.opts.Hooks.Expired(ctx, l)
+		}
+	}
+	if n := len(res.Expired) + res.Subscribers + res.Messages + res.Keys; n > 0 {
+		h.log.Info("moitessier: gc", "listeners", len(res.Expired), "subscribers", res.Subscribers, "messages", res.Messages, "keys", res.Keys)
+	}
+	return res, nil
+}
+
+// NewListener returns the listener the conditions name, creating it if it
+// does not exist (calling Hooks.Created), and makes c.Person (with c.Client)
+// a subscriber of it. It is idempotent: the same conditions give the same
+// listener and subscriber. The errors wrap ErrUnknownType, ErrInvalidScope or
+// ErrInvalidArgument for bad conditions, which change nothing.
+func (h *Hub) NewListener(ctx context.Context, c Conditions) (*Listener, error) {
+	if err := h.checkOpen("new listener"); err != nil {
+		return nil, err
+	}
+	scopes, err := c.normalize()
+	if err != nil {
+		return nil, fmt.Errorf("new listener: %w", err)
+	}
+	l := &Listener{hub: h, person: c.Person, client: c.Client, lease: c.Lease, done: make(chan struct{})}
+	if l.lease == 0 {
+		l.lease = h.opts.Lease
+	}
+	l.info = ListenerInfo{ID: listenerID(c.Type, c.Person, c.Client, scopes), Type: c.Type, Person: c.Person, Scopes: scopes, Created: h.now()}
+	if c.Type != Shared {
+		l.info.Client = c.Client
+	}
+	if _, _, err := l.join(ctx); err != nil {
+		return nil, fmt.Errorf("new listener: %w", err)
+	}
+	return l, nil
+}
+
+// Open returns a handle on the existing listener id for person (and client),
+// making them a subscriber. It returns ErrNotFound if there is no such
+// listener and ErrNotOwner if it is another person's (or client's) Private or
+// Handler listener.
+func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, error) {
+	if err := h.checkOpen("open listener"); err != nil {
+		return nil, err
+	}
+	if err := checkName("person", person, false); err != nil {
+		return nil, fmt.Errorf("open listener: %w", err)
+	}
+	if err := checkName("client", client, true); err != nil {
+		return nil, fmt.Errorf("open listener: %w", err)
+	}
+	info, err := h.store.Listener(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("open listener %s: %w", id, err)
+	}
+	if info.Owned() && (info.Person != person || info.Client != client) {
+		return nil, fmt.Errorf("open listener %s: %w", id, ErrNotOwner)
+	}
+	l := &Listener{hub: h, info: info, person: person, client: client, lease: h.opts.Lease, done: make(chan struct{})}
+	if _, _, err := l.join(ctx); err != nil {
+		return nil, fmt.Errorf("open listener %s: %w", id, err)
+	}
+	return l, nil
+}
+
+// Info returns the stored listener with the given ID, with its head. It
+// returns ErrNotFound if there is none. It checks no ownership: callers that
+// serve other people check ListenerInfo.Person themselves.
+func (h *Hub) Info(ctx context.Context, id string) (ListenerInfo, error) {
+	info, err := h.store.Listener(ctx, id)
+	if err != nil {
+		return info, fmt.Errorf("listener %s: %w", id, err)
+	}
+	return info, nil
+}
+
+// Subscribers returns the subscribers of listener id with their
+// acknowledged cursors: who has seen what. It checks no ownership.
+func (h *Hub) Subscribers(ctx context.Context, id string) ([]Subscriber, error) {
+	subs, err := h.store.Subscribers(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("subscribers of %s: %w", id, err)
+	}
+	return subs, nil
+}
+
+func newDispatchID(now time.Time) string {
+	var b [12]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixNano()))
+	binary.BigEndian.PutUint32(b[8:], rand.Uint32())
+	return hex.EncodeToString(b[:])
+}
+

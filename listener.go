@@ -1,0 +1,298 @@
+package moitessier
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// CheckFunc is called by ListenUntil every interval: is the client still
+// there? An error ends ListenUntil, which returns it.
+type CheckFunc func(ctx context.Context) error
+
+// RespondFunc receives new messages in ListenUntil, in sequence order, as
+// soon as they are stored (e.g. to write them to a websocket). The slice is
+// shared with other subscribers: read it, do not modify it. Returning nil
+// acknowledges the messages (the subscriber's server-held cursor moves past
+// them); an error ends ListenUntil without acknowledging them.
+type RespondFunc func(ctx context.Context, msgs []Message) error
+
+// Listener is one subscriber's handle on a listener, returned by
+// Hub.NewListener or Hub.Open. It is safe for concurrent use.
+type Listener struct {
+	hub            *Hub
+	info           ListenerInfo
+	person, client string
+	lease          time.Duration
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// ID returns the listener's ID.
+func (l *Listener) ID() string { return l.info.ID }
+
+// Info returns the listener's description as of when the handle was made.
+func (l *Listener) Info() ListenerInfo { return l.info }
+
+// Subscriber returns the person and client this handle acts for.
+func (l *Listener) Subscriber() (person, client string) { return l.person, l.client }
+
+func (l *Listener) checkOpen(op string) error {
+	select {
+	case <-l.done:
+		return fmt.Errorf("%s %s: %w", op, l.info.ID, ErrClosed)
+	default:
+	}
+	return l.hub.checkOpen(op)
+}
+
+// join (re)subscribes: it creates the listener if it is missing and renews
+// the subscriber's lease, returning the stored listener and subscriber.
+func (l *Listener) join(ctx context.Context) (ListenerInfo, Subscriber, error) {
+	h := l.hub
+	now := h.now()
+	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
+	info, stored, created, err := h.store.Join(ctx, l.info, sub)
+	if err != nil {
+		return info, stored, err
+	}
+	if created && h.opts.Hooks.Created != nil {
+		h.opts.Hooks.Created(ctx, info)
+	}
+	return info, stored, nil
+}
+
+// ListenUntil hands the messages after since to respond as soon as they are
+// stored, until timeout (0: none) passes, ctx is done, check returns an
+// error, or respond does. since is a cursor from an earlier call or message,
+// 0 for the beginning of what is kept, or [Resume] for where this subscriber
+// left off. check (may be nil) runs every interval (0: never).
+//
+// Waiting costs no store queries: the hub wakes waiting subscribers when a
+// dispatch stores a message. Each message is delivered once, in order, with
+// no gaps; messages stored while respond runs come in the next call.
+// Acknowledged positions are saved within Options.AckInterval, and at once
+// when ListenUntil returns.
+//
+// It returns the cursor after the last message respond accepted, from which
+// a later call resumes with nothing lost or repeated, and nil at timeout,
+// ctx.Err(), check's or respond's error, or ErrClosed if the listener was
+// closed or deleted.
+func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond RespondFunc, since Cursor, interval, timeout time.Duration) (cur Cursor, err error) {
+	if respond == nil {
+		return since, fmt.Errorf("listen %s: %w: nil respond", l.info.ID, ErrInvalidArgument)
+	}
+	if interval < 0 || timeout < 0 {
+		return since, fmt.Errorf("listen %s: %w: negative interval or timeout", l.info.ID, ErrInvalidArgument)
+	}
+	if err := l.checkOpen("listen"); err != nil {
+		return since, err
+	}
+	h := l.hub
+	lv := h.acquireLive(l.info.ID)
+	defer h.releaseLive(lv)
+	// The live entry exists before join reads the head: a message committed
+	// after that read is published to it, one committed before is below the
+	// head and read from the store.
+	info, sub, err := l.join(ctx)
+	if err != nil {
+		return since, fmt.Errorf("listen %s: %w", l.info.ID, err)
+	}
+	cur = since
+	if since == Resume {
+		cur = sub.Cursor
+	} else if since > info.Head {
+		return since, fmt.Errorf("listen %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
+	}
+	lv.observe(info.Head)
+	st := h.acquireSub(l, h.now())
+	defer func() {
+		if serr := h.releaseSub(ctx, st); serr != nil && err == nil {
+			err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
+		}
+	}()
+
+	var tick <-chan time.Time
+	if interval > 0 && check != nil {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var deadline <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		deadline = t.C
+	}
+	limit, max := h.opts.BatchLimit, h.opts.CacheSize
+	for {
+		msgs, wake, need, gone := lv.next(cur, limit)
+		if gone {
+			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
+		}
+		if need {
+			if msgs, err = lv.fill(ctx, h.store, cur, limit, max); err != nil {
+				return cur, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
+			}
+			if len(msgs) == 0 {
+				// What lay between cur and the head was removed by
+				// retention: move on to the head.
+				cur = max64(cur, lv.headAt())
+				continue
+			}
+		}
+		if len(msgs) > 0 {
+			if err := respond(ctx, msgs); err != nil {
+				return cur, err
+			}
+			cur = msgs[len(msgs)-1].Seq
+			storeMax(&st.acked, uint64(cur))
+			// Stay responsive to the clock and to check while busy.
+			select {
+			case <-ctx.Done():
+				return cur, ctx.Err()
+			case <-deadline:
+				return cur, nil
+			case <-l.done:
+				return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
+			case <-tick:
+				if err := check(ctx); err != nil {
+					return cur, err
+				}
+			default:
+			}
+			continue
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return cur, ctx.Err()
+		case <-deadline:
+			return cur, nil
+		case <-l.done:
+			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
+		case <-tick:
+			if err := check(ctx); err != nil {
+				return cur, err
+			}
+		}
+	}
+}
+
+func max64(a, b Cursor) Cursor {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// Messages returns up to limit messages after since ([Resume]: after this
+// subscriber's saved cursor), oldest first, without waiting and without
+// acknowledging them (see Ack). limit 0 means Options.BatchLimit.
+func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Message, error) {
+	if err := l.checkOpen("messages"); err != nil {
+		return nil, err
+	}
+	if limit < 0 {
+		return nil, fmt.Errorf("messages %s: %w: negative limit", l.info.ID, ErrInvalidArgument)
+	}
+	if limit == 0 {
+		limit = l.hub.opts.BatchLimit
+	}
+	if since == Resume {
+		_, sub, err := l.join(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("messages %s: %w", l.info.ID, err)
+		}
+		since = sub.Cursor
+	}
+	msgs, err := l.hub.store.Read(ctx, l.info.ID, since, limit)
+	if err != nil {
+		return nil, fmt.Errorf("messages %s: %w", l.info.ID, err)
+	}
+	return msgs, nil
+}
+
+// Ack saves c as this subscriber's position (it never moves back) and
+// renews its lease. ListenUntil acknowledges by itself.
+func (l *Listener) Ack(ctx context.Context, c Cursor) error {
+	if err := l.checkOpen("ack"); err != nil {
+		return err
+	}
+	if c == Resume {
+		return fmt.Errorf("ack %s: %w: Resume is not a position", l.info.ID, ErrInvalidArgument)
+	}
+	cp := Checkpoint{Listener: l.info.ID, Person: l.person, Client: l.client, Cursor: c, LeaseExpires: l.hub.now().Add(l.lease)}
+	if err := l.hub.store.Checkpoint(ctx, []Checkpoint{cp}); err != nil {
+		return fmt.Errorf("ack %s: %w", l.info.ID, err)
+	}
+	return nil
+}
+
+// Cursor returns this subscriber's saved position. It returns ErrNotFound
+// if the subscriber was removed.
+func (l *Listener) Cursor(ctx context.Context) (Cursor, error) {
+	if err := l.checkOpen("cursor"); err != nil {
+		return 0, err
+	}
+	subs, err := l.hub.store.Subscribers(ctx, l.info.ID)
+	if err != nil {
+		return 0, fmt.Errorf("cursor %s: %w", l.info.ID, err)
+	}
+	for _, s := range subs {
+		if s.Person == l.person && s.Client == l.client {
+			return s.Cursor, nil
+		}
+	}
+	return 0, fmt.Errorf("cursor %s: subscriber %q: %w", l.info.ID, l.person, ErrNotFound)
+}
+
+// CursorAt returns the cursor from which a reader sees exactly the messages
+// created at or after t: the way to start from a time, as 0.1 did.
+func (l *Listener) CursorAt(ctx context.Context, t time.Time) (Cursor, error) {
+	if err := l.checkOpen("cursor at"); err != nil {
+		return 0, err
+	}
+	c, err := l.hub.store.Seek(ctx, l.info.ID, t)
+	if err != nil {
+		return 0, fmt.Errorf("cursor at %s: %w", l.info.ID, err)
+	}
+	return c, nil
+}
+
+// Subscribers returns the listener's subscribers with their saved cursors.
+func (l *Listener) Subscribers(ctx context.Context) ([]Subscriber, error) {
+	if err := l.checkOpen("subscribers"); err != nil {
+		return nil, err
+	}
+	return l.hub.Subscribers(ctx, l.info.ID)
+}
+
+// Close removes this subscriber from the listener. When it was the last
+// one, the listener and its messages are deleted and Hooks.Emptied is
+// called. Later calls on this handle, and its running ListenUntil calls,
+// return ErrClosed. Closing twice returns ErrClosed.
+func (l *Listener) Close(ctx context.Context) error {
+	if err := l.checkOpen("close"); err != nil {
+		return err
+	}
+	closed := false
+	l.closeOnce.Do(func() { close(l.done); closed = true })
+	if !closed {
+		return fmt.Errorf("close %s: %w", l.info.ID, ErrClosed)
+	}
+	h := l.hub
+	deleted, err := h.store.Leave(ctx, l.info.ID, l.person, l.client)
+	if err != nil {
+		return fmt.Errorf("close %s: %w", l.info.ID, err)
+	}
+	if deleted {
+		h.dropLive(l.info.ID)
+		if h.opts.Hooks.Emptied != nil {
+			h.opts.Hooks.Emptied(ctx, l.info)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+package moitessier
+
+import (
+	"context"
+	"sync"
+)
+
+// live is the in-process state of one listener that has local subscribers in
+// ListenUntil: the newest messages, shared by all of them, and a broadcast
+// channel that wakes them. Subscribers of one listener never each query the
+// store for the same rows: whoever misses the cache reads once (fill) and
+// puts what it read in the cache for the others.
+type live struct {
+	id   string
+	refs int // local ListenUntil calls; guarded by Hub.livesMu
+
+	mu   sync.Mutex
+	buf  []Message // contiguous sequence numbers, ascending; elements never change once written
+	head Cursor    // highest sequence number known to be committed
+	wake chan struct{}
+	gone bool // the listener was deleted
+
+	fillMu sync.Mutex
+}
+
+func newLive(id string) *live { return &live{id: id, wake: make(chan struct{})} }
+
+// next returns the cached messages after cur (at most limit), or need=true if
+// messages after cur exist but are not in the cache. With nothing new it
+// returns the channel that will be closed when something changes.
+func (lv *live) next(cur Cursor, limit int) (msgs []Message, wake <-chan struct{}, need, gone bool) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.gone {
+		return nil, nil, false, true
+	}
+	if cur < lv.head {
+		if n := len(lv.buf); n > 0 {
+			base := lv.buf[0].Seq
+			if cur+1 >= base && cur+1 <= lv.buf[n-1].Seq {
+				i := int(cur + 1 - base)
+				j := min(n, i+limit)
+				return lv.buf[i:j:j], nil, false, false
+			}
+		}
+		return nil, nil, true, false
+	}
+	return nil, lv.wake, false, false
+}
+
+// add puts committed messages of this listener, in ascending order, into the
+// cache and wakes the waiters. Messages already known are ignored; a gap
+// restarts the cache at the new message (readers behind it use the store).
+func (lv *live) add(msgs []Message, max int) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	changed := false
+	for _, m := range msgs {
+		n := len(lv.buf)
+		switch {
+		case n > 0 && m.Seq <= lv.buf[n-1].Seq:
+			continue
+		case n > 0 && m.Seq == lv.buf[n-1].Seq+1:
+			lv.buf = append(lv.buf, m)
+		default:
+			// Empty or a gap: start a new array, never overwrite one that
+			// readers may hold.
+			lv.buf = append(make([]Message, 0, 16), m)
+		}
+		changed = true
+		if m.Seq > lv.head {
+			lv.head = m.Seq
+		}
+	}
+	if len(lv.buf) > max {
+		lv.buf = lv.buf[len(lv.buf)-max/2:]
+	}
+	if changed {
+		lv.broadcast()
+	}
+}
+
+// observe records that the listener's head is at least h.
+func (lv *live) observe(h Cursor) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if h > lv.head {
+		lv.head = h
+		lv.broadcast()
+	}
+}
+
+// headAt returns the highest sequence number known to be committed.
+func (lv *live) headAt() Cursor {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	return lv.head
+}
+
+func (lv *live) markGone() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if !lv.gone {
+		lv.gone = true
+		lv.broadcast()
+	}
+}
+
+func (lv *live) broadcast() {
+	close(lv.wake)
+	lv.wake = make(chan struct{})
+}
+
+// fill reads messages after cur from the store, once for all local
+// subscribers that need the same rows, and caches them.
+func (lv *live) fill(ctx context.Context, s Store, cur Cursor, limit, max int) ([]Message, error) {
+	lv.fillMu.Lock()
+	defer lv.fillMu.Unlock()
+	if msgs, _, need, _ := lv.next(cur, limit); !need {
+		return msgs, nil
+	}
+	msgs, err := s.Read(ctx, lv.id, cur, limit)
+	if err != nil {
+		return nil, err
+	}
+	lv.add(msgs, max)
+	return msgs, nil
+}

@@ -1,0 +1,344 @@
+// Package memstore is the in-memory moitessier.Store: the reference
+// implementation of the Store contract, for tests and for embedding where
+// nothing needs to outlive the process.
+package memstore
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/scopeindex"
+)
+
+// Store keeps everything in memory. The zero value is not usable; call New.
+type Store struct {
+	mu        sync.RWMutex
+	listeners map[string]*listener
+	index     *scopeindex.Index
+	keys      map[keyID]*keyRecord
+	closed    bool
+}
+
+var (
+	_ moitessier.Store  = (*Store)(nil)
+	_ moitessier.Closer = (*Store)(nil)
+)
+
+type listener struct {
+	info moitessier.ListenerInfo
+	subs map[subID]*moitessier.Subscriber
+	msgs []moitessier.Message // ascending Seq; msgs[0] may be past 1 after a sweep
+}
+
+type subID struct{ person, client string }
+
+type keyID struct{ sender, key string }
+
+type keyRecord struct {
+	at   time.Time
+	refs []ref
+}
+
+type ref struct {
+	listener string
+	seq      moitessier.Cursor
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{listeners: map[string]*listener{}, index: scopeindex.New(), keys: map[keyID]*keyRecord{}}
+}
+
+// Close makes every later call fail with moitessier.ErrClosed.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	return nil
+}
+
+func (s *Store) check(op string) error {
+	if s.closed {
+		return fmt.Errorf("memstore: %s: %w", op, moitessier.ErrClosed)
+	}
+	return nil
+}
+
+func (l *listener) snapshot() moitessier.ListenerInfo {
+	info := l.info
+	info.Scopes = slices.Clone(info.Scopes)
+	return info
+}
+
+// Join implements moitessier.Store.
+func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check("join"); err != nil {
+		return li, sub, false, err
+	}
+	l, created := s.listeners[li.ID], false
+	if l == nil {
+		created = true
+		li.Scopes = slices.Clone(li.Scopes)
+		li.Head = 0
+		l = &listener{info: li, subs: map[subID]*moitessier.Subscriber{}}
+		s.listeners[li.ID] = l
+		s.index.Add(li.ID, li.Scopes)
+	}
+	k := subID{sub.Person, sub.Client}
+	if old := l.subs[k]; old != nil {
+		if sub.LeaseExpires.After(old.LeaseExpires) {
+			old.LeaseExpires = sub.LeaseExpires
+		}
+		return l.snapshot(), *old, created, nil
+	}
+	sub.Cursor = l.info.Head
+	l.subs[k] = &sub
+	return l.snapshot(), sub, created, nil
+}
+
+// Listener implements moitessier.Store.
+func (s *Store) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check("listener"); err != nil {
+		return moitessier.ListenerInfo{}, err
+	}
+	l := s.listeners[id]
+	if l == nil {
+		return moitessier.ListenerInfo{}, fmt.Errorf("memstore: listener %s: %w", id, moitessier.ErrNotFound)
+	}
+	return l.snapshot(), nil
+}
+
+// Subscribers implements moitessier.Store.
+func (s *Store) Subscribers(ctx context.Context, id string) ([]moitessier.Subscriber, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check("subscribers"); err != nil {
+		return nil, err
+	}
+	l := s.listeners[id]
+	if l == nil {
+		return nil, fmt.Errorf("memstore: subscribers of %s: %w", id, moitessier.ErrNotFound)
+	}
+	out := make([]moitessier.Subscriber, 0, len(l.subs))
+	for _, sub := range l.subs {
+		out = append(out, *sub)
+	}
+	slices.SortFunc(out, func(a, b moitessier.Subscriber) int {
+		return cmp.Or(cmp.Compare(a.Person, b.Person), cmp.Compare(a.Client, b.Client))
+	})
+	return out, nil
+}
+
+// Leave implements moitessier.Store.
+func (s *Store) Leave(ctx context.Context, id, person, client string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check("leave"); err != nil {
+		return false, err
+	}
+	l := s.listeners[id]
+	if l == nil || l.subs[subID{person, client}] == nil {
+		return false, fmt.Errorf("memstore: leave %s: subscriber %q/%q: %w", id, person, client, moitessier.ErrNotFound)
+	}
+	delete(l.subs, subID{person, client})
+	if len(l.subs) > 0 {
+		return false, nil
+	}
+	s.deleteListener(l)
+	return true, nil
+}
+
+func (s *Store) deleteListener(l *listener) {
+	delete(s.listeners, l.info.ID)
+	s.index.Remove(l.info.ID, l.info.Scopes)
+}
+
+// Match implements moitessier.Store.
+func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check("match"); err != nil {
+		return nil, err
+	}
+	var out []moitessier.ListenerInfo
+	s.index.Match(scope, func(id string) {
+		if l := s.listeners[id]; l != nil {
+			out = append(out, l.snapshot())
+		}
+	})
+	return out, nil
+}
+
+// Append implements moitessier.Store.
+func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, fmt.Errorf("memstore: append: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check("append"); err != nil {
+		return nil, false, err
+	}
+	kid := keyID{b.Sender, b.Key}
+	if b.Key != "" {
+		if rec := s.keys[kid]; rec != nil && !rec.at.Before(b.KeySince) {
+			var out []moitessier.Message
+			for _, r := range rec.refs {
+				if m, ok := s.find(r); ok {
+					out = append(out, m)
+				}
+			}
+			return out, true, nil
+		}
+	}
+	out := make([]moitessier.Message, 0, len(b.Entries))
+	for _, e := range b.Entries {
+		l := s.listeners[e.Listener]
+		if l == nil {
+			continue
+		}
+		l.info.Head++
+		m := moitessier.Message{Listener: e.Listener, Seq: l.info.Head, Dispatch: b.Dispatch, Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created}
+		l.msgs = append(l.msgs, m)
+		out = append(out, m)
+	}
+	if b.Key != "" {
+		rec := &keyRecord{at: b.Created, refs: make([]ref, len(out))}
+		for i, m := range out {
+			rec.refs[i] = ref{m.Listener, m.Seq}
+		}
+		s.keys[kid] = rec
+	}
+	return out, false, nil
+}
+
+// find returns a stored message by listener and sequence number.
+func (s *Store) find(r ref) (moitessier.Message, bool) {
+	l := s.listeners[r.listener]
+	if l == nil {
+		return moitessier.Message{}, false
+	}
+	i := l.after(r.seq - 1)
+	if i < len(l.msgs) && l.msgs[i].Seq == r.seq {
+		return l.msgs[i], true
+	}
+	return moitessier.Message{}, false
+}
+
+// after returns the index of the first message with Seq > c.
+func (l *listener) after(c moitessier.Cursor) int {
+	return sort.Search(len(l.msgs), func(i int) bool { return l.msgs[i].Seq > c })
+}
+
+// Read implements moitessier.Store.
+func (s *Store) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check("read"); err != nil {
+		return nil, err
+	}
+	l := s.listeners[id]
+	if l == nil || limit <= 0 {
+		return nil, nil
+	}
+	i := l.after(after)
+	j := min(len(l.msgs), i+limit)
+	return slices.Clone(l.msgs[i:j]), nil
+}
+
+// Seek implements moitessier.Store.
+func (s *Store) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check("seek"); err != nil {
+		return 0, err
+	}
+	l := s.listeners[id]
+	if l == nil {
+		return 0, fmt.Errorf("memstore: seek %s: %w", id, moitessier.ErrNotFound)
+	}
+	i := sort.Search(len(l.msgs), func(i int) bool { return !l.msgs[i].Created.Before(t) })
+	if i < len(l.msgs) {
+		return l.msgs[i].Seq - 1, nil
+	}
+	return l.info.Head, nil
+}
+
+// Checkpoint implements moitessier.Store.
+func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check("checkpoint"); err != nil {
+		return err
+	}
+	for _, cp := range cps {
+		l := s.listeners[cp.Listener]
+		if l == nil {
+			continue
+		}
+		sub := l.subs[subID{cp.Person, cp.Client}]
+		if sub == nil {
+			continue
+		}
+		if cp.Cursor > sub.Cursor {
+			sub.Cursor = cp.Cursor
+		}
+		if !cp.LeaseExpires.IsZero() {
+			sub.LeaseExpires = cp.LeaseExpires
+		}
+	}
+	return nil
+}
+
+// Sweep implements moitessier.Store. Memory has no long write lock to avoid,
+// so it sweeps everything at once.
+func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var res moitessier.SweepResult
+	if err := s.check("sweep"); err != nil {
+		return res, err
+	}
+	for _, l := range s.listeners {
+		for k, sub := range l.subs {
+			if sub.LeaseExpires.Before(p.Now) {
+				delete(l.subs, k)
+				res.Subscribers++
+			}
+		}
+		if len(l.subs) == 0 {
+			res.Expired = append(res.Expired, l.snapshot())
+			s.deleteListener(l)
+			continue
+		}
+		drop := 0
+		if p.MaxAge > 0 {
+			cutoff := p.Now.Add(-p.MaxAge)
+			drop = sort.Search(len(l.msgs), func(i int) bool { return !l.msgs[i].Created.Before(cutoff) })
+		}
+		if p.MaxCount > 0 && len(l.msgs)-drop > p.MaxCount {
+			drop = len(l.msgs) - p.MaxCount
+		}
+		if drop > 0 {
+			l.msgs = slices.Clone(l.msgs[drop:])
+			res.Messages += drop
+		}
+	}
+	for k, rec := range s.keys {
+		if rec.at.Before(p.KeysBefore) {
+			delete(s.keys, k)
+			res.Keys++
+		}
+	}
+	return res, nil
+}
