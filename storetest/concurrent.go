@@ -1,0 +1,251 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+)
+
+// checker verifies a stream of deliveries to one subscriber: every seq once,
+// in order, with no gap, and each dispatcher's messages in its order.
+type checker struct {
+	mu      sync.Mutex
+	next    moitessier.Cursor
+	lastBy  map[string]int
+	count   int
+	err     error
+	arrived chan struct{}
+}
+
+func newChecker() *checker {
+	return &checker{next: 1, lastBy: map[string]int{}, arrived: make(chan struct{}, 1)}
+}
+
+func (c *checker) respond(ctx context.Context, msgs []moitessier.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range msgs {
+		if c.err != nil {
+			break
+		}
+		if m.Seq != c.next {
+			c.err = fmt.Errorf("got seq %d, want %d", m.Seq, c.next)
+			break
+		}
+		c.next++
+		who, n, _ := strings.Cut(m.Text, ":")
+		i, _ := strconv.Atoi(n)
+		if last, ok := c.lastBy[who]; ok && i != last+1 {
+			c.err = fmt.Errorf("dispatcher %s: message %d after %d", who, i, last)
+		}
+		c.lastBy[who] = i
+		c.count++
+	}
+	select {
+	case c.arrived <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (c *checker) wait(tb testing.TB, n int) {
+	tb.Helper()
+	deadline := time.After(60 * time.Second)
+	for {
+		c.mu.Lock()
+		got, err := c.count, c.err
+		c.mu.Unlock()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if got >= n {
+			return
+		}
+		select {
+		case <-c.arrived:
+		case <-deadline:
+			tb.Fatalf("waited 60s: %d of %d messages", got, n)
+		}
+	}
+}
+
+// testConcurrent runs many dispatchers and listeners at once (the suite runs
+// under -race): no loss, no duplicates, per-listener order kept.
+func testConcurrent(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	hub := newHub(t, s, moitessier.Options{BatchLimit: 7, CacheSize: 16})
+	const dispatchers, each = 4, 150
+	type sub struct {
+		l *moitessier.Listener
+		c *checker
+	}
+	var subs []sub
+	add := func(c moitessier.Conditions, n int) {
+		for i := range n {
+			c := c
+			c.Client = fmt.Sprint("c", i)
+			subs = append(subs, sub{mustListener(t, hub, c), newChecker()})
+		}
+	}
+	add(moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "load.room"}, 6)
+	add(moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "load.*"}, 3)
+	add(moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "load.>"}, 2)
+	for _, s := range subs {
+		listen(t, s.l, s.c, 0)
+	}
+	// Some late listeners join while dispatches run and must still see
+	// everything after the cursor they start from.
+	var wg sync.WaitGroup
+	for d := range dispatchers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := hub.Dispatch(context.Background(), "p", "load.room", fmt.Sprintf("d%d:%d", d, i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, s := range subs {
+		s.c.wait(t, dispatchers*each)
+	}
+	for i, s := range subs {
+		s.c.mu.Lock()
+		if s.c.count != dispatchers*each || s.c.err != nil {
+			t.Errorf("subscriber %d: %d messages, %v", i, s.c.count, s.c.err)
+		}
+		s.c.mu.Unlock()
+	}
+	// A second hub on the same store (another goroutine pool of the same
+	// process) reading while the first dispatches: still exact.
+	late := mustListener(t, hub, moitessier.Conditions{Person: "q", Type: moitessier.Shared, Scope: "load.room"})
+	lc := newChecker()
+	lc.next = dispatchers*each + 1
+	listen(t, late, lc, moitessier.Resume)
+	for i := range 100 {
+		mustDispatch(t, hub, "p", "load.room", fmt.Sprintf("late:%d", i))
+	}
+	lc.wait(t, 100)
+}
+
+// testReopen closes the store and opens it again on the same data, as a
+// restarted process would: every listener resumes with nothing lost.
+func testReopen(t *testing.T, h Harness) {
+	if h.Reopen == nil {
+		t.Skip("storetest: Reopen: the store keeps nothing across processes (Harness.Reopen is nil)")
+	}
+	s := h.New(t)
+	hub, err := moitessier.New(s, moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	room := mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "r.1", Client: "web"})
+	mustListener(t, hub, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "r.1"})
+	inbox := mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Private, Scope: "inbox.>"})
+	pattern := mustListener(t, hub, moitessier.Conditions{Person: "carol", Type: moitessier.Shared, Scope: "r.*"})
+	for i := range 5 {
+		mustDispatch(t, hub, "bob", "r.1", fmt.Sprint("m", i))
+		mustDispatch(t, hub, "bob", "inbox.alice", fmt.Sprint("n", i), moitessier.To("alice"))
+	}
+	mustDispatch(t, hub, "x", "r.1", "keyed", moitessier.IdempotencyKey("once"))
+	// alice reads 3 of the room's messages and acknowledges them.
+	c := newCollector()
+	hubLimited, _ := moitessier.New(s, moitessier.Options{GCInterval: -1, BatchLimit: 3})
+	rl, err := hubLimited.Open(ctx, room.ID(), "alice", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := rl.ListenUntil(ctx, nil, func(ctx context.Context, m []moitessier.Message) error {
+		c.respond(ctx, m)
+		return errStopAfter
+	}, moitessier.Resume, 0, 0)
+	if cur != 0 {
+		t.Fatalf("listen = %d, %v", cur, err)
+	}
+	if err := rl.Ack(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	_ = hubLimited.Close()
+	if err := hub.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = h.Reopen(t, s)
+	if c, ok := s.(moitessier.Closer); ok {
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	hub2 := newHub(t, s, moitessier.Options{})
+	room2 := mustListener(t, hub2, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "r.1", Client: "web"})
+	if room2.ID() != room.ID() {
+		t.Fatal("reopened listener has a new ID")
+	}
+	mustDispatch(t, hub2, "bob", "r.1", "after")
+	c2 := newCollector()
+	stop := listen(t, room2, c2, moitessier.Resume)
+	c2.waitFor(t, 4)
+	stop()
+	if got := strings.Join(c2.texts(), ","); got != "m3,m4,keyed,after" {
+		t.Fatalf("alice resumed with %s, want m3,m4,keyed,after", got)
+	}
+	inbox2 := mustListener(t, hub2, moitessier.Conditions{Person: "alice", Type: moitessier.Private, Scope: "inbox.>"})
+	wantTexts(t, inbox2, "n0", "n1", "n2", "n3", "n4")
+	_ = inbox
+	wantTexts(t, mustListener(t, hub2, moitessier.Conditions{Person: "carol", Type: moitessier.Shared, Scope: "r.*"}), "m0", "m1", "m2", "m3", "m4", "keyed", "after")
+	_ = pattern
+	if d := mustDispatch(t, hub2, "x", "r.1", "keyed", moitessier.IdempotencyKey("once")); !d.Replayed {
+		t.Fatal("an idempotency key was forgotten across the reopen")
+	}
+	subs, err := hub2.Subscribers(ctx, room.ID())
+	if err != nil || len(subs) != 2 {
+		t.Fatalf("subscribers after reopen: %+v, %v", subs, err)
+	}
+}
+
+// testShare runs two hubs on two stores sharing one database, as two
+// processes would: a dispatch in one reaches a listener in the other,
+// without polling, and in order.
+func testShare(t *testing.T, h Harness) {
+	if h.Share == nil {
+		t.Skip("storetest: Share: the store serves one process (Harness.Share is nil)")
+	}
+	s1 := newStore(t, h)
+	s2 := h.Share(t, s1)
+	if c, ok := s2.(moitessier.Closer); ok {
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	hubA := newHub(t, s1, moitessier.Options{})
+	hubB := newHub(t, s2, moitessier.Options{CatchUpInterval: time.Hour})
+	l := mustListener(t, hubB, moitessier.Conditions{Person: "b", Type: moitessier.Shared, Scope: "x.>"})
+	c := newChecker()
+	listen(t, l, c, 0)
+	// A listener created in B is matched by a dispatch in A.
+	for i := range 50 {
+		mustDispatch(t, hubA, "a", "x.y", fmt.Sprintf("a:%d", i))
+	}
+	// Notifications, not the hour-long catch-up, bring them.
+	c.wait(t, 50)
+	var wg sync.WaitGroup
+	for _, hub := range []*moitessier.Hub{hubA, hubB} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 50 {
+				if _, err := hub.Dispatch(context.Background(), "p", "x.z", fmt.Sprintf("%p:%d", hub, i)); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	c.wait(t, 150)
+}
