@@ -1,0 +1,255 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/likestripes/moitessier"
+)
+
+// Append writes a batch in one transaction, every entry or none, as
+// [moitessier.Store] describes. Entries whose listener no longer exists are
+// skipped.
+func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	if err := s.enter("append"); err != nil {
+		return nil, false, err
+	}
+	defer s.exit()
+	var (
+		msgs     []moitessier.Message
+		replayed bool
+	)
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		if b.Key != "" {
+			var err error
+			msgs, replayed, err = s.replay(ctx, tx, b)
+			if err != nil || replayed {
+				return err
+			}
+		}
+		bump := tx.StmtContext(ctx, s.stmts.bumpHead)
+		insert := tx.StmtContext(ctx, s.stmts.insertMessage)
+		created := toNanos(b.Created)
+		msgs = make([]moitessier.Message, 0, len(b.Entries))
+		for i, e := range b.Entries {
+			var seq int64
+			if err := bump.QueryRowContext(ctx, e.Listener).Scan(&seq); errors.Is(err, sql.ErrNoRows) {
+				continue // the listener was deleted
+			} else if err != nil {
+				return err
+			}
+			if _, err := insert.ExecContext(ctx, e.Listener, seq, b.Dispatch, b.Scope, b.Sender, e.Text, created); err != nil {
+				return err
+			}
+			msgs = append(msgs, moitessier.Message{
+				Listener: e.Listener,
+				Seq:      moitessier.Cursor(seq),
+				Dispatch: b.Dispatch,
+				Scope:    b.Scope,
+				Sender:   b.Sender,
+				Text:     e.Text,
+				Created:  fromNanos(created),
+			})
+			if s.appendHook != nil {
+				if err := s.appendHook(i); err != nil {
+					return err
+				}
+			}
+		}
+		if b.Key != "" {
+			_, err := tx.StmtContext(ctx, s.stmts.putKey).ExecContext(ctx, b.Sender, b.Key, b.Dispatch, created, encodeRefs(msgs))
+			return err
+		}
+		return nil
+	}, func() {
+		if replayed {
+			return
+		}
+		for _, m := range msgs {
+			if c := s.listeners[m.Listener]; c != nil && m.Seq > c.info.Head {
+				c.info.Head = m.Seq
+			}
+		}
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("sqlite: append %s: %w", b.Dispatch, err)
+	}
+	return msgs, replayed, nil
+}
+
+// replay looks up b's idempotency key. If a batch with that key was appended
+// at or after b.KeySince, it returns that batch's messages that still exist.
+func (s *Store) replay(ctx context.Context, tx *sql.Tx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	var (
+		at   int64
+		refs []byte
+	)
+	err := tx.StmtContext(ctx, s.stmts.getKey).QueryRowContext(ctx, b.Sender, b.Key).Scan(&at, &refs)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("idempotency key: %w", err)
+	}
+	if at < toNanos(b.KeySince) {
+		return nil, false, nil // expired: the batch is written anew
+	}
+	get := tx.StmtContext(ctx, s.stmts.getMessage)
+	var msgs []moitessier.Message
+	err = decodeRefs(refs, func(listener string, seq int64) error {
+		m := moitessier.Message{Listener: listener, Seq: moitessier.Cursor(seq)}
+		var created int64
+		err := get.QueryRowContext(ctx, listener, seq).Scan(&m.Dispatch, &m.Scope, &m.Sender, &m.Text, &created)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil // swept since
+		}
+		if err != nil {
+			return err
+		}
+		m.Created = fromNanos(created)
+		msgs = append(msgs, m)
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("idempotency key: %w", err)
+	}
+	return msgs, true, nil
+}
+
+// encodeRefs encodes the (listener, seq) of messages as, for each, the
+// uvarint length of the listener ID, the ID, and the uvarint seq.
+func encodeRefs(msgs []moitessier.Message) []byte {
+	b := make([]byte, 0, len(msgs)*(len("p")+32+4))
+	for _, m := range msgs {
+		b = binary.AppendUvarint(b, uint64(len(m.Listener)))
+		b = append(b, m.Listener...)
+		b = binary.AppendUvarint(b, uint64(m.Seq))
+	}
+	return b
+}
+
+func decodeRefs(b []byte, fn func(listener string, seq int64) error) error {
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || uint64(len(b)-k) < n {
+			return errors.New("corrupt message references")
+		}
+		listener := string(b[k : k+int(n)])
+		b = b[k+int(n):]
+		seq, k := binary.Uvarint(b)
+		if k <= 0 {
+			return errors.New("corrupt message references")
+		}
+		b = b[k:]
+		if err := fn(listener, int64(seq)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Read returns up to limit messages of a listener with Seq > after, in
+// sequence order. A listener that does not exist, or whose Head is not past
+// after, has none, and Read returns them without a query.
+func (s *Store) Read(ctx context.Context, listenerID string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	if err := s.enter("read"); err != nil {
+		return nil, err
+	}
+	defer s.exit()
+	if limit <= 0 {
+		return nil, nil
+	}
+	s.mu.RLock()
+	c := s.listeners[listenerID]
+	var head moitessier.Cursor
+	if c != nil {
+		head = c.info.Head
+	}
+	s.mu.RUnlock()
+	if head <= after {
+		return nil, nil
+	}
+	// Only committed messages are in the cache's head, so at most head-after
+	// rows can be found now.
+	if n := head - after; uint64(limit) > uint64(n) {
+		limit = int(n)
+	}
+	rows, err := s.stmts.read.QueryContext(ctx, listenerID, seqArg(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read %s: %w", listenerID, err)
+	}
+	defer rows.Close()
+	msgs := make([]moitessier.Message, 0, limit)
+	for rows.Next() {
+		m := moitessier.Message{Listener: listenerID}
+		var seq, created int64
+		if err := rows.Scan(&seq, &m.Dispatch, &m.Scope, &m.Sender, &m.Text, &created); err != nil {
+			return nil, fmt.Errorf("sqlite: read %s: %w", listenerID, err)
+		}
+		m.Seq, m.Created = moitessier.Cursor(seq), fromNanos(created)
+		msgs = append(msgs, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlite: read %s: %w", listenerID, err)
+	}
+	return msgs, nil
+}
+
+// Seek returns the cursor just before the listener's first message created
+// at or after t, or its Head if there is none. It returns an error wrapping
+// [moitessier.ErrNotFound] if the listener does not exist.
+func (s *Store) Seek(ctx context.Context, listenerID string, t time.Time) (moitessier.Cursor, error) {
+	if err := s.enter("seek"); err != nil {
+		return 0, err
+	}
+	defer s.exit()
+	s.mu.RLock()
+	c := s.listeners[listenerID]
+	var head moitessier.Cursor
+	if c != nil {
+		head = c.info.Head
+	}
+	s.mu.RUnlock()
+	if c == nil {
+		return 0, fmt.Errorf("sqlite: seek %s: %w", listenerID, moitessier.ErrNotFound)
+	}
+	var seq int64
+	err := s.stmts.seek.QueryRowContext(ctx, listenerID, toNanos(t)).Scan(&seq)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return head, nil
+	case err != nil:
+		return 0, fmt.Errorf("sqlite: seek %s: %w", listenerID, err)
+	}
+	return moitessier.Cursor(seq - 1), nil
+}
+
+// Checkpoint saves subscribers' positions and leases in one transaction,
+// ignoring subscribers that no longer exist.
+func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
+	if err := s.enter("checkpoint"); err != nil {
+		return err
+	}
+	defer s.exit()
+	if len(cps) == 0 {
+		return nil
+	}
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		stmt := tx.StmtContext(ctx, s.stmts.checkpoint)
+		for _, cp := range cps {
+			if _, err := stmt.ExecContext(ctx, seqArg(cp.Cursor), !cp.LeaseExpires.IsZero(), toNanos(cp.LeaseExpires),
+				cp.Listener, cp.Person, cp.Client); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: checkpoint: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,878 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/sqlite"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+
+func dbPath(tb testing.TB) string {
+	tb.Helper()
+	return filepath.Join(tb.TempDir(), "moitessier.db")
+}
+
+// mustOpen opens the store at path and closes it when the test ends.
+func mustOpen(tb testing.TB, path string) *sqlite.Store {
+	tb.Helper()
+	s, err := sqlite.Open(context.Background(), path)
+	if err != nil {
+		tb.Fatalf("Open(%s): %v", path, err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+// reopen closes s and opens its file again.
+func reopen(tb testing.TB, s *sqlite.Store) *sqlite.Store {
+	tb.Helper()
+	if err := s.Close(); err != nil {
+		tb.Fatalf("Close: %v", err)
+	}
+	return mustOpen(tb, s.Path())
+}
+
+func listener(id string, scopes ...string) moitessier.ListenerInfo {
+	return moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "alice", Scopes: scopes, Created: t0}
+}
+
+func sub(person string) moitessier.Subscriber {
+	return moitessier.Subscriber{Person: person, Joined: t0, LeaseExpires: t0.Add(time.Hour)}
+}
+
+func mustJoin(tb testing.TB, s moitessier.Store, l moitessier.ListenerInfo, person string) moitessier.Subscriber {
+	tb.Helper()
+	_, got, _, err := s.Join(context.Background(), l, sub(person))
+	if err != nil {
+		tb.Fatalf("Join(%s, %s): %v", l.ID, person, err)
+	}
+	return got
+}
+
+func batch(dispatch string, texts map[string]string) *moitessier.Batch {
+	b := &moitessier.Batch{Dispatch: dispatch, Scope: "room.1", Sender: "bob", Created: t0}
+	ids := make([]string, 0, len(texts))
+	for id := range texts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		b.Entries = append(b.Entries, moitessier.Entry{Listener: id, Text: texts[id]})
+	}
+	return b
+}
+
+func mustAppend(tb testing.TB, s moitessier.Store, b *moitessier.Batch) []moitessier.Message {
+	tb.Helper()
+	msgs, _, err := s.Append(context.Background(), b)
+	if err != nil {
+		tb.Fatalf("Append(%s): %v", b.Dispatch, err)
+	}
+	return msgs
+}
+
+func mustRead(tb testing.TB, s moitessier.Store, id string, after moitessier.Cursor) []moitessier.Message {
+	tb.Helper()
+	msgs, err := s.Read(context.Background(), id, after, 1000)
+	if err != nil {
+		tb.Fatalf("Read(%s, %d): %v", id, after, err)
+	}
+	return msgs
+}
+
+func texts(msgs []moitessier.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Text
+	}
+	return out
+}
+
+func head(tb testing.TB, s moitessier.Store, id string) moitessier.Cursor {
+	tb.Helper()
+	l, err := s.Listener(context.Background(), id)
+	if err != nil {
+		tb.Fatalf("Listener(%s): %v", id, err)
+	}
+	return l.Head
+}
+
+// query runs a query on the closed store's file and returns one integer.
+func queryInt(tb testing.TB, path, query string) int {
+	tb.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow(query).Scan(&n); err != nil {
+		tb.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func TestMigrations(t *testing.T) {
+	path := dbPath(t)
+	s := mustOpen(t, path)
+	mustJoin(t, s, listener("l1", "a"), "alice")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := queryInt(t, path, `SELECT count(*) FROM schema_migrations`), 1; got != want {
+		t.Fatalf("schema_migrations holds %d rows, want %d", got, want)
+	}
+	if got, want := queryInt(t, path, `SELECT max(version) FROM schema_migrations`), 1; got != want {
+		t.Fatalf("schema version %d, want %d", got, want)
+	}
+	for range 2 {
+		s = mustOpen(t, path)
+		if got, want := head(t, s, "l1"), moitessier.Cursor(0); got != want {
+			t.Fatalf("head %d, want %d", got, want)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := queryInt(t, path, `SELECT count(*) FROM schema_migrations`), 1; got != want {
+		t.Fatalf("after reopening, schema_migrations holds %d rows, want %d", got, want)
+	}
+	if got, want := queryInt(t, path, `SELECT count(*) FROM listeners`), 1; got != want {
+		t.Fatalf("after reopening, %d listeners, want %d", got, want)
+	}
+
+	t.Run("NewerSchema", func(t *testing.T) {
+		db, err := sql.Open("sqlite", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`INSERT INTO schema_migrations (version, name, applied) VALUES (99, 'future', 0)`); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		if s, err := sqlite.Open(context.Background(), path); err == nil {
+			s.Close()
+			t.Fatal("Open of a database with a newer schema succeeded")
+		}
+		// The refused Open released its lock.
+		db, _ = sql.Open("sqlite", path)
+		db.Exec(`DELETE FROM schema_migrations WHERE version = 99`)
+		db.Close()
+		mustOpen(t, path)
+	})
+}
+
+func TestReopen(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	room := listener("room", "room.*", "hall")
+	priv := moitessier.ListenerInfo{ID: "priv", Type: moitessier.Private, Person: "carol", Client: "phone", Scopes: []string{"room.1"}, Created: t0}
+	mustJoin(t, s, room, "alice")
+	mustJoin(t, s, room, "bob")
+	mustJoin(t, s, priv, "carol")
+	var want []moitessier.Message
+	for i := range 5 {
+		want = append(want, mustAppend(t, s, batch(fmt.Sprint("d", i), map[string]string{"room": fmt.Sprint("r", i), "priv": fmt.Sprint("p", i)}))...)
+	}
+	lease := t0.Add(2 * time.Hour)
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: "room", Person: "bob", Cursor: 3, LeaseExpires: lease}}); err != nil {
+		t.Fatal(err)
+	}
+	wantSubs, err := s.Subscribers(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	s = reopen(t, s)
+
+	got, err := s.Listener(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Head != 5 || got.Type != moitessier.Shared || got.Person != "alice" || !slices.Equal(got.Scopes, room.Scopes) || !got.Created.Equal(t0) {
+		t.Fatalf("room after reopen: %+v", got)
+	}
+	if got, err := s.Listener(ctx, "priv"); err != nil || got.Client != "phone" || got.Type != moitessier.Private || got.Head != 5 {
+		t.Fatalf("priv after reopen: %+v, %v", got, err)
+	}
+	subs, err := s.Subscribers(ctx, "room")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(subs) != 2 || len(wantSubs) != 2 {
+		t.Fatalf("subscribers %+v, want %+v", subs, wantSubs)
+	}
+	for i := range subs {
+		g, w := subs[i], wantSubs[i]
+		if g.Person != w.Person || g.Client != w.Client || g.Cursor != w.Cursor || !g.Joined.Equal(w.Joined) || !g.LeaseExpires.Equal(w.LeaseExpires) {
+			t.Fatalf("subscriber %d: %+v, want %+v", i, g, w)
+		}
+	}
+	if subs[1].Cursor != 3 || !subs[1].LeaseExpires.Equal(lease) {
+		t.Fatalf("bob: %+v, want cursor 3, lease %v", subs[1], lease)
+	}
+	var all []moitessier.Message
+	for _, id := range []string{"priv", "room"} {
+		all = append(all, mustRead(t, s, id, 0)...)
+	}
+	slices.SortFunc(want, func(a, b moitessier.Message) int {
+		if a.Listener != b.Listener {
+			return map[bool]int{true: -1, false: 1}[a.Listener < b.Listener]
+		}
+		return int(a.Seq) - int(b.Seq)
+	})
+	if len(all) != len(want) {
+		t.Fatalf("read %d messages, want %d", len(all), len(want))
+	}
+	for i := range all {
+		if !sameMessage(all[i], want[i]) {
+			t.Fatalf("message %d: %+v, want %+v", i, all[i], want[i])
+		}
+	}
+	ls, err := s.Match(ctx, "room.1")
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("Match(room.1) = %+v, %v; want room and priv", ls, err)
+	}
+	// Sequence numbers go on from the stored heads.
+	msgs := mustAppend(t, s, batch("d5", map[string]string{"room": "r5"}))
+	if msgs[0].Seq != 6 {
+		t.Fatalf("seq after reopen %d, want 6", msgs[0].Seq)
+	}
+}
+
+func sameMessage(a, b moitessier.Message) bool {
+	return a.Listener == b.Listener && a.Seq == b.Seq && a.Dispatch == b.Dispatch && a.Scope == b.Scope &&
+		a.Sender == b.Sender && a.Text == b.Text && a.Created.Equal(b.Created)
+}
+
+func TestAppendAtomic(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	ids := []string{"a", "b", "c", "d", "e"}
+	entries := map[string]string{}
+	for _, id := range ids {
+		mustJoin(t, s, listener(id, "x"), "alice")
+		entries[id] = "text " + id
+	}
+	mustAppend(t, s, batch("first", entries))
+
+	t.Run("FailureMidBatch", func(t *testing.T) {
+		boom := errors.New("boom")
+		sqlite.SetAppendHook(s, func(i int) error {
+			if i == 3 {
+				return boom
+			}
+			return nil
+		})
+		b := batch("second", entries)
+		b.Key = "k"
+		_, _, err := s.Append(ctx, b)
+		sqlite.SetAppendHook(s, nil)
+		if !errors.Is(err, boom) {
+			t.Fatalf("Append error %v, want %v", err, boom)
+		}
+		for _, id := range ids {
+			if got := mustRead(t, s, id, 0); len(got) != 1 || got[0].Dispatch != "first" {
+				t.Fatalf("listener %s holds %+v after a failed batch, want only the first message", id, got)
+			}
+			if h := head(t, s, id); h != 1 {
+				t.Fatalf("listener %s head %d after a failed batch, want 1", id, h)
+			}
+		}
+		// The key of the failed batch was not recorded: a retry writes.
+		msgs, replayed, err := s.Append(ctx, b)
+		if err != nil || replayed || len(msgs) != len(ids) {
+			t.Fatalf("retry: %d messages, replayed %v, %v", len(msgs), replayed, err)
+		}
+		for _, m := range msgs {
+			if m.Seq != 2 {
+				t.Fatalf("retry wrote seq %d on %s, want 2", m.Seq, m.Listener)
+			}
+		}
+	})
+
+	t.Run("Cancel", func(t *testing.T) {
+		// A large batch cancelled at some point: all of it is stored, or none.
+		s := mustOpen(t, dbPath(t))
+		mustJoin(t, s, listener("big", "x"), "alice")
+		b := &moitessier.Batch{Dispatch: "big", Scope: "x", Sender: "bob", Created: t0}
+		for i := range 20000 {
+			b.Entries = append(b.Entries, moitessier.Entry{Listener: "big", Text: fmt.Sprint(i)})
+		}
+		for _, delay := range []time.Duration{0, 100 * time.Microsecond, time.Millisecond, 5 * time.Millisecond} {
+			before := head(t, s, "big")
+			ctx, cancel := context.WithCancel(ctx)
+			time.AfterFunc(delay, cancel)
+			msgs, _, err := s.Append(ctx, b)
+			cancel()
+			after := head(t, s, "big")
+			stored := len(mustRead(t, s, "big", before))
+			if n, err := s.Read(context.Background(), "big", before, 1<<30); err == nil {
+				stored = len(n)
+			}
+			switch {
+			case err == nil && (len(msgs) != len(b.Entries) || stored != len(b.Entries) || after != before+moitessier.Cursor(len(b.Entries))):
+				t.Fatalf("delay %v: Append succeeded with %d messages, %d stored, head %d→%d", delay, len(msgs), stored, before, after)
+			case err != nil && (stored != 0 || after != before):
+				t.Fatalf("delay %v: Append failed (%v) but %d messages stored, head %d→%d", delay, err, stored, before, after)
+			case err != nil && !errors.Is(err, context.Canceled):
+				t.Fatalf("delay %v: error %v, want context.Canceled", delay, err)
+			}
+		}
+	})
+
+	t.Run("SkipsDeleted", func(t *testing.T) {
+		b := batch("third", map[string]string{"a": "x", "gone": "y", "b": "z"})
+		msgs := mustAppend(t, s, b)
+		if got := texts(msgs); !slices.Equal(got, []string{"x", "z"}) {
+			t.Fatalf("wrote %q, want [x z]", got)
+		}
+	})
+}
+
+func TestIdempotency(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	mustJoin(t, s, listener("a", "x"), "alice")
+	mustJoin(t, s, listener("b", "x"), "alice")
+	b := batch("d1", map[string]string{"a": "one", "b": "uno"})
+	b.Key, b.KeySince = "key", t0.Add(-time.Minute)
+	first := mustAppend(t, s, b)
+
+	again := batch("d2", map[string]string{"a": "two", "b": "dos"})
+	again.Key, again.KeySince = "key", t0.Add(-time.Minute)
+	msgs, replayed, err := s.Append(ctx, again)
+	if err != nil || !replayed || len(msgs) != 2 || !sameMessage(msgs[0], first[0]) || !sameMessage(msgs[1], first[1]) {
+		t.Fatalf("replay: %+v, %v, %v; want %+v", msgs, replayed, err, first)
+	}
+	if h := head(t, s, "a"); h != 1 {
+		t.Fatalf("head %d after a replay, want 1", h)
+	}
+
+	// Another sender's key is another key.
+	other := batch("d3", map[string]string{"a": "three"})
+	other.Sender, other.Key = "carol", "key"
+	if msgs, replayed, err := s.Append(ctx, other); err != nil || replayed || len(msgs) != 1 {
+		t.Fatalf("other sender: %+v, %v, %v", msgs, replayed, err)
+	}
+
+	// Replays return the messages that still exist.
+	if _, err := s.Leave(ctx, "b", "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t, s)
+	msgs, replayed, err = s.Append(ctx, again)
+	if err != nil || !replayed || len(msgs) != 1 || !sameMessage(msgs[0], first[0]) {
+		t.Fatalf("replay after reopen and leave: %+v, %v, %v; want %+v", msgs, replayed, err, first[:1])
+	}
+
+	// Out of the window, the key no longer counts.
+	late := batch("d4", map[string]string{"a": "four"})
+	late.Created, late.Key, late.KeySince = t0.Add(time.Hour), "key", t0.Add(time.Second)
+	if msgs, replayed, err := s.Append(ctx, late); err != nil || replayed || len(msgs) != 1 || msgs[0].Text != "four" {
+		t.Fatalf("after the window: %+v, %v, %v", msgs, replayed, err)
+	}
+	late.Dispatch = "d5"
+	if msgs, replayed, err := s.Append(ctx, late); err != nil || !replayed || len(msgs) != 1 || msgs[0].Dispatch != "d4" {
+		t.Fatalf("the new key: %+v, %v, %v", msgs, replayed, err)
+	}
+}
+
+func TestLock(t *testing.T) {
+	path := dbPath(t)
+	s := mustOpen(t, path)
+	if s2, err := sqlite.Open(context.Background(), path); !errors.Is(err, sqlite.ErrLocked) {
+		if err == nil {
+			s2.Close()
+		}
+		t.Fatalf("second Open: %v, want an error wrapping ErrLocked", err)
+	}
+	// Through another path to the same file.
+	rel, err := filepath.Rel(mustGetwd(t), path)
+	if err == nil {
+		if s2, err := sqlite.Open(context.Background(), rel); !errors.Is(err, sqlite.ErrLocked) {
+			if err == nil {
+				s2.Close()
+			}
+			t.Fatalf("second Open by a relative path: %v, want an error wrapping ErrLocked", err)
+		}
+	}
+	if out, err := lockHelper(t, path); err == nil || !strings.Contains(string(out), "locked") {
+		t.Fatalf("another process opened the database: %s (%v)", out, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := lockHelper(t, path); err != nil {
+		t.Fatalf("another process could not open the database after Close: %s (%v)", out, err)
+	}
+	mustOpen(t, path)
+}
+
+func mustGetwd(tb testing.TB) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return wd
+}
+
+// lockHelper opens path in a child process (TestLockHelper) and returns its
+// output.
+func lockHelper(tb testing.TB, path string) ([]byte, error) {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHelper$")
+	cmd.Env = append(os.Environ(), "SQLITE_LOCK_HELPER_PATH="+path)
+	return cmd.CombinedOutput()
+}
+
+// TestLockHelper runs only as the child process of TestLock.
+func TestLockHelper(t *testing.T) {
+	path := os.Getenv("SQLITE_LOCK_HELPER_PATH")
+	if path == "" {
+		t.Skip("runs as TestLock's child process")
+	}
+	s, err := sqlite.Open(context.Background(), path)
+	if errors.Is(err, sqlite.ErrLocked) {
+		fmt.Println("locked")
+		os.Exit(1)
+	}
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(2)
+	}
+	s.Close()
+}
+
+func TestClosed(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	mustJoin(t, s, listener("a", "x"), "alice")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func() error{
+		"Join": func() error {
+			_, _, _, err := s.Join(ctx, listener("b", "x"), sub("bob"))
+			return err
+		},
+		"Listener": func() error { _, err := s.Listener(ctx, "a"); return err },
+		"Subscribers": func() error {
+			_, err := s.Subscribers(ctx, "a")
+			return err
+		},
+		"Leave": func() error { _, err := s.Leave(ctx, "a", "alice", ""); return err },
+		"Match": func() error { _, err := s.Match(ctx, "x"); return err },
+		"Append": func() error {
+			_, _, err := s.Append(ctx, batch("d", map[string]string{"a": "t"}))
+			return err
+		},
+		"Read": func() error { _, err := s.Read(ctx, "a", 0, 10); return err },
+		"Seek": func() error { _, err := s.Seek(ctx, "a", t0); return err },
+		"Checkpoint": func() error {
+			return s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: "a", Person: "alice", Cursor: 1}})
+		},
+		"Sweep": func() error { _, err := s.Sweep(ctx, moitessier.SweepParams{Now: t0}); return err },
+		"Close": s.Close,
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			if err := call(); !errors.Is(err, moitessier.ErrClosed) {
+				t.Fatalf("%s after Close: %v, want an error wrapping ErrClosed", name, err)
+			}
+		})
+	}
+}
+
+func TestOddText(t *testing.T) {
+	ctx := context.Background()
+	odd := []string{
+		`it's "quoted"`,
+		`'); DROP TABLE messages; --`,
+		`back\slash \n %s %d ? ?1 :name @name $name`,
+		"tab\tnewline\nreturn\r",
+		"héllo wörld, 日本語, emoji 🎉, rtl \u202e",
+		"\xff\xfe not UTF-8 \xc3",
+		"",
+		string(make([]byte, 0)) + "\x01\x7f",
+	}
+	s := mustOpen(t, dbPath(t))
+	ids := make([]string, len(odd))
+	for i, text := range odd {
+		ids[i] = fmt.Sprintf("l'%d\"", i)
+		l := moitessier.ListenerInfo{ID: ids[i], Type: moitessier.Private, Person: "o'neil \"x\"", Client: "tab ' 1",
+			Scopes: []string{"scope.'" + fmt.Sprint(i) + "'"}, Created: t0}
+		if _, _, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: "o'neil \"x\"", Client: "tab ' 1", Joined: t0, LeaseExpires: t0}); err != nil {
+			t.Fatal(err)
+		}
+		b := &moitessier.Batch{Dispatch: "d'" + text, Scope: "scope.'" + fmt.Sprint(i) + "'", Sender: `s"'`, Created: t0,
+			Key: "k'" + fmt.Sprint(i), Entries: []moitessier.Entry{{Listener: ids[i], Text: text}}}
+		mustAppend(t, s, b)
+	}
+	check := func(s *sqlite.Store) {
+		t.Helper()
+		for i, text := range odd {
+			msgs := mustRead(t, s, ids[i], 0)
+			if len(msgs) != 1 {
+				t.Fatalf("listener %q holds %d messages, want 1", ids[i], len(msgs))
+			}
+			m := msgs[0]
+			if m.Text != text || m.Dispatch != "d'"+text || m.Sender != `s"'` || m.Scope != "scope.'"+fmt.Sprint(i)+"'" {
+				t.Fatalf("message %d: %+v, want text %q", i, m, text)
+			}
+			l, err := s.Listener(ctx, ids[i])
+			if err != nil || l.Person != "o'neil \"x\"" || l.Client != "tab ' 1" {
+				t.Fatalf("listener %q: %+v, %v", ids[i], l, err)
+			}
+			if ls, err := s.Match(ctx, "scope.'"+fmt.Sprint(i)+"'"); err != nil || len(ls) != 1 || ls[0].ID != ids[i] {
+				t.Fatalf("Match: %+v, %v", ls, err)
+			}
+			subs, err := s.Subscribers(ctx, ids[i])
+			if err != nil || len(subs) != 1 || subs[0].Person != "o'neil \"x\"" || subs[0].Client != "tab ' 1" {
+				t.Fatalf("subscribers: %+v, %v", subs, err)
+			}
+		}
+	}
+	check(s)
+	check(reopen(t, s))
+}
+
+func TestJoin(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	l := listener("l", "b", "a")
+	got, alice, created, err := s.Join(ctx, l, sub("alice"))
+	if err != nil || !created || got.Head != 0 || !slices.Equal(got.Scopes, []string{"b", "a"}) || alice.Cursor != 0 {
+		t.Fatalf("first Join: %+v %+v %v %v", got, alice, created, err)
+	}
+	mustAppend(t, s, batch("d1", map[string]string{"l": "one"}))
+	mustAppend(t, s, batch("d2", map[string]string{"l": "two"}))
+
+	other := l
+	other.Person, other.Scopes = "bob", []string{"z"}
+	got, bob, created, err := s.Join(ctx, other, sub("bob"))
+	if err != nil || created || got.Person != "alice" || !slices.Equal(got.Scopes, []string{"b", "a"}) || got.Head != 2 {
+		t.Fatalf("second Join: %+v %v %v", got, created, err)
+	}
+	if bob.Cursor != 2 || !bob.LeaseExpires.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("new subscriber %+v, want cursor 2", bob)
+	}
+
+	// Rejoining keeps the cursor and extends the lease only forward.
+	longer := sub("alice")
+	longer.LeaseExpires = t0.Add(3 * time.Hour)
+	if _, again, _, err := s.Join(ctx, l, longer); err != nil || again.Cursor != 0 || !again.LeaseExpires.Equal(longer.LeaseExpires) || !again.Joined.Equal(t0) {
+		t.Fatalf("rejoin: %+v, %v", again, err)
+	}
+	shorter := sub("alice")
+	shorter.LeaseExpires = t0
+	if _, again, _, err := s.Join(ctx, l, shorter); err != nil || !again.LeaseExpires.Equal(longer.LeaseExpires) {
+		t.Fatalf("rejoin with a shorter lease: %+v, %v", again, err)
+	}
+
+	// Subscribers are ordered by person, then client.
+	for _, ps := range [][2]string{{"bob", "tab"}, {"aaron", "z"}, {"bob", "a"}} {
+		s2 := sub(ps[0])
+		s2.Client = ps[1]
+		if _, _, _, err := s.Join(ctx, l, s2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subs, err := s.Subscribers(ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range subs {
+		names = append(names, s.Person+"/"+s.Client)
+	}
+	if want := []string{"aaron/z", "alice/", "bob/", "bob/a", "bob/tab"}; !slices.Equal(names, want) {
+		t.Fatalf("subscribers %q, want %q", names, want)
+	}
+	if _, err := s.Subscribers(ctx, "nope"); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Subscribers of a missing listener: %v", err)
+	}
+	if _, err := s.Listener(ctx, "nope"); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Listener of a missing listener: %v", err)
+	}
+}
+
+func TestLeave(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	l := listener("l", "room")
+	mustJoin(t, s, l, "alice")
+	mustJoin(t, s, l, "bob")
+	mustAppend(t, s, batch("d1", map[string]string{"l": "one"}))
+	if _, err := s.Leave(ctx, "l", "carol", ""); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Leave of a stranger: %v", err)
+	}
+	if deleted, err := s.Leave(ctx, "l", "alice", ""); err != nil || deleted {
+		t.Fatalf("Leave(alice) = %v, %v; want false", deleted, err)
+	}
+	if deleted, err := s.Leave(ctx, "l", "bob", ""); err != nil || !deleted {
+		t.Fatalf("Leave(bob) = %v, %v; want true", deleted, err)
+	}
+	if _, err := s.Listener(ctx, "l"); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Listener after the last Leave: %v", err)
+	}
+	if ls, _ := s.Match(ctx, "room"); len(ls) != 0 {
+		t.Fatalf("Match after the last Leave: %+v", ls)
+	}
+	if _, err := s.Leave(ctx, "l", "bob", ""); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Leave of a deleted listener: %v", err)
+	}
+	// A listener made again under the same ID starts empty, at seq 1.
+	mustJoin(t, s, l, "alice")
+	if got := mustRead(t, s, "l", 0); len(got) != 0 {
+		t.Fatalf("a recreated listener holds %+v", got)
+	}
+	if msgs := mustAppend(t, s, batch("d2", map[string]string{"l": "two"})); msgs[0].Seq != 1 {
+		t.Fatalf("seq %d on a recreated listener, want 1", msgs[0].Seq)
+	}
+	s = reopen(t, s)
+	if h := head(t, s, "l"); h != 1 {
+		t.Fatalf("head %d after reopen, want 1", h)
+	}
+}
+
+func TestReadSeekCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	mustJoin(t, s, listener("l", "x"), "alice")
+	for i := range 10 {
+		b := batch(fmt.Sprint(i), map[string]string{"l": fmt.Sprint(i + 1)})
+		b.Created = t0.Add(time.Duration(i) * time.Second)
+		mustAppend(t, s, b)
+	}
+	if got, err := s.Read(ctx, "l", 3, 4); err != nil || !slices.Equal(texts(got), []string{"4", "5", "6", "7"}) {
+		t.Fatalf("Read(3, 4) = %q, %v", texts(got), err)
+	}
+	if got, err := s.Read(ctx, "l", 10, 4); err != nil || len(got) != 0 {
+		t.Fatalf("Read(10, 4) = %q, %v", texts(got), err)
+	}
+	if got, err := s.Read(ctx, "l", moitessier.Resume, 4); err != nil || len(got) != 0 {
+		t.Fatalf("Read(Resume, 4) = %q, %v", texts(got), err)
+	}
+	if got, err := s.Read(ctx, "nope", 0, 4); err != nil || len(got) != 0 {
+		t.Fatalf("Read of a missing listener = %q, %v", texts(got), err)
+	}
+	for _, tc := range []struct {
+		t    time.Time
+		want moitessier.Cursor
+	}{
+		{time.Time{}, 0}, {t0, 0}, {t0.Add(time.Millisecond), 1}, {t0.Add(5 * time.Second), 5},
+		{t0.Add(9 * time.Second), 9}, {t0.Add(time.Hour), 10},
+	} {
+		if got, err := s.Seek(ctx, "l", tc.t); err != nil || got != tc.want {
+			t.Fatalf("Seek(%v) = %d, %v; want %d", tc.t, got, err, tc.want)
+		}
+	}
+	if _, err := s.Seek(ctx, "nope", t0); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Seek of a missing listener: %v", err)
+	}
+
+	lease := t0.Add(5 * time.Hour)
+	err := s.Checkpoint(ctx, []moitessier.Checkpoint{
+		{Listener: "l", Person: "alice", Cursor: 7, LeaseExpires: lease},
+		{Listener: "l", Person: "ghost", Cursor: 7},
+		{Listener: "nope", Person: "alice", Cursor: 7},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: "l", Person: "alice", Cursor: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, err := s.Subscribers(ctx, "l")
+	if err != nil || len(subs) != 1 || subs[0].Cursor != 7 || !subs[0].LeaseExpires.Equal(lease) {
+		t.Fatalf("after checkpoints: %+v, %v; want cursor 7, lease %v", subs, err, lease)
+	}
+	earlier := t0.Add(time.Minute)
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: "l", Person: "alice", Cursor: 8, LeaseExpires: earlier}}); err != nil {
+		t.Fatal(err)
+	}
+	if subs, _ := s.Subscribers(ctx, "l"); subs[0].Cursor != 8 || !subs[0].LeaseExpires.Equal(earlier) {
+		t.Fatalf("a checkpoint's lease replaces the stored one: %+v", subs[0])
+	}
+}
+
+func TestSweep(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	now := t0.Add(24 * time.Hour)
+	short := func(p string) moitessier.Subscriber {
+		return moitessier.Subscriber{Person: p, Joined: t0, LeaseExpires: now.Add(-time.Second)}
+	}
+	long := func(p string) moitessier.Subscriber {
+		return moitessier.Subscriber{Person: p, Joined: t0, LeaseExpires: now.Add(time.Hour)}
+	}
+	join := func(l moitessier.ListenerInfo, sub moitessier.Subscriber) {
+		t.Helper()
+		if _, _, _, err := s.Join(ctx, l, sub); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// gone: one expired subscriber and many messages; half: one of two expired;
+	// kept: fresh, with old and new messages.
+	join(listener("gone", "g"), short("a"))
+	join(listener("half", "h"), short("a"))
+	join(listener("half", "h"), long("b"))
+	join(listener("kept", "k"), long("a"))
+	for i := range 25 {
+		b := batch(fmt.Sprint(i), map[string]string{"gone": "g", "half": "h", "kept": fmt.Sprint(i + 1)})
+		b.Created = now.Add(-time.Duration(25-i) * time.Minute) // 25 min ago … 1 min ago
+		b.Key = fmt.Sprint("key", i)
+		mustAppend(t, s, b)
+	}
+	res, err := s.Sweep(ctx, moitessier.SweepParams{
+		Now:        now,
+		MaxAge:     20*time.Minute + time.Second, // drops the 5 oldest
+		MaxCount:   15,                           // then keeps the newest 15
+		KeysBefore: now.Add(-10*time.Minute - time.Second),
+		BatchSize:  4,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Expired) != 1 || res.Expired[0].ID != "gone" || res.Expired[0].Head != 25 {
+		t.Fatalf("expired %+v, want gone", res.Expired)
+	}
+	// 2 subscribers; messages: 25 of gone, 10 each of half and kept; keys 15.
+	if res.Subscribers != 2 || res.Messages != 25+10+10 || res.Keys != 15 {
+		t.Fatalf("sweep removed %d subscribers, %d messages, %d keys; want 2, 45, 15", res.Subscribers, res.Messages, res.Keys)
+	}
+	if _, err := s.Listener(ctx, "gone"); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("swept listener: %v", err)
+	}
+	if ls, _ := s.Match(ctx, "g"); len(ls) != 0 {
+		t.Fatalf("Match finds a swept listener: %+v", ls)
+	}
+	got := mustRead(t, s, "kept", 0)
+	if len(got) != 15 || got[0].Seq != 11 || got[14].Seq != 25 {
+		t.Fatalf("kept holds %d messages, %s…", len(got), texts(got))
+	}
+	if h := head(t, s, "kept"); h != 25 {
+		t.Fatalf("kept head %d, want 25", h)
+	}
+	// The newest keys still replay.
+	b := batch("again", map[string]string{"kept": "x"})
+	b.Key = "key24"
+	if msgs, replayed, err := s.Append(ctx, b); err != nil || !replayed || len(msgs) != 2 || msgs[0].Listener != "half" || msgs[1].Seq != 25 {
+		t.Fatalf("replay after sweep: %+v, %v, %v", msgs, replayed, err)
+	}
+	// A second sweep finds nothing more.
+	res, err = s.Sweep(ctx, moitessier.SweepParams{Now: now, MaxAge: 20*time.Minute + time.Second, MaxCount: 15,
+		KeysBefore: now.Add(-10*time.Minute - time.Second), BatchSize: 4})
+	if err != nil || len(res.Expired) != 0 || res.Subscribers+res.Messages+res.Keys != 0 {
+		t.Fatalf("second sweep: %+v, %v", res, err)
+	}
+	s = reopen(t, s)
+	if got := mustRead(t, s, "kept", 0); len(got) != 15 {
+		t.Fatalf("after reopen kept holds %d messages", len(got))
+	}
+	if _, err := s.Listener(ctx, "gone"); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("swept listener after reopen: %v", err)
+	}
+	// Trimming by count after reopen goes on from the stored heads.
+	res, err = s.Sweep(ctx, moitessier.SweepParams{Now: now, MaxCount: 5})
+	if err != nil || res.Messages != 20 {
+		t.Fatalf("sweep to 5 per listener: %+v, %v; want 20 messages", res, err)
+	}
+}
+
+func TestConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	const writers, perWriter = 4, 200
+	mustJoin(t, s, listener("l", "x"), "alice")
+	var wg, wwg sync.WaitGroup
+	errs := make(chan error, writers+3)
+	for w := range writers {
+		wwg.Add(1)
+		go func() {
+			defer wwg.Done()
+			for i := range perWriter {
+				text := fmt.Sprint(w, "-", i)
+				if _, _, err := s.Append(ctx, batch(text, map[string]string{"l": text})); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wwg.Add(1)
+	go func() {
+		defer wwg.Done()
+		for i := range 50 {
+			l := listener(fmt.Sprint("other", i), "x")
+			if _, _, _, err := s.Join(ctx, l, sub("bob")); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	done := make(chan struct{})
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var cur moitessier.Cursor
+			seen := map[string]bool{}
+			for {
+				msgs, err := s.Read(ctx, "l", cur, 50)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, m := range msgs {
+					if m.Seq != cur+1 || seen[m.Text] {
+						errs <- fmt.Errorf("read seq %d (%s) after %d", m.Seq, m.Text, cur)
+						return
+					}
+					seen[m.Text] = true
+					cur = m.Seq
+				}
+				if len(msgs) > 0 {
+					continue
+				}
+				select {
+				case <-done:
+					if cur != writers*perWriter {
+						errs <- fmt.Errorf("read up to %d, want %d", cur, writers*perWriter)
+					}
+					return
+				default:
+				}
+				if _, err := s.Match(ctx, "x"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wwg.Wait()
+	close(done)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if ls, err := s.Match(ctx, "x"); err != nil || len(ls) != 51 {
+		t.Fatalf("Match: %d listeners, %v; want 51", len(ls), err)
+	}
+}

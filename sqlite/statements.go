@@ -1,0 +1,72 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// statements are the prepared statements of the hot paths. Writer statements
+// are used in transactions through tx.StmtContext, which reuses them on the
+// writer's one connection.
+type statements struct {
+	// writer
+	bumpHead      *sql.Stmt // listener id → new head; no row if the listener is gone
+	insertMessage *sql.Stmt
+	getKey        *sql.Stmt
+	putKey        *sql.Stmt
+	getMessage    *sql.Stmt // by listener and seq, for replays
+	checkpoint    *sql.Stmt
+
+	// readers
+	read *sql.Stmt
+	seek *sql.Stmt
+	subs *sql.Stmt
+}
+
+func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
+	list := []struct {
+		db   *sql.DB
+		dst  **sql.Stmt
+		text string
+	}{
+		{w, &st.bumpHead, `UPDATE listeners SET head = head + 1 WHERE id = ? RETURNING head`},
+		{w, &st.insertMessage, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{w, &st.getKey, `SELECT created, refs FROM idempotency_keys WHERE sender = ? AND key = ?`},
+		{w, &st.putKey, `INSERT INTO idempotency_keys (sender, key, dispatch, created, refs) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (sender, key) DO UPDATE SET
+				dispatch = excluded.dispatch, created = excluded.created, refs = excluded.refs`},
+		{w, &st.getMessage, `SELECT dispatch, scope, sender, text, created FROM messages
+			WHERE listener_id = ? AND seq = ?`},
+		{w, &st.checkpoint, `UPDATE subscribers
+			SET cursor = max(cursor, ?), lease_expires = iif(?, ?, lease_expires)
+			WHERE listener_id = ? AND person = ? AND client = ?`},
+		{r, &st.read, `SELECT seq, dispatch, scope, sender, text, created FROM messages
+			WHERE listener_id = ? AND seq > ? ORDER BY seq LIMIT ?`},
+		{r, &st.seek, `SELECT seq FROM messages
+			WHERE listener_id = ? AND created >= ? ORDER BY seq LIMIT 1`},
+		{r, &st.subs, `SELECT person, client, cursor, joined, lease_expires FROM subscribers
+			WHERE listener_id = ? ORDER BY person, client`},
+	}
+	for _, p := range list {
+		stmt, err := p.db.PrepareContext(ctx, p.text)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", p.text, err)
+		}
+		*p.dst = stmt
+	}
+	return nil
+}
+
+func (st *statements) close() error {
+	var errs []error
+	for _, s := range []*sql.Stmt{st.bumpHead, st.insertMessage, st.getKey, st.putKey, st.getMessage,
+		st.checkpoint, st.read, st.seek, st.subs} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,238 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/likestripes/moitessier"
+)
+
+const defaultBatchSize = 1000
+
+// Sweep removes what has expired, as [moitessier.Store] describes, in
+// transactions of at most p.BatchSize removed rows each, so that a write
+// waits at most one batch. It stops at the first error, and what it removed
+// until then stays removed and is counted in the result.
+func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
+	var res moitessier.SweepResult
+	if err := s.enter("sweep"); err != nil {
+		return res, err
+	}
+	defer s.exit()
+	batch := p.BatchSize
+	if batch <= 0 {
+		batch = defaultBatchSize
+	}
+	steps := []struct {
+		name string
+		fn   func(context.Context, moitessier.SweepParams, int, *moitessier.SweepResult) error
+	}{
+		{"subscribers", s.sweepSubscribers},
+		{"listeners", s.sweepListeners},
+		{"messages by age", s.sweepAge},
+		{"messages by count", s.sweepCount},
+		{"idempotency keys", s.sweepKeys},
+	}
+	for _, step := range steps {
+		if err := step.fn(ctx, p, batch, &res); err != nil {
+			return res, fmt.Errorf("sqlite: sweep %s: %w", step.name, err)
+		}
+	}
+	return res, nil
+}
+
+// deleteBatches runs the delete statement, whose last argument is the batch
+// size, in one transaction per batch until a batch removes fewer rows.
+func (s *Store) deleteBatches(ctx context.Context, batch int, query string, args ...any) (int, error) {
+	args = append(args, batch)
+	total := 0
+	for {
+		var n int64
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, query, args...)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		}, nil)
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+		if n < int64(batch) {
+			return total, nil
+		}
+	}
+}
+
+func (s *Store) sweepSubscribers(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
+	n, err := s.deleteBatches(ctx, batch, `DELETE FROM subscribers WHERE (listener_id, person, client) IN (
+		SELECT listener_id, person, client FROM subscribers WHERE lease_expires < ? LIMIT ?)`, toNanos(p.Now))
+	res.Subscribers += n
+	return err
+}
+
+// sweepListeners deletes the listeners left with no subscriber, with their
+// messages. A listener with many messages takes several transactions; each
+// checks again that the listener has no subscriber, so one that somebody
+// joins meanwhile survives (without some of its old messages, which nobody
+// was subscribed to read).
+func (s *Store) sweepListeners(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
+	// Find candidates on a reader, without holding the write lock.
+	rows, err := s.r.QueryContext(ctx, `SELECT id FROM listeners AS l
+		WHERE NOT EXISTS (SELECT 1 FROM subscribers AS s WHERE s.listener_id = l.id)`)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+
+	for len(ids) > 0 {
+		var (
+			deleted  []string
+			messages int
+			budget   = batch
+		)
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			for budget > 0 && len(ids) > 0 {
+				id := ids[0]
+				var empty bool
+				if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM listeners WHERE id = ?)
+					AND NOT EXISTS (SELECT 1 FROM subscribers WHERE listener_id = ?)`, id, id).Scan(&empty); err != nil {
+					return err
+				}
+				if !empty {
+					ids = ids[1:]
+					continue
+				}
+				r, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
+					SELECT listener_id, seq FROM messages WHERE listener_id = ? ORDER BY seq LIMIT ?)`, id, budget)
+				if err != nil {
+					return err
+				}
+				n, err := r.RowsAffected()
+				if err != nil {
+					return err
+				}
+				messages += int(n)
+				budget -= int(n)
+				if budget <= 0 {
+					break // more messages may remain: the next transaction goes on
+				}
+				if _, err := tx.ExecContext(ctx, `DELETE FROM listeners WHERE id = ?`, id); err != nil {
+					return err
+				}
+				budget--
+				deleted = append(deleted, id)
+				ids = ids[1:]
+			}
+			return nil
+		}, func() {
+			for _, id := range deleted {
+				if c := s.forget(id); c != nil {
+					res.Expired = append(res.Expired, c.info)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		res.Messages += messages
+	}
+	return nil
+}
+
+func (s *Store) sweepAge(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
+	if p.MaxAge <= 0 {
+		return nil
+	}
+	n, err := s.deleteBatches(ctx, batch, `DELETE FROM messages WHERE (listener_id, seq) IN (
+		SELECT listener_id, seq FROM messages WHERE created < ? LIMIT ?)`, toNanos(p.Now.Add(-p.MaxAge)))
+	res.Messages += n
+	return err
+}
+
+// sweepCount removes the messages of each listener with seq <= head-MaxCount.
+// The cache remembers up to where each listener was trimmed, so listeners
+// that received nothing since the last sweep cost nothing.
+func (s *Store) sweepCount(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
+	if p.MaxCount <= 0 {
+		return nil
+	}
+	type trim struct {
+		id  string
+		cut moitessier.Cursor
+	}
+	var todo []trim
+	s.mu.RLock()
+	for id, c := range s.listeners {
+		if c.info.Head > moitessier.Cursor(p.MaxCount) {
+			if cut := c.info.Head - moitessier.Cursor(p.MaxCount); cut > c.trimmed {
+				todo = append(todo, trim{id, cut})
+			}
+		}
+	}
+	s.mu.RUnlock()
+
+	for len(todo) > 0 {
+		var (
+			done     []trim
+			messages int
+			budget   = batch
+		)
+		err := s.write(ctx, func(tx *sql.Tx) error {
+			for budget > 0 && len(todo) > 0 {
+				t := todo[0]
+				r, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
+					SELECT listener_id, seq FROM messages WHERE listener_id = ? AND seq <= ? ORDER BY seq LIMIT ?)`,
+					t.id, seqArg(t.cut), budget)
+				if err != nil {
+					return err
+				}
+				n, err := r.RowsAffected()
+				if err != nil {
+					return err
+				}
+				messages += int(n)
+				budget -= int(n)
+				if budget <= 0 {
+					break // the next transaction goes on with this listener
+				}
+				done = append(done, t)
+				todo = todo[1:]
+			}
+			return nil
+		}, func() {
+			for _, t := range done {
+				if c := s.listeners[t.id]; c != nil && t.cut > c.trimmed {
+					c.trimmed = t.cut
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		res.Messages += messages
+	}
+	return nil
+}
+
+func (s *Store) sweepKeys(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
+	n, err := s.deleteBatches(ctx, batch, `DELETE FROM idempotency_keys WHERE (sender, key) IN (
+		SELECT sender, key FROM idempotency_keys WHERE created < ? LIMIT ?)`, toNanos(p.KeysBefore))
+	res.Keys += n
+	return err
+}
