@@ -1,0 +1,330 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/scopeindex"
+)
+
+// Join stores l unless it exists and adds sub as its subscriber unless it
+// exists; see moitessier.Store.
+func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+	const op = "join"
+	if err := s.check(op); err != nil {
+		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
+	}
+	var (
+		info    moitessier.ListenerInfo
+		stored  moitessier.Subscriber
+		created bool
+	)
+	err := retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var id string
+			err := tx.QueryRow(ctx, s.q.insertListener, l.ID, int(l.Type), l.Person, l.Client, l.Scopes, toNS(l.Created)).Scan(&id)
+			switch {
+			case err == nil:
+				created = true
+				wild := make([]bool, len(l.Scopes))
+				anyWild := false
+				for i, p := range l.Scopes {
+					wild[i] = moitessier.IsPattern(p)
+					anyWild = anyWild || wild[i]
+				}
+				if _, err := tx.Exec(ctx, s.q.insertScopes, l.ID, l.Scopes, wild); err != nil {
+					return err
+				}
+				if anyWild {
+					if _, err := tx.Exec(ctx, s.q.bumpPatterns); err != nil {
+						return err
+					}
+				}
+			case errors.Is(err, pgx.ErrNoRows):
+				created = false
+			default:
+				return err
+			}
+			stored = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
+			var cur, joined, lease int64
+			err = tx.QueryRow(ctx, s.q.joinSubscriber, l.ID, sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires)).Scan(&cur, &joined, &lease)
+			if errors.Is(err, pgx.ErrNoRows) {
+				// The listener was deleted after our insert found it:
+				// retry, creating it anew.
+				return &retryError{}
+			}
+			if err != nil {
+				return err
+			}
+			stored.Cursor, stored.Joined, stored.LeaseExpires = moitessier.Cursor(cur), fromNS(joined), fromNS(lease)
+			info, err = scanListener(tx.QueryRow(ctx, s.q.listener, l.ID))
+			return err
+		})
+	})
+	if err != nil {
+		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
+	}
+	return info, stored, created, nil
+}
+
+// retryError asks retry to run a transaction again.
+type retryError struct{}
+
+func (*retryError) Error() string { return "concurrent deletion; retry" }
+
+type rowScanner interface{ Scan(dest ...any) error }
+
+func scanListener(r rowScanner) (moitessier.ListenerInfo, error) {
+	var (
+		l       moitessier.ListenerInfo
+		typ     int
+		created int64
+		head    int64
+	)
+	if err := r.Scan(&l.ID, &typ, &l.Person, &l.Client, &l.Scopes, &created, &head); err != nil {
+		return l, err
+	}
+	l.Type, l.Created, l.Head = moitessier.ListenerType(typ), fromNS(created), moitessier.Cursor(head)
+	return l, nil
+}
+
+// Listener returns the listener with the given ID, or ErrNotFound.
+func (s *Store) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
+	const op = "listener"
+	if err := s.check(op); err != nil {
+		return moitessier.ListenerInfo{}, err
+	}
+	l, err := scanListener(s.pool.QueryRow(ctx, s.q.listener, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return moitessier.ListenerInfo{}, fmt.Errorf("postgres: listener %s: %w", id, moitessier.ErrNotFound)
+	}
+	if err != nil {
+		return moitessier.ListenerInfo{}, s.wrap(op, err)
+	}
+	return l, nil
+}
+
+// Subscribers returns a listener's subscribers ordered by Person then Client,
+// or ErrNotFound if the listener does not exist.
+func (s *Store) Subscribers(ctx context.Context, listenerID string) ([]moitessier.Subscriber, error) {
+	const op = "subscribers"
+	if err := s.check(op); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, s.q.subscribers, listenerID)
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	var (
+		subs  []moitessier.Subscriber
+		found bool
+	)
+	for rows.Next() {
+		found = true
+		var (
+			person, client          *string
+			cur, joined, leaseUntil *int64
+		)
+		if err := rows.Scan(&person, &client, &cur, &joined, &leaseUntil); err != nil {
+			rows.Close()
+			return nil, s.wrap(op, err)
+		}
+		if person == nil {
+			continue // the listener, without subscribers
+		}
+		subs = append(subs, moitessier.Subscriber{Person: *person, Client: *client, Cursor: moitessier.Cursor(*cur), Joined: fromNS(*joined), LeaseExpires: fromNS(*leaseUntil)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.wrap(op, err)
+	}
+	if !found {
+		return nil, fmt.Errorf("postgres: subscribers of %s: %w", listenerID, moitessier.ErrNotFound)
+	}
+	// Sort in Go: byte order, whatever the database's collation.
+	slices.SortFunc(subs, func(a, b moitessier.Subscriber) int {
+		return cmp.Or(cmp.Compare(a.Person, b.Person), cmp.Compare(a.Client, b.Client))
+	})
+	return subs, nil
+}
+
+// Leave removes one subscriber and, if it was the last, the listener and its
+// messages in the same transaction. It returns ErrNotFound if there is no
+// such subscriber.
+func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (bool, error) {
+	const op = "leave"
+	if err := s.check(op); err != nil {
+		return false, err
+	}
+	var deleted bool
+	err := retry(ctx, func() error {
+		deleted = false
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, s.q.deleteSubscriber, listenerID, person, client)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				return fmt.Errorf("subscriber %q/%q of %s: %w", person, client, listenerID, moitessier.ErrNotFound)
+			}
+			if _, err := tx.Exec(ctx, s.q.lockListener, listenerID); err != nil {
+				return err
+			}
+			var wild bool
+			err = tx.QueryRow(ctx, s.q.deleteListener, listenerID).Scan(&wild)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil // other subscribers remain
+			}
+			if err != nil {
+				return err
+			}
+			deleted = true
+			if _, err := tx.Exec(ctx, s.q.deleteMsgs, listenerID); err != nil {
+				return err
+			}
+			if wild {
+				if _, err := tx.Exec(ctx, s.q.bumpPatterns); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if errors.Is(err, moitessier.ErrNotFound) {
+		return false, fmt.Errorf("postgres: leave: %w", err)
+	}
+	if err != nil {
+		return false, s.wrap(op, err)
+	}
+	return deleted, nil
+}
+
+// patternCache is this process's copy of every wildcard pattern in the
+// schema, in a scope index, with the pattern version it was loaded at.
+type patternCache struct {
+	mu      sync.RWMutex
+	version int64 // -1 until loaded
+	idx     *scopeindex.Index
+}
+
+func (p *patternCache) match(scope string) (ids []string, version int64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.idx != nil {
+		p.idx.Match(scope, func(id string) { ids = append(ids, id) })
+	}
+	return ids, p.version
+}
+
+// Match returns every listener one of whose scopes matches scope.
+//
+// Concrete scopes are looked up in the listener_scopes index. Wildcard
+// patterns are matched in Go against a cached index of all patterns; the
+// query also returns the schema's pattern version, which every creation or
+// deletion of a pattern listener raises in its transaction. If the version
+// differs from the cache's, the cache is reloaded and the query repeated, so
+// a listener created by any process before Match began is always found.
+func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
+	const op = "match"
+	if err := s.check(op); err != nil {
+		return nil, err
+	}
+	ids, cached := s.pat.match(scope)
+	ls, version, err := s.matchQuery(ctx, scope, ids)
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	if version == cached {
+		return ls, nil
+	}
+	// Reload: the index then holds every pattern committed before this
+	// call began, so the second answer is complete.
+	if err := s.reloadPatterns(ctx, version); err != nil {
+		return nil, s.wrap(op, err)
+	}
+	ids, _ = s.pat.match(scope)
+	ls, _, err = s.matchQuery(ctx, scope, ids)
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	return ls, nil
+}
+
+func (s *Store) matchQuery(ctx context.Context, scope string, ids []string) ([]moitessier.ListenerInfo, int64, error) {
+	if ids == nil {
+		ids = []string{}
+	}
+	rows, err := s.pool.Query(ctx, s.q.match, scope, ids)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	var (
+		ls      []moitessier.ListenerInfo
+		version int64
+	)
+	for rows.Next() {
+		var (
+			id, person, client *string
+			typ                *int
+			scopes             []string
+			created, head      *int64
+		)
+		if err := rows.Scan(&version, &id, &typ, &person, &client, &scopes, &created, &head); err != nil {
+			return nil, 0, err
+		}
+		if id == nil {
+			continue
+		}
+		ls = append(ls, moitessier.ListenerInfo{ID: *id, Type: moitessier.ListenerType(*typ), Person: *person, Client: *client, Scopes: scopes, Created: fromNS(*created), Head: moitessier.Cursor(*head)})
+	}
+	return ls, version, rows.Err()
+}
+
+// reloadPatterns reloads the pattern cache unless it is at least at version
+// atLeast already.
+func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {
+	s.pat.mu.RLock()
+	cur := s.pat.version
+	s.pat.mu.RUnlock()
+	if cur >= atLeast {
+		return nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.loadPatterns)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var (
+		version int64
+		byID    = map[string][]string{}
+	)
+	for rows.Next() {
+		var id, pattern *string
+		if err := rows.Scan(&version, &id, &pattern); err != nil {
+			return err
+		}
+		if id != nil {
+			byID[*id] = append(byID[*id], *pattern)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	idx := scopeindex.New()
+	for id, ps := range byID {
+		idx.Add(id, ps)
+	}
+	s.pat.mu.Lock()
+	defer s.pat.mu.Unlock()
+	if version > s.pat.version {
+		s.pat.idx, s.pat.version = idx, version
+	}
+	return nil
+}

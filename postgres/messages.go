@@ -1,0 +1,282 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+)
+
+// Append writes a batch atomically; see moitessier.Store. A batch without
+// an idempotency key is one statement, so one round trip whatever the
+// number of entries; with a key it is a short transaction.
+func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	const op = "append"
+	if err := s.check(op); err != nil {
+		return nil, false, err
+	}
+	if b.Key == "" {
+		if len(b.Entries) == 0 {
+			return nil, false, nil
+		}
+		msgs, err := s.appendEntries(ctx, s.pool, b)
+		if err != nil {
+			return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))
+		}
+		return msgs, false, nil
+	}
+	var (
+		msgs     []moitessier.Message
+		replayed bool
+	)
+	err := retry(ctx, func() error {
+		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			var err error
+			msgs, replayed, err = s.appendKeyed(ctx, tx, b)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))
+	}
+	return msgs, replayed, nil
+}
+
+// AppendTx does the work of Append inside the caller's transaction tx: the
+// messages become visible to readers, and the Watch notifications are
+// delivered, if and only if tx commits. Until tx ends it holds the row locks
+// of the listeners it wrote to, so other appends to those listeners wait:
+// keep such transactions short, and when a transaction calls AppendTx more
+// than once, expect concurrent ones to be able to deadlock (PostgreSQL
+// aborts one of them with SQLSTATE 40P01, and the caller retries).
+//
+// In a REPEATABLE READ or SERIALIZABLE transaction an idempotency key
+// claimed concurrently by another transaction fails with a serialisation
+// error (40001) rather than waiting; retry the transaction.
+func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	const op = "append in transaction"
+	if err := s.check(op); err != nil {
+		return nil, false, err
+	}
+	var (
+		msgs     []moitessier.Message
+		replayed bool
+		err      error
+	)
+	switch {
+	case b.Key != "":
+		msgs, replayed, err = s.appendKeyed(ctx, tx, b)
+	case len(b.Entries) > 0:
+		msgs, err = s.appendEntries(ctx, tx, b)
+	}
+	if err != nil {
+		return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))
+	}
+	return msgs, replayed, nil
+}
+
+// appendKeyed appends a batch with an idempotency key inside tx.
+func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	var claimed bool
+	err := tx.QueryRow(ctx, s.q.claimKey, b.Sender, b.Key, toNS(b.Created), toNS(b.KeySince)).Scan(&claimed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		rows, err := tx.Query(ctx, s.q.replay, b.Sender, b.Key)
+		if err != nil {
+			return nil, false, err
+		}
+		msgs, err := scanMessages(rows, 0)
+		return msgs, true, err
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("claim idempotency key: %w", err)
+	}
+	var msgs []moitessier.Message
+	if len(b.Entries) > 0 {
+		if msgs, err = s.appendEntries(ctx, tx, b); err != nil {
+			return nil, false, err
+		}
+	}
+	ids := make([]string, len(msgs))
+	seqs := make([]int64, len(msgs))
+	for i, m := range msgs {
+		ids[i], seqs[i] = m.Listener, int64(m.Seq)
+	}
+	if _, err := tx.Exec(ctx, s.q.recordKey, b.Sender, b.Key, ids, seqs); err != nil {
+		return nil, false, fmt.Errorf("record idempotency key: %w", err)
+	}
+	return msgs, false, nil
+}
+
+// appendEntries runs the append statement (see queries.go) on q.
+func (s *Store) appendEntries(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, b *moitessier.Batch) ([]moitessier.Message, error) {
+	n := len(b.Entries)
+	entryIDs := make([]string, n)
+	bodies := make([][]byte, n)
+	ranks := make([]int64, n)
+	counts := make(map[string]int64, n)
+	for i, e := range b.Entries {
+		counts[e.Listener]++
+		entryIDs[i], bodies[i], ranks[i] = e.Listener, []byte(e.Text), counts[e.Listener]
+	}
+	ids := make([]string, 0, len(counts))
+	for id := range counts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ns := make([]int64, len(ids))
+	for i, id := range ids {
+		ns[i] = counts[id]
+	}
+	rows, err := q.Query(ctx, s.q.append, ids, ns, entryIDs, bodies, ranks,
+		b.Dispatch, b.Scope, b.Sender, toNS(b.Created), s.channel, s.cfg.NotifyBatch)
+	if err != nil {
+		return nil, err
+	}
+	base := make(map[string]int64, len(ids)) // old head of each written listener
+	for rows.Next() {
+		var (
+			id            string
+			head, cnt, nt int64
+		)
+		if err := rows.Scan(&id, &head, &cnt, &nt); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		base[id] = head - cnt
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	msgs := make([]moitessier.Message, 0, n)
+	for i, e := range b.Entries {
+		old, ok := base[e.Listener]
+		if !ok {
+			continue // the listener no longer exists
+		}
+		msgs = append(msgs, moitessier.Message{
+			Listener: e.Listener, Seq: moitessier.Cursor(old + ranks[i]), Dispatch: b.Dispatch,
+			Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created,
+		})
+	}
+	return msgs, nil
+}
+
+func scanMessages(rows pgx.Rows, sizeHint int) ([]moitessier.Message, error) {
+	defer rows.Close()
+	msgs := make([]moitessier.Message, 0, sizeHint)
+	var (
+		seq, created int64
+		body         []byte
+	)
+	for rows.Next() {
+		var m moitessier.Message
+		if err := rows.Scan(&m.Listener, &seq, &m.Dispatch, &m.Scope, &m.Sender, &body, &created); err != nil {
+			return nil, err
+		}
+		m.Seq, m.Text, m.Created = moitessier.Cursor(seq), string(body), fromNS(created)
+		msgs = append(msgs, m)
+	}
+	return msgs, rows.Err()
+}
+
+// Read returns up to limit messages of a listener with Seq > after, in order.
+func (s *Store) Read(ctx context.Context, listenerID string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	const op = "read"
+	if err := s.check(op); err != nil {
+		return nil, err
+	}
+	if limit <= 0 || after >= moitessier.Resume {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.read, listenerID, toSeq(after), limit)
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	msgs, err := scanMessages(rows, min(limit, 256))
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	return msgs, nil
+}
+
+// Seek returns the cursor just before the listener's first message created
+// at or after t, or ErrNotFound.
+func (s *Store) Seek(ctx context.Context, listenerID string, t time.Time) (moitessier.Cursor, error) {
+	const op = "seek"
+	if err := s.check(op); err != nil {
+		return 0, err
+	}
+	var (
+		head  int64
+		first *int64
+	)
+	err := s.pool.QueryRow(ctx, s.q.seek, listenerID, toNS(t)).Scan(&head, &first)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("postgres: seek %s: %w", listenerID, moitessier.ErrNotFound)
+	}
+	if err != nil {
+		return 0, s.wrap(op, err)
+	}
+	if first == nil {
+		return moitessier.Cursor(head), nil
+	}
+	return moitessier.Cursor(*first - 1), nil
+}
+
+// Checkpoint saves subscribers' cursors and leases in one statement.
+func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
+	const op = "checkpoint"
+	if err := s.check(op); err != nil {
+		return err
+	}
+	if len(cps) == 0 {
+		return nil
+	}
+	// Merge duplicates (largest cursor, last non-zero lease) and sort, so
+	// that one UPDATE sees each row once.
+	type key struct{ l, p, c string }
+	merged := make(map[key]moitessier.Checkpoint, len(cps))
+	for _, c := range cps {
+		k := key{c.Listener, c.Person, c.Client}
+		if m, ok := merged[k]; ok {
+			c.Cursor = max(c.Cursor, m.Cursor)
+			if c.LeaseExpires.IsZero() {
+				c.LeaseExpires = m.LeaseExpires
+			}
+		}
+		merged[k] = c
+	}
+	keys := make([]key, 0, len(merged))
+	for k := range merged {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b key) int {
+		if c := strings.Compare(a.l, b.l); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.p, b.p); c != 0 {
+			return c
+		}
+		return strings.Compare(a.c, b.c)
+	})
+	n := len(keys)
+	ls, ps, cs := make([]string, n), make([]string, n), make([]string, n)
+	curs, leases := make([]int64, n), make([]int64, n)
+	for i, k := range keys {
+		c := merged[k]
+		ls[i], ps[i], cs[i], curs[i], leases[i] = k.l, k.p, k.c, toSeq(c.Cursor), toNS(c.LeaseExpires)
+	}
+	err := retry(ctx, func() error {
+		_, err := s.pool.Exec(ctx, s.q.checkpoint, ls, ps, cs, curs, leases)
+		return err
+	})
+	return s.wrap(op, err)
+}

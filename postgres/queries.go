@@ -1,0 +1,169 @@
+package postgres
+
+import "strings"
+
+// queries holds the store's SQL with the schema filled in. Every value is a
+// bound parameter; only the schema identifier, quoted by pgx.Identifier, is
+// spliced into the text.
+type queries struct {
+	insertListener, insertScopes, bumpPatterns, joinSubscriber, listener    string
+	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs string
+	match, loadPatterns, heads, allHeads                                    string
+	append, claimKey, recordKey, replay, read, seek, checkpoint             string
+	expiredListeners, trimDoomed, expireSubscribers                         string
+	lockListeners, deleteEmptyListeners, deleteMsgsOf                       string
+	deleteOld, listenerPage, trimPage, deleteKeys                           string
+}
+
+func buildQueries(schema string) queries {
+	r := strings.NewReplacer("S.", schema+".")
+	q := queries{
+		insertListener: `INSERT INTO S.listeners (id, type, person, client, scopes, created_ns)
+			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id`,
+		insertScopes: `INSERT INTO S.listener_scopes (listener, scope, wild)
+			SELECT $1, s, w FROM unnest($2::text[], $3::boolean[]) AS x(s, w)`,
+		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
+		// The new subscriber's cursor is the listener's head: it hears what
+		// is written after it joined. An existing one keeps its cursor.
+		joinSubscriber: `INSERT INTO S.subscribers AS t (listener, person, client, cursor, joined_ns, lease_ns)
+			SELECT l.id, $2, $3, l.head, $4, $5 FROM S.listeners l WHERE l.id = $1
+			ON CONFLICT (listener, person, client) DO UPDATE
+				SET lease_ns = greatest(t.lease_ns, EXCLUDED.lease_ns)
+			RETURNING cursor, joined_ns, lease_ns`,
+		listener: `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
+		subscribers: `SELECT s.person, s.client, s.cursor, s.joined_ns, s.lease_ns
+			FROM S.listeners l LEFT JOIN S.subscribers s ON s.listener = l.id WHERE l.id = $1`,
+		deleteSubscriber: `DELETE FROM S.subscribers WHERE listener = $1 AND person = $2 AND client = $3`,
+		// Lock listeners before deleting them so that a concurrent Join,
+		// whose foreign key check holds a KEY SHARE lock, either commits
+		// first (and the deletion sees its subscriber) or fails its check
+		// after the deletion (and retries).
+		lockListener:   `SELECT id FROM S.listeners WHERE id = $1 FOR UPDATE`,
+		deleteListener: `DELETE FROM S.listeners l WHERE l.id = $1 AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id) RETURNING EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
+		deleteMsgs:     `DELETE FROM S.messages WHERE listener = $1`,
+
+		// match reads, in one snapshot, the pattern version and the
+		// listeners named by a concrete scope or by the ids the cached
+		// pattern index matched. The LEFT JOIN returns one row even when
+		// nothing matches, so the version always comes back.
+		match: `WITH ids AS (
+				SELECT listener AS id FROM S.listener_scopes WHERE scope = $1 AND NOT wild
+				UNION
+				SELECT unnest($2::text[])
+			)
+			SELECT m.pattern_version, l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head
+			FROM S.meta m LEFT JOIN (ids JOIN S.listeners l ON l.id = ids.id) ON true`,
+		loadPatterns: `SELECT m.pattern_version, x.listener, x.scope
+			FROM S.meta m LEFT JOIN S.listener_scopes x ON x.wild`,
+		heads:    `SELECT id, head FROM S.listeners WHERE id = ANY($1::text[])`,
+		allHeads: `SELECT id, head FROM S.listeners WHERE id > $1 AND head > 0 ORDER BY id LIMIT $2`,
+
+		// append is Append's one statement. $1/$2: distinct listener ids,
+		// sorted, and how many entries each has; $3/$4/$5: each entry's
+		// listener, body and 1-based rank among its listener's entries.
+		// lk locks the listeners in id order (so concurrent appends cannot
+		// deadlock); up raises each head by its count; ins writes the
+		// messages with seq = old head + rank; the last column sends the
+		// new heads by NOTIFY, $11 of them per payload. A listener that no
+		// longer exists has no row in lk, so its entries are skipped.
+		append: `WITH c AS MATERIALIZED (
+				SELECT id, n FROM unnest($1::text[], $2::bigint[]) AS c(id, n)
+			), lk AS MATERIALIZED (
+				SELECT l.id FROM S.listeners l WHERE l.id = ANY($1::text[]) ORDER BY l.id FOR NO KEY UPDATE
+			), up AS (
+				UPDATE S.listeners l SET head = l.head + c.n FROM c
+				WHERE l.id = c.id AND l.id IN (SELECT id FROM lk)
+				RETURNING l.id, l.head, c.n
+			), ins AS (
+				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
+				SELECT e.listener, up.head - up.n + e.k, $6, $7, $8, e.body, $9
+				FROM unnest($3::text[], $4::bytea[], $5::bigint[]) AS e(listener, body, k)
+				JOIN up ON up.id = e.listener
+			)
+			SELECT id, head, n, (
+				SELECT count(pg_notify($10, p)) FROM (
+					SELECT string_agg(id || ' ' || head, ',') AS p
+					FROM (SELECT id, head, (row_number() OVER () - 1) / $11 AS chunk FROM up) x
+					GROUP BY chunk
+				) y
+			) FROM up`,
+		// claimKey records an idempotency key, or takes over one recorded
+		// before the window ($4); it returns no row when the key is taken.
+		claimKey: `INSERT INTO S.dispatch_keys AS k (sender, key, recorded_ns) VALUES ($1, $2, $3)
+			ON CONFLICT (sender, key) DO UPDATE
+				SET recorded_ns = EXCLUDED.recorded_ns, listeners = '{}', seqs = '{}'
+				WHERE k.recorded_ns < $4
+			RETURNING true`,
+		recordKey: `UPDATE S.dispatch_keys SET listeners = $3, seqs = $4 WHERE sender = $1 AND key = $2`,
+		replay: `SELECT m.listener, m.seq, m.dispatch, m.scope, m.sender, m.body, m.created_ns
+			FROM S.dispatch_keys k
+			CROSS JOIN LATERAL unnest(k.listeners, k.seqs) WITH ORDINALITY AS x(listener, seq, ord)
+			JOIN S.messages m ON m.listener = x.listener AND m.seq = x.seq
+			WHERE k.sender = $1 AND k.key = $2
+			ORDER BY x.ord`,
+		read: `SELECT listener, seq, dispatch, scope, sender, body, created_ns FROM S.messages
+			WHERE listener = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+		seek: `SELECT l.head, (SELECT min(m.seq) FROM S.messages m WHERE m.listener = l.id AND m.created_ns >= $2)
+			FROM S.listeners l WHERE l.id = $1`,
+		// checkpoint locks the rows in key order, then raises cursors.
+		checkpoint: `WITH c AS MATERIALIZED (
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
+					AS c(listener, person, client, cursor, lease_ns)
+			), lk AS MATERIALIZED (
+				SELECT s.listener, s.person, s.client FROM S.subscribers s JOIN c USING (listener, person, client)
+				ORDER BY s.listener, s.person, s.client FOR NO KEY UPDATE OF s
+			)
+			UPDATE S.subscribers s SET
+				cursor = greatest(s.cursor, c.cursor),
+				lease_ns = CASE WHEN c.lease_ns = -9223372036854775808 THEN s.lease_ns ELSE c.lease_ns END
+			FROM c WHERE (s.listener, s.person, s.client) = (c.listener, c.person, c.client)
+				AND (s.listener, s.person, s.client) IN (SELECT listener, person, client FROM lk)`,
+
+		// Sweep. expiredListeners finds listeners all of whose subscribers'
+		// leases ended; trimDoomed deletes a batch of their messages before
+		// the listeners themselves go.
+		expiredListeners: `SELECT DISTINCT s.listener FROM S.subscribers s WHERE s.lease_ns < $1
+			AND NOT EXISTS (SELECT 1 FROM S.subscribers t WHERE t.listener = s.listener AND t.lease_ns >= $1)
+			ORDER BY 1 LIMIT $2`,
+		trimDoomed: `DELETE FROM S.messages WHERE (listener, seq) IN (
+				SELECT listener, seq FROM S.messages WHERE listener = ANY($1::text[]) LIMIT $2)`,
+		expireSubscribers: `DELETE FROM S.subscribers s USING (
+				SELECT listener, person, client FROM S.subscribers WHERE lease_ns < $1 ORDER BY lease_ns LIMIT $2
+			) x WHERE (s.listener, s.person, s.client) = (x.listener, x.person, x.client) AND s.lease_ns < $1
+			RETURNING s.listener`,
+		lockListeners: `SELECT id FROM S.listeners WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
+		deleteEmptyListeners: `DELETE FROM S.listeners l WHERE l.id = ANY($1::text[])
+				AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id)
+			RETURNING l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head,
+				EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
+		deleteMsgsOf: `DELETE FROM S.messages WHERE listener = ANY($1::text[])`,
+		// deleteOld removes a batch of messages created before $1, found
+		// through the index on created_ns.
+		deleteOld: `DELETE FROM S.messages WHERE ctid = ANY(ARRAY(
+				SELECT ctid FROM S.messages WHERE created_ns < $1 ORDER BY created_ns LIMIT $2))`,
+		listenerPage: `SELECT max(id), count(*) FROM (SELECT id FROM S.listeners WHERE id > $1 ORDER BY id LIMIT $2) x`,
+		// trimPage removes a batch of messages beyond the newest $3 of the
+		// listeners in the id range ($1, $2].
+		trimPage: `DELETE FROM S.messages WHERE (listener, seq) IN (
+				SELECT m.listener, m.seq FROM S.listeners l
+				CROSS JOIN LATERAL (
+					SELECT listener, seq FROM S.messages
+					WHERE listener = l.id AND seq <= l.head - $3 ORDER BY seq LIMIT $4
+				) m
+				WHERE l.id > $1 AND l.id <= $2 LIMIT $4)`,
+		deleteKeys: `DELETE FROM S.dispatch_keys WHERE (sender, key) IN (
+				SELECT sender, key FROM S.dispatch_keys WHERE recorded_ns < $1 LIMIT $2)`,
+	}
+	for _, p := range []*string{
+		&q.insertListener, &q.insertScopes, &q.bumpPatterns, &q.joinSubscriber, &q.listener,
+		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
+		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
+		&q.append, &q.claimKey, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
+		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
+		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
+		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
+	} {
+		*p = r.Replace(*p)
+	}
+	return q
+}

@@ -1,0 +1,302 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/likestripes/moitessier"
+)
+
+// DefaultSchema is the schema the store uses when Config.Schema is empty.
+const DefaultSchema = "moitessier"
+
+// Config configures a [Store]. The zero value, with a DSN, works.
+type Config struct {
+	// DSN is the connection string (a URL or key=value pairs, as pgx takes
+	// them). Ignored when Pool is set. Pool sizes and timeouts go in it
+	// (pool_max_conns=…).
+	DSN string
+
+	// Pool, if set, is used instead of opening a pool from DSN. The store
+	// does not close it.
+	Pool *pgxpool.Pool
+
+	// Schema is the PostgreSQL schema that holds the store's tables; it is
+	// created if missing. Default: "moitessier". Stores on different schemas
+	// of one database are independent.
+	Schema string
+
+	// SkipMigrate makes Open skip migrations; run [Migrate] before. Open
+	// then fails if the schema is not at this package's version.
+	SkipMigrate bool
+
+	// NotifyBatch is how many listener heads one NOTIFY payload carries at
+	// most; a dispatch to more listeners sends several notifications.
+	// Default 120, which keeps a payload under 7 000 bytes (the limit is
+	// 8 000).
+	NotifyBatch int
+
+	// ReconnectMin and ReconnectMax bound the backoff between attempts of
+	// Watch to reconnect its LISTEN connection. Default 50ms and 5s.
+	ReconnectMin, ReconnectMax time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Schema == "" {
+		c.Schema = DefaultSchema
+	}
+	if c.NotifyBatch <= 0 {
+		c.NotifyBatch = 120
+	}
+	if c.ReconnectMin <= 0 {
+		c.ReconnectMin = 50 * time.Millisecond
+	}
+	if c.ReconnectMax <= 0 {
+		c.ReconnectMax = 5 * time.Second
+	}
+	if c.ReconnectMax < c.ReconnectMin {
+		c.ReconnectMax = c.ReconnectMin
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Pool == nil && c.DSN == "" {
+		return errors.New("postgres: Config needs a DSN or a Pool")
+	}
+	if len(c.Schema) > 63 {
+		return fmt.Errorf("postgres: schema name %.70q longer than 63 bytes", c.Schema)
+	}
+	if strings.ContainsRune(c.Schema, 0) {
+		return fmt.Errorf("postgres: schema name %q holds a NUL byte", c.Schema)
+	}
+	if c.NotifyBatch > 140 {
+		return fmt.Errorf("postgres: NotifyBatch %d is more than 140: a payload could pass 8000 bytes", c.NotifyBatch)
+	}
+	return nil
+}
+
+// Store is a moitessier.Store on PostgreSQL. Many processes may open stores
+// on the same database and schema; they share listeners and messages. It
+// also implements moitessier.Watcher (LISTEN/NOTIFY) and moitessier.Closer.
+type Store struct {
+	pool    *pgxpool.Pool
+	ownPool bool
+	cfg     Config
+	channel string
+	host    string
+
+	closed  atomic.Bool
+	done    chan struct{}
+	closeMu sync.Once
+
+	pat patternCache
+	q   queries
+}
+
+var (
+	_ moitessier.Store   = (*Store)(nil)
+	_ moitessier.Watcher = (*Store)(nil)
+	_ moitessier.Closer  = (*Store)(nil)
+)
+
+// Open opens a store on the database at dsn with the default schema,
+// migrating it. See [New].
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	return New(ctx, Config{DSN: dsn})
+}
+
+// New opens a store as cfg says: it connects (a server that cannot be
+// reached fails here, with an error naming the host), pings, and migrates
+// the schema unless cfg.SkipMigrate is set.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Store{cfg: cfg, pool: cfg.Pool, done: make(chan struct{})}
+	if s.pool == nil {
+		pc, err := pgxpool.ParseConfig(cfg.DSN)
+		if err != nil {
+			// pgx's parse errors may quote the DSN with its password; do not.
+			return nil, errors.New("postgres: cannot parse the DSN (want a postgres:// URL or key=value pairs)")
+		}
+		s.host = hostOf(pc.ConnConfig)
+		if s.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
+			return nil, fmt.Errorf("postgres: open pool for %s: %w", s.host, err)
+		}
+		s.ownPool = true
+	} else {
+		s.host = hostOf(s.pool.Config().ConnConfig)
+	}
+	fail := func(err error) (*Store, error) {
+		if s.ownPool {
+			s.pool.Close()
+		}
+		return nil, err
+	}
+	if err := s.pool.Ping(ctx); err != nil {
+		return fail(fmt.Errorf("postgres: cannot connect to %s: %w", s.host, err))
+	}
+	if !cfg.SkipMigrate {
+		if err := Migrate(ctx, s.pool, cfg.Schema); err != nil {
+			return fail(fmt.Errorf("postgres: %s: %w", s.host, err))
+		}
+	} else {
+		var v int
+		err := s.pool.QueryRow(ctx, "SELECT coalesce(max(version), 0) FROM "+pgx.Identifier{cfg.Schema}.Sanitize()+".schema_migrations").Scan(&v)
+		if err != nil {
+			return fail(fmt.Errorf("postgres: %s: schema %q is not migrated (run Migrate): %w", s.host, cfg.Schema, err))
+		}
+		if want := SchemaVersion(); v != want {
+			return fail(fmt.Errorf("postgres: %s: schema %q is at version %d, want %d (run Migrate)", s.host, cfg.Schema, v, want))
+		}
+	}
+	s.channel = channelName(cfg.Schema)
+	s.q = buildQueries(pgx.Identifier{cfg.Schema}.Sanitize())
+	s.pat.version = -1
+	return s, nil
+}
+
+// Pool returns the store's connection pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Schema returns the schema that holds the store's tables.
+func (s *Store) Schema() string { return s.cfg.Schema }
+
+// Close stops Watch calls and closes the pool if the store opened it. Every
+// call after Close returns an error wrapping moitessier.ErrClosed.
+func (s *Store) Close() error {
+	s.closeMu.Do(func() {
+		s.closed.Store(true)
+		close(s.done)
+		if s.ownPool {
+			s.pool.Close()
+		}
+	})
+	return nil
+}
+
+// check returns an error wrapping ErrClosed once the store is closed.
+func (s *Store) check(op string) error {
+	if s.closed.Load() {
+		return fmt.Errorf("postgres: %s: %w", op, moitessier.ErrClosed)
+	}
+	return nil
+}
+
+// wrap adds the operation to an error, and ErrClosed if the store was closed
+// while the call ran.
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s.closed.Load() && !errors.Is(err, moitessier.ErrClosed) {
+		return fmt.Errorf("postgres: %s: %w (%v)", op, moitessier.ErrClosed, err)
+	}
+	return fmt.Errorf("postgres: %s: %w", op, err)
+}
+
+func hostOf(cc *pgx.ConnConfig) string {
+	if cc == nil {
+		return "(unknown host)"
+	}
+	if strings.HasPrefix(cc.Host, "/") {
+		return "socket " + cc.Host
+	}
+	return net.JoinHostPort(cc.Host, strconv.Itoa(int(cc.Port)))
+}
+
+// channelName is the NOTIFY channel of a schema; channel names are at most
+// 63 bytes, so a long schema name is hashed.
+func channelName(schema string) string {
+	c := "moitessier:" + schema
+	if len(c) > 63 {
+		sum := sha256.Sum256([]byte(schema))
+		c = "moitessier:" + hex.EncodeToString(sum[:16])
+	}
+	return c
+}
+
+// Times are stored as Unix nanoseconds; the zero time.Time as MinInt64.
+func toNS(t time.Time) int64 {
+	switch {
+	case t.IsZero():
+		return math.MinInt64
+	case t.Year() < 1678:
+		return math.MinInt64 + 1
+	case t.Year() > 2261:
+		return math.MaxInt64
+	}
+	return t.UnixNano()
+}
+
+func fromNS(ns int64) time.Time {
+	if ns == math.MinInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+// toSeq converts a cursor to a bigint; cursors past MaxInt64 (such as
+// moitessier.Resume) clamp to it.
+func toSeq(c moitessier.Cursor) int64 {
+	if c > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(c)
+}
+
+// pgCode returns the SQLSTATE of a PostgreSQL error, or "".
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// retryable reports errors after which a whole transaction may be retried:
+// deadlock, serialisation failure, and (for Join racing a deletion) a
+// foreign key violation.
+func retryable(err error) bool {
+	var re *retryError
+	if errors.As(err, &re) {
+		return true
+	}
+	switch pgCode(err) {
+	case "40P01", "40001", "23503":
+		return true
+	}
+	return false
+}
+
+// retry runs fn, retrying it a few times on retryable errors.
+func retry(ctx context.Context, fn func() error) error {
+	var err error
+	for attempt := 0; attempt < 8; attempt++ {
+		if err = fn(); err == nil || !retryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt+1) * time.Millisecond):
+		}
+	}
+	return err
+}

@@ -1,0 +1,230 @@
+package postgres
+
+import (
+	"context"
+	"math"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+)
+
+// listenerPageSize is how many listeners one step of the per-listener
+// retention (MaxCount) looks at.
+const listenerPageSize = 500
+
+// Sweep removes what has expired; see moitessier.Store. Every statement
+// removes at most p.BatchSize rows of one table and runs in its own short
+// transaction, found through an index (subscribers by lease, messages by
+// creation time or by listener and sequence, keys by record time), so a
+// sweep never holds long locks and never scans a whole table.
+func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
+	const op = "sweep"
+	var res moitessier.SweepResult
+	if err := s.check(op); err != nil {
+		return res, err
+	}
+	batch := p.BatchSize
+	if batch <= 0 {
+		batch = 1000
+	}
+	now := toNS(p.Now)
+	steps := []func() error{
+		func() error { return s.trimDoomed(ctx, now, batch, &res) },
+		func() error { return s.expire(ctx, now, batch, &res) },
+		func() error {
+			if p.MaxAge <= 0 || p.Now.IsZero() {
+				return nil
+			}
+			return s.deleteOld(ctx, toNS(p.Now.Add(-p.MaxAge)), batch, &res)
+		},
+		func() error {
+			if p.MaxCount <= 0 {
+				return nil
+			}
+			return s.trimCount(ctx, int64(p.MaxCount), batch, &res)
+		},
+		func() error {
+			if p.KeysBefore.IsZero() {
+				return nil
+			}
+			return s.deleteKeys(ctx, toNS(p.KeysBefore), batch, &res)
+		},
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return res, s.wrap(op, err)
+		}
+	}
+	return res, nil
+}
+
+// trimDoomed deletes, in batches, the messages of listeners whose every
+// subscriber's lease has ended, so that deleting those listeners afterwards
+// is a small transaction.
+func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moitessier.SweepResult) error {
+	if now == math.MinInt64 {
+		return nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.expiredListeners, now, 1000)
+	if err != nil {
+		return err
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	for {
+		tag, err := s.pool.Exec(ctx, s.q.trimDoomed, ids, batch)
+		if err != nil {
+			return err
+		}
+		res.Messages += int(tag.RowsAffected())
+		if tag.RowsAffected() < int64(batch) {
+			return nil
+		}
+	}
+}
+
+// expire deletes subscribers whose lease ended, a batch per transaction,
+// and in the same transaction the listeners they leave empty, with what
+// remains of their messages.
+func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessier.SweepResult) error {
+	if now == math.MinInt64 {
+		return nil
+	}
+	for {
+		var (
+			subs    int
+			expired []moitessier.ListenerInfo
+			msgs    int
+		)
+		err := retry(ctx, func() error {
+			subs, expired, msgs = 0, nil, 0
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, s.q.expireSubscribers, now, batch)
+				if err != nil {
+					return err
+				}
+				ls, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					return err
+				}
+				subs = len(ls)
+				if subs == 0 {
+					return nil
+				}
+				if _, err := tx.Exec(ctx, s.q.lockListeners, ls); err != nil {
+					return err
+				}
+				rows, err = tx.Query(ctx, s.q.deleteEmptyListeners, ls)
+				if err != nil {
+					return err
+				}
+				anyWild := false
+				var ids []string
+				for rows.Next() {
+					var (
+						l       moitessier.ListenerInfo
+						typ     int
+						created int64
+						head    int64
+						wild    bool
+					)
+					if err := rows.Scan(&l.ID, &typ, &l.Person, &l.Client, &l.Scopes, &created, &head, &wild); err != nil {
+						rows.Close()
+						return err
+					}
+					l.Type, l.Created, l.Head = moitessier.ListenerType(typ), fromNS(created), moitessier.Cursor(head)
+					expired = append(expired, l)
+					ids = append(ids, l.ID)
+					anyWild = anyWild || wild
+				}
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				if len(ids) == 0 {
+					return nil
+				}
+				tag, err := tx.Exec(ctx, s.q.deleteMsgsOf, ids)
+				if err != nil {
+					return err
+				}
+				msgs = int(tag.RowsAffected())
+				if anyWild {
+					_, err = tx.Exec(ctx, s.q.bumpPatterns)
+				}
+				return err
+			})
+		})
+		if err != nil {
+			return err
+		}
+		res.Subscribers += subs
+		res.Messages += msgs
+		res.Expired = append(res.Expired, expired...)
+		if subs < batch {
+			return nil
+		}
+	}
+}
+
+// deleteOld deletes messages created before cutoff, a batch at a time.
+func (s *Store) deleteOld(ctx context.Context, cutoff int64, batch int, res *moitessier.SweepResult) error {
+	for {
+		tag, err := s.pool.Exec(ctx, s.q.deleteOld, cutoff, batch)
+		if err != nil {
+			return err
+		}
+		res.Messages += int(tag.RowsAffected())
+		if tag.RowsAffected() < int64(batch) {
+			return nil
+		}
+	}
+}
+
+// trimCount keeps the newest maxCount messages of every listener: it walks
+// the listeners in id order, a page at a time, deleting a batch at a time.
+func (s *Store) trimCount(ctx context.Context, maxCount int64, batch int, res *moitessier.SweepResult) error {
+	after := ""
+	for {
+		var (
+			last *string
+			n    int
+		)
+		if err := s.pool.QueryRow(ctx, s.q.listenerPage, after, listenerPageSize).Scan(&last, &n); err != nil {
+			return err
+		}
+		if last == nil {
+			return nil
+		}
+		for {
+			tag, err := s.pool.Exec(ctx, s.q.trimPage, after, *last, maxCount, batch)
+			if err != nil {
+				return err
+			}
+			res.Messages += int(tag.RowsAffected())
+			if tag.RowsAffected() < int64(batch) {
+				break
+			}
+		}
+		if n < listenerPageSize {
+			return nil
+		}
+		after = *last
+	}
+}
+
+// deleteKeys deletes idempotency keys recorded before cutoff.
+func (s *Store) deleteKeys(ctx context.Context, cutoff int64, batch int, res *moitessier.SweepResult) error {
+	for {
+		tag, err := s.pool.Exec(ctx, s.q.deleteKeys, cutoff, batch)
+		if err != nil {
+			return err
+		}
+		res.Keys += int(tag.RowsAffected())
+		if tag.RowsAffected() < int64(batch) {
+			return nil
+		}
+	}
+}

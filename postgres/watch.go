@@ -1,0 +1,168 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+)
+
+// Heads returns the current heads of the given listeners in one query,
+// omitting those that do not exist.
+func (s *Store) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
+	const op = "heads"
+	if err := s.check(op); err != nil {
+		return nil, err
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.heads, ids)
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	heads, err := collectHeads(rows)
+	if err != nil {
+		return nil, s.wrap(op, err)
+	}
+	return heads, nil
+}
+
+func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
+	defer rows.Close()
+	var heads []moitessier.Head
+	for rows.Next() {
+		var (
+			id   string
+			head int64
+		)
+		if err := rows.Scan(&id, &head); err != nil {
+			return nil, err
+		}
+		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(head)})
+	}
+	return heads, rows.Err()
+}
+
+// Watch calls fn with the heads of listeners that received messages, from
+// any process, until ctx is done or the store is closed.
+//
+// It holds one dedicated connection (outside the pool) that LISTENs on the
+// schema's channel; every append sends the new heads with pg_notify in its
+// own transaction, so a notification arrives only once the messages are
+// visible. If the connection drops, Watch reconnects with exponential
+// backoff (Config.ReconnectMin to ReconnectMax) and then reports the head
+// of every listener that has messages, since notifications sent while it
+// was away are lost. fn is called from Watch's goroutine, one call at a
+// time; it should not block for long. A store needs one Watch call (the hub
+// makes one), whatever the number of listeners.
+func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
+	const op = "watch"
+	if err := s.check(op); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	backoff := s.cfg.ReconnectMin
+	reconnect := false
+	for {
+		// An error ends one connection; the answer is to reconnect.
+		connected, _ := s.listen(ctx, fn, reconnect)
+		if ctx.Err() != nil {
+			if s.closed.Load() {
+				return fmt.Errorf("postgres: %s: %w", op, moitessier.ErrClosed)
+			}
+			return ctx.Err()
+		}
+		if connected {
+			backoff = s.cfg.ReconnectMin
+			reconnect = true
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		backoff = min(backoff*2, s.cfg.ReconnectMax)
+	}
+}
+
+// listen connects, LISTENs and delivers notifications until the connection
+// fails or ctx ends. connected reports whether LISTEN succeeded.
+func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), catchUp bool) (connected bool, err error) {
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return false, err
+	}
+	if catchUp {
+		// Notifications sent while we were away are lost: report every
+		// head, a page at a time.
+		after := ""
+		for {
+			rows, err := conn.Query(ctx, s.q.allHeads, after, 1000)
+			if err != nil {
+				return true, err
+			}
+			heads, err := collectHeads(rows)
+			if err != nil {
+				return true, err
+			}
+			if len(heads) > 0 {
+				fn(heads)
+				after = heads[len(heads)-1].Listener
+			}
+			if len(heads) < 1000 {
+				break
+			}
+		}
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return true, err
+		}
+		if heads := parseHeads(n.Payload); len(heads) > 0 {
+			fn(heads)
+		}
+	}
+}
+
+// parseHeads parses a payload "id head,id head,…"; it skips what it cannot
+// parse.
+func parseHeads(p string) []moitessier.Head {
+	heads := make([]moitessier.Head, 0, strings.Count(p, ",")+1)
+	for item := range strings.SplitSeq(p, ",") {
+		id, seq, ok := strings.Cut(item, " ")
+		if !ok || id == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if err != nil {
+			continue
+		}
+		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(n)})
+	}
+	return heads
+}
