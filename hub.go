@@ -135,8 +135,10 @@ type Hub struct {
 	livesMu sync.RWMutex
 	lives   map[string]*live
 
-	subsMu sync.Mutex
-	subs   map[subKey]*subState
+	subsMu    sync.Mutex
+	subs      map[subKey]*subState
+	dirty     []*subState // acknowledged since the last flush; guarded by subsMu
+	nextRenew time.Time   // earliest renewAt of subs; guarded by subsMu
 
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
@@ -154,7 +156,18 @@ type subState struct {
 	lease   time.Duration
 	acked   atomic.Uint64
 	saved   atomic.Uint64
-	renewAt atomic.Int64 // unix nanoseconds
+	dirty   atomic.Bool // queued in Hub.dirty
+	renewAt time.Time   // guarded by Hub.subsMu
+}
+
+// ack records that a ListenUntil of st was answered up to c; flush saves it.
+func (h *Hub) ack(st *subState, c Cursor) {
+	storeMax(&st.acked, uint64(c))
+	if !st.dirty.Swap(true) {
+		h.subsMu.Lock()
+		h.dirty = append(h.dirty, st)
+		h.subsMu.Unlock()
+	}
 }
 
 // New returns a hub on store and starts its background work: saving
@@ -257,32 +270,58 @@ func (h *Hub) flush(ctx context.Context) {
 func (h *Hub) flushAll(ctx context.Context, all bool) error {
 	now := h.now()
 	var cps []Checkpoint
-	var sts []*subState
+	var renewed []*subState
 	h.subsMu.Lock()
-	for _, st := range h.subs {
-		acked := st.acked.Load()
-		renew := all || now.UnixNano() >= st.renewAt.Load()
-		if acked > st.saved.Load() || renew {
-			cp := Checkpoint{Listener: st.key.listener, Person: st.key.person, Client: st.key.client, Cursor: Cursor(acked)}
-			if renew {
-				cp.LeaseExpires = now.Add(st.lease)
+	dirty := h.dirty
+	h.dirty = nil
+	for _, st := range dirty {
+		st.dirty.Store(false)
+	}
+	// Lease renewals are due rarely (every Lease/3): look at every
+	// subscriber only when the earliest one is due.
+	if all || !now.Before(h.nextRenew) {
+		h.nextRenew = now.Add(h.opts.Lease)
+		for _, st := range h.subs {
+			if all || !now.Before(st.renewAt) {
+				st.renewAt = now.Add(st.lease / 3)
+				renewed = append(renewed, st)
 			}
-			cps = append(cps, cp)
-			sts = append(sts, st)
+			if st.renewAt.Before(h.nextRenew) {
+				h.nextRenew = st.renewAt
+			}
 		}
 	}
 	h.subsMu.Unlock()
+	cps = make([]Checkpoint, 0, len(renewed)+len(dirty))
+	sts := make([]*subState, 0, cap(cps))
+	add := func(st *subState, lease bool) {
+		sts = append(sts, st)
+		cp := Checkpoint{Listener: st.key.listener, Person: st.key.person, Client: st.key.client, Cursor: Cursor(st.acked.Load())}
+		if lease {
+			cp.LeaseExpires = now.Add(st.lease)
+		}
+		cps = append(cps, cp)
+	}
+	for _, st := range renewed {
+		add(st, true)
+	}
+	for _, st := range dirty {
+		if st.acked.Load() > st.saved.Load() {
+			add(st, false)
+		}
+	}
 	if len(cps) == 0 {
 		return nil
 	}
 	if err := h.store.Checkpoint(ctx, cps); err != nil {
+		// Queue them again; the next flush retries.
+		for _, st := range dirty {
+			h.ack(st, Cursor(st.acked.Load()))
+		}
 		return fmt.Errorf("checkpoint %d subscribers: %w", len(cps), err)
 	}
-	for i, st := range sts {
-		storeMax(&st.saved, uint64(cps[i].Cursor))
-		if !cps[i].LeaseExpires.IsZero() {
-			st.renewAt.Store(now.Add(st.lease / 3).UnixNano())
-		}
+	for i, cp := range cps {
+		storeMax(&sts[i].saved, uint64(cp.Cursor))
 	}
 	return nil
 }
@@ -302,9 +341,11 @@ func (h *Hub) acquireSub(l *Listener, joined time.Time) *subState {
 	defer h.subsMu.Unlock()
 	st := h.subs[k]
 	if st == nil {
-		st = &subState{key: k, lease: l.lease}
-		st.renewAt.Store(joined.Add(l.lease / 3).UnixNano())
+		st = &subState{key: k, lease: l.lease, renewAt: joined.Add(l.lease / 3)}
 		h.subs[k] = st
+		if h.nextRenew.IsZero() || st.renewAt.Before(h.nextRenew) {
+			h.nextRenew = st.renewAt
+		}
 	}
 	st.refs++
 	return st
@@ -556,4 +597,3 @@ func newDispatchID(now time.Time) string {
 	binary.BigEndian.PutUint32(b[8:], rand.Uint32())
 	return hex.EncodeToString(b[:])
 }
-

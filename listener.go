@@ -127,7 +127,25 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		deadline = t.C
 	}
 	limit, max := h.opts.BatchLimit, h.opts.CacheSize
+	busy := false
 	for {
+		if busy {
+			// Messages keep coming without a wait: stay responsive to the
+			// clock, ctx and check all the same.
+			select {
+			case <-ctx.Done():
+				return cur, ctx.Err()
+			case <-deadline:
+				return cur, nil
+			case <-l.done:
+				return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
+			case <-tick:
+				if err := check(ctx); err != nil {
+					return cur, err
+				}
+			default:
+			}
+		}
 		msgs, wake, need, gone := lv.next(cur, limit)
 		if gone {
 			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
@@ -148,23 +166,11 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 				return cur, err
 			}
 			cur = msgs[len(msgs)-1].Seq
-			storeMax(&st.acked, uint64(cur))
-			// Stay responsive to the clock and to check while busy.
-			select {
-			case <-ctx.Done():
-				return cur, ctx.Err()
-			case <-deadline:
-				return cur, nil
-			case <-l.done:
-				return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
-			case <-tick:
-				if err := check(ctx); err != nil {
-					return cur, err
-				}
-			default:
-			}
+			h.ack(st, cur)
+			busy = true
 			continue
 		}
+		busy = false
 		select {
 		case <-wake:
 		case <-ctx.Done():

@@ -65,7 +65,7 @@ func (lv *live) add(msgs []Message, max int) {
 		default:
 			// Empty or a gap: start a new array, never overwrite one that
 			// readers may hold.
-			lv.buf = append(make([]Message, 0, 16), m)
+			lv.buf = []Message{m}
 		}
 		changed = true
 		if m.Seq > lv.head {

@@ -70,11 +70,9 @@ func (s *Store) check(op string) error {
 	return nil
 }
 
-func (l *listener) snapshot() moitessier.ListenerInfo {
-	info := l.info
-	info.Scopes = slices.Clone(info.Scopes)
-	return info
-}
+// snapshot returns the listener's info. Scopes is shared: it is never
+// modified after the listener is created.
+func (l *listener) snapshot() moitessier.ListenerInfo { return l.info }
 
 // Join implements moitessier.Store.
 func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {

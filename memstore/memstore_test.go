@@ -13,3 +13,9 @@ func TestConformance(t *testing.T) {
 		New: func(testing.TB) moitessier.Store { return memstore.New() },
 	})
 }
+
+func BenchmarkWorkloads(b *testing.B) {
+	storetest.Benchmark(b, storetest.Harness{
+		New: func(testing.TB) moitessier.Store { return memstore.New() },
+	})
+}
