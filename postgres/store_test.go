@@ -1,0 +1,381 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/postgres"
+)
+
+func TestOpenUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Port 1 on loopback: nothing listens there.
+	_, err := postgres.Open(ctx, "postgres://postgres@127.0.0.1:1/test?sslmode=disable&connect_timeout=2")
+	if err == nil {
+		t.Fatal("Open succeeded against a closed port")
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("error %q does not name the host", err)
+	}
+	if _, err := postgres.Open(ctx, "postgres://user:secret@[::1"); err == nil || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("bad DSN: %v", err)
+	}
+	if _, err := postgres.New(ctx, postgres.Config{}); err == nil {
+		t.Fatal("New without DSN or Pool succeeded")
+	}
+}
+
+func TestClosed(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	l := join(t, s, "room")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	errs := map[string]error{}
+	_, _, _, errs["Join"] = s.Join(ctx, l, moitessier.Subscriber{Person: "q"})
+	_, errs["Listener"] = s.Listener(ctx, l.ID)
+	_, errs["Subscribers"] = s.Subscribers(ctx, l.ID)
+	_, errs["Leave"] = s.Leave(ctx, l.ID, "p", "")
+	_, errs["Match"] = s.Match(ctx, "room")
+	_, _, errs["Append"] = s.Append(ctx, batch("room", map[string]string{l.ID: "x"}))
+	_, errs["Read"] = s.Read(ctx, l.ID, 0, 10)
+	_, errs["Seek"] = s.Seek(ctx, l.ID, time.Now())
+	errs["Checkpoint"] = s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: l.ID, Person: "p", Cursor: 1}})
+	_, errs["Sweep"] = s.Sweep(ctx, moitessier.SweepParams{Now: time.Now()})
+	_, errs["Heads"] = s.Heads(ctx, []string{l.ID})
+	errs["Watch"] = s.Watch(ctx, func([]moitessier.Head) {})
+	_, _, errs["AppendTx"] = s.AppendTx(ctx, nil, batch("room", nil))
+	for name, err := range errs {
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+// TestCloseStopsWatch: Close ends a running Watch with ErrClosed.
+func TestCloseStopsWatch(t *testing.T) {
+	s := mustStore(t)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Watch(context.Background(), func([]moitessier.Head) {}) }()
+	time.Sleep(100 * time.Millisecond)
+	_ = s.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("Watch = %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Watch still running 10s after Close")
+	}
+}
+
+func TestMigrate(t *testing.T) {
+	schema := newSchema(t)
+	ctx := ctxT(t)
+	// Several processes opening a new schema at once: one migrates, the
+	// others wait on the advisory lock and find it done.
+	var wg sync.WaitGroup
+	errs := make([]error, 6)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := postgres.New(ctx, postgres.Config{DSN: testDSN(), Schema: schema})
+			if err == nil {
+				_ = s.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("open %d: %v", i, err)
+		}
+	}
+	pool, err := pgxpool.New(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	// Idempotent as a separate step.
+	for range 2 {
+		if err := postgres.Migrate(ctx, pool, schema); err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+	}
+	var n, v int
+	if err := pool.QueryRow(ctx, "SELECT count(*), max(version) FROM "+pgx.Identifier{schema}.Sanitize()+".schema_migrations").Scan(&n, &v); err != nil {
+		t.Fatal(err)
+	}
+	if n != postgres.SchemaVersion() || v != postgres.SchemaVersion() {
+		t.Fatalf("schema_migrations: %d rows, version %d; want %d", n, v, postgres.SchemaVersion())
+	}
+	// A caller's pool, migrations run separately.
+	s, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema, SkipMigrate: true})
+	if err != nil {
+		t.Fatalf("New with Pool and SkipMigrate: %v", err)
+	}
+	join(t, s, "x")
+	_ = s.Close()
+	if err := pool.Ping(ctx); err != nil {
+		t.Fatalf("the caller's pool was closed by Store.Close: %v", err)
+	}
+	// SkipMigrate on an unmigrated schema fails at open.
+	other := newSchema(t)
+	if _, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: other, SkipMigrate: true}); err == nil {
+		t.Fatal("SkipMigrate on an empty schema succeeded")
+	}
+}
+
+// TestBadInput: quotes, SQL, unicode and NUL bytes are stored and returned
+// byte for byte, never executed.
+func TestBadInput(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	nasty := []string{
+		`'; DROP TABLE messages; --`,
+		`"quoted" 'single' \backslash\ $1 $$dollar$$ %s %d`,
+		"unicode: 日本語 ✓ é 🚀 \u202e rtl",
+		"robert'); DELETE FROM listeners WHERE ('1'='1",
+	}
+	texts := append(append([]string{}, nasty...), "nul\x00byte\x00", "\x00", "tab\tnew\nline")
+	for i, scope := range nasty {
+		scope := strings.ReplaceAll(scope, ".", "")
+		l := join(t, s, scope)
+		if got, err := s.Match(ctx, scope); err != nil || len(got) != 1 || got[0].ID != l.ID || got[0].Scopes[0] != scope {
+			t.Fatalf("Match(%q) = %+v, %v", scope, got, err)
+		}
+		b := &moitessier.Batch{Dispatch: fmt.Sprint("d", i), Scope: scope, Sender: nasty[(i+1)%len(nasty)], Created: time.Now()}
+		for _, tx := range texts {
+			b.Entries = append(b.Entries, moitessier.Entry{Listener: l.ID, Text: tx})
+		}
+		if _, _, err := s.Append(ctx, b); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		msgs, err := s.Read(ctx, l.ID, 0, 100)
+		if err != nil || len(msgs) != len(texts) {
+			t.Fatalf("Read = %d messages, %v", len(msgs), err)
+		}
+		for j, m := range msgs {
+			if m.Text != texts[j] || m.Scope != scope || m.Sender != b.Sender {
+				t.Fatalf("message %d = %q/%q/%q, want %q/%q/%q", j, m.Text, m.Scope, m.Sender, texts[j], scope, b.Sender)
+			}
+		}
+	}
+	// Still there, all of them.
+	var n int
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{s.Schema()}.Sanitize()+".listeners").Scan(&n); err != nil || n != len(nasty) {
+		t.Fatalf("%d listeners, %v", n, err)
+	}
+}
+
+// TestFanOutOneStatement: one Append to many listeners, with the NOTIFY
+// split into payloads under 8000 bytes, and Heads in one query.
+func TestFanOutOneStatement(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	const n = 700
+	var ids []string
+	texts := map[string]string{}
+	for i := range n {
+		l := join(t, s, fmt.Sprint("fan.", i))
+		ids = append(ids, l.ID)
+		texts[l.ID] = fmt.Sprint("m", i)
+	}
+	got := map[string]moitessier.Cursor{}
+	var mu sync.Mutex
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_ = s.Watch(wctx, func(hs []moitessier.Head) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, h := range hs {
+				got[h.Listener] = max(got[h.Listener], h.Seq)
+			}
+		})
+	}()
+	time.Sleep(200 * time.Millisecond) // let Watch LISTEN
+	for round := 1; round <= 2; round++ {
+		msgs, _, err := s.Append(ctx, batch("fan", texts))
+		if err != nil || len(msgs) != n {
+			t.Fatalf("Append = %d messages, %v", len(msgs), err)
+		}
+		for _, m := range msgs {
+			if m.Seq != moitessier.Cursor(round) || m.Text != texts[m.Listener] {
+				t.Fatalf("message %+v, want seq %d", m, round)
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		complete := len(got) == n
+		for _, id := range ids {
+			complete = complete && got[id] == 2
+		}
+		mu.Unlock()
+		if complete {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notified of %d of %d listeners", len(got), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	heads, err := s.Heads(ctx, append(ids, "missing"))
+	if err != nil || len(heads) != n {
+		t.Fatalf("Heads = %d, %v", len(heads), err)
+	}
+	for _, h := range heads {
+		if h.Seq != 2 {
+			t.Fatalf("head %+v, want 2", h)
+		}
+	}
+}
+
+// TestMatchAcrossProcesses: a pattern listener created or deleted through
+// one store is seen at once by Match on another store (another process)
+// whose pattern cache was loaded before.
+func TestMatchAcrossProcesses(t *testing.T) {
+	schema := newSchema(t)
+	a, b := openStore(t, schema), openStore(t, schema)
+	ctx := ctxT(t)
+	match := func(s *postgres.Store, scope string) []string {
+		t.Helper()
+		ls, err := s.Match(ctx, scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, l := range ls {
+			ids = append(ids, l.ID)
+		}
+		return ids
+	}
+	if got := match(a, "room.1"); len(got) != 0 {
+		t.Fatalf("empty store matched %v", got)
+	}
+	star := join(t, b, "room.*")
+	if got := match(a, "room.1"); len(got) != 1 || got[0] != star.ID {
+		t.Fatalf("Match after another process joined room.*: %v", got)
+	}
+	rest := join(t, b, "room.>")
+	exact := join(t, b, "room.1")
+	if got := match(a, "room.1"); len(got) != 3 {
+		t.Fatalf("Match = %v, want 3 listeners", got)
+	}
+	if got := match(a, "room.1.x"); len(got) != 1 || got[0] != rest.ID {
+		t.Fatalf("Match(room.1.x) = %v, want room.>", got)
+	}
+	if _, err := b.Leave(ctx, star.ID, "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	got := match(a, "room.1")
+	if len(got) != 2 || strings.Contains(strings.Join(got, ","), star.ID) {
+		t.Fatalf("Match after Leave = %v", got)
+	}
+	_ = exact
+	// A listener with several scopes is reported once.
+	multi := joinScopes(t, b, []string{"room.1", "room.*", "x.>"})
+	got = match(a, "room.1")
+	n := 0
+	for _, id := range got {
+		if id == multi.ID {
+			n++
+		}
+	}
+	if n != 1 || len(got) != 3 {
+		t.Fatalf("Match = %v: multi-scope listener %d times", got, n)
+	}
+}
+
+func joinScopes(tb testing.TB, s moitessier.Store, scopes []string) moitessier.ListenerInfo {
+	tb.Helper()
+	id, err := moitessier.ListenerID(moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scopes: scopes})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	l, _, _, err := s.Join(ctxT(tb), moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: scopes, Created: now},
+		moitessier.Subscriber{Person: "p", Joined: now, LeaseExpires: now.Add(time.Hour)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return l
+}
+
+// TestSweepBatches: retention by age and by count, expiry and keys, with a
+// small batch size so that every path loops.
+func TestSweepBatches(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	t0 := time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
+	var ls []moitessier.ListenerInfo
+	for i := range 5 {
+		ls = append(ls, join(t, s, fmt.Sprint("sw.", i)))
+	}
+	// 50 dispatches, one a minute, to every listener.
+	for i := range 50 {
+		b := &moitessier.Batch{Dispatch: fmt.Sprint("d", i), Scope: "sw", Sender: "p", Created: t0.Add(time.Duration(i) * time.Minute),
+			Key: fmt.Sprint("k", i), KeySince: t0.Add(-time.Hour)}
+		for _, l := range ls {
+			b.Entries = append(b.Entries, moitessier.Entry{Listener: l.ID, Text: fmt.Sprint(i)})
+		}
+		if _, _, err := s.Append(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now := t0.Add(50 * time.Minute)
+	// Age: keep the last 30 minutes (dispatches 20..49).
+	res, err := s.Sweep(ctx, moitessier.SweepParams{Now: now, MaxAge: 30 * time.Minute, BatchSize: 7})
+	if err != nil || res.Messages != 5*20 {
+		t.Fatalf("age sweep = %+v, %v; want 100 messages", res, err)
+	}
+	// Count: keep the newest 10 per listener.
+	res, err = s.Sweep(ctx, moitessier.SweepParams{Now: now, MaxCount: 10, BatchSize: 7})
+	if err != nil || res.Messages != 5*20 {
+		t.Fatalf("count sweep = %+v, %v; want 100 messages", res, err)
+	}
+	for _, l := range ls {
+		msgs, err := s.Read(ctx, l.ID, 0, 100)
+		if err != nil || len(msgs) != 10 || msgs[0].Seq != 41 || msgs[9].Seq != 50 {
+			t.Fatalf("after sweeps %s holds %d messages, %v", l.ID, len(msgs), err)
+		}
+	}
+	// Keys recorded before minute 25.
+	res, err = s.Sweep(ctx, moitessier.SweepParams{Now: now, KeysBefore: t0.Add(25 * time.Minute), BatchSize: 7})
+	if err != nil || res.Keys != 25 {
+		t.Fatalf("key sweep = %+v, %v; want 25 keys", res, err)
+	}
+	// Expiry: the leases (an hour from the real clock) end; every listener
+	// goes with its messages.
+	res, err = s.Sweep(ctx, moitessier.SweepParams{Now: time.Now().Add(2 * time.Hour), BatchSize: 2})
+	if err != nil || res.Subscribers != 5 || len(res.Expired) != 5 || res.Messages != 50 {
+		t.Fatalf("expiry sweep = %+v, %v", res, err)
+	}
+	for _, l := range ls {
+		if _, err := s.Listener(ctx, l.ID); !errors.Is(err, moitessier.ErrNotFound) {
+			t.Fatalf("listener %s after expiry: %v", l.ID, err)
+		}
+	}
+	var n int
+	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{s.Schema()}.Sanitize()+".messages").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d messages left, %v", n, err)
+	}
+}
