@@ -1,0 +1,98 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/postgres"
+)
+
+// benchStore opens a store on a fresh schema with a pool of 16 connections
+// (pgxpool's default is 4 on two cores, too few for 8 writers).
+func benchStore(b *testing.B) *postgres.Store {
+	b.Helper()
+	schema := newSchema(b)
+	ctx := context.Background()
+	pc, err := pgxpool.ParseConfig(testDSN())
+	if err != nil {
+		b.Fatal(err)
+	}
+	pc.MaxConns = 16
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	s, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// BenchmarkAppend measures Store.Append: batches of 1 or 100 entries (one
+// per listener), from 1 or 8 concurrent writers. "shared" writers all write
+// to the same listeners (the dispatch-8 workload: one scope, so every
+// append queues on the same listener rows); "own" writers each have their
+// own listeners. appends/s counts batches, msgs/s stored messages.
+func BenchmarkAppend(b *testing.B) {
+	body := strings.Repeat("x", 100)
+	for _, entries := range []int{1, 100} {
+		for _, writers := range []int{1, 8} {
+			for _, mode := range []string{"shared", "own"} {
+				if writers == 1 && mode == "own" {
+					continue
+				}
+				b.Run(fmt.Sprintf("entries=%d/writers=%d/%s", entries, writers, mode), func(b *testing.B) {
+					s := benchStore(b)
+					sets := 1
+					if mode == "own" {
+						sets = writers
+					}
+					batches := make([]*moitessier.Batch, sets)
+					for k := range sets {
+						bt := &moitessier.Batch{Dispatch: "d", Scope: "bench", Sender: "p", Created: time.Now()}
+						for i := range entries {
+							l := join(b, s, fmt.Sprintf("bench.%d.%d", k, i))
+							bt.Entries = append(bt.Entries, moitessier.Entry{Listener: l.ID, Text: body})
+						}
+						batches[k] = bt
+					}
+					ctx := context.Background()
+					b.ResetTimer()
+					start := time.Now()
+					var wg sync.WaitGroup
+					for w := range writers {
+						n := b.N / writers
+						if w < b.N%writers {
+							n++
+						}
+						bt := batches[w%sets]
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for range n {
+								if _, _, err := s.Append(ctx, bt); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						}()
+					}
+					wg.Wait()
+					el := time.Since(start).Seconds()
+					b.ReportMetric(float64(b.N)/el, "appends/s")
+					b.ReportMetric(float64(b.N*entries)/el, "msgs/s")
+				})
+			}
+		}
+	}
+}
