@@ -12,11 +12,12 @@ import (
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
+	"github.com/likestripes/moitessier/storetest"
 )
 
 // benchStore opens a store on a fresh schema with a pool of 16 connections
 // (pgxpool's default is 4 on two cores, too few for 8 writers).
-func benchStore(b *testing.B) *postgres.Store {
+func benchStore(b testing.TB) *postgres.Store {
 	b.Helper()
 	schema := newSchema(b)
 	ctx := context.Background()
@@ -95,4 +96,13 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		}
 	}
+}
+
+// BenchmarkWorkloads runs the standard workloads (fanout-1/100/1000,
+// scopes-10k, dispatch-8, idle-10k) of the shared benchmark harness.
+func BenchmarkWorkloads(b *testing.B) {
+	needPostgres(b)
+	storetest.Benchmark(b, storetest.Harness{
+		New: func(tb testing.TB) moitessier.Store { return benchStore(tb) },
+	})
 }

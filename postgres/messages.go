@@ -25,7 +25,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		if len(b.Entries) == 0 {
 			return nil, false, nil
 		}
-		msgs, err := s.appendEntries(ctx, s.pool, b)
+		msgs, err := s.combine(ctx, b)
 		if err != nil {
 			return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))
 		}
@@ -113,18 +113,44 @@ func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch)
 	return msgs, false, nil
 }
 
-// appendEntries runs the append statement (see queries.go) on q.
-func (s *Store) appendEntries(ctx context.Context, q interface {
+// appendEntries runs the append statement (see queries.go) on q for one
+// batch.
+func (s *Store) appendEntries(ctx context.Context, q queryer, b *moitessier.Batch) ([]moitessier.Message, error) {
+	out, err := s.appendBatches(ctx, q, []*moitessier.Batch{b})
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+type queryer interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}, b *moitessier.Batch) ([]moitessier.Message, error) {
-	n := len(b.Entries)
-	entryIDs := make([]string, n)
-	bodies := make([][]byte, n)
-	ranks := make([]int64, n)
+}
+
+// appendBatches writes several batches in one statement, so in one
+// transaction, and returns each batch's messages. Entries of one listener
+// take sequence numbers in batch order, then entry order.
+func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.Batch) ([][]moitessier.Message, error) {
+	n := 0
+	for _, b := range bs {
+		n += len(b.Entries)
+	}
+	entryIDs := make([]string, 0, n)
+	bodies := make([][]byte, 0, n)
+	ranks := make([]int64, 0, n)
+	which := make([]int64, 0, n)
 	counts := make(map[string]int64, n)
-	for i, e := range b.Entries {
-		counts[e.Listener]++
-		entryIDs[i], bodies[i], ranks[i] = e.Listener, []byte(e.Text), counts[e.Listener]
+	dispatches, scopes, senders := make([]string, len(bs)), make([]string, len(bs)), make([]string, len(bs))
+	created := make([]int64, len(bs))
+	for i, b := range bs {
+		dispatches[i], scopes[i], senders[i], created[i] = b.Dispatch, b.Scope, b.Sender, toNS(b.Created)
+		for _, e := range b.Entries {
+			counts[e.Listener]++
+			entryIDs = append(entryIDs, e.Listener)
+			bodies = append(bodies, []byte(e.Text))
+			ranks = append(ranks, counts[e.Listener])
+			which = append(which, int64(i+1))
+		}
 	}
 	ids := make([]string, 0, len(counts))
 	for id := range counts {
@@ -135,8 +161,8 @@ func (s *Store) appendEntries(ctx context.Context, q interface {
 	for i, id := range ids {
 		ns[i] = counts[id]
 	}
-	rows, err := q.Query(ctx, s.q.append, ids, ns, entryIDs, bodies, ranks,
-		b.Dispatch, b.Scope, b.Sender, toNS(b.Created), s.channel, s.cfg.NotifyBatch)
+	rows, err := q.Query(ctx, s.q.append, ids, ns, entryIDs, bodies, ranks, which,
+		dispatches, scopes, senders, created, s.channel, s.cfg.NotifyBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -155,18 +181,25 @@ func (s *Store) appendEntries(ctx context.Context, q interface {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	msgs := make([]moitessier.Message, 0, n)
-	for i, e := range b.Entries {
-		old, ok := base[e.Listener]
-		if !ok {
-			continue // the listener no longer exists
+	out := make([][]moitessier.Message, len(bs))
+	k := 0
+	for i, b := range bs {
+		msgs := make([]moitessier.Message, 0, len(b.Entries))
+		for _, e := range b.Entries {
+			rank := ranks[k]
+			k++
+			old, ok := base[e.Listener]
+			if !ok {
+				continue // the listener no longer exists
+			}
+			msgs = append(msgs, moitessier.Message{
+				Listener: e.Listener, Seq: moitessier.Cursor(old + rank), Dispatch: b.Dispatch,
+				Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created,
+			})
 		}
-		msgs = append(msgs, moitessier.Message{
-			Listener: e.Listener, Seq: moitessier.Cursor(old + ranks[i]), Dispatch: b.Dispatch,
-			Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created,
-		})
+		out[i] = msgs
 	}
-	return msgs, nil
+	return out, nil
 }
 
 func scanMessages(rows pgx.Rows, sizeHint int) ([]moitessier.Message, error) {

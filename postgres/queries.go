@@ -58,14 +58,17 @@ func buildQueries(schema string) queries {
 		heads:    `SELECT id, head FROM S.listeners WHERE id = ANY($1::text[])`,
 		allHeads: `SELECT id, head FROM S.listeners WHERE id > $1 AND head > 0 ORDER BY id LIMIT $2`,
 
-		// append is Append's one statement. $1/$2: distinct listener ids,
-		// sorted, and how many entries each has; $3/$4/$5: each entry's
-		// listener, body and 1-based rank among its listener's entries.
+		// append is Append's one statement; it may carry several batches
+		// (see combine.go). $1/$2: distinct listener ids, sorted, and how
+		// many entries each has; $3/$4/$5/$6: each entry's listener, body,
+		// 1-based rank among its listener's entries, and 1-based batch;
+		// $7..$10: each batch's dispatch, scope, sender and creation time.
 		// lk locks the listeners in id order (so concurrent appends cannot
 		// deadlock); up raises each head by its count; ins writes the
 		// messages with seq = old head + rank; the last column sends the
-		// new heads by NOTIFY, $11 of them per payload. A listener that no
-		// longer exists has no row in lk, so its entries are skipped.
+		// new heads by NOTIFY, $12 of them per payload on channel $11. A
+		// listener that no longer exists has no row in lk, so its entries
+		// are skipped.
 		append: `WITH c AS MATERIALIZED (
 				SELECT id, n FROM unnest($1::text[], $2::bigint[]) AS c(id, n)
 			), lk AS MATERIALIZED (
@@ -74,16 +77,20 @@ func buildQueries(schema string) queries {
 				UPDATE S.listeners l SET head = l.head + c.n FROM c
 				WHERE l.id = c.id AND l.id IN (SELECT id FROM lk)
 				RETURNING l.id, l.head, c.n
+			), bt AS (
+				SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[])
+					WITH ORDINALITY AS bt(dispatch, scope, sender, created_ns, i)
 			), ins AS (
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
-				SELECT e.listener, up.head - up.n + e.k, $6, $7, $8, e.body, $9
-				FROM unnest($3::text[], $4::bytea[], $5::bigint[]) AS e(listener, body, k)
+				SELECT e.listener, up.head - up.n + e.k, bt.dispatch, bt.scope, bt.sender, e.body, bt.created_ns
+				FROM unnest($3::text[], $4::bytea[], $5::bigint[], $6::bigint[]) AS e(listener, body, k, b)
 				JOIN up ON up.id = e.listener
+				JOIN bt ON bt.i = e.b
 			)
 			SELECT id, head, n, (
-				SELECT count(pg_notify($10, p)) FROM (
+				SELECT count(pg_notify($11, p)) FROM (
 					SELECT string_agg(id || ' ' || head, ',') AS p
-					FROM (SELECT id, head, (row_number() OVER () - 1) / $11 AS chunk FROM up) x
+					FROM (SELECT id, head, (row_number() OVER () - 1) / $12 AS chunk FROM up) x
 					GROUP BY chunk
 				) y
 			) FROM up`,

@@ -50,6 +50,16 @@ type Config struct {
 	// 8 000).
 	NotifyBatch int
 
+	// Writers is how many append statements the store runs at once; an
+	// Append that finds them all busy waits and is sent, combined with the
+	// others waiting, in the next statement (see MaxCombine). Default 2.
+	Writers int
+
+	// MaxCombine is the most batches one append statement carries. Default
+	// 64; 1 turns combining off (every Append is its own statement, sent at
+	// once, and Writers is ignored).
+	MaxCombine int
+
 	// ReconnectMin and ReconnectMax bound the backoff between attempts of
 	// Watch to reconnect its LISTEN connection. Default 50ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
@@ -61,6 +71,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NotifyBatch <= 0 {
 		c.NotifyBatch = 120
+	}
+	if c.Writers <= 0 {
+		c.Writers = 2
+	}
+	if c.MaxCombine <= 0 {
+		c.MaxCombine = 64
 	}
 	if c.ReconnectMin <= 0 {
 		c.ReconnectMin = 50 * time.Millisecond
@@ -105,6 +121,7 @@ type Store struct {
 	closeMu sync.Once
 
 	pat patternCache
+	cmb combiner
 	q   queries
 }
 
