@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/likestripes/moitessier"
@@ -31,16 +32,14 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 				return err
 			}
 		}
-		bump := tx.StmtContext(ctx, s.stmts.bumpHead)
+		seqs := s.nextSeqs(b.Entries)
 		insert := tx.StmtContext(ctx, s.stmts.insertMessage)
 		created := toNanos(b.Created)
 		msgs = make([]moitessier.Message, 0, len(b.Entries))
 		for i, e := range b.Entries {
-			var seq int64
-			if err := bump.QueryRowContext(ctx, e.Listener).Scan(&seq); errors.Is(err, sql.ErrNoRows) {
+			seq := seqs[i]
+			if seq == 0 {
 				continue // the listener was deleted
-			} else if err != nil {
-				return err
 			}
 			if _, err := insert.ExecContext(ctx, e.Listener, seq, b.Dispatch, b.Scope, b.Sender, e.Text, created); err != nil {
 				return err
@@ -79,6 +78,35 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		return nil, false, fmt.Errorf("sqlite: append %s: %w", b.Dispatch, err)
 	}
 	return msgs, replayed, nil
+}
+
+// nextSeqs returns the sequence number of each entry: its listener's head
+// plus one (plus one more for each earlier entry of the same listener), or 0
+// if its listener does not exist. s.wmu is held, so the cache is what the
+// file holds; the insert trigger then moves the stored head.
+func (s *Store) nextSeqs(entries []moitessier.Entry) []int64 {
+	seqs := make([]int64, len(entries))
+	var next map[string]int64
+	if len(entries) > 1 {
+		next = make(map[string]int64, len(entries))
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for i, e := range entries {
+		c := s.listeners[e.Listener]
+		if c == nil {
+			continue
+		}
+		seq := int64(c.info.Head) + 1
+		if next != nil {
+			if n, ok := next[e.Listener]; ok {
+				seq = n
+			}
+			next[e.Listener] = seq + 1
+		}
+		seqs[i] = seq
+	}
+	return seqs
 }
 
 // replay looks up b's idempotency key. If a batch with that key was appended
@@ -218,7 +246,7 @@ func (s *Store) Seek(ctx context.Context, listenerID string, t time.Time) (moite
 		return 0, fmt.Errorf("sqlite: seek %s: %w", listenerID, moitessier.ErrNotFound)
 	}
 	var seq int64
-	err := s.stmts.seek.QueryRowContext(ctx, listenerID, toNanos(t)).Scan(&seq)
+	err := s.stmts.seek.QueryRowContext(ctx, listenerID, 0, int64(math.MaxInt64), toNanos(t)).Scan(&seq)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return head, nil

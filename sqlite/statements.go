@@ -12,7 +12,6 @@ import (
 // writer's one connection.
 type statements struct {
 	// writer
-	bumpHead      *sql.Stmt // listener id → new head; no row if the listener is gone
 	insertMessage *sql.Stmt
 	getKey        *sql.Stmt
 	putKey        *sql.Stmt
@@ -21,7 +20,7 @@ type statements struct {
 
 	// readers
 	read *sql.Stmt
-	seek *sql.Stmt
+	seek *sql.Stmt // the first seq in (after, upTo] created at or after t
 	subs *sql.Stmt
 }
 
@@ -31,7 +30,6 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 		dst  **sql.Stmt
 		text string
 	}{
-		{w, &st.bumpHead, `UPDATE listeners SET head = head + 1 WHERE id = ? RETURNING head`},
 		{w, &st.insertMessage, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`},
 		{w, &st.getKey, `SELECT created, refs FROM idempotency_keys WHERE sender = ? AND key = ?`},
@@ -46,7 +44,7 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 		{r, &st.read, `SELECT seq, dispatch, scope, sender, text, created FROM messages
 			WHERE listener_id = ? AND seq > ? ORDER BY seq LIMIT ?`},
 		{r, &st.seek, `SELECT seq FROM messages
-			WHERE listener_id = ? AND created >= ? ORDER BY seq LIMIT 1`},
+			WHERE listener_id = ? AND seq > ? AND seq <= ? AND created >= ? ORDER BY seq LIMIT 1`},
 		{r, &st.subs, `SELECT person, client, cursor, joined, lease_expires FROM subscribers
 			WHERE listener_id = ? ORDER BY person, client`},
 	}
@@ -62,7 +60,7 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 
 func (st *statements) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.bumpHead, st.insertMessage, st.getKey, st.putKey, st.getMessage,
+	for _, s := range []*sql.Stmt{st.insertMessage, st.getKey, st.putKey, st.getMessage,
 		st.checkpoint, st.read, st.seek, st.subs} {
 		if s != nil {
 			errs = append(errs, s.Close())

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/likestripes/moitessier"
@@ -30,8 +31,7 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 	}{
 		{"subscribers", s.sweepSubscribers},
 		{"listeners", s.sweepListeners},
-		{"messages by age", s.sweepAge},
-		{"messages by count", s.sweepCount},
+		{"messages", s.sweepRetention},
 		{"idempotency keys", s.sweepKeys},
 	}
 	for _, step := range steps {
@@ -155,37 +155,56 @@ func (s *Store) sweepListeners(ctx context.Context, p moitessier.SweepParams, ba
 	return nil
 }
 
-func (s *Store) sweepAge(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
-	if p.MaxAge <= 0 {
-		return nil
-	}
-	n, err := s.deleteBatches(ctx, batch, `DELETE FROM messages WHERE (listener_id, seq) IN (
-		SELECT listener_id, seq FROM messages WHERE created < ? LIMIT ?)`, toNanos(p.Now.Add(-p.MaxAge)))
-	res.Messages += n
-	return err
-}
-
-// sweepCount removes the messages of each listener with seq <= head-MaxCount.
-// The cache remembers up to where each listener was trimmed, so listeners
-// that received nothing since the last sweep cost nothing.
-func (s *Store) sweepCount(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
-	if p.MaxCount <= 0 {
+// sweepRetention removes, per listener, the messages older than MaxAge and
+// those beyond the newest MaxCount: the messages with seq <= a cut. Like the
+// memory store it takes a listener's messages to be created in sequence
+// order, so the messages older than MaxAge are those before the first one
+// that is not. The cuts are found on a reader, without the write lock, and
+// the cache remembers up to where each listener was trimmed, so a listener
+// that received nothing since the last sweep costs at most one lookup.
+func (s *Store) sweepRetention(ctx context.Context, p moitessier.SweepParams, batch int, res *moitessier.SweepResult) error {
+	if p.MaxAge <= 0 && p.MaxCount <= 0 {
 		return nil
 	}
 	type trim struct {
-		id  string
-		cut moitessier.Cursor
+		c             *cachedListener // as cached, so that one recreated meanwhile is left alone
+		id            string
+		head, trimmed moitessier.Cursor // as cached
+		cut           moitessier.Cursor
 	}
 	var todo []trim
 	s.mu.RLock()
 	for id, c := range s.listeners {
-		if c.info.Head > moitessier.Cursor(p.MaxCount) {
-			if cut := c.info.Head - moitessier.Cursor(p.MaxCount); cut > c.trimmed {
-				todo = append(todo, trim{id, cut})
-			}
+		if c.info.Head > c.trimmed {
+			todo = append(todo, trim{c: c, id: id, head: c.info.Head, trimmed: c.trimmed, cut: c.trimmed})
 		}
 	}
 	s.mu.RUnlock()
+
+	cutoff := toNanos(p.Now.Add(-p.MaxAge))
+	keep := todo[:0]
+	for _, t := range todo {
+		head := t.head
+		if p.MaxCount > 0 && head > moitessier.Cursor(p.MaxCount) {
+			t.cut = max(t.cut, head-moitessier.Cursor(p.MaxCount))
+		}
+		if p.MaxAge > 0 {
+			var seq int64
+			err := s.stmts.seek.QueryRowContext(ctx, t.id, seqArg(t.cut), seqArg(head), cutoff).Scan(&seq)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				t.cut = head
+			case err != nil:
+				return err
+			default:
+				t.cut = max(t.cut, moitessier.Cursor(seq-1))
+			}
+		}
+		if t.cut > t.trimmed {
+			keep = append(keep, t)
+		}
+	}
+	todo = keep
 
 	for len(todo) > 0 {
 		var (
@@ -196,6 +215,13 @@ func (s *Store) sweepCount(ctx context.Context, p moitessier.SweepParams, batch 
 		err := s.write(ctx, func(tx *sql.Tx) error {
 			for budget > 0 && len(todo) > 0 {
 				t := todo[0]
+				s.mu.RLock()
+				same := s.listeners[t.id] == t.c
+				s.mu.RUnlock()
+				if !same {
+					todo = todo[1:]
+					continue
+				}
 				r, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
 					SELECT listener_id, seq FROM messages WHERE listener_id = ? AND seq <= ? ORDER BY seq LIMIT ?)`,
 					t.id, seqArg(t.cut), budget)
@@ -217,8 +243,8 @@ func (s *Store) sweepCount(ctx context.Context, p moitessier.SweepParams, batch 
 			return nil
 		}, func() {
 			for _, t := range done {
-				if c := s.listeners[t.id]; c != nil && t.cut > c.trimmed {
-					c.trimmed = t.cut
+				if t.cut > t.c.trimmed {
+					t.c.trimmed = t.cut
 				}
 			}
 		})

@@ -42,7 +42,11 @@ CREATE TABLE messages (
 	PRIMARY KEY (listener_id, seq)
 ) STRICT, WITHOUT ROWID;
 
-CREATE INDEX messages_created ON messages (created);
+-- A message's seq is its listener's head plus one; this keeps the head in
+-- step, in the transaction of the insert.
+CREATE TRIGGER messages_head AFTER INSERT ON messages BEGIN
+	UPDATE listeners SET head = NEW.seq WHERE id = NEW.listener_id AND head < NEW.seq;
+END;
 
 -- refs lists the (listener_id, seq) of the messages a keyed batch wrote, in
 -- entry order, encoded by the store (see encodeRefs).

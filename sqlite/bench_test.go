@@ -1,0 +1,110 @@
+package sqlite_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+)
+
+// text100 is a 100-byte message, the size of the standard workloads.
+var text100 = strings.Repeat("m", 100)
+
+// BenchmarkAppend measures dispatches from one dispatcher: one Append of one
+// entry each, each its own transaction.
+func BenchmarkAppend(b *testing.B) {
+	for _, keyed := range []bool{false, true} {
+		name := "plain"
+		if keyed {
+			name = "keyed"
+		}
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			s := mustOpen(b, dbPath(b))
+			mustJoin(b, s, listener("l", "room.1"), "alice")
+			batch := &moitessier.Batch{Dispatch: "d", Scope: "room.1", Sender: "bob", Created: time.Now(),
+				Entries: []moitessier.Entry{{Listener: "l", Text: text100}}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				if keyed {
+					batch.Key = fmt.Sprint("k", i)
+				}
+				if _, _, err := s.Append(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+		})
+	}
+}
+
+// BenchmarkAppendFanout measures one Append of one entry to each of n
+// listeners, as a dispatch to a scope n listeners hear.
+func BenchmarkAppendFanout(b *testing.B) {
+	for _, n := range []int{10, 100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			ctx := context.Background()
+			s := mustOpen(b, dbPath(b))
+			batch := &moitessier.Batch{Dispatch: "d", Scope: "room.1", Sender: "bob", Created: time.Now()}
+			for i := range n {
+				id := fmt.Sprint("l", i)
+				mustJoin(b, s, listener(id, "room.1"), "alice")
+				batch.Entries = append(batch.Entries, moitessier.Entry{Listener: id, Text: text100})
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				if _, _, err := s.Append(ctx, batch); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
+			b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkRead measures catch-up reads of 100 messages from a listener
+// holding 10 000.
+func BenchmarkRead(b *testing.B) {
+	ctx := context.Background()
+	s := mustOpen(b, dbPath(b))
+	mustJoin(b, s, listener("l", "room.1"), "alice")
+	const stored, limit = 10000, 100
+	batch := &moitessier.Batch{Dispatch: "d", Scope: "room.1", Sender: "bob", Created: time.Now()}
+	for range stored {
+		batch.Entries = append(batch.Entries, moitessier.Entry{Listener: "l", Text: text100})
+	}
+	if _, _, err := s.Append(ctx, batch); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			after := moitessier.Cursor(i*limit) % (stored - limit)
+			msgs, err := s.Read(ctx, "l", after, limit)
+			if err != nil || len(msgs) != limit {
+				b.Fatalf("Read: %d messages, %v", len(msgs), err)
+			}
+		}
+		b.ReportMetric(float64(b.N*limit)/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				after := moitessier.Cursor(i*limit) % (stored - limit)
+				i++
+				msgs, err := s.Read(ctx, "l", after, limit)
+				if err != nil || len(msgs) != limit {
+					b.Errorf("Read: %d messages, %v", len(msgs), err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N*limit)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
