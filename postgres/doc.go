@@ -47,19 +47,33 @@
 // commits, and with them sequence numbers that readers may already have
 // seen.
 //
-// # Fan-out in one statement
+// # Fan-out in one statement, and combined appends
 //
 // Append is one SQL statement whatever the number of entries: the entries
 // travel as arrays, unnest turns them into rows, one UPDATE raises every
 // head, one INSERT writes every message, and pg_notify sends the new heads
-// — one round trip, atomic without an explicit transaction. Sending an
-// INSERT per entry (even pipelined in a pgx.Batch) costs a statement per
-// row. We chose a row per message over storing a dispatch once and fanning
-// out on read: the per-listener sequence must be stored for every listener
+// — one round trip, atomic without an explicit transaction. Measured with
+// BenchmarkFanOutStrategies (100 listeners, 100-byte texts, one writer, on
+// a shared two-core machine), the single statement wrote a dispatch in
+// 4.7 ms, a statement per entry pipelined in a pgx.Batch inside a
+// transaction in 6.1 ms, and a statement per entry, one round trip each,
+// in 23.5 ms.
+//
+// We chose a row per message over storing a dispatch once and fanning out
+// on read: the per-listener sequence must be stored for every listener
 // anyway (the head update and an index entry per delivery), and rows that
 // referenced a shared dispatch instead of holding its scope, sender and
-// dispatch id inserted only about 15% faster in our measurement, while
-// reads would need a join.
+// dispatch id inserted only about 15% faster in a bulk-insert measurement,
+// while every read would need a join.
+//
+// Concurrent Appends of one store are combined (see [Config.Writers] and
+// [Config.MaxCombine]): while Writers statements are running, further
+// Appends queue, and the next statement carries all of them, committed
+// once. This matters because appends to one listener are serial until each
+// commit is flushed: eight writers appending single messages to one
+// listener went from about 430 to about 2 300 appends/s with combining.
+// An idle store sends a batch at once, so combining adds no latency.
+// Batches with an idempotency key, and [Store.AppendTx], are not combined.
 //
 // # Matching across processes
 //
