@@ -1,0 +1,320 @@
+package moitessierhttp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/likestripes/moitessier"
+)
+
+// DispatchRequest is the JSON body of POST /v1/dispatch and of a WebSocket
+// "dispatch" frame:
+//
+//	{"scope":"room.1","text":"hello","to":["bob"],"handlers":["greet"]}
+//
+// Over HTTP the Idempotency-Key header gives the idempotency key; over
+// WebSocket the "idempotency_key" field does.
+type DispatchRequest struct {
+	// Scope is the concrete scope to dispatch to. Required.
+	Scope string `json:"scope"`
+	// Text is the message.
+	Text string `json:"text"`
+	// To addresses the dispatch to persons' Private listeners only (see [moitessier.To]).
+	To []string `json:"to,omitempty"`
+	// Handlers name functions of Config.Handlers that compute the
+	// messages of Handler listeners, in order.
+	Handlers []string `json:"handlers,omitempty"`
+	// IdempotencyKey makes a retry a no-op (see [moitessier.IdempotencyKey]).
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
+// DispatchResult is the answer to a dispatch:
+//
+//	{"id":"18a…","scope":"room.1","reached":3,"stored":3,"replayed":false}
+type DispatchResult struct {
+	// ID identifies the dispatch; every message it stored carries it.
+	ID    string `json:"id"`
+	Scope string `json:"scope"`
+	// Reached counts the listeners the dispatch reached; Stored the
+	// messages it stored (a handler may store nothing for its listener).
+	Reached int `json:"reached"`
+	Stored  int `json:"stored"`
+	// Replayed is true when the idempotency key matched an earlier
+	// dispatch: nothing was stored this time, and ID is the earlier one's.
+	Replayed bool `json:"replayed"`
+}
+
+// dispatch runs a dispatch for the token's person: checks, rate limit, hub.
+func (s *Server) dispatch(ctx context.Context, c *Claims, req DispatchRequest) (DispatchResult, error) {
+	res, err := s.doDispatch(ctx, c, req)
+	if err != nil {
+		s.metrics.dispatchErrs.Add(1)
+	}
+	return res, err
+}
+
+func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest) (DispatchResult, error) {
+	if len(req.Text) > s.cfg.MaxMessageBytes {
+		return DispatchResult{}, fmt.Errorf("dispatch: %w: %d bytes, more than %d", moitessier.ErrTooLarge, len(req.Text), s.cfg.MaxMessageBytes)
+	}
+	if err := moitessier.ValidateScope(req.Scope); err != nil {
+		return DispatchResult{}, fmt.Errorf("dispatch: %w", err)
+	}
+	if !c.CanDispatch(req.Scope) {
+		return DispatchResult{}, fmt.Errorf("dispatch to %q: %w: the token does not grant it", req.Scope, ErrForbidden)
+	}
+	opts := make([]moitessier.DispatchOption, 0, 2+len(req.Handlers))
+	for _, name := range req.Handlers {
+		hf := s.cfg.Handlers[name]
+		if hf == nil {
+			return DispatchResult{}, fmt.Errorf("dispatch: %w: no handler %.64q", ErrBadRequest, name)
+		}
+		opts = append(opts, hf)
+	}
+	if req.To != nil {
+		opts = append(opts, moitessier.To(req.To...))
+	}
+	if req.IdempotencyKey != "" {
+		opts = append(opts, moitessier.IdempotencyKey(req.IdempotencyKey))
+	}
+	if s.limiter != nil {
+		if ok, wait := s.limiter.allow(c.Subject, s.cfg.Now()); !ok {
+			s.metrics.rateLimited.Add(1)
+			return DispatchResult{}, &RateLimitError{RetryAfter: wait}
+		}
+	}
+	d, err := s.hub.Dispatch(ctx, c.Subject, req.Scope, req.Text, opts...)
+	if err != nil {
+		return DispatchResult{}, err
+	}
+	if d.Replayed {
+		s.metrics.replayed.Add(1)
+	} else {
+		s.metrics.dispatches.Add(1)
+		s.metrics.stored.Add(uint64(len(d.Messages)))
+	}
+	return DispatchResult{ID: d.ID, Scope: req.Scope, Reached: len(d.Reached), Stored: len(d.Messages), Replayed: d.Replayed}, nil
+}
+
+// serveDispatch handles POST /v1/dispatch. The body is a DispatchRequest
+// (Content-Type application/json), or else the message text itself, with
+// scope, to (repeated) and handler (repeated) in the query:
+//
+//	curl -H "Authorization: Bearer $TOKEN" -d 'hello' 'http://127.0.0.1:8080/v1/dispatch?scope=room.1'
+func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
+	c, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req DispatchRequest
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if ct == "application/json" {
+		// JSON may spell each byte of text as \u00XX: allow for that.
+		r.Body = http.MaxBytesReader(w, r.Body, int64(6*s.cfg.MaxMessageBytes+64<<10))
+		dec := json.NewDecoder(r.Body)
+		if err := dec.Decode(&req); err != nil {
+			var mbe *http.MaxBytesError
+			if !errors.As(err, &mbe) {
+				err = fmt.Errorf("%w: body: %v", ErrBadRequest, err)
+			}
+			s.writeError(w, r, err)
+			return
+		}
+	} else {
+		r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxMessageBytes))
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		q := r.URL.Query()
+		req = DispatchRequest{Scope: q.Get("scope"), Text: string(b), To: q["to"], Handlers: q["handler"]}
+	}
+	if k := r.Header.Get("Idempotency-Key"); k != "" {
+		req.IdempotencyKey = k
+	}
+	res, err := s.dispatch(r.Context(), c, req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if res.Replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// JoinResult answers POST /v1/listeners: the listener, and the caller's
+// server-held cursor on it.
+//
+//	{"listener":{…ListenerInfo},"cursor":0}
+type JoinResult struct {
+	Listener ListenerInfo `json:"listener"`
+	Cursor   uint64       `json:"cursor"`
+}
+
+// serveJoin handles POST /v1/listeners: it creates (or joins) the listener
+// that the query or a JSON body {"type":"shared","scopes":["room.1"],"client":"tab1"}
+// names, for the token's person.
+func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
+	c, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q := r.URL.Query()
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
+		var body struct {
+			Type     string   `json:"type"`
+			Scopes   []string `json:"scopes"`
+			Client   string   `json:"client"`
+			Listener string   `json:"listener"`
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 256<<10)
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			s.writeError(w, r, fmt.Errorf("%w: body: %v", ErrBadRequest, err))
+			return
+		}
+		q = map[string][]string{"type": {body.Type}, "scope": body.Scopes, "client": {body.Client}, "listener": {body.Listener}}
+	}
+	spec, err := parseListen(q)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	l, info, err := s.openListener(r.Context(), c, spec)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	cur, err := l.Cursor(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, JoinResult{Listener: wireInfo(info), Cursor: uint64(cur)})
+}
+
+func listenerParam(r *http.Request) string {
+	if id := r.PathValue("id"); id != "" {
+		return id
+	}
+	return r.URL.Query().Get("listener")
+}
+
+// readable returns the listener named by the request if the token may read it.
+func (s *Server) readable(r *http.Request) (*Claims, moitessier.ListenerInfo, error) {
+	c, err := s.authenticate(r)
+	if err != nil {
+		return nil, moitessier.ListenerInfo{}, err
+	}
+	id := listenerParam(r)
+	if id == "" {
+		return nil, moitessier.ListenerInfo{}, fmt.Errorf("%w: no listener", ErrBadRequest)
+	}
+	info, err := s.hub.Info(r.Context(), id)
+	if err != nil {
+		return nil, info, err
+	}
+	if err := s.mayRead(c, info); err != nil {
+		return nil, info, err
+	}
+	return c, info, nil
+}
+
+func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
+	_, info, err := s.readable(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, wireInfo(info))
+}
+
+// ReadState answers GET /v1/listeners/{id}/subscribers: each subscriber's
+// acknowledged cursor, so "who has not seen message 12" is the subscribers
+// whose cursor is below 12 (or ask for them with ?unseen=12).
+//
+//	{"listener":{…ListenerInfo},"subscribers":[{"person":"bob","cursor":11,…}]}
+type ReadState struct {
+	Listener    ListenerInfo `json:"listener"`
+	Subscribers []Subscriber `json:"subscribers"`
+}
+
+func (s *Server) serveReadState(w http.ResponseWriter, r *http.Request) {
+	_, info, err := s.readable(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var unseen uint64
+	if v := r.URL.Query().Get("unseen"); v != "" {
+		if unseen, err = strconv.ParseUint(v, 10, 64); err != nil {
+			s.writeError(w, r, fmt.Errorf("%w: unseen %.32q: want a sequence number", ErrBadRequest, v))
+			return
+		}
+	}
+	subs, err := s.hub.Subscribers(r.Context(), info.ID)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	rs := ReadState{Listener: wireInfo(info), Subscribers: make([]Subscriber, 0, len(subs))}
+	for _, sub := range subs {
+		if unseen > 0 && uint64(sub.Cursor) >= unseen {
+			continue
+		}
+		rs.Subscribers = append(rs.Subscribers, Subscriber{Person: sub.Person, Client: sub.Client, Cursor: uint64(sub.Cursor), Joined: sub.Joined.UTC(), LeaseExpires: sub.LeaseExpires.UTC()})
+	}
+	writeJSON(w, http.StatusOK, rs)
+}
+
+// serveLeave handles DELETE /v1/listeners/{id}?client=…: the caller stops
+// being a subscriber; the last subscriber out deletes the listener.
+func (s *Server) serveLeave(w http.ResponseWriter, r *http.Request) {
+	c, info, err := s.readable(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	client := r.URL.Query().Get("client")
+	subs, err := s.hub.Subscribers(r.Context(), info.ID)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	found := false
+	for _, sub := range subs {
+		found = found || (sub.Person == c.Subject && sub.Client == client)
+	}
+	if !found {
+		s.writeError(w, r, fmt.Errorf("listener %s: subscriber %q: %w", info.ID, c.Subject, moitessier.ErrNotFound))
+		return
+	}
+	l, err := s.hub.Open(r.Context(), info.ID, c.Subject, client)
+	if err == nil {
+		err = l.Close(r.Context())
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveWhoami answers GET /v1/whoami: the caller's token claims.
+func (s *Server) serveWhoami(w http.ResponseWriter, r *http.Request) {
+	c, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}

@@ -1,0 +1,420 @@
+package moitessierhttp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/likestripes/moitessier"
+)
+
+// Config configures a Server. Either Secret or Authenticate is required;
+// every other field's zero value works and each field documents its default.
+type Config struct {
+	// Secret is the HMAC key of the HS256 tokens the server accepts (see
+	// [Sign] and [Verify]). Required unless Authenticate is set.
+	Secret []byte
+	// Authenticate, if set, replaces token verification: it returns the
+	// claims of a request, or an error that wraps ErrNoToken or
+	// ErrInvalidToken (401) or ErrForbidden (403).
+	Authenticate func(r *http.Request) (*Claims, error)
+
+	// AllowedOrigins are the origins allowed to call the server from a
+	// browser on another origin (CORS, and the Origin check of WebSockets),
+	// as "https://app.example.com", or "*" for any. Default: none, so only
+	// same-origin pages and non-browser clients.
+	AllowedOrigins []string
+
+	// MaxMessageBytes is the largest message text a dispatch may carry;
+	// larger gets 413. Default 64 KiB (the hub's own default limit).
+	MaxMessageBytes int
+	// MaxListenersPerConn is the most listeners one WebSocket connection
+	// may listen to at once; one more gets a too_many_listeners error.
+	// (An SSE or long-poll request always has exactly one.) Default 16.
+	MaxListenersPerConn int
+	// DispatchRate is how many dispatches per second one person may make,
+	// over HTTP and WebSocket together; more get 429 with Retry-After.
+	// Default 0: no limit.
+	DispatchRate float64
+	// DispatchBurst is how many dispatches a person may make at once above
+	// DispatchRate. Default: DispatchRate rounded up, at least 1.
+	DispatchBurst int
+
+	// Heartbeat is how often an idle SSE stream gets a comment line and a
+	// WebSocket a ping, so that proxies keep the connection and dead peers
+	// are found. Default 15 s.
+	Heartbeat time.Duration
+	// WriteTimeout bounds every write to a streaming client. A client that
+	// does not take its messages within it is a slow consumer: its
+	// connection is dropped (it resumes from its cursor), so it never holds
+	// back a dispatcher or another client. Default 10 s.
+	WriteTimeout time.Duration
+	// PollTimeout is how long a long-poll waits for messages when the
+	// request does not say. Default 25 s.
+	PollTimeout time.Duration
+	// MaxPollTimeout bounds the timeout a long-poll may ask for. Default 60 s.
+	MaxPollTimeout time.Duration
+
+	// Handlers are the handler functions a dispatch may name ("handlers":
+	// ["name"]) to compute the messages of Handler listeners.
+	Handlers map[string]moitessier.HandlerFunc
+
+	// Metrics receives the server's counters. Default: a new Metrics,
+	// returned by Server.Metrics.
+	Metrics *Metrics
+	// Logger receives the logs of internal errors. Default: discard.
+	Logger *slog.Logger
+	// Now returns the current time, for token expiry and rate limits.
+	// Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 64 << 10
+	}
+	if c.MaxListenersPerConn == 0 {
+		c.MaxListenersPerConn = 16
+	}
+	if c.DispatchBurst == 0 && c.DispatchRate > 0 {
+		c.DispatchBurst = max(1, int(c.DispatchRate+0.999999))
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 15 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.PollTimeout == 0 {
+		c.PollTimeout = 25 * time.Second
+	}
+	if c.MaxPollTimeout == 0 {
+		c.MaxPollTimeout = 60 * time.Second
+	}
+	if c.Metrics == nil {
+		c.Metrics = NewMetrics()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case len(c.Secret) == 0 && c.Authenticate == nil:
+		return fmt.Errorf("config: %w: Secret or Authenticate is required", moitessier.ErrInvalidArgument)
+	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchRate < 0, c.DispatchBurst < 0:
+		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
+	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0:
+		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)
+	case c.PollTimeout > c.MaxPollTimeout:
+		return fmt.Errorf("config: %w: PollTimeout above MaxPollTimeout", moitessier.ErrInvalidArgument)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o != "*" && !strings.Contains(o, "://") {
+			return fmt.Errorf("config: %w: allowed origin %q: want scheme://host[:port] or *", moitessier.ErrInvalidArgument, o)
+		}
+	}
+	return nil
+}
+
+// Server serves a Hub over HTTP: Server-Sent Events, WebSocket, long-poll,
+// dispatch and read state, behind token auth. It is an http.Handler for
+// the paths below, which an app mounts on its own mux (as is, or under a
+// prefix with http.StripPrefix):
+//
+//	GET    /v1/events                       Server-Sent Events stream of one listener
+//	GET    /v1/ws                           WebSocket: listen to several listeners, dispatch
+//	GET    /v1/poll                         long-poll: messages after a cursor, or none at a timeout
+//	POST   /v1/dispatch                     dispatch a message
+//	POST   /v1/listeners                    create or join a listener; its ID and your cursor
+//	GET    /v1/listeners/{id}               a listener's description and head
+//	GET    /v1/listeners/{id}/subscribers   read state: each subscriber's acknowledged cursor
+//	DELETE /v1/listeners/{id}               leave a listener (the last one out deletes it)
+//	GET    /v1/whoami                       the claims of the caller's token
+//
+// Close (or Shutdown) ends every stream cleanly, so that an http.Server's
+// Shutdown can complete.
+type Server struct {
+	hub     *moitessier.Hub
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	mux     *http.ServeMux
+	limiter *limiter
+	enc     *encCache
+
+	anyOrigin bool
+	origins   []string
+
+	// ctx is cancelled by Close: every stream ends.
+	ctx     context.Context
+	cancel  context.CancelFunc
+	closing atomic.Bool
+	streams sync.WaitGroup
+}
+
+// New returns a Server for hub. The Server does not own the hub: close the
+// Server first, then the hub.
+func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
+	if hub == nil {
+		return nil, fmt.Errorf("moitessierhttp: new: %w: nil hub", moitessier.ErrInvalidArgument)
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("moitessierhttp: new: %w", err)
+	}
+	s := &Server{
+		hub:     hub,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: cfg.Metrics,
+		mux:     http.NewServeMux(),
+		enc:     newEncCache(),
+		anyOrigin: slices.Contains(cfg.AllowedOrigins, "*"),
+	}
+	for _, o := range cfg.AllowedOrigins {
+		if o != "*" {
+			s.origins = append(s.origins, strings.TrimRight(o, "/"))
+		}
+	}
+	if cfg.DispatchRate > 0 {
+		s.limiter = newLimiter(cfg.DispatchRate, cfg.DispatchBurst)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.mux.Handle("GET /v1/events", s.SSE())
+	s.mux.Handle("GET /v1/ws", s.WebSocket())
+	s.mux.Handle("GET /v1/poll", s.Poll())
+	s.mux.Handle("POST /v1/dispatch", s.Dispatch())
+	s.mux.HandleFunc("POST /v1/listeners", s.serveJoin)
+	s.mux.HandleFunc("GET /v1/listeners/{id}", s.serveInfo)
+	s.mux.Handle("GET /v1/listeners/{id}/subscribers", s.ReadState())
+	s.mux.HandleFunc("DELETE /v1/listeners/{id}", s.serveLeave)
+	s.mux.HandleFunc("GET /v1/whoami", s.serveWhoami)
+	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, ErrorBody{Status: http.StatusNotFound, Code: "not_found", Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	})
+	return s, nil
+}
+
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// ServeHTTP serves the endpoints listed on Server, with CORS.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.cors(w, r) {
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// SSE returns the Server-Sent Events handler alone, to mount elsewhere.
+func (s *Server) SSE() http.Handler { return s.corsWrap(s.serveSSE) }
+
+// WebSocket returns the WebSocket handler alone.
+func (s *Server) WebSocket() http.Handler { return s.corsWrap(s.serveWS) }
+
+// Poll returns the long-poll handler alone.
+func (s *Server) Poll() http.Handler { return s.corsWrap(s.servePoll) }
+
+// Dispatch returns the dispatch handler alone.
+func (s *Server) Dispatch() http.Handler { return s.corsWrap(s.serveDispatch) }
+
+// ReadState returns the read-state handler alone. Mounted outside the
+// Server's own mux, it takes the listener ID from the "listener" query
+// parameter.
+func (s *Server) ReadState() http.Handler { return s.corsWrap(s.serveReadState) }
+
+// corsWrap adds CORS to a handler mounted on its own; within ServeHTTP the
+// headers are already set and setting them again is harmless.
+func (s *Server) corsWrap(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cors(w, r) {
+			return
+		}
+		h(w, r)
+	})
+}
+
+// Close ends every stream at once, each with a clean close (an SSE "close"
+// event, a WebSocket close frame 1001 "going away"), answers waiting
+// long-polls, and refuses new streams with 503. It does not wait.
+func (s *Server) Close() {
+	s.closing.Store(true)
+	s.cancel()
+}
+
+// Shutdown is Close, then waits until every stream handler has returned or
+// ctx is done. Call it before http.Server.Shutdown, which does not end
+// streams by itself.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Close()
+	done := make(chan struct{})
+	go func() {
+		s.streams.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// beginStream registers a long-lived request; the returned context is
+// cancelled when the parent is or the Server closes.
+func (s *Server) beginStream(parent context.Context) (context.Context, func(), error) {
+	s.streams.Add(1)
+	if s.closing.Load() {
+		s.streams.Done()
+		return nil, nil, errServerClosing
+	}
+	ctx, cancel := context.WithCancel(parent)
+	stop := context.AfterFunc(s.ctx, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+		s.streams.Done()
+	}, nil
+}
+
+// cors sets the CORS headers of an allowed origin and answers preflight
+// requests. It reports whether it answered the request.
+func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	allowed := s.anyOrigin || slices.Contains(s.origins, origin)
+	if allowed {
+		if s.anyOrigin {
+			h.Set("Access-Control-Allow-Origin", "*")
+		} else {
+			h.Set("Access-Control-Allow-Origin", origin)
+		}
+		h.Set("Access-Control-Expose-Headers", "Retry-After, Idempotent-Replayed")
+	}
+	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
+		return false
+	}
+	if allowed {
+		h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, Last-Event-ID")
+		h.Set("Access-Control-Max-Age", "600")
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}
+
+// authenticate returns the claims of the request's token.
+func (s *Server) authenticate(r *http.Request) (*Claims, error) {
+	if s.cfg.Authenticate != nil {
+		c, err := s.cfg.Authenticate(r)
+		if err == nil && (c == nil || c.Subject == "") {
+			err = tokenErr(ErrTokenMalformed, "no subject")
+		}
+		if err != nil {
+			s.metrics.authFailures.Add(1)
+			return nil, err
+		}
+		return c, nil
+	}
+	tok := bearer(r)
+	if tok == "" {
+		s.metrics.authFailures.Add(1)
+		return nil, ErrNoToken
+	}
+	c, err := Verify(s.cfg.Secret, tok, s.cfg.Now())
+	if err != nil {
+		s.metrics.authFailures.Add(1)
+		return nil, err
+	}
+	return c, nil
+}
+
+// tokenLife is how long the token stays valid: streams end when it expires.
+func (s *Server) tokenLife(c *Claims) time.Duration {
+	if c.ExpiresAt == 0 {
+		return 0
+	}
+	d := time.Unix(c.ExpiresAt, 0).Sub(s.cfg.Now())
+	if d <= 0 {
+		return time.Nanosecond
+	}
+	return d
+}
+
+// openListener gets the listener a request names, for the token's person,
+// checking that the token grants every one of its scopes.
+func (s *Server) openListener(ctx context.Context, c *Claims, spec listenSpec) (*moitessier.Listener, moitessier.ListenerInfo, error) {
+	var (
+		l   *moitessier.Listener
+		err error
+	)
+	if spec.id != "" {
+		info, err := s.hub.Info(ctx, spec.id)
+		if err != nil {
+			return nil, info, err
+		}
+		if err := s.mayRead(c, info); err != nil {
+			return nil, info, err
+		}
+		l, err = s.hub.Open(ctx, spec.id, c.Subject, spec.client)
+		if err != nil {
+			return nil, info, err
+		}
+	} else {
+		cond := moitessier.Conditions{Person: c.Subject, Type: spec.typ, Scopes: spec.scopes, Client: spec.client}
+		if len(spec.scopes) == 0 {
+			return nil, moitessier.ListenerInfo{}, fmt.Errorf("%w: no scope", moitessier.ErrInvalidScope)
+		}
+		for _, sc := range spec.scopes {
+			if !c.CanListen(sc) {
+				return nil, moitessier.ListenerInfo{}, fmt.Errorf("listen to %q: %w: the token does not grant it", sc, ErrForbidden)
+			}
+		}
+		if l, err = s.hub.NewListener(ctx, cond); err != nil {
+			return nil, moitessier.ListenerInfo{}, err
+		}
+	}
+	info, err := s.hub.Info(ctx, l.ID())
+	if err != nil {
+		return nil, info, err
+	}
+	return l, info, nil
+}
+
+// mayRead checks that the token may see a listener: it grants all of the
+// listener's scopes, and the listener is the person's own if it is Private
+// or Handler.
+func (s *Server) mayRead(c *Claims, info moitessier.ListenerInfo) error {
+	if info.Owned() && info.Person != c.Subject {
+		return fmt.Errorf("listener %s: %w", info.ID, moitessier.ErrNotOwner)
+	}
+	for _, sc := range info.Scopes {
+		if !c.CanListen(sc) {
+			return fmt.Errorf("listener %s: scope %q: %w: the token does not grant it", info.ID, sc, ErrForbidden)
+		}
+	}
+	return nil
+}
+
+// isTimeout reports whether err is a write that timed out: a slow consumer.
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,284 @@
+package moitessierhttp_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier/moitessierhttp"
+)
+
+func TestSSE(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	alice := e.client(all(t, "alice"))
+	ctx := ctxT(t)
+
+	t.Run("OK", func(t *testing.T) {
+		st, err := alice.Events(ctx, moitessierhttp.Query{Scopes: []string{"room.ok"}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		info := readyEvent(t, st)
+		if got, want := info.Type, "shared"; got != want {
+			t.Fatalf("type=%q, want %q", got, want)
+		}
+		for i := 1; i <= 3; i++ {
+			dispatch(t, alice, "room.ok", fmt.Sprint("m", i))
+		}
+		for i := 1; i <= 3; i++ {
+			ev, m := nextMessage(t, st)
+			if got, want := ev.ID, strconv.Itoa(i); got != want {
+				t.Fatalf("id=%q, want %q", got, want)
+			}
+			if got, want := m.Text, fmt.Sprint("m", i); got != want {
+				t.Fatalf("text=%q, want %q", got, want)
+			}
+			if m.Seq != uint64(i) || m.Listener != info.ID || m.Sender != "alice" || m.Scope != "room.ok" {
+				t.Fatalf("message %+v", m)
+			}
+		}
+	})
+
+	t.Run("Headers", func(t *testing.T) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.ts.URL+"/v1/events?scope=room.h&access_token="+all(t, "alice"), nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if got, want := resp.Header.Get("Content-Type"), "text/event-stream"; got != want {
+			t.Fatalf("content-type=%q, want %q", got, want)
+		}
+		line, err := bufio.NewReader(resp.Body).ReadString('\n')
+		if err != nil || line != "retry: 2000\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+	})
+
+	t.Run("Heartbeat", func(t *testing.T) {
+		e := newEnv(t, moitessierhttp.Config{Heartbeat: 50 * time.Millisecond})
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.ts.URL+"/v1/events?scope=room.hb", nil)
+		req.Header.Set("Authorization", "Bearer "+all(t, "alice"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		for n := 0; n < 2; {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == ": ping\n" {
+				n++
+			}
+		}
+	})
+
+	t.Run("BadCursor", func(t *testing.T) {
+		code, _, body := do(t, "GET", e.ts.URL+"/v1/events?scope=room.bad", all(t, "alice"), "", "Last-Event-ID", "x12")
+		if code != http.StatusBadRequest || errorCode(t, body) != "bad_request" {
+			t.Fatalf("status %d %s", code, body)
+		}
+	})
+
+	t.Run("NoScope", func(t *testing.T) {
+		code, _, body := do(t, "GET", e.ts.URL+"/v1/events", all(t, "alice"), "")
+		if code != http.StatusBadRequest || errorCode(t, body) != "invalid_scope" {
+			t.Fatalf("status %d %s", code, body)
+		}
+	})
+
+	t.Run("UnknownType", func(t *testing.T) {
+		code, _, body := do(t, "GET", e.ts.URL+"/v1/events?scope=a&type=weird", all(t, "alice"), "")
+		if code != http.StatusBadRequest || errorCode(t, body) != "unknown_type" {
+			t.Fatalf("status %d %s", code, body)
+		}
+	})
+
+	t.Run("ListenerGone", func(t *testing.T) {
+		bob := e.client(all(t, "bob"))
+		st, err := bob.Events(ctx, moitessierhttp.Query{Scopes: []string{"room.gone"}, Client: "c1"}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		info := readyEvent(t, st)
+		// The only subscriber leaves: the listener is deleted under the stream.
+		code, _, body := do(t, "DELETE", e.ts.URL+"/v1/listeners/"+info.ID+"?client=c1", all(t, "bob"), "")
+		if code != http.StatusNoContent {
+			t.Fatalf("leave: %d %s", code, body)
+		}
+		ev, err := st.Next()
+		if err != nil || ev.Type != "error" || !strings.Contains(string(ev.Data), `"gone"`) {
+			t.Fatalf("event %q %s, %v; want an error event with code gone", ev.Type, ev.Data, err)
+		}
+	})
+}
+
+// TestSSEResume drops connections and checks that nothing is missed.
+func TestSSEResume(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	alice := e.client(all(t, "alice"))
+	ctx := ctxT(t)
+	openSSE := func() int64 { return e.srv.Metrics().Snapshot().Open["sse"] }
+
+	t.Run("LastEventID", func(t *testing.T) {
+		q := moitessierhttp.Query{Scopes: []string{"room.lei"}}
+		st, err := alice.Events(ctx, q, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		readyEvent(t, st)
+		for i := 1; i <= 5; i++ {
+			dispatch(t, alice, "room.lei", fmt.Sprint("m", i))
+		}
+		var last string
+		for i := 1; i <= 2; i++ {
+			ev, _ := nextMessage(t, st)
+			last = ev.ID
+		}
+		st.Close() // drop the connection having seen 2 of 5
+		for i := 6; i <= 7; i++ {
+			dispatch(t, alice, "room.lei", fmt.Sprint("m", i))
+		}
+		st, err = alice.Events(ctx, q, last)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		readyEvent(t, st)
+		for i := 3; i <= 7; i++ {
+			ev, m := nextMessage(t, st)
+			if got, want := m.Text, fmt.Sprint("m", i); got != want {
+				t.Fatalf("after reconnect: text=%q (id %s), want %q", got, ev.ID, want)
+			}
+		}
+	})
+
+	t.Run("ServerCursor", func(t *testing.T) {
+		// No Last-Event-ID: a new tab or device of the same person resumes
+		// from the server-held cursor.
+		q := moitessierhttp.Query{Scopes: []string{"room.sc"}, Client: "laptop"}
+		st, err := alice.Events(ctx, q, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		readyEvent(t, st)
+		for i := 1; i <= 3; i++ {
+			dispatch(t, alice, "room.sc", fmt.Sprint("m", i))
+		}
+		for i := 1; i <= 3; i++ {
+			nextMessage(t, st)
+		}
+		st.Close()
+		waitFor(t, "the stream to end on the server", func() bool { return openSSE() == 0 })
+		for i := 4; i <= 5; i++ {
+			dispatch(t, alice, "room.sc", fmt.Sprint("m", i))
+		}
+		st, err = alice.Events(ctx, q, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		readyEvent(t, st)
+		for i := 4; i <= 5; i++ {
+			_, m := nextMessage(t, st)
+			if got, want := m.Text, fmt.Sprint("m", i); got != want {
+				t.Fatalf("resume from server cursor: text=%q, want %q", got, want)
+			}
+		}
+	})
+
+	t.Run("SinceParam", func(t *testing.T) {
+		q := moitessierhttp.Query{Scopes: []string{"room.since"}, Client: "x"}
+		if _, err := alice.Join(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 3; i++ {
+			dispatch(t, alice, "room.since", fmt.Sprint("m", i))
+		}
+		q.Since = "1"
+		st, err := alice.Events(ctx, q, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		readyEvent(t, st)
+		if _, m := nextMessage(t, st); m.Seq != 2 {
+			t.Fatalf("since=1: first seq %d, want 2", m.Seq)
+		}
+	})
+
+	t.Run("ClientListen", func(t *testing.T) {
+		// Client.Listen reconnects by itself after the server drops it.
+		var got []string
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan error, 1)
+		reconnected := make(chan struct{}, 10)
+		c := e.client(all(t, "carol"))
+		c.OnReconnect = func(error, time.Duration) { reconnected <- struct{}{} }
+		ready := make(chan struct{})
+		go func() {
+			done <- c.Listen(ctx, moitessierhttp.Query{Scopes: []string{"room.cl"}, Since: "0"}, func(m moitessierhttp.Message) error {
+				got = append(got, m.Text)
+				if m.Text == "m1" {
+					close(ready)
+				}
+				if len(got) == 4 {
+					cancel()
+				}
+				return nil
+			})
+		}()
+		waitFor(t, "the listen stream", func() bool { return openSSE() == 1 })
+		dispatch(t, alice, "room.cl", "m1")
+		<-ready
+		// Drop every connection at the TCP level.
+		e.ts.CloseClientConnections()
+		<-reconnected
+		for i := 2; i <= 4; i++ {
+			dispatch(t, alice, "room.cl", fmt.Sprint("m", i))
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.Join(got, ","), "m1,m2,m3,m4"; got != want {
+			t.Fatalf("got %s, want %s", got, want)
+		}
+	})
+
+	t.Run("Reset", func(t *testing.T) {
+		// A Last-Event-ID past the head (the listener was deleted and made
+		// anew) resumes from the server-held cursor, saying so.
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.ts.URL+"/v1/events?scope=room.reset", nil)
+		req.Header.Set("Authorization", "Bearer "+all(t, "alice"))
+		req.Header.Set("Last-Event-ID", "99")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		br := bufio.NewReader(resp.Body)
+		var b strings.Builder
+		for !strings.Contains(b.String(), "\n\n") {
+			line, err := br.ReadString('\n')
+			if err != nil && err != io.EOF {
+				t.Fatal(err)
+			}
+			b.WriteString(line)
+		}
+		if !strings.Contains(b.String(), `"reset":true`) {
+			t.Fatalf("ready event %q, want reset true", b.String())
+		}
+	})
+}

@@ -1,0 +1,367 @@
+package moitessierhttp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/likestripes/moitessier"
+)
+
+// StatusTokenExpired is the WebSocket close code sent when the token of
+// the connection expires: get a new token and reconnect.
+const StatusTokenExpired websocket.StatusCode = 4001
+
+// WSRequest is a frame a WebSocket client sends, as JSON text:
+//
+//	{"op":"listen","ref":"chat","type":"shared","scopes":["room.1"],"client":"tab1","since":"resume"}
+//	{"op":"listen","ref":"mine","listener":"p3f…","since":12}
+//	{"op":"unlisten","ref":"chat"}                  (add "leave":true to stop being a subscriber)
+//	{"op":"dispatch","ref":"d1","scope":"room.1","text":"hi","to":["bob"],"idempotency_key":"k1"}
+//
+// since is a sequence number, "resume" (the default: the server-held
+// cursor) or "head" (only new messages).
+type WSRequest struct {
+	Op  string `json:"op"`
+	Ref string `json:"ref"`
+
+	Listener string      `json:"listener,omitempty"`
+	Type     string      `json:"type,omitempty"`
+	Scopes   []string    `json:"scopes,omitempty"`
+	Client   string      `json:"client,omitempty"`
+	Since    CursorParam `json:"since,omitempty"`
+	Leave    bool        `json:"leave,omitempty"`
+
+	DispatchRequest
+}
+
+// CursorParam is a cursor given in JSON as a number or a string ("resume", "head", "12").
+type CursorParam string
+
+// UnmarshalJSON accepts a JSON number or string.
+func (c *CursorParam) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*c = CursorParam(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return err
+	}
+	*c = CursorParam(n)
+	return nil
+}
+
+// WSFrame is a frame the server sends:
+//
+//	{"type":"listening","ref":"chat","listener":{…ListenerInfo},"reset":false}
+//	{"type":"messages","ref":"chat","messages":[{…Message},…]}
+//	{"type":"unlistened","ref":"chat"}
+//	{"type":"dispatched","ref":"d1","result":{…DispatchResult}}
+//	{"type":"error","ref":"chat","error":{…ErrorBody}}   (for a listen: it has ended)
+//
+// The connection closes with 1001 (going away) when the server shuts down,
+// with 4001 when the token expires, and abruptly when the client is too
+// slow to take its messages; in every case it reconnects and listens again
+// from the last seq it saw for each ref.
+type WSFrame struct {
+	Type     string          `json:"type"`
+	Ref      string          `json:"ref,omitempty"`
+	Listener *ListenerInfo   `json:"listener,omitempty"`
+	Reset    bool            `json:"reset,omitempty"`
+	Messages []Message       `json:"messages,omitempty"`
+	Result   *DispatchResult `json:"result,omitempty"`
+	Error    *ErrorBody      `json:"error,omitempty"`
+}
+
+// serveWS handles GET /v1/ws. Listeners may also be named in the query as
+// for SSE (scope=…, listener=…, since=…): that listen gets the ref "".
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	c, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx, end, err := s.beginStream(r.Context())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer end()
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
+	if err != nil {
+		return // Accept answered the request
+	}
+	conn.SetReadLimit(int64(6*s.cfg.MaxMessageBytes + 64<<10))
+	s.metrics.open[transportWS].Add(1)
+	defer s.metrics.open[transportWS].Add(-1)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	wc := &wsConn{s: s, conn: conn, claims: c, ctx: ctx, subs: map[string]*wsSub{}}
+	defer func() {
+		cancel(nil)
+		wc.wg.Wait()
+		_ = conn.CloseNow()
+	}()
+
+	if life := s.tokenLife(c); life > 0 {
+		t := time.AfterFunc(life, func() { cancel(errTokenExpired) })
+		defer t.Stop()
+	}
+	// The closer ends the connection cleanly when ctx ends; the read loop
+	// below then returns.
+	wc.wg.Add(2)
+	go func() {
+		defer wc.wg.Done()
+		<-ctx.Done()
+		switch {
+		case errors.Is(context.Cause(ctx), errTokenExpired):
+			_ = conn.Close(StatusTokenExpired, "token expired")
+		case s.closing.Load():
+			_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
+		default:
+			_ = conn.CloseNow()
+		}
+	}()
+	go func() {
+		defer wc.wg.Done()
+		wc.keepAlive()
+	}()
+
+	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
+		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since"))})
+	}
+	for {
+		typ, data, err := conn.Read(context.Background())
+		if err != nil {
+			cancel(nil)
+			return
+		}
+		if typ != websocket.MessageText {
+			wc.sendError("", fmt.Errorf("%w: binary frame", ErrBadRequest))
+			continue
+		}
+		var req WSRequest
+		dec := json.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(&req); err != nil {
+			wc.sendError("", fmt.Errorf("%w: frame: %v", ErrBadRequest, err))
+			continue
+		}
+		switch req.Op {
+		case "listen":
+			wc.listen(req)
+		case "unlisten":
+			wc.unlisten(req)
+		case "dispatch":
+			res, err := s.dispatch(ctx, c, req.DispatchRequest)
+			if err != nil {
+				wc.sendError(req.Ref, err)
+				continue
+			}
+			wc.send(WSFrame{Type: "dispatched", Ref: req.Ref, Result: &res})
+		default:
+			wc.sendError(req.Ref, fmt.Errorf("%w: op %.32q: want listen, unlisten or dispatch", ErrBadRequest, req.Op))
+		}
+	}
+}
+
+var errTokenExpired = errors.New("token expired")
+
+type wsConn struct {
+	s      *Server
+	conn   *websocket.Conn
+	claims *Claims
+	ctx    context.Context
+	wg     sync.WaitGroup
+
+	mu   sync.Mutex
+	subs map[string]*wsSub // by ref
+}
+
+// wsSub is one listen of a connection.
+type wsSub struct {
+	l      *moitessier.Listener
+	cancel context.CancelFunc
+}
+
+// keepAlive pings the client every Heartbeat; a client that does not answer
+// within WriteTimeout is gone.
+func (wc *wsConn) keepAlive() {
+	t := time.NewTicker(wc.s.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-wc.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(wc.ctx, wc.s.cfg.WriteTimeout)
+			err := wc.conn.Ping(ctx)
+			cancel()
+			if err != nil {
+				if wc.ctx.Err() == nil {
+					_ = wc.conn.CloseNow()
+				}
+				return
+			}
+		}
+	}
+}
+
+// write sends one frame within the write timeout. The timeout does not
+// depend on the connection's context, so that a shutdown closes cleanly
+// instead of cutting writes short.
+func (wc *wsConn) write(b []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), wc.s.cfg.WriteTimeout)
+	defer cancel()
+	if err := wc.conn.Write(ctx, websocket.MessageText, b); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return &writeError{fmt.Errorf("%w: %w", ErrSlowConsumer, err)}
+		}
+		return &writeError{err}
+	}
+	return nil
+}
+
+func (wc *wsConn) send(f WSFrame) {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return
+	}
+	_ = wc.write(b)
+}
+
+func (wc *wsConn) sendError(ref string, err error) {
+	body := wc.s.errorBody(&http.Request{Method: "WS", URL: &url.URL{Path: "/v1/ws"}}, err)
+	if body.Status == 499 {
+		return
+	}
+	wc.send(WSFrame{Type: "error", Ref: ref, Error: &body})
+}
+
+func (wc *wsConn) listen(req WSRequest) {
+	s := wc.s
+	q := url.Values{"scope": req.Scopes}
+	if req.Listener != "" {
+		q.Set("listener", req.Listener)
+	}
+	if req.Type != "" {
+		q.Set("type", req.Type)
+	}
+	q.Set("client", req.Client)
+	spec, err := parseListen(q)
+	if err != nil {
+		wc.sendError(req.Ref, err)
+		return
+	}
+	since, err := parseSince(string(req.Since))
+	if err != nil {
+		wc.sendError(req.Ref, err)
+		return
+	}
+	wc.mu.Lock()
+	_, dup := wc.subs[req.Ref]
+	n := len(wc.subs)
+	wc.mu.Unlock()
+	switch {
+	case dup:
+		wc.sendError(req.Ref, fmt.Errorf("%w: ref %.32q is already listening", ErrBadRequest, req.Ref))
+		return
+	case n >= s.cfg.MaxListenersPerConn:
+		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
+		return
+	}
+	l, info, err := s.openListener(wc.ctx, wc.claims, spec)
+	if err != nil {
+		wc.sendError(req.Ref, err)
+		return
+	}
+	since, reset := startCursor(since, info.Head)
+	ctx, cancel := context.WithCancel(wc.ctx)
+	wc.mu.Lock()
+	if _, dup := wc.subs[req.Ref]; dup || len(wc.subs) >= s.cfg.MaxListenersPerConn {
+		wc.mu.Unlock()
+		cancel()
+		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
+		return
+	}
+	sub := &wsSub{l: l, cancel: cancel}
+	wc.subs[req.Ref] = sub
+	wc.mu.Unlock()
+	wi := wireInfo(info)
+	wc.send(WSFrame{Type: "listening", Ref: req.Ref, Listener: &wi, Reset: reset})
+
+	refJSON, _ := json.Marshal(req.Ref)
+	wc.wg.Add(1)
+	go func() {
+		defer wc.wg.Done()
+		defer cancel()
+		var buf []byte
+		respond := func(ctx context.Context, msgs []moitessier.Message) error {
+			buf = append(buf[:0], `{"type":"messages","ref":`...)
+			buf = append(buf, refJSON...)
+			buf = append(buf, `,"messages":`...)
+			buf = s.enc.appendMessages(buf, msgs)
+			buf = append(buf, '}')
+			err := wc.write(buf)
+			if cap(buf) > 16<<10 {
+				buf = nil
+			}
+			if err != nil {
+				return err
+			}
+			s.metrics.delivered(transportWS, msgs, s.cfg.Now())
+			return nil
+		}
+		_, err := l.ListenUntil(ctx, nil, respond, since, 0, 0)
+		wc.mu.Lock()
+		if wc.subs[req.Ref] == sub {
+			delete(wc.subs, req.Ref)
+		}
+		wc.mu.Unlock()
+		var we *writeError
+		switch {
+		case errors.As(err, &we):
+			if errors.Is(err, ErrSlowConsumer) || isTimeout(err) {
+				s.metrics.slowDrops.Add(1)
+				s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "websocket", "listener", info.ID, "person", wc.claims.Subject)
+			}
+			_ = wc.conn.CloseNow()
+		case wc.ctx.Err() != nil:
+			// The connection is ending.
+		case ctx.Err() != nil:
+			wc.send(WSFrame{Type: "unlistened", Ref: req.Ref})
+		default:
+			wc.sendError(req.Ref, err)
+		}
+	}()
+}
+
+func (wc *wsConn) unlisten(req WSRequest) {
+	wc.mu.Lock()
+	sub := wc.subs[req.Ref]
+	delete(wc.subs, req.Ref)
+	wc.mu.Unlock()
+	if sub == nil {
+		wc.sendError(req.Ref, fmt.Errorf("ref %.32q: %w: not listening", req.Ref, moitessier.ErrNotFound))
+		return
+	}
+	sub.cancel()
+	if req.Leave {
+		// Stop being a subscriber: the last one out deletes the listener.
+		if err := sub.l.Close(wc.ctx); err != nil {
+			wc.sendError(req.Ref, err)
+		}
+	}
+}
