@@ -536,7 +536,7 @@ func (h *Hub) NewListener(ctx context.Context, c Conditions) (*Listener, error) 
 	if c.Type != Shared {
 		l.info.Client = c.Client
 	}
-	if _, _, err := l.join(ctx); err != nil {
+	if _, _, err := l.join(ctx, h.now()); err != nil {
 		return nil, fmt.Errorf("new listener: %w", err)
 	}
 	return l, nil
@@ -564,7 +564,7 @@ func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, e
 		return nil, fmt.Errorf("open listener %s: %w", id, ErrNotOwner)
 	}
 	l := &Listener{hub: h, info: info, person: person, client: client, lease: h.opts.Lease, done: make(chan struct{})}
-	if _, _, err := l.join(ctx); err != nil {
+	if _, _, err := l.join(ctx, h.now()); err != nil {
 		return nil, fmt.Errorf("open listener %s: %w", id, err)
 	}
 	return l, nil

@@ -50,9 +50,8 @@ func (l *Listener) checkOpen(op string) error {
 
 // join (re)subscribes: it creates the listener if it is missing and renews
 // the subscriber's lease, returning the stored listener and subscriber.
-func (l *Listener) join(ctx context.Context) (ListenerInfo, Subscriber, error) {
+func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subscriber, error) {
 	h := l.hub
-	now := h.now()
 	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
 	info, stored, created, err := h.store.Join(ctx, l.info, sub)
 	if err != nil {
@@ -96,7 +95,9 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	// The live entry exists before join reads the head: a message committed
 	// after that read is published to it, one committed before is below the
 	// head and read from the store.
-	info, sub, err := l.join(ctx)
+	// One reading of the clock sets the lease and when to renew it.
+	now := h.now()
+	info, sub, err := l.join(ctx, now)
 	if err != nil {
 		return since, fmt.Errorf("listen %s: %w", l.info.ID, err)
 	}
@@ -107,7 +108,7 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		return since, fmt.Errorf("listen %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
 	}
 	lv.observe(info.Head)
-	st := h.acquireSub(l, h.now())
+	st := h.acquireSub(l, now)
 	defer func() {
 		if serr := h.releaseSub(ctx, st); serr != nil && err == nil {
 			err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
@@ -208,7 +209,7 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 		limit = l.hub.opts.BatchLimit
 	}
 	if since == Resume {
-		_, sub, err := l.join(ctx)
+		_, sub, err := l.join(ctx, l.hub.now())
 		if err != nil {
 			return nil, fmt.Errorf("messages %s: %w", l.info.ID, err)
 		}
