@@ -1,5 +1,8 @@
 package sqlite
 
-// SetAppendHook makes Append call fn after each entry it writes, inside its
-// transaction; an error from fn fails the Append.
-func SetAppendHook(s *Store, fn func(i int) error) { s.appendHook = fn }
+import "github.com/likestripes/moitessier"
+
+// SetAppendHook makes Append call fn after each entry i of b it writes,
+// inside its transaction; an error from fn fails the Append. Set it while no
+// call is running.
+func SetAppendHook(s *Store, fn func(b *moitessier.Batch, i int) error) { s.appendHook = fn }

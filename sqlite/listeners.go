@@ -20,34 +20,17 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 	var (
 		stored  moitessier.ListenerInfo
 		created bool
-		out     = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
+		out     moitessier.Subscriber
 	)
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		// wmu is held: the cache is what the file holds.
-		s.mu.RLock()
-		c := s.listeners[l.ID]
-		if c != nil {
-			stored = c.info
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		stored, created, err = joinListener(ctx, tx, l)
+		if err != nil {
+			return err
 		}
-		s.mu.RUnlock()
-		if c == nil {
-			created = true
-			stored = l
-			stored.Scopes = slices.Clone(l.Scopes)
-			stored.Head = 0
-			if _, err := tx.ExecContext(ctx, `INSERT INTO listeners (id, type, person, client, created, head)
-				VALUES (?, ?, ?, ?, ?, 0)`, l.ID, int(l.Type), l.Person, l.Client, toNanos(l.Created)); err != nil {
-				return err
-			}
-			for i, scope := range l.Scopes {
-				if _, err := tx.ExecContext(ctx, `INSERT INTO listener_scopes (listener_id, ord, scope)
-					VALUES (?, ?, ?)`, l.ID, i, scope); err != nil {
-					return err
-				}
-			}
-		}
+		out = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
 		var cursor, joined, lease int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO subscribers (listener_id, person, client, cursor, joined, lease_expires)
+		err = tx.QueryRowContext(ctx, `INSERT INTO subscribers (listener_id, person, client, cursor, joined, lease_expires)
 			VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (listener_id, person, client) DO UPDATE
 				SET lease_expires = max(lease_expires, excluded.lease_expires)
@@ -61,15 +44,61 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		return nil
 	}, func() {
 		if created {
-			s.listeners[l.ID] = &cachedListener{info: stored}
-			s.index.Add(l.ID, stored.Scopes)
+			c := &cachedListener{info: stored}
+			c.info.Scopes = slices.Clone(stored.Scopes)
+			s.listeners[l.ID] = c
+			s.index.Add(l.ID, c.info.Scopes)
 		}
 	})
 	if err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, fmt.Errorf("sqlite: join %s: %w", l.ID, err)
 	}
-	stored.Scopes = slices.Clone(stored.Scopes)
 	return stored, out, created, nil
+}
+
+// joinListener stores l unless a listener with its ID exists, and returns
+// the stored listener and whether it created it.
+func joinListener(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo) (moitessier.ListenerInfo, bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO listeners (id, type, person, client, created, head)
+		VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING`,
+		l.ID, int(l.Type), l.Person, l.Client, toNanos(l.Created))
+	if err != nil {
+		return l, false, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return l, false, err
+	} else if n == 1 {
+		for i, scope := range l.Scopes {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO listener_scopes (listener_id, ord, scope) VALUES (?, ?, ?)`,
+				l.ID, i, scope); err != nil {
+				return l, false, err
+			}
+		}
+		l.Scopes = slices.Clone(l.Scopes)
+		l.Head = 0
+		return l, true, nil
+	}
+
+	stored := moitessier.ListenerInfo{ID: l.ID}
+	var created, head int64
+	if err := tx.QueryRowContext(ctx, `SELECT type, person, client, created, head FROM listeners WHERE id = ?`, l.ID).
+		Scan(&stored.Type, &stored.Person, &stored.Client, &created, &head); err != nil {
+		return l, false, err
+	}
+	stored.Created, stored.Head = fromNanos(created), moitessier.Cursor(head)
+	rows, err := tx.QueryContext(ctx, `SELECT scope FROM listener_scopes WHERE listener_id = ? ORDER BY ord`, l.ID)
+	if err != nil {
+		return l, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var scope string
+		if err := rows.Scan(&scope); err != nil {
+			return l, false, err
+		}
+		stored.Scopes = append(stored.Scopes, scope)
+	}
+	return stored, false, rows.Err()
 }
 
 // Listener returns the listener with the given ID, with its Head, from
@@ -144,7 +173,8 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 	}
 	defer s.exit()
 	var deleted bool
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		deleted = false
 		res, err := tx.ExecContext(ctx, `DELETE FROM subscribers WHERE listener_id = ? AND person = ? AND client = ?`,
 			listenerID, person, client)
 		if err != nil {

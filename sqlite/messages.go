@@ -24,24 +24,28 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		msgs     []moitessier.Message
 		replayed bool
 	)
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(wctx context.Context, tx *sql.Tx) error {
 		if b.Key != "" {
 			var err error
-			msgs, replayed, err = s.replay(ctx, tx, b)
+			msgs, replayed, err = s.replay(wctx, tx, b)
 			if err != nil || replayed {
 				return err
 			}
 		}
-		seqs := s.nextSeqs(b.Entries)
-		insert := tx.StmtContext(ctx, s.stmts.insertMessage)
+		insert := tx.StmtContext(wctx, s.stmts.insertMessage)
 		created := toNanos(b.Created)
 		msgs = make([]moitessier.Message, 0, len(b.Entries))
 		for i, e := range b.Entries {
-			seq := seqs[i]
-			if seq == 0 {
-				continue // the listener was deleted
+			if i%64 == 63 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
 			}
-			if _, err := insert.ExecContext(ctx, e.Listener, seq, b.Dispatch, b.Scope, b.Sender, e.Text, created); err != nil {
+			var seq int64
+			err := insert.QueryRowContext(wctx, b.Dispatch, b.Scope, b.Sender, e.Text, created, e.Listener).Scan(&seq)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // the listener was deleted
+			} else if err != nil {
 				return err
 			}
 			msgs = append(msgs, moitessier.Message{
@@ -54,13 +58,13 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 				Created:  fromNanos(created),
 			})
 			if s.appendHook != nil {
-				if err := s.appendHook(i); err != nil {
+				if err := s.appendHook(b, i); err != nil {
 					return err
 				}
 			}
 		}
 		if b.Key != "" {
-			_, err := tx.StmtContext(ctx, s.stmts.putKey).ExecContext(ctx, b.Sender, b.Key, b.Dispatch, created, encodeRefs(msgs))
+			_, err := tx.StmtContext(wctx, s.stmts.putKey).ExecContext(wctx, b.Sender, b.Key, b.Dispatch, created, encodeRefs(msgs))
 			return err
 		}
 		return nil
@@ -78,35 +82,6 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		return nil, false, fmt.Errorf("sqlite: append %s: %w", b.Dispatch, err)
 	}
 	return msgs, replayed, nil
-}
-
-// nextSeqs returns the sequence number of each entry: its listener's head
-// plus one (plus one more for each earlier entry of the same listener), or 0
-// if its listener does not exist. s.wmu is held, so the cache is what the
-// file holds; the insert trigger then moves the stored head.
-func (s *Store) nextSeqs(entries []moitessier.Entry) []int64 {
-	seqs := make([]int64, len(entries))
-	var next map[string]int64
-	if len(entries) > 1 {
-		next = make(map[string]int64, len(entries))
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for i, e := range entries {
-		c := s.listeners[e.Listener]
-		if c == nil {
-			continue
-		}
-		seq := int64(c.info.Head) + 1
-		if next != nil {
-			if n, ok := next[e.Listener]; ok {
-				seq = n
-			}
-			next[e.Listener] = seq + 1
-		}
-		seqs[i] = seq
-	}
-	return seqs
 }
 
 // replay looks up b's idempotency key. If a batch with that key was appended
@@ -266,7 +241,7 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 	if len(cps) == 0 {
 		return nil
 	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		stmt := tx.StmtContext(ctx, s.stmts.checkpoint)
 		for _, cp := range cps {
 			if _, err := stmt.ExecContext(ctx, seqArg(cp.Cursor), !cp.LeaseExpires.IsZero(), toNanos(cp.LeaseExpires),

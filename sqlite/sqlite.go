@@ -45,9 +45,11 @@ type Store struct {
 	closeMu sync.RWMutex
 	closed  bool
 
-	// wmu serializes writes and the cache updates that follow their commits,
-	// so that, while it is held, the cache is exactly what the file holds.
-	wmu sync.Mutex
+	// wmu is held by the call running writes (see writeOp); qmu guards the
+	// queue of writes waiting for it.
+	wmu   sync.Mutex
+	qmu   sync.Mutex
+	queue []*writeOp
 
 	// mu guards the cache: every listener, and the scope index over them.
 	mu        sync.RWMutex
@@ -56,7 +58,7 @@ type Store struct {
 
 	// appendHook, if set, is called after each entry Append writes, inside
 	// its transaction; an error fails the Append. Tests use it.
-	appendHook func(i int) error
+	appendHook func(b *moitessier.Batch, i int) error
 }
 
 type cachedListener struct {
@@ -276,31 +278,6 @@ func (s *Store) enter(op string) error {
 }
 
 func (s *Store) exit() { s.closeMu.RUnlock() }
-
-// write runs fn in a transaction on the writer, holding wmu, and then, if the
-// transaction committed, after (which updates the cache) before releasing
-// wmu.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error, after func()) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return ctxErr(ctx, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return ctxErr(ctx, err)
-	}
-	if after != nil {
-		s.mu.Lock()
-		after()
-		s.mu.Unlock()
-	}
-	return nil
-}
 
 // ctxErr returns ctx's error if ctx is done: database/sql ends a transaction
 // when its context is done, and the statement that noticed may report that

@@ -271,7 +271,7 @@ func TestAppendAtomic(t *testing.T) {
 
 	t.Run("FailureMidBatch", func(t *testing.T) {
 		boom := errors.New("boom")
-		sqlite.SetAppendHook(s, func(i int) error {
+		sqlite.SetAppendHook(s, func(_ *moitessier.Batch, i int) error {
 			if i == 3 {
 				return boom
 			}
@@ -330,6 +330,62 @@ func TestAppendAtomic(t *testing.T) {
 				t.Fatalf("delay %v: Append failed (%v) but %d messages stored, head %d→%d", delay, err, stored, before, after)
 			case err != nil && !errors.Is(err, context.Canceled):
 				t.Fatalf("delay %v: error %v, want context.Canceled", delay, err)
+			}
+		}
+	})
+
+	t.Run("Concurrent", func(t *testing.T) {
+		// Concurrent Appends share transactions; one that fails leaves
+		// nothing and takes nothing of the others with it.
+		s := mustOpen(t, dbPath(t))
+		for _, id := range ids {
+			mustJoin(t, s, listener(id, "x"), "alice")
+		}
+		boom := errors.New("boom")
+		sqlite.SetAppendHook(s, func(b *moitessier.Batch, i int) error {
+			if strings.HasPrefix(b.Dispatch, "bad") && i == 2 {
+				return boom
+			}
+			return nil
+		})
+		const workers, each = 8, 50
+		var wg sync.WaitGroup
+		errs := make(chan error, workers*each)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range each {
+					name := fmt.Sprint("good", w, "-", i)
+					if i%3 == 0 {
+						name = fmt.Sprint("bad", w, "-", i)
+					}
+					msgs, _, err := s.Append(ctx, batch(name, entries))
+					switch {
+					case strings.HasPrefix(name, "bad") && !errors.Is(err, boom):
+						errs <- fmt.Errorf("%s: error %v, want %v", name, err, boom)
+					case strings.HasPrefix(name, "good") && (err != nil || len(msgs) != len(ids)):
+						errs <- fmt.Errorf("%s: %d messages, %v", name, len(msgs), err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		sqlite.SetAppendHook(s, nil)
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		good := workers * (each - (each+2)/3)
+		for _, id := range ids {
+			msgs := mustRead(t, s, id, 0)
+			if len(msgs) != good || head(t, s, id) != moitessier.Cursor(good) {
+				t.Fatalf("listener %s holds %d messages, head %d; want %d", id, len(msgs), head(t, s, id), good)
+			}
+			for i, m := range msgs {
+				if m.Seq != moitessier.Cursor(i+1) || !strings.HasPrefix(m.Dispatch, "good") {
+					t.Fatalf("listener %s message %d: seq %d of %s", id, i, m.Seq, m.Dispatch)
+				}
 			}
 		}
 	})

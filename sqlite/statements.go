@@ -12,11 +12,12 @@ import (
 // writer's one connection.
 type statements struct {
 	// writer
-	insertMessage *sql.Stmt
-	getKey        *sql.Stmt
-	putKey        *sql.Stmt
-	getMessage    *sql.Stmt // by listener and seq, for replays
-	checkpoint    *sql.Stmt
+	savepoint, release, rollbackTo *sql.Stmt
+	insertMessage                  *sql.Stmt
+	getKey                         *sql.Stmt
+	putKey                         *sql.Stmt
+	getMessage                     *sql.Stmt // by listener and seq, for replays
+	checkpoint                     *sql.Stmt
 
 	// readers
 	read *sql.Stmt
@@ -30,8 +31,13 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 		dst  **sql.Stmt
 		text string
 	}{
+		{w, &st.savepoint, `SAVEPOINT op`},
+		{w, &st.release, `RELEASE op`},
+		{w, &st.rollbackTo, `ROLLBACK TO op`},
+		// A message's seq is its listener's head plus one, and the trigger
+		// messages_head moves the head; no row if the listener is gone.
 		{w, &st.insertMessage, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
-			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+			SELECT id, head + 1, ?, ?, ?, ?, ? FROM listeners WHERE id = ? RETURNING seq`},
 		{w, &st.getKey, `SELECT created, refs FROM idempotency_keys WHERE sender = ? AND key = ?`},
 		{w, &st.putKey, `INSERT INTO idempotency_keys (sender, key, dispatch, created, refs) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (sender, key) DO UPDATE SET
@@ -60,7 +66,7 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 
 func (st *statements) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.insertMessage, st.getKey, st.putKey, st.getMessage,
+	for _, s := range []*sql.Stmt{st.savepoint, st.release, st.rollbackTo, st.insertMessage, st.getKey, st.putKey, st.getMessage,
 		st.checkpoint, st.read, st.seek, st.subs} {
 		if s != nil {
 			errs = append(errs, s.Close())
