@@ -98,6 +98,9 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 		}
 		return d, nil
 	}
+	if len(msgs) > 0 {
+		h.dispatched.Add(1)
+	}
 	h.publish(msgs)
 	return d, nil
 }

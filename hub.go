@@ -140,6 +140,10 @@ type Hub struct {
 	dirty     []*subState // acknowledged since the last flush; guarded by subsMu
 	nextRenew time.Time   // earliest renewAt of subs; guarded by subsMu
 
+	listening atomic.Int64 // running ListenUntil calls past their join
+	delivered atomic.Int64 // messages handed to respond
+	dispatched atomic.Int64
+
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	closed  atomic.Bool
@@ -246,6 +250,25 @@ func (h *Hub) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return h.flushAll(ctx, true)
+}
+
+// Stats are counters of a hub's activity, for metrics.
+type Stats struct {
+	// Listening is the number of ListenUntil calls running (and subscribed).
+	Listening int64
+	// Live is the number of listeners with ListenUntil calls in this process.
+	Live int
+	// Dispatched counts successful dispatches that stored something;
+	// Delivered counts messages handed to respond functions.
+	Dispatched, Delivered int64
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() Stats {
+	h.livesMu.RLock()
+	live := len(h.lives)
+	h.livesMu.RUnlock()
+	return Stats{Listening: h.listening.Load(), Live: live, Dispatched: h.dispatched.Load(), Delivered: h.delivered.Load()}
 }
 
 // Store returns the hub's store.

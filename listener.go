@@ -109,6 +109,8 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	}
 	lv.observe(info.Head)
 	st := h.acquireSub(l, now)
+	h.listening.Add(1)
+	defer h.listening.Add(-1)
 	defer func() {
 		if serr := h.releaseSub(ctx, st); serr != nil && err == nil {
 			err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
@@ -166,6 +168,7 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 			if err := respond(ctx, msgs); err != nil {
 				return cur, err
 			}
+			h.delivered.Add(int64(len(msgs)))
 			cur = msgs[len(msgs)-1].Seq
 			h.ack(st, cur)
 			busy = true

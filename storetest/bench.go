@@ -194,8 +194,9 @@ func benchHub(b *testing.B, h Harness, s moitessier.Store) *moitessier.Hub {
 	return hub
 }
 
-// startListeners runs one ListenUntil per listener and returns a stop func.
-func startListeners(b *testing.B, ls []*moitessier.Listener, recs []*recorder) (stop func()) {
+// startListeners runs one ListenUntil per listener, waits until every one
+// has joined, and returns a stop func.
+func startListeners(b *testing.B, hub *moitessier.Hub, ls []*moitessier.Listener, recs []*recorder) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i, l := range ls {
@@ -204,6 +205,13 @@ func startListeners(b *testing.B, ls []*moitessier.Listener, recs []*recorder) (
 			defer wg.Done()
 			_, _ = l.ListenUntil(ctx, nil, recs[i].respond, 0, 0, 0)
 		}()
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for hub.Stats().Listening < int64(len(ls)) {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d listeners started in 5 minutes", hub.Stats().Listening, len(ls))
+		}
+		time.Sleep(time.Millisecond)
 	}
 	return func() { cancel(); wg.Wait() }
 }
@@ -217,7 +225,7 @@ func benchFanout(b *testing.B, h Harness, subs, dispatchers int) {
 		ls[i] = mustListener(b, hub, moitessier.Conditions{Person: "p", Client: strconv.Itoa(i), Type: moitessier.Shared, Scope: "bench.fanout"})
 		recs[i] = newRecorder(b.N)
 	}
-	stop := startListeners(b, ls, recs)
+	stop := startListeners(b, hub, ls, recs)
 	defer stop()
 	b.ResetTimer()
 	start := time.Now()
@@ -271,7 +279,7 @@ func benchScopes(b *testing.B, h Harness, scopes int) {
 			close(recs[i].done)
 		}
 	}
-	stop := startListeners(b, ls, recs)
+	stop := startListeners(b, hub, ls, recs)
 	defer stop()
 	b.ResetTimer()
 	start := time.Now()
@@ -385,8 +393,8 @@ func benchIdle(b *testing.B, h Harness, n int) {
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.ReadMemStats(&before)
-		stop := startListeners(b, ls, recs)
-		time.Sleep(time.Second) // let every ListenUntil reach its wait
+		stop := startListeners(b, hub, ls, recs)
+		time.Sleep(100 * time.Millisecond) // let every ListenUntil reach its wait
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		calls0 := cs.calls.Load()
