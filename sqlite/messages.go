@@ -33,6 +33,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 			}
 		}
 		insert := tx.StmtContext(wctx, s.stmts.insertMessage)
+		insertAt := tx.StmtContext(wctx, s.stmts.insertMessageAt)
 		created := toNanos(b.Created)
 		msgs = make([]moitessier.Message, 0, len(b.Entries))
 		for i, e := range b.Entries {
@@ -41,12 +42,28 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 					return err
 				}
 			}
+			// The cached head is usually the stored one: try it, and ask
+			// the transaction only if it is not (the listener is gone, or an
+			// earlier write of this transaction moved its head).
 			var seq int64
-			err := insert.QueryRowContext(wctx, b.Dispatch, b.Scope, b.Sender, e.Text, created, e.Listener).Scan(&seq)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // the listener was deleted
-			} else if err != nil {
-				return err
+			if h, ok := s.cachedHead(e.Listener); ok {
+				r, err := insertAt.ExecContext(wctx, int64(h)+1, b.Dispatch, b.Scope, b.Sender, e.Text, created, e.Listener, int64(h))
+				if err != nil {
+					return err
+				}
+				if n, err := r.RowsAffected(); err != nil {
+					return err
+				} else if n == 1 {
+					seq = int64(h) + 1
+				}
+			}
+			if seq == 0 {
+				err := insert.QueryRowContext(wctx, b.Dispatch, b.Scope, b.Sender, e.Text, created, e.Listener).Scan(&seq)
+				if errors.Is(err, sql.ErrNoRows) {
+					continue // the listener was deleted
+				} else if err != nil {
+					return err
+				}
 			}
 			msgs = append(msgs, moitessier.Message{
 				Listener: e.Listener,
@@ -82,6 +99,16 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		return nil, false, fmt.Errorf("sqlite: append %s: %w", b.Dispatch, err)
 	}
 	return msgs, replayed, nil
+}
+
+// cachedHead returns the cached head of a listener, if it is cached.
+func (s *Store) cachedHead(id string) (moitessier.Cursor, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if c := s.listeners[id]; c != nil {
+		return c.info.Head, true
+	}
+	return 0, false
 }
 
 // replay looks up b's idempotency key. If a batch with that key was appended

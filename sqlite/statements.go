@@ -13,7 +13,7 @@ import (
 type statements struct {
 	// writer
 	savepoint, release, rollbackTo *sql.Stmt
-	insertMessage                  *sql.Stmt
+	insertMessage, insertMessageAt *sql.Stmt
 	getKey                         *sql.Stmt
 	putKey                         *sql.Stmt
 	getMessage                     *sql.Stmt // by listener and seq, for replays
@@ -38,6 +38,9 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 		// messages_head moves the head; no row if the listener is gone.
 		{w, &st.insertMessage, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
 			SELECT id, head + 1, ?, ?, ?, ?, ? FROM listeners WHERE id = ? RETURNING seq`},
+		// The same at a given seq, if the listener's head is the one before.
+		{w, &st.insertMessageAt, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
+			SELECT id, ?, ?, ?, ?, ?, ? FROM listeners WHERE id = ? AND head = ?`},
 		{w, &st.getKey, `SELECT created, refs FROM idempotency_keys WHERE sender = ? AND key = ?`},
 		{w, &st.putKey, `INSERT INTO idempotency_keys (sender, key, dispatch, created, refs) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (sender, key) DO UPDATE SET
@@ -66,7 +69,7 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 
 func (st *statements) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.savepoint, st.release, st.rollbackTo, st.insertMessage, st.getKey, st.putKey, st.getMessage,
+	for _, s := range []*sql.Stmt{st.savepoint, st.release, st.rollbackTo, st.insertMessage, st.insertMessageAt, st.getKey, st.putKey, st.getMessage,
 		st.checkpoint, st.read, st.seek, st.subs} {
 		if s != nil {
 			errs = append(errs, s.Close())
