@@ -140,8 +140,8 @@ type Hub struct {
 	dirty     []*subState // acknowledged since the last flush; guarded by subsMu
 	nextRenew time.Time   // earliest renewAt of subs; guarded by subsMu
 
-	listening atomic.Int64 // running ListenUntil calls past their join
-	delivered atomic.Int64 // messages handed to respond
+	listening  atomic.Int64 // running ListenUntil calls past their join
+	delivered  atomic.Int64 // messages handed to respond
 	dispatched atomic.Int64
 
 	stop    context.CancelFunc

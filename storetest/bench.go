@@ -49,7 +49,6 @@ func Benchmark(b *testing.B, h Harness) {
 
 const msgBytes = 100
 
-
 var padding = strings.Repeat(".", msgBytes)
 
 func textAt(t time.Time) string {
