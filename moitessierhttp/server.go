@@ -176,12 +176,12 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("moitessierhttp: new: %w", err)
 	}
 	s := &Server{
-		hub:     hub,
-		cfg:     cfg,
-		log:     cfg.Logger,
-		metrics: cfg.Metrics,
-		mux:     http.NewServeMux(),
-		enc:     newEncCache(),
+		hub:       hub,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   cfg.Metrics,
+		mux:       http.NewServeMux(),
+		enc:       newEncCache(),
 		anyOrigin: slices.Contains(cfg.AllowedOrigins, "*"),
 	}
 	for _, o := range cfg.AllowedOrigins {

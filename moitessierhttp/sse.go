@@ -131,19 +131,36 @@ type writeError struct{ err error }
 func (e *writeError) Error() string { return "write to client: " + e.err.Error() }
 func (e *writeError) Unwrap() error { return e.err }
 
-// write sends st.buf and flushes, within the write timeout.
+// chunkBytes is how much a stream writes under one write deadline: a client
+// is slow when it does not take this much within Config.WriteTimeout.
+const chunkBytes = 32 << 10
+
+// write sends st.buf and flushes, each chunkBytes within the write timeout.
 func (st *sseStream) write() error {
+	if err := st.send(); err != nil {
+		return err
+	}
 	_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.cfg.WriteTimeout))
-	_, err := st.w.Write(st.buf)
-	st.buf = st.buf[:0]
-	if cap(st.buf) > 16<<10 {
-		st.buf = nil // an idle stream keeps no large buffer
-	}
-	if err == nil {
-		err = st.rc.Flush()
-	}
-	if err != nil {
+	if err := st.rc.Flush(); err != nil {
 		return &writeError{err}
+	}
+	return nil
+}
+
+// send writes st.buf without flushing.
+func (st *sseStream) send() error {
+	b := st.buf
+	for len(b) > 0 {
+		n := min(len(b), chunkBytes)
+		_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.cfg.WriteTimeout))
+		if _, err := st.w.Write(b[:n]); err != nil {
+			return &writeError{err}
+		}
+		b = b[n:]
+	}
+	st.buf = st.buf[:0]
+	if cap(st.buf) > 4*chunkBytes {
+		st.buf = nil // an idle stream keeps no large buffer
 	}
 	return nil
 }
@@ -155,6 +172,11 @@ func (st *sseStream) respond(ctx context.Context, msgs []moitessier.Message) err
 		st.buf = append(st.buf, "\ndata: "...)
 		st.buf = append(st.buf, st.s.enc.json(&msgs[i])...)
 		st.buf = append(st.buf, "\n\n"...)
+		if len(st.buf) >= chunkBytes && i < len(msgs)-1 {
+			if err := st.send(); err != nil {
+				return err
+			}
+		}
 	}
 	if err := st.write(); err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -112,6 +113,9 @@ func TestSSE(t *testing.T) {
 		}
 		defer st.Close()
 		info := readyEvent(t, st)
+		// Once a message came through, the stream is listening.
+		dispatch(t, bob, "room.gone", "hello")
+		nextMessage(t, st)
 		// The only subscriber leaves: the listener is deleted under the stream.
 		code, _, body := do(t, "DELETE", e.ts.URL+"/v1/listeners/"+info.ID+"?client=c1", all(t, "bob"), "")
 		if code != http.StatusNoContent {
@@ -219,17 +223,29 @@ func TestSSEResume(t *testing.T) {
 	})
 
 	t.Run("ClientListen", func(t *testing.T) {
-		// Client.Listen reconnects by itself after the server drops it.
+		// Client.Listen reconnects by itself after the connection drops.
 		var got []string
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
 		done := make(chan error, 1)
 		reconnected := make(chan struct{}, 10)
+		conns := make(chan net.Conn, 10)
 		c := e.client(all(t, "carol"))
+		c.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				conns <- conn
+			}
+			return conn, err
+		}}}
 		c.OnReconnect = func(error, time.Duration) { reconnected <- struct{}{} }
+		q := moitessierhttp.Query{Scopes: []string{"room.cl"}, Since: "0"}
+		if _, err := c.Join(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 		ready := make(chan struct{})
 		go func() {
-			done <- c.Listen(ctx, moitessierhttp.Query{Scopes: []string{"room.cl"}, Since: "0"}, func(m moitessierhttp.Message) error {
+			done <- c.Listen(ctx, q, func(m moitessierhttp.Message) error {
 				got = append(got, m.Text)
 				if m.Text == "m1" {
 					close(ready)
@@ -240,11 +256,11 @@ func TestSSEResume(t *testing.T) {
 				return nil
 			})
 		}()
-		waitFor(t, "the listen stream", func() bool { return openSSE() == 1 })
 		dispatch(t, alice, "room.cl", "m1")
 		<-ready
-		// Drop every connection at the TCP level.
-		e.ts.CloseClientConnections()
+		// Drop the stream's connection at the TCP level (Join used the
+		// same one and left it to the stream).
+		(<-conns).Close()
 		<-reconnected
 		for i := 2; i <= 4; i++ {
 			dispatch(t, alice, "room.cl", fmt.Sprint("m", i))

@@ -135,8 +135,8 @@ func Verify(secret []byte, token string, now time.Time) (*Claims, error) {
 		return nil, tokenErr(ErrTokenMalformed, "header: %v", err)
 	}
 	var hdr struct {
-		Alg string `json:"alg"`
-		Typ string `json:"typ"`
+		Alg  string   `json:"alg"`
+		Typ  string   `json:"typ"`
 		Crit []string `json:"crit"`
 	}
 	if err := json.Unmarshal(hb, &hdr); err != nil {
@@ -163,12 +163,12 @@ func Verify(secret []byte, token string, now time.Time) (*Claims, error) {
 		return nil, tokenErr(ErrTokenMalformed, "payload: %v", err)
 	}
 	var raw struct {
-		Sub      string          `json:"sub"`
-		Listen   []string        `json:"listen"`
-		Dispatch []string        `json:"dispatch"`
-		Exp      json.Number     `json:"exp"`
-		Nbf      json.Number     `json:"nbf"`
-		Iat      json.Number     `json:"iat"`
+		Sub      string      `json:"sub"`
+		Listen   []string    `json:"listen"`
+		Dispatch []string    `json:"dispatch"`
+		Exp      json.Number `json:"exp"`
+		Nbf      json.Number `json:"nbf"`
+		Iat      json.Number `json:"iat"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(pb))
 	dec.UseNumber()

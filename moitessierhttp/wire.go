@@ -156,15 +156,3 @@ func (c *encCache) json(m *moitessier.Message) []byte {
 	}
 	return b
 }
-
-// appendMessages appends the messages as a JSON array.
-func (c *encCache) appendMessages(buf []byte, msgs []moitessier.Message) []byte {
-	buf = append(buf, '[')
-	for i := range msgs {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = append(buf, c.json(&msgs[i])...)
-	}
-	return append(buf, ']')
-}

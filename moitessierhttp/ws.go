@@ -309,19 +309,31 @@ func (wc *wsConn) listen(req WSRequest) {
 		defer cancel()
 		var buf []byte
 		respond := func(ctx context.Context, msgs []moitessier.Message) error {
-			buf = append(buf[:0], `{"type":"messages","ref":`...)
-			buf = append(buf, refJSON...)
-			buf = append(buf, `,"messages":`...)
-			buf = s.enc.appendMessages(buf, msgs)
-			buf = append(buf, '}')
-			err := wc.write(buf)
-			if cap(buf) > 16<<10 {
-				buf = nil
+			// One frame per chunkBytes or so, each within the write
+			// timeout: a client is slow when it does not take a chunk in time.
+			for len(msgs) > 0 {
+				buf = append(buf[:0], `{"type":"messages","ref":`...)
+				buf = append(buf, refJSON...)
+				buf = append(buf, `,"messages":[`...)
+				n := 0
+				for n < len(msgs) && (n == 0 || len(buf) < chunkBytes) {
+					if n > 0 {
+						buf = append(buf, ',')
+					}
+					buf = append(buf, s.enc.json(&msgs[n])...)
+					n++
+				}
+				buf = append(buf, "]}"...)
+				err := wc.write(buf)
+				if cap(buf) > 4*chunkBytes {
+					buf = nil
+				}
+				if err != nil {
+					return err
+				}
+				s.metrics.delivered(transportWS, msgs[:n], s.cfg.Now())
+				msgs = msgs[n:]
 			}
-			if err != nil {
-				return err
-			}
-			s.metrics.delivered(transportWS, msgs, s.cfg.Now())
 			return nil
 		}
 		_, err := l.ListenUntil(ctx, nil, respond, since, 0, 0)

@@ -1,0 +1,179 @@
+package moitessierhttp_test
+
+import (
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/moitessierhttp"
+)
+
+func TestToken(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	claims := moitessierhttp.Claims{Subject: "alice", Listen: []string{"room.>"}, Dispatch: []string{"room.*"}, ExpiresAt: now.Add(time.Hour).Unix(), IssuedAt: now.Unix()}
+	tok, err := moitessierhttp.Sign(secret, claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding
+	parts := strings.Split(tok, ".")
+	withHeader := func(h string) string { return b64.EncodeToString([]byte(h)) + "." + parts[1] + "." + parts[2] }
+
+	t.Run("OK", func(t *testing.T) {
+		c, err := moitessierhttp.Verify(secret, tok, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Subject != "alice" || c.ExpiresAt != claims.ExpiresAt || c.Listen[0] != "room.>" || c.Dispatch[0] != "room.*" {
+			t.Fatalf("%+v", c)
+		}
+		if !c.CanDispatch("room.1") || c.CanDispatch("room.1.2") || !c.CanListen("room.1.2") || c.CanListen("lobby") {
+			t.Fatal("grants")
+		}
+	})
+
+	for _, tc := range []struct {
+		name   string
+		tok    string
+		at     time.Time
+		reason error
+	}{
+		{"Expired", tok, now.Add(2 * time.Hour), moitessierhttp.ErrTokenExpired},
+		{"ExpiresNow", tok, time.Unix(claims.ExpiresAt, 0), moitessierhttp.ErrTokenExpired},
+		{"Forged", tok[:len(tok)-2] + "AA", now, moitessierhttp.ErrTokenSignature},
+		{"AlgNone", withHeader(`{"alg":"none"}`), now, moitessierhttp.ErrTokenMalformed},
+		{"AlgNoneNoSig", b64.EncodeToString([]byte(`{"alg":"none"}`)) + "." + parts[1] + ".", now, moitessierhttp.ErrTokenMalformed},
+		{"AlgHS512", withHeader(`{"alg":"HS512"}`), now, moitessierhttp.ErrTokenMalformed},
+		{"HeaderChanged", withHeader(`{"alg":"HS256"}`), now, moitessierhttp.ErrTokenSignature},
+		{"TwoParts", parts[0] + "." + parts[1], now, moitessierhttp.ErrTokenMalformed},
+		{"Empty", "", now, moitessierhttp.ErrTokenMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := moitessierhttp.Verify(secret, tc.tok, tc.at)
+			if !errors.Is(err, moitessierhttp.ErrInvalidToken) || !errors.Is(err, tc.reason) {
+				t.Fatalf("err %v, want %v and ErrInvalidToken", err, tc.reason)
+			}
+		})
+	}
+
+	t.Run("NotYetValid", func(t *testing.T) {
+		c := claims
+		c.NotBefore = now.Add(time.Minute).Unix()
+		tok, _ := moitessierhttp.Sign(secret, c)
+		if _, err := moitessierhttp.Verify(secret, tok, now); !errors.Is(err, moitessierhttp.ErrTokenNotYetValid) {
+			t.Fatalf("err %v", err)
+		}
+	})
+
+	t.Run("OtherSecret", func(t *testing.T) {
+		if _, err := moitessierhttp.Verify([]byte("other"), tok, now); !errors.Is(err, moitessierhttp.ErrTokenSignature) {
+			t.Fatalf("err %v", err)
+		}
+	})
+
+	t.Run("SignErrors", func(t *testing.T) {
+		if _, err := moitessierhttp.Sign(nil, claims); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Fatalf("empty secret: %v", err)
+		}
+		if _, err := moitessierhttp.Sign(secret, moitessierhttp.Claims{}); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Fatalf("no subject: %v", err)
+		}
+	})
+}
+
+func TestCovers(t *testing.T) {
+	for _, tc := range []struct {
+		grant, pattern string
+		want           bool
+	}{
+		{">", "a", true},
+		{">", "a.b.>", true},
+		{">", "*", true},
+		{"a.>", "a", false},
+		{"a.>", "a.b", true},
+		{"a.>", "a.*", true},
+		{"a.>", "a.>", true},
+		{"a.>", "a.*.c", true},
+		{"a.>", "b.c", false},
+		{"a.*", "a.b", true},
+		{"a.*", "a.*", true},
+		{"a.*", "a.>", false},
+		{"a.*", "a.b.c", false},
+		{"a.*", "a", false},
+		{"a.b", "a.b", true},
+		{"a.b", "a.*", false},
+		{"a.b", "a.c", false},
+		{"*.b", "a.b", true},
+		{"*.b", "*.b", true},
+		{"*.>", "a", false},
+		{"*.>", "a.b", true},
+		{"*", ">", false},
+		{"a.b.c", "a.b", false},
+	} {
+		if got := moitessierhttp.Covers(tc.grant, tc.pattern); got != tc.want {
+			t.Errorf("Covers(%q, %q)=%v, want %v", tc.grant, tc.pattern, got, tc.want)
+		}
+	}
+}
+
+// FuzzCovers checks Covers against MatchScope: a grant that covers a
+// pattern matches every scope the pattern matches.
+func FuzzCovers(f *testing.F) {
+	f.Add("a.>", "a.*", "a.b")
+	f.Add("a.*", "a.b", "a.b")
+	f.Add(">", "*.>", "x.y.z")
+	f.Fuzz(func(t *testing.T, grant, pattern, scope string) {
+		if moitessier.ValidatePattern(grant) != nil || moitessier.ValidatePattern(pattern) != nil || moitessier.ValidateScope(scope) != nil {
+			return
+		}
+		if moitessierhttp.Covers(grant, pattern) && moitessier.MatchScope(pattern, scope) && !moitessier.MatchScope(grant, scope) {
+			t.Fatalf("Covers(%q, %q) but %q matches the pattern and not the grant", grant, pattern, scope)
+		}
+		if !moitessier.IsPattern(pattern) && moitessierhttp.Covers(grant, pattern) != moitessier.MatchScope(grant, pattern) {
+			t.Fatalf("concrete %q: Covers and MatchScope disagree for %q", pattern, grant)
+		}
+	})
+}
+
+// FuzzVerify feeds arbitrary tokens to Verify: no panic, and every error
+// wraps ErrInvalidToken.
+func FuzzVerify(f *testing.F) {
+	tok, _ := moitessierhttp.Sign(secret, moitessierhttp.Claims{Subject: "a", ExpiresAt: 2_000_000_000})
+	f.Add(tok)
+	f.Add("a.b.c")
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Fuzz(func(t *testing.T, tok string) {
+		c, err := moitessierhttp.Verify(secret, tok, time.Unix(1_800_000_000, 0))
+		if err != nil {
+			if !errors.Is(err, moitessierhttp.ErrInvalidToken) {
+				t.Fatalf("error %v does not wrap ErrInvalidToken", err)
+			}
+			return
+		}
+		if c.Subject == "" || c.ExpiresAt <= 1_800_000_000 {
+			t.Fatalf("accepted %+v", c)
+		}
+	})
+}
+
+// FuzzParseCursor feeds arbitrary Last-Event-ID values to ParseCursor.
+func FuzzParseCursor(f *testing.F) {
+	for _, s := range []string{"", "0", "12", "resume", "head", "-1", "18446744073709551615", "1e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := moitessierhttp.ParseCursor(s)
+		if err != nil {
+			if !errors.Is(err, moitessierhttp.ErrBadRequest) {
+				t.Fatalf("error %v does not wrap ErrBadRequest", err)
+			}
+			return
+		}
+		if c == moitessier.Resume && s != "" && s != "resume" {
+			t.Fatalf("%q parsed as Resume", s)
+		}
+	})
+}

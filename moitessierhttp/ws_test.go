@@ -1,0 +1,211 @@
+package moitessierhttp_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/likestripes/moitessier/moitessierhttp"
+)
+
+type wsClient struct {
+	tb   testing.TB
+	conn *websocket.Conn
+}
+
+func dialWS(tb testing.TB, e *env, tok, query string) *wsClient {
+	tb.Helper()
+	u := "ws" + strings.TrimPrefix(e.ts.URL, "http") + "/v1/ws" + query
+	conn, resp, err := websocket.Dial(ctxT(tb), u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+	if err != nil {
+		if resp != nil {
+			tb.Fatalf("dial: %v (status %d)", err, resp.StatusCode)
+		}
+		tb.Fatalf("dial: %v", err)
+	}
+	conn.SetReadLimit(1 << 20)
+	tb.Cleanup(func() { _ = conn.CloseNow() })
+	return &wsClient{tb: tb, conn: conn}
+}
+
+func (c *wsClient) send(req moitessierhttp.WSRequest) {
+	c.tb.Helper()
+	b, _ := json.Marshal(req)
+	if err := c.conn.Write(ctxT(c.tb), websocket.MessageText, b); err != nil {
+		c.tb.Fatal(err)
+	}
+}
+
+func (c *wsClient) read() moitessierhttp.WSFrame {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, b, err := c.conn.Read(ctx)
+	if err != nil {
+		c.tb.Fatalf("read frame: %v", err)
+	}
+	var f moitessierhttp.WSFrame
+	if err := json.Unmarshal(b, &f); err != nil {
+		c.tb.Fatalf("frame %s: %v", b, err)
+	}
+	return f
+}
+
+// expect reads frames until one of the type and ref.
+func (c *wsClient) expect(typ, ref string) moitessierhttp.WSFrame {
+	c.tb.Helper()
+	for {
+		f := c.read()
+		if f.Type == typ && f.Ref == ref {
+			return f
+		}
+		if f.Type == "error" && typ != "error" {
+			c.tb.Fatalf("want %s %q, got error %+v", typ, ref, f.Error)
+		}
+	}
+}
+
+func TestWebSocket(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{MaxListenersPerConn: 2, Heartbeat: 20 * time.Millisecond})
+
+	t.Run("ListenAndDispatch", func(t *testing.T) {
+		c := dialWS(t, e, all(t, "alice"), "")
+		c.send(moitessierhttp.WSRequest{Op: "listen", Ref: "chat", Scopes: []string{"ws.room"}})
+		f := c.expect("listening", "chat")
+		if f.Listener == nil || f.Listener.Type != "shared" {
+			t.Fatalf("listening frame %+v", f)
+		}
+		c.send(moitessierhttp.WSRequest{Op: "dispatch", Ref: "d1", DispatchRequest: moitessierhttp.DispatchRequest{Scope: "ws.room", Text: "hello"}})
+		var got []moitessierhttp.Message
+		var res *moitessierhttp.DispatchResult
+		for res == nil || len(got) == 0 {
+			f := c.read()
+			switch f.Type {
+			case "dispatched":
+				res = f.Result
+			case "messages":
+				got = append(got, f.Messages...)
+			default:
+				t.Fatalf("frame %+v", f)
+			}
+		}
+		if res.Stored != 1 || got[0].Text != "hello" || got[0].Seq != 1 {
+			t.Fatalf("result %+v, messages %+v", res, got)
+		}
+		// Pings every 20 ms are answered by the client's reader; the
+		// connection stays up well past several of them.
+		time.Sleep(100 * time.Millisecond)
+		dispatch(t, e.client(all(t, "bob")), "ws.room", "again")
+		if f := c.expect("messages", "chat"); f.Messages[0].Text != "again" {
+			t.Fatalf("after pings: %+v", f)
+		}
+		c.send(moitessierhttp.WSRequest{Op: "unlisten", Ref: "chat"})
+		c.expect("unlistened", "chat")
+		if err := c.conn.Close(websocket.StatusNormalClosure, ""); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("Resume", func(t *testing.T) {
+		alice := e.client(all(t, "alice"))
+		c := dialWS(t, e, all(t, "alice"), "?scope=ws.resume&since=0")
+		c.expect("listening", "")
+		dispatch(t, alice, "ws.resume", "m1")
+		if f := c.expect("messages", ""); f.Messages[0].Seq != 1 {
+			t.Fatalf("%+v", f)
+		}
+		_ = c.conn.CloseNow()
+		dispatch(t, alice, "ws.resume", "m2")
+		c = dialWS(t, e, all(t, "alice"), "")
+		c.send(moitessierhttp.WSRequest{Op: "listen", Ref: "r", Scopes: []string{"ws.resume"}, Since: "1"})
+		c.expect("listening", "r")
+		if f := c.expect("messages", "r"); f.Messages[0].Text != "m2" {
+			t.Fatalf("resumed with %+v", f.Messages)
+		}
+	})
+
+	t.Run("TooManyListeners", func(t *testing.T) {
+		c := dialWS(t, e, all(t, "alice"), "")
+		for i := range 2 {
+			c.send(moitessierhttp.WSRequest{Op: "listen", Ref: fmt.Sprint(i), Scopes: []string{fmt.Sprint("ws.many.", i)}})
+			c.expect("listening", fmt.Sprint(i))
+		}
+		c.send(moitessierhttp.WSRequest{Op: "listen", Ref: "2", Scopes: []string{"ws.many.2"}})
+		f := c.expect("error", "2")
+		if f.Error.Status != http.StatusTooManyRequests || f.Error.Code != "too_many_listeners" {
+			t.Fatalf("error %+v", f.Error)
+		}
+	})
+
+	t.Run("Forbidden", func(t *testing.T) {
+		c := dialWS(t, e, token(t, "alice", []string{"ws.ok.>"}, []string{"ws.ok.>"}), "")
+		c.send(moitessierhttp.WSRequest{Op: "listen", Ref: "x", Scopes: []string{"ws.other"}})
+		if f := c.expect("error", "x"); f.Error.Status != http.StatusForbidden {
+			t.Fatalf("listen out of scope: %+v", f.Error)
+		}
+		c.send(moitessierhttp.WSRequest{Op: "dispatch", Ref: "d", DispatchRequest: moitessierhttp.DispatchRequest{Scope: "ws.other", Text: "x"}})
+		if f := c.expect("error", "d"); f.Error.Status != http.StatusForbidden {
+			t.Fatalf("dispatch out of scope: %+v", f.Error)
+		}
+	})
+
+	t.Run("Unauthenticated", func(t *testing.T) {
+		u := "ws" + strings.TrimPrefix(e.ts.URL, "http") + "/v1/ws"
+		_, resp, err := websocket.Dial(ctxT(t), u, nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("dial without token: %v, %v", err, resp)
+		}
+	})
+
+	t.Run("BadFrame", func(t *testing.T) {
+		c := dialWS(t, e, all(t, "alice"), "")
+		_ = c.conn.Write(ctxT(t), websocket.MessageText, []byte("{nope"))
+		if f := c.expect("error", ""); f.Error.Code != "bad_request" {
+			t.Fatalf("%+v", f.Error)
+		}
+	})
+}
+
+func TestWebSocketShutdown(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	c := dialWS(t, e, all(t, "alice"), "?scope=ws.shut")
+	c.expect("listening", "")
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := c.conn.Read(context.Background())
+		done <- err
+	}()
+	if err := e.srv.Shutdown(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	if got, want := websocket.CloseStatus(err), websocket.StatusGoingAway; got != want {
+		t.Fatalf("close status %v (%v), want %v", got, err, want)
+	}
+}
+
+func TestWebSocketTokenExpiry(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	tok, err := moitessierhttp.Sign(secret, moitessierhttp.Claims{Subject: "alice", Listen: []string{">"}, ExpiresAt: time.Now().Add(1500 * time.Millisecond).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialWS(t, e, tok, "?scope=ws.exp")
+	c.expect("listening", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err = c.conn.Read(ctx)
+	if got, want := websocket.CloseStatus(err), moitessierhttp.StatusTokenExpired; got != want {
+		t.Fatalf("close status %v (%v), want %v", got, err, want)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal("connection not closed at token expiry")
+	}
+}
