@@ -14,13 +14,30 @@
 // [Store.Match] and [Store.Listener] cost no query, and [Store.Read] of a
 // listener with nothing new returns without one.
 //
+// # Retention
+//
+// [Store.Sweep] removes a listener's messages older than MaxAge from the
+// oldest on, up to the first that is not, so, like the memory store, it
+// takes a listener's messages to be created in sequence order (as a hub's
+// dispatches are, but for clock steps and concurrent dispatches a few
+// microseconds apart). Its Messages count includes the messages of the
+// listeners it deletes.
+//
 // # Durability and speed
 //
-// All writes go through one connection, one transaction per call; reads use
-// a separate pool of read-only connections that WAL lets run beside the
-// writer. The database runs with synchronous=NORMAL: a commit survives a
-// crash of the process, and the latest commits may be lost if the machine
-// loses power before the next checkpoint.
+// All writes go through one connection; reads use a separate pool of
+// read-only connections that WAL lets run beside the writer. Concurrent
+// writes queue for the writer, and the call that gets it runs every queued
+// write in one transaction, each inside a savepoint, so
+// that concurrent calls share one commit while each stays all-or-nothing (a
+// write that fails is rolled back to its savepoint and the others commit).
+// A lone write, such as each Append of a single dispatcher, is a transaction
+// of its own. Sweep works in transactions of its own of at most BatchSize
+// rows.
+//
+// The database runs with synchronous=NORMAL: a commit survives a crash of
+// the process, and the latest commits may be lost if the machine loses power
+// before the next checkpoint of the write-ahead log.
 //
 // # Schema
 //
