@@ -932,3 +932,87 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("Match: %d listeners, %v; want 51", len(ls), err)
 	}
 }
+
+// TestCombinedWrites queues writes behind a held one, so that they run as
+// one transaction, and checks that each sees the ones before it.
+func TestCombinedWrites(t *testing.T) {
+	ctx := context.Background()
+	s := mustOpen(t, dbPath(t))
+	mustJoin(t, s, listener("L", "x"), "alice")
+	mustJoin(t, s, listener("M", "y"), "alice")
+	hold := make(chan struct{})
+	sqlite.SetAppendHook(s, func(b *moitessier.Batch, i int) error {
+		if b.Dispatch == "hold" {
+			<-hold
+		}
+		return nil
+	})
+	defer sqlite.SetAppendHook(s, nil)
+
+	var wg sync.WaitGroup
+	run := func(fn func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn() }()
+		time.Sleep(20 * time.Millisecond) // queue the writes in this order
+	}
+	type result struct {
+		msgs    []moitessier.Message
+		sub     moitessier.Subscriber
+		flag    bool
+		err     error
+		created bool
+	}
+	var b1, joinBob, leaveAlice, leaveBob, lost, joinCarol, fresh result
+	run(func() { _, _, _ = s.Append(ctx, batch("hold", map[string]string{"M": "held"})) })
+	run(func() { b1.msgs, _, b1.err = s.Append(ctx, batch("b1", map[string]string{"L": "one"})) })
+	run(func() { _, joinBob.sub, joinBob.created, joinBob.err = s.Join(ctx, listener("L", "x"), sub("bob")) })
+	run(func() { leaveAlice.flag, leaveAlice.err = s.Leave(ctx, "L", "alice", "") })
+	run(func() { leaveBob.flag, leaveBob.err = s.Leave(ctx, "L", "bob", "") })
+	run(func() { lost.msgs, _, lost.err = s.Append(ctx, batch("lost", map[string]string{"L": "lost"})) })
+	run(func() { _, joinCarol.sub, joinCarol.created, joinCarol.err = s.Join(ctx, listener("L", "x"), sub("carol")) })
+	run(func() { fresh.msgs, _, fresh.err = s.Append(ctx, batch("fresh", map[string]string{"L": "new", "M": "m"})) })
+	close(hold)
+	wg.Wait()
+
+	for name, r := range map[string]result{"b1": b1, "join bob": joinBob, "leave alice": leaveAlice,
+		"leave bob": leaveBob, "lost": lost, "join carol": joinCarol, "fresh": fresh} {
+		if r.err != nil {
+			t.Fatalf("%s: %v", name, r.err)
+		}
+	}
+	switch {
+	case len(b1.msgs) != 1 || b1.msgs[0].Seq != 1:
+		t.Fatalf("b1 wrote %+v", b1.msgs)
+	case joinBob.created || joinBob.sub.Cursor != 1:
+		t.Fatalf("bob joined at %d (created %v), want 1", joinBob.sub.Cursor, joinBob.created)
+	case leaveAlice.flag || !leaveBob.flag:
+		t.Fatalf("leaves deleted the listener: %v, %v; want false, true", leaveAlice.flag, leaveBob.flag)
+	case len(lost.msgs) != 0:
+		t.Fatalf("an append to a deleted listener wrote %+v", lost.msgs)
+	case !joinCarol.created || joinCarol.sub.Cursor != 0:
+		t.Fatalf("carol joined at %d (created %v), want 0, created", joinCarol.sub.Cursor, joinCarol.created)
+	case len(fresh.msgs) != 2 || fresh.msgs[0].Listener != "L" || fresh.msgs[0].Seq != 1 || fresh.msgs[1].Seq != 2:
+		t.Fatalf("fresh wrote %+v, want L:1 and M:2", fresh.msgs)
+	}
+	check := func(s *sqlite.Store) {
+		t.Helper()
+		if h := head(t, s, "L"); h != 1 {
+			t.Fatalf("L head %d, want 1", h)
+		}
+		if h := head(t, s, "M"); h != 2 {
+			t.Fatalf("M head %d, want 2", h)
+		}
+		if got := texts(mustRead(t, s, "L", 0)); !slices.Equal(got, []string{"new"}) {
+			t.Fatalf("L holds %q, want [new]", got)
+		}
+		subs, err := s.Subscribers(ctx, "L")
+		if err != nil || len(subs) != 1 || subs[0].Person != "carol" {
+			t.Fatalf("L subscribers %+v, %v; want carol", subs, err)
+		}
+		if ls, err := s.Match(ctx, "x"); err != nil || len(ls) != 1 || ls[0].Head != 1 {
+			t.Fatalf("Match(x) = %+v, %v", ls, err)
+		}
+	}
+	check(s)
+	check(reopen(t, s))
+}
