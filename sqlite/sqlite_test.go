@@ -969,8 +969,12 @@ func TestCombinedWrites(t *testing.T) {
 	run(func() { leaveAlice.flag, leaveAlice.err = s.Leave(ctx, "L", "alice", "") })
 	run(func() { leaveBob.flag, leaveBob.err = s.Leave(ctx, "L", "bob", "") })
 	run(func() { lost.msgs, _, lost.err = s.Append(ctx, batch("lost", map[string]string{"L": "lost"})) })
-	run(func() { _, joinCarol.sub, joinCarol.created, joinCarol.err = s.Join(ctx, listener("L", "x"), sub("carol")) })
-	run(func() { fresh.msgs, _, fresh.err = s.Append(ctx, batch("fresh", map[string]string{"L": "new", "M": "m"})) })
+	run(func() {
+		_, joinCarol.sub, joinCarol.created, joinCarol.err = s.Join(ctx, listener("L", "x"), sub("carol"))
+	})
+	run(func() {
+		fresh.msgs, _, fresh.err = s.Append(ctx, batch("fresh", map[string]string{"L": "new", "M": "m"}))
+	})
 	close(hold)
 	wg.Wait()
 
