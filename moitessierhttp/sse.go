@@ -119,10 +119,22 @@ func startCursor(since, head moitessier.Cursor) (moitessier.Cursor, bool) {
 }
 
 type sseStream struct {
-	s   *Server
-	w   http.ResponseWriter
-	rc  *http.ResponseController
-	buf []byte
+	s        *Server
+	w        http.ResponseWriter
+	rc       *http.ResponseController
+	buf      []byte
+	deadline time.Time
+}
+
+// extend moves the write deadline to WriteTimeout from now, unless more
+// than half of that is still left: setting it costs a system call.
+func (st *sseStream) extend() {
+	now := time.Now()
+	if st.deadline.Sub(now) > st.s.cfg.WriteTimeout/2 {
+		return
+	}
+	st.deadline = now.Add(st.s.cfg.WriteTimeout)
+	_ = st.rc.SetWriteDeadline(st.deadline)
 }
 
 // writeError is a failed write to a client.
@@ -140,7 +152,7 @@ func (st *sseStream) write() error {
 	if err := st.send(); err != nil {
 		return err
 	}
-	_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.cfg.WriteTimeout))
+	st.extend()
 	if err := st.rc.Flush(); err != nil {
 		return &writeError{err}
 	}
@@ -152,7 +164,7 @@ func (st *sseStream) send() error {
 	b := st.buf
 	for len(b) > 0 {
 		n := min(len(b), chunkBytes)
-		_ = st.rc.SetWriteDeadline(time.Now().Add(st.s.cfg.WriteTimeout))
+		st.extend()
 		if _, err := st.w.Write(b[:n]); err != nil {
 			return &writeError{err}
 		}
