@@ -110,7 +110,8 @@ func head(tb testing.TB, s moitessier.Store, id string) moitessier.Cursor {
 	return l.Head
 }
 
-// query runs a query on the closed store's file and returns one integer.
+// queryInt runs a query on a store's file, through a connection of its own,
+// and returns one integer.
 func queryInt(tb testing.TB, path, query string) int {
 	tb.Helper()
 	db, err := sql.Open("sqlite", path)
@@ -292,6 +293,16 @@ func TestAppendAtomic(t *testing.T) {
 				t.Fatalf("listener %s head %d after a failed batch, want 1", id, h)
 			}
 		}
+		// What the file holds, not only what the store says.
+		if got := queryInt(t, s.Path(), `SELECT count(*) FROM messages WHERE dispatch = 'second'`); got != 0 {
+			t.Fatalf("the file holds %d messages of the failed batch", got)
+		}
+		if got := queryInt(t, s.Path(), `SELECT max(head) FROM listeners`); got != 1 {
+			t.Fatalf("the file holds a head of %d after a failed batch, want 1", got)
+		}
+		if got := queryInt(t, s.Path(), `SELECT count(*) FROM idempotency_keys`); got != 0 {
+			t.Fatalf("the file holds %d idempotency keys after a failed batch", got)
+		}
 		// The key of the failed batch was not recorded: a retry writes.
 		msgs, replayed, err := s.Append(ctx, b)
 		if err != nil || replayed || len(msgs) != len(ids) {
@@ -312,17 +323,18 @@ func TestAppendAtomic(t *testing.T) {
 		for i := range 20000 {
 			b.Entries = append(b.Entries, moitessier.Entry{Listener: "big", Text: fmt.Sprint(i)})
 		}
-		for _, delay := range []time.Duration{0, 100 * time.Microsecond, time.Millisecond, 5 * time.Millisecond} {
+		for _, delay := range []time.Duration{0, 100 * time.Microsecond, time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond, time.Hour} {
 			before := head(t, s, "big")
 			ctx, cancel := context.WithCancel(ctx)
 			time.AfterFunc(delay, cancel)
 			msgs, _, err := s.Append(ctx, b)
 			cancel()
 			after := head(t, s, "big")
-			stored := len(mustRead(t, s, "big", before))
-			if n, err := s.Read(context.Background(), "big", before, 1<<30); err == nil {
-				stored = len(n)
+			if got := queryInt(t, s.Path(), `SELECT head FROM listeners WHERE id = 'big'`); moitessier.Cursor(got) != after {
+				t.Fatalf("delay %v: stored head %d, cached %d", delay, got, after)
 			}
+			stored := queryInt(t, s.Path(), fmt.Sprintf(`SELECT count(*) FROM messages WHERE listener_id = 'big' AND seq > %d`, before))
+			t.Logf("delay %v: %d messages stored, error %v", delay, stored, err)
 			switch {
 			case err == nil && (len(msgs) != len(b.Entries) || stored != len(b.Entries) || after != before+moitessier.Cursor(len(b.Entries))):
 				t.Fatalf("delay %v: Append succeeded with %d messages, %d stored, head %d→%d", delay, len(msgs), stored, before, after)
