@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,33 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 		})
 	}
+}
+
+// BenchmarkAppendConcurrent measures Appends of one entry from 8 goroutines
+// per GOMAXPROCS at once, to one listener each: concurrent writes share
+// transactions.
+func BenchmarkAppendConcurrent(b *testing.B) {
+	ctx := context.Background()
+	s := mustOpen(b, dbPath(b))
+	var next atomic.Int64
+	const listeners = 64
+	for i := range listeners {
+		mustJoin(b, s, listener(fmt.Sprint("l", i), "room.1"), "alice")
+	}
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		id := fmt.Sprint("l", next.Add(1)%listeners)
+		batch := &moitessier.Batch{Dispatch: "d", Scope: "room.1", Sender: "bob", Created: time.Now(),
+			Entries: []moitessier.Entry{{Listener: id, Text: text100}}}
+		for pb.Next() {
+			if _, _, err := s.Append(ctx, batch); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "appends/s")
 }
 
 // BenchmarkAppendFanout measures one Append of one entry to each of n

@@ -45,11 +45,11 @@ type Store struct {
 	closeMu sync.RWMutex
 	closed  bool
 
-	// wmu is held by the call running writes (see writeOp); qmu guards the
-	// queue of writes waiting for it.
-	wmu   sync.Mutex
-	qmu   sync.Mutex
-	queue []*writeOp
+	// qmu guards the queue of writes and whether a call is running them
+	// (see writeOp).
+	qmu     sync.Mutex
+	queue   []*writeOp
+	writing bool
 
 	// mu guards the cache: every listener, and the scope index over them.
 	mu        sync.RWMutex

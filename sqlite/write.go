@@ -14,14 +14,15 @@ const maxGroup = 256
 // statements) and, if that transaction commits, after runs with s.mu held to
 // bring the cache up to date.
 //
-// Writes go through one connection, so concurrent calls queue for it. The
-// call that gets it runs every queued write, its own and the others', in one
-// transaction, each inside a savepoint: a write that fails is rolled back to
-// its savepoint and leaves nothing, and the rest commit together, so that
-// concurrent calls share the cost of a commit. A lone write runs in a
-// transaction of its own with its caller's context. fn must decide from what
-// the transaction reads, not from the cache, which learns of a write only
-// once it is committed.
+// Writes go through one connection, so concurrent calls queue for it. One
+// call at a time is the writer: it takes every queued write, its own and the
+// others', and runs them in one transaction, each inside a savepoint: a write
+// that fails is rolled back to its savepoint and leaves nothing, and the rest
+// commit together, so that concurrent calls share the cost of a commit. It
+// then hands the writer's role to the oldest call still queued, if any, and
+// wakes the calls it ran. A lone write runs in a transaction of its own with
+// its caller's context. fn must decide from what the transaction reads, not
+// from the cache, which learns of a write only once it is committed.
 type writeOp struct {
 	ctx   context.Context
 	fn    func(ctx context.Context, tx *sql.Tx) error
@@ -30,9 +31,11 @@ type writeOp struct {
 	// decisions rely on the cache).
 	solo bool
 
-	// Set by the call that runs the write, with s.wmu held.
-	finished bool
-	err      error
+	// wake, made for a call that waits, is closed when its write has run or
+	// when the call is to be the writer (lead).
+	wake chan struct{}
+	lead bool
+	err  error // set by the writer before it closes wake
 }
 
 // write runs fn as a combinable write; see writeOp.
@@ -48,21 +51,48 @@ func (s *Store) writeSolo(ctx context.Context, fn func(ctx context.Context, tx *
 func (s *Store) submit(op *writeOp) error {
 	s.qmu.Lock()
 	s.queue = append(s.queue, op)
-	s.qmu.Unlock()
-
-	s.wmu.Lock()
-	if !op.finished {
-		s.qmu.Lock()
-		ops := s.queue
-		s.queue = nil
+	if s.writing {
+		op.wake = make(chan struct{})
 		s.qmu.Unlock()
-		s.runWrites(ops)
+		<-op.wake
+		if !op.lead {
+			return op.err
+		}
+	} else {
+		s.writing = true
+		s.qmu.Unlock()
 	}
-	s.wmu.Unlock()
+	s.lead()
 	return op.err
 }
 
-// runWrites runs queued writes in order; s.wmu is held.
+// lead runs the queued writes, the caller's among them, then hands the
+// writer's role on or gives it up.
+func (s *Store) lead() {
+	s.qmu.Lock()
+	ops := s.queue
+	s.queue = nil
+	s.qmu.Unlock()
+
+	s.runWrites(ops)
+
+	s.qmu.Lock()
+	if len(s.queue) > 0 {
+		next := s.queue[0]
+		next.lead = true
+		close(next.wake)
+	} else {
+		s.writing = false
+	}
+	s.qmu.Unlock()
+	for _, op := range ops {
+		if op.wake != nil && !op.lead {
+			close(op.wake)
+		}
+	}
+}
+
+// runWrites runs queued writes in order; the caller is the writer.
 func (s *Store) runWrites(ops []*writeOp) {
 	for len(ops) > 0 {
 		n := 1
@@ -73,9 +103,6 @@ func (s *Store) runWrites(ops []*writeOp) {
 			s.runOne(ops[0])
 		} else {
 			s.runGroup(ops[:n])
-		}
-		for _, op := range ops[:n] {
-			op.finished = true
 		}
 		ops = ops[n:]
 	}
