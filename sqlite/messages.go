@@ -14,7 +14,8 @@ import (
 
 // Append writes a batch in one transaction, every entry or none, as
 // [moitessier.Store] describes. Entries whose listener no longer exists are
-// skipped.
+// skipped. Concurrent calls may share a transaction, each in a savepoint of
+// its own (see the package documentation).
 func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
 	if err := s.enter("append"); err != nil {
 		return nil, false, err

@@ -51,7 +51,8 @@ type Store struct {
 	queue   []*writeOp
 	writing bool
 
-	// mu guards the cache: every listener, and the scope index over them.
+	// mu guards the cache: every listener, and the scope index over them, as
+	// committed (a write updates it after its commit).
 	mu        sync.RWMutex
 	listeners map[string]*cachedListener
 	index     *scopeindex.Index
@@ -63,8 +64,8 @@ type Store struct {
 
 type cachedListener struct {
 	info moitessier.ListenerInfo
-	// trimmed is a sequence number at or below which the messages have been
-	// removed by count (MaxCount), so Sweep need not look there again.
+	// trimmed is a sequence number at or below which Sweep has removed the
+	// messages, so that it need not look there again.
 	trimmed moitessier.Cursor
 }
 
@@ -111,7 +112,8 @@ func (c *config) validate() error {
 // Open opens the database at path, creating it if needed, applies the schema
 // migrations it lacks and loads its listeners. It takes an exclusive lock on
 // path+".lock" and returns an error wrapping [ErrLocked] if another Store has
-// the database open. ctx bounds the work done by Open only.
+// the database open; the lock file stays in place after Close. ctx bounds the
+// work done by Open only.
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	var cfg config
 	for _, o := range opts {
