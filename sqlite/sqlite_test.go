@@ -320,7 +320,7 @@ func TestAppendAtomic(t *testing.T) {
 		s := mustOpen(t, dbPath(t))
 		mustJoin(t, s, listener("big", "x"), "alice")
 		b := &moitessier.Batch{Dispatch: "big", Scope: "x", Sender: "bob", Created: t0}
-		for i := range 20000 {
+		for i := range 4000 {
 			b.Entries = append(b.Entries, moitessier.Entry{Listener: "big", Text: fmt.Sprint(i)})
 		}
 		for _, delay := range []time.Duration{0, 100 * time.Microsecond, time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond, time.Hour} {
