@@ -27,6 +27,24 @@ type Client struct {
 	// OnReconnect, if set, is called by Listen before each reconnection,
 	// with the error that ended the stream and the wait before the next try.
 	OnReconnect func(err error, wait time.Duration)
+	// RefreshToken, if set, is called when the server refuses Token (401:
+	// expired, or signed with a secret the server no longer has) to get a
+	// new one; Dispatch and Listen then try again once with it.
+	RefreshToken func(ctx context.Context) (string, error)
+}
+
+// refresh replaces the token after a 401, if it can.
+func (c *Client) refresh(ctx context.Context, err error) bool {
+	var e *Error
+	if c.RefreshToken == nil || !errors.As(err, &e) || e.Status != http.StatusUnauthorized {
+		return false
+	}
+	tok, rerr := c.RefreshToken(ctx)
+	if rerr != nil || tok == "" {
+		return false
+	}
+	c.Token = tok
+	return true
 }
 
 // Error is an error answer of the Server. errors.Is matches it against the
@@ -126,6 +144,14 @@ func readError(resp *http.Response) error {
 
 // Dispatch sends a dispatch. req.IdempotencyKey goes in the Idempotency-Key header.
 func (c *Client) Dispatch(ctx context.Context, req DispatchRequest) (DispatchResult, error) {
+	res, err := c.dispatch(ctx, req)
+	if err != nil && c.refresh(ctx, err) {
+		return c.dispatch(ctx, req)
+	}
+	return res, err
+}
+
+func (c *Client) dispatch(ctx context.Context, req DispatchRequest) (DispatchResult, error) {
 	key := req.IdempotencyKey
 	req.IdempotencyKey = ""
 	body, err := json.Marshal(req)
@@ -275,6 +301,7 @@ func (c *Client) Listen(ctx context.Context, q Query, fn func(Message) error) er
 		last = q.Since
 	}
 	wait := 100 * time.Millisecond
+	refreshed := false
 	for {
 		err := c.listenOnce(ctx, q, &last, fn)
 		if ctx.Err() != nil {
@@ -284,6 +311,11 @@ func (c *Client) Listen(ctx context.Context, q Query, fn func(Message) error) er
 		if errors.As(err, &fe) {
 			return fe.err
 		}
+		if !refreshed && c.refresh(ctx, err) {
+			refreshed = true
+			continue
+		}
+		refreshed = false
 		var se *Error
 		if errors.As(err, &se) && se.Status != http.StatusTooManyRequests && se.Status < 500 {
 			return err

@@ -1,0 +1,656 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+)
+
+const benchDescription = `
+Run the standard workloads of Moitessier's benchmarks against a store and
+print, for each, delivered messages per second and the p50/p99 latency from
+the start of a dispatch to its delivery (every delivery, not a sample):
+
+  fanout-1      1 Shared listener, 1 subscriber in ListenUntil
+  fanout-100    1 Shared listener, 100 subscribers
+  fanout-1000   1 Shared listener, 1 000 subscribers
+  scopes-10k    10 000 scopes, one listener each, one dispatch to each in turn
+  dispatch-8    8 concurrent dispatchers, 1 Shared listener with 100 subscribers
+  idle-10k      10 000 listeners waiting, no traffic (reports store queries/s
+                and heap bytes per listener)
+  sse-10k       a hub process (moitessier serve) with 10 000 SSE clients on one
+                scope, a dispatch every 10 ms; latency to the client reading it,
+                and the hub's RSS per connection
+
+Messages are 100 bytes. Deliveries are checked (right listener, in order, no
+duplicate); the wall time runs from the first dispatch to the last delivery.
+As in the Go benchmarks, a dispatcher stays at most 256 messages ahead of
+the slowest subscriber (1 024 in all for scopes-10k), so that latency
+measures delivery, not a backlog. A live rate line goes to stderr.
+
+--json prints one JSON object per workload: workload, store, listeners
+(subscribers or clients listening), messages (dispatched), msgs_per_s,
+p50_ms, p99_ms, and more fields where they apply.
+
+Each workload gets a fresh store: a new SQLite file in a temporary
+directory, a new PostgreSQL schema (dropped afterwards), or memory.
+sse-10k raises the open-files limit (RLIMIT_NOFILE) to its hard limit.
+
+  moitessier bench --store sqlite fanout-100 scopes-10k
+  moitessier bench --store postgres://postgres@127.0.0.1:5432/test --json`
+
+var workloadNames = []string{"fanout-1", "fanout-100", "fanout-1000", "scopes-10k", "dispatch-8", "idle-10k", "sse-10k"}
+
+// BenchResult is one workload's figures, as --json prints them.
+type BenchResult struct {
+	Workload  string  `json:"workload"`
+	Store     string  `json:"store"`
+	Listeners int     `json:"listeners"`
+	Messages  int     `json:"messages"`
+	MsgsPerS  float64 `json:"msgs_per_s"`
+	P50ms     float64 `json:"p50_ms"`
+	P99ms     float64 `json:"p99_ms"`
+
+	Deliveries     int      `json:"deliveries"`
+	DispatchesPerS float64  `json:"dispatches_per_s"`
+	Seconds        float64  `json:"seconds"`
+	QueriesPerS    *float64 `json:"queries_per_s,omitempty"`
+	HeapPerLisnr   float64  `json:"heap_bytes_per_listener,omitempty"`
+	RSSPerConn     float64  `json:"rss_bytes_per_conn,omitempty"`
+}
+
+type benchConfig struct {
+	store     string
+	messages  int
+	idle      time.Duration
+	clients   int
+	asJSON    bool
+	quiet     bool
+	progress  bool
+	stderr    io.Writer
+	tmp       string
+	storeName string
+}
+
+func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	c := &benchConfig{stderr: stderr}
+	fs := newFlags("bench", "[flags] [WORKLOAD...]", benchDescription, stderr)
+	fs.StringVar(&c.store, "store", env("MOITESSIER_BENCH_STORE", "sqlite"), `store to measure: sqlite, memory, or a postgres:// URL (env MOITESSIER_BENCH_STORE)`)
+	fs.IntVar(&c.messages, "messages", 0, "messages to dispatch in each workload (0: each workload's default)")
+	fs.DurationVar(&c.idle, "idle", 10*time.Second, "how long idle-10k waits")
+	fs.IntVar(&c.clients, "clients", 10_000, "SSE clients of sse-10k")
+	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
+	fs.BoolVar(&c.quiet, "quiet", false, "no progress line on stderr")
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	names := fs.Args()
+	if len(names) == 0 || (len(names) == 1 && names[0] == "all") {
+		names = workloadNames
+	}
+	for _, n := range names {
+		if !slices.Contains(workloadNames, n) {
+			fmt.Fprintf(stderr, "unknown workload %q; want one of %s\n", n, strings.Join(workloadNames, ", "))
+			return errUsage
+		}
+	}
+	switch {
+	case c.store == "sqlite", c.store == "memory", isPostgres(c.store):
+	default:
+		fmt.Fprintf(stderr, "--store %q: want sqlite, memory or a postgres:// URL\n", c.store)
+		return errUsage
+	}
+	c.storeName = c.store
+	if isPostgres(c.store) {
+		c.storeName = "postgres"
+	}
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && stderr == os.Stderr {
+		c.progress = !c.quiet
+	}
+	tmp, err := os.MkdirTemp("", "moitessier-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	c.tmp = tmp
+	if !c.asJSON {
+		fmt.Fprintf(stdout, "%-12s %-9s %9s %9s %14s %10s %10s\n", "workload", "store", "listeners", "messages", "msgs/s", "p50 ms", "p99 ms")
+	}
+	for _, name := range names {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		res, err := c.run(ctx, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if c.asJSON {
+			if err := json.NewEncoder(stdout).Encode(res); err != nil {
+				return err
+			}
+			continue
+		}
+		extra := ""
+		switch {
+		case res.QueriesPerS != nil:
+			extra = fmt.Sprintf("  %.1f store queries/s idle, %.0f heap bytes/listener", *res.QueriesPerS, res.HeapPerLisnr)
+		case res.RSSPerConn > 0:
+			extra = fmt.Sprintf("  hub RSS %.1f KiB/connection", res.RSSPerConn/1024)
+		case res.Workload == "dispatch-8":
+			extra = fmt.Sprintf("  %.0f dispatches/s", res.DispatchesPerS)
+		}
+		fmt.Fprintf(stdout, "%-12s %-9s %9d %9d %14.0f %10.2f %10.2f%s\n", res.Workload, res.Store, res.Listeners, res.Messages, res.MsgsPerS, res.P50ms, res.P99ms, extra)
+	}
+	return nil
+}
+
+func (c *benchConfig) count(def int) int {
+	if c.messages > 0 {
+		return c.messages
+	}
+	return def
+}
+
+func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error) {
+	switch name {
+	case "fanout-1":
+		return c.fanout(ctx, name, 1, 1, c.count(20_000))
+	case "fanout-100":
+		return c.fanout(ctx, name, 100, 1, c.count(2_000))
+	case "fanout-1000":
+		return c.fanout(ctx, name, 1000, 1, c.count(300))
+	case "dispatch-8":
+		return c.fanout(ctx, name, 100, 8, c.count(2_000))
+	case "scopes-10k":
+		return c.scopes(ctx, name, 10_000, c.count(20_000))
+	case "idle-10k":
+		return c.idleWorkload(ctx, name, 10_000)
+	case "sse-10k":
+		return c.sse(ctx, name, c.clients, c.count(300))
+	}
+	return BenchResult{}, fmt.Errorf("unknown workload")
+}
+
+// newStore opens a fresh store for one workload; cleanup releases it.
+func (c *benchConfig) newStore(ctx context.Context, workload string) (st *openedStore, cleanup func(), err error) {
+	switch {
+	case c.store == "memory":
+		st, err = openStore(ctx, "memory", "")
+		return st, func() {}, err
+	case c.store == "sqlite":
+		dir, err := os.MkdirTemp(c.tmp, workload+"-")
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err = openStore(ctx, filepath.Join(dir, "bench.db"), "")
+		if err != nil {
+			return nil, nil, err
+		}
+		return st, func() { st.Close(); os.RemoveAll(dir) }, nil
+	}
+	schema := "moitessier_bench_" + randomHex(6)
+	st, err = openStore(ctx, c.store, schema)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, func() {
+		st.Close()
+		dropSchema(c.store, schema)
+	}, nil
+}
+
+func dropSchema(dsn, schema string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+const msgBytes = 100
+
+var padding = strings.Repeat(".", msgBytes)
+
+// textAt is a 100-byte message that carries its send time.
+func textAt(t time.Time) string {
+	s := strconv.FormatInt(t.UnixNano(), 10)
+	return s + " " + padding[:msgBytes-len(s)-1]
+}
+
+func sentAt(text string) time.Time {
+	i := strings.IndexByte(text, ' ')
+	if i < 0 {
+		return time.Time{}
+	}
+	n, _ := strconv.ParseInt(text[:i], 10, 64)
+	return time.Unix(0, n)
+}
+
+// recorder checks one subscriber's deliveries and records their latencies.
+type recorder struct {
+	next  moitessier.Cursor
+	lat   []time.Duration
+	bad   atomic.Int64
+	last  atomic.Int64 // unix nanos of the last delivery
+	count atomic.Int64
+	want  int64
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newRecorder(want int) *recorder {
+	r := &recorder{next: 1, lat: make([]time.Duration, 0, want), want: int64(want), done: make(chan struct{})}
+	if want == 0 {
+		close(r.done)
+	}
+	return r
+}
+
+func (r *recorder) respond(ctx context.Context, msgs []moitessier.Message) error {
+	now := time.Now()
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Seq != r.next {
+			r.bad.Add(1)
+			continue
+		}
+		r.next++
+		r.lat = append(r.lat, now.Sub(sentAt(m.Text)))
+	}
+	r.last.Store(now.UnixNano())
+	if r.count.Add(int64(len(msgs))) >= r.want {
+		r.once.Do(func() { close(r.done) })
+	}
+	return nil
+}
+
+// summarize computes a result from the recorders' latencies.
+func summarize(res *BenchResult, start time.Time, end int64, lat []time.Duration, bad int64) error {
+	if bad > 0 {
+		return fmt.Errorf("%d deliveries out of order or repeated", bad)
+	}
+	slices.Sort(lat)
+	wall := time.Unix(0, end).Sub(start).Seconds()
+	if wall <= 0 {
+		wall = 1e-9
+	}
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[int(p*float64(len(lat)-1))]) / 1e6
+	}
+	res.Deliveries = len(lat)
+	res.MsgsPerS = float64(len(lat)) / wall
+	res.DispatchesPerS = float64(res.Messages) / wall
+	res.P50ms, res.P99ms = pct(0.50), pct(0.99)
+	res.Seconds = wall
+	return nil
+}
+
+// progress prints a live rate line on stderr until stop is called.
+func (c *benchConfig) progressLine(name string, delivered func() int64, total int64) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		every := 5 * time.Second
+		if c.progress {
+			every = 200 * time.Millisecond
+		}
+		if c.quiet {
+			<-done
+			return
+		}
+		t := time.NewTicker(every)
+		defer t.Stop()
+		start := time.Now()
+		var prev int64
+		prevT := start
+		for {
+			select {
+			case <-done:
+				if c.progress {
+					fmt.Fprintf(c.stderr, "\r\033[K")
+				}
+				return
+			case now := <-t.C:
+				n := delivered()
+				rate := float64(n-prev) / now.Sub(prevT).Seconds()
+				prev, prevT = n, now
+				line := fmt.Sprintf("%s: %d/%d delivered, %.0f/s, %v", name, n, total, rate, now.Sub(start).Round(100*time.Millisecond))
+				if c.progress {
+					fmt.Fprintf(c.stderr, "\r\033[K%s", line)
+				} else {
+					fmt.Fprintln(c.stderr, line)
+				}
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func benchHub(st moitessier.Store) (*moitessier.Hub, error) {
+	return moitessier.New(st, moitessier.Options{GCInterval: -1})
+}
+
+// listenAll runs one ListenUntil per listener; stop ends them.
+func listenAll(ls []*moitessier.Listener, recs []*recorder) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = l.ListenUntil(ctx, nil, recs[i].respond, 0, 0, 0)
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// waitAll waits for every recorder, or fails after a time without progress.
+func waitAll(ctx context.Context, recs []*recorder) error {
+	var total func() int64 = func() int64 {
+		var s int64
+		for _, r := range recs {
+			s += r.count.Load()
+		}
+		return s
+	}
+	last, lastT := total(), time.Now()
+	for _, r := range recs {
+		for {
+			select {
+			case <-r.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+				if n := total(); n != last {
+					last, lastT = n, time.Now()
+				} else if time.Since(lastT) > 30*time.Second {
+					return fmt.Errorf("no delivery for 30 s: %d of %d delivered", n, int64(len(recs))*r.want)
+				}
+				continue
+			}
+			break
+		}
+	}
+	return nil
+}
+
+func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers, n int) (BenchResult, error) {
+	res := BenchResult{Workload: name, Store: c.storeName, Listeners: subs, Messages: n}
+	st, cleanup, err := c.newStore(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	defer cleanup()
+	hub, err := benchHub(st)
+	if err != nil {
+		return res, err
+	}
+	defer hub.Close()
+	ls := make([]*moitessier.Listener, subs)
+	recs := make([]*recorder, subs)
+	for i := range ls {
+		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: "bench", Client: strconv.Itoa(i), Type: moitessier.Shared, Scope: "bench.fanout"}); err != nil {
+			return res, err
+		}
+		recs[i] = newRecorder(n)
+	}
+	stopListen := listenAll(ls, recs)
+	defer stopListen()
+	delivered := func() int64 {
+		var s int64
+		for _, r := range recs {
+			s += r.count.Load()
+		}
+		return s
+	}
+	stopProgress := c.progressLine(name, delivered, int64(n*subs))
+	defer stopProgress()
+	lowest := func() int64 {
+		low := int64(n)
+		for _, r := range recs {
+			low = min(low, r.count.Load())
+		}
+		return low
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	var sent atomic.Int64
+	errc := make(chan error, dispatchers)
+	for d := range dispatchers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := d; i < n; i += dispatchers {
+				if k := sent.Add(1); k%16 == 0 {
+					for k-lowest() > 256 && ctx.Err() == nil {
+						time.Sleep(20 * time.Microsecond)
+					}
+				}
+				if _, err := hub.Dispatch(ctx, "bench", "bench.fanout", textAt(time.Now())); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		return res, err
+	}
+	if err := waitAll(ctx, recs); err != nil {
+		return res, err
+	}
+	var end int64
+	var lat []time.Duration
+	var bad int64
+	for _, r := range recs {
+		end = max(end, r.last.Load())
+		lat = append(lat, r.lat...)
+		bad += r.bad.Load()
+	}
+	return res, summarize(&res, start, end, lat, bad)
+}
+
+func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (BenchResult, error) {
+	res := BenchResult{Workload: name, Store: c.storeName, Listeners: scopes, Messages: n}
+	st, cleanup, err := c.newStore(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	defer cleanup()
+	hub, err := benchHub(st)
+	if err != nil {
+		return res, err
+	}
+	defer hub.Close()
+	ls := make([]*moitessier.Listener, scopes)
+	recs := make([]*recorder, scopes)
+	names := make([]string, scopes)
+	for i := range ls {
+		names[i] = "bench.scope." + strconv.Itoa(i)
+		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: "bench", Type: moitessier.Shared, Scope: names[i]}); err != nil {
+			return res, err
+		}
+		want := n / scopes
+		if i < n%scopes {
+			want++
+		}
+		recs[i] = newRecorder(want)
+	}
+	stopListen := listenAll(ls, recs)
+	defer stopListen()
+	delivered := func() int64 {
+		var s int64
+		for _, r := range recs {
+			s += r.count.Load()
+		}
+		return s
+	}
+	stopProgress := c.progressLine(name, delivered, int64(n))
+	defer stopProgress()
+	start := time.Now()
+	for i := range n {
+		if i%256 == 0 {
+			for int64(i)-delivered() > 1024 && ctx.Err() == nil {
+				time.Sleep(20 * time.Microsecond)
+			}
+		}
+		if _, err := hub.Dispatch(ctx, "bench", names[i%scopes], textAt(time.Now())); err != nil {
+			return res, err
+		}
+	}
+	if err := waitAll(ctx, recs); err != nil {
+		return res, err
+	}
+	var end int64
+	var lat []time.Duration
+	var bad int64
+	for _, r := range recs {
+		end = max(end, r.last.Load())
+		lat = append(lat, r.lat...)
+		bad += r.bad.Load()
+	}
+	return res, summarize(&res, start, end, lat, bad)
+}
+
+// countingStore counts the calls a hub makes to its store.
+type countingStore struct {
+	moitessier.Store
+	calls atomic.Int64
+}
+
+func (c *countingStore) Join(ctx context.Context, l moitessier.ListenerInfo, s moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+	c.calls.Add(1)
+	return c.Store.Join(ctx, l, s)
+}
+func (c *countingStore) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
+	c.calls.Add(1)
+	return c.Store.Listener(ctx, id)
+}
+func (c *countingStore) Subscribers(ctx context.Context, id string) ([]moitessier.Subscriber, error) {
+	c.calls.Add(1)
+	return c.Store.Subscribers(ctx, id)
+}
+func (c *countingStore) Leave(ctx context.Context, id, p, cl string) (bool, error) {
+	c.calls.Add(1)
+	return c.Store.Leave(ctx, id, p, cl)
+}
+func (c *countingStore) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
+	c.calls.Add(1)
+	return c.Store.Match(ctx, scope)
+}
+func (c *countingStore) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	c.calls.Add(1)
+	return c.Store.Append(ctx, b)
+}
+func (c *countingStore) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	c.calls.Add(1)
+	return c.Store.Read(ctx, id, after, limit)
+}
+func (c *countingStore) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {
+	c.calls.Add(1)
+	return c.Store.Seek(ctx, id, t)
+}
+func (c *countingStore) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
+	c.calls.Add(1)
+	return c.Store.Checkpoint(ctx, cps)
+}
+func (c *countingStore) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
+	c.calls.Add(1)
+	return c.Store.Sweep(ctx, p)
+}
+
+// countingWatcher keeps a Watcher store's push wake-ups, counting Heads.
+type countingWatcher struct {
+	*countingStore
+	w moitessier.Watcher
+}
+
+func (c countingWatcher) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
+	return c.w.Watch(ctx, fn)
+}
+
+func (c countingWatcher) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
+	c.calls.Add(1)
+	return c.w.Heads(ctx, ids)
+}
+
+func (c *benchConfig) idleWorkload(ctx context.Context, name string, n int) (BenchResult, error) {
+	res := BenchResult{Workload: name, Store: c.storeName, Listeners: n}
+	st, cleanup, err := c.newStore(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	defer cleanup()
+	cs := &countingStore{Store: st.Store}
+	var s moitessier.Store = cs
+	if w, ok := st.Store.(moitessier.Watcher); ok {
+		s = countingWatcher{cs, w}
+	}
+	hub, err := benchHub(s)
+	if err != nil {
+		return res, err
+	}
+	defer hub.Close()
+	ls := make([]*moitessier.Listener, n)
+	recs := make([]*recorder, n)
+	for i := range ls {
+		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: "bench", Type: moitessier.Shared, Scope: "idle." + strconv.Itoa(i)}); err != nil {
+			return res, err
+		}
+		recs[i] = newRecorder(1)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	stop := listenAll(ls, recs)
+	defer stop()
+	time.Sleep(time.Second) // let every ListenUntil reach its wait
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	calls0 := cs.calls.Load()
+	stopProgress := c.progressLine(name+" (idle)", func() int64 { return cs.calls.Load() - calls0 }, 0)
+	select {
+	case <-time.After(c.idle):
+	case <-ctx.Done():
+		stopProgress()
+		return res, ctx.Err()
+	}
+	stopProgress()
+	q := float64(cs.calls.Load()-calls0) / c.idle.Seconds()
+	res.QueriesPerS = &q
+	res.HeapPerLisnr = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)+int64(after.StackInuse)-int64(before.StackInuse)) / float64(n)
+	res.Seconds = c.idle.Seconds()
+	return res, nil
+}

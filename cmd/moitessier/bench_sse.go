@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/likestripes/moitessier/moitessierhttp"
+)
+
+// sse runs sse-10k: a hub in a child process ("moitessier serve" from this
+// binary) on the chosen store, clients SSE connections to it on one scope,
+// and a dispatch every 10 ms over HTTP.
+func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (BenchResult, error) {
+	res := BenchResult{Workload: name, Store: c.storeName, Listeners: clients, Messages: n}
+	limit, err := raiseOpenFiles()
+	if err != nil {
+		return res, fmt.Errorf("raise the open-files limit: %w", err)
+	}
+	if limit > 0 && limit < uint64(clients)+256 {
+		return res, fmt.Errorf("the open-files limit (RLIMIT_NOFILE) is %d, too low for %d clients", limit, clients)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return res, err
+	}
+	secret := randomHex(16)
+	args := []string{"serve", "--addr", "127.0.0.1:0", "--secret", secret, "--rate", "0", "--log-level", "warn", "--write-timeout", "30s"}
+	switch {
+	case c.store == "memory":
+		args = append(args, "--store", "memory")
+	case c.store == "sqlite":
+		args = append(args, "--store", filepath.Join(c.tmp, name+".db"))
+	default:
+		schema := "moitessier_bench_" + randomHex(6)
+		defer dropSchema(c.store, schema)
+		args = append(args, "--store", c.store, "--schema", schema)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, exe, args...)
+	cmd.Stderr = c.stderr
+	cmd.Env = append(os.Environ(), "MOITESSIER_SECRET=", "MOITESSIER_STORE=")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return res, err
+	}
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	stopped := false
+	stopHub := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			cancel()
+			<-done
+		}
+	}
+	defer stopHub()
+	base, err := hubAddress(out)
+	if err != nil {
+		return res, fmt.Errorf("the hub process: %w", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	tok, err := moitessierhttp.Sign([]byte(secret), moitessierhttp.Claims{Subject: "bench", Listen: []string{">"}, Dispatch: []string{">"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		return res, err
+	}
+	pid := cmd.Process.Pid
+	rss0 := rssOfPid(pid)
+
+	// Connect the clients, 64 at a time.
+	addr := strings.TrimPrefix(base, "http://")
+	conns := make([]*sseClient, clients)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	var connected atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	stopProgress := c.progressLine(name+" (connecting)", connected.Load, int64(clients))
+	for i := range conns {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cl, err := dialSSE(ctx, addr, tok, "bench.sse", "c"+strconv.Itoa(i), n)
+			if err != nil {
+				errOnce.Do(func() { firstErr = err })
+				return
+			}
+			conns[i] = cl
+			connected.Add(1)
+		}()
+	}
+	wg.Wait()
+	stopProgress()
+	defer func() {
+		for _, cl := range conns {
+			if cl != nil {
+				cl.conn.Close()
+			}
+		}
+	}()
+	if firstErr != nil {
+		return res, fmt.Errorf("%d of %d clients connected: %w", connected.Load(), clients, firstErr)
+	}
+	if err := waitOpen(ctx, base, clients); err != nil {
+		return res, err
+	}
+	rss1 := rssOfPid(pid)
+	if rss0 > 0 && rss1 > rss0 {
+		res.RSSPerConn = float64(rss1-rss0) / float64(clients)
+	}
+
+	var delivered atomic.Int64
+	for _, cl := range conns {
+		cl.delivered = &delivered
+		go cl.run()
+	}
+	stopProgress = c.progressLine(name, delivered.Load, int64(clients*n))
+	hc := &http.Client{Timeout: 30 * time.Second}
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Millisecond)
+	for i := range n {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			tick.Stop()
+			stopProgress()
+			return res, ctx.Err()
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/dispatch?scope=bench.sse", strings.NewReader(textAt(time.Now())))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			tick.Stop()
+			stopProgress()
+			return res, fmt.Errorf("dispatch %d: %w", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			tick.Stop()
+			stopProgress()
+			return res, fmt.Errorf("dispatch %d: %s", i, resp.Status)
+		}
+	}
+	tick.Stop()
+	// Wait for every client, failing after 30 s without progress.
+	last, lastT := delivered.Load(), time.Now()
+	for _, cl := range conns {
+		for waiting := true; waiting; {
+			select {
+			case <-cl.done:
+				waiting = false
+			case <-ctx.Done():
+				stopProgress()
+				return res, ctx.Err()
+			case <-time.After(time.Second):
+				if d := delivered.Load(); d != last {
+					last, lastT = d, time.Now()
+				} else if time.Since(lastT) > 30*time.Second {
+					stopProgress()
+					return res, fmt.Errorf("no delivery for 30 s: %d of %d delivered", d, clients*n)
+				}
+			}
+		}
+		if cl.err != nil {
+			stopProgress()
+			return res, cl.err
+		}
+	}
+	stopProgress()
+	var end int64
+	lat := make([]time.Duration, 0, clients*n)
+	var bad int64
+	for _, cl := range conns {
+		end = max(end, cl.last)
+		lat = append(lat, cl.lat...)
+		bad += cl.bad
+	}
+	return res, summarize(&res, start, end, lat, bad)
+}
+
+// hubAddress reads the child hub's first line for its address.
+func hubAddress(out io.Reader) (string, error) {
+	br := bufio.NewReader(out)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return "", fmt.Errorf("no address printed: %w", err)
+		}
+		if _, rest, ok := strings.Cut(line, "serving on "); ok {
+			return strings.Fields(rest)[0], nil
+		}
+	}
+}
+
+// waitOpen waits until the hub reports the given number of open SSE streams.
+func waitOpen(ctx context.Context, base string, want int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		got := -1
+		if resp, err := http.Get(base + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, `moitessier_open_connections{transport="sse"} `); ok {
+					got, _ = strconv.Atoi(v)
+				}
+			}
+		}
+		if got == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the hub has %d of %d streams open", got, want)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// sseClient is a minimal SSE client on a raw socket: one goroutine and a
+// small buffer each, so that ten thousand run beside the hub.
+type sseClient struct {
+	conn      net.Conn
+	br        *bufio.Reader
+	want      int
+	got       int
+	next      uint64
+	lat       []time.Duration
+	last      int64
+	bad       int64
+	err       error
+	done      chan struct{}
+	delivered *atomic.Int64
+}
+
+func dialSSE(ctx context.Context, addr, tok, scope, client string, want int) (*sseClient, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(conn, "GET /v1/events?scope=%s&client=%s&since=head HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer %s\r\nAccept: text/event-stream\r\n\r\n", scope, client, tok)
+	c := &sseClient{conn: conn, br: bufio.NewReaderSize(conn, 1024), want: want, next: 0, lat: make([]time.Duration, 0, want), done: make(chan struct{})}
+	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
+	status, err := c.br.ReadString('\n')
+	if err != nil || !strings.Contains(status, " 200 ") {
+		conn.Close()
+		return nil, fmt.Errorf("status %q: %v", strings.TrimSpace(status), err)
+	}
+	for { // the header
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if len(bytes.TrimSpace(line)) == 0 {
+			break
+		}
+	}
+	c.br = bufio.NewReaderSize(httputil.NewChunkedReader(c.br), 1024)
+	for { // up to the ready event
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if bytes.HasPrefix(line, []byte("event: ready")) {
+			break
+		}
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	return c, nil
+}
+
+// run reads events until it has every message, checking their ids.
+func (c *sseClient) run() {
+	defer close(c.done)
+	marker := []byte(`"text":"`)
+	for c.got < c.want {
+		line, err := c.br.ReadSlice('\n')
+		if err != nil {
+			c.err = err
+			return
+		}
+		if id, ok := bytes.CutPrefix(line, []byte("id: ")); ok {
+			seq, _ := strconv.ParseUint(string(bytes.TrimSpace(id)), 10, 64)
+			if c.next != 0 && seq != c.next {
+				c.bad++
+			}
+			c.next = seq + 1
+			continue
+		}
+		if !bytes.HasPrefix(line, []byte("data: ")) {
+			continue
+		}
+		i := bytes.Index(line, marker)
+		if i < 0 {
+			continue
+		}
+		now := time.Now()
+		rest := line[i+len(marker):]
+		j := bytes.IndexByte(rest, ' ')
+		if j < 0 {
+			c.err = fmt.Errorf("message %q", line)
+			return
+		}
+		sent, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+		if err != nil {
+			c.err = fmt.Errorf("message %q: %v", line, err)
+			return
+		}
+		c.lat = append(c.lat, now.Sub(time.Unix(0, sent)))
+		c.last = now.UnixNano()
+		c.got++
+		c.delivered.Add(1)
+	}
+}

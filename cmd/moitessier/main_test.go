@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier/moitessierhttp"
+)
+
+// TestMain lets the test binary act as the moitessier command when
+// MOITESSIER_TEST_MAIN=1, so that bench can start "moitessier serve" as a
+// child process from a test.
+func TestMain(m *testing.M) {
+	if os.Getenv("MOITESSIER_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func ctxT(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// runCmd runs a command line and returns its output.
+func runCmd(ctx context.Context, tb testing.TB, stdin string, args ...string) (string, string, error) {
+	tb.Helper()
+	var out, errb bytes.Buffer
+	err := run(ctx, args, strings.NewReader(stdin), &out, &errb)
+	return out.String(), errb.String(), err
+}
+
+// hub is "moitessier serve" running in the test, on a loopback port.
+type hub struct {
+	url    string
+	stop   context.CancelFunc
+	done   chan error
+	stdout *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServe runs serve with args (plus --addr on a free port) until the
+// test ends or stop is called.
+func startServe(tb testing.TB, args ...string) *hub {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &hub{url: "http://" + addr, stop: cancel, done: make(chan error, 1), stdout: &syncBuffer{}}
+	go func() {
+		h.done <- run(ctx, append([]string{"serve", "--addr", addr, "--log-level", "warn"}, args...), strings.NewReader(""), h.stdout, io.Discard)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(h.stdout.String(), "serving on") {
+		select {
+		case err := <-h.done:
+			tb.Fatalf("serve: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("serve did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(20 * time.Second):
+			tb.Error("serve did not stop")
+		}
+	})
+	return h
+}
+
+func (h *hub) shutdown(tb testing.TB) {
+	tb.Helper()
+	h.stop()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			tb.Fatalf("serve returned %v", err)
+		}
+		h.done <- nil // for Cleanup
+	case <-time.After(20 * time.Second):
+		tb.Fatal("serve did not stop")
+	}
+}
+
+func get(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHelp(t *testing.T) {
+	for _, c := range commands {
+		t.Run(c.name, func(t *testing.T) {
+			out, _, err := runCmd(ctxT(t), t, "", c.name, "--help")
+			if !errors.Is(err, flag.ErrHelp) {
+				t.Fatalf("err %v, want flag.ErrHelp", err)
+			}
+			if !strings.HasPrefix(out, "Usage: moitessier "+c.name) || !strings.Contains(out, "Flags:") {
+				t.Fatalf("help:\n%s", out)
+			}
+		})
+	}
+	out, _, err := runCmd(ctxT(t), t, "", "--help")
+	if err != nil || !strings.Contains(out, "Commands:") {
+		t.Fatalf("top help: %v\n%s", err, out)
+	}
+	if _, _, err := runCmd(ctxT(t), t, "", "frobnicate"); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown command: %v", err)
+	}
+	if _, _, err := runCmd(ctxT(t), t, "", "serve", "--no-such-flag"); !errors.Is(err, errUsage) {
+		t.Fatalf("unknown flag: %v", err)
+	}
+}
+
+// TestServe runs the hub on SQLite and uses it the way the README does:
+// dispatch and listen from the CLI, curl-like HTTP, health, metrics, the
+// demo page, and a graceful shutdown with a clean close of the streams.
+func TestServe(t *testing.T) {
+	dir := t.TempDir()
+	h := startServe(t, "--store", filepath.Join(dir, "hub.db"))
+	ctx := ctxT(t)
+	if !strings.Contains(h.stdout.String(), "development mode") {
+		t.Fatalf("no development-mode notice:\n%s", h.stdout)
+	}
+
+	t.Run("DispatchAndListen", func(t *testing.T) {
+		out, _, err := runCmd(ctx, t, "", "dispatch", "--hub", h.url, "--as", "alice", "room.1", "before", "anyone")
+		if err != nil || !strings.Contains(out, "0 listeners reached") {
+			t.Fatalf("dispatch: %v\n%s", err, out)
+		}
+		listened := make(chan string, 1)
+		go func() {
+			out, errOut, err := runCmd(ctx, t, "", "listen", "--hub", h.url, "--as", "bob", "--json", "-n", "3", "room.1")
+			if err != nil {
+				out = fmt.Sprintf("error %v: %s", err, errOut)
+			}
+			listened <- out
+		}()
+		waitMetric(t, h.url, `moitessier_open_connections{transport="sse"} 1`)
+		if out, _, err := runCmd(ctx, t, "", "dispatch", "--hub", h.url, "--as", "alice", "room.1", "hello", "bob"); err != nil {
+			t.Fatalf("dispatch: %v\n%s", err, out)
+		}
+		if out, _, err := runCmd(ctx, t, "line two\nline three\n", "dispatch", "--hub", h.url, "--as", "alice", "room.1"); err != nil {
+			t.Fatalf("dispatch from stdin: %v\n%s", err, out)
+		}
+		out = <-listened
+		var texts []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m moitessierhttp.Message
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("listen output %q: %v", out, err)
+			}
+			texts = append(texts, m.Text)
+		}
+		if got, want := strings.Join(texts, "|"), "hello bob|line two|line three"; got != want {
+			t.Fatalf("listen got %q, want %q", got, want)
+		}
+	})
+
+	t.Run("Health", func(t *testing.T) {
+		code, body := get(t, h.url+"/healthz")
+		if code != 200 || !strings.Contains(body, `"status":"ok"`) || !strings.Contains(body, `"store":"sqlite"`) {
+			t.Fatalf("%d %s", code, body)
+		}
+	})
+
+	t.Run("Metrics", func(t *testing.T) {
+		code, body := get(t, h.url+"/metrics")
+		for _, want := range []string{
+			`moitessier_dispatches_total{result="stored"} 4`,
+			`moitessier_deliveries_total{transport="sse"} 3`,
+			"moitessier_open_connections{transport=\"sse\"}",
+			"# TYPE moitessier_delivery_latency_seconds histogram",
+			`moitessier_delivery_latency_seconds_bucket{le="+Inf"} 3`,
+			"moitessier_delivery_latency_seconds_count 3",
+			"go_goroutines ",
+		} {
+			if code != 200 || !strings.Contains(body, want) {
+				t.Fatalf("metrics lack %q:\n%s", want, body)
+			}
+		}
+	})
+
+	t.Run("DemoPage", func(t *testing.T) {
+		code, body := get(t, h.url+"/")
+		if code != 200 || !strings.Contains(body, "demo page") {
+			t.Fatalf("%d %s", code, body)
+		}
+	})
+
+	t.Run("Unauthenticated", func(t *testing.T) {
+		code, body := get(t, h.url+"/v1/events?scope=room.1")
+		if code != 401 || !strings.Contains(body, `"code":"unauthenticated"`) {
+			t.Fatalf("%d %s", code, body)
+		}
+	})
+
+	t.Run("GCLocked", func(t *testing.T) {
+		_, _, err := runCmd(ctx, t, "", "gc", "--store", filepath.Join(dir, "hub.db"))
+		if err == nil || !strings.Contains(err.Error(), "running hub") {
+			t.Fatalf("gc while serving: %v", err)
+		}
+	})
+
+	t.Run("Shutdown", func(t *testing.T) {
+		tok, err := fetchDevToken(ctx, h.url, "carol")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &moitessierhttp.Client{BaseURL: h.url, Token: tok.Token}
+		st, err := c.Events(ctx, moitessierhttp.Query{Scopes: []string{"room.2"}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if ev, err := st.Next(); err != nil || ev.Type != "ready" {
+			t.Fatalf("%v %v", ev, err)
+		}
+		h.shutdown(t)
+		ev, err := st.Next()
+		if err != nil || ev.Type != "close" || !strings.Contains(string(ev.Data), "shutting_down") {
+			t.Fatalf("event %q %s, %v; want close shutting_down", ev.Type, ev.Data, err)
+		}
+	})
+}
+
+func waitMetric(tb testing.TB, url, line string) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, body := get(tb, url+"/metrics"); strings.Contains(body, line) {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("metrics never showed %q", line)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRestart checks the server-held cursor across a hub restart on the
+// same SQLite file: a listener that comes back without a Last-Event-ID gets
+// what was dispatched while it was away, and nothing it had seen.
+func TestRestart(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "hub.db")
+	secret := "restart-secret-restart-secret-12"
+	ctx := ctxT(t)
+	tok, err := moitessierhttp.Sign([]byte(secret), moitessierhttp.Claims{Subject: "bob", Listen: []string{">"}, Dispatch: []string{">"}, ExpiresAt: time.Now().Add(time.Hour).Unix()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func(h *hub, n string) string {
+		out, errOut, err := runCmd(ctx, t, "", "listen", "--hub", h.url, "--token", tok, "--client", "phone", "-n", n, "room.r")
+		if err != nil {
+			t.Fatalf("listen: %v %s", err, errOut)
+		}
+		return out
+	}
+	dispatch := func(h *hub, text string) {
+		if out, _, err := runCmd(ctx, t, "", "dispatch", "--hub", h.url, "--token", tok, "room.r", text); err != nil {
+			t.Fatalf("dispatch: %v %s", err, out)
+		}
+	}
+	h1 := startServe(t, "--store", db, "--secret", secret)
+	// Subscribe (the hub keeps bob's phone's cursor from here), then dispatch.
+	if _, err := (&moitessierhttp.Client{BaseURL: h1.url, Token: tok}).Join(ctx, moitessierhttp.Query{Scopes: []string{"room.r"}, Client: "phone"}); err != nil {
+		t.Fatal(err)
+	}
+	dispatch(h1, "seen")
+	if out := listen(h1, "1"); !strings.Contains(out, "seen") {
+		t.Fatalf("first listen: %q", out)
+	}
+	dispatch(h1, "missed while away")
+	h1.shutdown(t)
+
+	h2 := startServe(t, "--store", db, "--secret", secret)
+	out := listen(h2, "1")
+	if !strings.Contains(out, "missed while away") || strings.Contains(out, "seen") {
+		t.Fatalf("after restart: %q", out)
+	}
+}
+
+func TestToken(t *testing.T) {
+	ctx := ctxT(t)
+	out, _, err := runCmd(ctx, t, "", "token", "--secret", "s3cret", "--sub", "alice", "--listen", "room.>,user.alice.>", "--dispatch", "room.>", "--ttl", "1h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := moitessierhttp.Verify([]byte("s3cret"), strings.TrimSpace(out), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject != "alice" || len(c.Listen) != 2 || c.Dispatch[0] != "room.>" || c.ExpiresAt > time.Now().Add(time.Hour+time.Minute).Unix() {
+		t.Fatalf("%+v", c)
+	}
+	// Without a secret, from a development hub.
+	h := startServe(t, "--store", "memory")
+	out, _, err = runCmd(ctx, t, "", "token", "--secret", "", "--hub", h.url, "--sub", "dave", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dt DevToken
+	if err := json.Unmarshal([]byte(out), &dt); err != nil || dt.Sub != "dave" || dt.Token == "" {
+		t.Fatalf("%v %q", err, out)
+	}
+}
+
+func TestGC(t *testing.T) {
+	out, _, err := runCmd(ctxT(t), t, "", "gc", "--store", filepath.Join(t.TempDir(), "gc.db"), "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res map[string]any
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res["store"] != "sqlite" {
+		t.Fatalf("%v %q", err, out)
+	}
+}
+
+func TestBench(t *testing.T) {
+	t.Setenv("MOITESSIER_TEST_MAIN", "1") // the sse-10k hub is this binary
+	out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", "sqlite", "--messages", "50", "--idle", "200ms", "--clients", "20", "--json",
+		"fanout-1", "fanout-100", "dispatch-8", "sse-10k")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want 4 results:\n%s", out)
+	}
+	for _, line := range lines {
+		var r map[string]any
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"workload", "store", "listeners", "messages", "msgs_per_s", "p50_ms", "p99_ms"} {
+			if _, ok := r[k]; !ok {
+				t.Fatalf("result lacks %q: %s", k, line)
+			}
+		}
+		if r["store"] != "sqlite" {
+			t.Fatalf("%s", line)
+		}
+		if r["workload"] != "idle-10k" && (r["msgs_per_s"].(float64) <= 0 || r["deliveries"].(float64) != r["messages"].(float64)*r["listeners"].(float64)) {
+			t.Fatalf("deliveries do not add up: %s", line)
+		}
+	}
+	out, _, err = runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--messages", "20", "--idle", "200ms", "fanout-1", "idle-10k")
+	if err != nil || !strings.Contains(out, "msgs/s") || !strings.Contains(out, "fanout-1") || !strings.Contains(out, "store queries/s idle") {
+		t.Fatalf("table: %v\n%s", err, out)
+	}
+}

@@ -1,0 +1,393 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/cmd/moitessier/demo"
+	"github.com/likestripes/moitessier/moitessierhttp"
+)
+
+const serveDescription = `
+Serve a hub over HTTP on --addr, printing the address to open:
+
+  /                         the demo page
+  /v1/...                   the API: SSE (/v1/events), WebSocket (/v1/ws),
+                            long-poll (/v1/poll), dispatch (POST /v1/dispatch),
+                            listeners and read state (/v1/listeners/{id}/subscribers)
+  /healthz                  200 when the store answers
+  /metrics                  Prometheus metrics
+  /dev/token                (development mode) POST ?sub=NAME mints a token
+
+The store is a SQLite file (./moitessier.db by default; one process at a
+time), or PostgreSQL with --store postgres://... (many hubs may share it).
+
+Requests carry an HS256 token (Authorization: Bearer, or ?access_token= for
+EventSource and browser WebSockets) signed with --secret. Without a secret,
+the hub makes a random one and runs in development mode: /dev/token mints a
+token for any name, granting every scope. Never expose that mode.
+
+SIGINT or SIGTERM shut the hub down gracefully: streams get a clean close
+(SSE "close" event, WebSocket 1001) and clients resume elsewhere.`
+
+type serveConfig struct {
+	addr, store, schema, secret string
+	devTokens                   bool
+	devTokenTTL                 time.Duration
+	cors                        listFlag
+	maxMessageBytes             int
+	maxListeners                int
+	rate                        float64
+	burst                       int
+	heartbeat, writeTimeout     time.Duration
+	lease, retention, gcEvery   time.Duration
+	shutdownTimeout             time.Duration
+	logFormat, logLevel         string
+}
+
+func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
+	c := &serveConfig{}
+	fs := newFlags("serve", "[flags]", serveDescription, stderr)
+	fs.StringVar(&c.addr, "addr", env("MOITESSIER_ADDR", "127.0.0.1:8080"), "address to listen on (env MOITESSIER_ADDR)")
+	fs.StringVar(&c.store, "store", env("MOITESSIER_STORE", "moitessier.db"), storeHelp)
+	fs.StringVar(&c.schema, "schema", env("MOITESSIER_PG_SCHEMA", ""), "PostgreSQL schema of the store (env MOITESSIER_PG_SCHEMA; default moitessier)")
+	fs.StringVar(&c.secret, "secret", env("MOITESSIER_SECRET", ""), "HS256 secret that signs tokens (env MOITESSIER_SECRET); empty: a random one, and development mode")
+	fs.BoolVar(&c.devTokens, "dev-tokens", envBool("MOITESSIER_DEV_TOKENS", false), "serve POST /dev/token even with a secret (env MOITESSIER_DEV_TOKENS); always on without one")
+	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
+	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
+	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", 64<<10), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
+	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", 16), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
+	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", 50), "dispatches per second per person; more get 429; 0 for no limit (env MOITESSIER_RATE)")
+	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", 100), "dispatches a person may make at once above --rate (env MOITESSIER_BURST)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", 15*time.Second), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("MOITESSIER_WRITE_TIMEOUT", 10*time.Second), "a client that takes no data for this long is dropped as a slow consumer (env MOITESSIER_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", 24*time.Hour), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
+	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", 7*24*time.Hour), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
+	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", time.Minute), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("MOITESSIER_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env MOITESSIER_SHUTDOWN_TIMEOUT)")
+	fs.StringVar(&c.logFormat, "log-format", env("MOITESSIER_LOG_FORMAT", "text"), "log format: text or json (env MOITESSIER_LOG_FORMAT)")
+	fs.StringVar(&c.logLevel, "log-level", env("MOITESSIER_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env MOITESSIER_LOG_LEVEL)")
+	if v := env("MOITESSIER_CORS", ""); v != "" {
+		_ = c.cors.Set(v)
+	}
+	return c, fs
+}
+
+func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	c, fs := serveFlags(stderr)
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "serve takes no arguments, got %q\n", fs.Args())
+		return errUsage
+	}
+	log, err := newLogger(stderr, c.logFormat, c.logLevel)
+	if err != nil {
+		return err
+	}
+	if n, err := raiseOpenFiles(); err != nil {
+		log.Warn("could not raise the open-files limit", "err", err)
+	} else if n > 0 {
+		log.Debug("open-files limit", "n", n)
+	}
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return err
+	}
+	h, err := startHub(ctx, c, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	fmt.Fprintf(stdout, "moitessier: serving on %s (store: %s %s)\n", baseURL(ln.Addr()), h.store.kind, h.store.where)
+	if h.dev {
+		fmt.Fprintf(stdout, "moitessier: development mode (no --secret): tokens from  curl -X POST '%s/dev/token?sub=alice'\n", baseURL(ln.Addr()))
+	}
+	return h.serve(ctx, ln, c.shutdownTimeout)
+}
+
+// hubServer is a running hub with its HTTP front.
+type hubServer struct {
+	store   *openedStore
+	hub     *moitessier.Hub
+	api     *moitessierhttp.Server
+	http    *http.Server
+	log     *slog.Logger
+	dev     bool
+	secret  []byte
+	devTTL  time.Duration
+	started time.Time
+}
+
+func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer, error) {
+	secret := []byte(c.secret)
+	dev := len(secret) == 0
+	if dev {
+		secret = make([]byte, 32)
+		_, _ = rand.Read(secret)
+		log.Warn("development mode: no --secret, so a random one; POST /dev/token mints tokens for anyone")
+	}
+	st, err := openStore(ctx, c.store, c.schema)
+	if err != nil {
+		return nil, err
+	}
+	hs := &hubServer{store: st, log: log, dev: dev || c.devTokens, secret: secret, devTTL: c.devTokenTTL, started: time.Now()}
+	hub, err := moitessier.New(st, moitessier.Options{
+		MaxMessageBytes: c.maxMessageBytes,
+		Lease:           c.lease,
+		Retention:       moitessier.Retention{MaxAge: c.retention},
+		GCInterval:      c.gcEvery,
+		Logger:          log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	hs.hub = hub
+	api, err := moitessierhttp.New(hub, moitessierhttp.Config{
+		Secret:              secret,
+		AllowedOrigins:      c.cors,
+		MaxMessageBytes:     c.maxMessageBytes,
+		MaxListenersPerConn: c.maxListeners,
+		DispatchRate:        c.rate,
+		DispatchBurst:       c.burst,
+		Heartbeat:           c.heartbeat,
+		WriteTimeout:        c.writeTimeout,
+		Handlers:            demoHandlers(hub),
+		Logger:              log,
+	})
+	if err != nil {
+		_ = hub.Close()
+		st.Close()
+		return nil, err
+	}
+	hs.api = api
+	api.Metrics().Extra = processMetrics(st.kind, hs.started)
+
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api)
+	mux.HandleFunc("GET /healthz", hs.healthz)
+	mux.Handle("GET /metrics", api.Metrics())
+	if hs.dev {
+		mux.HandleFunc("/dev/token", hs.devToken)
+	}
+	mux.Handle("/", demo.Handler())
+	hs.http = &http.Server{
+		Handler:           logRequests(log, mux),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return hs, nil
+}
+
+// serve serves on ln until ctx is done, then shuts down gracefully.
+func (hs *hubServer) serve(ctx context.Context, ln net.Listener, timeout time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- hs.http.Serve(ln) }()
+	hs.log.Info("serving", "addr", ln.Addr().String(), "store", hs.store.kind, "where", hs.store.where, "dev", hs.dev)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	hs.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// Streams first (they get a clean close), then the HTTP server waits
+	// for the requests left, then the hub saves cursors, then the store.
+	err := hs.api.Shutdown(sctx)
+	if herr := hs.http.Shutdown(sctx); herr != nil && err == nil {
+		err = herr
+	}
+	if herr := hs.hub.Close(); herr != nil && err == nil {
+		err = herr
+	}
+	if serr := hs.store.Close(); serr != nil && err == nil {
+		err = serr
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	hs.log.Info("stopped")
+	return nil
+}
+
+func (hs *hubServer) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	// A lookup of a listener that does not exist exercises the store.
+	_, err := hs.hub.Info(ctx, "s00000000000000000000000000000000")
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if err != nil && !errors.Is(err, moitessier.ErrNotFound) {
+		hs.log.Error("health check", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintf(w, `{"status":"unavailable","store":%q}`+"\n", hs.store.kind)
+		return
+	}
+	fmt.Fprintf(w, `{"status":"ok","store":%q,"uptime_s":%d}`+"\n", hs.store.kind, int(time.Since(hs.started).Seconds()))
+}
+
+// DevToken is the answer of POST /dev/token.
+type DevToken struct {
+	Token    string   `json:"token"`
+	Sub      string   `json:"sub"`
+	Listen   []string `json:"listen"`
+	Dispatch []string `json:"dispatch"`
+	Exp      int64    `json:"exp"`
+}
+
+// devToken mints a token granting every scope, for the person named by
+// ?sub= or a JSON body {"sub":"alice"}.
+func (hs *hubServer) devToken(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost && r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, `{"status":405,"code":"method_not_allowed","error":"use POST"}`, http.StatusMethodNotAllowed)
+		return
+	}
+	sub := r.URL.Query().Get("sub")
+	if sub == "" && r.Body != nil {
+		var body struct {
+			Sub string `json:"sub"`
+		}
+		_ = json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body)
+		sub = body.Sub
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	if sub == "" || len(sub) > moitessier.MaxNameBytes {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintln(w, `{"status":400,"code":"bad_request","error":"name the person: ?sub=alice"}`)
+		return
+	}
+	claims := moitessierhttp.Claims{Subject: sub, Listen: []string{">"}, Dispatch: []string{">"}, IssuedAt: time.Now().Unix(), ExpiresAt: time.Now().Add(hs.devTTL).Unix()}
+	tok, err := moitessierhttp.Sign(hs.secret, claims)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"status":400,"code":"bad_request","error":%q}`+"\n", err.Error())
+		return
+	}
+	_ = json.NewEncoder(w).Encode(DevToken{Token: tok, Sub: sub, Listen: claims.Listen, Dispatch: claims.Dispatch, Exp: claims.ExpiresAt})
+}
+
+// demoHandlers are the handler functions dispatches may name: "greet"
+// makes each Handler listener's message personal to its owner, "upper"
+// shouts.
+func demoHandlers(hub *moitessier.Hub) map[string]moitessier.HandlerFunc {
+	return map[string]moitessier.HandlerFunc{
+		"greet": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			info, err := hub.Info(ctx, id)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("Hello %s! %s says: %s", info.Person, m.Sender, m.Text), nil
+		},
+		"upper": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			return strings.ToUpper(m.Text), nil
+		},
+	}
+}
+
+func baseURL(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "http://" + a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// logRequests logs each request at debug level, without its query (which
+// may hold a token).
+func logRequests(log *slog.Logger, h http.Handler) http.Handler {
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.status, "duration", time.Since(start))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// processMetrics adds the process's own metrics to /metrics.
+func processMetrics(store string, started time.Time) func(io.Writer) {
+	return func(w io.Writer) {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(w, "# HELP moitessier_info The hub's store.\n# TYPE moitessier_info gauge\nmoitessier_info{store=%q} 1\n", store)
+		fmt.Fprintf(w, "# HELP process_start_time_seconds Start time of the process since the Unix epoch.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %d\n", started.Unix())
+		fmt.Fprintf(w, "# HELP go_goroutines Number of goroutines.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
+		fmt.Fprintf(w, "# HELP go_memstats_heap_inuse_bytes Heap bytes in use.\n# TYPE go_memstats_heap_inuse_bytes gauge\ngo_memstats_heap_inuse_bytes %d\n", ms.HeapInuse)
+		if rss := residentBytes(); rss > 0 {
+			fmt.Fprintf(w, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %d\n", rss)
+		}
+	}
+}
+
+// residentBytes reads the process's resident memory from /proc (Linux), or 0.
+func residentBytes() int64 { return rssOfPid(os.Getpid()) }
+
+func rssOfPid(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
