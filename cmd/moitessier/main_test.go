@@ -228,7 +228,7 @@ func TestServe(t *testing.T) {
 
 	t.Run("DemoPage", func(t *testing.T) {
 		code, body := get(t, h.url+"/")
-		if code != 200 || !strings.Contains(body, "demo page") {
+		if code != 200 || !strings.Contains(body, "<title>Moitessier") {
 			t.Fatalf("%d %s", code, body)
 		}
 	})
