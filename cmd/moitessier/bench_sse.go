@@ -39,6 +39,9 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 	}
 	secret := randomHex(16)
 	args := []string{"serve", "--addr", "127.0.0.1:0", "--secret", secret, "--rate", "0", "--log-level", "warn", "--write-timeout", "30s"}
+	if v := os.Getenv("MOITESSIER_BENCH_SERVE_ARGS"); v != "" {
+		args = append(args, strings.Fields(v)...) // e.g. --pprof, --ack-interval 1s
+	}
 	switch {
 	case c.store == "memory":
 		args = append(args, "--store", "memory")

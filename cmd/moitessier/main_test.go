@@ -395,3 +395,45 @@ func TestBench(t *testing.T) {
 		t.Fatalf("table: %v\n%s", err, out)
 	}
 }
+
+// TestServePostgres runs the hub on PostgreSQL when one is reachable
+// (MOITESSIER_POSTGRES_DSN, default the local test database).
+func TestServePostgres(t *testing.T) {
+	dsn := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	ctx := ctxT(t)
+	probe, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if st, err := openStore(probe, dsn, "moitessier_cmd_probe"); err != nil {
+		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
+			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)
+		}
+		t.Skipf("PostgreSQL unreachable; set MOITESSIER_POSTGRES_DSN to run this test: %v", err)
+	} else {
+		st.Close()
+		dropSchema(dsn, "moitessier_cmd_probe")
+	}
+	schema := "moitessier_cmd_" + randomHex(4)
+	t.Cleanup(func() { dropSchema(dsn, schema) })
+	h := startServe(t, "--store", dsn, "--schema", schema)
+	if !strings.Contains(h.stdout.String(), "store: postgres") {
+		t.Fatalf("%s", h.stdout)
+	}
+	listened := make(chan string, 1)
+	go func() {
+		out, errOut, err := runCmd(ctx, t, "", "listen", "--hub", h.url, "--as", "bob", "-n", "1", "room.pg")
+		if err != nil {
+			out = fmt.Sprintf("error %v: %s", err, errOut)
+		}
+		listened <- out
+	}()
+	waitMetric(t, h.url, `moitessier_open_connections{transport="sse"} 1`)
+	if out, _, err := runCmd(ctx, t, "", "dispatch", "--hub", h.url, "--as", "alice", "room.pg", "via postgres"); err != nil {
+		t.Fatalf("dispatch: %v %s", err, out)
+	}
+	if out := <-listened; !strings.Contains(out, "alice: via postgres") {
+		t.Fatalf("listen: %q", out)
+	}
+	if code, body := get(t, h.url+"/healthz"); code != 200 || !strings.Contains(body, `"store":"postgres"`) {
+		t.Fatalf("%d %s", code, body)
+	}
+}

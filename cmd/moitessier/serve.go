@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"strconv"
@@ -57,6 +58,8 @@ type serveConfig struct {
 	lease, retention, gcEvery   time.Duration
 	shutdownTimeout             time.Duration
 	logFormat, logLevel         string
+	ackInterval                 time.Duration
+	pprof                       bool
 }
 
 func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
@@ -79,6 +82,8 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", 7*24*time.Hour), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
 	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", time.Minute), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("MOITESSIER_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env MOITESSIER_SHUTDOWN_TIMEOUT)")
+	fs.DurationVar(&c.ackInterval, "ack-interval", envDuration("MOITESSIER_ACK_INTERVAL", 100*time.Millisecond), "how often delivered positions (server-held cursors) are saved to the store, in one write (env MOITESSIER_ACK_INTERVAL)")
+	fs.BoolVar(&c.pprof, "pprof", envBool("MOITESSIER_PPROF", false), "serve Go's profiler at /debug/pprof/ (env MOITESSIER_PPROF)")
 	fs.StringVar(&c.logFormat, "log-format", env("MOITESSIER_LOG_FORMAT", "text"), "log format: text or json (env MOITESSIER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", env("MOITESSIER_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env MOITESSIER_LOG_LEVEL)")
 	if v := env("MOITESSIER_CORS", ""); v != "" {
@@ -152,6 +157,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		Lease:           c.lease,
 		Retention:       moitessier.Retention{MaxAge: c.retention},
 		GCInterval:      c.gcEvery,
+		AckInterval:     c.ackInterval,
 		Logger:          log,
 	})
 	if err != nil {
@@ -185,6 +191,11 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 	mux.Handle("GET /metrics", api.Metrics())
 	if hs.dev {
 		mux.HandleFunc("/dev/token", hs.devToken)
+	}
+	if c.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.Handle("/", demo.Handler())
 	hs.http = &http.Server{

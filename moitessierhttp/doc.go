@@ -1,0 +1,55 @@
+// Package moitessierhttp serves a [moitessier.Hub] over HTTP: Server-Sent
+// Events, WebSocket, long-poll, dispatch and read state, behind HS256 token
+// auth, as net/http handlers an app mounts on its own mux.
+//
+//	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{Secret: secret})
+//	mux.Handle("/v1/", srv)
+//	...
+//	srv.Shutdown(ctx) // ends streams cleanly, before http.Server.Shutdown
+//
+// # Endpoints
+//
+// See [Server] for the list. A listen request names a listener by its
+// conditions in the query (scope=room.1, repeated for several; type=shared,
+// private or handler; client=tab1) or by ID (listener=s3f…), and where to
+// start (since=N, "resume" for the server-held cursor, "head" for only new
+// messages). The person is always the token's subject.
+//
+// # Cursors and resume
+//
+// Every message carries its cursor (seq). SSE events use it as their id,
+// so an EventSource that reconnects sends Last-Event-ID and misses nothing.
+// A client that comes without a cursor (a new tab, another device, after a
+// hub restart) resumes from its server-held cursor: each write to a client
+// acknowledges what it wrote, and a long-poll with since=N acknowledges N.
+//
+// # Auth
+//
+// A token ([Claims], signed with [Sign], checked with [Verify]) names the
+// person (sub) and the scope patterns they may listen to (listen) and
+// dispatch to (dispatch); exp is required. Browsers pass it as
+// ?access_token= to EventSource and WebSocket, which cannot set headers.
+// A listener is allowed when each of its scopes is covered by a listen
+// pattern ([Covers]); a Private or Handler listener only for its owner.
+// Failures are 401 (no token, forged, expired) or 403 (out of scope,
+// another person's listener) with a JSON [ErrorBody], and change nothing.
+//
+// # Limits and slow consumers
+//
+// Config bounds message size (413), listeners per WebSocket connection and
+// dispatches per person per second (429 with Retry-After). A slow consumer
+// never blocks a dispatcher or other clients: the hub stores and publishes
+// without waiting for anyone, each connection writes from its own
+// goroutine through bounded buffers (the socket's, in chunks of 32 KiB),
+// and a connection that takes no chunk within Config.WriteTimeout is
+// dropped, not its messages; the client resumes from its cursor.
+//
+// # Errors
+//
+// One function maps errors to statuses: moitessier.ErrInvalidScope,
+// ErrInvalidArgument and ErrUnknownType are 400, ErrTooLarge 413,
+// ErrNotOwner 403, ErrNotFound 404, ErrClosed 410 (a listener deleted) or
+// 503 (shutting down). Only internal errors are logged. [Client] turns error
+// answers back into errors that errors.Is matches against the same
+// sentinels.
+package moitessierhttp
