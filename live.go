@@ -1,7 +1,9 @@
 package moitessier
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -16,6 +18,7 @@ type live struct {
 
 	mu   sync.Mutex
 	buf  []Message // contiguous sequence numbers, ascending; elements never change once written
+	held []Message // committed messages past a gap after buf, waiting for it to fill
 	head Cursor    // highest sequence number known to be committed
 	wake chan struct{}
 	gone bool // the listener was deleted
@@ -49,28 +52,32 @@ func (lv *live) next(cur Cursor, limit int) (msgs []Message, wake <-chan struct{
 }
 
 // add puts committed messages of this listener, in ascending order, into the
-// cache and wakes the waiters. Messages already known are ignored; a gap
-// restarts the cache at the new message (readers behind it use the store).
+// cache and wakes the waiters. Messages already known are ignored. A message
+// past a gap is held back until the gap fills (concurrent dispatchers
+// publish their commits in any order, microseconds apart); if the gap does
+// not fill soon, the cache restarts at the new messages and readers behind
+// them use the store.
 func (lv *live) add(msgs []Message, max int) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	changed := false
 	for _, m := range msgs {
-		n := len(lv.buf)
-		switch {
-		case n > 0 && m.Seq <= lv.buf[n-1].Seq:
-			continue
-		case n > 0 && m.Seq == lv.buf[n-1].Seq+1:
-			lv.buf = append(lv.buf, m)
-		default:
-			// Empty or a gap: start a new array, never overwrite one that
-			// readers may hold.
-			lv.buf = []Message{m}
+		changed = lv.put(m) || changed
+	}
+	if len(lv.held) > maxHeld {
+		// The gap did not fill: restart the cache at the held messages.
+		slices.SortFunc(lv.held, func(a, b Message) int { return cmp.Compare(a.Seq, b.Seq) })
+		lv.buf = []Message{lv.held[0]}
+		for _, m := range lv.held[1:] {
+			if m.Seq == lv.buf[len(lv.buf)-1].Seq+1 {
+				lv.buf = append(lv.buf, m)
+			} else if m.Seq > lv.buf[len(lv.buf)-1].Seq {
+				lv.buf = []Message{m}
+			}
 		}
+		lv.held = nil
+		lv.head = max64(lv.head, lv.buf[len(lv.buf)-1].Seq)
 		changed = true
-		if m.Seq > lv.head {
-			lv.head = m.Seq
-		}
 	}
 	if len(lv.buf) > max {
 		lv.buf = lv.buf[len(lv.buf)-max/2:]
@@ -80,12 +87,62 @@ func (lv *live) add(msgs []Message, max int) {
 	}
 }
 
+// maxHeld bounds the messages a listener holds back waiting for a gap.
+const maxHeld = 64
+
+// put adds one message; it reports whether the cache grew. An empty cache
+// starts at a message no higher than head+1: below that, every message is
+// in the store; above it, the ones between are still on their way.
+func (lv *live) put(m Message) bool {
+	n := len(lv.buf)
+	switch {
+	case n > 0 && m.Seq <= lv.buf[n-1].Seq:
+		return false
+	case n > 0 && m.Seq == lv.buf[n-1].Seq+1:
+		lv.buf = append(lv.buf, m)
+	case n == 0 && m.Seq <= lv.head+1:
+		lv.buf = []Message{m} // never overwrite an array readers may hold
+	default:
+		lv.held = append(lv.held, m)
+		return false
+	}
+	lv.head = max64(lv.head, m.Seq)
+	lv.release()
+	return true
+}
+
+// release moves held messages that now follow on into the cache.
+func (lv *live) release() bool {
+	moved := false
+	for i := 0; i < len(lv.held); {
+		h := lv.held[i]
+		n := len(lv.buf)
+		switch {
+		case n > 0 && h.Seq <= lv.buf[n-1].Seq:
+			lv.held = slices.Delete(lv.held, i, i+1)
+		case n > 0 && h.Seq == lv.buf[n-1].Seq+1, n == 0 && h.Seq <= lv.head+1:
+			if n == 0 {
+				lv.buf = []Message{h}
+			} else {
+				lv.buf = append(lv.buf, h)
+			}
+			lv.head = max64(lv.head, h.Seq)
+			lv.held = slices.Delete(lv.held, i, i+1)
+			moved, i = true, 0
+		default:
+			i++
+		}
+	}
+	return moved
+}
+
 // observe records that the listener's head is at least h.
 func (lv *live) observe(h Cursor) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if h > lv.head {
 		lv.head = h
+		lv.release()
 		lv.broadcast()
 	}
 }

@@ -1,0 +1,53 @@
+package moitessier
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestLiveOutOfOrder publishes committed messages in shuffled order, as
+// concurrent dispatchers do, and checks that the cache ends up holding them
+// all, contiguous, without sending readers to the store.
+func TestLiveOutOfOrder(t *testing.T) {
+	for round := range 200 {
+		lv := newLive("l")
+		const n = 300
+		seqs := make([]Cursor, n)
+		for i := range seqs {
+			seqs[i] = Cursor(i + 1)
+		}
+		// Shuffle within windows of 8: commits published microseconds apart.
+		for i := 0; i < n; i += 8 {
+			w := seqs[i:min(i+8, n)]
+			rand.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
+		}
+		for _, s := range seqs {
+			lv.add([]Message{{Listener: "l", Seq: s}}, 1024)
+		}
+		msgs, _, need, _ := lv.next(0, n)
+		if need || len(msgs) != n {
+			t.Fatalf("round %d: need store %v, %d cached of %d (held %d)", round, need, len(msgs), n, len(lv.held))
+		}
+		for i, m := range msgs {
+			if m.Seq != Cursor(i+1) {
+				t.Fatalf("round %d: cache[%d] has seq %d", round, i, m.Seq)
+			}
+		}
+	}
+}
+
+// TestLiveGapNeverFills checks that a gap that does not fill restarts the
+// cache, so that readers are sent to the store instead of waiting forever.
+func TestLiveGapNeverFills(t *testing.T) {
+	lv := newLive("l")
+	lv.add([]Message{{Seq: 1}}, 1024)
+	for s := Cursor(3); s < 3+maxHeld+1; s++ {
+		lv.add([]Message{{Seq: s}}, 1024)
+	}
+	if _, _, need, _ := lv.next(1, 10); !need {
+		t.Fatal("a reader at 1 is not sent to the store for the missing 2")
+	}
+	if msgs, _, need, _ := lv.next(2, 10); need || len(msgs) == 0 || msgs[0].Seq != 3 {
+		t.Fatalf("a reader at 2: need %v, %d messages", need, len(msgs))
+	}
+}
