@@ -267,6 +267,7 @@ func dialLoad(ctx context.Context, addr, tok, scope, client string, want int) (*
 		conn.Close()
 		return nil, fmt.Errorf("status %q: %v", status, err)
 	}
+	chunked := false
 	for { // the header
 		line, err := c.br.ReadSlice('\n')
 		if err != nil {
@@ -276,8 +277,11 @@ func dialLoad(ctx context.Context, addr, tok, scope, client string, want int) (*
 		if len(bytes.TrimSpace(line)) == 0 {
 			break
 		}
+		chunked = chunked || bytes.EqualFold(bytes.TrimSpace(line), []byte("Transfer-Encoding: chunked"))
 	}
-	c.br = bufio.NewReaderSize(httputil.NewChunkedReader(c.br), 1024)
+	if chunked {
+		c.br = bufio.NewReaderSize(httputil.NewChunkedReader(c.br), 1024)
+	}
 	// Skip to the ready event.
 	for {
 		line, err := c.br.ReadSlice('\n')

@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/likestripes/moitessier"
@@ -52,56 +56,128 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	l, info, err := s.openListener(r.Context(), c, spec)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	since, reset := startCursor(since, info.Head)
+	ready, _ := json.Marshal(struct {
+		Listener ListenerInfo `json:"listener"`
+		Reset    bool         `json:"reset"`
+	}{wireInfo(info), reset})
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	rc := http.NewResponseController(w)
+	job := &sseJob{s: s, l: l, info: info, since: since, claims: c, method: r.Method, path: r.URL.Path}
+	job.buf = append(job.buf, "retry: 2000\nevent: ready\ndata: "...)
+	job.buf = append(append(job.buf, ready...), "\n\n"...)
+
+	if r.ProtoMajor == 1 {
+		// HTTP/1: take the connection from net/http and hand it to a
+		// goroutine of our own, so that the request's buffers and
+		// goroutine are freed: an idle stream then costs a few KiB.
+		ctx, end, err := s.beginStream(context.Background())
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		conn, brw, err := rc.Hijack()
+		if err == nil {
+			head := []byte("HTTP/1.1 200 OK\r\n")
+			for k, vs := range h {
+				for _, v := range vs {
+					head = append(append(append(append(head, k...), ": "...), v...), "\r\n"...)
+				}
+			}
+			head = append(head, "Connection: close\r\n\r\n"...)
+			job.buf = append(head, job.buf...)
+			_ = brw // dropped with its buffers: the client sends nothing more
+			go job.runHijacked(ctx, end, conn)
+			return
+		}
+		end()
+	}
 	ctx, end, err := s.beginStream(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
 	defer end()
-	l, info, err := s.openListener(ctx, c, spec)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	since, reset := startCursor(since, info.Head)
-
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	st := &sseStream{s: s, w: w, rc: rc}
+	job.w = w
+	job.flush = rc.Flush
+	job.setDeadline = rc.SetWriteDeadline
 	defer func() { _ = rc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout)) }()
+	job.run(ctx, func() bool { return r.Context().Err() != nil })
+}
 
-	ready, _ := json.Marshal(struct {
-		Listener ListenerInfo `json:"listener"`
-		Reset    bool         `json:"reset"`
-	}{wireInfo(info), reset})
-	st.buf = append(st.buf, "retry: 2000\nevent: ready\ndata: "...)
-	st.buf = append(append(st.buf, ready...), "\n\n"...)
+// sseJob is one SSE stream, on net/http's connection or on a hijacked one.
+type sseJob struct {
+	s            *Server
+	l            *moitessier.Listener
+	info         moitessier.ListenerInfo
+	since        moitessier.Cursor
+	claims       *Claims
+	method, path string
+
+	w           io.Writer
+	flush       func() error // nil when writes go straight to the socket
+	setDeadline func(time.Time) error
+	buf         []byte
+	deadline    time.Time
+}
+
+// runHijacked streams on a hijacked connection. A reader goroutine notices
+// at once when the client closes it (as net/http's does), so that nothing
+// is written, and acknowledged, to a connection that is gone.
+func (st *sseJob) runHijacked(ctx context.Context, end func(), conn net.Conn) {
+	defer end()
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var gone atomic.Bool
+	go func() {
+		var b [64]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				gone.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	st.w = conn
+	st.setDeadline = conn.SetWriteDeadline
+	st.run(ctx, gone.Load)
+}
+
+// run writes the ready event (in st.buf) and streams until the end.
+func (st *sseJob) run(ctx context.Context, clientGone func() bool) {
+	s := st.s
 	if err := st.write(); err != nil {
 		return
 	}
 	s.metrics.open[transportSSE].Add(1)
 	defer s.metrics.open[transportSSE].Add(-1)
-
-	_, err = l.ListenUntil(ctx, st.heartbeat, st.respond, since, s.cfg.Heartbeat, s.tokenLife(c))
+	_, err := st.l.ListenUntil(ctx, st.heartbeat, st.respond, st.since, s.cfg.Heartbeat, s.tokenLife(st.claims))
 	var we *writeError
 	switch {
 	case errors.As(err, &we):
 		if isTimeout(we.err) {
 			s.metrics.slowDrops.Add(1)
-			s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "sse", "listener", info.ID, "person", c.Subject)
+			s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "sse", "listener", st.info.ID, "person", st.claims.Subject)
 		}
-	case r.Context().Err() != nil:
+	case clientGone():
 		// The client went away.
 	case err == nil:
 		st.event("close", []byte(`{"reason":"token_expired"}`))
 	case s.closing.Load():
 		st.event("close", []byte(`{"reason":"shutting_down"}`))
 	default:
-		b, _ := json.Marshal(s.errorBody(r, err))
+		b, _ := json.Marshal(s.errorBody(&http.Request{Method: st.method, URL: &url.URL{Path: st.path}}, err))
 		st.event("error", b)
 	}
 }
@@ -118,23 +194,15 @@ func startCursor(since, head moitessier.Cursor) (moitessier.Cursor, bool) {
 	return since, false
 }
 
-type sseStream struct {
-	s        *Server
-	w        http.ResponseWriter
-	rc       *http.ResponseController
-	buf      []byte
-	deadline time.Time
-}
-
 // extend moves the write deadline to WriteTimeout from now, unless more
 // than half of that is still left: setting it costs a system call.
-func (st *sseStream) extend() {
+func (st *sseJob) extend() {
 	now := time.Now()
 	if st.deadline.Sub(now) > st.s.cfg.WriteTimeout/2 {
 		return
 	}
 	st.deadline = now.Add(st.s.cfg.WriteTimeout)
-	_ = st.rc.SetWriteDeadline(st.deadline)
+	_ = st.setDeadline(st.deadline)
 }
 
 // writeError is a failed write to a client.
@@ -148,19 +216,22 @@ func (e *writeError) Unwrap() error { return e.err }
 const chunkBytes = 32 << 10
 
 // write sends st.buf and flushes, each chunkBytes within the write timeout.
-func (st *sseStream) write() error {
+func (st *sseJob) write() error {
 	if err := st.send(); err != nil {
 		return err
 	}
+	if st.flush == nil {
+		return nil
+	}
 	st.extend()
-	if err := st.rc.Flush(); err != nil {
+	if err := st.flush(); err != nil {
 		return &writeError{err}
 	}
 	return nil
 }
 
 // send writes st.buf without flushing.
-func (st *sseStream) send() error {
+func (st *sseJob) send() error {
 	b := st.buf
 	for len(b) > 0 {
 		n := min(len(b), chunkBytes)
@@ -177,7 +248,7 @@ func (st *sseStream) send() error {
 	return nil
 }
 
-func (st *sseStream) respond(ctx context.Context, msgs []moitessier.Message) error {
+func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error {
 	for i := range msgs {
 		st.buf = append(st.buf, "id: "...)
 		st.buf = strconv.AppendUint(st.buf, uint64(msgs[i].Seq), 10)
@@ -197,13 +268,13 @@ func (st *sseStream) respond(ctx context.Context, msgs []moitessier.Message) err
 	return nil
 }
 
-func (st *sseStream) heartbeat(ctx context.Context) error {
+func (st *sseJob) heartbeat(ctx context.Context) error {
 	st.buf = append(st.buf, ": ping\n\n"...)
 	return st.write()
 }
 
 // event writes a final event, best effort.
-func (st *sseStream) event(name string, data []byte) {
+func (st *sseJob) event(name string, data []byte) {
 	st.buf = append(st.buf, "event: "...)
 	st.buf = append(st.buf, name...)
 	st.buf = append(st.buf, "\ndata: "...)

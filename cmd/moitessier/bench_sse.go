@@ -279,6 +279,7 @@ func dialSSE(ctx context.Context, addr, tok, scope, client string, want int) (*s
 		conn.Close()
 		return nil, fmt.Errorf("status %q: %v", strings.TrimSpace(status), err)
 	}
+	chunked := false
 	for { // the header
 		line, err := c.br.ReadSlice('\n')
 		if err != nil {
@@ -288,8 +289,11 @@ func dialSSE(ctx context.Context, addr, tok, scope, client string, want int) (*s
 		if len(bytes.TrimSpace(line)) == 0 {
 			break
 		}
+		chunked = chunked || bytes.EqualFold(bytes.TrimSpace(line), []byte("Transfer-Encoding: chunked"))
 	}
-	c.br = bufio.NewReaderSize(httputil.NewChunkedReader(c.br), 1024)
+	if chunked {
+		c.br = bufio.NewReaderSize(httputil.NewChunkedReader(c.br), 1024)
+	}
 	for { // up to the ready event
 		line, err := c.br.ReadSlice('\n')
 		if err != nil {
