@@ -28,7 +28,9 @@ const DefaultSchema = "moitessier"
 type Config struct {
 	// DSN is the connection string (a URL or key=value pairs, as pgx takes
 	// them). Ignored when Pool is set. Pool sizes and timeouts go in it
-	// (pool_max_conns=…).
+	// (pool_max_conns=…); without pool_max_conns the store allows 16
+	// connections, not pgxpool's max(4, cores), which starves a hub whose
+	// dispatchers, readers and cursor saves run at once.
 	DSN string
 
 	// Pool, if set, is used instead of opening a pool from DSN. The store
@@ -153,6 +155,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, errors.New("postgres: cannot parse the DSN (want a postgres:// URL or key=value pairs)")
 		}
 		s.host = hostOf(pc.ConnConfig)
+		if !strings.Contains(cfg.DSN, "pool_max_conns") {
+			pc.MaxConns = max(pc.MaxConns, 16)
+		}
 		if s.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
 			return nil, fmt.Errorf("postgres: open pool for %s: %w", s.host, err)
 		}
