@@ -61,6 +61,7 @@ func TestPage(t *testing.T) {
 	t.Run("ReloadLosesNothing", func(t *testing.T) {
 		// Away: the page is gone while three messages are sent.
 		do(t, bob, chromedp.Navigate("about:blank"))
+		h.waitListening(t, 3) // alice's three panels
 		for i := 1; i <= 3; i++ {
 			text := fmt.Sprintf("while bob was away %d", i)
 			h.dispatch(t, "alice", moitessierhttp.DispatchRequest{Scope: "room.lobby", Text: text})
@@ -102,8 +103,10 @@ func TestPage(t *testing.T) {
 		// holds for bob: it shows only what came after.
 		run(t, bob, chromedp.Evaluate[chromedp.Void](`localStorage.clear()`))
 		do(t, bob, chromedp.Navigate("about:blank"))
+		// The hub acknowledges what it writes to a stream, so it must have
+		// seen bob's stream end before the message is sent.
+		h.waitListening(t, 3)
 		h.dispatch(t, "alice", moitessierhttp.DispatchRequest{Scope: "room.lobby", Text: "after bob forgot"})
-		sent = append(sent, "after bob forgot")
 		do(t, bob, chromedp.Navigate(h.url+"/?name=bob"))
 		waitLive(t, bob)
 		waitFor(t, bob, chat, "after bob forgot")
@@ -146,8 +149,8 @@ func TestPage(t *testing.T) {
 	})
 
 	t.Run("GivenToken", func(t *testing.T) {
-		// A hub without development tokens: the page takes a token minted
-		// elsewhere from the URL's fragment, and asks the hub whose it is.
+		// A token minted elsewhere, as on a hub without development tokens:
+		// the page takes it from the URL's fragment and asks the hub whose it is.
 		tok, err := h.token("carol")
 		if err != nil {
 			t.Fatal(err)
@@ -177,6 +180,7 @@ func TestPage(t *testing.T) {
 // testHub is a hub served over HTTP as `moitessier serve` serves it: the API
 // at /v1/, development tokens at /dev/token, the demo page at /.
 type testHub struct {
+	hub    *moitessier.Hub
 	url    string
 	secret []byte
 }
@@ -187,7 +191,7 @@ func startHub(t *testing.T) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &testHub{secret: []byte("demo page test secret")}
+	h := &testHub{hub: hub, secret: []byte("demo page test secret")}
 	api, err := moitessierhttp.New(hub, moitessierhttp.Config{
 		Secret: h.secret,
 		Handlers: map[string]moitessier.HandlerFunc{
@@ -277,6 +281,18 @@ func (h *testHub) dispatch(t *testing.T, person string, req moitessierhttp.Dispa
 	t.Helper()
 	if err := h.post(person, req); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitListening waits until n streams listen to the hub.
+func (h *testHub) waitListening(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.hub.Stats().Listening != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d streams listen, want %d", h.hub.Stats().Listening, n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -399,22 +415,36 @@ func run[T any](t *testing.T, p *page, a chromedp.Action[T]) T {
 	return v
 }
 
-// poll waits until the expression is truthy. It polls on a timer, not on
-// animation frames, which a tab in the background does not get.
-func poll(t *testing.T, p *page, what, expr string) {
-	t.Helper()
-	_, err := chromedp.Run(p.ctx, chromedp.Poll[chromedp.Void](expr,
-		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
-	if err != nil {
-		t.Fatalf("%s's page: waiting for %s: %v", p.name, what, err)
+// poll waits until the expression is truthy, and returns an error if it
+// is not within 15 s. It polls on a timer, not on animation frames, which a
+// tab in the background does not get; and polls again in the new document
+// when a navigation replaced the one it started in.
+func poll(p *page, expr string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := chromedp.Run(p.ctx, chromedp.Poll[chromedp.Void](expr,
+			chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(time.Until(deadline))))
+		if err == nil || time.Now().After(deadline) || !navigated(err) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// navigated reports whether err says that the document went away.
+func navigated(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "Cannot find context with specified id") ||
+		strings.Contains(msg, "Execution context was destroyed")
 }
 
 // waitLive waits until every panel of the page listens.
 func waitLive(t *testing.T, p *page) {
 	t.Helper()
-	poll(t, p, "the panels to be live",
-		`["chat-state", "ws-state", "handled-state"].every(id => document.getElementById(id).dataset.state === "live")`)
+	err := poll(p, `["chat-state", "ws-state", "handled-state"].every(id => document.getElementById(id)?.dataset.state === "live")`)
+	if err != nil {
+		t.Fatalf("%s's page: waiting for the panels to be live: %v", p.name, err)
+	}
 }
 
 func textsJS(list string) string {
@@ -425,9 +455,7 @@ func textsJS(list string) string {
 func waitFor(t *testing.T, p *page, list, text string) {
 	t.Helper()
 	js, _ := json.Marshal(text)
-	_, err := chromedp.Run(p.ctx, chromedp.Poll[chromedp.Void](textsJS(list)+".includes("+string(js)+")",
-		chromedp.WithPollingInterval(20*time.Millisecond), chromedp.WithPollingTimeout(15*time.Second)))
-	if err != nil {
+	if err := poll(p, textsJS(list)+".includes("+string(js)+")"); err != nil {
 		got, _ := chromedp.Run(p.ctx, chromedp.Evaluate[[]string](textsJS(list)))
 		t.Fatalf("%s's page: waiting for %q in #%s: %v; it shows %q", p.name, text, list, err, got)
 	}
