@@ -130,25 +130,12 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		deadline = t.C
 	}
 	limit, max := h.opts.BatchLimit, h.opts.CacheSize
-	busy := false
+	// After a delivery the loop looks again at once, through the same select
+	// with a ready channel: select picks among ready cases at random, so ctx,
+	// the deadline and check are still served while messages keep coming.
+	ready := make(chan struct{})
+	close(ready)
 	for {
-		if busy {
-			// Messages keep coming without a wait: stay responsive to the
-			// clock, ctx and check all the same.
-			select {
-			case <-ctx.Done():
-				return cur, ctx.Err()
-			case <-deadline:
-				return cur, nil
-			case <-l.done:
-				return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
-			case <-tick:
-				if err := check(ctx); err != nil {
-					return cur, err
-				}
-			default:
-			}
-		}
 		msgs, wake, need, gone := lv.next(cur, limit)
 		if gone {
 			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
@@ -171,10 +158,8 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 			h.delivered.Add(int64(len(msgs)))
 			cur = msgs[len(msgs)-1].Seq
 			h.ack(st, cur)
-			busy = true
-			continue
+			wake = ready
 		}
-		busy = false
 		select {
 		case <-wake:
 		case <-ctx.Done():
