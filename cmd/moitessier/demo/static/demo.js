@@ -211,10 +211,18 @@ const subs = {
   hello: { type: "handler", scopes: [HELLO], state: "handled-state", log: null },
 };
 
-function openWS() {
-  const old = ws.sock;
+// closeWS closes the WebSocket, if any, without reconnecting, and fails
+// the dispatches that wait for an answer on it.
+function closeWS() {
+  const sock = ws.sock;
   ws.sock = null;
-  if (old) old.close();
+  if (sock) sock.close(1000);
+  for (const [, p] of ws.pending) p.reject(new Error("Disconnected before the hub answered; it may have been sent."));
+  ws.pending.clear();
+}
+
+function openWS() {
+  closeWS();
   const u = new URL("/v1/ws", location.href);
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
   u.searchParams.set("access_token", me.token);
@@ -250,9 +258,7 @@ function openWS() {
   };
   sock.onclose = (e) => {
     if (ws.sock !== sock) return;
-    ws.sock = null;
-    for (const [, p] of ws.pending) p.reject(new Error("disconnected; not sent"));
-    ws.pending.clear();
+    closeWS();
     for (const ref in subs) setState(subs[ref].state, "reconnecting");
     // 4001: the token expired. Any other close: the hub went away or
     // dropped a slow reader; each listen resumes from its last seq.
@@ -347,9 +353,7 @@ async function main() {
   addEventListener("pagehide", () => {
     if (chat.es) chat.es.close();
     chat.es = null;
-    const sock = ws.sock;
-    ws.sock = null;
-    if (sock) sock.close(1000, "page hidden");
+    closeWS();
   });
   addEventListener("pageshow", (e) => {
     if (!e.persisted) return;
