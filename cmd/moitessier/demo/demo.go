@@ -3,9 +3,14 @@
 package demo
 
 import (
+	"context"
 	"embed"
+	"fmt"
 	"io/fs"
 	"net/http"
+	"strings"
+
+	"github.com/likestripes/moitessier"
 )
 
 //go:embed static
@@ -23,4 +28,22 @@ func Handler() http.Handler {
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		files.ServeHTTP(w, r)
 	})
+}
+
+// Handlers returns the handler functions the page's Handler panel names, to
+// put in moitessierhttp.Config.Handlers: "greet" writes each Handler
+// listener's owner a line with their name, "upper" shouts.
+func Handlers(hub *moitessier.Hub) map[string]moitessier.HandlerFunc {
+	return map[string]moitessier.HandlerFunc{
+		"greet": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			info, err := hub.Info(ctx, id)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("Hello %s! %s says: %s", info.Person, m.Sender, m.Text), nil
+		},
+		"upper": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			return strings.ToUpper(m.Text), nil
+		},
+	}
 }

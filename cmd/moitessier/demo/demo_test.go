@@ -193,19 +193,8 @@ func startHub(t *testing.T) *testHub {
 	}
 	h := &testHub{hub: hub, secret: []byte("demo page test secret")}
 	api, err := moitessierhttp.New(hub, moitessierhttp.Config{
-		Secret: h.secret,
-		Handlers: map[string]moitessier.HandlerFunc{
-			"greet": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
-				info, err := hub.Info(ctx, id)
-				if err != nil {
-					return "", err
-				}
-				return fmt.Sprintf("Hello %s! %s says: %s", info.Person, m.Sender, m.Text), nil
-			},
-			"upper": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
-				return strings.ToUpper(m.Text), nil
-			},
-		},
+		Secret:   h.secret,
+		Handlers: demo.Handlers(hub),
 	})
 	if err != nil {
 		t.Fatal(err)
