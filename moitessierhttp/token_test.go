@@ -1,8 +1,11 @@
 package moitessierhttp_test
 
 import (
+	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -174,6 +177,32 @@ func FuzzParseCursor(f *testing.F) {
 		}
 		if c == moitessier.Resume && s != "" && s != "resume" {
 			t.Fatalf("%q parsed as Resume", s)
+		}
+	})
+}
+
+// FuzzDispatchBody posts arbitrary bodies to the dispatch endpoint: the
+// answer is never an internal error, and always JSON.
+func FuzzDispatchBody(f *testing.F) {
+	e := newEnv(f, moitessierhttp.Config{MaxMessageBytes: 1 << 10})
+	tok := all(f, "fuzz")
+	f.Add([]byte(`{"scope":"f.x","text":"hi"}`), true)
+	f.Add([]byte(`{"scope":"f.*","text":"hi","to":["a"],"handlers":["nope"]}`), true)
+	f.Add([]byte(`{"scope":"f.x","text":"\u0000"}`), true)
+	f.Add([]byte("plain text"), false)
+	f.Fuzz(func(t *testing.T, body []byte, asJSON bool) {
+		req := httptest.NewRequest("POST", "/v1/dispatch?scope=f.y", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if asJSON {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		rec := httptest.NewRecorder()
+		e.srv.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body)
+		}
+		if !json.Valid(rec.Body.Bytes()) {
+			t.Fatalf("answer %q is not JSON", rec.Body)
 		}
 	})
 }
