@@ -82,7 +82,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", 7*24*time.Hour), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
 	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", time.Minute), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("MOITESSIER_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env MOITESSIER_SHUTDOWN_TIMEOUT)")
-	fs.DurationVar(&c.ackInterval, "ack-interval", envDuration("MOITESSIER_ACK_INTERVAL", 100*time.Millisecond), "how often delivered positions (server-held cursors) are saved to the store, in one write (env MOITESSIER_ACK_INTERVAL)")
+	fs.DurationVar(&c.ackInterval, "ack-interval", envDuration("MOITESSIER_ACK_INTERVAL", time.Second), "how often delivered positions (server-held cursors) are saved to the store, all in one write; a stream that ends saves its own at once, so only a crash may re-deliver this much (env MOITESSIER_ACK_INTERVAL)")
 	fs.BoolVar(&c.pprof, "pprof", envBool("MOITESSIER_PPROF", false), "serve Go's profiler at /debug/pprof/ (env MOITESSIER_PPROF)")
 	fs.StringVar(&c.logFormat, "log-format", env("MOITESSIER_LOG_FORMAT", "text"), "log format: text or json (env MOITESSIER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", env("MOITESSIER_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env MOITESSIER_LOG_LEVEL)")
