@@ -512,3 +512,40 @@ func TestConfig(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 }
+
+// TestAuthenticate replaces tokens with the app's own authentication.
+func TestAuthenticate(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{Authenticate: func(r *http.Request) (*moitessierhttp.Claims, error) {
+		user := r.Header.Get("X-User")
+		if user == "" {
+			return nil, moitessierhttp.ErrNoToken
+		}
+		return &moitessierhttp.Claims{Subject: user, Listen: []string{"app.>"}, Dispatch: []string{"app.>"}}, nil
+	}})
+	code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch?scope=app.1", "", "hi", "X-User", "erin")
+	if code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	code, _, body = do(t, "POST", e.ts.URL+"/v1/dispatch?scope=other", "", "hi", "X-User", "erin")
+	if code != 403 {
+		t.Fatalf("out of scope: %d %s", code, body)
+	}
+	code, _, body = do(t, "POST", e.ts.URL+"/v1/dispatch?scope=app.1", "", "hi")
+	if code != 401 || errorCode(t, body) != "unauthenticated" {
+		t.Fatalf("no user: %d %s", code, body)
+	}
+	// A stream without exp runs until the client leaves.
+	c := &moitessierhttp.Client{BaseURL: e.ts.URL, HTTPClient: &http.Client{Transport: headerTransport{"X-User", "erin"}}}
+	res, err := c.Poll(ctxT(t), moitessierhttp.Query{Scopes: []string{"app.1"}}, 50*time.Millisecond)
+	if err != nil || len(res.Messages) != 0 {
+		t.Fatalf("%+v %v", res, err)
+	}
+}
+
+type headerTransport struct{ k, v string }
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(h.k, h.v)
+	return http.DefaultTransport.RoundTrip(r)
+}

@@ -193,13 +193,13 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 		s.limiter = newLimiter(cfg.DispatchRate, cfg.DispatchBurst)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.mux.Handle("GET /v1/events", s.SSE())
-	s.mux.Handle("GET /v1/ws", s.WebSocket())
-	s.mux.Handle("GET /v1/poll", s.Poll())
-	s.mux.Handle("POST /v1/dispatch", s.Dispatch())
+	s.mux.HandleFunc("GET /v1/events", s.serveSSE)
+	s.mux.HandleFunc("GET /v1/ws", s.serveWS)
+	s.mux.HandleFunc("GET /v1/poll", s.servePoll)
+	s.mux.HandleFunc("POST /v1/dispatch", s.serveDispatch)
 	s.mux.HandleFunc("POST /v1/listeners", s.serveJoin)
 	s.mux.HandleFunc("GET /v1/listeners/{id}", s.serveInfo)
-	s.mux.Handle("GET /v1/listeners/{id}/subscribers", s.ReadState())
+	s.mux.HandleFunc("GET /v1/listeners/{id}/subscribers", s.serveReadState)
 	s.mux.HandleFunc("DELETE /v1/listeners/{id}", s.serveLeave)
 	s.mux.HandleFunc("GET /v1/whoami", s.serveWhoami)
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
@@ -236,8 +236,7 @@ func (s *Server) Dispatch() http.Handler { return s.corsWrap(s.serveDispatch) }
 // parameter.
 func (s *Server) ReadState() http.Handler { return s.corsWrap(s.serveReadState) }
 
-// corsWrap adds CORS to a handler mounted on its own; within ServeHTTP the
-// headers are already set and setting them again is harmless.
+// corsWrap adds CORS to a handler mounted on its own.
 func (s *Server) corsWrap(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cors(w, r) {
