@@ -174,7 +174,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		DispatchBurst:       c.burst,
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
-		Handlers:            demoHandlers(hub),
+		Handlers:            demo.Handlers(hub),
 		Logger:              log,
 	})
 	if err != nil {
@@ -298,24 +298,6 @@ func (hs *hubServer) devToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = json.NewEncoder(w).Encode(DevToken{Token: tok, Sub: sub, Listen: claims.Listen, Dispatch: claims.Dispatch, Exp: claims.ExpiresAt})
-}
-
-// demoHandlers are the handler functions dispatches may name: "greet"
-// makes each Handler listener's message personal to its owner, "upper"
-// shouts.
-func demoHandlers(hub *moitessier.Hub) map[string]moitessier.HandlerFunc {
-	return map[string]moitessier.HandlerFunc{
-		"greet": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
-			info, err := hub.Info(ctx, id)
-			if err != nil {
-				return "", err
-			}
-			return fmt.Sprintf("Hello %s! %s says: %s", info.Person, m.Sender, m.Text), nil
-		},
-		"upper": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
-			return strings.ToUpper(m.Text), nil
-		},
-	}
 }
 
 func baseURL(a net.Addr) string {
