@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -297,4 +298,48 @@ func TestSSEResume(t *testing.T) {
 			t.Fatalf("ready event %q, want reset true", b.String())
 		}
 	})
+}
+
+// TestSSEHTTP2 runs a stream over HTTP/2, where the connection cannot be
+// taken from net/http: the stream stays on the request's goroutine.
+func TestSSEHTTP2(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	ts := httptest.NewUnstartedServer(e.srv)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer ts.Close()
+	ctx := ctxT(t)
+	c := &moitessierhttp.Client{BaseURL: ts.URL, Token: all(t, "alice"), HTTPClient: ts.Client()}
+	st, err := c.Events(ctx, moitessierhttp.Query{Scopes: []string{"h2.room"}}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyEvent(t, st)
+	for i := 1; i <= 2; i++ {
+		dispatch(t, c, "h2.room", fmt.Sprint("m", i))
+	}
+	_, m := nextMessage(t, st)
+	st.Close()
+	if m.Text != "m1" {
+		t.Fatalf("%+v", m)
+	}
+	st, err = c.Events(ctx, moitessierhttp.Query{Scopes: []string{"h2.room"}}, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	readyEvent(t, st)
+	if _, m := nextMessage(t, st); m.Text != "m2" {
+		t.Fatalf("resumed with %+v", m)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/v1/whoami", nil)
+	req.Header.Set("Authorization", "Bearer "+all(t, "alice"))
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 {
+		t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
+	}
 }
