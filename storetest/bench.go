@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/countstore"
 )
 
 // Benchmark runs the standard workloads of Moitessier's benchmarks against a
@@ -305,67 +306,6 @@ func benchScopes(b *testing.B, h Harness, scopes int) {
 	report(b, start, recs, b.N)
 }
 
-// counting counts the calls a hub makes to its store.
-type counting struct {
-	moitessier.Store
-	calls atomic.Int64
-}
-
-func (c *counting) Join(ctx context.Context, l moitessier.ListenerInfo, s moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
-	c.calls.Add(1)
-	return c.Store.Join(ctx, l, s)
-}
-func (c *counting) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
-	c.calls.Add(1)
-	return c.Store.Listener(ctx, id)
-}
-func (c *counting) Subscribers(ctx context.Context, id string) ([]moitessier.Subscriber, error) {
-	c.calls.Add(1)
-	return c.Store.Subscribers(ctx, id)
-}
-func (c *counting) Leave(ctx context.Context, id, p, cl string) (bool, error) {
-	c.calls.Add(1)
-	return c.Store.Leave(ctx, id, p, cl)
-}
-func (c *counting) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
-	c.calls.Add(1)
-	return c.Store.Match(ctx, scope)
-}
-func (c *counting) Append(ctx context.Context, bt *moitessier.Batch) ([]moitessier.Message, bool, error) {
-	c.calls.Add(1)
-	return c.Store.Append(ctx, bt)
-}
-func (c *counting) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
-	c.calls.Add(1)
-	return c.Store.Read(ctx, id, after, limit)
-}
-func (c *counting) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {
-	c.calls.Add(1)
-	return c.Store.Seek(ctx, id, t)
-}
-func (c *counting) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
-	c.calls.Add(1)
-	return c.Store.Checkpoint(ctx, cps)
-}
-func (c *counting) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
-	c.calls.Add(1)
-	return c.Store.Sweep(ctx, p)
-}
-
-type countingWatcher struct {
-	*counting
-	w moitessier.Watcher
-}
-
-func (c countingWatcher) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
-	return c.w.Watch(ctx, fn)
-}
-
-func (c countingWatcher) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
-	c.calls.Add(1)
-	return c.w.Heads(ctx, ids)
-}
-
 func benchIdle(b *testing.B, h Harness, n int) {
 	idle := 10 * time.Second
 	if v := os.Getenv("MOITESSIER_IDLE_SECONDS"); v != "" {
@@ -376,12 +316,7 @@ func benchIdle(b *testing.B, h Harness, n int) {
 		idle = time.Duration(secs * float64(time.Second))
 	}
 	for range b.N {
-		base := newStore(b, h)
-		cs := &counting{Store: base}
-		var s moitessier.Store = cs
-		if w, ok := base.(moitessier.Watcher); ok {
-			s = countingWatcher{cs, w}
-		}
+		s, calls := countstore.Wrap(newStore(b, h))
 		hub := benchHub(b, h, s)
 		ls := make([]*moitessier.Listener, n)
 		recs := make([]*recorder, n)
@@ -396,11 +331,11 @@ func benchIdle(b *testing.B, h Harness, n int) {
 		time.Sleep(100 * time.Millisecond) // let every ListenUntil reach its wait
 		runtime.GC()
 		runtime.ReadMemStats(&after)
-		calls0 := cs.calls.Load()
+		calls0 := calls.Load()
 		time.Sleep(idle)
-		calls := cs.calls.Load() - calls0
+		idleCalls := calls.Load() - calls0
 		stop()
-		b.ReportMetric(float64(calls)/idle.Seconds(), "queries/s")
+		b.ReportMetric(float64(idleCalls)/idle.Seconds(), "queries/s")
 		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(n), "heap-B/listener")
 		b.ReportMetric(float64(int64(after.StackInuse)-int64(before.StackInuse))/float64(n), "stack-B/listener")
 	}

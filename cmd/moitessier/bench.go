@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/countstore"
 )
 
 const benchDescription = `
@@ -544,68 +545,6 @@ func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (B
 	return res, summarize(&res, start, end, lat, bad)
 }
 
-// countingStore counts the calls a hub makes to its store.
-type countingStore struct {
-	moitessier.Store
-	calls atomic.Int64
-}
-
-func (c *countingStore) Join(ctx context.Context, l moitessier.ListenerInfo, s moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
-	c.calls.Add(1)
-	return c.Store.Join(ctx, l, s)
-}
-func (c *countingStore) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
-	c.calls.Add(1)
-	return c.Store.Listener(ctx, id)
-}
-func (c *countingStore) Subscribers(ctx context.Context, id string) ([]moitessier.Subscriber, error) {
-	c.calls.Add(1)
-	return c.Store.Subscribers(ctx, id)
-}
-func (c *countingStore) Leave(ctx context.Context, id, p, cl string) (bool, error) {
-	c.calls.Add(1)
-	return c.Store.Leave(ctx, id, p, cl)
-}
-func (c *countingStore) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
-	c.calls.Add(1)
-	return c.Store.Match(ctx, scope)
-}
-func (c *countingStore) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
-	c.calls.Add(1)
-	return c.Store.Append(ctx, b)
-}
-func (c *countingStore) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
-	c.calls.Add(1)
-	return c.Store.Read(ctx, id, after, limit)
-}
-func (c *countingStore) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {
-	c.calls.Add(1)
-	return c.Store.Seek(ctx, id, t)
-}
-func (c *countingStore) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
-	c.calls.Add(1)
-	return c.Store.Checkpoint(ctx, cps)
-}
-func (c *countingStore) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
-	c.calls.Add(1)
-	return c.Store.Sweep(ctx, p)
-}
-
-// countingWatcher keeps a Watcher store's push wake-ups, counting Heads.
-type countingWatcher struct {
-	*countingStore
-	w moitessier.Watcher
-}
-
-func (c countingWatcher) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
-	return c.w.Watch(ctx, fn)
-}
-
-func (c countingWatcher) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
-	c.calls.Add(1)
-	return c.w.Heads(ctx, ids)
-}
-
 func (c *benchConfig) idleWorkload(ctx context.Context, name string, n int) (BenchResult, error) {
 	res := BenchResult{Workload: name, Store: c.storeName, Listeners: n}
 	st, cleanup, err := c.newStore(ctx, name)
@@ -613,11 +552,7 @@ func (c *benchConfig) idleWorkload(ctx context.Context, name string, n int) (Ben
 		return res, err
 	}
 	defer cleanup()
-	cs := &countingStore{Store: st.Store}
-	var s moitessier.Store = cs
-	if w, ok := st.Store.(moitessier.Watcher); ok {
-		s = countingWatcher{cs, w}
-	}
+	s, calls := countstore.Wrap(st.Store)
 	hub, err := benchHub(s)
 	if err != nil {
 		return res, err
@@ -639,8 +574,8 @@ func (c *benchConfig) idleWorkload(ctx context.Context, name string, n int) (Ben
 	time.Sleep(time.Second) // let every ListenUntil reach its wait
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	calls0 := cs.calls.Load()
-	stopProgress := c.progressLine(name+" (idle)", func() int64 { return cs.calls.Load() - calls0 }, 0)
+	calls0 := calls.Load()
+	stopProgress := c.progressLine(name+" (idle)", func() int64 { return calls.Load() - calls0 }, 0)
 	select {
 	case <-time.After(c.idle):
 	case <-ctx.Done():
@@ -648,7 +583,7 @@ func (c *benchConfig) idleWorkload(ctx context.Context, name string, n int) (Ben
 		return res, ctx.Err()
 	}
 	stopProgress()
-	q := float64(cs.calls.Load()-calls0) / c.idle.Seconds()
+	q := float64(calls.Load()-calls0) / c.idle.Seconds()
 	res.QueriesPerS = &q
 	res.HeapPerLisnr = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)+int64(after.StackInuse)-int64(before.StackInuse)) / float64(n)
 	res.Seconds = c.idle.Seconds()

@@ -1,0 +1,82 @@
+// Package countstore wraps a moitessier.Store to count the calls a hub makes
+// to it: the benchmarks' measure of how many queries waiting costs.
+package countstore
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/likestripes/moitessier"
+)
+
+// Wrap returns a store that forwards to s (keeping its Watcher, if it has
+// one) and a counter of the calls made to it.
+func Wrap(s moitessier.Store) (moitessier.Store, *atomic.Int64) {
+	c := &counting{Store: s}
+	if w, ok := s.(moitessier.Watcher); ok {
+		return countingWatcher{c, w}, &c.calls
+	}
+	return c, &c.calls
+}
+
+// counting counts the calls a hub makes to its store.
+type counting struct {
+	moitessier.Store
+	calls atomic.Int64
+}
+
+func (c *counting) Join(ctx context.Context, l moitessier.ListenerInfo, s moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+	c.calls.Add(1)
+	return c.Store.Join(ctx, l, s)
+}
+func (c *counting) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
+	c.calls.Add(1)
+	return c.Store.Listener(ctx, id)
+}
+func (c *counting) Subscribers(ctx context.Context, id string) ([]moitessier.Subscriber, error) {
+	c.calls.Add(1)
+	return c.Store.Subscribers(ctx, id)
+}
+func (c *counting) Leave(ctx context.Context, id, p, cl string) (bool, error) {
+	c.calls.Add(1)
+	return c.Store.Leave(ctx, id, p, cl)
+}
+func (c *counting) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
+	c.calls.Add(1)
+	return c.Store.Match(ctx, scope)
+}
+func (c *counting) Append(ctx context.Context, bt *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	c.calls.Add(1)
+	return c.Store.Append(ctx, bt)
+}
+func (c *counting) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	c.calls.Add(1)
+	return c.Store.Read(ctx, id, after, limit)
+}
+func (c *counting) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {
+	c.calls.Add(1)
+	return c.Store.Seek(ctx, id, t)
+}
+func (c *counting) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
+	c.calls.Add(1)
+	return c.Store.Checkpoint(ctx, cps)
+}
+func (c *counting) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
+	c.calls.Add(1)
+	return c.Store.Sweep(ctx, p)
+}
+
+type countingWatcher struct {
+	*counting
+	w moitessier.Watcher
+}
+
+func (c countingWatcher) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
+	return c.w.Watch(ctx, fn)
+}
+
+func (c countingWatcher) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
+	c.calls.Add(1)
+	return c.w.Heads(ctx, ids)
+}
