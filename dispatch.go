@@ -49,7 +49,10 @@ func IdempotencyKey(key string) DispatchOption {
 
 // Dispatched is the result of a dispatch.
 type Dispatched struct {
-	// ID identifies the dispatch; every message of it carries it.
+	// ID identifies the dispatch; every message of it carries it. On a
+	// replay it is the first dispatch's ID, read from its messages; a replay
+	// of a dispatch that stored nothing (or whose messages are gone) has a
+	// new ID.
 	ID string
 	// Messages are the stored messages, one per listener that got one; for
 	// Handler listeners their Text is what the handlers returned.
