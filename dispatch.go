@@ -22,10 +22,11 @@ func (f HandlerFunc) applyDispatch(c *dispatchConfig) { c.handlers = append(c.ha
 type DispatchOption interface{ applyDispatch(*dispatchConfig) }
 
 type dispatchConfig struct {
-	handlers []HandlerFunc
-	to       []string
-	key      string
-	keySet   bool
+	handlers  []HandlerFunc
+	to        []string
+	addressed bool
+	key       string
+	keySet    bool
 }
 
 type optionFunc func(*dispatchConfig)
@@ -34,9 +35,10 @@ func (f optionFunc) applyDispatch(c *dispatchConfig) { f(c) }
 
 // To addresses a dispatch to persons: it reaches the Private listeners of
 // these persons (and of the sender) whose scope matches, and no Shared or
-// Handler listener.
+// Handler listener. To() with no person still addresses the dispatch: it
+// reaches only the sender's Private listeners.
 func To(persons ...string) DispatchOption {
-	return optionFunc(func(c *dispatchConfig) { c.to = append(c.to, persons...) })
+	return optionFunc(func(c *dispatchConfig) { c.to, c.addressed = append(c.to, persons...), true })
 }
 
 // IdempotencyKey makes a dispatch idempotent: a second dispatch by the same
@@ -152,7 +154,7 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 		}
 	}
 	var to map[string]bool
-	if c.to != nil {
+	if c.addressed {
 		to = make(map[string]bool, len(c.to))
 		for _, p := range c.to {
 			if err := checkName("recipient", p, false); err != nil {
@@ -179,7 +181,7 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 			if l.Person != sender && !to[l.Person] {
 				continue
 			}
-		case to != nil:
+		case c.addressed:
 			continue
 		case l.Type == Handler && len(c.handlers) > 0:
 			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}

@@ -398,9 +398,15 @@ func (h *Hub) releaseSub(ctx context.Context, st *subState) error {
 	return nil
 }
 
+// acquireLive returns the cache entry of listener id, creating it. After
+// Close it returns nil: Close sets closed before it marks the entries gone
+// under livesMu, so no entry is created that Close would miss.
 func (h *Hub) acquireLive(id string) *live {
 	h.livesMu.Lock()
 	defer h.livesMu.Unlock()
+	if h.closed.Load() {
+		return nil
+	}
 	lv := h.lives[id]
 	if lv == nil {
 		lv = newLive(id)
@@ -417,6 +423,17 @@ func (h *Hub) releaseLive(lv *live) {
 	if lv.refs == 0 && h.lives[lv.id] == lv {
 		delete(h.lives, lv.id)
 	}
+}
+
+// replaceLive drops a cache entry that belongs to a deleted incarnation of
+// its listener, so that the next acquireLive makes a fresh one.
+func (h *Hub) replaceLive(lv *live) {
+	h.livesMu.Lock()
+	if h.lives[lv.id] == lv {
+		delete(h.lives, lv.id)
+	}
+	h.livesMu.Unlock()
+	lv.markGone()
 }
 
 func (h *Hub) lookupLive(id string) *live {

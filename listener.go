@@ -90,20 +90,38 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		return since, err
 	}
 	h := l.hub
-	lv := h.acquireLive(l.info.ID)
-	defer h.releaseLive(lv)
 	// The live entry exists before join reads the head: a message committed
 	// after that read is published to it, one committed before is below the
-	// head and read from the store.
-	// One reading of the clock sets the lease and when to renew it.
-	now := h.now()
-	info, sub, err := l.join(ctx, now)
-	if err != nil {
-		return since, fmt.Errorf("listen %s: %w", l.info.ID, err)
+	// head and read from the store. An entry left from a deleted incarnation
+	// of the listener (same ID, created again) is replaced.
+	var (
+		lv   *live
+		info ListenerInfo
+		sub  Subscriber
+		now  time.Time
+	)
+	for attempt := 0; ; attempt++ {
+		if lv = h.acquireLive(l.info.ID); lv == nil {
+			return since, fmt.Errorf("listen %s: hub: %w", l.info.ID, ErrClosed)
+		}
+		// One reading of the clock sets the lease and when to renew it.
+		now = h.now()
+		if info, sub, err = l.join(ctx, now); err != nil {
+			h.releaseLive(lv)
+			return since, fmt.Errorf("listen %s: %w", l.info.ID, err)
+		}
+		if lv.bind(info.Created) || attempt == 2 {
+			break
+		}
+		h.releaseLive(lv)
+		h.replaceLive(lv)
 	}
+	defer h.releaseLive(lv)
 	cur = since
 	if since == Resume {
-		cur = sub.Cursor
+		// A saved position past the head belongs to an earlier incarnation
+		// of the listener: start from the head.
+		cur = min(sub.Cursor, info.Head)
 	} else if since > info.Head {
 		return since, fmt.Errorf("listen %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
 	}
@@ -141,13 +159,15 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
 		}
 		if need {
-			if msgs, err = lv.fill(ctx, h.store, cur, limit, max); err != nil {
+			var h0 Cursor
+			if msgs, h0, err = lv.fill(ctx, h.store, cur, limit, max); err != nil {
 				return cur, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 			}
 			if len(msgs) == 0 {
-				// What lay between cur and the head was removed by
-				// retention: move on to the head.
-				cur = max64(cur, lv.headAt())
+				// What lay between cur and the head known before the read
+				// was removed by retention: move on to that head (a message
+				// committed during the read is above it, and comes next).
+				cur = max64(cur, h0)
 				continue
 			}
 		}
@@ -197,11 +217,11 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 		limit = l.hub.opts.BatchLimit
 	}
 	if since == Resume {
-		_, sub, err := l.join(ctx, l.hub.now())
+		info, sub, err := l.join(ctx, l.hub.now())
 		if err != nil {
 			return nil, fmt.Errorf("messages %s: %w", l.info.ID, err)
 		}
-		since = sub.Cursor
+		since = min(sub.Cursor, info.Head)
 	}
 	msgs, err := l.hub.store.Read(ctx, l.info.ID, since, limit)
 	if err != nil {
@@ -218,6 +238,13 @@ func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	}
 	if c == Resume {
 		return fmt.Errorf("ack %s: %w: Resume is not a position", l.info.ID, ErrInvalidArgument)
+	}
+	info, err := l.hub.store.Listener(ctx, l.info.ID)
+	if err != nil {
+		return fmt.Errorf("ack %s: %w", l.info.ID, err)
+	}
+	if c > info.Head {
+		return fmt.Errorf("ack %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, c, info.Head)
 	}
 	cp := Checkpoint{Listener: l.info.ID, Person: l.person, Client: l.client, Cursor: c, LeaseExpires: l.hub.now().Add(l.lease)}
 	if err := l.hub.store.Checkpoint(ctx, []Checkpoint{cp}); err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 )
 
 // live is the in-process state of one listener that has local subscribers in
@@ -22,6 +23,8 @@ type live struct {
 	head Cursor    // highest sequence number known to be committed
 	wake chan struct{}
 	gone bool // the listener was deleted
+
+	created time.Time // the incarnation the cache belongs to; see bind
 
 	fillMu sync.Mutex
 }
@@ -169,17 +172,33 @@ func (lv *live) broadcast() {
 }
 
 // fill reads messages after cur from the store, once for all local
-// subscribers that need the same rows, and caches them.
-func (lv *live) fill(ctx context.Context, s Store, cur Cursor, limit, max int) ([]Message, error) {
+// subscribers that need the same rows, and caches them. It also returns the
+// head known before the read: every message up to it was committed before
+// the read began, so an empty read means they are gone (retention).
+func (lv *live) fill(ctx context.Context, s Store, cur Cursor, limit, max int) ([]Message, Cursor, error) {
 	lv.fillMu.Lock()
 	defer lv.fillMu.Unlock()
+	h0 := lv.headAt()
 	if msgs, _, need, _ := lv.next(cur, limit); !need {
-		return msgs, nil
+		return msgs, h0, nil
 	}
 	msgs, err := s.Read(ctx, lv.id, cur, limit)
 	if err != nil {
-		return nil, err
+		return nil, h0, err
 	}
 	lv.add(msgs, max)
-	return msgs, nil
+	return msgs, h0, nil
+}
+
+// bind ties the cache to one incarnation of the listener (its creation
+// time): a listener deleted and created again under the same ID must not
+// see the old one's messages. It reports whether lv belongs to created.
+func (lv *live) bind(created time.Time) bool {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.created.IsZero() {
+		lv.created = created
+		return true
+	}
+	return lv.created.Equal(created)
 }

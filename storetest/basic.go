@@ -180,6 +180,8 @@ func testPrivate(t *testing.T, h Harness) {
 	mustDispatch(t, hub, "carol", "notes", "for alice", moitessier.To("alice"))
 	mustDispatch(t, hub, "carol", "notes", "for both", moitessier.To("alice", "bob"))
 	mustDispatch(t, hub, "mallory", "notes", "public")
+	// To() with nobody is still addressed: it is no broadcast.
+	mustDispatch(t, hub, "mallory", "notes", "to nobody", moitessier.To())
 
 	wantTexts(t, alice, "alice's own", "for alice", "for both")
 	wantTexts(t, alicePhone, "alice's own", "for alice", "for both")

@@ -257,6 +257,10 @@ func testServerCursors(t *testing.T, h Harness) {
 	if err := other.Ack(ctx, moitessier.Resume); !errors.Is(err, moitessier.ErrInvalidArgument) {
 		t.Fatalf("Ack(Resume): %v", err)
 	}
+	// A position past the newest message would skip what comes next.
+	if err := other.Ack(ctx, 1000); !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("Ack past the head: %v", err)
+	}
 	// Messages(Resume) reads after the saved cursor without acknowledging.
 	al := mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: scope, Client: "tab3"})
 	mustDispatch(t, hub, "x", scope, "4")
@@ -432,4 +436,48 @@ func testLeaseRenewal(t *testing.T, h Harness) {
 	if res, err := hub.GC(ctx); err != nil || len(res.Expired) != 1 {
 		t.Fatalf("GC after listening stopped: %+v, %v; want the listener expired", res, err)
 	}
+}
+
+// testRecreate deletes a listener through one hub while another hub still
+// caches its messages for a running ListenUntil, then creates it again under
+// the same ID: the new listener starts empty, and its subscribers never see
+// the old one's messages.
+func testRecreate(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	hub1 := newHub(t, s, moitessier.Options{})
+	hub2 := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	c := moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "again"}
+	a := mustListener(t, hub1, c)
+	for i := range 5 {
+		mustDispatch(t, hub1, "alice", "again", fmt.Sprint("old", i))
+	}
+	old := newCollector()
+	stopOld := listen(t, a, old, 0)
+	old.waitFor(t, 5)
+	a2, err := hub2.Open(ctx, a.ID(), "alice", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := mustListener(t, hub1, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "again"})
+	if b.ID() != a.ID() {
+		t.Fatal("the recreated listener has another ID")
+	}
+	mustDispatch(t, hub1, "bob", "again", "fresh")
+	fresh := newCollector()
+	stop := listen(t, b, fresh, 0)
+	fresh.waitFor(t, 1)
+	if cur, err := stop(); err != nil || cur != 1 {
+		t.Fatalf("listen on the recreated listener = %d, %v", cur, err)
+	}
+	if got := fresh.texts(); !slices.Equal(got, []string{"fresh"}) {
+		t.Fatalf("the recreated listener delivered %q, want [fresh]", got)
+	}
+	if cur, err := b.Cursor(ctx); err != nil || cur != 1 {
+		t.Fatalf("saved cursor on the recreated listener = %d, %v; want 1", cur, err)
+	}
+	stopOld()
 }

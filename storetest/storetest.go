@@ -60,6 +60,7 @@ func Run(t *testing.T, h Harness) {
 		{"NoLossDuringRespond", testNoLossDuringRespond},
 		{"ServerCursors", testServerCursors},
 		{"Close", testClose},
+		{"Recreate", testRecreate},
 		{"GC", testGC},
 		{"LeaseRenewal", testLeaseRenewal},
 		{"Concurrent", testConcurrent},
