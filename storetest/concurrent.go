@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -99,8 +100,40 @@ func testConcurrent(t *testing.T, h Harness) {
 	for _, s := range subs {
 		listen(t, s.l, s.c, 0)
 	}
-	// Some late listeners join while dispatches run and must still see
-	// everything after the cursor they start from.
+	// Late subscribers join while the dispatches run: each must see exactly
+	// the messages after the point it joined, with no gap.
+	type lateSub struct {
+		c    *checker
+		from moitessier.Cursor
+	}
+	var (
+		lateMu sync.Mutex
+		lates  []lateSub
+		lateWG sync.WaitGroup
+	)
+	for i := range 4 {
+		lateWG.Add(1)
+		go func() {
+			defer lateWG.Done()
+			time.Sleep(time.Duration(i+1) * 3 * time.Millisecond)
+			l, err := hub.NewListener(context.Background(), moitessier.Conditions{Person: "late", Client: fmt.Sprint(i), Type: moitessier.Shared, Scope: "load.room"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			from, err := l.Cursor(context.Background())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c := newChecker()
+			c.next = from + 1
+			listen(t, l, c, moitessier.Resume)
+			lateMu.Lock()
+			lates = append(lates, lateSub{c, from})
+			lateMu.Unlock()
+		}()
+	}
 	var wg sync.WaitGroup
 	for d := range dispatchers {
 		wg.Add(1)
@@ -115,8 +148,12 @@ func testConcurrent(t *testing.T, h Harness) {
 		}()
 	}
 	wg.Wait()
+	lateWG.Wait()
 	for _, s := range subs {
 		s.c.wait(t, dispatchers*each)
+	}
+	for _, ls := range lates {
+		ls.c.wait(t, dispatchers*each-int(ls.from))
 	}
 	for i, s := range subs {
 		s.c.mu.Lock()
@@ -125,8 +162,9 @@ func testConcurrent(t *testing.T, h Harness) {
 		}
 		s.c.mu.Unlock()
 	}
-	// A second hub on the same store (another goroutine pool of the same
-	// process) reading while the first dispatches: still exact.
+	// A subscriber resuming from its server-held cursor while dispatches
+	// run: still exact. (Two hubs on one store hear each other only through
+	// a Watcher; that is the Share test.)
 	late := mustListener(t, hub, moitessier.Conditions{Person: "q", Type: moitessier.Shared, Scope: "load.room"})
 	lc := newChecker()
 	lc.next = dispatchers*each + 1
@@ -158,22 +196,25 @@ func testReopen(t *testing.T, h Harness) {
 		mustDispatch(t, hub, "bob", "inbox.alice", fmt.Sprint("n", i), moitessier.To("alice"))
 	}
 	mustDispatch(t, hub, "x", "r.1", "keyed", moitessier.IdempotencyKey("once"))
-	// alice reads 3 of the room's messages and acknowledges them.
+	// alice reads 3 of the room's messages and stops; the hub saves her
+	// position as ListenUntil returns.
 	c := newCollector()
-	hubLimited, _ := moitessier.New(s, moitessier.Options{GCInterval: -1, BatchLimit: 3})
+	hubLimited, err := moitessier.New(s, moitessier.Options{GCInterval: -1, BatchLimit: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rl, err := hubLimited.Open(ctx, room.ID(), "alice", "web")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cur, err := rl.ListenUntil(ctx, nil, func(ctx context.Context, m []moitessier.Message) error {
+	lctx, stopListen := context.WithCancel(ctx)
+	cur, err := rl.ListenUntil(lctx, nil, func(ctx context.Context, m []moitessier.Message) error {
 		c.respond(ctx, m)
-		return errStopAfter
+		stopListen()
+		return nil
 	}, moitessier.Resume, 0, 0)
-	if cur != 0 {
-		t.Fatalf("listen = %d, %v", cur, err)
-	}
-	if err := rl.Ack(ctx, 3); err != nil {
-		t.Fatal(err)
+	if cur != 3 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("listen = %d, %v; want 3 and context.Canceled", cur, err)
 	}
 	_ = hubLimited.Close()
 	if err := hub.Close(); err != nil {

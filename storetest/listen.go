@@ -363,21 +363,21 @@ func testGC(t *testing.T, h Harness) {
 		mustDispatch(t, hub, "a", "gc.long", fmt.Sprint("old", i))
 	}
 	clk.Add(20 * time.Minute)
-	for i := range 3 {
+	for i := range 7 {
 		mustDispatch(t, hub, "a", "gc.long", fmt.Sprint("new", i))
 	}
 	// 50 minutes in: nothing has expired; retention drops the 8 messages
-	// older than 10 minutes, and the count (5) keeps the 3 new ones.
+	// older than 10 minutes, and the count (5) 2 of the 7 new ones.
 	res, err := hub.GC(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Expired) != 0 || res.Subscribers != 0 || res.Messages != 8 {
-		t.Fatalf("GC at 50m: %+v, want 8 messages removed (by age), nothing else", res)
+	if len(res.Expired) != 0 || res.Subscribers != 0 || res.Messages != 10 {
+		t.Fatalf("GC at 50m: %+v, want 10 messages removed (8 by age, 2 by count), nothing else", res)
 	}
 	msgs, err := long.Messages(ctx, 0, 0)
-	if err != nil || len(msgs) != 3 || msgs[0].Seq != 9 {
-		t.Fatalf("kept %s, %v; want seqs 9..11", seqs(msgs), err)
+	if err != nil || len(msgs) != 5 || msgs[0].Seq != 11 || msgs[4].Seq != 15 {
+		t.Fatalf("kept %s, %v; want seqs 11..15", seqs(msgs), err)
 	}
 	// 70 minutes in: a's leases (1h) have ended, b's has not.
 	clk.Add(20 * time.Minute)
