@@ -114,6 +114,9 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 // the listeners it reaches and runs the handlers, and returns the Batch to
 // append, without storing anything. Stores that can append inside a caller's
 // transaction (the postgres package) use it for transactional dispatch.
+// Messages appended that way reach this hub's listeners through the store's
+// Watcher; with a store that has none (memory, SQLite), only Dispatch wakes
+// them, so use Dispatch there.
 func (h *Hub) Prepare(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (*Batch, error) {
 	b, _, err := h.prepare(ctx, sender, scope, text, opts)
 	return b, err

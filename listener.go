@@ -26,8 +26,8 @@ type Listener struct {
 	person, client string
 	lease          time.Duration
 
-	closeOnce sync.Once
-	done      chan struct{}
+	closeMu sync.Mutex // serialises Close
+	done    chan struct{}
 }
 
 // ID returns the listener's ID.
@@ -295,21 +295,21 @@ func (l *Listener) Subscribers(ctx context.Context) ([]Subscriber, error) {
 // Close removes this subscriber from the listener. When it was the last
 // one, the listener and its messages are deleted and Hooks.Emptied is
 // called. Later calls on this handle, and its running ListenUntil calls,
-// return ErrClosed. Closing twice returns ErrClosed.
+// return ErrClosed. Closing twice returns ErrClosed. If the store fails,
+// the handle stays open and Close may be called again.
 func (l *Listener) Close(ctx context.Context) error {
+	l.closeMu.Lock()
+	defer l.closeMu.Unlock()
 	if err := l.checkOpen("close"); err != nil {
 		return err
-	}
-	closed := false
-	l.closeOnce.Do(func() { close(l.done); closed = true })
-	if !closed {
-		return fmt.Errorf("close %s: %w", l.info.ID, ErrClosed)
 	}
 	h := l.hub
 	deleted, err := h.store.Leave(ctx, l.info.ID, l.person, l.client)
 	if err != nil {
+		// The handle stays open, so that Close can be tried again.
 		return fmt.Errorf("close %s: %w", l.info.ID, err)
 	}
+	close(l.done)
 	if deleted {
 		h.dropLive(l.info.ID)
 		if h.opts.Hooks.Emptied != nil {
