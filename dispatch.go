@@ -90,6 +90,12 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 	if len(b.Entries) == 0 && b.Key == "" {
 		return d, nil
 	}
+	// Stamp the time after the handlers ran, just before the append, so
+	// that a listener's messages are in time order but for the microseconds
+	// between concurrent dispatchers (Seek and retention rely on it).
+	if now := h.now(); now.After(b.Created) {
+		b.Created = now
+	}
 	msgs, replayed, err := h.store.Append(ctx, b)
 	if err != nil {
 		return Dispatched{}, fmt.Errorf("dispatch to %q: %w", scope, err)
