@@ -2,6 +2,7 @@ package moitessier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"unicode/utf8"
 )
@@ -13,7 +14,10 @@ import (
 // which then stores nothing.
 //
 // A HandlerFunc is also a DispatchOption: pass it to Hub.Dispatch. With several
-// handlers, each sees the text the previous one returned.
+// handlers, each sees the text the previous one returned. On a store that
+// caches matches ([MatchCacher]), a dispatch that races with the creation
+// or deletion of a listener on its scope is prepared twice, so a handler
+// may be called twice for one listener; only the second result is stored.
 type HandlerFunc func(ctx context.Context, listenerID string, m Message) (string, error)
 
 func (f HandlerFunc) applyDispatch(c *dispatchConfig) { c.handlers = append(c.handlers, f) }
@@ -82,23 +86,14 @@ type Dispatched struct {
 // ErrInvalidArgument or ErrTooLarge for bad input, a handler's error, or the
 // store's; on any error nothing is stored.
 func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (Dispatched, error) {
-	b, reached, err := h.prepare(ctx, sender, scope, text, opts)
+	d, msgs, replayed, err := h.dispatch(ctx, sender, scope, text, opts, true)
+	if errors.Is(err, ErrStale) {
+		// Listeners were created on the scope since the cached match: match
+		// again (the handlers run again) and append again.
+		d, msgs, replayed, err = h.dispatch(ctx, sender, scope, text, opts, false)
+	}
 	if err != nil {
 		return Dispatched{}, err
-	}
-	d := Dispatched{ID: b.Dispatch, Reached: reached}
-	if len(b.Entries) == 0 && b.Key == "" {
-		return d, nil
-	}
-	// Stamp the time after the handlers ran, just before the append, so
-	// that a listener's messages are in time order but for the microseconds
-	// between concurrent dispatchers (Seek and retention rely on it).
-	if now := h.now(); now.After(b.Created) {
-		b.Created = now
-	}
-	msgs, replayed, err := h.store.Append(ctx, b)
-	if err != nil {
-		return Dispatched{}, fmt.Errorf("dispatch to %q: %w", scope, err)
 	}
 	d.Messages, d.Replayed = msgs, replayed
 	if replayed {
@@ -112,8 +107,68 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 	if len(msgs) > 0 {
 		h.dispatched.Add(1)
 	}
-	h.publish(msgs)
 	return d, nil
+}
+
+// dispatch prepares a batch, from a cached match if cached and the store has
+// a cache, appends it and publishes its messages to local subscribers.
+func (h *Hub) dispatch(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (d Dispatched, msgs []Message, replayed bool, err error) {
+	b, reached, err := h.prepare(ctx, sender, scope, text, opts, cached)
+	if err != nil {
+		return d, nil, false, err
+	}
+	d = Dispatched{ID: b.Dispatch, Reached: reached}
+	if len(b.Entries) == 0 && b.Key == "" {
+		if b.Stamp != nil {
+			// No append will check the cached answer: match afresh.
+			return d, nil, false, ErrStale
+		}
+		return d, nil, false, nil
+	}
+	// Stamp the time after the handlers ran, just before the append, so
+	// that a listener's messages are in time order but for the microseconds
+	// between concurrent dispatchers (Seek and retention rely on it).
+	if now := h.now(); now.After(b.Created) {
+		b.Created = now
+	}
+	held := h.hold(b)
+	defer unhold(held)
+	msgs, replayed, err = h.store.Append(ctx, b)
+	if err != nil {
+		return d, nil, false, fmt.Errorf("dispatch to %q: %w", scope, err)
+	}
+	if !replayed {
+		h.publish(msgs)
+	}
+	return d, msgs, replayed, nil
+}
+
+// hold marks the batch's listeners that have local subscribers as being
+// appended to by this hub until unhold. A store's notification of the
+// append's commit can arrive before Append returns; while held, a listener
+// keeps such a head aside (see live.observe) rather than send its
+// subscribers to read from the store the messages publish is about to hand
+// them.
+func (h *Hub) hold(b *Batch) []*live {
+	h.livesMu.RLock()
+	defer h.livesMu.RUnlock()
+	if len(h.lives) == 0 {
+		return nil
+	}
+	var held []*live
+	for _, e := range b.Entries {
+		if lv := h.lives[e.Listener]; lv != nil {
+			lv.hold()
+			held = append(held, lv)
+		}
+	}
+	return held
+}
+
+func unhold(held []*live) {
+	for _, lv := range held {
+		lv.unhold()
+	}
 }
 
 // Prepare does the first half of Dispatch: it validates the dispatch, finds
@@ -124,7 +179,7 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 // Watcher; with a store that has none (memory, SQLite), only Dispatch wakes
 // them, so use Dispatch there.
 func (h *Hub) Prepare(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (*Batch, error) {
-	b, _, err := h.prepare(ctx, sender, scope, text, opts)
+	b, _, err := h.prepare(ctx, sender, scope, text, opts, false)
 	return b, err
 }
 
@@ -138,7 +193,7 @@ func (h *Hub) checkText(what, text string) error {
 	return nil
 }
 
-func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []DispatchOption) (*Batch, []string, error) {
+func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (*Batch, []string, error) {
 	if err := h.checkOpen("dispatch"); err != nil {
 		return nil, nil, err
 	}
@@ -177,7 +232,13 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 	if c.keySet {
 		b.KeySince = now.Add(-h.opts.IdempotencyWindow)
 	}
-	ls, err := h.store.Match(ctx, scope)
+	var ls []ListenerInfo
+	var err error
+	if mc, ok := h.store.(MatchCacher); ok && cached && !c.keySet {
+		ls, b.Stamp, err = mc.MatchCached(ctx, scope)
+	} else {
+		ls, err = h.store.Match(ctx, scope)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("dispatch to %q: match: %w", scope, err)
 	}

@@ -24,6 +24,13 @@ type live struct {
 	wake chan struct{}
 	gone bool // the listener was deleted
 
+	// While this hub appends to the listener (local > 0), a head notified
+	// by the store is kept in noticed until an append ends: the append's
+	// own messages, which its dispatcher is about to add, must not send
+	// subscribers to the store first.
+	local   int
+	noticed Cursor
+
 	created time.Time // the incarnation the cache belongs to; see bind
 
 	fillMu sync.Mutex
@@ -143,6 +150,34 @@ func (lv *live) release() bool {
 func (lv *live) observe(h Cursor) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	if lv.local > 0 {
+		lv.noticed = max(lv.noticed, h)
+		return
+	}
+	lv.raise(h)
+}
+
+// hold and unhold bracket an append by this hub to the listener; see local.
+func (lv *live) hold() {
+	lv.mu.Lock()
+	lv.local++
+	lv.mu.Unlock()
+}
+
+// unhold ends an append begun by hold and applies a head noticed meanwhile:
+// by now the append's messages are in the cache, and a head beyond them
+// is another writer's, to be read.
+func (lv *live) unhold() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	lv.local--
+	lv.raise(lv.noticed)
+	if lv.local == 0 {
+		lv.noticed = 0
+	}
+}
+
+func (lv *live) raise(h Cursor) {
 	if h > lv.head {
 		lv.head = h
 		lv.release()

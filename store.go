@@ -2,6 +2,7 @@ package moitessier
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -93,6 +94,9 @@ type Batch struct {
 	KeySince time.Time
 	// Entries are the messages to write, one per listener.
 	Entries []Entry
+	// Stamp, if not nil, is what [MatchCacher.MatchCached] returned with the
+	// listeners the entries were made for. Append checks it: see ErrStale.
+	Stamp any
 }
 
 // Entry is one message of a [Batch]: a text for one listener.
@@ -153,6 +157,26 @@ type Watcher interface {
 	// notification that was missed.
 	Heads(ctx context.Context, ids []string) ([]Head, error)
 }
+
+// MatchCacher is implemented by stores whose Match costs a round trip to a
+// server (Postgres). The hub's Dispatch matches through MatchCached, so that
+// a dispatch to a scope it has dispatched to before costs one round trip,
+// the append, instead of two.
+type MatchCacher interface {
+	// MatchCached is Match, answered from the store's cache when it can be,
+	// with a stamp of the answer. The listeners' Head may be out of date,
+	// and the slice is shared: callers must not modify it. Append of a batch
+	// carrying the stamp (Batch.Stamp) fails with an error wrapping ErrStale,
+	// and stores nothing, if a listener that the scope matches was created
+	// since the answer was current; the hub then matches again with Match
+	// (which refreshes the cache) and appends again.
+	MatchCached(ctx context.Context, scope string) (ls []ListenerInfo, stamp any, err error)
+}
+
+// ErrStale is returned by Append of a batch whose Stamp no longer holds:
+// listeners were created on its scope since it was matched. Nothing was
+// stored. See [MatchCacher].
+var ErrStale = errors.New("moitessier: listeners changed since match")
 
 // Closer is implemented by stores that hold resources (files, connections).
 type Closer interface {

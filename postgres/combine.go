@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -17,7 +19,9 @@ import (
 // idle store sends a batch at once, so combining adds no latency.
 //
 // Combined batches commit together. If the statement fails, each batch is
-// tried again alone, so one batch's failure is not another's.
+// tried again alone, so one batch's failure is not another's; if it wrote
+// nothing because some batches' match stamps were stale, those fail with
+// moitessier.ErrStale and the others are sent again together.
 
 type combiner struct {
 	mu      sync.Mutex
@@ -113,6 +117,23 @@ func (s *Store) writeGroup(group []*pending) {
 		out, err = s.appendBatches(ctx, s.pool, bs)
 		return err
 	})
+	var se *staleError
+	if errors.As(err, &se) && len(group) > 1 {
+		// Nothing was written: fail the stale batches, send the rest again.
+		rest := make([]*pending, 0, len(group))
+		for i, p := range group {
+			if slices.Contains(se.batches, i) {
+				p.err = &staleError{batches: []int{0}}
+				close(p.done)
+			} else {
+				rest = append(rest, p)
+			}
+		}
+		if len(rest) > 0 {
+			s.writeGroup(rest)
+		}
+		return
+	}
 	if err != nil && len(group) > 1 {
 		for _, p := range group {
 			p.err = retry(ctx, func() error {

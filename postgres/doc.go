@@ -89,6 +89,23 @@
 // again. So Match costs one round trip, and a pattern listener created by
 // any process before Match began is always found.
 //
+// A dispatch should not pay that round trip every time: the listeners of a
+// scope rarely change between two dispatches to it. The hub's Dispatch
+// matches through [Store.MatchCached] ([moitessier.MatchCacher]), which
+// answers from this process's cache of recent Match answers (up to 10 000
+// scopes), stamped with the pattern version and the scope's version they
+// were read at. A scope's version (table scope_versions) is the id of the
+// last transaction that created or deleted a listener on it, written in
+// that transaction under the row's lock. Append's statement checks the
+// stamp in its own snapshot: if a listener was created or deleted on the
+// scope since, it writes nothing and fails with moitessier.ErrStale, and
+// the hub matches again (refreshing the cache) and appends again. So a
+// dispatch to a known scope costs one round trip, the append, and a stale
+// answer is never used, whichever process changed the listeners. A
+// dispatch from a cached answer that reaches no listener has no append to
+// check it, so the hub matches again before it reports that. Sweep
+// removes the versions of scopes no listener has.
+//
 // # Wake-ups: LISTEN/NOTIFY
 //
 // Append sends the new heads of the listeners it wrote with pg_notify on

@@ -42,6 +42,9 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 				if _, err := tx.Exec(ctx, s.q.insertScopes, l.ID, l.Scopes, wild); err != nil {
 					return err
 				}
+				if err := s.bumpScopes(ctx, tx, l.Scopes); err != nil {
+					return err
+				}
 				if anyWild {
 					if _, err := tx.Exec(ctx, s.q.bumpPatterns); err != nil {
 						return err
@@ -72,6 +75,24 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
 	}
 	return info, stored, created, nil
+}
+
+// bumpScopes records, in tx, that listeners on the concrete scopes among
+// scopes were created or deleted, so that Match answers cached before no
+// longer hold (see MatchCached).
+func (s *Store) bumpScopes(ctx context.Context, tx pgx.Tx, scopes []string) error {
+	var concrete []string
+	for _, sc := range scopes {
+		if !moitessier.IsPattern(sc) {
+			concrete = append(concrete, sc)
+		}
+	}
+	if len(concrete) == 0 {
+		return nil
+	}
+	slices.Sort(concrete)
+	_, err := tx.Exec(ctx, s.q.bumpScopes, slices.Compact(concrete))
+	return err
 }
 
 // retryError asks retry to run a transaction again.
@@ -176,8 +197,11 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 			if _, err := tx.Exec(ctx, s.q.lockListener, listenerID); err != nil {
 				return err
 			}
-			var wild bool
-			err = tx.QueryRow(ctx, s.q.deleteListener, listenerID).Scan(&wild)
+			var (
+				scopes []string
+				wild   bool
+			)
+			err = tx.QueryRow(ctx, s.q.deleteListener, listenerID).Scan(&scopes, &wild)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil // other subscribers remain
 			}
@@ -185,6 +209,9 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 				return err
 			}
 			deleted = true
+			if err := s.bumpScopes(ctx, tx, scopes); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, s.q.deleteMsgs, listenerID); err != nil {
 				return err
 			}
@@ -230,45 +257,74 @@ func (p *patternCache) match(scope string) (ids []string, version int64) {
 // deletion of a pattern listener raises in its transaction. If the version
 // differs from the cache's, the cache is reloaded and the query repeated, so
 // a listener created by any process before Match began is always found.
+// The answer is kept for MatchCached.
 func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
-	const op = "match"
-	if err := s.check(op); err != nil {
-		return nil, err
-	}
-	ids, cached := s.pat.match(scope)
-	ls, version, err := s.matchQuery(ctx, scope, ids)
-	if err != nil {
-		return nil, s.wrap(op, err)
-	}
-	if version == cached {
-		return ls, nil
-	}
-	// Reload: the index then holds every pattern committed before this
-	// call began, so the second answer is complete.
-	if err := s.reloadPatterns(ctx, version); err != nil {
-		return nil, s.wrap(op, err)
-	}
-	ids, _ = s.pat.match(scope)
-	ls, _, err = s.matchQuery(ctx, scope, ids)
-	if err != nil {
-		return nil, s.wrap(op, err)
-	}
-	return ls, nil
+	ls, _, err := s.match(ctx, scope)
+	return ls, err
 }
 
-func (s *Store) matchQuery(ctx context.Context, scope string, ids []string) ([]moitessier.ListenerInfo, int64, error) {
+// MatchCached is Match answered from this process's cache of recent
+// answers, when it has one for scope; see moitessier.MatchCacher. The
+// stamp is the pattern version and the scope's version (the last
+// transaction that created a listener on it) the answer was read at;
+// Append checks both in its statement, so a cached answer costs no round
+// trip and is never used once out of date.
+func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, any, error) {
+	if e, ok := s.mc.get(scope); ok {
+		return e.ls, e.stamp, nil
+	}
+	ls, st, err := s.match(ctx, scope)
+	if err != nil || st == nil {
+		return ls, nil, err
+	}
+	return ls, *st, nil
+}
+
+// match runs the Match query and caches the answer if it is complete at
+// its stamp.
+func (s *Store) match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, *matchStamp, error) {
+	const op = "match"
+	if err := s.check(op); err != nil {
+		return nil, nil, err
+	}
+	ids, cached := s.pat.match(scope)
+	ls, st, err := s.matchQuery(ctx, scope, ids)
+	if err != nil {
+		return nil, nil, s.wrap(op, err)
+	}
+	if st.patterns != cached {
+		// Reload: the index then holds every pattern committed before
+		// this call began, so the second answer is complete.
+		if err := s.reloadPatterns(ctx, st.patterns); err != nil {
+			return nil, nil, s.wrap(op, err)
+		}
+		ids, cached = s.pat.match(scope)
+		ls, st, err = s.matchQuery(ctx, scope, ids)
+		if err != nil {
+			return nil, nil, s.wrap(op, err)
+		}
+	}
+	if st.patterns != cached {
+		// A pattern listener was created between the reload and the
+		// query: the answer is complete for a Match, which may miss a
+		// listener created after it began, but not at its stamp.
+		return ls, nil, nil
+	}
+	s.mc.put(scope, matchEntry{ls: slices.Clone(ls), stamp: st})
+	return ls, &st, nil
+}
+
+func (s *Store) matchQuery(ctx context.Context, scope string, ids []string) ([]moitessier.ListenerInfo, matchStamp, error) {
+	var st matchStamp
 	if ids == nil {
 		ids = []string{}
 	}
 	rows, err := s.pool.Query(ctx, s.q.match, scope, ids)
 	if err != nil {
-		return nil, 0, err
+		return nil, st, err
 	}
 	defer rows.Close()
-	var (
-		ls      []moitessier.ListenerInfo
-		version int64
-	)
+	var ls []moitessier.ListenerInfo
 	for rows.Next() {
 		var (
 			id, person, client *string
@@ -276,15 +332,60 @@ func (s *Store) matchQuery(ctx context.Context, scope string, ids []string) ([]m
 			scopes             []string
 			created, head      *int64
 		)
-		if err := rows.Scan(&version, &id, &typ, &person, &client, &scopes, &created, &head); err != nil {
-			return nil, 0, err
+		if err := rows.Scan(&st.patterns, &st.scope, &id, &typ, &person, &client, &scopes, &created, &head); err != nil {
+			return nil, st, err
 		}
 		if id == nil {
 			continue
 		}
 		ls = append(ls, moitessier.ListenerInfo{ID: *id, Type: moitessier.ListenerType(*typ), Person: *person, Client: *client, Scopes: scopes, Created: fromNS(*created), Head: moitessier.Cursor(*head)})
 	}
-	return ls, version, rows.Err()
+	return ls, st, rows.Err()
+}
+
+// matchStamp is the state a Match answer was read at: the schema's pattern
+// version and the scope's version.
+type matchStamp struct{ patterns, scope int64 }
+
+type matchEntry struct {
+	ls    []moitessier.ListenerInfo
+	stamp matchStamp
+}
+
+// matchCache keeps the newest Match answer of up to maxCachedScopes scopes.
+type matchCache struct {
+	mu sync.Mutex
+	m  map[string]matchEntry
+}
+
+const maxCachedScopes = 10_000
+
+func (c *matchCache) get(scope string) (matchEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[scope]
+	return e, ok
+}
+
+func (c *matchCache) put(scope string, e matchEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]matchEntry)
+	}
+	if _, ok := c.m[scope]; !ok && len(c.m) >= maxCachedScopes {
+		for k := range c.m { // drop an arbitrary entry
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[scope] = e
+}
+
+func (c *matchCache) drop(scope string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, scope)
 }
 
 // reloadPatterns reloads the pattern cache unless it is at least at version

@@ -56,6 +56,10 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 // than once, expect concurrent ones to be able to deadlock (PostgreSQL
 // aborts one of them with SQLSTATE 40P01, and the caller retries).
 //
+// A batch from [moitessier.Hub.Prepare] carries no match stamp. One that
+// does (see MatchCached) and is stale fails with an error wrapping
+// moitessier.ErrStale, writing nothing; tx is not aborted by it.
+//
 // In a REPEATABLE READ or SERIALIZABLE transaction an idempotency key
 // claimed concurrently by another transaction fails with a serialisation
 // error (40001) rather than waiting; retry the transaction.
@@ -141,9 +145,13 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 	which := make([]int64, 0, n)
 	counts := make(map[string]int64, n)
 	dispatches, scopes, senders := make([]string, len(bs)), make([]string, len(bs)), make([]string, len(bs))
-	created := make([]int64, len(bs))
+	created, pvs, svs := make([]int64, len(bs)), make([]int64, len(bs)), make([]int64, len(bs))
 	for i, b := range bs {
 		dispatches[i], scopes[i], senders[i], created[i] = b.Dispatch, b.Scope, b.Sender, toNS(b.Created)
+		pvs[i], svs[i] = -1, -1
+		if st, ok := b.Stamp.(matchStamp); ok {
+			pvs[i], svs[i] = st.patterns, st.scope
+		}
 		for _, e := range b.Entries {
 			counts[e.Listener]++
 			entryIDs = append(entryIDs, e.Listener)
@@ -162,24 +170,36 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 		ns[i] = counts[id]
 	}
 	rows, err := q.Query(ctx, s.q.append, ids, ns, entryIDs, bodies, ranks, which,
-		dispatches, scopes, senders, created, s.channel, s.cfg.NotifyBatch)
+		dispatches, scopes, senders, created, s.channel, s.cfg.NotifyBatch, pvs, svs)
 	if err != nil {
 		return nil, err
 	}
 	base := make(map[string]int64, len(ids)) // old head of each written listener
+	var stale []int
 	for rows.Next() {
 		var (
-			id            string
-			head, cnt, nt int64
+			id            *string
+			head, cnt, nt *int64
+			staleBatch    *int64
 		)
-		if err := rows.Scan(&id, &head, &cnt, &nt); err != nil {
+		if err := rows.Scan(&id, &head, &cnt, &nt, &staleBatch); err != nil {
 			rows.Close()
 			return nil, err
 		}
-		base[id] = head - cnt
+		if staleBatch != nil {
+			stale = append(stale, int(*staleBatch-1))
+			continue
+		}
+		base[*id] = *head - *cnt
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
+	}
+	if len(stale) > 0 {
+		for _, i := range stale {
+			s.mc.drop(bs[i].Scope)
+		}
+		return nil, &staleError{batches: stale}
 	}
 	out := make([][]moitessier.Message, len(bs))
 	k := 0
@@ -201,6 +221,16 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 	}
 	return out, nil
 }
+
+// staleError reports batches of an append statement whose stamps no longer
+// hold; the statement wrote nothing.
+type staleError struct{ batches []int }
+
+func (e *staleError) Error() string {
+	return fmt.Sprintf("%d of the batches were matched before listeners were created on their scopes", len(e.batches))
+}
+
+func (e *staleError) Unwrap() error { return moitessier.ErrStale }
 
 func scanMessages(rows pgx.Rows, sizeHint int) ([]moitessier.Message, error) {
 	defer rows.Close()

@@ -13,6 +13,7 @@ type queries struct {
 	expiredListeners, trimDoomed, expireSubscribers                         string
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                       string
 	deleteOld, listenerPage, trimPage, deleteKeys                           string
+	bumpScopes, lockUnusedScopes, deleteUnusedScopes                        string
 }
 
 func buildQueries(schema string) queries {
@@ -23,6 +24,13 @@ func buildQueries(schema string) queries {
 		insertScopes: `INSERT INTO S.listener_scopes (listener, scope, wild)
 			SELECT $1, s, w FROM unnest($2::text[], $3::boolean[]) AS x(s, w)`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
+		// bumpScopes records this transaction as the last creation or
+		// deletion of a listener on each concrete scope of $1 (sorted, no
+		// duplicates), locking the rows in scope order (so concurrent
+		// transactions cannot deadlock on them).
+		bumpScopes: `INSERT INTO S.scope_versions AS v (scope, version)
+			SELECT s, pg_current_xact_id()::text::bigint FROM unnest($1::text[]) AS x(s) ORDER BY s
+			ON CONFLICT (scope) DO UPDATE SET version = EXCLUDED.version`,
 		// The new subscriber's cursor is the listener's head: it hears what
 		// is written after it joined. An existing one keeps its cursor.
 		joinSubscriber: `INSERT INTO S.subscribers AS t (listener, person, client, cursor, joined_ns, lease_ns)
@@ -39,19 +47,20 @@ func buildQueries(schema string) queries {
 		// first (and the deletion sees its subscriber) or fails its check
 		// after the deletion (and retries).
 		lockListener:   `SELECT id FROM S.listeners WHERE id = $1 FOR UPDATE`,
-		deleteListener: `DELETE FROM S.listeners l WHERE l.id = $1 AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id) RETURNING EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
+		deleteListener: `DELETE FROM S.listeners l WHERE l.id = $1 AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id) RETURNING l.scopes, EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
 		deleteMsgs:     `DELETE FROM S.messages WHERE listener = $1`,
 
-		// match reads, in one snapshot, the pattern version and the
-		// listeners named by a concrete scope or by the ids the cached
-		// pattern index matched. The LEFT JOIN returns one row even when
-		// nothing matches, so the version always comes back.
+		// match reads, in one snapshot, the pattern version, the scope's
+		// version, and the listeners named by a concrete scope or by the ids
+		// the cached pattern index matched. The LEFT JOIN returns one row
+		// even when nothing matches, so the versions always come back.
 		match: `WITH ids AS (
 				SELECT listener AS id FROM S.listener_scopes WHERE scope = $1 AND NOT wild
 				UNION
 				SELECT unnest($2::text[])
 			)
-			SELECT m.pattern_version, l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head
+			SELECT m.pattern_version, coalesce((SELECT v.version FROM S.scope_versions v WHERE v.scope = $1), 0),
+				l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head
 			FROM S.meta m LEFT JOIN (ids JOIN S.listeners l ON l.id = ids.id) ON true`,
 		loadPatterns: `SELECT m.pattern_version, x.listener, x.scope
 			FROM S.meta m LEFT JOIN S.listener_scopes x ON x.wild`,
@@ -62,24 +71,33 @@ func buildQueries(schema string) queries {
 		// (see combine.go). $1/$2: distinct listener ids, sorted, and how
 		// many entries each has; $3/$4/$5/$6: each entry's listener, body,
 		// 1-based rank among its listener's entries, and 1-based batch;
-		// $7..$10: each batch's dispatch, scope, sender and creation time.
-		// lk locks the listeners in id order (so concurrent appends cannot
+		// $7..$10: each batch's dispatch, scope, sender and creation time;
+		// $13/$14: each batch's stamp (pattern and scope version) or -1.
+		// stale lists the batches whose stamp no longer holds; if there is
+		// one, nothing is written and the statement returns one row per
+		// stale batch, with only the last column set. Otherwise lk locks
+		// the listeners in id order (so concurrent appends cannot
 		// deadlock); up raises each head by its count; ins writes the
-		// messages with seq = old head + rank; the last column sends the
+		// messages with seq = old head + rank; the fourth column sends the
 		// new heads by NOTIFY, $12 of them per payload on channel $11. A
 		// listener that no longer exists has no row in lk, so its entries
 		// are skipped.
 		append: `WITH c AS MATERIALIZED (
 				SELECT id, n FROM unnest($1::text[], $2::bigint[]) AS c(id, n)
+			), bt AS (
+				SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[], $13::bigint[], $14::bigint[])
+					WITH ORDINALITY AS bt(dispatch, scope, sender, created_ns, pv, sv, i)
+			), stale AS MATERIALIZED (
+				SELECT bt.i FROM bt WHERE bt.pv >= 0 AND (
+					bt.pv <> (SELECT pattern_version FROM S.meta)
+					OR bt.sv <> coalesce((SELECT v.version FROM S.scope_versions v WHERE v.scope = bt.scope), 0))
 			), lk AS MATERIALIZED (
-				SELECT l.id FROM S.listeners l WHERE l.id = ANY($1::text[]) ORDER BY l.id FOR NO KEY UPDATE
+				SELECT l.id FROM S.listeners l WHERE l.id = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM stale)
+				ORDER BY l.id FOR NO KEY UPDATE
 			), up AS (
 				UPDATE S.listeners l SET head = l.head + c.n FROM c
 				WHERE l.id = c.id AND l.id IN (SELECT id FROM lk)
 				RETURNING l.id, l.head, c.n
-			), bt AS (
-				SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[])
-					WITH ORDINALITY AS bt(dispatch, scope, sender, created_ns, i)
 			), ins AS (
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT e.listener, up.head - up.n + e.k, bt.dispatch, bt.scope, bt.sender, e.body, bt.created_ns
@@ -93,7 +111,9 @@ func buildQueries(schema string) queries {
 					FROM (SELECT id, head, (row_number() OVER () - 1) / $12 AS chunk FROM up) x
 					GROUP BY chunk
 				) y
-			) FROM up`,
+			), NULL::bigint FROM up
+			UNION ALL
+			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
 		// claimKey records an idempotency key, or takes over one recorded
 		// before the window ($4); it returns no row when the key is taken.
 		claimKey: `INSERT INTO S.dispatch_keys AS k (sender, key, recorded_ns) VALUES ($1, $2, $3)
@@ -160,6 +180,16 @@ func buildQueries(schema string) queries {
 				WHERE l.id > $1 AND l.id <= $2 LIMIT $4)`,
 		deleteKeys: `DELETE FROM S.dispatch_keys WHERE (sender, key) IN (
 				SELECT sender, key FROM S.dispatch_keys WHERE recorded_ns < $1 LIMIT $2)`,
+		// lockUnusedScopes and deleteUnusedScopes, in one transaction,
+		// remove the versions of scopes no listener has. The second
+		// statement checks again with a snapshot taken after the locks: a
+		// creation that updated a row first is then visible, and one that
+		// comes later waits for the lock and inserts the row anew.
+		lockUnusedScopes: `SELECT v.scope FROM S.scope_versions v
+			WHERE NOT EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.scope = v.scope AND NOT x.wild)
+			LIMIT $1 FOR UPDATE SKIP LOCKED`,
+		deleteUnusedScopes: `DELETE FROM S.scope_versions v WHERE v.scope = ANY($1::text[])
+			AND NOT EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.scope = v.scope AND NOT x.wild)`,
 	}
 	for _, p := range []*string{
 		&q.insertListener, &q.insertScopes, &q.bumpPatterns, &q.joinSubscriber, &q.listener,
@@ -169,6 +199,7 @@ func buildQueries(schema string) queries {
 		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
+		&q.bumpScopes, &q.lockUnusedScopes, &q.deleteUnusedScopes,
 	} {
 		*p = r.Replace(*p)
 	}

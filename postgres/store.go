@@ -123,6 +123,7 @@ type Store struct {
 	closeMu sync.Once
 
 	pat patternCache
+	mc  matchCache
 	cmb combiner
 	q   queries
 }
@@ -131,6 +132,8 @@ var (
 	_ moitessier.Store   = (*Store)(nil)
 	_ moitessier.Watcher = (*Store)(nil)
 	_ moitessier.Closer  = (*Store)(nil)
+
+	_ moitessier.MatchCacher = (*Store)(nil)
 )
 
 // Open opens a store on the database at dsn with the default schema,

@@ -50,6 +50,7 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 			}
 			return s.deleteKeys(ctx, toNS(p.KeysBefore), batch, &res)
 		},
+		func() error { return s.deleteUnusedScopes(ctx, batch) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -122,7 +123,7 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 					return err
 				}
 				anyWild := false
-				var ids []string
+				var ids, scopes []string
 				for rows.Next() {
 					var (
 						l       moitessier.ListenerInfo
@@ -138,6 +139,7 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 					l.Type, l.Created, l.Head = moitessier.ListenerType(typ), fromNS(created), moitessier.Cursor(head)
 					expired = append(expired, l)
 					ids = append(ids, l.ID)
+					scopes = append(scopes, l.Scopes...)
 					anyWild = anyWild || wild
 				}
 				if err := rows.Err(); err != nil {
@@ -151,6 +153,9 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 					return err
 				}
 				msgs = int(tag.RowsAffected())
+				if err := s.bumpScopes(ctx, tx, scopes); err != nil {
+					return err
+				}
 				if anyWild {
 					_, err = tx.Exec(ctx, s.q.bumpPatterns)
 				}
@@ -225,6 +230,35 @@ func (s *Store) deleteKeys(ctx context.Context, cutoff int64, batch int, res *mo
 		res.Keys += int(tag.RowsAffected())
 		if tag.RowsAffected() < int64(batch) {
 			return nil
+		}
+	}
+}
+
+// deleteUnusedScopes removes, a batch at a time, the versions of scopes
+// that no listener has any more (see lockUnusedScopes in queries.go).
+func (s *Store) deleteUnusedScopes(ctx context.Context, batch int) error {
+	for {
+		var n int
+		err := retry(ctx, func() error {
+			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				rows, err := tx.Query(ctx, s.q.lockUnusedScopes, batch)
+				if err != nil {
+					return err
+				}
+				scopes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					return err
+				}
+				n = len(scopes)
+				if n == 0 {
+					return nil
+				}
+				_, err = tx.Exec(ctx, s.q.deleteUnusedScopes, scopes)
+				return err
+			})
+		})
+		if err != nil || n < batch {
+			return err
 		}
 	}
 }

@@ -61,6 +61,7 @@ func Run(t *testing.T, h Harness) {
 		{"ServerCursors", testServerCursors},
 		{"Close", testClose},
 		{"Recreate", testRecreate},
+		{"ListenersChange", testListenersChange},
 		{"GC", testGC},
 		{"LeaseRenewal", testLeaseRenewal},
 		{"Concurrent", testConcurrent},

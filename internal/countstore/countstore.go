@@ -46,6 +46,20 @@ func (c *counting) Match(ctx context.Context, scope string) ([]moitessier.Listen
 	c.calls.Add(1)
 	return c.Store.Match(ctx, scope)
 }
+
+// MatchCached forwards to the store's MatchCached, uncounted (the store
+// answers it from memory but on a miss), or, if the store has none, counts
+// a call to Match and returns its answer with no stamp, as the hub would
+// have called it.
+func (c *counting) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, any, error) {
+	if mc, ok := c.Store.(moitessier.MatchCacher); ok {
+		return mc.MatchCached(ctx, scope)
+	}
+	c.calls.Add(1)
+	ls, err := c.Store.Match(ctx, scope)
+	return ls, nil, err
+}
+
 func (c *counting) Append(ctx context.Context, bt *moitessier.Batch) ([]moitessier.Message, bool, error) {
 	c.calls.Add(1)
 	return c.Store.Append(ctx, bt)

@@ -1,0 +1,84 @@
+package storetest
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/likestripes/moitessier"
+)
+
+// testListenersChange checks that a dispatch reaches exactly the listeners
+// that exist when it is made, however recently they were created or deleted
+// and by whichever process, even when the scope was dispatched to just
+// before: a store may answer Match from a cache (moitessier.MatchCacher),
+// but never with an out-of-date answer.
+func testListenersChange(t *testing.T, h Harness) {
+	t.Run("SameHub", func(t *testing.T) {
+		s := newStore(t, h)
+		hub := newHub(t, s, moitessier.Options{})
+		checkListenersChange(t, hub, hub)
+	})
+	t.Run("OtherProcess", func(t *testing.T) {
+		if h.Share == nil {
+			t.Skip("storetest: ListenersChange/OtherProcess: the store serves one process (Harness.Share is nil)")
+		}
+		s1 := newStore(t, h)
+		s2 := h.Share(t, s1)
+		if c, ok := s2.(moitessier.Closer); ok {
+			t.Cleanup(func() { _ = c.Close() })
+		}
+		checkListenersChange(t, newHub(t, s1, moitessier.Options{}), newHub(t, s2, moitessier.Options{}))
+	})
+}
+
+// checkListenersChange dispatches from hub d after each change made through
+// hub c.
+func checkListenersChange(t *testing.T, d, c *moitessier.Hub) {
+	ctx := ctxT(t)
+	reached := func(text string, want ...*moitessier.Listener) {
+		t.Helper()
+		got := mustDispatch(t, d, "alice", "chg.room", text).Reached
+		ids := make([]string, len(want))
+		for i, l := range want {
+			ids[i] = l.ID()
+		}
+		slices.Sort(got)
+		slices.Sort(ids)
+		if !slices.Equal(got, ids) {
+			t.Fatalf("dispatch %q reached %v, want %v", text, got, ids)
+		}
+	}
+	reached("none")
+	reached("none again")
+	shared := mustListener(t, c, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "chg.room"})
+	reached("shared", shared)
+	pattern := mustListener(t, c, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "chg.*"})
+	reached("pattern", shared, pattern)
+	list := mustListener(t, c, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scopes: []string{"chg.other", "chg.room"}})
+	reached("list", shared, pattern, list)
+	private := mustListener(t, c, moitessier.Conditions{Person: "alice", Client: "tab", Type: moitessier.Private, Scope: "chg.room"})
+	reached("private", shared, pattern, list, private)
+	handler := mustListener(t, c, moitessier.Conditions{Person: "carol", Type: moitessier.Handler, Scope: "chg.room"})
+	reached("handler", shared, pattern, list, private, handler)
+	// Deleted: not reached, though the scope still has other listeners.
+	if err := pattern.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reached("pattern gone", shared, list, private, handler)
+	if err := shared.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reached("shared gone", list, private, handler)
+	// Created again: a new incarnation, which holds only what came after.
+	again := mustListener(t, c, moitessier.Conditions{Person: "dave", Type: moitessier.Shared, Scope: "chg.room"})
+	reached("shared again", again, list, private, handler)
+	wantTexts(t, again, "shared again")
+	wantTexts(t, list, "list", "private", "handler", "pattern gone", "shared gone", "shared again")
+	wantTexts(t, private, "private", "handler", "pattern gone", "shared gone", "shared again")
+	for _, l := range []*moitessier.Listener{again, list, private, handler} {
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reached("all gone")
+}
