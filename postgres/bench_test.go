@@ -8,30 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
 	"github.com/likestripes/moitessier/storetest"
 )
 
-// benchStore opens a store on a fresh schema with a pool of 16 connections
-// (pgxpool's default is 4 on two cores, too few for 8 writers).
+// benchStore opens a store on a fresh schema as Open does, with the
+// store's own pool and its defaults.
 func benchStore(b testing.TB) *postgres.Store {
 	b.Helper()
-	schema := newSchema(b)
-	ctx := context.Background()
-	pc, err := pgxpool.ParseConfig(testDSN())
-	if err != nil {
-		b.Fatal(err)
-	}
-	pc.MaxConns = 16
-	pool, err := pgxpool.NewWithConfig(ctx, pc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
-	s, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: schema})
+	s, err := postgres.New(context.Background(), postgres.Config{DSN: testDSN(), Schema: newSchema(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

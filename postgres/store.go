@@ -34,7 +34,13 @@ type Config struct {
 	DSN string
 
 	// Pool, if set, is used instead of opening a pool from DSN. The store
-	// does not close it.
+	// does not close it. A pool the store opens sets plan_cache_mode to
+	// force_generic_plan on its connections (unless the DSN sets it): the
+	// store's statements are prepared once, and without it PostgreSQL
+	// plans the append statement anew at every execution, which took about
+	// 0.25 ms of a 0.6 ms single-message append here. Do the same on a pool
+	// of your own (RuntimeParams, or options=-c plan_cache_mode=… in its
+	// DSN) if nothing else on it needs custom plans.
 	Pool *pgxpool.Pool
 
 	// Schema is the PostgreSQL schema that holds the store's tables; it is
@@ -160,6 +166,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		s.host = hostOf(pc.ConnConfig)
 		if !strings.Contains(cfg.DSN, "pool_max_conns") {
 			pc.MaxConns = max(pc.MaxConns, 16)
+		}
+		if _, ok := pc.ConnConfig.RuntimeParams["plan_cache_mode"]; !ok {
+			pc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
 		}
 		if s.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
 			return nil, fmt.Errorf("postgres: open pool for %s: %w", s.host, err)
