@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
 	"github.com/likestripes/moitessier/storetest"

@@ -72,7 +72,9 @@
 // Appends queue, and the next statement carries all of them, committed
 // once. This matters because appends to one listener are serial until each
 // commit is flushed: eight writers appending single messages to one
-// listener went from about 430 to about 2 300 appends/s with combining.
+// listener went from about 430 to about 2 300 appends/s with combining
+// (two writers, before statements were planned once), and to about 13 500
+// with one writer and generic plans.
 // An idle store sends a batch at once, so combining adds no latency.
 // Batches with an idempotency key, and [Store.AppendTx], are not combined.
 //
