@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -126,8 +127,37 @@ type sseJob struct {
 	w           io.Writer
 	flush       func() error // nil when writes go straight to the socket
 	setDeadline func(time.Time) error
-	buf         []byte
+	buf         []byte  // what is to be written; from bufPool, held only while writing
+	box         *[]byte // the pool's handle on buf
 	deadline    time.Time
+}
+
+// bufPool holds the streams' write buffers: a stream takes one while it
+// writes and puts it back after, so that idle streams hold none and busy
+// ones allocate nothing.
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooled is the largest buffer put back into bufPool.
+const maxPooled = 4 * chunkBytes
+
+// grab makes st.buf a pooled buffer, unless it holds one.
+func (st *sseJob) grab() {
+	if st.buf == nil {
+		st.box = bufPool.Get().(*[]byte)
+		st.buf = (*st.box)[:0]
+	}
+}
+
+// release puts st.buf back into the pool.
+func (st *sseJob) release() {
+	if b := st.buf; b != nil && cap(b) <= maxPooled {
+		if st.box == nil {
+			st.box = new([]byte) // the first buffer, made before the stream began
+		}
+		*st.box = b[:0]
+		bufPool.Put(st.box)
+	}
+	st.buf, st.box = nil, nil
 }
 
 // runHijacked streams on a hijacked connection. A reader goroutine notices
@@ -215,11 +245,13 @@ func (e *writeError) Unwrap() error { return e.err }
 // is slow when it does not take this much within Config.WriteTimeout.
 const chunkBytes = 32 << 10
 
-// write sends st.buf and flushes, each chunkBytes within the write timeout.
+// write sends st.buf and flushes, each chunkBytes within the write timeout,
+// and gives the buffer back.
 func (st *sseJob) write() error {
 	if err := st.send(); err != nil {
 		return err
 	}
+	st.release()
 	if st.flush == nil {
 		return nil
 	}
@@ -242,13 +274,11 @@ func (st *sseJob) send() error {
 		b = b[n:]
 	}
 	st.buf = st.buf[:0]
-	if cap(st.buf) > 4*chunkBytes {
-		st.buf = nil // an idle stream keeps no large buffer
-	}
 	return nil
 }
 
 func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error {
+	st.grab()
 	for i := range msgs {
 		st.buf = append(st.buf, "id: "...)
 		st.buf = strconv.AppendUint(st.buf, uint64(msgs[i].Seq), 10)
@@ -269,12 +299,14 @@ func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error 
 }
 
 func (st *sseJob) heartbeat(ctx context.Context) error {
+	st.grab()
 	st.buf = append(st.buf, ": ping\n\n"...)
 	return st.write()
 }
 
 // event writes a final event, best effort.
 func (st *sseJob) event(name string, data []byte) {
+	st.grab()
 	st.buf = append(st.buf, "event: "...)
 	st.buf = append(st.buf, name...)
 	st.buf = append(st.buf, "\ndata: "...)
