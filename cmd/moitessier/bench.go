@@ -36,8 +36,9 @@ the start of a dispatch to its delivery (every delivery, not a sample):
   idle-10k      10 000 listeners waiting, no traffic (reports store queries/s
                 and heap bytes per listener)
   sse-10k       a hub process (moitessier serve) with 10 000 SSE clients on one
-                scope, a dispatch every 10 ms; latency to the client reading it,
-                and the hub's RSS per connection
+                scope, a dispatch every 10 ms whether or not the ones before
+                were answered; latency from when each dispatch was due to the
+                client reading it, and the hub's RSS per connection
 
 Messages are 100 bytes. Deliveries are checked (right listener, in order, no
 duplicate); the wall time runs from the first dispatch to the last delivery.
@@ -51,7 +52,11 @@ p50_ms, p99_ms, and more fields where they apply.
 
 Each workload gets a fresh store: a new SQLite file in a temporary
 directory, a new PostgreSQL schema (dropped afterwards), or memory.
-sse-10k raises the open-files limit (RLIMIT_NOFILE) to its hard limit.
+sse-10k raises the open-files limit (RLIMIT_NOFILE) to its hard limit. For
+diagnosis it passes MOITESSIER_BENCH_SERVE_ARGS to the hub (e.g. "--pprof
+--addr 127.0.0.1:6060"), writes a CPU profile of its clients to the file
+MOITESSIER_BENCH_CPUPROFILE names, and with MOITESSIER_BENCH_TIMELINE=1
+prints the latency of every 25 dispatches in turn.
 
   moitessier bench --store sqlite fanout-100 scopes-10k
   moitessier bench --store postgres://postgres@127.0.0.1:5432/test --json`

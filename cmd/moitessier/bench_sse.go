@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -143,34 +145,61 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 		go cl.run()
 	}
 	stopProgress = c.progressLine(name, delivered.Load, int64(clients*n))
-	hc := &http.Client{Timeout: 30 * time.Second}
+	if f := os.Getenv("MOITESSIER_BENCH_CPUPROFILE"); f != "" {
+		// A CPU profile of this process (the clients) while messages flow.
+		if pf, err := os.Create(f); err == nil {
+			if pprof.StartCPUProfile(pf) == nil {
+				defer func() { pprof.StopCPUProfile(); pf.Close() }()
+			}
+		}
+	}
+	// A dispatch is sent every 10 ms whether or not the ones before have
+	// been answered (open loop): a slow hub then shows as latency, not as
+	// dispatches silently skipped.
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer hc.CloseIdleConnections()
+	dispatch := func(i int, at time.Time) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/dispatch?scope=bench.sse", strings.NewReader(textAt(at)))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("dispatch %d: %w", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("dispatch %d: %s", i, resp.Status)
+		}
+		return nil
+	}
+	var dwg sync.WaitGroup
+	var derrOnce sync.Once
+	var derr error
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
 	for i := range n {
+		var at time.Time
 		select {
-		case <-tick.C:
+		case at = <-tick.C:
 		case <-ctx.Done():
 			tick.Stop()
 			stopProgress()
 			return res, ctx.Err()
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/dispatch?scope=bench.sse", strings.NewReader(textAt(time.Now())))
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := hc.Do(req)
-		if err != nil {
-			tick.Stop()
-			stopProgress()
-			return res, fmt.Errorf("dispatch %d: %w", i, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			tick.Stop()
-			stopProgress()
-			return res, fmt.Errorf("dispatch %d: %s", i, resp.Status)
-		}
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			if err := dispatch(i, at); err != nil {
+				derrOnce.Do(func() { derr = err })
+			}
+		}()
 	}
 	tick.Stop()
+	dwg.Wait()
+	if derr != nil {
+		stopProgress()
+		return res, derr
+	}
 	// Wait for every client, failing after 30 s without progress.
 	last, lastT := delivered.Load(), time.Now()
 	for _, cl := range conns {
@@ -203,6 +232,18 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 		end = max(end, cl.last)
 		lat = append(lat, cl.lat...)
 		bad += cl.bad
+	}
+	if os.Getenv("MOITESSIER_BENCH_TIMELINE") != "" {
+		// Latency by message, in groups of 25 dispatches (a diagnostic).
+		for i0 := 0; i0 < n; i0 += 25 {
+			var g []time.Duration
+			for _, cl := range conns {
+				g = append(g, cl.lat[i0:min(n, i0+25)]...)
+			}
+			slices.Sort(g)
+			fmt.Fprintf(c.stderr, "messages %4d-%4d: p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms\n", i0, min(n, i0+25)-1,
+				float64(g[len(g)/2])/1e6, float64(g[len(g)*99/100])/1e6, float64(g[len(g)-1])/1e6)
+		}
 	}
 	return res, summarize(&res, start, end, lat, bad)
 }
@@ -254,6 +295,8 @@ func waitOpen(ctx context.Context, base string, want int) error {
 type sseClient struct {
 	conn      net.Conn
 	br        *bufio.Reader
+	r         io.Reader // the stream after the ready event
+	buf       []byte    // made before the clock starts
 	want      int
 	got       int
 	next      uint64
@@ -305,49 +348,77 @@ func dialSSE(ctx context.Context, addr, tok, scope, client string, want int) (*s
 		}
 	}
 	_ = conn.SetReadDeadline(time.Time{})
+	c.buf = make([]byte, 16<<10)
+	c.r = c.br // what it holds first, then (bufio reads large buffers directly) the socket
 	return c, nil
 }
 
-// run reads events until it has every message, checking their ids.
+// run reads events until it has every message, checking their ids. Each
+// event's latency is taken at the read that brought its last byte: every
+// event of one read arrived at once, and timing them there keeps the
+// parsing of a long batch out of the figures.
 func (c *sseClient) run() {
 	defer close(c.done)
-	marker := []byte(`"text":"`)
+	buf := c.buf
+	held := 0 // bytes of an incomplete line at the start of buf
 	for c.got < c.want {
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
+		if held == len(buf) {
+			buf = append(buf, make([]byte, len(buf))...)
+		}
+		n, err := c.r.Read(buf[held:])
+		if n == 0 && err != nil {
 			c.err = err
 			return
 		}
-		if id, ok := bytes.CutPrefix(line, []byte("id: ")); ok {
-			seq, _ := strconv.ParseUint(string(bytes.TrimSpace(id)), 10, 64)
-			if c.next != 0 && seq != c.next {
-				c.bad++
-			}
-			c.next = seq + 1
-			continue
-		}
-		if !bytes.HasPrefix(line, []byte("data: ")) {
-			continue
-		}
-		i := bytes.Index(line, marker)
-		if i < 0 {
-			continue
-		}
 		now := time.Now()
-		rest := line[i+len(marker):]
-		j := bytes.IndexByte(rest, ' ')
-		if j < 0 {
-			c.err = fmt.Errorf("message %q", line)
-			return
+		got := c.got
+		data := buf[:held+n]
+		for {
+			nl := bytes.IndexByte(data, '\n')
+			if nl < 0 {
+				break
+			}
+			if err := c.line(data[:nl+1], now); err != nil {
+				c.err = err
+				return
+			}
+			data = data[nl+1:]
 		}
-		sent, err := strconv.ParseInt(string(rest[:j]), 10, 64)
-		if err != nil {
-			c.err = fmt.Errorf("message %q: %v", line, err)
-			return
-		}
-		c.lat = append(c.lat, now.Sub(time.Unix(0, sent)))
-		c.last = now.UnixNano()
-		c.got++
-		c.delivered.Add(1)
+		held = copy(buf, data)
+		c.delivered.Add(int64(c.got - got))
 	}
+}
+
+var sseMarker = []byte(`"text":"`)
+
+// line takes one line of the stream, read at now.
+func (c *sseClient) line(line []byte, now time.Time) error {
+	if id, ok := bytes.CutPrefix(line, []byte("id: ")); ok {
+		seq, _ := strconv.ParseUint(string(bytes.TrimSpace(id)), 10, 64)
+		if c.next != 0 && seq != c.next {
+			c.bad++
+		}
+		c.next = seq + 1
+		return nil
+	}
+	if !bytes.HasPrefix(line, []byte("data: ")) {
+		return nil
+	}
+	i := bytes.Index(line, sseMarker)
+	if i < 0 {
+		return nil
+	}
+	rest := line[i+len(sseMarker):]
+	j := bytes.IndexByte(rest, ' ')
+	if j < 0 {
+		return fmt.Errorf("message %q", line)
+	}
+	sent, err := strconv.ParseInt(string(rest[:j]), 10, 64)
+	if err != nil {
+		return fmt.Errorf("message %q: %v", line, err)
+	}
+	c.lat = append(c.lat, now.Sub(time.Unix(0, sent)))
+	c.last = now.UnixNano()
+	c.got++
+	return nil
 }
