@@ -160,25 +160,33 @@ func (st *sseJob) release() {
 	st.buf, st.box = nil, nil
 }
 
-// runHijacked streams on a hijacked connection. A reader goroutine notices
-// at once when the client closes it (as net/http's does), so that nothing
-// is written, and acknowledged, to a connection that is gone.
+// runHijacked streams on a hijacked connection. It notices at once when the
+// client closes it (as net/http does for its own connections), so that
+// nothing is written, and acknowledged, to a connection that is gone:
+// through watchClose where it can, else with a goroutine reading conn.
 func (st *sseJob) runHijacked(ctx context.Context, end func(), conn net.Conn) {
 	defer end()
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var gone atomic.Bool
-	go func() {
-		var b [64]byte
-		for {
-			if _, err := conn.Read(b[:]); err != nil {
-				gone.Store(true)
-				cancel()
-				return
+	leave := func() {
+		gone.Store(true)
+		cancel()
+	}
+	if stop, ok := watchClose(conn, leave); ok {
+		defer stop() // before conn.Close
+	} else {
+		go func() {
+			var b [64]byte
+			for {
+				if _, err := conn.Read(b[:]); err != nil {
+					leave()
+					return
+				}
 			}
-		}
-	}()
+		}()
+	}
 	st.w = conn
 	st.setDeadline = conn.SetWriteDeadline
 	st.run(ctx, gone.Load)
@@ -193,6 +201,15 @@ func (st *sseJob) run(ctx context.Context, clientGone func() bool) {
 	s.metrics.open[transportSSE].Add(1)
 	defer s.metrics.open[transportSSE].Add(-1)
 	_, err := st.l.ListenUntil(ctx, st.heartbeat, st.respond, st.since, s.cfg.Heartbeat, s.tokenLife(st.claims))
+	st.end(err, clientGone())
+}
+
+// end closes the stream after ListenUntil returned err. It is a function of
+// its own so that its locals are not on the stack of every waiting stream.
+//
+//go:noinline
+func (st *sseJob) end(err error, clientGone bool) {
+	s := st.s
 	var we *writeError
 	switch {
 	case errors.As(err, &we):
@@ -200,7 +217,7 @@ func (st *sseJob) run(ctx context.Context, clientGone func() bool) {
 			s.metrics.slowDrops.Add(1)
 			s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "sse", "listener", st.info.ID, "person", st.claims.Subject)
 		}
-	case clientGone():
+	case clientGone:
 		// The client went away.
 	case err == nil:
 		st.event("close", []byte(`{"reason":"token_expired"}`))
