@@ -169,7 +169,11 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 	for i, id := range ids {
 		ns[i] = counts[id]
 	}
-	rows, err := q.Query(ctx, s.q.append, ids, ns, entryIDs, bodies, ranks, which,
+	stmt := s.q.append
+	if len(ids) <= s.cfg.NotifyBatch {
+		stmt = s.q.appendOne
+	}
+	rows, err := q.Query(ctx, stmt, ids, ns, entryIDs, bodies, ranks, which,
 		dispatches, scopes, senders, created, s.channel, s.cfg.NotifyBatch, pvs, svs)
 	if err != nil {
 		return nil, err

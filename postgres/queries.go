@@ -9,7 +9,7 @@ type queries struct {
 	insertListener, insertScopes, bumpPatterns, joinSubscriber, listener    string
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs string
 	match, loadPatterns, heads, allHeads                                    string
-	append, claimKey, recordKey, replay, read, seek, checkpoint             string
+	append, appendOne, claimKey, recordKey, replay, read, seek, checkpoint  string
 	expiredListeners, trimDoomed, expireSubscribers                         string
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                       string
 	deleteOld, listenerPage, trimPage, deleteKeys                           string
@@ -114,6 +114,9 @@ func buildQueries(schema string) queries {
 			), NULL::bigint FROM up
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
+		// appendOne is append for at most $12 listeners: their heads fit
+		// in one payload, which saves the chunking.
+		appendOne: "",
 		// claimKey records an idempotency key, or takes over one recorded
 		// before the window ($4); it returns no row when the key is taken.
 		claimKey: `INSERT INTO S.dispatch_keys AS k (sender, key, recorded_ns) VALUES ($1, $2, $3)
@@ -191,11 +194,23 @@ func buildQueries(schema string) queries {
 		deleteUnusedScopes: `DELETE FROM S.scope_versions v WHERE v.scope = ANY($1::text[])
 			AND NOT EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.scope = v.scope AND NOT x.wild)`,
 	}
+	q.appendOne = strings.Replace(q.append, `(
+				SELECT count(pg_notify($11, p)) FROM (
+					SELECT string_agg(id || ' ' || head, ',') AS p
+					FROM (SELECT id, head, (row_number() OVER () - 1) / $12 AS chunk FROM up) x
+					GROUP BY chunk
+				) y
+			)`, `(SELECT count(*) FROM (
+				SELECT pg_notify($11, string_agg(id || ' ' || head, ',')) FROM up WHERE $12 > 0 HAVING count(*) > 0
+			) y)`, 1)
+	if q.appendOne == q.append {
+		panic("postgres: appendOne: the append statement changed")
+	}
 	for _, p := range []*string{
 		&q.insertListener, &q.insertScopes, &q.bumpPatterns, &q.joinSubscriber, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
-		&q.append, &q.claimKey, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
+		&q.append, &q.appendOne, &q.claimKey, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
