@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -91,4 +92,55 @@ func BenchmarkWorkloads(b *testing.B) {
 	storetest.Benchmark(b, storetest.Harness{
 		New: func(tb testing.TB) moitessier.Store { return benchStore(tb) },
 	})
+}
+
+// BenchmarkCrossHub measures dispatch-to-respond latency between two hubs,
+// each with its own store and pool on one schema, as two processes would
+// be: hub B dispatches, one message at a time, and a subscriber in hub A,
+// woken by NOTIFY (the catch-up read is set to an hour), receives it. It
+// reports p50-ms and p99-ms over every delivery.
+func BenchmarkCrossHub(b *testing.B) {
+	schema := newSchema(b)
+	ctx := context.Background()
+	open := func() *moitessier.Hub {
+		s, err := postgres.New(ctx, postgres.Config{DSN: testDSN(), Schema: schema})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = s.Close() })
+		h, err := moitessier.New(s, moitessier.Options{CatchUpInterval: time.Hour, GCInterval: -1})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = h.Close() })
+		return h
+	}
+	ha, hb := open(), open()
+	la, err := ha.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "chat"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	got := stream(b, la)
+	time.Sleep(200 * time.Millisecond) // both hubs' Watch connections LISTEN
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		start := time.Now()
+		if _, err := hb.Dispatch(ctx, "b", "chat", strings.Repeat("x", 100)); err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case m := <-got:
+			lat = append(lat, time.Since(start))
+			if m.Seq != moitessier.Cursor(i+1) {
+				b.Fatalf("received seq %d, want %d", m.Seq, i+1)
+			}
+		case <-time.After(10 * time.Second):
+			b.Fatalf("message %d not received in 10s", i)
+		}
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
+	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
 }
