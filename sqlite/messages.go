@@ -270,10 +270,21 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 		return nil
 	}
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		stmt := tx.StmtContext(ctx, s.stmts.checkpoint)
+		var both, cursor *sql.Stmt // prepared on the transaction when first needed
 		for _, cp := range cps {
-			if _, err := stmt.ExecContext(ctx, seqArg(cp.Cursor), !cp.LeaseExpires.IsZero(), toNanos(cp.LeaseExpires),
-				cp.Listener, cp.Person, cp.Client); err != nil {
+			var err error
+			if cp.LeaseExpires.IsZero() {
+				if cursor == nil {
+					cursor = tx.StmtContext(ctx, s.stmts.checkpointCursor)
+				}
+				_, err = cursor.ExecContext(ctx, seqArg(cp.Cursor), cp.Listener, cp.Person, cp.Client)
+			} else {
+				if both == nil {
+					both = tx.StmtContext(ctx, s.stmts.checkpoint)
+				}
+				_, err = both.ExecContext(ctx, seqArg(cp.Cursor), toNanos(cp.LeaseExpires), cp.Listener, cp.Person, cp.Client)
+			}
+			if err != nil {
 				return err
 			}
 		}
