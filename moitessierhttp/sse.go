@@ -130,6 +130,7 @@ type sseJob struct {
 	buf         []byte  // what is to be written; from bufPool, held only while writing
 	box         *[]byte // the pool's handle on buf
 	deadline    time.Time
+	pause       *time.Timer // see wait
 }
 
 // bufPool holds the streams' write buffers: a stream takes one while it
@@ -312,8 +313,44 @@ func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error 
 		return err
 	}
 	st.s.metrics.delivered(transportSSE, msgs, st.s.cfg.Now())
+	st.wait(ctx)
 	return nil
 }
+
+// wait holds the stream for Config.SSEBatchInterval after a write, so that
+// the messages that come meanwhile go out in one write (ListenUntil hands
+// them over together when respond returns). It waits parked on a timer:
+// waiting streams take no turn of the processor from the others, nor from
+// the dispatches.
+func (st *sseJob) wait(ctx context.Context) {
+	d := st.s.cfg.SSEBatchInterval
+	if d < 0 {
+		return
+	}
+	if d == 0 {
+		d = min(time.Duration(st.s.metrics.open[transportSSE].Load())*sseBatchPerStream, maxSSEBatch)
+		if d < time.Millisecond {
+			return
+		}
+	}
+	if st.pause == nil {
+		st.pause = time.NewTimer(d)
+	} else {
+		st.pause.Reset(d)
+	}
+	select {
+	case <-st.pause.C:
+	case <-ctx.Done():
+		st.pause.Stop()
+	}
+}
+
+// The default batch interval: sseBatchPerStream for each open stream, about
+// the processor time of one write to one of them, up to maxSSEBatch.
+const (
+	sseBatchPerStream = 15 * time.Microsecond
+	maxSSEBatch       = 150 * time.Millisecond
+)
 
 func (st *sseJob) heartbeat(ctx context.Context) error {
 	st.grab()

@@ -343,3 +343,39 @@ func TestSSEHTTP2(t *testing.T) {
 		t.Fatalf("protocol %s, want HTTP/2", resp.Proto)
 	}
 }
+
+// TestSSEBatchInterval: a stream that waits between writes still delivers
+// every message once, in order, and its server-held cursor moves.
+func TestSSEBatchInterval(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{SSEBatchInterval: 30 * time.Millisecond})
+	alice := e.client(all(t, "alice"))
+	ctx := ctxT(t)
+	q := moitessierhttp.Query{Scopes: []string{"room.batch"}, Client: "tab"}
+	st, err := alice.Events(ctx, q, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyEvent(t, st)
+	const n = 20
+	for i := 1; i <= n; i++ {
+		dispatch(t, alice, "room.batch", fmt.Sprint("m", i))
+	}
+	for i := 1; i <= n; i++ {
+		ev, m := nextMessage(t, st)
+		if got, want := ev.ID, strconv.Itoa(i); got != want || m.Text != fmt.Sprint("m", i) {
+			t.Fatalf("event %s %q, want id %s text m%d", ev.ID, m.Text, want, i)
+		}
+	}
+	st.Close()
+	waitFor(t, "the stream to end on the server", func() bool { return e.srv.Metrics().Snapshot().Open["sse"] == 0 })
+	dispatch(t, alice, "room.batch", "after")
+	st, err = alice.Events(ctx, q, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	readyEvent(t, st)
+	if _, m := nextMessage(t, st); m.Text != "after" {
+		t.Fatalf("resume from the server-held cursor: %q, want %q", m.Text, "after")
+	}
+}

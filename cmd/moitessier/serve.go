@@ -55,6 +55,7 @@ type serveConfig struct {
 	rate                        float64
 	burst                       int
 	heartbeat, writeTimeout     time.Duration
+	sseBatch                    time.Duration
 	lease, retention, gcEvery   time.Duration
 	shutdownTimeout             time.Duration
 	logFormat, logLevel         string
@@ -78,6 +79,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", 100), "dispatches a person may make at once above --rate (env MOITESSIER_BURST)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", 15*time.Second), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("MOITESSIER_WRITE_TIMEOUT", 10*time.Second), "a client that takes no data for this long is dropped as a slow consumer (env MOITESSIER_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.sseBatch, "sse-batch-interval", envDuration("MOITESSIER_SSE_BATCH_INTERVAL", 0), "least time between two writes to one SSE stream; what comes meanwhile goes in one write (env MOITESSIER_SSE_BATCH_INTERVAL); 0: 15µs per open stream, at most 150ms; negative: none")
 	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", 24*time.Hour), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
 	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", 7*24*time.Hour), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
 	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", time.Minute), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
@@ -174,6 +176,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		DispatchBurst:       c.burst,
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
+		SSEBatchInterval:    c.sseBatch,
 		Handlers:            demo.Handlers(hub),
 		Logger:              log,
 	})
