@@ -142,6 +142,8 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 	var delivered atomic.Int64
 	for _, cl := range conns {
 		cl.delivered = &delivered
+	}
+	for _, cl := range conns {
 		go cl.run()
 	}
 	stopProgress = c.progressLine(name, delivered.Load, int64(clients*n))
@@ -172,6 +174,7 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 		}
 		return nil
 	}
+	took := make([]time.Duration, n) // each dispatch's answer, from when it was due
 	var dwg sync.WaitGroup
 	var derrOnce sync.Once
 	var derr error
@@ -192,6 +195,7 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 			if err := dispatch(i, at); err != nil {
 				derrOnce.Do(func() { derr = err })
 			}
+			took[i] = time.Since(at)
 		}()
 	}
 	tick.Stop()
@@ -241,8 +245,10 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 				g = append(g, cl.lat[i0:min(n, i0+25)]...)
 			}
 			slices.Sort(g)
-			fmt.Fprintf(c.stderr, "messages %4d-%4d: p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms\n", i0, min(n, i0+25)-1,
-				float64(g[len(g)/2])/1e6, float64(g[len(g)*99/100])/1e6, float64(g[len(g)-1])/1e6)
+			d := slices.Clone(took[i0:min(n, i0+25)])
+			slices.Sort(d)
+			fmt.Fprintf(c.stderr, "messages %4d-%4d: p50 %6.1f ms  p99 %6.1f ms  max %6.1f ms; dispatch answered in p50 %6.1f ms, max %6.1f ms\n", i0, min(n, i0+25)-1,
+				float64(g[len(g)/2])/1e6, float64(g[len(g)*99/100])/1e6, float64(g[len(g)-1])/1e6, float64(d[len(d)/2])/1e6, float64(d[len(d)-1])/1e6)
 		}
 	}
 	return res, summarize(&res, start, end, lat, bad)
@@ -297,6 +303,7 @@ type sseClient struct {
 	br        *bufio.Reader
 	r         io.Reader // the stream after the ready event
 	buf       []byte    // made before the clock starts
+	held      int       // bytes of an incomplete line at the start of buf
 	want      int
 	got       int
 	next      uint64
@@ -359,34 +366,39 @@ func dialSSE(ctx context.Context, addr, tok, scope, client string, want int) (*s
 // parsing of a long batch out of the figures.
 func (c *sseClient) run() {
 	defer close(c.done)
-	buf := c.buf
-	held := 0 // bytes of an incomplete line at the start of buf
 	for c.got < c.want {
-		if held == len(buf) {
-			buf = append(buf, make([]byte, len(buf))...)
+		if c.held == len(c.buf) {
+			c.buf = append(c.buf, make([]byte, len(c.buf))...)
 		}
-		n, err := c.r.Read(buf[held:])
+		n, err := c.r.Read(c.buf[c.held:])
 		if n == 0 && err != nil {
 			c.err = err
 			return
 		}
-		now := time.Now()
-		got := c.got
-		data := buf[:held+n]
-		for {
-			nl := bytes.IndexByte(data, '\n')
-			if nl < 0 {
-				break
-			}
-			if err := c.line(data[:nl+1], now); err != nil {
-				c.err = err
-				return
-			}
-			data = data[nl+1:]
+		if err := c.consume(n, time.Now()); err != nil {
+			c.err = err
+			return
 		}
-		held = copy(buf, data)
-		c.delivered.Add(int64(c.got - got))
 	}
+}
+
+// consume takes the n bytes read at now into c.buf after those held.
+func (c *sseClient) consume(n int, now time.Time) error {
+	got := c.got
+	data := c.buf[:c.held+n]
+	for {
+		nl := bytes.IndexByte(data, '\n')
+		if nl < 0 {
+			break
+		}
+		if err := c.line(data[:nl+1], now); err != nil {
+			return err
+		}
+		data = data[nl+1:]
+	}
+	c.held = copy(c.buf, data)
+	c.delivered.Add(int64(c.got - got))
+	return nil
 }
 
 var sseMarker = []byte(`"text":"`)
