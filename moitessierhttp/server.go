@@ -288,14 +288,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // beginStream registers a long-lived request; the returned context is
 // cancelled when the parent is or the Server closes.
 func (s *Server) beginStream(parent context.Context) (context.Context, func(), error) {
+	ctx, _, end, err := s.beginCancelableStream(parent)
+	return ctx, end, err
+}
+
+// beginCancelableStream is beginStream that also returns the context's
+// cancel function (one context per stream, rather than another under it).
+func (s *Server) beginCancelableStream(parent context.Context) (context.Context, context.CancelFunc, func(), error) {
 	s.streams.Add(1)
 	if s.closing.Load() {
 		s.streams.Done()
-		return nil, nil, errServerClosing
+		return nil, nil, nil, errServerClosing
 	}
 	ctx, cancel := context.WithCancel(parent)
 	stop := context.AfterFunc(s.ctx, cancel)
-	return ctx, func() {
+	return ctx, cancel, func() {
 		stop()
 		cancel()
 		s.streams.Done()

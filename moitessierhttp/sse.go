@@ -80,7 +80,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		// HTTP/1: take the connection from net/http and hand it to a
 		// goroutine of our own, so that the request's buffers and
 		// goroutine are freed: an idle stream then costs a few KiB.
-		ctx, end, err := s.beginStream(context.Background())
+		ctx, cancel, end, err := s.beginCancelableStream(context.Background())
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -96,7 +96,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 			head = append(head, "Connection: close\r\n\r\n"...)
 			job.buf = append(head, job.buf...)
 			_ = brw // dropped with its buffers: the client sends nothing more
-			go job.runHijacked(ctx, end, conn)
+			go job.runHijacked(ctx, cancel, end, conn)
 			return
 		}
 		end()
@@ -161,15 +161,14 @@ func (st *sseJob) release() {
 	st.buf, st.box = nil, nil
 }
 
-// runHijacked streams on a hijacked connection. It notices at once when the
-// client closes it (as net/http does for its own connections), so that
-// nothing is written, and acknowledged, to a connection that is gone:
-// through watchClose where it can, else with a goroutine reading conn.
-func (st *sseJob) runHijacked(ctx context.Context, end func(), conn net.Conn) {
-	defer end()
+// runHijacked streams on a hijacked connection; cancel cancels ctx. It
+// notices at once when the client closes it (as net/http does for its own
+// connections), so that nothing is written, and acknowledged, to a
+// connection that is gone: through watchClose where it can, else with a
+// goroutine reading conn.
+func (st *sseJob) runHijacked(ctx context.Context, cancel context.CancelFunc, end func(), conn net.Conn) {
+	defer end() // cancels ctx
 	defer conn.Close()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var gone atomic.Bool
 	leave := func() {
 		gone.Store(true)
