@@ -89,6 +89,20 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	if err := l.checkOpen("listen"); err != nil {
 		return since, err
 	}
+	lv, st, cur, err := l.begin(ctx, since)
+	if err != nil {
+		return since, err
+	}
+	defer func() { err = l.end(ctx, lv, st, err) }()
+	return l.loop(ctx, lv, st, check, respond, cur, interval, timeout)
+}
+
+// begin joins the listener for ListenUntil and returns its live entry, the
+// subscriber's state and the cursor to start from. ListenUntil is split in
+// three so that a waiting subscriber's goroutine holds only loop's small
+// frame: a parked stack under 2 KiB lets the runtime shrink it to 4 KiB,
+// which is most of what an idle subscriber costs.
+func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, Cursor, error) {
 	h := l.hub
 	// The live entry exists before join reads the head: a message committed
 	// after that read is published to it, one committed before is below the
@@ -99,16 +113,17 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		info ListenerInfo
 		sub  Subscriber
 		now  time.Time
+		err  error
 	)
 	for attempt := 0; ; attempt++ {
 		if lv = h.acquireLive(l.info.ID); lv == nil {
-			return since, fmt.Errorf("listen %s: hub: %w", l.info.ID, ErrClosed)
+			return nil, nil, since, fmt.Errorf("listen %s: hub: %w", l.info.ID, ErrClosed)
 		}
 		// One reading of the clock sets the lease and when to renew it.
 		now = h.now()
 		if info, sub, err = l.join(ctx, now); err != nil {
 			h.releaseLive(lv)
-			return since, fmt.Errorf("listen %s: %w", l.info.ID, err)
+			return nil, nil, since, fmt.Errorf("listen %s: %w", l.info.ID, err)
 		}
 		if lv.bind(info.Created) || attempt == 2 {
 			break
@@ -116,25 +131,36 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		h.releaseLive(lv)
 		h.replaceLive(lv)
 	}
-	defer h.releaseLive(lv)
-	cur = since
+	cur := since
 	if since == Resume {
 		// A saved position past the head belongs to an earlier incarnation
 		// of the listener: start from the head.
 		cur = min(sub.Cursor, info.Head)
 	} else if since > info.Head {
-		return since, fmt.Errorf("listen %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
+		h.releaseLive(lv)
+		return nil, nil, since, fmt.Errorf("listen %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
 	}
 	lv.observe(info.Head)
 	st := h.acquireSub(l, now)
 	h.listening.Add(1)
-	defer h.listening.Add(-1)
-	defer func() {
-		if serr := h.releaseSub(ctx, st); serr != nil && err == nil {
-			err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
-		}
-	}()
+	return lv, st, cur, nil
+}
 
+// end undoes begin: it saves the subscriber's position and releases the
+// live entry. It returns err, or the error of saving the position.
+func (l *Listener) end(ctx context.Context, lv *live, st *subState, err error) error {
+	h := l.hub
+	if serr := h.releaseSub(ctx, st); serr != nil && err == nil {
+		err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
+	}
+	h.listening.Add(-1)
+	h.releaseLive(lv)
+	return err
+}
+
+// loop is ListenUntil's delivery loop, from cur.
+func (l *Listener) loop(ctx context.Context, lv *live, st *subState, check CheckFunc, respond RespondFunc, cur Cursor, interval, timeout time.Duration) (Cursor, error) {
+	h := l.hub
 	var tick <-chan time.Time
 	if interval > 0 && check != nil {
 		t := time.NewTicker(interval)
@@ -159,7 +185,10 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
 		}
 		if need {
-			var h0 Cursor
+			var (
+				h0  Cursor
+				err error
+			)
 			if msgs, h0, err = lv.fill(ctx, h.store, cur, limit, max); err != nil {
 				return cur, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 			}
