@@ -80,29 +80,67 @@ func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subsc
 // ctx.Err(), check's or respond's error, or ErrClosed if the listener was
 // closed or deleted.
 func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond RespondFunc, since Cursor, interval, timeout time.Duration) (cur Cursor, err error) {
-	if respond == nil {
-		return since, fmt.Errorf("listen %s: %w: nil respond", l.info.ID, ErrInvalidArgument)
-	}
-	if interval < 0 || timeout < 0 {
-		return since, fmt.Errorf("listen %s: %w: negative interval or timeout", l.info.ID, ErrInvalidArgument)
-	}
-	if err := l.checkOpen("listen"); err != nil {
-		return since, err
+	if respond == nil || interval < 0 || timeout < 0 {
+		return since, l.argErr(respond == nil)
 	}
 	lv, st, cur, err := l.begin(ctx, since)
 	if err != nil {
 		return since, err
 	}
-	defer func() { err = l.end(ctx, lv, st, err) }()
-	return l.loop(ctx, lv, st, check, respond, cur, interval, timeout)
+	var (
+		tick, deadline <-chan time.Time
+		tk             *time.Ticker
+		dl             *time.Timer
+	)
+	if interval > 0 && check != nil {
+		tk = time.NewTicker(interval)
+		tick = tk.C
+	}
+	if timeout > 0 {
+		dl = time.NewTimer(timeout)
+		deadline = dl.C
+	}
+	defer func() { err = l.end(ctx, lv, st, tk, dl, err) }()
+	// After a delivery the loop looks again at once, through the same select
+	// with a ready channel: select picks among ready cases at random, so ctx,
+	// the deadline and check are still served while messages keep coming.
+	ready := make(chan struct{})
+	close(ready)
+	for {
+		wake, err := l.step(ctx, lv, st, respond, &cur)
+		if err != nil {
+			return cur, err
+		}
+		if wake == nil {
+			wake = ready
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return cur, ctx.Err()
+		case <-deadline:
+			return cur, nil
+		case <-l.done:
+			return cur, l.closedErr()
+		case <-tick:
+			if err := check(ctx); err != nil {
+				return cur, err
+			}
+		}
+	}
 }
 
 // begin joins the listener for ListenUntil and returns its live entry, the
-// subscriber's state and the cursor to start from. ListenUntil is split in
-// three so that a waiting subscriber's goroutine holds only loop's small
-// frame: a parked stack under 2 KiB lets the runtime shrink it to 4 KiB,
-// which is most of what an idle subscriber costs.
+// subscriber's state and the cursor to start from. It is apart from
+// ListenUntil, as are end and step, so that a waiting subscriber's
+// goroutine holds only ListenUntil's small frame: when a parked goroutine
+// uses less than about 1.2 KiB of stack (2 KiB less the runtime's reserve)
+// the runtime shrinks its stack to 4 KiB, most of what an idle subscriber
+// costs.
 func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, Cursor, error) {
+	if err := l.checkOpen("listen"); err != nil {
+		return nil, nil, since, err
+	}
 	h := l.hub
 	// The live entry exists before join reads the head: a message committed
 	// after that read is published to it, one committed before is below the
@@ -146,10 +184,17 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, C
 	return lv, st, cur, nil
 }
 
-// end undoes begin: it saves the subscriber's position and releases the
-// live entry. It returns err, or the error of saving the position.
-func (l *Listener) end(ctx context.Context, lv *live, st *subState, err error) error {
+// end undoes begin: it stops ListenUntil's ticker and timer (either may be
+// nil), saves the subscriber's position and releases the live entry. It
+// returns err, or the error of saving the position.
+func (l *Listener) end(ctx context.Context, lv *live, st *subState, tk *time.Ticker, dl *time.Timer, err error) error {
 	h := l.hub
+	if tk != nil {
+		tk.Stop()
+	}
+	if dl != nil {
+		dl.Stop()
+	}
 	if serr := h.releaseSub(ctx, st); serr != nil && err == nil {
 		err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
 	}
@@ -158,71 +203,54 @@ func (l *Listener) end(ctx context.Context, lv *live, st *subState, err error) e
 	return err
 }
 
-// loop is ListenUntil's delivery loop, from cur.
-func (l *Listener) loop(ctx context.Context, lv *live, st *subState, check CheckFunc, respond RespondFunc, cur Cursor, interval, timeout time.Duration) (Cursor, error) {
+// step hands respond what is there after *cur, from the cache or the store,
+// and advances *cur. It returns nil when it delivered something or moved
+// *cur (look again at once), or else the channel to wait on. It is apart
+// from ListenUntil to keep the frame that waits small (see begin).
+func (l *Listener) step(ctx context.Context, lv *live, st *subState, respond RespondFunc, cur *Cursor) (<-chan struct{}, error) {
 	h := l.hub
-	var tick <-chan time.Time
-	if interval > 0 && check != nil {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		tick = t.C
+	limit := h.opts.BatchLimit
+	msgs, wake, need, gone := lv.next(*cur, limit)
+	if gone {
+		return nil, l.closedErr()
 	}
-	var deadline <-chan time.Time
-	if timeout > 0 {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		deadline = t.C
-	}
-	limit, max := h.opts.BatchLimit, h.opts.CacheSize
-	// After a delivery the loop looks again at once, through the same select
-	// with a ready channel: select picks among ready cases at random, so ctx,
-	// the deadline and check are still served while messages keep coming.
-	ready := make(chan struct{})
-	close(ready)
-	for {
-		msgs, wake, need, gone := lv.next(cur, limit)
-		if gone {
-			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
+	if need {
+		var (
+			h0  Cursor
+			err error
+		)
+		if msgs, h0, err = lv.fill(ctx, h.store, *cur, limit, h.opts.CacheSize); err != nil {
+			return nil, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 		}
-		if need {
-			var (
-				h0  Cursor
-				err error
-			)
-			if msgs, h0, err = lv.fill(ctx, h.store, cur, limit, max); err != nil {
-				return cur, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
-			}
-			if len(msgs) == 0 {
-				// What lay between cur and the head known before the read
-				// was removed by retention: move on to that head (a message
-				// committed during the read is above it, and comes next).
-				cur = max64(cur, h0)
-				continue
-			}
-		}
-		if len(msgs) > 0 {
-			if err := respond(ctx, msgs); err != nil {
-				return cur, err
-			}
-			h.delivered.Add(int64(len(msgs)))
-			cur = msgs[len(msgs)-1].Seq
-			h.ack(st, cur)
-			wake = ready
-		}
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			return cur, ctx.Err()
-		case <-deadline:
-			return cur, nil
-		case <-l.done:
-			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
-		case <-tick:
-			if err := check(ctx); err != nil {
-				return cur, err
-			}
+		if len(msgs) == 0 {
+			// What lay between cur and the head known before the read
+			// was removed by retention: move on to that head (a message
+			// committed during the read is above it, and comes next).
+			*cur = max64(*cur, h0)
+			return nil, nil
 		}
 	}
+	if len(msgs) == 0 {
+		return wake, nil
+	}
+	if err := respond(ctx, msgs); err != nil {
+		return nil, err
+	}
+	h.delivered.Add(int64(len(msgs)))
+	*cur = msgs[len(msgs)-1].Seq
+	h.ack(st, *cur)
+	return nil, nil
+}
+
+func (l *Listener) argErr(noRespond bool) error {
+	if noRespond {
+		return fmt.Errorf("listen %s: %w: nil respond", l.info.ID, ErrInvalidArgument)
+	}
+	return fmt.Errorf("listen %s: %w: negative interval or timeout", l.info.ID, ErrInvalidArgument)
+}
+
+func (l *Listener) closedErr() error {
+	return fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
 }
 
 func max64(a, b Cursor) Cursor {
