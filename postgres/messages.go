@@ -170,7 +170,10 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 		ns[i] = counts[id]
 	}
 	stmt := s.q.append
-	if len(ids) <= s.cfg.NotifyBatch {
+	switch {
+	case len(ids) == 1:
+		stmt = s.q.appendSingle
+	case len(ids) <= s.cfg.NotifyBatch:
 		stmt = s.q.appendOne
 	}
 	rows, err := q.Query(ctx, stmt, ids, ns, entryIDs, bodies, ranks, which,

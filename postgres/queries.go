@@ -9,7 +9,8 @@ type queries struct {
 	insertListener, insertScopes, bumpPatterns, joinSubscriber, listener    string
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs string
 	match, loadPatterns, heads, allHeads                                    string
-	append, appendOne, claimKey, recordKey, replay, read, seek, checkpoint  string
+	append, appendOne, appendSingle, claimKey, recordKey, replay, read      string
+	seek, checkpoint                                                        string
 	expiredListeners, trimDoomed, expireSubscribers                         string
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                       string
 	deleteOld, listenerPage, trimPage, deleteKeys                           string
@@ -115,8 +116,11 @@ func buildQueries(schema string) queries {
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
 		// appendOne is append for at most $12 listeners: their heads fit
-		// in one payload, which saves the chunking.
-		appendOne: "",
+		// in one payload, which saves the chunking. appendSingle is
+		// appendOne for one listener: its UPDATE locks the one row, so the
+		// separate locking step, there to take several rows' locks in id
+		// order, is left out (about 25 µs of a 290 µs append).
+		appendOne: "", appendSingle: "",
 		// claimKey records an idempotency key, or takes over one recorded
 		// before the window ($4); it returns no row when the key is taken.
 		claimKey: `INSERT INTO S.dispatch_keys AS k (sender, key, recorded_ns) VALUES ($1, $2, $3)
@@ -203,14 +207,20 @@ func buildQueries(schema string) queries {
 			)`, `(SELECT count(*) FROM (
 				SELECT pg_notify($11, string_agg(id || ' ' || head, ',')) FROM up WHERE $12 > 0 HAVING count(*) > 0
 			) y)`, 1)
-	if q.appendOne == q.append {
+	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
+	if q.appendOne == q.append || i < 0 || j < i {
 		panic("postgres: appendOne: the append statement changed")
 	}
+	q.appendSingle = q.appendOne[:i] + `), up AS (
+				UPDATE S.listeners l SET head = l.head + ($2::bigint[])[1]
+				WHERE l.id = ($1::text[])[1] AND NOT EXISTS (SELECT 1 FROM stale)
+				RETURNING l.id, l.head, ($2::bigint[])[1] AS n
+			` + q.appendOne[j:]
 	for _, p := range []*string{
 		&q.insertListener, &q.insertScopes, &q.bumpPatterns, &q.joinSubscriber, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
-		&q.append, &q.appendOne, &q.claimKey, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
+		&q.append, &q.appendOne, &q.appendSingle, &q.claimKey, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
