@@ -22,6 +22,11 @@
 // A client that comes without a cursor (a new tab, another device, after a
 // hub restart) resumes from its server-held cursor: each write to a client
 // acknowledges what it wrote, and a long-poll with since=N acknowledges N.
+// A stream acknowledges on write, so a message written in the moment
+// between a client's going away and the hub's noticing it (for SSE on
+// Linux, an epoll event on the socket) counts as acknowledged. A client
+// that must not miss one keeps its own cursor (Last-Event-ID, since=N), or
+// uses the long-poll, which acknowledges only what the client asks past.
 //
 // # Auth
 //

@@ -316,6 +316,12 @@ func TestRestart(t *testing.T) {
 	if out := listen(h1, "1"); !strings.Contains(out, "seen") {
 		t.Fatalf("first listen: %q", out)
 	}
+	// The hub counts a message written to a stream as acknowledged; wait
+	// until it has seen the listener leave, or it may write the next one
+	// to the closed connection (see the moitessierhttp package docs).
+	if err := waitOpen(ctx, h1.url, 0); err != nil {
+		t.Fatal(err)
+	}
 	dispatch(h1, "missed while away")
 	h1.shutdown(t)
 
