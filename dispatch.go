@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 )
 
@@ -15,9 +16,10 @@ import (
 //
 // A HandlerFunc is also a DispatchOption: pass it to Hub.Dispatch. With several
 // handlers, each sees the text the previous one returned. On a store that
-// caches matches ([MatchCacher]), a dispatch that races with the creation
-// or deletion of a listener on its scope is prepared twice, so a handler
-// may be called twice for one listener; only the second result is stored.
+// caches matches ([MatchCacher]), a dispatch is prepared a second time, on
+// a fresh match, when listeners on its scope were created or deleted since
+// the cached one or when a handler failed on the cached one; a handler may
+// then be called twice for one listener, and only the second result counts.
 type HandlerFunc func(ctx context.Context, listenerID string, m Message) (string, error)
 
 func (f HandlerFunc) applyDispatch(c *dispatchConfig) { c.handlers = append(c.handlers, f) }
@@ -113,15 +115,28 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 // dispatch prepares a batch, from a cached match if cached and the store has
 // a cache, appends it and publishes its messages to local subscribers.
 func (h *Hub) dispatch(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (d Dispatched, msgs []Message, replayed bool, err error) {
-	b, reached, err := h.prepare(ctx, sender, scope, text, opts, cached)
+	dr, err := h.prepare(ctx, sender, scope, text, opts, cached)
 	if err != nil {
+		if dr.cached && dr.err != nil {
+			// A handler failed on a cached answer, perhaps for a listener
+			// since deleted: try again on a fresh one.
+			return d, nil, false, fmt.Errorf("%w: %w", ErrStale, err)
+		}
 		return d, nil, false, err
 	}
-	d = Dispatched{ID: b.Dispatch, Reached: reached}
+	b := dr.b
+	d = Dispatched{ID: b.Dispatch, Reached: dr.reached}
 	if len(b.Entries) == 0 && b.Key == "" {
-		if b.Stamp != nil {
-			// No append will check the cached answer: match afresh.
-			return d, nil, false, ErrStale
+		if dr.cached {
+			// No append will check the cached answer: check it against a
+			// fresh one, and prepare again only if they differ.
+			fresh, err := h.store.Match(ctx, scope)
+			if err != nil {
+				return d, nil, false, fmt.Errorf("dispatch to %q: match: %w", scope, err)
+			}
+			if !sameListeners(fresh, dr.ls) {
+				return d, nil, false, ErrStale
+			}
 		}
 		return d, nil, false, nil
 	}
@@ -179,8 +194,8 @@ func unhold(held []*live) {
 // Watcher; with a store that has none (memory, SQLite), only Dispatch wakes
 // them, so use Dispatch there.
 func (h *Hub) Prepare(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (*Batch, error) {
-	b, _, err := h.prepare(ctx, sender, scope, text, opts, false)
-	return b, err
+	dr, err := h.prepare(ctx, sender, scope, text, opts, false)
+	return dr.b, err
 }
 
 func (h *Hub) checkText(what, text string) error {
@@ -193,9 +208,19 @@ func (h *Hub) checkText(what, text string) error {
 	return nil
 }
 
-func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (*Batch, []string, error) {
+// draft is a prepared dispatch: its batch, the listeners it reached, and
+// the match it was made from.
+type draft struct {
+	b       *Batch
+	reached []string
+	ls      []ListenerInfo
+	cached  bool  // ls came from MatchCacher.MatchCached
+	err     error // a handler's failure, with cached set: the answer may be out of date
+}
+
+func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (draft, error) {
 	if err := h.checkOpen("dispatch"); err != nil {
-		return nil, nil, err
+		return draft{}, err
 	}
 	var c dispatchConfig
 	for _, o := range opts {
@@ -204,17 +229,17 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 		}
 	}
 	if err := ValidateScope(scope); err != nil {
-		return nil, nil, fmt.Errorf("dispatch: %w", err)
+		return draft{}, fmt.Errorf("dispatch: %w", err)
 	}
 	if err := checkName("sender", sender, true); err != nil {
-		return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+		return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
 	}
 	if err := h.checkText("message", text); err != nil {
-		return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+		return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
 	}
 	if c.keySet {
 		if err := checkName("idempotency key", c.key, false); err != nil {
-			return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+			return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
 		}
 	}
 	var to map[string]bool
@@ -222,7 +247,7 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 		to = make(map[string]bool, len(c.to))
 		for _, p := range c.to {
 			if err := checkName("recipient", p, false); err != nil {
-				return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+				return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
 			}
 			to[p] = true
 		}
@@ -232,15 +257,19 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 	if c.keySet {
 		b.KeySince = now.Add(-h.opts.IdempotencyWindow)
 	}
-	var ls []ListenerInfo
-	var err error
+	var (
+		ls  []ListenerInfo
+		err error
+		dr  draft
+	)
 	if mc, ok := h.store.(MatchCacher); ok && cached && !c.keySet {
 		ls, b.Stamp, err = mc.MatchCached(ctx, scope)
+		dr.cached = b.Stamp != nil
 	} else {
 		ls, err = h.store.Match(ctx, scope)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("dispatch to %q: match: %w", scope, err)
+		return draft{}, fmt.Errorf("dispatch to %q: match: %w", scope, err)
 	}
 	reached := make([]string, 0, len(ls))
 	b.Entries = make([]Entry, 0, len(ls))
@@ -257,11 +286,13 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}
 			for _, hf := range c.handlers {
 				if m.Text, err = hf(ctx, l.ID, m); err != nil {
-					return nil, nil, fmt.Errorf("dispatch to %q: handler for %s: %w", scope, l.ID, err)
+					dr.err = fmt.Errorf("dispatch to %q: handler for %s: %w", scope, l.ID, err)
+					return dr, dr.err
 				}
 			}
 			if err := h.checkText("handler result for "+l.ID, m.Text); err != nil {
-				return nil, nil, fmt.Errorf("dispatch to %q: %w", scope, err)
+				dr.err = fmt.Errorf("dispatch to %q: %w", scope, err)
+				return dr, dr.err
 			}
 			t = m.Text
 		}
@@ -270,5 +301,24 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 			b.Entries = append(b.Entries, Entry{Listener: l.ID, Text: t})
 		}
 	}
-	return b, reached, nil
+	dr.b, dr.reached, dr.ls = b, reached, ls
+	return dr, nil
+}
+
+// sameListeners reports whether two Match answers name the same listeners,
+// in the same incarnations.
+func sameListeners(a, b []ListenerInfo) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := make(map[string]time.Time, len(a))
+	for _, l := range a {
+		seen[l.ID] = l.Created
+	}
+	for _, l := range b {
+		if c, ok := seen[l.ID]; !ok || !c.Equal(l.Created) {
+			return false
+		}
+	}
+	return true
 }

@@ -1,7 +1,10 @@
 package storetest
 
 import (
+	"context"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/likestripes/moitessier"
@@ -81,4 +84,40 @@ func checkListenersChange(t *testing.T, d, c *moitessier.Hub) {
 		}
 	}
 	reached("all gone")
+
+	// A handler that stores nothing runs once per dispatch while nothing
+	// changes; once its listener is deleted (and the app forgets it), it is
+	// not called for it again, so a handler that refuses unknown listeners
+	// does not fail later dispatches.
+	hl := mustListener(t, c, moitessier.Conditions{Person: "erin", Type: moitessier.Handler, Scope: "chg.handlers"})
+	var mu sync.Mutex
+	known, calls := map[string]bool{hl.ID(): true}, 0
+	filter := moitessier.HandlerFunc(func(_ context.Context, id string, _ moitessier.Message) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !known[id] {
+			return "", fmt.Errorf("unknown listener %s", id)
+		}
+		calls++
+		return "", nil
+	})
+	for range 3 {
+		if got := mustDispatch(t, d, "alice", "chg.handlers", "x", filter).Reached; len(got) != 1 || got[0] != hl.ID() {
+			t.Fatalf("reached %v, want [%s]", got, hl.ID())
+		}
+	}
+	if calls != 3 {
+		t.Fatalf("a handler that stores nothing ran %d times in 3 dispatches", calls)
+	}
+	if err := hl.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	delete(known, hl.ID())
+	mu.Unlock()
+	for range 2 {
+		if got := mustDispatch(t, d, "alice", "chg.handlers", "x", filter).Reached; len(got) != 0 {
+			t.Fatalf("reached %v after its listener was deleted", got)
+		}
+	}
 }
