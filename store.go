@@ -168,14 +168,17 @@ type MatchCacher interface {
 	// and the slice is shared: callers must not modify it. Append of a batch
 	// carrying the stamp (Batch.Stamp) fails with an error wrapping ErrStale,
 	// and stores nothing, if a listener that the scope matches was created
-	// since the answer was current; the hub then matches again with Match
-	// (which refreshes the cache) and appends again.
+	// or deleted since the answer was current (a store may also report a
+	// change that did not concern the scope); the hub then matches again
+	// with Match (which refreshes the cache) and appends again. A dispatch
+	// that stores nothing is not appended: the hub checks its cached answer
+	// against a fresh Match instead.
 	MatchCached(ctx context.Context, scope string) (ls []ListenerInfo, stamp any, err error)
 }
 
 // ErrStale is returned by Append of a batch whose Stamp no longer holds:
-// listeners were created on its scope since it was matched. Nothing was
-// stored. See [MatchCacher].
+// listeners were created or deleted on its scope since it was matched.
+// Nothing was stored. See [MatchCacher].
 var ErrStale = errors.New("moitessier: listeners changed since match")
 
 // Closer is implemented by stores that hold resources (files, connections).

@@ -102,11 +102,17 @@
 // stamp in its own snapshot: if a listener was created or deleted on the
 // scope since, it writes nothing and fails with moitessier.ErrStale, and
 // the hub matches again (refreshing the cache) and appends again. So a
-// dispatch to a known scope costs one round trip, the append, and a stale
-// answer is never used, whichever process changed the listeners. A
-// dispatch from a cached answer that reaches no listener has no append to
-// check it, so the hub matches again before it reports that. Sweep
-// removes the versions of scopes no listener has.
+// dispatch to a known scope costs one round trip, the append, and nothing
+// is stored from a stale answer, whichever process changed the listeners.
+// (Handlers may have run on it; they run again on the fresh one.) A
+// dispatch from a cached answer that stores nothing has no append to check
+// it, so the hub compares it with a fresh Match. The versions are written
+// by a trigger on listener_scopes, so processes running an earlier version
+// of this package keep them too. Any creation or deletion of a pattern
+// listener changes the pattern version, which makes every cached answer
+// stale once: the cache suits listeners that change less often than
+// their scopes are dispatched to. Sweep removes the versions of scopes no
+// listener has. The schema needs PostgreSQL 11 or newer.
 //
 // # Wake-ups: LISTEN/NOTIFY
 //

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
 )
@@ -203,5 +205,51 @@ func TestTwoHubs(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("message %d of the concurrent phase not received", i)
 		}
+	}
+}
+
+// TestCachedMatchSeesOtherWriters: a listener written straight into the
+// tables, as a process running an earlier version of this package would
+// write it (no knowledge of scope_versions), is reached by the next
+// dispatch of a hub whose match for the scope is cached: the trigger on
+// listener_scopes keeps the scope's version whoever writes.
+func TestCachedMatchSeesOtherWriters(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	hub := newHub(t, s, moitessier.Options{})
+	first, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "legacy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second is answered from the cache
+		if d, err := hub.Dispatch(ctx, "a", "legacy", "x"); err != nil || len(d.Reached) != 1 {
+			t.Fatalf("dispatch: %v %v", d.Reached, err)
+		}
+	}
+	q := pgx.Identifier{s.Schema()}.Sanitize()
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	for _, stmt := range []string{
+		`INSERT INTO ` + q + `.listeners (id, type, person, client, scopes, created_ns) VALUES ('hlegacy', 1002, 'b', '', '{legacy}', 1)`,
+		`INSERT INTO ` + q + `.listener_scopes (listener, scope, wild) VALUES ('hlegacy', 'legacy', false)`,
+		`INSERT INTO ` + q + `.subscribers (listener, person, client, cursor, joined_ns, lease_ns) VALUES ('hlegacy', 'b', '', 0, 1, 9000000000000000000)`,
+	} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := hub.Dispatch(ctx, "a", "legacy", "y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(d.Reached)
+	if !slices.Equal(d.Reached, []string{"hlegacy", first.ID()}) {
+		t.Fatalf("reached %v, want the listener written by another writer too", d.Reached)
 	}
 }

@@ -42,9 +42,6 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 				if _, err := tx.Exec(ctx, s.q.insertScopes, l.ID, l.Scopes, wild); err != nil {
 					return err
 				}
-				if err := s.bumpScopes(ctx, tx, l.Scopes); err != nil {
-					return err
-				}
 				if anyWild {
 					if _, err := tx.Exec(ctx, s.q.bumpPatterns); err != nil {
 						return err
@@ -75,24 +72,6 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
 	}
 	return info, stored, created, nil
-}
-
-// bumpScopes records, in tx, that listeners on the concrete scopes among
-// scopes were created or deleted, so that Match answers cached before no
-// longer hold (see MatchCached).
-func (s *Store) bumpScopes(ctx context.Context, tx pgx.Tx, scopes []string) error {
-	var concrete []string
-	for _, sc := range scopes {
-		if !moitessier.IsPattern(sc) {
-			concrete = append(concrete, sc)
-		}
-	}
-	if len(concrete) == 0 {
-		return nil
-	}
-	slices.Sort(concrete)
-	_, err := tx.Exec(ctx, s.q.bumpScopes, slices.Compact(concrete))
-	return err
 }
 
 // retryError asks retry to run a transaction again.
@@ -197,11 +176,8 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 			if _, err := tx.Exec(ctx, s.q.lockListener, listenerID); err != nil {
 				return err
 			}
-			var (
-				scopes []string
-				wild   bool
-			)
-			err = tx.QueryRow(ctx, s.q.deleteListener, listenerID).Scan(&scopes, &wild)
+			var wild bool
+			err = tx.QueryRow(ctx, s.q.deleteListener, listenerID).Scan(&wild)
 			if errors.Is(err, pgx.ErrNoRows) {
 				return nil // other subscribers remain
 			}
@@ -209,9 +185,6 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 				return err
 			}
 			deleted = true
-			if err := s.bumpScopes(ctx, tx, scopes); err != nil {
-				return err
-			}
 			if _, err := tx.Exec(ctx, s.q.deleteMsgs, listenerID); err != nil {
 				return err
 			}

@@ -234,7 +234,7 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 type staleError struct{ batches []int }
 
 func (e *staleError) Error() string {
-	return fmt.Sprintf("%d of the batches were matched before listeners were created on their scopes", len(e.batches))
+	return fmt.Sprintf("%d of the batches were matched before listeners on their scopes were created or deleted", len(e.batches))
 }
 
 func (e *staleError) Unwrap() error { return moitessier.ErrStale }

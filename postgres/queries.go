@@ -14,7 +14,7 @@ type queries struct {
 	expiredListeners, trimDoomed, expireSubscribers                         string
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                       string
 	deleteOld, listenerPage, trimPage, deleteKeys                           string
-	bumpScopes, lockUnusedScopes, deleteUnusedScopes                        string
+	lockUnusedScopes, deleteUnusedScopes                                    string
 }
 
 func buildQueries(schema string) queries {
@@ -25,13 +25,6 @@ func buildQueries(schema string) queries {
 		insertScopes: `INSERT INTO S.listener_scopes (listener, scope, wild)
 			SELECT $1, s, w FROM unnest($2::text[], $3::boolean[]) AS x(s, w)`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
-		// bumpScopes records this transaction as the last creation or
-		// deletion of a listener on each concrete scope of $1 (sorted, no
-		// duplicates), locking the rows in scope order (so concurrent
-		// transactions cannot deadlock on them).
-		bumpScopes: `INSERT INTO S.scope_versions AS v (scope, version)
-			SELECT s, pg_current_xact_id()::text::bigint FROM unnest($1::text[]) AS x(s) ORDER BY s
-			ON CONFLICT (scope) DO UPDATE SET version = EXCLUDED.version`,
 		// The new subscriber's cursor is the listener's head: it hears what
 		// is written after it joined. An existing one keeps its cursor.
 		joinSubscriber: `INSERT INTO S.subscribers AS t (listener, person, client, cursor, joined_ns, lease_ns)
@@ -48,7 +41,7 @@ func buildQueries(schema string) queries {
 		// first (and the deletion sees its subscriber) or fails its check
 		// after the deletion (and retries).
 		lockListener:   `SELECT id FROM S.listeners WHERE id = $1 FOR UPDATE`,
-		deleteListener: `DELETE FROM S.listeners l WHERE l.id = $1 AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id) RETURNING l.scopes, EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
+		deleteListener: `DELETE FROM S.listeners l WHERE l.id = $1 AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id) RETURNING EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
 		deleteMsgs:     `DELETE FROM S.messages WHERE listener = $1`,
 
 		// match reads, in one snapshot, the pattern version, the scope's
@@ -224,7 +217,7 @@ func buildQueries(schema string) queries {
 		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
-		&q.bumpScopes, &q.lockUnusedScopes, &q.deleteUnusedScopes,
+		&q.lockUnusedScopes, &q.deleteUnusedScopes,
 	} {
 		*p = r.Replace(*p)
 	}

@@ -17,7 +17,10 @@ const listenerPageSize = 500
 // removes at most p.BatchSize rows of one table and runs in its own short
 // transaction, found through an index (subscribers by lease, messages by
 // creation time or by listener and sequence, keys by record time), so a
-// sweep never holds long locks and never scans a whole table.
+// sweep never holds long locks. One step reads a whole table: the versions
+// of scopes that no listener has any more are found by reading
+// scope_versions (one row per concrete scope in use, or used since the
+// last sweep), each row checked through an index.
 func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier.SweepResult, error) {
 	const op = "sweep"
 	var res moitessier.SweepResult
@@ -123,7 +126,7 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 					return err
 				}
 				anyWild := false
-				var ids, scopes []string
+				var ids []string
 				for rows.Next() {
 					var (
 						l       moitessier.ListenerInfo
@@ -139,7 +142,6 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 					l.Type, l.Created, l.Head = moitessier.ListenerType(typ), fromNS(created), moitessier.Cursor(head)
 					expired = append(expired, l)
 					ids = append(ids, l.ID)
-					scopes = append(scopes, l.Scopes...)
 					anyWild = anyWild || wild
 				}
 				if err := rows.Err(); err != nil {
@@ -153,9 +155,6 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 					return err
 				}
 				msgs = int(tag.RowsAffected())
-				if err := s.bumpScopes(ctx, tx, scopes); err != nil {
-					return err
-				}
 				if anyWild {
 					_, err = tx.Exec(ctx, s.q.bumpPatterns)
 				}
