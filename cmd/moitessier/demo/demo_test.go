@@ -144,6 +144,7 @@ func TestPage(t *testing.T) {
 			chromedp.SendKeys(chromedp.ID("handled-text"), "quiet please"),
 			chromedp.Click(chromedp.ID("handled-send")))
 		waitFor(t, bob, hello, "QUIET PLEASE")
+		waitFor(t, alice, hello, "QUIET PLEASE")
 		checkLog(t, bob, hello, []string{"Hello bob! bob says: hi all", "QUIET PLEASE"})
 		checkLog(t, alice, hello, []string{"Hello alice! bob says: hi all", "QUIET PLEASE"})
 	})
