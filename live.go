@@ -20,9 +20,16 @@ type live struct {
 	mu   sync.Mutex
 	buf  []Message // contiguous sequence numbers, ascending; elements never change once written
 	held []Message // committed messages past a gap after buf, waiting for it to fill
-	head Cursor    // highest sequence number known to be committed
-	wake chan struct{}
-	gone bool // the listener was deleted
+
+	// back is the newest store read that did not join buf (it lay below
+	// it): every message after backFrom up to its last, so subscribers
+	// behind the cache at any cursor in that range share one read instead
+	// of each reading the same rows.
+	back     []Message
+	backFrom Cursor
+	head     Cursor // highest sequence number known to be committed
+	wake     chan struct{}
+	gone     bool // the listener was deleted
 
 	// While this hub appends to the listener (local > 0), a head notified
 	// by the store is kept in noticed until an append ends: the append's
@@ -55,6 +62,11 @@ func (lv *live) next(cur Cursor, limit int) (msgs []Message, wake <-chan struct{
 				j := min(n, i+limit)
 				return lv.buf[i:j:j], nil, false, false
 			}
+		}
+		if n := len(lv.back); n > 0 && cur >= lv.backFrom && cur < lv.back[n-1].Seq {
+			i, _ := slices.BinarySearchFunc(lv.back, cur+1, func(m Message, c Cursor) int { return cmp.Compare(m.Seq, c) })
+			j := min(n, i+limit)
+			return lv.back[i:j:j], nil, false, false
 		}
 		return nil, nil, true, false
 	}
@@ -222,6 +234,11 @@ func (lv *live) fill(ctx context.Context, s Store, cur Cursor, limit, max int) (
 		return nil, h0, err
 	}
 	lv.add(msgs, max)
+	if len(msgs) > 0 {
+		lv.mu.Lock()
+		lv.back, lv.backFrom = msgs, cur
+		lv.mu.Unlock()
+	}
 	return msgs, h0, nil
 }
 

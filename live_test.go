@@ -1,6 +1,7 @@
 package moitessier
 
 import (
+	"context"
 	"math/rand/v2"
 	"testing"
 )
@@ -49,5 +50,52 @@ func TestLiveGapNeverFills(t *testing.T) {
 	}
 	if msgs, _, need, _ := lv.next(2, 10); need || len(msgs) == 0 || msgs[0].Seq != 3 {
 		t.Fatalf("a reader at 2: need %v, %d messages", need, len(msgs))
+	}
+}
+
+// readCounter is a Store whose Read serves seqs 1..n of one listener and
+// counts its calls; nothing else is used.
+type readCounter struct {
+	Store
+	n     Cursor
+	reads int
+}
+
+func (r *readCounter) Read(_ context.Context, id string, after Cursor, limit int) ([]Message, error) {
+	r.reads++
+	var msgs []Message
+	for s := after + 1; s <= r.n && len(msgs) < limit; s++ {
+		msgs = append(msgs, Message{Listener: id, Seq: s})
+	}
+	return msgs, nil
+}
+
+// TestLiveBehindShareReads: subscribers behind the cache (it restarted
+// above them) at different cursors share one store read of the rows they
+// all need, and each gets exactly the messages after its own cursor.
+func TestLiveBehindShareReads(t *testing.T) {
+	lv := newLive("l")
+	st := &readCounter{n: 200}
+	lv.observe(200)
+	lv.add([]Message{{Listener: "l", Seq: 150}}, 1024) // the cache restarted at 150
+	for _, cur := range []Cursor{10, 10, 11, 40, 10} {
+		msgs, _, need, _ := lv.next(cur, 100)
+		if need {
+			var err error
+			if msgs, _, err = lv.fill(context.Background(), st, cur, 100, 1024); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(msgs) == 0 || msgs[0].Seq != cur+1 {
+			t.Fatalf("at cursor %d got %d messages from seq %v", cur, len(msgs), msgs)
+		}
+		for i, m := range msgs {
+			if m.Seq != cur+1+Cursor(i) {
+				t.Fatalf("at cursor %d: message %d has seq %d", cur, i, m.Seq)
+			}
+		}
+	}
+	if st.reads != 1 {
+		t.Fatalf("%d store reads for subscribers at cursors 10, 11 and 40; want 1", st.reads)
 	}
 }
