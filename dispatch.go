@@ -146,6 +146,9 @@ func (h *Hub) dispatch(ctx context.Context, sender, scope, text string, opts []D
 	if now := h.now(); now.After(b.Created) {
 		b.Created = now
 	}
+	if err := ctx.Err(); err != nil {
+		return d, nil, false, fmt.Errorf("dispatch to %q: %w", scope, err)
+	}
 	held := h.hold(b)
 	defer unhold(held)
 	msgs, replayed, err = h.store.Append(ctx, b)

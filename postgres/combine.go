@@ -40,6 +40,9 @@ type pending struct {
 // combine appends one batch without an idempotency key, possibly together
 // with batches of concurrent calls.
 func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // once queued, the batch may be written whatever becomes of ctx
+	}
 	if s.cfg.MaxCombine <= 1 {
 		var msgs []moitessier.Message
 		err := retry(ctx, func() error {
