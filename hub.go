@@ -336,18 +336,26 @@ func (h *Hub) flushAll(ctx context.Context, all bool) error {
 	if len(cps) == 0 {
 		return nil
 	}
-	if err := h.store.Checkpoint(ctx, cps); err != nil {
-		// Queue them again; the next flush retries.
-		for _, st := range dirty {
-			h.ack(st, Cursor(st.acked.Load()))
+	// In chunks, so that a store that writes one transaction at a time
+	// (SQLite) can append dispatches between them instead of after all.
+	for i := 0; i < len(cps); i += checkpointChunk {
+		j := min(len(cps), i+checkpointChunk)
+		if err := h.store.Checkpoint(ctx, cps[i:j]); err != nil {
+			// Queue them again; the next flush retries what is not saved.
+			for _, st := range dirty {
+				h.ack(st, Cursor(st.acked.Load()))
+			}
+			return fmt.Errorf("checkpoint %d subscribers: %w", j-i, err)
 		}
-		return fmt.Errorf("checkpoint %d subscribers: %w", len(cps), err)
-	}
-	for i, cp := range cps {
-		storeMax(&sts[i].saved, uint64(cp.Cursor))
+		for k := i; k < j; k++ {
+			storeMax(&sts[k].saved, uint64(cps[k].Cursor))
+		}
 	}
 	return nil
 }
+
+// checkpointChunk is the most subscribers one Store.Checkpoint call saves.
+const checkpointChunk = 512
 
 func storeMax(v *atomic.Uint64, n uint64) {
 	for {
