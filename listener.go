@@ -233,6 +233,11 @@ func (l *Listener) step(ctx context.Context, lv *live, st *subState, respond Res
 	if len(msgs) == 0 {
 		return wake, nil
 	}
+	if err := ctx.Err(); err != nil {
+		// Done while the last respond ran (a client that left, say):
+		// hand over, and so acknowledge, nothing more.
+		return nil, err
+	}
 	if err := respond(ctx, msgs); err != nil {
 		return nil, err
 	}

@@ -40,10 +40,11 @@ func watchClose(conn net.Conn, gone func()) (stop func(), ok bool) {
 	}
 	w := &closes
 	w.once.Do(w.start)
+	w.mu.Lock()
 	if w.err != nil {
+		w.mu.Unlock()
 		return nil, false
 	}
-	w.mu.Lock()
 	w.next++
 	id := w.next
 	w.gone[id] = gone

@@ -168,7 +168,7 @@ func (st *sseJob) release() {
 // goroutine reading conn.
 func (st *sseJob) runHijacked(ctx context.Context, cancel context.CancelFunc, end func(), conn net.Conn) {
 	defer end() // cancels ctx
-	defer conn.Close()
+	defer closeConn(conn)
 	var gone atomic.Bool
 	leave := func() {
 		gone.Store(true)
@@ -191,6 +191,28 @@ func (st *sseJob) runHijacked(ctx context.Context, cancel context.CancelFunc, en
 	st.setDeadline = conn.SetWriteDeadline
 	st.run(ctx, gone.Load)
 }
+
+// closeConn closes a hijacked stream's connection without resetting it.
+// Nothing reads what a client sends once its request is parsed (closes are
+// watched by epoll), and a socket closed with unread bytes sends RST, on
+// which the client may drop what it has not read yet, the final event
+// included. So closeConn shuts the sending side, reads what the client
+// sends until it closes or for closeDrain at most, then closes.
+func closeConn(conn net.Conn) {
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		_ = conn.SetReadDeadline(time.Now().Add(closeDrain))
+		var b [256]byte
+		for {
+			if _, err := conn.Read(b[:]); err != nil {
+				break
+			}
+		}
+	}
+	_ = conn.Close()
+}
+
+// closeDrain bounds how long closeConn waits for a client to close.
+const closeDrain = 500 * time.Millisecond
 
 // run writes the ready event (in st.buf) and streams until the end.
 func (st *sseJob) run(ctx context.Context, clientGone func() bool) {

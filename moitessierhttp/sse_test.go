@@ -379,3 +379,42 @@ func TestSSEBatchInterval(t *testing.T) {
 		t.Fatalf("resume from the server-held cursor: %q, want %q", m.Text, "after")
 	}
 }
+
+// TestSSELeaveDuringBatchWait: a client that leaves while its stream waits
+// between writes (Config.SSEBatchInterval) is not written, and not
+// acknowledged, what came during the wait: it resumes from the server-held
+// cursor with every message it did not read.
+func TestSSELeaveDuringBatchWait(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{SSEBatchInterval: 300 * time.Millisecond})
+	alice := e.client(all(t, "alice"))
+	ctx := ctxT(t)
+	for round := range 4 {
+		q := moitessierhttp.Query{Scopes: []string{"room.wait"}, Client: fmt.Sprint("tab", round)}
+		st, err := alice.Events(ctx, q, "head")
+		if err != nil {
+			t.Fatal(err)
+		}
+		readyEvent(t, st)
+		dispatch(t, alice, "room.wait", "first")
+		if _, m := nextMessage(t, st); m.Text != "first" {
+			t.Fatalf("got %q", m.Text)
+		}
+		// The stream now waits 300 ms before its next write.
+		for i := range 5 {
+			dispatch(t, alice, "room.wait", fmt.Sprint("during ", i))
+		}
+		st.Close()
+		waitFor(t, "the stream to end on the server", func() bool { return e.srv.Metrics().Snapshot().Open["sse"] == 0 })
+		dispatch(t, alice, "room.wait", "after")
+		st, err = alice.Events(ctx, q, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		readyEvent(t, st)
+		if _, m := nextMessage(t, st); m.Text != "during 0" {
+			t.Fatalf("round %d: resumed at %q, want %q: messages written during the wait to a client that had left were acknowledged", round, m.Text, "during 0")
+		}
+		st.Close()
+		waitFor(t, "the stream to end on the server", func() bool { return e.srv.Metrics().Snapshot().Open["sse"] == 0 })
+	}
+}
