@@ -179,13 +179,14 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 	var derrOnce sync.Once
 	var derr error
 	start := time.Now()
-	tick := time.NewTicker(10 * time.Millisecond)
 	for i := range n {
-		var at time.Time
+		// Each dispatch is due 10 ms after the previous one, whether or
+		// not this loop kept up: a late one goes at once, and its latency
+		// counts from when it was due.
+		at := start.Add(time.Duration(i+1) * 10 * time.Millisecond)
 		select {
-		case at = <-tick.C:
+		case <-time.After(time.Until(at)):
 		case <-ctx.Done():
-			tick.Stop()
 			stopProgress()
 			return res, ctx.Err()
 		}
@@ -198,7 +199,6 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 			took[i] = time.Since(at)
 		}()
 	}
-	tick.Stop()
 	dwg.Wait()
 	if derr != nil {
 		stopProgress()
