@@ -117,7 +117,7 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 func (h *Hub) dispatch(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (d Dispatched, msgs []Message, replayed bool, err error) {
 	dr, err := h.prepare(ctx, sender, scope, text, opts, cached)
 	if err != nil {
-		if dr.cached && dr.err != nil {
+		if dr.cached && dr.handlerFailed {
 			// A handler failed on a cached answer, perhaps for a listener
 			// since deleted: try again on a fresh one.
 			return d, nil, false, fmt.Errorf("%w: %w", ErrStale, err)
@@ -217,8 +217,10 @@ type draft struct {
 	b       *Batch
 	reached []string
 	ls      []ListenerInfo
-	cached  bool  // ls came from MatchCacher.MatchCached
-	err     error // a handler's failure, with cached set: the answer may be out of date
+	cached  bool // ls came from MatchCacher.MatchCached
+	// handlerFailed: the error prepare returned is a handler's (or its
+	// result's); with cached set, the answer may be out of date.
+	handlerFailed bool
 }
 
 func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (draft, error) {
@@ -289,13 +291,13 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}
 			for _, hf := range c.handlers {
 				if m.Text, err = hf(ctx, l.ID, m); err != nil {
-					dr.err = fmt.Errorf("dispatch to %q: handler for %s: %w", scope, l.ID, err)
-					return dr, dr.err
+					dr.handlerFailed = true
+					return dr, fmt.Errorf("dispatch to %q: handler for %s: %w", scope, l.ID, err)
 				}
 			}
 			if err := h.checkText("handler result for "+l.ID, m.Text); err != nil {
-				dr.err = fmt.Errorf("dispatch to %q: %w", scope, err)
-				return dr, dr.err
+				dr.handlerFailed = true
+				return dr, fmt.Errorf("dispatch to %q: %w", scope, err)
 			}
 			t = m.Text
 		}

@@ -239,9 +239,9 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 // MatchCached is Match answered from this process's cache of recent
 // answers, when it has one for scope; see moitessier.MatchCacher. The
 // stamp is the pattern version and the scope's version (the last
-// transaction that created a listener on it) the answer was read at;
-// Append checks both in its statement, so a cached answer costs no round
-// trip and is never used once out of date.
+// transaction that created or deleted a listener on it) the answer was
+// read at; Append checks both in its statement, so a cached answer costs no
+// round trip and nothing is stored from one that is out of date.
 func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, any, error) {
 	if e, ok := s.mc.get(scope); ok {
 		return e.ls, e.stamp, nil
