@@ -629,10 +629,22 @@ func (h *Hub) Info(ctx context.Context, id string) (ListenerInfo, error) {
 	return info, nil
 }
 
-// Subscribers returns the subscribers of listener id with their
-// acknowledged cursors: who has seen what. It checks no ownership.
+// Subscribers returns every subscriber of listener id with their
+// acknowledged cursors: who has seen what. It checks no ownership. Its cost
+// grows with the listener's subscribers; SubscriberPage reads a page.
 func (h *Hub) Subscribers(ctx context.Context, id string) ([]Subscriber, error) {
-	subs, err := h.store.Subscribers(ctx, id)
+	return h.SubscriberPage(ctx, id, SubscriberRange{})
+}
+
+// SubscriberPage returns the subscribers of listener id in the range r, in
+// (Person, Client) order, with their acknowledged cursors. To read the
+// next page, start a range at the last subscriber returned and skip it. It
+// checks no ownership. A negative r.Limit is ErrInvalidArgument.
+func (h *Hub) SubscriberPage(ctx context.Context, id string, r SubscriberRange) ([]Subscriber, error) {
+	if r.Limit < 0 {
+		return nil, fmt.Errorf("subscribers of %s: %w: negative limit", id, ErrInvalidArgument)
+	}
+	subs, err := h.store.Subscribers(ctx, id, r)
 	if err != nil {
 		return nil, fmt.Errorf("subscribers of %s: %w", id, err)
 	}

@@ -321,14 +321,14 @@ func (l *Listener) Cursor(ctx context.Context) (Cursor, error) {
 	if err := l.checkOpen("cursor"); err != nil {
 		return 0, err
 	}
-	subs, err := l.hub.store.Subscribers(ctx, l.info.ID)
+	// The first subscriber at or after this one is this one, if it exists:
+	// one row, however many subscribers the listener has.
+	subs, err := l.hub.store.Subscribers(ctx, l.info.ID, SubscriberRange{Person: l.person, Client: l.client, Limit: 1})
 	if err != nil {
 		return 0, fmt.Errorf("cursor %s: %w", l.info.ID, err)
 	}
-	for _, s := range subs {
-		if s.Person == l.person && s.Client == l.client {
-			return s.Cursor, nil
-		}
+	if len(subs) == 1 && subs[0].Person == l.person && subs[0].Client == l.client {
+		return subs[0].Cursor, nil
 	}
 	return 0, fmt.Errorf("cursor %s: subscriber %q: %w", l.info.ID, l.person, ErrNotFound)
 }

@@ -28,9 +28,13 @@ type Store interface {
 	// It returns ErrNotFound if there is none.
 	Listener(ctx context.Context, id string) (ListenerInfo, error)
 
-	// Subscribers returns the subscribers of a listener, ordered by Person
-	// then Client. It returns ErrNotFound if the listener does not exist.
-	Subscribers(ctx context.Context, listenerID string) ([]Subscriber, error)
+	// Subscribers returns the subscribers of a listener in the range r,
+	// ordered by Person then Client (byte order): those at or after
+	// (r.Person, r.Client), at most r.Limit of them (0: all). Its cost grows
+	// with what it returns, not with the listener's subscribers, so that a
+	// page, or one subscriber (Limit 1), is cheap on a listener with many.
+	// It returns ErrNotFound if the listener does not exist.
+	Subscribers(ctx context.Context, listenerID string, r SubscriberRange) ([]Subscriber, error)
 
 	// Leave removes one subscriber. When no subscriber remains it deletes the
 	// listener and its messages in the same transaction and returns true.
@@ -75,6 +79,17 @@ type Store interface {
 	// in batches of at most p.BatchSize rows so that it never holds a long
 	// write lock, and returns the listeners it deleted.
 	Sweep(ctx context.Context, p SweepParams) (SweepResult, error)
+}
+
+// SubscriberRange selects a page of a listener's subscribers for
+// [Store.Subscribers] and [Hub.SubscriberPage], in (Person, Client) byte
+// order. The zero value selects all of them.
+type SubscriberRange struct {
+	// Person and Client are where the page starts: the first subscriber
+	// at or after them. Empty: at the first subscriber (no person is "").
+	Person, Client string
+	// Limit is the most subscribers returned; 0 returns all.
+	Limit int
 }
 
 // Batch is the work of one dispatch, handed to [Store.Append].

@@ -116,8 +116,10 @@ func (s *Store) Listener(ctx context.Context, id string) (moitessier.ListenerInf
 	return l.snapshot(), nil
 }
 
-// Subscribers implements moitessier.Store.
-func (s *Store) Subscribers(ctx context.Context, id string) ([]moitessier.Subscriber, error) {
+// Subscribers implements moitessier.Store. One subscriber (a range of
+// Limit 1 that starts at it) is a map lookup; a page costs a pass over the
+// listener's subscribers, which is what memory is for.
+func (s *Store) Subscribers(ctx context.Context, id string, r moitessier.SubscriberRange) ([]moitessier.Subscriber, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if err := s.check("subscribers"); err != nil {
@@ -127,13 +129,21 @@ func (s *Store) Subscribers(ctx context.Context, id string) ([]moitessier.Subscr
 	if l == nil {
 		return nil, fmt.Errorf("memstore: subscribers of %s: %w", id, moitessier.ErrNotFound)
 	}
+	if sub := l.subs[subID{r.Person, r.Client}]; sub != nil && r.Limit == 1 {
+		return []moitessier.Subscriber{*sub}, nil
+	}
 	out := make([]moitessier.Subscriber, 0, len(l.subs))
-	for _, sub := range l.subs {
-		out = append(out, *sub)
+	for k, sub := range l.subs {
+		if cmp.Or(cmp.Compare(k.person, r.Person), cmp.Compare(k.client, r.Client)) >= 0 {
+			out = append(out, *sub)
+		}
 	}
 	slices.SortFunc(out, func(a, b moitessier.Subscriber) int {
 		return cmp.Or(cmp.Compare(a.Person, b.Person), cmp.Compare(a.Client, b.Client))
 	})
+	if r.Limit > 0 && len(out) > r.Limit {
+		out = out[:r.Limit:r.Limit]
+	}
 	return out, nil
 }
 

@@ -181,9 +181,24 @@ func (c *Client) Join(ctx context.Context, q Query) (JoinResult, error) {
 	return res, c.do(r, &res)
 }
 
-// ReadState returns each subscriber's acknowledged cursor on a listener.
+// ReadState returns the first page of the subscribers' acknowledged cursors
+// on a listener (DefaultReadStateLimit of them); ReadStatePage reads others.
 func (c *Client) ReadState(ctx context.Context, listenerID string) (ReadState, error) {
-	r, err := c.newRequest(ctx, http.MethodGet, "/v1/listeners/"+url.PathEscape(listenerID)+"/subscribers", nil, nil)
+	return c.ReadStatePage(ctx, listenerID, "", 0)
+}
+
+// ReadStatePage returns a page of at most limit (0: the server's default)
+// subscribers' acknowledged cursors on a listener, after the position
+// after (a ReadState.Next; "" for the first page).
+func (c *Client) ReadStatePage(ctx context.Context, listenerID, after string, limit int) (ReadState, error) {
+	v := url.Values{}
+	if after != "" {
+		v.Set("after", after)
+	}
+	if limit > 0 {
+		v.Set("limit", strconv.Itoa(limit))
+	}
+	r, err := c.newRequest(ctx, http.MethodGet, "/v1/listeners/"+url.PathEscape(listenerID)+"/subscribers", v, nil)
 	if err != nil {
 		return ReadState{}, err
 	}

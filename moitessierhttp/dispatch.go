@@ -2,6 +2,7 @@ package moitessierhttp
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/likestripes/moitessier"
 )
@@ -238,14 +240,49 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, wireInfo(info))
 }
 
-// ReadState answers GET /v1/listeners/{id}/subscribers: each subscriber's
-// acknowledged cursor, so "who has not seen message 12" is the subscribers
-// whose cursor is below 12 (or ask for them with ?unseen=12).
+// ReadState answers GET /v1/listeners/{id}/subscribers: a page of the
+// subscribers' acknowledged cursors, in (person, client) byte order, so "who
+// has not seen message 12" is the subscribers whose cursor is below 12 (or
+// ask for them with ?unseen=12).
 //
-//	{"listener":{…ListenerInfo},"subscribers":[{"person":"bob","cursor":11,…}]}
+//	{"listener":{…ListenerInfo},"subscribers":[{"person":"bob","cursor":11,…}],"next":"Ym9i"}
+//
+// A page holds at most ?limit= subscribers (default DefaultReadStateLimit,
+// at most MaxReadStateLimit; a larger limit is lowered to it). When more
+// follow, Next is set: pass it as ?after= for the next page. With unseen, a
+// page may hold fewer than limit (even none) while Next is set; the pages
+// together hold every subscriber once.
 type ReadState struct {
 	Listener    ListenerInfo `json:"listener"`
 	Subscribers []Subscriber `json:"subscribers"`
+	// Next is the ?after= of the next page; empty on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// Read-state pages (GET /v1/listeners/{id}/subscribers?limit=&after=).
+const (
+	// DefaultReadStateLimit is the page size when the request gives no limit.
+	DefaultReadStateLimit = 100
+	// MaxReadStateLimit is the largest page; a larger limit is lowered to it.
+	MaxReadStateLimit = 1000
+)
+
+// readStateAfter encodes the position of a subscriber for ?after=: its
+// person and client, which hold no control character, joined by a NUL.
+func readStateAfter(person, client string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(person + "\x00" + client))
+}
+
+func parseReadStateAfter(v string) (person, client string, err error) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(v)
+	if err != nil {
+		return "", "", fmt.Errorf("%w: after %.64q: not a position from next", ErrBadRequest, v)
+	}
+	person, client, ok := strings.Cut(string(b), "\x00")
+	if !ok || person == "" || strings.ContainsRune(client, 0) {
+		return "", "", fmt.Errorf("%w: after %.64q: not a position from next", ErrBadRequest, v)
+	}
+	return person, client, nil
 }
 
 func (s *Server) serveReadState(w http.ResponseWriter, r *http.Request) {
@@ -254,19 +291,47 @@ func (s *Server) serveReadState(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	q := r.URL.Query()
 	var unseen uint64
-	if v := r.URL.Query().Get("unseen"); v != "" {
+	if v := q.Get("unseen"); v != "" {
 		if unseen, err = strconv.ParseUint(v, 10, 64); err != nil {
 			s.writeError(w, r, fmt.Errorf("%w: unseen %.32q: want a sequence number", ErrBadRequest, v))
 			return
 		}
 	}
-	subs, err := s.hub.Subscribers(r.Context(), info.ID)
+	limit := DefaultReadStateLimit
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 {
+			s.writeError(w, r, fmt.Errorf("%w: limit %.32q: want a positive number", ErrBadRequest, v))
+			return
+		}
+		limit = min(limit, MaxReadStateLimit)
+	}
+	// The page starts at the subscriber after ?after=: read from it
+	// (inclusive), skip it, and read one more to know whether a next page
+	// exists.
+	var rg moitessier.SubscriberRange
+	if v := q.Get("after"); v != "" {
+		if rg.Person, rg.Client, err = parseReadStateAfter(v); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	rg.Limit = limit + 2
+	subs, err := s.hub.SubscriberPage(r.Context(), info.ID, rg)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	rs := ReadState{Listener: wireInfo(info), Subscribers: make([]Subscriber, 0, len(subs))}
+	if rg.Person != "" && len(subs) > 0 && subs[0].Person == rg.Person && subs[0].Client == rg.Client {
+		subs = subs[1:]
+	}
+	rs := ReadState{Listener: wireInfo(info), Subscribers: make([]Subscriber, 0, min(len(subs), limit))}
+	if len(subs) > limit {
+		subs = subs[:limit]
+		last := subs[limit-1]
+		rs.Next = readStateAfter(last.Person, last.Client)
+	}
 	for _, sub := range subs {
 		if unseen > 0 && uint64(sub.Cursor) >= unseen {
 			continue
@@ -285,16 +350,14 @@ func (s *Server) serveLeave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client := r.URL.Query().Get("client")
-	subs, err := s.hub.Subscribers(r.Context(), info.ID)
+	// One row: the first subscriber at or after the caller is the caller,
+	// if it is a subscriber.
+	subs, err := s.hub.SubscriberPage(r.Context(), info.ID, moitessier.SubscriberRange{Person: c.Subject, Client: client, Limit: 1})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	found := false
-	for _, sub := range subs {
-		found = found || (sub.Person == c.Subject && sub.Client == client)
-	}
-	if !found {
+	if len(subs) == 0 || subs[0].Person != c.Subject || subs[0].Client != client {
 		s.writeError(w, r, fmt.Errorf("listener %s: subscriber %q: %w", info.ID, c.Subject, moitessier.ErrNotFound))
 		return
 	}

@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -111,14 +110,19 @@ func (s *Store) Listener(ctx context.Context, id string) (moitessier.ListenerInf
 	return l, nil
 }
 
-// Subscribers returns a listener's subscribers ordered by Person then Client,
-// or ErrNotFound if the listener does not exist.
-func (s *Store) Subscribers(ctx context.Context, listenerID string) ([]moitessier.Subscriber, error) {
+// Subscribers returns a listener's subscribers in the range r, ordered by
+// Person then Client, or ErrNotFound if the listener does not exist.
+func (s *Store) Subscribers(ctx context.Context, listenerID string, r moitessier.SubscriberRange) ([]moitessier.Subscriber, error) {
 	const op = "subscribers"
 	if err := s.check(op); err != nil {
 		return nil, err
 	}
-	rows, err := s.pool.Query(ctx, s.q.subscribers, listenerID)
+	var limit *int64
+	if r.Limit > 0 {
+		n := int64(r.Limit)
+		limit = &n
+	}
+	rows, err := s.pool.Query(ctx, s.q.subscribers, listenerID, r.Person, r.Client, limit)
 	if err != nil {
 		return nil, s.wrap(op, err)
 	}
@@ -147,10 +151,6 @@ func (s *Store) Subscribers(ctx context.Context, listenerID string) ([]moitessie
 	if !found {
 		return nil, fmt.Errorf("postgres: subscribers of %s: %w", listenerID, moitessier.ErrNotFound)
 	}
-	// Sort in Go: byte order, whatever the database's collation.
-	slices.SortFunc(subs, func(a, b moitessier.Subscriber) int {
-		return cmp.Or(cmp.Compare(a.Person, b.Person), cmp.Compare(a.Client, b.Client))
-	})
 	return subs, nil
 }
 

@@ -33,8 +33,16 @@ func buildQueries(schema string) queries {
 				SET lease_ns = greatest(t.lease_ns, EXCLUDED.lease_ns)
 			RETURNING cursor, joined_ns, lease_ns`,
 		listener: `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
+		// subscribers reads a page from the primary key's index (its
+		// columns are COLLATE "C": byte order); the LEFT JOIN returns one
+		// row with no subscriber when the listener exists but the page is
+		// empty. LIMIT NULL is no limit.
 		subscribers: `SELECT s.person, s.client, s.cursor, s.joined_ns, s.lease_ns
-			FROM S.listeners l LEFT JOIN S.subscribers s ON s.listener = l.id WHERE l.id = $1`,
+			FROM S.listeners l LEFT JOIN LATERAL (
+				SELECT person, client, cursor, joined_ns, lease_ns FROM S.subscribers
+				WHERE listener = l.id AND (person, client) >= ($2::text, $3::text)
+				ORDER BY person, client LIMIT $4
+			) s ON true WHERE l.id = $1`,
 		deleteSubscriber: `DELETE FROM S.subscribers WHERE listener = $1 AND person = $2 AND client = $3`,
 		// Lock listeners before deleting them so that a concurrent Join,
 		// whose foreign key check holds a KEY SHARE lock, either commits

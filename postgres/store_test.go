@@ -48,7 +48,7 @@ func TestClosed(t *testing.T) {
 	errs := map[string]error{}
 	_, _, _, errs["Join"] = s.Join(ctx, l, moitessier.Subscriber{Person: "q"})
 	_, errs["Listener"] = s.Listener(ctx, l.ID)
-	_, errs["Subscribers"] = s.Subscribers(ctx, l.ID)
+	_, errs["Subscribers"] = s.Subscribers(ctx, l.ID, moitessier.SubscriberRange{})
 	_, errs["Leave"] = s.Leave(ctx, l.ID, "p", "")
 	_, errs["Match"] = s.Match(ctx, "room")
 	_, _, errs["Append"] = s.Append(ctx, batch("room", map[string]string{l.ID: "x"}))

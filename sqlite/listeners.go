@@ -123,10 +123,10 @@ func (s *Store) Listener(ctx context.Context, id string) (moitessier.ListenerInf
 	return l, nil
 }
 
-// Subscribers returns the subscribers of a listener, ordered by Person then
-// Client. It returns an error wrapping [moitessier.ErrNotFound] if the
-// listener does not exist.
-func (s *Store) Subscribers(ctx context.Context, listenerID string) ([]moitessier.Subscriber, error) {
+// Subscribers returns the subscribers of a listener in the range r, ordered
+// by Person then Client, read from the primary key's index. It returns an
+// error wrapping [moitessier.ErrNotFound] if the listener does not exist.
+func (s *Store) Subscribers(ctx context.Context, listenerID string, r moitessier.SubscriberRange) ([]moitessier.Subscriber, error) {
 	if err := s.enter("subscribers"); err != nil {
 		return nil, err
 	}
@@ -134,7 +134,11 @@ func (s *Store) Subscribers(ctx context.Context, listenerID string) ([]moitessie
 	if !s.exists(listenerID) {
 		return nil, fmt.Errorf("sqlite: subscribers of %s: %w", listenerID, moitessier.ErrNotFound)
 	}
-	rows, err := s.stmts.subs.QueryContext(ctx, listenerID)
+	limit := int64(r.Limit)
+	if limit <= 0 {
+		limit = -1
+	}
+	rows, err := s.stmts.subs.QueryContext(ctx, listenerID, r.Person, r.Client, limit)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: subscribers of %s: %w", listenerID, err)
 	}

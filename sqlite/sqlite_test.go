@@ -192,7 +192,7 @@ func TestReopen(t *testing.T) {
 	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: "room", Person: "bob", Cursor: 3, LeaseExpires: lease}}); err != nil {
 		t.Fatal(err)
 	}
-	wantSubs, err := s.Subscribers(ctx, "room")
+	wantSubs, err := s.Subscribers(ctx, "room", moitessier.SubscriberRange{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +209,7 @@ func TestReopen(t *testing.T) {
 	if got, err := s.Listener(ctx, "priv"); err != nil || got.Client != "phone" || got.Type != moitessier.Private || got.Head != 5 {
 		t.Fatalf("priv after reopen: %+v, %v", got, err)
 	}
-	subs, err := s.Subscribers(ctx, "room")
+	subs, err := s.Subscribers(ctx, "room", moitessier.SubscriberRange{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,7 +539,7 @@ func TestClosed(t *testing.T) {
 		},
 		"Listener": func() error { _, err := s.Listener(ctx, "a"); return err },
 		"Subscribers": func() error {
-			_, err := s.Subscribers(ctx, "a")
+			_, err := s.Subscribers(ctx, "a", moitessier.SubscriberRange{})
 			return err
 		},
 		"Leave": func() error { _, err := s.Leave(ctx, "a", "alice", ""); return err },
@@ -608,7 +608,7 @@ func TestOddText(t *testing.T) {
 			if ls, err := s.Match(ctx, "scope.'"+fmt.Sprint(i)+"'"); err != nil || len(ls) != 1 || ls[0].ID != ids[i] {
 				t.Fatalf("Match: %+v, %v", ls, err)
 			}
-			subs, err := s.Subscribers(ctx, ids[i])
+			subs, err := s.Subscribers(ctx, ids[i], moitessier.SubscriberRange{})
 			if err != nil || len(subs) != 1 || subs[0].Person != "o'neil \"x\"" || subs[0].Client != "tab ' 1" {
 				t.Fatalf("subscribers: %+v, %v", subs, err)
 			}
@@ -659,7 +659,7 @@ func TestJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	subs, err := s.Subscribers(ctx, "l")
+	subs, err := s.Subscribers(ctx, "l", moitessier.SubscriberRange{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,7 +670,7 @@ func TestJoin(t *testing.T) {
 	if want := []string{"aaron/z", "alice/", "bob/", "bob/a", "bob/tab"}; !slices.Equal(names, want) {
 		t.Fatalf("subscribers %q, want %q", names, want)
 	}
-	if _, err := s.Subscribers(ctx, "nope"); !errors.Is(err, moitessier.ErrNotFound) {
+	if _, err := s.Subscribers(ctx, "nope", moitessier.SubscriberRange{}); !errors.Is(err, moitessier.ErrNotFound) {
 		t.Fatalf("Subscribers of a missing listener: %v", err)
 	}
 	if _, err := s.Listener(ctx, "nope"); !errors.Is(err, moitessier.ErrNotFound) {
@@ -766,7 +766,7 @@ func TestReadSeekCheckpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subs, err := s.Subscribers(ctx, "l")
+	subs, err := s.Subscribers(ctx, "l", moitessier.SubscriberRange{})
 	if err != nil || len(subs) != 1 || subs[0].Cursor != 7 || !subs[0].LeaseExpires.Equal(lease) {
 		t.Fatalf("after checkpoints: %+v, %v; want cursor 7, lease %v", subs, err, lease)
 	}
@@ -774,7 +774,7 @@ func TestReadSeekCheckpoint(t *testing.T) {
 	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: "l", Person: "alice", Cursor: 8, LeaseExpires: earlier}}); err != nil {
 		t.Fatal(err)
 	}
-	if subs, _ := s.Subscribers(ctx, "l"); subs[0].Cursor != 8 || !subs[0].LeaseExpires.Equal(earlier) {
+	if subs, _ := s.Subscribers(ctx, "l", moitessier.SubscriberRange{}); subs[0].Cursor != 8 || !subs[0].LeaseExpires.Equal(earlier) {
 		t.Fatalf("a checkpoint's lease replaces the stored one: %+v", subs[0])
 	}
 }
@@ -1021,7 +1021,7 @@ func TestCombinedWrites(t *testing.T) {
 		if got := texts(mustRead(t, s, "L", 0)); !slices.Equal(got, []string{"new"}) {
 			t.Fatalf("L holds %q, want [new]", got)
 		}
-		subs, err := s.Subscribers(ctx, "L")
+		subs, err := s.Subscribers(ctx, "L", moitessier.SubscriberRange{})
 		if err != nil || len(subs) != 1 || subs[0].Person != "carol" {
 			t.Fatalf("L subscribers %+v, %v; want carol", subs, err)
 		}

@@ -59,8 +59,10 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 			WHERE listener_id = ? AND seq > ? ORDER BY seq LIMIT ?`},
 		{r, &st.seek, `SELECT seq FROM messages
 			WHERE listener_id = ? AND seq > ? AND seq <= ? AND created >= ? ORDER BY seq LIMIT 1`},
+		// A page of subscribers, from the primary key's order: the rows at
+		// or after (person, client), LIMIT -1 for all of them.
 		{r, &st.subs, `SELECT person, client, cursor, joined, lease_expires FROM subscribers
-			WHERE listener_id = ? ORDER BY person, client`},
+			WHERE listener_id = ? AND (person, client) >= (?, ?) ORDER BY person, client LIMIT ?`},
 	}
 	for _, p := range list {
 		stmt, err := p.db.PrepareContext(ctx, p.text)

@@ -48,6 +48,7 @@ func Run(t *testing.T, h Harness) {
 		fn   func(*testing.T, Harness)
 	}{
 		{"Listeners", testListeners},
+		{"SubscriberPages", testSubscriberPages},
 		{"BadConditions", testBadConditions},
 		{"Dispatch", testDispatch},
 		{"Private", testPrivate},

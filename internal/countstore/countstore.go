@@ -34,9 +34,9 @@ func (c *counting) Listener(ctx context.Context, id string) (moitessier.Listener
 	c.calls.Add(1)
 	return c.Store.Listener(ctx, id)
 }
-func (c *counting) Subscribers(ctx context.Context, id string) ([]moitessier.Subscriber, error) {
+func (c *counting) Subscribers(ctx context.Context, id string, r moitessier.SubscriberRange) ([]moitessier.Subscriber, error) {
 	c.calls.Add(1)
-	return c.Store.Subscribers(ctx, id)
+	return c.Store.Subscribers(ctx, id, r)
 }
 func (c *counting) Leave(ctx context.Context, id, p, cl string) (bool, error) {
 	c.calls.Add(1)
