@@ -18,8 +18,9 @@ var (
 	// ErrUnknownType reports a ListenerType that is not Shared, Private or Handler.
 	ErrUnknownType = errors.New("moitessier: unknown listener type")
 	// ErrClosed reports a call on a Listener that was closed, or whose stored
-	// listener was deleted (its last subscriber left or expired), or on a
-	// closed Hub or Store.
+	// listener was deleted (its last subscriber left or expired, even if a
+	// listener with the same ID was created since), or on a closed Hub or
+	// Store. A Listener handle never creates its listener again.
 	ErrClosed = errors.New("moitessier: closed")
 	// ErrNotFound reports a listener or subscriber that does not exist.
 	ErrNotFound = errors.New("moitessier: not found")

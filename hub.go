@@ -150,7 +150,12 @@ type Hub struct {
 	closeMu sync.Mutex
 }
 
-type subKey struct{ listener, person, client string }
+// subKey names a subscriber of one incarnation of a listener (created is
+// the listener's Created, in Unix nanoseconds).
+type subKey struct {
+	listener, person, client string
+	created                  int64
+}
 
 // subState is one subscriber with ListenUntil calls running in this process:
 // what it acknowledged and what of that is saved.
@@ -367,7 +372,7 @@ func storeMax(v *atomic.Uint64, n uint64) {
 }
 
 func (h *Hub) acquireSub(l *Listener, joined time.Time) *subState {
-	k := subKey{l.info.ID, l.person, l.client}
+	k := subKey{l.info.ID, l.person, l.client, l.info.Created.UnixNano()}
 	h.subsMu.Lock()
 	defer h.subsMu.Unlock()
 	st := h.subs[k]
@@ -380,6 +385,18 @@ func (h *Hub) acquireSub(l *Listener, joined time.Time) *subState {
 	}
 	st.refs++
 	return st
+}
+
+// ackedOf returns what running ListenUntil calls of l's subscriber in this
+// hub acknowledged, on the incarnation of the listener created at created,
+// or 0.
+func (h *Hub) ackedOf(l *Listener, created time.Time) Cursor {
+	h.subsMu.Lock()
+	defer h.subsMu.Unlock()
+	if st := h.subs[subKey{l.info.ID, l.person, l.client, created.UnixNano()}]; st != nil {
+		return Cursor(st.acked.Load())
+	}
+	return 0
 }
 
 // releaseSub drops one ListenUntil's hold on st and, with the last one,
@@ -584,9 +601,13 @@ func (h *Hub) NewListener(ctx context.Context, c Conditions) (*Listener, error) 
 	if c.Type != Shared {
 		l.info.Client = c.Client
 	}
-	if _, _, err := l.join(ctx, h.now()); err != nil {
+	info, _, err := l.join(ctx, h.now())
+	if err != nil {
 		return nil, fmt.Errorf("new listener: %w", err)
 	}
+	// The handle belongs to the stored incarnation of the listener (its
+	// Created as the store keeps it), which may be older than this call.
+	l.info = info
 	return l, nil
 }
 

@@ -2,6 +2,7 @@ package moitessier
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -48,8 +49,9 @@ func (l *Listener) checkOpen(op string) error {
 	return l.hub.checkOpen(op)
 }
 
-// join (re)subscribes: it creates the listener if it is missing and renews
-// the subscriber's lease, returning the stored listener and subscriber.
+// join subscribes for NewListener and Open: it creates the listener if it
+// is missing and renews the subscriber's lease, returning the stored
+// listener and subscriber.
 func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subscriber, error) {
 	h := l.hub
 	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
@@ -63,11 +65,74 @@ func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subsc
 	return info, stored, nil
 }
 
+// current returns the stored listener if it is still the one this handle
+// was made for, and an error wrapping ErrClosed if it was deleted, or
+// deleted and created again under the same ID (another incarnation, with
+// another Created time).
+func (l *Listener) current(ctx context.Context, op string) (ListenerInfo, error) {
+	info, err := l.hub.store.Listener(ctx, l.info.ID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return info, l.deletedErr(op)
+	case err != nil:
+		return info, fmt.Errorf("%s %s: %w", op, l.info.ID, err)
+	case !info.Created.Equal(l.info.Created):
+		return info, l.deletedErr(op)
+	}
+	return info, nil
+}
+
+func (l *Listener) deletedErr(op string) error {
+	return fmt.Errorf("%s %s: %w: the listener was deleted", op, l.info.ID, ErrClosed)
+}
+
+// rejoin renews this subscriber's lease on the handle's own listener, for
+// ListenUntil and Messages(Resume), and returns the stored listener and
+// subscriber. It never creates the listener: if it was deleted it returns
+// ErrClosed having written nothing. check, if not nil, sees the stored
+// listener before anything is written; its error is returned as is.
+func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check func(ListenerInfo) error) (ListenerInfo, Subscriber, error) {
+	h := l.hub
+	info, err := l.current(ctx, op)
+	if err != nil {
+		return info, Subscriber{}, err
+	}
+	if check != nil {
+		if err := check(info); err != nil {
+			return info, Subscriber{}, err
+		}
+	}
+	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
+	info, stored, created, err := h.store.Join(ctx, l.info, sub)
+	if err != nil {
+		return info, stored, fmt.Errorf("%s %s: %w", op, l.info.ID, err)
+	}
+	if created {
+		// Deleted between the two calls, and so created again by Join:
+		// undo that, and announce nothing.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := h.store.Leave(uctx, l.info.ID, l.person, l.client); err != nil {
+			h.log.Warn("moitessier: undo the join of a deleted listener", "listener", l.info.ID, "err", err)
+		}
+		return info, stored, l.deletedErr(op)
+	}
+	if !info.Created.Equal(l.info.Created) {
+		return info, stored, l.deletedErr(op)
+	}
+	return info, stored, nil
+}
+
 // ListenUntil hands the messages after since to respond as soon as they are
 // stored, until timeout (0: none) passes, ctx is done, check returns an
 // error, or respond does. since is a cursor from an earlier call or message,
 // 0 for the beginning of what is kept, or [Resume] for where this subscriber
-// left off. check (may be nil) runs every interval (0: never).
+// left off: the newer of its saved position and what ListenUntil calls of
+// the same subscriber running in this hub acknowledged, so that a second
+// call in one hub repeats nothing. check (may be nil) runs every interval
+// (0: never). A since past the listener's newest message fails with
+// ErrInvalidArgument before anything is written (the lease stays as it
+// was).
 //
 // Waiting costs no store queries: the hub wakes waiting subscribers when a
 // dispatch stores a message. Each message is delivered once, in order, with
@@ -77,8 +142,10 @@ func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subsc
 //
 // It returns the cursor after the last message respond accepted, from which
 // a later call resumes with nothing lost or repeated, and nil at timeout,
-// ctx.Err(), check's or respond's error, or ErrClosed if the listener was
-// closed or deleted.
+// ctx.Err(), check's or respond's error, or ErrClosed if the handle was
+// closed or its listener deleted (its last subscriber left through another
+// handle, or GC expired it). A handle never creates its listener again:
+// after such a deletion, make a new one with Hub.NewListener.
 func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond RespondFunc, since Cursor, interval, timeout time.Duration) (cur Cursor, err error) {
 	if respond == nil || interval < 0 || timeout < 0 {
 		return since, l.argErr(respond == nil)
@@ -159,9 +226,17 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, C
 		}
 		// One reading of the clock sets the lease and when to renew it.
 		now = h.now()
-		if info, sub, err = l.join(ctx, now); err != nil {
+		// The cursor is checked before anything is written: a bad one
+		// neither moves the lease nor touches the listener. The head only
+		// grows, so a cursor within it then is within it after the join.
+		if info, sub, err = l.rejoin(ctx, "listen", now, func(info ListenerInfo) error {
+			if since != Resume && since > info.Head {
+				return fmt.Errorf("listen %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
+			}
+			return nil
+		}); err != nil {
 			h.releaseLive(lv)
-			return nil, nil, since, fmt.Errorf("listen %s: %w", l.info.ID, err)
+			return nil, nil, since, err
 		}
 		if lv.bind(info.Created) || attempt == 2 {
 			break
@@ -169,17 +244,17 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, C
 		h.releaseLive(lv)
 		h.replaceLive(lv)
 	}
-	cur := since
-	if since == Resume {
-		// A saved position past the head belongs to an earlier incarnation
-		// of the listener: start from the head.
-		cur = min(sub.Cursor, info.Head)
-	} else if since > info.Head {
-		h.releaseLive(lv)
-		return nil, nil, since, fmt.Errorf("listen %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
-	}
 	lv.observe(info.Head)
 	st := h.acquireSub(l, now)
+	cur := since
+	if since == Resume {
+		// Resume from the newest position this hub knows: the saved one, or
+		// what a running ListenUntil of the same subscriber acknowledged
+		// since (saved only every AckInterval). A position past the head
+		// belongs to an earlier incarnation of the listener: start from
+		// the head.
+		cur = min(max(sub.Cursor, Cursor(st.acked.Load())), info.Head)
+	}
 	h.listening.Add(1)
 	return lv, st, cur, nil
 }
@@ -266,8 +341,10 @@ func max64(a, b Cursor) Cursor {
 }
 
 // Messages returns up to limit messages after since ([Resume]: after this
-// subscriber's saved cursor), oldest first, without waiting and without
-// acknowledging them (see Ack). limit 0 means Options.BatchLimit.
+// subscriber's position, as ListenUntil resumes), oldest first, without
+// waiting and without acknowledging them (see Ack). limit 0 means
+// Options.BatchLimit. It returns ErrClosed if the handle was closed or its
+// listener deleted; with Resume it renews the subscriber's lease.
 func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Message, error) {
 	if err := l.checkOpen("messages"); err != nil {
 		return nil, err
@@ -279,11 +356,13 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 		limit = l.hub.opts.BatchLimit
 	}
 	if since == Resume {
-		info, sub, err := l.join(ctx, l.hub.now())
+		info, sub, err := l.rejoin(ctx, "messages", l.hub.now(), nil)
 		if err != nil {
-			return nil, fmt.Errorf("messages %s: %w", l.info.ID, err)
+			return nil, err
 		}
-		since = min(sub.Cursor, info.Head)
+		since = min(max(sub.Cursor, l.hub.ackedOf(l, info.Created)), info.Head)
+	} else if _, err := l.current(ctx, "messages"); err != nil {
+		return nil, err
 	}
 	msgs, err := l.hub.store.Read(ctx, l.info.ID, since, limit)
 	if err != nil {
@@ -293,7 +372,8 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 }
 
 // Ack saves c as this subscriber's position (it never moves back) and
-// renews its lease. ListenUntil acknowledges by itself.
+// renews its lease. ListenUntil acknowledges by itself. It returns
+// ErrClosed if the handle was closed or its listener deleted.
 func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	if err := l.checkOpen("ack"); err != nil {
 		return err
@@ -301,9 +381,9 @@ func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	if c == Resume {
 		return fmt.Errorf("ack %s: %w: Resume is not a position", l.info.ID, ErrInvalidArgument)
 	}
-	info, err := l.hub.store.Listener(ctx, l.info.ID)
+	info, err := l.current(ctx, "ack")
 	if err != nil {
-		return fmt.Errorf("ack %s: %w", l.info.ID, err)
+		return err
 	}
 	if c > info.Head {
 		return fmt.Errorf("ack %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, c, info.Head)
