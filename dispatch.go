@@ -15,7 +15,11 @@ import (
 // which then stores nothing.
 //
 // A HandlerFunc is also a DispatchOption: pass it to Hub.Dispatch. With several
-// handlers, each sees the text the previous one returned. On a store that
+// handlers, each sees the text the previous one returned. The chain is
+// bounded: at most Options.MaxHandlers handlers per dispatch, each result
+// at most Options.MaxMessageBytes, and all calls of one dispatch within
+// Options.HandlerBudget; ctx ends with the dispatch's context or the
+// budget, and no handler is called after it ended. On a store that
 // caches matches ([MatchCacher]), a dispatch is prepared a second time, on
 // a fresh match, when listeners on its scope were created or deleted since
 // the cached one or when a handler failed on the cached one; a handler may
@@ -86,13 +90,18 @@ type Dispatched struct {
 // An empty text (or handler result) stores nothing for that listener. Local
 // subscribers in ListenUntil are woken at once. Errors wrap ErrInvalidScope,
 // ErrInvalidArgument or ErrTooLarge for bad input, a handler's error, or the
-// store's; on any error nothing is stored.
+// store's; on any error nothing is stored. More handlers than
+// Options.MaxHandlers is ErrInvalidArgument; handlers that together run past
+// Options.HandlerBudget give ErrBudgetExceeded; a ctx that ends while
+// handlers run stops the chain and gives ctx's error.
 func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (Dispatched, error) {
-	d, msgs, replayed, err := h.dispatch(ctx, sender, scope, text, opts, true)
+	var bg budget
+	d, msgs, replayed, err := h.dispatch(ctx, &bg, sender, scope, text, opts, true)
 	if errors.Is(err, ErrStale) {
 		// Listeners were created on the scope since the cached match: match
-		// again (the handlers run again) and append again.
-		d, msgs, replayed, err = h.dispatch(ctx, sender, scope, text, opts, false)
+		// again (the handlers run again, within what is left of the budget)
+		// and append again.
+		d, msgs, replayed, err = h.dispatch(ctx, &bg, sender, scope, text, opts, false)
 	}
 	if err != nil {
 		return Dispatched{}, err
@@ -114,8 +123,8 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 
 // dispatch prepares a batch, from a cached match if cached and the store has
 // a cache, appends it and publishes its messages to local subscribers.
-func (h *Hub) dispatch(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (d Dispatched, msgs []Message, replayed bool, err error) {
-	dr, err := h.prepare(ctx, sender, scope, text, opts, cached)
+func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text string, opts []DispatchOption, cached bool) (d Dispatched, msgs []Message, replayed bool, err error) {
+	dr, err := h.prepare(ctx, bg, sender, scope, text, opts, cached)
 	if err != nil {
 		if dr.cached && dr.handlerFailed {
 			// A handler failed on a cached answer, perhaps for a listener
@@ -197,7 +206,8 @@ func unhold(held []*live) {
 // Watcher; with a store that has none (memory, SQLite), only Dispatch wakes
 // them, so use Dispatch there.
 func (h *Hub) Prepare(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (*Batch, error) {
-	dr, err := h.prepare(ctx, sender, scope, text, opts, false)
+	var bg budget
+	dr, err := h.prepare(ctx, &bg, sender, scope, text, opts, false)
 	return dr.b, err
 }
 
@@ -223,7 +233,7 @@ type draft struct {
 	handlerFailed bool
 }
 
-func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []DispatchOption, cached bool) (draft, error) {
+func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text string, opts []DispatchOption, cached bool) (draft, error) {
 	if err := h.checkOpen("dispatch"); err != nil {
 		return draft{}, err
 	}
@@ -241,6 +251,9 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 	}
 	if err := h.checkText("message", text); err != nil {
 		return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
+	}
+	if len(c.handlers) > h.opts.MaxHandlers {
+		return draft{}, fmt.Errorf("dispatch to %q: %w: %d handlers, more than %d (Options.MaxHandlers)", scope, ErrInvalidArgument, len(c.handlers), h.opts.MaxHandlers)
 	}
 	if c.keySet {
 		if err := checkName("idempotency key", c.key, false); err != nil {
@@ -278,6 +291,7 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 	}
 	reached := make([]string, 0, len(ls))
 	b.Entries = make([]Entry, 0, len(ls))
+	var hctx context.Context // the handlers' context, made for the first Handler listener
 	for _, l := range ls {
 		t := text
 		switch {
@@ -288,18 +302,19 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 		case c.addressed:
 			continue
 		case l.Type == Handler && len(c.handlers) > 0:
-			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}
-			for _, hf := range c.handlers {
-				if m.Text, err = hf(ctx, l.ID, m); err != nil {
-					dr.handlerFailed = true
-					return dr, fmt.Errorf("dispatch to %q: handler for %s: %w", scope, l.ID, err)
-				}
+			if hctx == nil {
+				var cancel context.CancelFunc
+				hctx, cancel = h.handlerContext(ctx, bg)
+				defer cancel()
 			}
-			if err := h.checkText("handler result for "+l.ID, m.Text); err != nil {
-				dr.handlerFailed = true
+			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}
+			var stopped bool
+			if t, stopped, err = h.runChain(hctx, c.handlers, l.ID, m); err != nil {
+				// A handler's failure on a cached match is worth a retry on
+				// a fresh one; a chain stopped by its context or budget is not.
+				dr.handlerFailed = !stopped
 				return dr, fmt.Errorf("dispatch to %q: %w", scope, err)
 			}
-			t = m.Text
 		}
 		reached = append(reached, l.ID)
 		if t != "" {
@@ -308,6 +323,62 @@ func (h *Hub) prepare(ctx context.Context, sender, scope, text string, opts []Di
 	}
 	dr.b, dr.reached, dr.ls = b, reached, ls
 	return dr, nil
+}
+
+// budget is the handler time budget of one dispatch, shared by the prepare
+// calls of a Dispatch; it starts when the first handler is about to run.
+type budget struct{ deadline time.Time }
+
+// handlerContext returns the context handlers run in: ctx, ended also by
+// the budget (with ErrBudgetExceeded as its cause).
+func (h *Hub) handlerContext(ctx context.Context, bg *budget) (context.Context, context.CancelFunc) {
+	if h.opts.HandlerBudget < 0 {
+		return ctx, func() {}
+	}
+	if bg.deadline.IsZero() {
+		bg.deadline = time.Now().Add(h.opts.HandlerBudget)
+	}
+	return context.WithDeadlineCause(ctx, bg.deadline, ErrBudgetExceeded)
+}
+
+// runChain runs the handlers for one Handler listener, each on the result
+// of the one before. It calls no handler once ctx has ended (the dispatch's
+// context, or the budget), and stops at the first result over
+// MaxMessageBytes, so that a growing chain costs at most one step past the
+// limit. stopped reports that ctx ended it.
+func (h *Hub) runChain(ctx context.Context, handlers []HandlerFunc, id string, m Message) (text string, stopped bool, err error) {
+	for i, hf := range handlers {
+		if ctx.Err() != nil {
+			return "", true, h.chainStopped(ctx, i+1, len(handlers), id)
+		}
+		out, err := hf(ctx, id, m)
+		if ctx.Err() != nil {
+			// Past the end, the result (or the handler's error, likely
+			// ctx's) does not count.
+			return "", true, h.chainStopped(ctx, i+1, len(handlers), id)
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("handler %d for %s: %w", i+1, id, err)
+		}
+		if len(out) > h.opts.MaxMessageBytes {
+			return "", false, fmt.Errorf("handler %d for %s: %w: %d bytes, more than %d", i+1, id, ErrTooLarge, len(out), h.opts.MaxMessageBytes)
+		}
+		m.Text = out
+	}
+	if err := h.checkText("handler result for "+id, m.Text); err != nil {
+		return "", false, err
+	}
+	return m.Text, false, nil
+}
+
+// chainStopped is the error of a chain whose context ended at handler n
+// (1-based) of the chain: ErrBudgetExceeded for the budget, else the
+// context's error.
+func (h *Hub) chainStopped(ctx context.Context, n, of int, id string) error {
+	if errors.Is(context.Cause(ctx), ErrBudgetExceeded) {
+		return fmt.Errorf("handlers for %s stopped at %d of %d: %w: %v (Options.HandlerBudget)", id, n, of, ErrBudgetExceeded, h.opts.HandlerBudget)
+	}
+	return fmt.Errorf("handlers for %s stopped at %d of %d: %w", id, n, of, ctx.Err())
 }
 
 // sameListeners reports whether two Match answers name the same listeners,

@@ -48,6 +48,10 @@
 //
 // [Hub.Dispatch] writes one message to every listener whose scopes match,
 // atomically, and returns what it wrote (including what handlers returned).
+// A dispatch's handler chain is bounded: at most Options.MaxHandlers
+// handlers, each result at most Options.MaxMessageBytes (checked after
+// every call), all calls within Options.HandlerBudget, and none after the
+// dispatch's context ended.
 // [IdempotencyKey] makes a retried dispatch a no-op within
 // Options.IdempotencyWindow.
 //
@@ -65,7 +69,8 @@
 // # Errors
 //
 // Bad input gets an error wrapping one of the sentinels ([ErrInvalidScope],
-// [ErrInvalidArgument], [ErrTooLarge], [ErrUnknownType]) and changes nothing;
+// [ErrInvalidArgument], [ErrTooLarge], [ErrUnknownType]) and changes nothing,
+// as does a dispatch whose handlers ran out of time ([ErrBudgetExceeded]);
 // state errors wrap [ErrNotFound], [ErrNotOwner] or [ErrClosed]. Test them
 // with errors.Is.
 package moitessier

@@ -15,6 +15,9 @@ var (
 	// ErrTooLarge reports a message text (or a handler's result) larger than
 	// the hub's MaxMessageBytes.
 	ErrTooLarge = errors.New("moitessier: message too large")
+	// ErrBudgetExceeded reports a dispatch whose handler calls together took
+	// longer than the hub's HandlerBudget. Nothing was stored.
+	ErrBudgetExceeded = errors.New("moitessier: handler time budget exceeded")
 	// ErrUnknownType reports a ListenerType that is not Shared, Private or Handler.
 	ErrUnknownType = errors.New("moitessier: unknown listener type")
 	// ErrClosed reports a call on a Listener that was closed, or whose stored

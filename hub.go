@@ -12,11 +12,33 @@ import (
 	"time"
 )
 
+// Defaults of the Options that bound the handler chain of one dispatch.
+const (
+	// DefaultMaxHandlers is the default of Options.MaxHandlers.
+	DefaultMaxHandlers = 8
+	// DefaultHandlerBudget is the default of Options.HandlerBudget.
+	DefaultHandlerBudget = 2 * time.Second
+)
+
 // Options configure a Hub. The zero value works; each field documents its default.
 type Options struct {
-	// MaxMessageBytes is the largest message text, and the largest handler
-	// result, in bytes. Default 64 KiB.
+	// MaxMessageBytes is the largest message text, and the largest result
+	// of each handler call of a chain, in bytes: a chain stops at the first
+	// result over it. Default 64 KiB.
 	MaxMessageBytes int
+	// MaxHandlers is the most HandlerFuncs one dispatch may pass. A dispatch
+	// with more fails with an error wrapping ErrInvalidArgument before
+	// anything runs. Each Handler listener the dispatch reaches runs the
+	// whole chain, so this bounds the handler calls per listener. Default 8.
+	MaxHandlers int
+	// HandlerBudget is how long all handler calls of one dispatch may take
+	// together, measured on the wall clock (not Now). Handlers get a context
+	// that ends with the budget (or with the dispatch's context); the chain
+	// is not continued past it, and the dispatch fails with an error wrapping
+	// ErrBudgetExceeded and stores nothing. A handler that ignores its
+	// context is not interrupted, but no handler is called after the budget
+	// ends. Default 2 seconds; a negative value sets no budget.
+	HandlerBudget time.Duration
 	// Lease is how long a subscriber stays subscribed after it last listened
 	// (ListenUntil renews it while running) before GC removes it, and with
 	// its last subscriber the listener. Conditions.Lease overrides it per
@@ -78,6 +100,12 @@ func (o Options) withDefaults() Options {
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = 64 << 10
 	}
+	if o.MaxHandlers == 0 {
+		o.MaxHandlers = DefaultMaxHandlers
+	}
+	if o.HandlerBudget == 0 {
+		o.HandlerBudget = DefaultHandlerBudget
+	}
 	if o.Lease == 0 {
 		o.Lease = 24 * time.Hour
 	}
@@ -115,6 +143,8 @@ func (o Options) validate() error {
 	switch {
 	case o.MaxMessageBytes < 0:
 		return fmt.Errorf("options: %w: negative MaxMessageBytes", ErrInvalidArgument)
+	case o.MaxHandlers < 0:
+		return fmt.Errorf("options: %w: negative MaxHandlers", ErrInvalidArgument)
 	case o.Lease < 0, o.AckInterval < 0, o.IdempotencyWindow < 0, o.CatchUpInterval < 0:
 		return fmt.Errorf("options: %w: negative duration", ErrInvalidArgument)
 	case o.CacheSize < 2, o.BatchLimit < 1, o.Retention.MaxCount < 0:

@@ -59,6 +59,7 @@
 //
 // One function maps errors to statuses: moitessier.ErrInvalidScope,
 // ErrInvalidArgument and ErrUnknownType are 400, ErrTooLarge 413,
+// ErrBudgetExceeded 503 (a dispatch's handlers ran out of time),
 // ErrNotOwner 403, ErrNotFound 404, ErrClosed 410 (a listener deleted) or
 // 503 (shutting down). Only internal errors are logged. [Client] turns error
 // answers back into errors that errors.Is matches against the same

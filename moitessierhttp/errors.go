@@ -112,6 +112,9 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 		return http.StatusTooManyRequests, "too_many_listeners", false
 	case errors.Is(err, moitessier.ErrTooLarge), errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "too_large", false
+	case errors.Is(err, moitessier.ErrBudgetExceeded):
+		// The dispatch's handlers ran out of time (Options.HandlerBudget).
+		return http.StatusServiceUnavailable, "budget_exceeded", false
 	case errors.Is(err, moitessier.ErrInvalidScope):
 		return http.StatusBadRequest, "invalid_scope", false
 	case errors.Is(err, moitessier.ErrUnknownType):
@@ -204,6 +207,8 @@ func sentinelFor(code string) error {
 		return ErrTooManyListeners
 	case "too_large":
 		return moitessier.ErrTooLarge
+	case "budget_exceeded":
+		return moitessier.ErrBudgetExceeded
 	case "invalid_scope":
 		return moitessier.ErrInvalidScope
 	case "unknown_type":

@@ -53,6 +53,7 @@ func Run(t *testing.T, h Harness) {
 		{"Dispatch", testDispatch},
 		{"Private", testPrivate},
 		{"Handlers", testHandlers},
+		{"HandlerChain", testHandlerChain},
 		{"BadDispatch", testBadDispatch},
 		{"Atomic", testAtomic},
 		{"Idempotency", testIdempotency},

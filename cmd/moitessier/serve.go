@@ -40,7 +40,9 @@ time), or PostgreSQL with --store postgres://... (many hubs may share it).
 Requests carry an HS256 token (Authorization: Bearer, or ?access_token= for
 EventSource and browser WebSockets) signed with --secret. Without a secret,
 the hub makes a random one and runs in development mode: /dev/token mints a
-token for any name, granting every scope. Never expose that mode.
+token for any name, granting every scope, and dispatches may name the demo
+page's handlers (greet, upper; with a secret, only with --demo-handlers).
+Never expose that mode.
 
 SIGINT or SIGTERM shut the hub down gracefully: streams get a clean close
 (SSE "close" event, WebSocket 1001) and clients resume elsewhere.`
@@ -51,6 +53,9 @@ type serveConfig struct {
 	devTokenTTL                 time.Duration
 	cors                        listFlag
 	maxMessageBytes             int
+	maxHandlers                 int
+	handlerBudget               time.Duration
+	demoHandlers                bool
 	maxListeners                int
 	rate                        float64
 	burst                       int
@@ -74,6 +79,9 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
 	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
 	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", 64<<10), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
+	fs.IntVar(&c.maxHandlers, "max-handlers", envInt("MOITESSIER_MAX_HANDLERS", moitessier.DefaultMaxHandlers), "most handlers one dispatch may name; more get 400 (env MOITESSIER_MAX_HANDLERS)")
+	fs.DurationVar(&c.handlerBudget, "handler-budget", envDuration("MOITESSIER_HANDLER_BUDGET", moitessier.DefaultHandlerBudget), "time all handler calls of one dispatch may take together; past it the dispatch stores nothing and gets 503 (env MOITESSIER_HANDLER_BUDGET); negative: no budget")
+	fs.BoolVar(&c.demoHandlers, "demo-handlers", envBool("MOITESSIER_DEMO_HANDLERS", false), "offer the demo page's handlers, greet and upper, to dispatches (env MOITESSIER_DEMO_HANDLERS); always on in development mode")
 	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", 16), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
 	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", 50), "dispatches per second per person; more get 429; 0 for no limit (env MOITESSIER_RATE)")
 	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", 100), "dispatches a person may make at once above --rate (env MOITESSIER_BURST)")
@@ -156,6 +164,8 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 	hs := &hubServer{store: st, log: log, dev: dev || c.devTokens, secret: secret, devTTL: c.devTokenTTL, started: time.Now()}
 	hub, err := moitessier.New(st, moitessier.Options{
 		MaxMessageBytes: c.maxMessageBytes,
+		MaxHandlers:     c.maxHandlers,
+		HandlerBudget:   c.handlerBudget,
 		Lease:           c.lease,
 		Retention:       moitessier.Retention{MaxAge: c.retention},
 		GCInterval:      c.gcEvery,
@@ -167,6 +177,12 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		return nil, err
 	}
 	hs.hub = hub
+	var handlers map[string]moitessier.HandlerFunc
+	if dev || c.demoHandlers {
+		// The demo's handlers are for the demo: a production hub offers
+		// them only when asked to.
+		handlers = demo.Handlers(hub)
+	}
 	api, err := moitessierhttp.New(hub, moitessierhttp.Config{
 		Secret:              secret,
 		AllowedOrigins:      c.cors,
@@ -177,7 +193,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
 		SSEBatchInterval:    c.sseBatch,
-		Handlers:            demo.Handlers(hub),
+		Handlers:            handlers,
 		Logger:              log,
 	})
 	if err != nil {

@@ -1,0 +1,219 @@
+package moitessier_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
+)
+
+// handlerHub returns a hub on a memory store with two Handler listeners on
+// scope "job", and a function that reports how many messages they hold.
+func handlerHub(t *testing.T, opts moitessier.Options) (*moitessier.Hub, func() int) {
+	t.Helper()
+	opts.GCInterval = -1
+	hub, err := moitessier.New(memstore.New(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = hub.Close() })
+	var ls []*moitessier.Listener
+	for _, p := range []string{"alice", "bob"} {
+		l, err := hub.NewListener(context.Background(), moitessier.Conditions{Person: p, Type: moitessier.Handler, Scope: "job"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+	}
+	stored := func() int {
+		n := 0
+		for _, l := range ls {
+			msgs, err := l.Messages(context.Background(), 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(msgs)
+		}
+		return n
+	}
+	return hub, stored
+}
+
+// chain returns n copies of hf as dispatch options.
+func chain(n int, hf moitessier.HandlerFunc) []moitessier.DispatchOption {
+	opts := make([]moitessier.DispatchOption, n)
+	for i := range opts {
+		opts[i] = hf
+	}
+	return opts
+}
+
+func TestMaxHandlers(t *testing.T) {
+	var calls atomic.Int64
+	count := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+		calls.Add(1)
+		return m.Text, nil
+	})
+	t.Run("Default", func(t *testing.T) {
+		hub, stored := handlerHub(t, moitessier.Options{})
+		_, err := hub.Dispatch(context.Background(), "s", "job", "t", chain(9, count)...)
+		if !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Fatalf("9 handlers: %v, want ErrInvalidArgument", err)
+		}
+		if _, err := hub.Prepare(context.Background(), "s", "job", "t", chain(9, count)...); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Fatalf("Prepare with 9 handlers: %v, want ErrInvalidArgument", err)
+		}
+		if got := calls.Load(); got != 0 {
+			t.Fatalf("a refused dispatch called handlers %d times", got)
+		}
+		if n := stored(); n != 0 {
+			t.Fatalf("a refused dispatch stored %d messages", n)
+		}
+		d, err := hub.Dispatch(context.Background(), "s", "job", "t", chain(8, count)...)
+		if err != nil || len(d.Messages) != 2 {
+			t.Fatalf("8 handlers: %+v, %v", d, err)
+		}
+		if got := calls.Load(); got != 16 {
+			t.Fatalf("8 handlers on 2 listeners: %d calls, want 16", got)
+		}
+	})
+	t.Run("Configured", func(t *testing.T) {
+		hub, _ := handlerHub(t, moitessier.Options{MaxHandlers: 2})
+		if _, err := hub.Dispatch(context.Background(), "s", "job", "t", chain(3, count)...); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Fatalf("3 handlers over a cap of 2: %v", err)
+		}
+		if _, err := hub.Dispatch(context.Background(), "s", "job", "t", chain(2, count)...); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("Negative", func(t *testing.T) {
+		if _, err := moitessier.New(memstore.New(), moitessier.Options{MaxHandlers: -1}); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Fatalf("MaxHandlers -1: %v", err)
+		}
+	})
+}
+
+// TestChainSizeEachStep: a chain that doubles the text stops at the first
+// result over MaxMessageBytes, not after running every handler.
+func TestChainSizeEachStep(t *testing.T) {
+	hub, stored := handlerHub(t, moitessier.Options{MaxMessageBytes: 100})
+	var calls atomic.Int64
+	grow := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+		calls.Add(1)
+		return m.Text + m.Text, nil
+	})
+	// 20 → 40 → 80 → 160: the third call crosses 100 bytes.
+	_, err := hub.Dispatch(context.Background(), "s", "job", strings.Repeat("x", 20), chain(8, grow)...)
+	if !errors.Is(err, moitessier.ErrTooLarge) {
+		t.Fatalf("growing chain: %v, want ErrTooLarge", err)
+	}
+	if got := calls.Load(); got != 3 {
+		t.Fatalf("growing chain ran %d handler calls, want 3 (stop after the one that crossed the limit)", got)
+	}
+	if n := stored(); n != 0 {
+		t.Fatalf("stored %d messages", n)
+	}
+}
+
+// TestChainStopsWithContext: once the dispatch's context ends (the client
+// went away), no handler is called, and nothing is stored.
+func TestChainStopsWithContext(t *testing.T) {
+	hub, stored := handlerHub(t, moitessier.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var calls atomic.Int64
+	hf := moitessier.HandlerFunc(func(_ context.Context, id string, m moitessier.Message) (string, error) {
+		if calls.Add(1) == 2 {
+			cancel() // the client leaves during the second call
+		}
+		return m.Text + ".", nil
+	})
+	_, err := hub.Dispatch(ctx, "s", "job", "t", chain(8, hf)...)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("dispatch whose context ended: %v, want context.Canceled", err)
+	}
+	if got := calls.Load(); got != 2 {
+		t.Fatalf("%d handler calls, want 2 (none after the context ended)", got)
+	}
+	if n := stored(); n != 0 {
+		t.Fatalf("stored %d messages", n)
+	}
+}
+
+func TestHandlerBudget(t *testing.T) {
+	t.Run("Cooperative", func(t *testing.T) {
+		// A handler that waits on its context is ended by the budget.
+		hub, stored := handlerHub(t, moitessier.Options{HandlerBudget: 50 * time.Millisecond})
+		var calls atomic.Int64
+		wait := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			calls.Add(1)
+			<-ctx.Done()
+			return "", ctx.Err()
+		})
+		_, err := hub.Dispatch(context.Background(), "s", "job", "t", chain(8, wait)...)
+		if !errors.Is(err, moitessier.ErrBudgetExceeded) || errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("dispatch past its budget: %v, want ErrBudgetExceeded only", err)
+		}
+		if got := calls.Load(); got != 1 {
+			t.Fatalf("%d handler calls, want 1", got)
+		}
+		if n := stored(); n != 0 {
+			t.Fatalf("stored %d messages", n)
+		}
+	})
+	t.Run("Uncooperative", func(t *testing.T) {
+		// A handler that ignores its context is not interrupted, but no
+		// handler runs once the budget is spent: each call sleeps 20 ms
+		// (never less), so by the end of the third the 50 ms are gone.
+		hub, stored := handlerHub(t, moitessier.Options{HandlerBudget: 50 * time.Millisecond})
+		var calls atomic.Int64
+		slow := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			calls.Add(1)
+			time.Sleep(20 * time.Millisecond)
+			return m.Text, nil
+		})
+		_, err := hub.Dispatch(context.Background(), "s", "job", "t", chain(8, slow)...)
+		if !errors.Is(err, moitessier.ErrBudgetExceeded) {
+			t.Fatalf("dispatch past its budget: %v, want ErrBudgetExceeded", err)
+		}
+		if got := calls.Load(); got < 1 || got > 3 {
+			t.Fatalf("%d handler calls of 16, want at most 3", got)
+		}
+		if n := stored(); n != 0 {
+			t.Fatalf("stored %d messages", n)
+		}
+	})
+	t.Run("Default", func(t *testing.T) {
+		hub, _ := handlerHub(t, moitessier.Options{})
+		var left time.Duration
+		probe := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			if dl, ok := ctx.Deadline(); ok && left == 0 {
+				left = time.Until(dl)
+			}
+			return m.Text, nil
+		})
+		if _, err := hub.Dispatch(context.Background(), "s", "job", "t", probe); err != nil {
+			t.Fatal(err)
+		}
+		if left <= 0 || left > 2*time.Second {
+			t.Fatalf("handlers' deadline %v away, want within the default 2 s", left)
+		}
+	})
+	t.Run("Off", func(t *testing.T) {
+		hub, _ := handlerHub(t, moitessier.Options{HandlerBudget: -1})
+		probe := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			if _, ok := ctx.Deadline(); ok {
+				return "", errors.New("a deadline with HandlerBudget -1")
+			}
+			return m.Text, nil
+		})
+		if _, err := hub.Dispatch(context.Background(), "s", "job", "t", probe); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
