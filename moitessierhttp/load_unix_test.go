@@ -4,13 +4,11 @@ package moitessierhttp_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"os/exec"
 	"runtime/pprof"
@@ -24,6 +22,7 @@ import (
 	"time"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/hubload"
 	"github.com/likestripes/moitessier/memstore"
 	"github.com/likestripes/moitessier/moitessierhttp"
 )
@@ -94,7 +93,7 @@ func TestLoadSSE10k(t *testing.T) {
 	}
 	tok := all(t, "load")
 
-	clients := make([]*loadClient, conns)
+	clients := make([]*hubload.Client, conns)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	start := time.Now()
@@ -105,7 +104,7 @@ func TestLoadSSE10k(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			c, err := dialLoad(ctx, addr, tok, "load.room", fmt.Sprint("c", i), msgs)
+			c, err := hubload.Dial(ctx, hubload.SSE, addr, tok, "load.room", fmt.Sprint("c", i), msgs)
 			if err != nil {
 				if failed.Add(1) == 1 {
 					t.Errorf("client %d: %v", i, err)
@@ -125,7 +124,7 @@ func TestLoadSSE10k(t *testing.T) {
 	t.Logf("hub RSS %d MiB idle, %d MiB with %d connections: %.1f KiB per connection", rss0>>20, rss1>>20, conns, float64(rss1-rss0)/conns/1024)
 
 	for _, c := range clients {
-		go c.run()
+		go c.Run()
 	}
 	start = time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -139,15 +138,15 @@ func TestLoadSSE10k(t *testing.T) {
 	var lat []time.Duration
 	for i, c := range clients {
 		select {
-		case <-c.done:
+		case <-c.Done:
 		case <-ctx.Done():
-			t.Fatalf("client %d got %d of %d messages before the deadline", i, c.got, msgs)
+			t.Fatalf("client %d got %d of %d messages before the deadline", i, c.Got, msgs)
 		}
-		if c.err != nil {
-			t.Fatalf("client %d: %v", i, c.err)
+		if c.Err != nil {
+			t.Fatalf("client %d: %v", i, c.Err)
 		}
-		lat = append(lat, c.lat...)
-		c.conn.Close()
+		lat = append(lat, c.Lat...)
+		c.Close()
 	}
 	wall := time.Since(start)
 	slices.Sort(lat)
@@ -237,92 +236,5 @@ func raiseNoFile(tb testing.TB, n uint64) {
 			tb.Fatalf("raise RLIMIT_NOFILE: %v", err)
 		}
 		tb.Logf("RLIMIT_NOFILE raised to the hard limit %d only", lim.Max)
-	}
-}
-
-// loadClient is a minimal SSE client on a raw socket: one goroutine and a
-// small buffer each, so that ten thousand fit beside the server.
-type loadClient struct {
-	conn net.Conn
-	br   *bufio.Reader
-	want int
-	got  int
-	next uint64
-	lat  []time.Duration
-	err  error
-	done chan struct{}
-}
-
-func dialLoad(ctx context.Context, addr, tok, scope, client string, want int) (*loadClient, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(conn, "GET /v1/events?scope=%s&client=%s HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer %s\r\nAccept: text/event-stream\r\n\r\n", scope, client, tok)
-	c := &loadClient{conn: conn, br: bufio.NewReaderSize(conn, 1024), want: want, next: 1, lat: make([]time.Duration, 0, want), done: make(chan struct{})}
-	_ = conn.SetReadDeadline(time.Now().Add(time.Minute))
-	status, err := c.br.ReadString('\n')
-	if err != nil || !strings.Contains(status, " 200 ") {
-		conn.Close()
-		return nil, fmt.Errorf("status %q: %v", status, err)
-	}
-	chunked := false
-	for { // the header
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		if len(bytes.TrimSpace(line)) == 0 {
-			break
-		}
-		chunked = chunked || bytes.EqualFold(bytes.TrimSpace(line), []byte("Transfer-Encoding: chunked"))
-	}
-	if chunked {
-		c.br = bufio.NewReaderSize(httputil.NewChunkedReader(c.br), 1024)
-	}
-	// Skip to the ready event.
-	for {
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		if bytes.HasPrefix(line, []byte("event: ready")) {
-			break
-		}
-	}
-	_ = conn.SetReadDeadline(time.Time{})
-	return c, nil
-}
-
-// run reads SSE until it has every message.
-func (c *loadClient) run() {
-	defer close(c.done)
-	marker := []byte(`"text":"`)
-	for c.got < c.want {
-		line, err := c.br.ReadSlice('\n')
-		if err != nil {
-			c.err = err
-			return
-		}
-		if !bytes.HasPrefix(line, []byte("data: ")) {
-			continue
-		}
-		now := time.Now()
-		i := bytes.Index(line, marker)
-		if i < 0 {
-			continue // the ready event
-		}
-		rest := line[i+len(marker):]
-		j := bytes.IndexByte(rest, ' ')
-		sent, err := strconv.ParseInt(string(rest[:j]), 10, 64)
-		if err != nil {
-			c.err = fmt.Errorf("message %q: %v", line, err)
-			return
-		}
-		c.lat = append(c.lat, now.Sub(time.Unix(0, sent)))
-		c.got++
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/countstore"
+	"github.com/likestripes/moitessier/internal/hubload"
 )
 
 const benchDescription = `
@@ -38,13 +39,37 @@ the start of a dispatch to its delivery (every delivery, not a sample):
   sse-10k       a hub process (moitessier serve) with 10 000 SSE clients on one
                 scope, a dispatch every 10 ms whether or not the ones before
                 were answered; latency from when each dispatch was due to the
-                client reading it, and the hub's RSS per connection
+                client reading it, the hub's RSS per connection and its CPU
+                per delivery
+  http-fanout-1    a hub process, 1 subscriber over --transport (sse or ws)
+                   and --publishers publishers (default 1), each sending one
+                   HTTP dispatch at a time and waiting for its answer
+  http-fanout-100  as http-fanout-1 with 100 subscribers
+  http-idle        a hub process with --clients idle subscribers (default
+                   2 000) over --transport, one scope each: the hub's RSS
+                   per connection, and its CPU while they wait --idle
+
+The http-* workloads and sse-10k run the hub as a separate process (this
+binary's serve, on a new SQLite file in a temporary directory, a new
+PostgreSQL schema, or memory) and their clients in this one, on real
+sockets; latency runs from the publisher's send to the subscriber's read,
+on this process's clock, for every delivery. They report publishes/s
+(dispatches_per_s), deliveries/s (msgs_per_s), and the hub's CPU time per
+delivery (hub_cpu_us_per_delivery), read from /proc/PID/stat (Linux)
+before the first dispatch and after the last delivery. On Postgres they
+are preceded by a baseline measured in the same run, pg-insert-notify: one
+client committing a raw single-row INSERT and a NOTIFY, sent as one query,
+for --baseline-time (5 s) (with pgbench when it is installed, else the same
+statement in a loop on one pgx connection); http-fanout-* then report
+baseline_ratio, publishes/s over that rate.
 
 Messages are 100 bytes. Deliveries are checked (right listener, in order, no
 duplicate); the wall time runs from the first dispatch to the last delivery.
-As in the Go benchmarks, a dispatcher stays at most 256 messages ahead of
-the slowest subscriber (1 024 in all for scopes-10k), so that latency
-measures delivery, not a backlog. A live rate line goes to stderr.
+As in the Go benchmarks, a dispatcher stays at most --window (256) messages
+ahead of the slowest subscriber (4 × --window in all for scopes-10k), so
+that latency measures delivery, not a backlog; --window 0 lets the
+dispatchers run free, so that a backlog shows in latency and memory. A live
+rate line goes to stderr.
 
 --json prints one JSON object per workload: workload, store, listeners
 (subscribers or clients listening), messages (dispatched), msgs_per_s,
@@ -59,14 +84,16 @@ MOITESSIER_BENCH_CPUPROFILE names, and with MOITESSIER_BENCH_TIMELINE=1
 prints the latency of every 25 dispatches in turn.
 
   moitessier bench --store sqlite fanout-100 scopes-10k
+  moitessier bench --store sqlite --transport ws --publishers 8 http-fanout-100
   moitessier bench --store postgres://postgres@127.0.0.1:5432/test --json`
 
-var workloadNames = []string{"fanout-1", "fanout-100", "fanout-1000", "scopes-10k", "dispatch-8", "idle-10k", "sse-10k"}
+var workloadNames = []string{"fanout-1", "fanout-100", "fanout-1000", "scopes-10k", "dispatch-8", "idle-10k", "sse-10k", "http-fanout-1", "http-fanout-100", "http-idle"}
 
 // BenchResult is one workload's figures, as --json prints them.
 type BenchResult struct {
 	Workload  string  `json:"workload"`
 	Store     string  `json:"store"`
+	Transport string  `json:"transport,omitempty"`
 	Listeners int     `json:"listeners"`
 	Messages  int     `json:"messages"`
 	MsgsPerS  float64 `json:"msgs_per_s"`
@@ -79,19 +106,33 @@ type BenchResult struct {
 	QueriesPerS    *float64 `json:"queries_per_s,omitempty"`
 	HeapPerLisnr   float64  `json:"heap_bytes_per_listener,omitempty"`
 	RSSPerConn     float64  `json:"rss_bytes_per_conn,omitempty"`
+
+	// The end-to-end workloads.
+	Publishers        int     `json:"publishers,omitempty"`
+	HubCPUSeconds     float64 `json:"hub_cpu_s,omitempty"`
+	HubCPUPerDelivery float64 `json:"hub_cpu_us_per_delivery,omitempty"`
+	// Baseline is how pg-insert-notify was measured: pgbench or pgx.
+	Baseline      string  `json:"baseline,omitempty"`
+	BaselinePerS  float64 `json:"baseline_per_s,omitempty"`
+	BaselineRatio float64 `json:"baseline_ratio,omitempty"`
 }
 
 type benchConfig struct {
-	store     string
-	messages  int
-	idle      time.Duration
-	clients   int
-	asJSON    bool
-	quiet     bool
-	progress  bool
-	stderr    io.Writer
-	tmp       string
-	storeName string
+	store      string
+	messages   int
+	idle       time.Duration
+	clients    int
+	window     int
+	transport  hubload.Transport
+	publishers int
+	baseSecs   time.Duration
+	baseline   float64 // pg-insert-notify's rate in this run, or 0
+	asJSON     bool
+	quiet      bool
+	progress   bool
+	stderr     io.Writer
+	tmp        string
+	storeName  string
 }
 
 func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -100,11 +141,24 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.StringVar(&c.store, "store", env("MOITESSIER_BENCH_STORE", "sqlite"), `store to measure: sqlite, memory, or a postgres:// URL (env MOITESSIER_BENCH_STORE)`)
 	fs.IntVar(&c.messages, "messages", 0, "messages to dispatch in each workload (0: each workload's default)")
 	fs.DurationVar(&c.idle, "idle", 10*time.Second, "how long idle-10k waits")
-	fs.IntVar(&c.clients, "clients", 10_000, "SSE clients of sse-10k")
+	fs.IntVar(&c.clients, "clients", 0, "clients of sse-10k (default 10 000) and http-idle (default 2 000)")
+	fs.IntVar(&c.window, "window", 256, "most messages a dispatcher of the library workloads may be ahead of the slowest subscriber; 0: no limit")
+	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
+	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads")
+	fs.DurationVar(&c.baseSecs, "baseline-time", 5*time.Second, "how long the Postgres baseline (pg-insert-notify) runs")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress line on stderr")
 	if err := parse(fs, args, stdout); err != nil {
 		return err
+	}
+	c.transport = hubload.Transport(*transport)
+	if c.transport != hubload.SSE && c.transport != hubload.WebSocket {
+		fmt.Fprintf(stderr, "--transport %q: want sse or ws\n", *transport)
+		return errUsage
+	}
+	if c.publishers < 1 || c.window < 0 || c.clients < 0 {
+		fmt.Fprintf(stderr, "--publishers must be at least 1, --window and --clients not negative\n")
+		return errUsage
 	}
 	names := fs.Args()
 	if len(names) == 0 || (len(names) == 1 && names[0] == "all") {
@@ -136,13 +190,19 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	defer os.RemoveAll(tmp)
 	c.tmp = tmp
 	if !c.asJSON {
-		fmt.Fprintf(stdout, "%-12s %-9s %9s %9s %14s %10s %10s\n", "workload", "store", "listeners", "messages", "msgs/s", "p50 ms", "p99 ms")
+		fmt.Fprintf(stdout, "%-16s %-9s %9s %9s %14s %10s %10s\n", "workload", "store", "listeners", "messages", "msgs/s", "p50 ms", "p99 ms")
+	}
+	if isPostgres(c.store) && slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "http-fanout") }) {
+		names = append([]string{"pg-insert-notify"}, names...)
 	}
 	for _, name := range names {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		res, err := c.run(ctx, name)
+		if name == "pg-insert-notify" && err == nil {
+			c.baseline = res.MsgsPerS
+		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -152,18 +212,43 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			}
 			continue
 		}
-		extra := ""
+		var extra []string
 		switch {
 		case res.QueriesPerS != nil:
-			extra = fmt.Sprintf("  %.1f store queries/s idle, %.0f heap bytes/listener", *res.QueriesPerS, res.HeapPerLisnr)
-		case res.RSSPerConn > 0:
-			extra = fmt.Sprintf("  hub RSS %.1f KiB/connection", res.RSSPerConn/1024)
-		case res.Workload == "dispatch-8":
-			extra = fmt.Sprintf("  %.0f dispatches/s", res.DispatchesPerS)
+			extra = append(extra, fmt.Sprintf("%.1f store queries/s idle, %.0f heap bytes/listener", *res.QueriesPerS, res.HeapPerLisnr))
+		case res.Workload == "pg-insert-notify":
+			extra = append(extra, "baseline: one client, INSERT+NOTIFY, by "+res.Baseline)
+		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"):
+			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
 		}
-		fmt.Fprintf(stdout, "%-12s %-9s %9d %9d %14.0f %10.2f %10.2f%s\n", res.Workload, res.Store, res.Listeners, res.Messages, res.MsgsPerS, res.P50ms, res.P99ms, extra)
+		if res.Transport != "" {
+			extra = append(extra, "over "+res.Transport)
+		}
+		if res.Publishers > 1 {
+			extra = append(extra, fmt.Sprintf("%d publishers", res.Publishers))
+		}
+		if res.BaselineRatio > 0 {
+			extra = append(extra, fmt.Sprintf("%.2f× baseline", res.BaselineRatio))
+		}
+		if res.HubCPUPerDelivery > 0 {
+			extra = append(extra, fmt.Sprintf("hub CPU %.1f µs/delivery", res.HubCPUPerDelivery))
+		}
+		if res.RSSPerConn > 0 {
+			extra = append(extra, fmt.Sprintf("hub RSS %.1f KiB/connection", res.RSSPerConn/1024))
+		}
+		if res.Workload == "http-idle" {
+			extra = append(extra, fmt.Sprintf("hub CPU %.2f s in %.0f s idle", res.HubCPUSeconds, res.Seconds))
+		}
+		fmt.Fprintf(stdout, "%-16s %-9s %9d %9d %14.0f %10.2f %10.2f  %s\n", res.Workload, res.Store, res.Listeners, res.Messages, res.MsgsPerS, res.P50ms, res.P99ms, strings.Join(extra, ", "))
 	}
 	return nil
+}
+
+func (c *benchConfig) clientsOr(def int) int {
+	if c.clients > 0 {
+		return c.clients
+	}
+	return def
 }
 
 func (c *benchConfig) count(def int) int {
@@ -188,7 +273,15 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 	case "idle-10k":
 		return c.idleWorkload(ctx, name, 10_000)
 	case "sse-10k":
-		return c.sse(ctx, name, c.clients, c.count(300))
+		return c.sse(ctx, name, c.clientsOr(10_000), c.count(300))
+	case "http-fanout-1":
+		return c.httpFanout(ctx, name, 1, c.count(5_000))
+	case "http-fanout-100":
+		return c.httpFanout(ctx, name, 100, c.count(1_000))
+	case "http-idle":
+		return c.httpIdle(ctx, name, c.clientsOr(2_000))
+	case "pg-insert-notify":
+		return c.pgBaseline(ctx, c.baseSecs)
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }
@@ -238,24 +331,12 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-const msgBytes = 100
-
-var padding = strings.Repeat(".", msgBytes)
+const msgBytes = hubload.TextBytes
 
 // textAt is a 100-byte message that carries its send time.
-func textAt(t time.Time) string {
-	s := strconv.FormatInt(t.UnixNano(), 10)
-	return s + " " + padding[:msgBytes-len(s)-1]
-}
+func textAt(t time.Time) string { return hubload.Text(t) }
 
-func sentAt(text string) time.Time {
-	i := strings.IndexByte(text, ' ')
-	if i < 0 {
-		return time.Time{}
-	}
-	n, _ := strconv.ParseInt(text[:i], 10, 64)
-	return time.Unix(0, n)
-}
+func sentAt(text string) time.Time { return hubload.SentAt(text) }
 
 // recorder checks one subscriber's deliveries and records their latencies.
 type recorder struct {
@@ -319,7 +400,8 @@ func summarize(res *BenchResult, start time.Time, end int64, lat []time.Duration
 	return nil
 }
 
-// progress prints a live rate line on stderr until stop is called.
+// progressLine prints a live rate line on stderr until stop is called;
+// stop may be called more than once.
 func (c *benchConfig) progressLine(name string, delivered func() int64, total int64) (stop func()) {
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -359,7 +441,8 @@ func (c *benchConfig) progressLine(name string, delivered func() int64, total in
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
 func benchHub(st moitessier.Store) (*moitessier.Hub, error) {
@@ -457,8 +540,8 @@ func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers
 		go func() {
 			defer wg.Done()
 			for i := d; i < n; i += dispatchers {
-				if k := sent.Add(1); k%16 == 0 {
-					for k-lowest() > 256 && ctx.Err() == nil {
+				if k := sent.Add(1); c.window > 0 && k%16 == 0 {
+					for k-lowest() > int64(c.window) && ctx.Err() == nil {
 						time.Sleep(20 * time.Microsecond)
 					}
 				}
@@ -527,8 +610,8 @@ func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (B
 	defer stopProgress()
 	start := time.Now()
 	for i := range n {
-		if i%256 == 0 {
-			for int64(i)-delivered() > 1024 && ctx.Err() == nil {
+		if c.window > 0 && i%256 == 0 {
+			for int64(i)-delivered() > 4*int64(c.window) && ctx.Err() == nil {
 				time.Sleep(20 * time.Microsecond)
 			}
 		}

@@ -443,3 +443,92 @@ func TestServePostgres(t *testing.T) {
 		t.Fatalf("%d %s", code, body)
 	}
 }
+
+// TestBenchHTTP runs each end-to-end workload briefly, over both
+// transports, and checks that every delivery was counted.
+func TestBenchHTTP(t *testing.T) {
+	t.Setenv("MOITESSIER_TEST_MAIN", "1") // the hub process is this binary
+	for _, tr := range []string{"sse", "ws"} {
+		out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", "sqlite", "--transport", tr, "--publishers", "3", "--messages", "40",
+			"--clients", "30", "--idle", "100ms", "--json", "http-fanout-1", "http-fanout-100", "http-idle")
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tr, err, errOut)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("want 3 results:\n%s", out)
+		}
+		for _, line := range lines {
+			var r BenchResult
+			if err := json.Unmarshal([]byte(line), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Store != "sqlite" || r.Transport != tr {
+				t.Fatalf("store or transport: %s", line)
+			}
+			switch r.Workload {
+			case "http-idle":
+				if r.Listeners != 30 || r.Deliveries != 0 {
+					t.Fatalf("idle: %s", line)
+				}
+			case "http-fanout-1", "http-fanout-100":
+				want := 1
+				if r.Workload == "http-fanout-100" {
+					want = 100
+				}
+				if r.Listeners != want || r.Messages != 40 || r.Deliveries != 40*want || r.Publishers != 3 || r.MsgsPerS <= 0 || r.DispatchesPerS <= 0 || r.P99ms <= 0 {
+					t.Fatalf("deliveries do not add up: %s", line)
+				}
+			default:
+				t.Fatalf("workload: %s", line)
+			}
+		}
+	}
+	if _, errOut, err := runCmd(ctxT(t), t, "", "bench", "--transport", "poll", "http-idle"); !errors.Is(err, errUsage) || !strings.Contains(errOut, "want sse or ws") {
+		t.Fatalf("--transport poll: %v %s", err, errOut)
+	}
+}
+
+// TestBenchWindow runs a library workload with no in-flight window.
+func TestBenchWindow(t *testing.T) {
+	out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--window", "0", "--messages", "500", "--json", "fanout-100")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	var r BenchResult
+	if err := json.Unmarshal([]byte(out), &r); err != nil || r.Deliveries != 500*100 {
+		t.Fatalf("%v %s", err, out)
+	}
+}
+
+// TestBenchBaseline measures the Postgres baseline and runs http-fanout-1
+// beside it, when a server is reachable.
+func TestBenchBaseline(t *testing.T) {
+	dsn := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	probe, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
+	defer cancel()
+	if st, err := openStore(probe, dsn, "moitessier_cmd_probe"); err != nil {
+		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
+			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)
+		}
+		t.Skipf("PostgreSQL unreachable; set MOITESSIER_POSTGRES_DSN to run this test: %v", err)
+	} else {
+		st.Close()
+	}
+	t.Setenv("MOITESSIER_TEST_MAIN", "1")
+	out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", dsn, "--baseline-time", "1s", "--messages", "30", "--json", "http-fanout-1")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want the baseline and one result:\n%s", out)
+	}
+	var base, r BenchResult
+	if err := json.Unmarshal([]byte(lines[0]), &base); err != nil || base.Workload != "pg-insert-notify" || base.MsgsPerS <= 0 || (base.Baseline != "pgbench" && base.Baseline != "pgx") {
+		t.Fatalf("baseline: %v %s", err, lines[0])
+	}
+	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil || r.Deliveries != 30 || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 {
+		t.Fatalf("result: %v %s", err, lines[1])
+	}
+}

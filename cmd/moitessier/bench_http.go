@@ -1,0 +1,280 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier/internal/hubload"
+)
+
+// postDispatch sends one dispatch to the hub over HTTP, its text carrying
+// at, and waits for the answer.
+func postDispatch(ctx context.Context, hc *http.Client, h *hubProc, scope string, at time.Time) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.base+"/v1/dispatch?scope="+scope, strings.NewReader(hubload.Text(at)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+h.tok)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
+}
+
+// cpuPerDelivery sets the hub's CPU per delivered message from two
+// readings of its CPU time.
+func (r *BenchResult) cpuPerDelivery(cpu0, cpu1 time.Duration) {
+	if cpu0 < 0 || cpu1 < 0 || r.Deliveries == 0 {
+		return
+	}
+	r.HubCPUSeconds = (cpu1 - cpu0).Seconds()
+	r.HubCPUPerDelivery = float64(cpu1-cpu0) / 1e3 / float64(r.Deliveries)
+}
+
+// httpFanout runs http-fanout-1 and http-fanout-100: a hub process, clients
+// subscribers over c.transport on one scope, and c.publishers publishers
+// that each send one dispatch over HTTP at a time and wait for its answer
+// (closed loop: no window; a hub that answers faster than it delivers
+// shows as latency).
+func (c *benchConfig) httpFanout(ctx context.Context, name string, clients, n int) (BenchResult, error) {
+	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(c.transport), Publishers: c.publishers, Listeners: clients, Messages: n}
+	if _, err := raiseOpenFiles(); err != nil {
+		return res, fmt.Errorf("raise the open-files limit: %w", err)
+	}
+	hub, err := c.startHub(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	defer hub.stop()
+	const scope = "bench.http"
+	conns, err := c.connect(ctx, name, hub, c.transport, scope, clients, n)
+	if err != nil {
+		return res, err
+	}
+	defer closeAll(conns)
+	var delivered atomic.Int64
+	for _, cl := range conns {
+		cl.Delivered = &delivered
+		go cl.Run()
+	}
+	stopProgress := c.progressLine(name, delivered.Load, int64(clients*n))
+	defer stopProgress()
+
+	var wg sync.WaitGroup
+	var perrOnce sync.Once
+	var perr error
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cpu0 := cpuOfPid(hub.pid)
+	start := time.Now()
+	for p := range c.publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// One connection per publisher, kept alive.
+			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer hc.CloseIdleConnections()
+			for i := p; i < n; i += c.publishers {
+				if err := postDispatch(pctx, hc, hub, scope, time.Now()); err != nil {
+					perrOnce.Do(func() { perr = fmt.Errorf("publisher %d, dispatch %d: %w", p, i, err) })
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if perr != nil {
+		return res, perr
+	}
+	if err := waitClients(ctx, conns, &delivered); err != nil {
+		return res, err
+	}
+	cpu1 := cpuOfPid(hub.pid)
+	stopProgress()
+	var end int64
+	lat := make([]time.Duration, 0, clients*n)
+	var bad int64
+	for _, cl := range conns {
+		end = max(end, cl.Last)
+		lat = append(lat, cl.Lat...)
+		bad += cl.Bad
+	}
+	if err := summarize(&res, start, end, lat, bad); err != nil {
+		return res, err
+	}
+	res.cpuPerDelivery(cpu0, cpu1)
+	if c.baseline > 0 {
+		res.BaselinePerS = c.baseline
+		res.BaselineRatio = res.DispatchesPerS / c.baseline
+	}
+	return res, nil
+}
+
+// httpIdle runs http-idle: a hub process and conns idle subscribers over
+// c.transport, each on its own scope; it reports the hub's resident memory
+// per connection once every connection is listening, and the hub's CPU
+// while they wait.
+func (c *benchConfig) httpIdle(ctx context.Context, name string, conns int) (BenchResult, error) {
+	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(c.transport), Listeners: conns}
+	limit, err := raiseOpenFiles()
+	if err != nil {
+		return res, fmt.Errorf("raise the open-files limit: %w", err)
+	}
+	if limit > 0 && limit < uint64(conns)+256 {
+		return res, fmt.Errorf("the open-files limit (RLIMIT_NOFILE) is %d, too low for %d clients", limit, conns)
+	}
+	hub, err := c.startHub(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	defer hub.stop()
+	time.Sleep(200 * time.Millisecond) // let the hub settle before the first reading
+	rss0 := rssOfPid(hub.pid)
+	// One scope per connection, as idle-10k has one listener per scope.
+	cls := make([]*hubload.Client, 0, conns)
+	defer func() { closeAll(cls) }()
+	const batch = 256
+	for i := 0; i < conns; i += batch {
+		// connect opens clients on one scope; idle opens batches on
+		// distinct scopes and counts them itself.
+		k := min(batch, conns-i)
+		got, err := c.connectScopes(ctx, hub, i, k)
+		cls = append(cls, got...)
+		if err != nil {
+			return res, err
+		}
+	}
+	if err := waitOpenOn(ctx, hub.base, c.transport, conns); err != nil {
+		return res, err
+	}
+	cpu0 := cpuOfPid(hub.pid)
+	select {
+	case <-time.After(c.idle):
+	case <-ctx.Done():
+		return res, ctx.Err()
+	}
+	cpu1 := cpuOfPid(hub.pid)
+	rss1 := rssOfPid(hub.pid)
+	if rss0 > 0 && rss1 > rss0 {
+		res.RSSPerConn = float64(rss1-rss0) / float64(conns)
+	}
+	if cpu0 >= 0 && cpu1 >= 0 {
+		res.HubCPUSeconds = (cpu1 - cpu0).Seconds()
+	}
+	res.Seconds = c.idle.Seconds()
+	return res, nil
+}
+
+// connectScopes opens k idle clients on the scopes idle.first … idle.first+k-1.
+func (c *benchConfig) connectScopes(ctx context.Context, h *hubProc, first, k int) ([]*hubload.Client, error) {
+	out := make([]*hubload.Client, k)
+	errs := make([]error, k)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for j := range k {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			out[j], errs[j] = hubload.Dial(ctx, c.transport, h.addr, h.tok, "idle."+strconv.Itoa(first+j), "c", 0)
+		}()
+	}
+	wg.Wait()
+	var kept []*hubload.Client
+	var firstErr error
+	for j := range out {
+		if errs[j] != nil && firstErr == nil {
+			firstErr = errs[j]
+		}
+		if out[j] != nil {
+			kept = append(kept, out[j])
+		}
+	}
+	if firstErr != nil {
+		return kept, fmt.Errorf("client %d: %w", first, firstErr)
+	}
+	// Idle clients still answer the hub's pings (WebSocket) and read its
+	// heartbeats (SSE): each reads until its connection closes.
+	for _, cl := range kept {
+		cl.Want = 1 << 62
+		go cl.Run()
+	}
+	return kept, nil
+}
+
+// The baseline of the Postgres workloads: one client committing a raw
+// single-row INSERT and a NOTIFY as one statement, one round trip, as fast
+// as it can.
+const baselineTable = "bench_raw"
+
+var pgbenchTPS = regexp.MustCompile(`tps = ([0-9.]+)`)
+
+// pgBaseline measures the baseline for d on a fresh schema: with pgbench if
+// it is installed, else with the same statement in a loop on one pgx
+// connection (simple protocol, as pgbench sends it).
+func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchResult, error) {
+	res := BenchResult{Workload: "pg-insert-notify", Store: c.storeName, Listeners: 0}
+	schema := "moitessier_bench_" + randomHex(6)
+	defer dropSchema(c.store, schema)
+	conn, err := pgx.Connect(ctx, c.store)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	table := pgx.Identifier{schema, baselineTable}.Sanitize()
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()+"; CREATE TABLE "+table+
+		" (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL, created TIMESTAMPTZ NOT NULL DEFAULT now())"); err != nil {
+		return res, err
+	}
+	stmt := "INSERT INTO " + table + " (body) VALUES ('" + strings.Repeat(".", msgBytes) + "'); NOTIFY " + pgx.Identifier{schema}.Sanitize()
+	if path, err := exec.LookPath("pgbench"); err == nil {
+		script := filepath.Join(c.tmp, "baseline.sql")
+		// "\;" makes pgbench send both as one query, one transaction.
+		if err := os.WriteFile(script, []byte(strings.Replace(stmt, "; NOTIFY", " \\; NOTIFY", 1)+"\n"), 0o600); err != nil {
+			return res, err
+		}
+		secs := max(1, int(d.Seconds()))
+		out, err := exec.CommandContext(ctx, path, "-n", "-c", "1", "-T", strconv.Itoa(secs), "-f", script, c.store).CombinedOutput()
+		if m := pgbenchTPS.FindSubmatch(out); err == nil && m != nil {
+			res.MsgsPerS, _ = strconv.ParseFloat(string(m[1]), 64)
+			res.Baseline = "pgbench"
+			res.Seconds = float64(secs)
+			return res, nil
+		}
+		fmt.Fprintf(c.stderr, "pgbench failed (%v), measuring the baseline with pgx instead: %s\n", err, strings.TrimSpace(string(out)))
+	}
+	n := 0
+	start := time.Now()
+	for time.Since(start) < d {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return res, err
+		}
+		n++
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.MsgsPerS = float64(n) / res.Seconds
+	res.Messages = n
+	res.Baseline = "pgx"
+	return res, nil
+}
