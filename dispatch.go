@@ -90,7 +90,13 @@ type Dispatched struct {
 // An empty text (or handler result) stores nothing for that listener. Local
 // subscribers in ListenUntil are woken at once. Errors wrap ErrInvalidScope,
 // ErrInvalidArgument or ErrTooLarge for bad input, a handler's error, or the
-// store's; on any error nothing is stored. More handlers than
+// store's; on any error nothing is stored, except an error wrapping
+// ErrOutcomeUnknown: ctx ended, or the store's connection broke, while the
+// store was writing the dispatch, which may or may not have been stored.
+// Retry such a dispatch with an [IdempotencyKey] (the same one): a retry of
+// one that was stored replays it. The memory and SQLite stores never
+// return it (their writes either commit or not before they return); the
+// Postgres store does. More handlers than
 // Options.MaxHandlers is ErrInvalidArgument; handlers that together run past
 // Options.HandlerBudget give ErrBudgetExceeded; a ctx that ends while
 // handlers run stops the chain and gives ctx's error.

@@ -27,6 +27,13 @@ var (
 	ErrClosed = errors.New("moitessier: closed")
 	// ErrNotFound reports a listener or subscriber that does not exist.
 	ErrNotFound = errors.New("moitessier: not found")
+	// ErrOutcomeUnknown reports a dispatch whose write was under way when it
+	// failed: its context ended, or the connection to the database broke,
+	// after the store had sent the write, so it may or may not have been
+	// stored. Retry it with the same [IdempotencyKey]: if the first attempt
+	// was stored, the retry is a replay of it. Every other error of
+	// Hub.Dispatch (and of Store.Append) means that nothing was stored.
+	ErrOutcomeUnknown = errors.New("moitessier: outcome unknown")
 	// ErrNotOwner reports an attempt to open another person's Private or
 	// Handler listener.
 	ErrNotOwner = errors.New("moitessier: not the owner")

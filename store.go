@@ -45,7 +45,10 @@ type Store interface {
 	// scope (see [MatchScope]), each once, in any order.
 	Match(ctx context.Context, scope string) ([]ListenerInfo, error)
 
-	// Append writes a batch atomically: every entry or none. Each entry's
+	// Append writes a batch atomically: every entry or none. An error means
+	// that nothing was written, except one wrapping ErrOutcomeUnknown: the
+	// write was under way (sent to a database) when ctx ended or the
+	// connection broke, and may have committed. Each entry's
 	// message gets its listener's next sequence number; an entry whose
 	// listener no longer exists is skipped. Messages of one listener become
 	// visible to Read in sequence order, never a higher one before a lower.

@@ -3,62 +3,118 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
-	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/likestripes/moitessier"
 )
 
-// Appends are combined: when Config.Writers append statements of a store
-// are already running, further Appends queue, and the next free writer
-// sends every queued batch (up to Config.MaxCombine) in one statement,
-// committed once. Appends to one listener are serialised by its row lock
-// until each commit is flushed, so without combining one listener takes
-// at most one append per commit flush; combined, a flush carries many. An
-// idle store sends a batch at once, so combining adds no latency.
+// Appends are combined, and appends to different listeners run in
+// parallel. A batch goes out at once, on a writer of its own, unless a
+// statement already under way writes to one of its listeners (it would only
+// wait on that statement's row lock) or Config.Writers statements are
+// under way; it then queues. A writer that finishes its statement sends, in
+// its next one, every queued batch (up to Config.MaxCombine) whose
+// listeners no other running statement writes to, committed once. So one
+// listener takes many appends per commit flush, and one transaction that
+// holds a listener's row lock (DispatchTx) stalls only the appends to that
+// listener, not the rest of the process's.
 //
-// Combined batches commit together. If the statement fails, each batch is
-// tried again alone, so one batch's failure is not another's; if it wrote
-// nothing because some batches' match stamps were stale, those fail with
-// moitessier.ErrStale and the others are sent again together.
+// Combined batches commit together. If the statement fails with an answer
+// from the server (so it wrote nothing), each batch is tried again alone,
+// so one batch's failure is not another's; if it wrote nothing because
+// some batches' match stamps were stale, those fail with
+// moitessier.ErrStale and the others are sent again together. If it failed
+// without such an answer (the connection broke, or Close cancelled it), it
+// may have committed: every batch of it fails with
+// moitessier.ErrOutcomeUnknown and none is sent again.
 
 type combiner struct {
 	mu      sync.Mutex
 	queue   []*pending
 	running int
+	busy    map[string]int // listeners of statements under way, with their count
+	closed  bool
+
+	ctx  context.Context // ends when the store closes; writers run under it
+	stop context.CancelFunc
+	wg   sync.WaitGroup
 }
 
+// pending is one batch waiting for, or in, a statement.
 type pending struct {
-	b       *moitessier.Batch
-	msgs    []moitessier.Message
-	err     error
-	done    chan struct{}
-	dropped atomic.Bool // the caller stopped waiting before it was sent
+	b    *moitessier.Batch
+	ids  []string // the batch's listeners, each once
+	msgs []moitessier.Message
+	err  error
+	done chan struct{}
+	// sent: a writer took the batch (guarded by combiner.mu); dropped: the
+	// caller stopped waiting before that.
+	sent, dropped bool
+}
+
+func (c *combiner) init() {
+	c.busy = map[string]int{}
+	c.ctx, c.stop = context.WithCancel(context.Background())
+}
+
+// close fails the queued batches with ErrClosed (they were never sent),
+// cancels the statements under way and waits for their writers to return.
+func (c *combiner) close() {
+	c.mu.Lock()
+	c.closed = true
+	queued := c.queue
+	c.queue = nil
+	c.mu.Unlock()
+	for _, p := range queued {
+		if !p.dropped {
+			p.err = fmt.Errorf("store closed before the batch was sent: %w", moitessier.ErrClosed)
+			close(p.done)
+		}
+	}
+	c.stop()
+	c.wg.Wait()
 }
 
 // combine appends one batch without an idempotency key, possibly together
 // with batches of concurrent calls.
 func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err // once queued, the batch may be written whatever becomes of ctx
+		return nil, err
 	}
 	if s.cfg.MaxCombine <= 1 {
 		var msgs []moitessier.Message
 		err := retry(ctx, func() error {
-			var err error
-			msgs, err = s.appendEntries(ctx, s.pool, b)
-			return err
+			return s.onConn(ctx, func(q queryer) error {
+				var err error
+				msgs, err = s.appendEntries(ctx, q, b)
+				return err
+			})
 		})
-		return msgs, err
+		return msgs, outcome(err)
 	}
 	p := &pending{b: b, done: make(chan struct{})}
+	for _, e := range b.Entries {
+		if !slices.Contains(p.ids, e.Listener) {
+			p.ids = append(p.ids, e.Listener)
+		}
+	}
 	c := &s.cmb
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, moitessier.ErrClosed
+	}
 	c.queue = append(c.queue, p)
-	start := c.running < s.cfg.Writers
+	// A batch whose listeners a running statement writes to waits for that
+	// statement's writer, which takes it next.
+	start := c.running < s.cfg.Writers && !c.overlapsBusy(p.ids)
 	if start {
 		c.running++
+		c.wg.Add(1)
 	}
 	c.mu.Unlock()
 	if start {
@@ -68,31 +124,111 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 	case <-p.done:
 		return p.msgs, p.err
 	case <-ctx.Done():
-		p.dropped.Store(true)
-		return nil, ctx.Err()
+		c.mu.Lock()
+		sent := p.sent
+		if !sent {
+			p.dropped = true
+		}
+		c.mu.Unlock()
+		if !sent {
+			return nil, ctx.Err() // never sent: nothing is stored
+		}
+		// A writer is sending it: it may commit whatever becomes of ctx.
+		return nil, fmt.Errorf("%w: %v while the batch was being written", moitessier.ErrOutcomeUnknown, ctx.Err())
 	}
 }
 
-// writeGroups sends queued batches, a group per statement, until the queue
-// is empty.
-func (s *Store) writeGroups() {
+func (c *combiner) overlapsBusy(ids []string) bool {
+	for _, id := range ids {
+		if c.busy[id] > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// take removes from the queue, and returns, the next group to send: queued
+// batches in order, skipping those that share a listener with a statement
+// under way or with a batch skipped before them (so the batches of one
+// listener keep their order). It marks the group's listeners busy.
+func (s *Store) take() []*pending {
 	c := &s.cmb
-	for {
-		c.mu.Lock()
-		var group []*pending
-		entries := 0
-		for len(c.queue) > 0 && len(group) < s.cfg.MaxCombine {
-			p := c.queue[0]
-			if len(group) > 0 && entries+len(p.b.Entries) > maxCombinedEntries {
+	var (
+		group    []*pending
+		entries  int
+		mine     = map[string]bool{}
+		reserved map[string]bool
+	)
+	kept := c.queue[:0]
+	for i, p := range c.queue {
+		if p.dropped {
+			continue
+		}
+		full := len(group) >= s.cfg.MaxCombine || len(group) > 0 && entries+len(p.b.Entries) > maxCombinedEntries
+		blocked := full
+		for _, id := range p.ids {
+			if !blocked && (reserved[id] || c.busy[id] > 0 && !mine[id]) {
+				blocked = true
+			}
+		}
+		if blocked {
+			if full {
+				kept = append(kept, c.queue[i:]...)
 				break
 			}
-			c.queue[0] = nil
-			c.queue = c.queue[1:]
-			if p.dropped.Load() {
-				continue
+			if reserved == nil {
+				reserved = map[string]bool{}
 			}
-			group = append(group, p)
-			entries += len(p.b.Entries)
+			for _, id := range p.ids {
+				reserved[id] = true
+			}
+			kept = append(kept, p)
+			continue
+		}
+		p.sent = true
+		group = append(group, p)
+		entries += len(p.b.Entries)
+		for _, id := range p.ids {
+			if !mine[id] {
+				mine[id] = true
+				c.busy[id]++
+			}
+		}
+	}
+	clear(c.queue[len(kept):])
+	c.queue = kept
+	return group
+}
+
+// release marks a sent group's listeners free again.
+func (c *combiner) release(group []*pending) {
+	seen := map[string]bool{}
+	for _, p := range group {
+		for _, id := range p.ids {
+			if !seen[id] {
+				seen[id] = true
+				if c.busy[id]--; c.busy[id] <= 0 {
+					delete(c.busy, id)
+				}
+			}
+		}
+	}
+}
+
+// writeGroups sends queued batches, a group per statement, until none is
+// left that it may send.
+func (s *Store) writeGroups() {
+	c := &s.cmb
+	defer c.wg.Done()
+	var last []*pending
+	for {
+		c.mu.Lock()
+		if last != nil {
+			c.release(last)
+		}
+		var group []*pending
+		if !c.closed {
+			group = s.take()
 		}
 		if len(group) == 0 {
 			c.running--
@@ -100,7 +236,8 @@ func (s *Store) writeGroups() {
 			return
 		}
 		c.mu.Unlock()
-		s.writeGroup(group)
+		s.writeGroup(c.ctx, group)
+		last = group
 	}
 }
 
@@ -108,17 +245,18 @@ func (s *Store) writeGroups() {
 // larger than that is sent alone).
 const maxCombinedEntries = 10000
 
-func (s *Store) writeGroup(group []*pending) {
-	ctx := context.Background()
+func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 	bs := make([]*moitessier.Batch, len(group))
 	for i, p := range group {
 		bs[i] = p.b
 	}
 	var out [][]moitessier.Message
 	err := retry(ctx, func() error {
-		var err error
-		out, err = s.appendBatches(ctx, s.pool, bs)
-		return err
+		return s.onConn(ctx, func(q queryer) error {
+			var err error
+			out, err = s.appendBatches(ctx, q, bs)
+			return err
+		})
 	})
 	var se *staleError
 	if errors.As(err, &se) && len(group) > 1 {
@@ -133,21 +271,26 @@ func (s *Store) writeGroup(group []*pending) {
 			}
 		}
 		if len(rest) > 0 {
-			s.writeGroup(rest)
+			s.writeGroup(ctx, rest)
 		}
 		return
 	}
-	if err != nil && len(group) > 1 {
+	if err != nil && len(group) > 1 && definite(err) {
+		// The server refused the statement, so it wrote nothing: find the
+		// batch at fault by sending each alone.
 		for _, p := range group {
-			p.err = retry(ctx, func() error {
-				var err error
-				p.msgs, err = s.appendEntries(ctx, s.pool, p.b)
-				return err
-			})
+			p.err = outcome(retry(ctx, func() error {
+				return s.onConn(ctx, func(q queryer) error {
+					var err error
+					p.msgs, err = s.appendEntries(ctx, q, p.b)
+					return err
+				})
+			}))
 			close(p.done)
 		}
 		return
 	}
+	err = outcome(err)
 	for i, p := range group {
 		if err != nil {
 			p.err = err
@@ -156,4 +299,46 @@ func (s *Store) writeGroup(group []*pending) {
 		}
 		close(p.done)
 	}
+}
+
+// definite reports whether a failed append statement or transaction
+// certainly wrote nothing: the server answered with an error (it then
+// rolls the statement's transaction back), the request was never sent, or
+// the batch was refused before it was sent.
+func definite(err error) bool {
+	var (
+		pe *pgconn.PgError
+		se *staleError
+	)
+	var ns *notSentError
+	return errors.As(err, &pe) || errors.As(err, &se) || errors.As(err, &ns) ||
+		pgconn.SafeToRetry(err) || errors.Is(err, moitessier.ErrClosed)
+}
+
+// notSentError reports a failure before anything was sent: no connection
+// could be had.
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
+func (e *notSentError) Unwrap() error { return e.err }
+
+// onConn runs fn on a connection of the pool; failing to get one is a
+// notSentError.
+func (s *Store) onConn(ctx context.Context, fn func(q queryer) error) error {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return &notSentError{fmt.Errorf("acquire a connection: %w", err)}
+	}
+	defer conn.Release()
+	return fn(conn)
+}
+
+// outcome returns err, or, when err leaves open whether the append
+// committed (the connection broke or the statement was cancelled after it
+// was sent), an error wrapping moitessier.ErrOutcomeUnknown.
+func outcome(err error) error {
+	if err == nil || definite(err) || errors.Is(err, moitessier.ErrOutcomeUnknown) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", moitessier.ErrOutcomeUnknown, err)
 }

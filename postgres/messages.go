@@ -16,6 +16,11 @@ import (
 // Append writes a batch atomically; see moitessier.Store. A batch without
 // an idempotency key is one statement, so one round trip whatever the
 // number of entries; with a key it is a short transaction.
+//
+// An error means that nothing was stored, except one wrapping
+// moitessier.ErrOutcomeUnknown: the statement (or the commit) was sent but
+// no answer came back, because ctx ended while it ran, the connection
+// broke, or the store was closed; it may have committed.
 func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
 	const op = "append"
 	if err := s.check(op); err != nil {
@@ -36,11 +41,26 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		replayed bool
 	)
 	err := retry(ctx, func() error {
-		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			var err error
-			msgs, replayed, err = s.appendKeyed(ctx, tx, b)
+		conn, err := s.pool.Acquire(ctx)
+		if err != nil {
+			return &notSentError{fmt.Errorf("acquire a connection: %w", err)}
+		}
+		defer conn.Release()
+		tx, err := conn.Begin(ctx)
+		if err != nil {
 			return err
-		})
+		}
+		if msgs, replayed, err = s.appendKeyed(ctx, tx, b); err != nil {
+			// Not committed: whatever it wrote is rolled back (by the server,
+			// if the connection broke).
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			if !definite(err) {
+				err = &notSentError{err}
+			}
+			return err
+		}
+		// Only the commit leaves the outcome open, if it gets no answer.
+		return outcome(tx.Commit(ctx))
 	})
 	if err != nil {
 		return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))

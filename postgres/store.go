@@ -61,15 +61,17 @@ type Config struct {
 	// 8 000).
 	NotifyBatch int
 
-	// Writers is how many append statements the store runs at once; an
-	// Append that finds them all busy waits and is sent, combined with the
-	// others waiting, in the next statement (see MaxCombine). Default 1:
-	// appends to one listener are serial anyway (its row lock is held until
-	// the commit is flushed), and a second writer mostly waits on that lock
-	// while the batches queued behind it could have gone in one statement.
-	// Eight writers to one listener reached about 6 700 appends/s with two
-	// writers and 13 500 with one; more may help a store whose dispatches
-	// go to disjoint listeners on a server with many cores.
+	// Writers is how many append statements the store runs at once. Appends
+	// to one listener are never in two statements at once (the second
+	// would only wait on the first's row lock until its commit is flushed):
+	// an Append to a listener that a running statement writes to waits,
+	// and goes with the others waiting, combined, in the next statement
+	// (see MaxCombine). Appends to other listeners go at once on another
+	// writer, so an open transaction holding a listener's lock (DispatchTx)
+	// holds up only the appends to that listener, until Writers statements
+	// are waiting on such locks. Default 4. (With one statement at a time
+	// to a listener, eight dispatchers to it reached about 13 500
+	// appends/s here; two statements at once to it, 6 700.)
 	Writers int
 
 	// MaxCombine is the most batches one append statement carries. Default
@@ -90,7 +92,7 @@ func (c Config) withDefaults() Config {
 		c.NotifyBatch = 120
 	}
 	if c.Writers <= 0 {
-		c.Writers = 1
+		c.Writers = 4
 	}
 	if c.MaxCombine <= 0 {
 		c.MaxCombine = 64
@@ -210,6 +212,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			return fail(fmt.Errorf("postgres: %s: schema %q is at version %d, want %d (run Migrate)", s.host, cfg.Schema, v, want))
 		}
 	}
+	s.cmb.init()
 	s.channel = channelName(cfg.Schema)
 	s.q = buildQueries(pgx.Identifier{cfg.Schema}.Sanitize())
 	s.pat.version = -1
@@ -222,12 +225,16 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Schema returns the schema that holds the store's tables.
 func (s *Store) Schema() string { return s.cfg.Schema }
 
-// Close stops Watch calls and closes the pool if the store opened it. Every
-// call after Close returns an error wrapping moitessier.ErrClosed.
+// Close stops Watch calls and the store's append writers, and closes the
+// pool if the store opened it. Appends waiting to be sent fail with
+// moitessier.ErrClosed; those being written when Close cancels them fail
+// with moitessier.ErrOutcomeUnknown. Every call after Close returns an error
+// wrapping moitessier.ErrClosed, but Close itself, which returns nil again.
 func (s *Store) Close() error {
 	s.closeMu.Do(func() {
 		s.closed.Store(true)
 		close(s.done)
+		s.cmb.close()
 		if s.ownPool {
 			s.pool.Close()
 		}

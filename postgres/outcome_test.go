@@ -1,0 +1,248 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/postgres"
+)
+
+// lockListener holds listener id's row lock in an open transaction, as a
+// DispatchTx does, until the returned function commits it.
+func lockListener(t *testing.T, s *postgres.Store, id string) (unlock func()) {
+	t.Helper()
+	ctx := ctxT(t)
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	q := "SELECT id FROM " + pgx.Identifier{s.Schema(), "listeners"}.Sanitize() + " WHERE id = $1 FOR UPDATE"
+	if err := tx.QueryRow(ctx, q, id).Scan(&got); err != nil {
+		_ = tx.Rollback(ctx)
+		t.Fatalf("lock listener %s: %v", id, err)
+	}
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			if err := tx.Commit(context.Background()); err != nil {
+				t.Errorf("commit: %v", err)
+			}
+		})
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// storedTexts returns the texts stored for listener l.
+func storedTexts(t *testing.T, l *moitessier.Listener) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	var c moitessier.Cursor
+	for {
+		msgs, err := l.Messages(ctxT(t), c, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			return out
+		}
+		for _, m := range msgs {
+			out[m.Text] = true
+			c = m.Seq
+		}
+	}
+}
+
+// waitLocked waits until a statement of the store waits on a row lock.
+func waitLocked(t *testing.T, s *postgres.Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var waiting int
+		err := s.Pool().QueryRow(ctxT(t), `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%'||$1||'%'`, s.Schema()).Scan(&waiting)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if waiting >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d statements wait on a lock, want %d", waiting, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestDispatchOutcome: a dispatch whose context ends while its batch is
+// being committed does not report a plain error: it reports
+// ErrOutcomeUnknown (and here it was stored). One whose context ends while
+// it waits to be sent reports the context's error and is not stored.
+func TestDispatchOutcome(t *testing.T) {
+	s := mustStore(t)
+	hub := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "outcome"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock := lockListener(t, s, l.ID())
+
+	type result struct{ err error }
+	dispatch := func(text string) (cancel func(), done <-chan error) {
+		dctx, cancel := context.WithCancel(context.Background())
+		ch := make(chan error, 1)
+		go func() {
+			_, err := hub.Dispatch(dctx, "alice", "outcome", text)
+			ch <- err
+		}()
+		return cancel, ch
+	}
+	// The first is sent and waits on the lock; the second queues behind it.
+	cancel1, done1 := dispatch("sent")
+	waitLocked(t, s, 1)
+	cancel2, done2 := dispatch("queued")
+	time.Sleep(50 * time.Millisecond)
+	cancel1()
+	cancel2()
+	err1, err2 := <-done1, <-done2
+	unlock()
+	if !errors.Is(err1, moitessier.ErrOutcomeUnknown) {
+		t.Fatalf("dispatch cancelled while its batch was written: %v, want ErrOutcomeUnknown", err1)
+	}
+	if !errors.Is(err2, context.Canceled) || errors.Is(err2, moitessier.ErrOutcomeUnknown) {
+		t.Fatalf("dispatch cancelled before it was sent: %v, want context.Canceled", err2)
+	}
+	// The statement under way commits once the lock is free.
+	mustDispatchPG(t, hub, "alice", "outcome", "after")
+	got := storedTexts(t, l)
+	if got["queued"] {
+		t.Fatal("a dispatch that failed with a plain error was stored")
+	}
+	if !got["sent"] || !got["after"] {
+		t.Fatalf("stored %v, want sent and after", got)
+	}
+}
+
+// TestDispatchOutcomeUnderCancel: dispatches with contexts that end at
+// random moments, many during commits: each one that succeeded is stored,
+// each one that failed with an error other than ErrOutcomeUnknown is not.
+func TestDispatchOutcomeUnderCancel(t *testing.T) {
+	s := mustStore(t)
+	hub := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "cancel"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustDispatchPG(t, hub, "alice", "cancel", "warm") // the match is cached from here on
+	const workers, each = 6, 60
+	type attempt struct {
+		text string
+		err  error
+	}
+	results := make([][]attempt, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				text := fmt.Sprint(w, "/", i)
+				dctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(4000))*time.Microsecond)
+				_, err := hub.Dispatch(dctx, "alice", "cancel", text)
+				cancel()
+				results[w] = append(results[w], attempt{text, err})
+			}
+		}()
+	}
+	wg.Wait()
+	got := storedTexts(t, l)
+	var ok, plain, unknown int
+	for _, rs := range results {
+		for _, r := range rs {
+			switch {
+			case r.err == nil:
+				ok++
+				if !got[r.text] {
+					t.Errorf("dispatch %s succeeded but is not stored", r.text)
+				}
+			case errors.Is(r.err, moitessier.ErrOutcomeUnknown):
+				unknown++
+			default:
+				plain++
+				if got[r.text] {
+					t.Errorf("dispatch %s failed (%v) but is stored", r.text, r.err)
+				}
+			}
+		}
+	}
+	t.Logf("%d stored, %d failed and not stored, %d outcome unknown", ok, plain, unknown)
+}
+
+// TestDispatchTxDoesNotStallOthers: while a transaction holds one
+// listener's row lock and a dispatch to it waits on that lock, dispatches
+// to other listeners of the same process complete.
+func TestDispatchTxDoesNotStallOthers(t *testing.T) {
+	s := mustStore(t)
+	hub := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	a, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "stall.a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := hub.NewListener(ctx, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "stall.b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := postgres.DispatchTx(ctx, hub, s, tx, "alice", "stall.a", "in the transaction"); err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(ctx, "alice", "stall.a", "waits for the transaction")
+		waiting <- err
+	}()
+	waitLocked(t, s, 1)
+	for i := range 5 {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := hub.Dispatch(dctx, "bob", "stall.b", fmt.Sprint("unrelated ", i))
+		cancel()
+		if err != nil {
+			t.Fatalf("dispatch to an unrelated listener while a transaction holds another's lock: %v", err)
+		}
+	}
+	if msgs, err := b.Messages(ctx, 0, 0); err != nil || len(msgs) != 5 {
+		t.Fatalf("unrelated listener holds %d messages, %v; want 5", len(msgs), err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waiting; err != nil {
+		t.Fatalf("the dispatch that waited: %v", err)
+	}
+	if msgs, err := a.Messages(ctx, 0, 0); err != nil || len(msgs) != 2 {
+		t.Fatalf("locked listener holds %d messages, %v; want 2", len(msgs), err)
+	}
+}
+
+func mustDispatchPG(t *testing.T, hub *moitessier.Hub, sender, scope, text string) {
+	t.Helper()
+	if _, err := hub.Dispatch(ctxT(t), sender, scope, text); err != nil {
+		t.Fatal(err)
+	}
+}
