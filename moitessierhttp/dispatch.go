@@ -43,8 +43,12 @@ type DispatchResult struct {
 	// ID identifies the dispatch; every message it stored carries it.
 	ID    string `json:"id"`
 	Scope string `json:"scope"`
-	// Reached counts the listeners the dispatch reached; Stored the
-	// messages it stored (a handler may store nothing for its listener).
+	// Reached counts the listeners the dispatch reached and Stored the
+	// messages it stored (an empty text stores nothing), of the listeners
+	// the caller could see for itself: the Shared listeners, when the
+	// token may listen to the scope. Private and Handler listeners belong
+	// to one person each and are never counted, so that the answer tells
+	// nobody whether the persons a dispatch addresses have a listener.
 	Reached int `json:"reached"`
 	Stored  int `json:"stored"`
 	// Replayed is true when the idempotency key matched an earlier
@@ -101,7 +105,24 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 		s.metrics.dispatches.Add(1)
 		s.metrics.stored.Add(uint64(len(d.Messages)))
 	}
-	return DispatchResult{ID: d.ID, Scope: req.Scope, Reached: len(d.Reached), Stored: len(d.Messages), Replayed: d.Replayed}, nil
+	res := DispatchResult{ID: d.ID, Scope: req.Scope, Replayed: d.Replayed}
+	if c.CanListen(req.Scope) {
+		// Count only what the token could see for itself: the Shared
+		// listeners on a scope it may listen to. Private and Handler
+		// listeners are one person's each; counting them would tell the
+		// sender whether the persons it addresses have one.
+		for _, id := range d.Reached {
+			if strings.HasPrefix(id, "s") {
+				res.Reached++
+			}
+		}
+		for i := range d.Messages {
+			if strings.HasPrefix(d.Messages[i].Listener, "s") {
+				res.Stored++
+			}
+		}
+	}
+	return res, nil
 }
 
 // serveDispatch handles POST /v1/dispatch. The body is a DispatchRequest
@@ -221,11 +242,8 @@ func (s *Server) readable(r *http.Request) (*Claims, moitessier.ListenerInfo, er
 	if id == "" {
 		return nil, moitessier.ListenerInfo{}, fmt.Errorf("%w: no listener", ErrBadRequest)
 	}
-	info, err := s.hub.Info(r.Context(), id)
+	info, err := s.lookup(r.Context(), c, id)
 	if err != nil {
-		return nil, info, err
-	}
-	if err := s.mayRead(c, info); err != nil {
 		return nil, info, err
 	}
 	return c, info, nil

@@ -30,6 +30,9 @@ var (
 	ErrTokenExpired = errors.New("moitessierhttp: token expired")
 	// ErrTokenNotYetValid reports a token before its nbf claim.
 	ErrTokenNotYetValid = errors.New("moitessierhttp: token not yet valid")
+	// ErrWeakSecret reports a token secret shorter than MinSecretBytes. It
+	// wraps moitessier.ErrInvalidArgument.
+	ErrWeakSecret = fmt.Errorf("moitessierhttp: secret too short: %w", moitessier.ErrInvalidArgument)
 	// ErrForbidden reports a scope or listener the token does not grant (403).
 	ErrForbidden = errors.New("moitessierhttp: forbidden")
 	// ErrRateLimited reports a person over the dispatch rate limit (429).

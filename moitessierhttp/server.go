@@ -19,7 +19,8 @@ import (
 // every other field's zero value works and each field documents its default.
 type Config struct {
 	// Secret is the HMAC key of the HS256 tokens the server accepts (see
-	// [Sign] and [Verify]). Required unless Authenticate is set.
+	// [Sign] and [Verify]): at least MinSecretBytes (32) random bytes, as
+	// "openssl rand -base64 32" makes. Required unless Authenticate is set.
 	Secret []byte
 	// Authenticate, if set, replaces token verification: it returns the
 	// claims of a request, or an error that wraps ErrNoToken or
@@ -127,6 +128,8 @@ func (c Config) validate() error {
 	switch {
 	case len(c.Secret) == 0 && c.Authenticate == nil:
 		return fmt.Errorf("config: %w: Secret or Authenticate is required", moitessier.ErrInvalidArgument)
+	case len(c.Secret) > 0 && CheckSecret(c.Secret) != nil:
+		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
 	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchRate < 0, c.DispatchBurst < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
 	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0:
@@ -385,11 +388,8 @@ func (s *Server) openListener(ctx context.Context, c *Claims, spec listenSpec) (
 		err error
 	)
 	if spec.id != "" {
-		info, err := s.hub.Info(ctx, spec.id)
+		info, err := s.lookup(ctx, c, spec.id)
 		if err != nil {
-			return nil, info, err
-		}
-		if err := s.mayRead(c, info); err != nil {
 			return nil, info, err
 		}
 		l, err = s.hub.Open(ctx, spec.id, c.Subject, spec.client)
@@ -417,6 +417,23 @@ func (s *Server) openListener(ctx context.Context, c *Claims, spec listenSpec) (
 	return l, info, nil
 }
 
+// lookup returns the listener with the ID if the token may read it. It
+// authorizes before it looks up, and answers a listener the token may not
+// read exactly as one that does not exist (404), so that nobody learns
+// whether another person's listener exists: listener IDs are derived from
+// their conditions, so anyone can compute the ID of, say, bob's Private
+// listener on notify.bob.
+func (s *Server) lookup(ctx context.Context, c *Claims, id string) (moitessier.ListenerInfo, error) {
+	if len(c.Listen) == 0 {
+		return moitessier.ListenerInfo{}, fmt.Errorf("listener: %w: the token grants no scope to listen to", ErrForbidden)
+	}
+	info, err := s.hub.Info(ctx, id)
+	if errors.Is(err, moitessier.ErrNotFound) || err == nil && s.mayRead(c, info) != nil {
+		return moitessier.ListenerInfo{}, fmt.Errorf("listener %.64q: %w", id, moitessier.ErrNotFound)
+	}
+	return info, err
+}
+
 // mayRead checks that the token may see a listener: it grants all of the
 // listener's scopes, and the listener is the person's own if it is Private
 // or Handler.
@@ -430,6 +447,31 @@ func (s *Server) mayRead(c *Claims, info moitessier.ListenerInfo) error {
 		}
 	}
 	return nil
+}
+
+// serveHead answers a HEAD request to a streaming endpoint as its GET would
+// begin, status and headers, after the same checks of the token and the
+// query, but without a body and without creating or joining a listener.
+func (s *Server) serveHead(w http.ResponseWriter, r *http.Request, contentType string) {
+	c, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	spec, err := parseListen(r.URL.Query())
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	for _, sc := range spec.scopes {
+		if !c.CanListen(sc) {
+			s.writeError(w, r, fmt.Errorf("listen to %q: %w: the token does not grant it", sc, ErrForbidden))
+			return
+		}
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
 }
 
 // isTimeout reports whether err is a write that timed out: a slow consumer.

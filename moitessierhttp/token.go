@@ -2,15 +2,17 @@ package moitessierhttp
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/likestripes/moitessier"
 )
@@ -86,31 +88,35 @@ func Covers(grant, pattern string) bool {
 	}
 }
 
-var b64 = base64.RawURLEncoding
+// MinSecretBytes is the shortest secret Sign, Verify and Config accept:
+// 32 bytes, the size of an HS256 key (RFC 7518 §3.2). A shorter secret,
+// a word or a short phrase, is found offline from one token in moments.
+const MinSecretBytes = 32
 
-// jwtHeader is the only header Sign writes and Verify accepts (typ optional).
-var jwtHeader = b64.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`))
+// CheckSecret returns an error wrapping ErrWeakSecret for a secret
+// shorter than MinSecretBytes, which says how to make a good one; else nil.
+func CheckSecret(secret []byte) error {
+	if len(secret) < MinSecretBytes {
+		return fmt.Errorf("%w: %d bytes, want at least %d random bytes; make one with: openssl rand -base64 32 (or: moitessier secret)", ErrWeakSecret, len(secret), MinSecretBytes)
+	}
+	return nil
+}
 
-// Sign returns an HS256 JWT of the claims, signed with secret.
+// Sign returns an HS256 JWT of the claims, signed with secret. The secret
+// must be at least MinSecretBytes long (else the error wraps ErrWeakSecret
+// and moitessier.ErrInvalidArgument).
 func Sign(secret []byte, c Claims) (string, error) {
-	if len(secret) == 0 {
-		return "", fmt.Errorf("sign token: %w: empty secret", moitessier.ErrInvalidArgument)
+	if err := CheckSecret(secret); err != nil {
+		return "", fmt.Errorf("sign token: %w", err)
 	}
 	if c.Subject == "" {
 		return "", fmt.Errorf("sign token: %w: empty subject", moitessier.ErrInvalidArgument)
 	}
-	payload, err := json.Marshal(c)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwtClaims{&c}).SignedString(secret)
 	if err != nil {
 		return "", fmt.Errorf("sign token: %w", err)
 	}
-	signing := jwtHeader + "." + b64.EncodeToString(payload)
-	return signing + "." + b64.EncodeToString(mac(secret, signing)), nil
-}
-
-func mac(secret []byte, s string) []byte {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte(s))
-	return m.Sum(nil)
+	return tok, nil
 }
 
 // maxTokenBytes bounds the tokens Verify reads.
@@ -119,90 +125,186 @@ const maxTokenBytes = 16 << 10
 // Verify checks an HS256 JWT against secret and the time now, and returns
 // its claims. Every error wraps ErrInvalidToken and one of
 // ErrTokenMalformed, ErrTokenSignature, ErrTokenExpired or
-// ErrTokenNotYetValid. A token without exp is refused as expired; any alg
-// other than HS256 (including "none") is refused as malformed.
+// ErrTokenNotYetValid.
+//
+// It reads a token exactly: the three parts in unpadded base64url, each
+// canonical (no ignored bits, no line breaks); the header's alg HS256 (any
+// other, "none" included, is malformed) with no crit; the payload one JSON
+// object whose claim names match exactly ("Sub" or "ſub" is not "sub", and
+// is refused rather than ignored), each at most once, with sub a string,
+// listen and dispatch arrays of strings, and exp, nbf and iat JSON
+// numbers. Other claims (iss, aud, jti…) are ignored. A token without exp
+// is refused as expired; a secret shorter than MinSecretBytes verifies
+// nothing.
 func Verify(secret []byte, token string, now time.Time) (*Claims, error) {
 	if len(token) > maxTokenBytes {
 		return nil, tokenErr(ErrTokenMalformed, "%d bytes", len(token))
 	}
-	h, rest, ok1 := strings.Cut(token, ".")
-	p, sig, ok2 := strings.Cut(rest, ".")
-	if !ok1 || !ok2 || strings.Contains(sig, ".") {
+	// base64 decoding skips line breaks even in strict mode: allow only
+	// the base64url alphabet and the two dots.
+	for i := 0; i < len(token); i++ {
+		if b := token[i]; !(b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || b == '-' || b == '_' || b == '.') {
+			return nil, tokenErr(ErrTokenMalformed, "byte %#x at %d: not base64url", b, i)
+		}
+	}
+	if strings.Count(token, ".") != 2 {
 		return nil, tokenErr(ErrTokenMalformed, "not three dot-separated parts")
 	}
-	hb, err := b64.DecodeString(h)
-	if err != nil {
-		return nil, tokenErr(ErrTokenMalformed, "header: %v", err)
-	}
-	var hdr struct {
-		Alg  string   `json:"alg"`
-		Typ  string   `json:"typ"`
-		Crit []string `json:"crit"`
-	}
-	if err := json.Unmarshal(hb, &hdr); err != nil {
-		return nil, tokenErr(ErrTokenMalformed, "header: %v", err)
-	}
-	if hdr.Alg != "HS256" {
-		return nil, tokenErr(ErrTokenMalformed, "alg %q: only HS256 is accepted", hdr.Alg)
-	}
-	if hdr.Typ != "" && !strings.EqualFold(hdr.Typ, "JWT") {
-		return nil, tokenErr(ErrTokenMalformed, "typ %q", hdr.Typ)
-	}
-	if len(hdr.Crit) > 0 {
-		return nil, tokenErr(ErrTokenMalformed, "unsupported crit header")
-	}
-	sb, err := b64.DecodeString(sig)
-	if err != nil {
-		return nil, tokenErr(ErrTokenMalformed, "signature: %v", err)
-	}
-	if len(secret) == 0 || !hmac.Equal(sb, mac(secret, token[:len(h)+1+len(p)])) {
+	c := &Claims{}
+	p := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
+		jwt.WithStrictDecoding(),
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+	)
+	_, err := p.ParseWithClaims(token, &jwtClaims{c}, func(t *jwt.Token) (any, error) {
+		if typ, ok := t.Header["typ"]; ok {
+			if s, _ := typ.(string); !strings.EqualFold(s, "JWT") {
+				return nil, fmt.Errorf("typ %v", typ)
+			}
+		}
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New("unsupported crit header")
+		}
+		if CheckSecret(secret) != nil {
+			return nil, errWeakVerifySecret
+		}
+		return secret, nil
+	})
+	switch {
+	case err == nil:
+		return c, nil
+	case errors.Is(err, jwt.ErrTokenExpired), errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		if c.ExpiresAt == 0 {
+			return nil, tokenErr(ErrTokenExpired, "no exp claim")
+		}
+		return nil, tokenErr(ErrTokenExpired, "expired at %s", time.Unix(c.ExpiresAt, 0).UTC().Format(time.RFC3339))
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return nil, tokenErr(ErrTokenNotYetValid, "valid from %s", time.Unix(c.NotBefore, 0).UTC().Format(time.RFC3339))
+	case errors.Is(err, errWeakVerifySecret):
+		return nil, tokenErr(ErrTokenSignature, "the server's secret is too short to verify anything")
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && !strings.Contains(err.Error(), "signing method"):
 		return nil, tokenErr(ErrTokenSignature, "")
 	}
-	pb, err := b64.DecodeString(p)
-	if err != nil {
-		return nil, tokenErr(ErrTokenMalformed, "payload: %v", err)
+	// A bad header or alg (jwt reports a method outside the valid set as
+	// a bad signature), bad base64 or JSON, bad claims.
+	return nil, tokenErr(ErrTokenMalformed, "%v", err)
+}
+
+var errWeakVerifySecret = errors.New("weak secret")
+
+// jwtClaims adapts Claims to the jwt package: exact decoding, and the
+// registered claims its validator checks.
+type jwtClaims struct{ c *Claims }
+
+var _ jwt.Claims = jwtClaims{}
+
+func (j jwtClaims) MarshalJSON() ([]byte, error) { return json.Marshal(j.c) }
+
+func numericDate(v int64) (*jwt.NumericDate, error) {
+	if v == 0 {
+		return nil, nil
 	}
-	var raw struct {
-		Sub      string      `json:"sub"`
-		Listen   []string    `json:"listen"`
-		Dispatch []string    `json:"dispatch"`
-		Exp      json.Number `json:"exp"`
-		Nbf      json.Number `json:"nbf"`
-		Iat      json.Number `json:"iat"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(pb))
+	return jwt.NewNumericDate(time.Unix(v, 0)), nil
+}
+
+func (j jwtClaims) GetExpirationTime() (*jwt.NumericDate, error) { return numericDate(j.c.ExpiresAt) }
+func (j jwtClaims) GetNotBefore() (*jwt.NumericDate, error)      { return numericDate(j.c.NotBefore) }
+
+// GetIssuedAt returns nil: iat is informative; a clock ahead of ours is no
+// reason to refuse a token.
+func (j jwtClaims) GetIssuedAt() (*jwt.NumericDate, error) { return nil, nil }
+func (j jwtClaims) GetIssuer() (string, error)             { return "", nil }
+func (j jwtClaims) GetSubject() (string, error)            { return j.c.Subject, nil }
+func (j jwtClaims) GetAudience() (jwt.ClaimStrings, error) { return nil, nil }
+
+// UnmarshalJSON reads the payload exactly. encoding/json alone matches
+// field names case-insensitively (with Unicode folding, so "ſub" is
+// "sub"), lets a repeated name win silently and reads a quoted number into
+// a json.Number; so the payload is walked token by token.
+func (j jwtClaims) UnmarshalJSON(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	if err := dec.Decode(&raw); err != nil {
-		return nil, tokenErr(ErrTokenMalformed, "payload: %v", err)
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("payload: not a JSON object")
 	}
-	c := &Claims{Subject: raw.Sub, Listen: raw.Listen, Dispatch: raw.Dispatch}
-	for _, f := range []struct {
-		name string
-		n    json.Number
-		dst  *int64
-	}{{"exp", raw.Exp, &c.ExpiresAt}, {"nbf", raw.Nbf, &c.NotBefore}, {"iat", raw.Iat, &c.IssuedAt}} {
-		if f.n == "" {
-			continue
+	seen := map[string]bool{}
+	c := Claims{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("payload: %w", err)
 		}
-		v, err := f.n.Float64()
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) || v < 0 || v > 1<<53 {
-			return nil, tokenErr(ErrTokenMalformed, "%s %q", f.name, f.n)
+		name := t.(string) // object keys are strings
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return fmt.Errorf("payload: claim %.32q: %w", name, err)
 		}
-		*f.dst = int64(v)
+		if seen[name] {
+			return fmt.Errorf("payload: claim %.32q appears twice", name)
+		}
+		seen[name] = true
+		switch name {
+		case "sub":
+			err = decodeTyped(raw, '"', &c.Subject)
+		case "listen":
+			err = decodeStrings(raw, &c.Listen)
+		case "dispatch":
+			err = decodeStrings(raw, &c.Dispatch)
+		case "exp":
+			err = decodeTime(raw, &c.ExpiresAt)
+		case "nbf":
+			err = decodeTime(raw, &c.NotBefore)
+		case "iat":
+			err = decodeTime(raw, &c.IssuedAt)
+		default:
+			for _, known := range []string{"sub", "listen", "dispatch", "exp", "nbf", "iat"} {
+				if strings.EqualFold(name, known) {
+					return fmt.Errorf("payload: claim %.32q: claim names are case-sensitive; want %q", name, known)
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("payload: claim %q: %w", name, err)
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("payload: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("payload: data after the JSON object")
 	}
 	if c.Subject == "" {
-		return nil, tokenErr(ErrTokenMalformed, "no sub claim")
+		return errors.New("payload: no sub claim")
 	}
-	if c.ExpiresAt == 0 {
-		return nil, tokenErr(ErrTokenExpired, "no exp claim")
+	*j.c = c
+	return nil
+}
+
+// decodeTyped decodes raw into v if raw's first byte is first.
+func decodeTyped(raw json.RawMessage, first byte, v any) error {
+	if len(raw) == 0 || raw[0] != first {
+		return fmt.Errorf("want a JSON %s", map[byte]string{'"': "string", '[': "array"}[first])
 	}
-	if now.Unix() >= c.ExpiresAt {
-		return nil, tokenErr(ErrTokenExpired, "expired at %s", time.Unix(c.ExpiresAt, 0).UTC().Format(time.RFC3339))
+	return json.Unmarshal(raw, v)
+}
+
+func decodeStrings(raw json.RawMessage, v *[]string) error {
+	return decodeTyped(raw, '[', v)
+}
+
+// decodeTime reads a NumericDate: a JSON number (not a string) of seconds
+// since the epoch, fractions dropped, between 0 and 2^53.
+func decodeTime(raw json.RawMessage, v *int64) error {
+	if len(raw) == 0 || !(raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9') {
+		return errors.New("want a JSON number of seconds")
 	}
-	if c.NotBefore != 0 && now.Unix() < c.NotBefore {
-		return nil, tokenErr(ErrTokenNotYetValid, "valid from %s", time.Unix(c.NotBefore, 0).UTC().Format(time.RFC3339))
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f > 1<<53 {
+		return fmt.Errorf("%.32s: want seconds since 1970 as a number", raw)
 	}
-	return c, nil
+	*v = int64(f)
+	return nil
 }
 
 // bearer returns the token of a request: the Authorization header's Bearer

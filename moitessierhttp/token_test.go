@@ -2,6 +2,8 @@ package moitessierhttp_test
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
 	"github.com/likestripes/moitessier/moitessierhttp"
 )
 
@@ -205,4 +208,95 @@ func FuzzDispatchBody(f *testing.F) {
 			t.Fatalf("answer %q is not JSON", rec.Body)
 		}
 	})
+}
+
+// signRaw signs a hand-written header and payload, as a token minted by
+// another library (or an attacker who holds the secret's grants) might.
+func signRaw(header, payload string) string {
+	b64 := base64.RawURLEncoding
+	s := b64.EncodeToString([]byte(header)) + "." + b64.EncodeToString([]byte(payload))
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(s))
+	return s + "." + b64.EncodeToString(m.Sum(nil))
+}
+
+// TestVerifyStrict checks that Verify reads a token exactly: claim names as
+// spelled, each claim once, numeric times, canonical base64url.
+func TestVerifyStrict(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	const hdr = `{"alg":"HS256","typ":"JWT"}`
+	exp := "1800003600"
+	good := signRaw(hdr, `{"sub":"alice","exp":`+exp+`,"listen":["room.>"]}`)
+	if c, err := moitessierhttp.Verify(secret, good, now); err != nil || c.Subject != "alice" {
+		t.Fatalf("hand-signed token: %+v %v", c, err)
+	}
+	// The signature is 32 bytes, 43 base64url characters: the last one
+	// carries 4 bits of padding, which non-strict decoding ignores.
+	sigBits := func(tok string) string {
+		last := tok[len(tok)-1]
+		alphabet := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+		i := strings.IndexByte(alphabet, last)
+		return tok[:len(tok)-1] + string(alphabet[i^1])
+	}
+	parts := strings.Split(good, ".")
+	for _, tc := range []struct {
+		name, tok string
+	}{
+		{"LongS", signRaw(hdr, `{"ſub":"alice","exp":`+exp+`}`)},
+		{"CaseFolded", signRaw(hdr, `{"SUB":"alice","exp":`+exp+`}`)},
+		{"CaseFoldedExp", signRaw(hdr, `{"sub":"alice","Exp":`+exp+`}`)},
+		{"DuplicateSub", signRaw(hdr, `{"sub":"bob","sub":"alice","exp":`+exp+`}`)},
+		{"DuplicateListen", signRaw(hdr, `{"sub":"alice","listen":["a"],"listen":[">"],"exp":`+exp+`}`)},
+		{"StringExp", signRaw(hdr, `{"sub":"alice","exp":"`+exp+`"}`)},
+		{"StringNbf", signRaw(hdr, `{"sub":"alice","exp":`+exp+`,"nbf":"1"}`)},
+		{"NullListen", signRaw(hdr, `{"sub":"alice","exp":`+exp+`,"listen":null}`)},
+		{"NumberSub", signRaw(hdr, `{"sub":7,"exp":`+exp+`}`)},
+		{"TrailingData", signRaw(hdr, `{"sub":"alice","exp":`+exp+`}{"sub":"bob"}`)},
+		{"NotAnObject", signRaw(hdr, `["sub","alice"]`)},
+		{"NonCanonicalSignature", sigBits(good)},
+		{"NewlineInPayload", parts[0] + "." + parts[1][:10] + "\n" + parts[1][10:] + "." + parts[2]},
+		{"Padded", parts[0] + "." + parts[1] + "." + parts[2] + "="},
+		{"StdAlphabet", strings.NewReplacer("-", "+", "_", "/").Replace(good)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.tok == good {
+				t.Skip("no character to change")
+			}
+			c, err := moitessierhttp.Verify(secret, tc.tok, now)
+			if !errors.Is(err, moitessierhttp.ErrInvalidToken) || !errors.Is(err, moitessierhttp.ErrTokenMalformed) {
+				t.Fatalf("accepted as %+v (err %v), want ErrTokenMalformed", c, err)
+			}
+		})
+	}
+	t.Run("UnknownClaimsIgnored", func(t *testing.T) {
+		tok := signRaw(hdr, `{"iss":"app","aud":["x"],"jti":"1","sub":"alice","exp":`+exp+`,"nbf":1799999999.5}`)
+		if c, err := moitessierhttp.Verify(secret, tok, now); err != nil || c.Subject != "alice" || c.NotBefore != 1799999999 {
+			t.Fatalf("%+v %v", c, err)
+		}
+	})
+}
+
+// TestSignShortSecret checks that a secret too short to resist an offline
+// guess is refused, with a word on how to make a good one.
+func TestSignShortSecret(t *testing.T) {
+	_, err := moitessierhttp.Sign([]byte("k"), moitessierhttp.Claims{Subject: "a", ExpiresAt: 2_000_000_000})
+	if !errors.Is(err, moitessierhttp.ErrWeakSecret) || !strings.Contains(err.Error(), "openssl rand") {
+		t.Fatalf("err %v, want ErrWeakSecret saying how to make one", err)
+	}
+	if _, err := moitessierhttp.New(newHub(t), moitessierhttp.Config{Secret: []byte("0123456789012345678901234567890")}); !errors.Is(err, moitessierhttp.ErrWeakSecret) || !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("New with a 31-byte secret: %v", err)
+	}
+	if _, err := moitessierhttp.New(newHub(t), moitessierhttp.Config{Secret: []byte("01234567890123456789012345678901")}); err != nil {
+		t.Fatalf("New with a 32-byte secret: %v", err)
+	}
+}
+
+func newHub(tb testing.TB) *moitessier.Hub {
+	tb.Helper()
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = hub.Close() })
+	return hub
 }

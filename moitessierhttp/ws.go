@@ -89,6 +89,10 @@ type WSFrame struct {
 // serveWS handles GET /v1/ws. Listeners may also be named in the query as
 // for SSE (scope=…, listener=…, since=…): that listen gets the ref "".
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead {
+		s.serveHead(w, r, "application/json")
+		return
+	}
 	c, err := s.authenticate(r)
 	if err != nil {
 		s.writeError(w, r, err)

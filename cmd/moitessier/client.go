@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -201,10 +203,38 @@ func runListen(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 
 const tokenDescription = `
 Print a token (an HS256 JWT) for --sub, granting the scope patterns of
---listen and --dispatch, signed with --secret (the hub's). Without a secret,
-ask a hub in development mode (--hub) for one.
+--listen and --dispatch and nothing else (no --dispatch: the token cannot
+dispatch), signed with --secret (the hub's, at least 32 bytes). Without a
+secret, ask a hub in development mode (--hub) for one.
 
   moitessier token --secret "$MOITESSIER_SECRET" --sub alice --listen 'room.>' --listen 'user.alice.>' --dispatch 'room.>'`
+
+const secretDescription = `
+Print a new random secret for "serve --secret" and "token --secret": 32
+random bytes, base64-encoded (as "openssl rand -base64 32" makes).
+
+  export MOITESSIER_SECRET=$(moitessier secret)`
+
+func runSecret(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := newFlags("secret", "", secretDescription, stderr)
+	if err := parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "secret takes no arguments, got %q\n", fs.Args())
+		return errUsage
+	}
+	_, err := fmt.Fprintln(stdout, newSecret())
+	return err
+}
+
+// newSecret returns 32 random bytes in base64: 44 characters, a secret of
+// more than moitessierhttp.MinSecretBytes bytes as it is used.
+func newSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand)
+	return base64.StdEncoding.EncodeToString(b)
+}
 
 func runToken(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var secret, sub, hub string
@@ -214,8 +244,8 @@ func runToken(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs := newFlags("token", "[flags]", tokenDescription, stderr)
 	fs.StringVar(&secret, "secret", env("MOITESSIER_SECRET", ""), "the hub's HS256 secret (env MOITESSIER_SECRET)")
 	fs.StringVar(&sub, "sub", env("MOITESSIER_PERSON", defaultPerson()), "the person (env MOITESSIER_PERSON)")
-	fs.Var(&listen, "listen", "scope pattern the person may listen to (repeatable or comma-separated; default >, everything)")
-	fs.Var(&dispatch, "dispatch", "scope pattern the person may dispatch to (repeatable or comma-separated; default >, everything)")
+	fs.Var(&listen, "listen", "scope pattern the person may listen to (repeatable or comma-separated; none if not given)")
+	fs.Var(&dispatch, "dispatch", "scope pattern the person may dispatch to (repeatable or comma-separated; none if not given)")
 	fs.DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
 	fs.StringVar(&hub, "hub", env("MOITESSIER_HUB", "http://127.0.0.1:8080"), "without --secret: the hub in development mode to ask (env MOITESSIER_HUB)")
 	fs.BoolVar(&asJSON, "json", false, "print the token with its claims as JSON")
@@ -233,11 +263,8 @@ func runToken(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		_, err = fmt.Fprintln(stdout, t.Token)
 		return err
 	}
-	if len(listen) == 0 {
-		listen = listFlag{">"}
-	}
-	if len(dispatch) == 0 {
-		dispatch = listFlag{">"}
+	if len(listen) == 0 && len(dispatch) == 0 {
+		fmt.Fprintln(stderr, "moitessier: the token grants nothing: give --listen or --dispatch patterns ('>' for every scope)")
 	}
 	now := time.Now()
 	claims := moitessierhttp.Claims{Subject: sub, Listen: listen, Dispatch: dispatch, IssuedAt: now.Unix(), ExpiresAt: now.Add(ttl).Unix()}

@@ -4,6 +4,7 @@
 //	moitessier dispatch   send a message to a scope through a running hub
 //	moitessier listen     follow a scope through a running hub, like tail -f
 //	moitessier token      mint a token
+//	moitessier secret     print a new random secret
 //	moitessier gc         remove what has expired from a store
 //	moitessier bench      run the standard benchmark workloads against a store
 //
@@ -37,6 +38,7 @@ var commands = []command{
 	{"dispatch", "send a message to a scope through a running hub", runDispatch},
 	{"listen", "follow a scope through a running hub, like tail -f", runListen},
 	{"token", "mint a token (HS256 JWT) for a person", runToken},
+	{"secret", "print a new random secret for --secret", runSecret},
 	{"gc", "remove expired subscribers, listeners, messages and keys from a store", runGC},
 	{"bench", "run the standard workloads against a store: delivered msgs/s, p50/p99 latency", runBench},
 }
@@ -96,9 +98,23 @@ func newFlags(name, synopsis, description string, stderr io.Writer) *flag.FlagSe
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: moitessier %s %s\n\n%s\n\nFlags:\n", name, synopsis, strings.TrimSpace(description))
+		hideSecrets(fs)
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// hideSecrets keeps the help from printing the secrets that flag
+// defaults read from the environment: a store's password, a secret, a token.
+func hideSecrets(fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		switch {
+		case f.Name == "store":
+			f.DefValue = redactDSN(f.DefValue)
+		case (f.Name == "secret" || f.Name == "token") && f.DefValue != "":
+			f.DefValue = "(set in the environment)"
+		}
+	})
 }
 
 // parse parses flags, mapping -h to flag.ErrHelp with the usage printed to stdout.

@@ -74,6 +74,12 @@ func (s *syncBuffer) String() string {
 // test ends or stop is called.
 func startServe(tb testing.TB, args ...string) *hub {
 	tb.Helper()
+	return startServeLogged(tb, io.Discard, args...)
+}
+
+// startServeLogged is startServe with serve's logs written to logs.
+func startServeLogged(tb testing.TB, logs io.Writer, args ...string) *hub {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -83,7 +89,7 @@ func startServe(tb testing.TB, args ...string) *hub {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &hub{url: "http://" + addr, stop: cancel, done: make(chan error, 1), stdout: &syncBuffer{}}
 	go func() {
-		h.done <- run(ctx, append([]string{"serve", "--addr", addr, "--log-level", "warn"}, args...), strings.NewReader(""), h.stdout, io.Discard)
+		h.done <- run(ctx, append([]string{"serve", "--addr", addr, "--log-level", "warn"}, args...), strings.NewReader(""), h.stdout, logs)
 	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(h.stdout.String(), "serving on") {
@@ -334,11 +340,11 @@ func TestRestart(t *testing.T) {
 
 func TestToken(t *testing.T) {
 	ctx := ctxT(t)
-	out, _, err := runCmd(ctx, t, "", "token", "--secret", "s3cret", "--sub", "alice", "--listen", "room.>,user.alice.>", "--dispatch", "room.>", "--ttl", "1h")
+	out, _, err := runCmd(ctx, t, "", "token", "--secret", tokenSecret, "--sub", "alice", "--listen", "room.>,user.alice.>", "--dispatch", "room.>", "--ttl", "1h")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := moitessierhttp.Verify([]byte("s3cret"), strings.TrimSpace(out), time.Now())
+	c, err := moitessierhttp.Verify([]byte(tokenSecret), strings.TrimSpace(out), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,4 +537,72 @@ func TestBenchBaseline(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[1]), &r); err != nil || r.Deliveries != 30 || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 {
 		t.Fatalf("result: %v %s", err, lines[1])
 	}
+}
+
+const tokenSecret = "a-secret-of-thirty-two-bytes-or-more"
+
+// TestTokenGrantsOnlyWhatIsAsked checks that a token minted with only
+// --listen cannot dispatch, and one with only --dispatch cannot listen.
+func TestTokenGrantsOnlyWhatIsAsked(t *testing.T) {
+	ctx := ctxT(t)
+	mint := func(args ...string) *moitessierhttp.Claims {
+		t.Helper()
+		out, _, err := runCmd(ctx, t, "", append([]string{"token", "--secret", tokenSecret, "--sub", "alice"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := moitessierhttp.Verify([]byte(tokenSecret), strings.TrimSpace(out), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := mint("--listen", "room.>"); len(c.Dispatch) != 0 || c.CanDispatch("room.1") || !c.CanListen("room.1") {
+		t.Fatalf("--listen only: %+v", c)
+	}
+	if c := mint("--dispatch", "room.>"); len(c.Listen) != 0 || c.CanListen("room.1") || !c.CanDispatch("room.1") {
+		t.Fatalf("--dispatch only: %+v", c)
+	}
+	_, stderr, err := runCmd(ctx, t, "", "token", "--secret", tokenSecret, "--sub", "alice")
+	if err != nil || !strings.Contains(stderr, "grants nothing") {
+		t.Fatalf("no grants: %v %q", err, stderr)
+	}
+	// And a hub holds the token to it: no dispatch grant, no dispatch.
+	h := startServe(t, "--store", "memory", "--secret", tokenSecret)
+	out, _, _ := runCmd(ctx, t, "", "token", "--secret", tokenSecret, "--sub", "alice", "--listen", "room.>")
+	_, _, err = runCmd(ctx, t, "", "dispatch", "--hub", h.url, "--token", strings.TrimSpace(out), "room.1", "hi")
+	if !errors.Is(err, moitessierhttp.ErrForbidden) {
+		t.Fatalf("dispatch with a listen-only token: %v, want ErrForbidden", err)
+	}
+}
+
+// TestShortSecret checks that serve and token refuse a secret shorter
+// than 32 bytes, saying how to make one, and that "moitessier secret"
+// makes one they take.
+func TestShortSecret(t *testing.T) {
+	ctx := ctxT(t)
+	_, _, err := runCmd(ctx, t, "", "serve", "--addr", "127.0.0.1:0", "--store", "memory", "--secret", "k")
+	if !errors.Is(err, moitessierhttp.ErrWeakSecret) || !strings.Contains(err.Error(), "moitessier secret") {
+		t.Fatalf("serve --secret k: %v", err)
+	}
+	_, _, err = runCmd(ctx, t, "", "token", "--secret", "k", "--sub", "a", "--listen", ">")
+	if !errors.Is(err, moitessierhttp.ErrWeakSecret) || !strings.Contains(err.Error(), "openssl rand -base64 32") {
+		t.Fatalf("token --secret k: %v", err)
+	}
+	out, _, err := runCmd(ctx, t, "", "secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.TrimSpace(out)
+	if len(s) < 32 {
+		t.Fatalf("secret %q", s)
+	}
+	other, _, _ := runCmd(ctx, t, "", "secret")
+	if strings.TrimSpace(other) == s {
+		t.Fatal("two secrets alike")
+	}
+	if _, _, err := runCmd(ctx, t, "", "token", "--secret", s, "--sub", "a", "--listen", ">"); err != nil {
+		t.Fatalf("token with a made secret: %v", err)
+	}
+	startServe(t, "--store", "memory", "--secret", s)
 }

@@ -74,7 +74,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.StringVar(&c.addr, "addr", env("MOITESSIER_ADDR", "127.0.0.1:8080"), "address to listen on (env MOITESSIER_ADDR)")
 	fs.StringVar(&c.store, "store", env("MOITESSIER_STORE", "moitessier.db"), storeHelp)
 	fs.StringVar(&c.schema, "schema", env("MOITESSIER_PG_SCHEMA", ""), "PostgreSQL schema of the store (env MOITESSIER_PG_SCHEMA; default moitessier)")
-	fs.StringVar(&c.secret, "secret", env("MOITESSIER_SECRET", ""), "HS256 secret that signs tokens (env MOITESSIER_SECRET); empty: a random one, and development mode")
+	fs.StringVar(&c.secret, "secret", env("MOITESSIER_SECRET", ""), "HS256 secret that signs tokens, at least 32 bytes: make one with \"moitessier secret\" or \"openssl rand -base64 32\" (env MOITESSIER_SECRET); empty: a random one, and development mode")
 	fs.BoolVar(&c.devTokens, "dev-tokens", envBool("MOITESSIER_DEV_TOKENS", false), "serve POST /dev/token even with a secret (env MOITESSIER_DEV_TOKENS); always on without one")
 	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
 	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
@@ -152,6 +152,9 @@ type hubServer struct {
 func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer, error) {
 	secret := []byte(c.secret)
 	dev := len(secret) == 0
+	if !dev && len(secret) < moitessierhttp.MinSecretBytes {
+		return nil, fmt.Errorf("--secret (or MOITESSIER_SECRET): %w", moitessierhttp.CheckSecret(secret))
+	}
 	if dev {
 		secret = make([]byte, 32)
 		_, _ = rand.Read(secret)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"regexp"
 	"strings"
 
 	"github.com/likestripes/moitessier"
@@ -42,7 +44,7 @@ func openStore(ctx context.Context, spec, schema string) (*openedStore, error) {
 	case isPostgres(spec):
 		s, err := postgres.New(ctx, postgres.Config{DSN: spec, Schema: schema})
 		if err != nil {
-			return nil, err
+			return nil, redactErr(err, spec)
 		}
 		return &openedStore{Store: s, kind: "postgres", where: redactDSN(spec)}, nil
 	case spec == "":
@@ -59,16 +61,56 @@ func openStore(ctx context.Context, spec, schema string) (*openedStore, error) {
 	return &openedStore{Store: s, kind: "sqlite", where: s.Path()}, nil
 }
 
-// redactDSN hides the password of a connection URL.
+// redactDSN hides the passwords of a connection string: the user:pass@
+// of a URL, and password= or sslpassword= in its query or in the
+// keyword=value form ("host=db password=x").
 func redactDSN(dsn string) string {
-	at := strings.LastIndex(dsn, "@")
+	dsn = passwordParam.ReplaceAllString(dsn, "${1}xxxxx")
 	scheme := strings.Index(dsn, "://")
-	if at < 0 || scheme < 0 || at < scheme {
+	if scheme < 0 {
 		return dsn
 	}
-	userinfo := dsn[scheme+3 : at]
-	if user, _, ok := strings.Cut(userinfo, ":"); ok {
-		return dsn[:scheme+3] + user + ":***" + dsn[at:]
+	rest := dsn[scheme+3:]
+	authority, _, _ := strings.Cut(rest, "?")
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return dsn
+	}
+	if user, _, ok := strings.Cut(authority[:at], ":"); ok {
+		return dsn[:scheme+3] + user + ":xxxxx" + rest[at:]
 	}
 	return dsn
+}
+
+// passwordParam matches a password parameter and its value (quoted or not).
+var passwordParam = regexp.MustCompile(`(?i)((?:^|[?&\s])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)`)
+
+// redactedError is an error whose text has the store's password hidden,
+// and which still wraps the original for errors.Is.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redactErr hides the passwords of dsn in err's text.
+func redactErr(err error, dsn string) error {
+	if err == nil {
+		return nil
+	}
+	msg := redactDSN(err.Error())
+	if u, uerr := url.Parse(dsn); uerr == nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+			msg = strings.ReplaceAll(msg, url.QueryEscape(pw), "xxxxx")
+		}
+		for _, k := range []string{"password", "sslpassword"} {
+			if pw := u.Query().Get(k); pw != "" {
+				msg = strings.ReplaceAll(msg, pw, "xxxxx")
+			}
+		}
+	}
+	return &redactedError{msg: msg, err: err}
 }

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRedactDSN(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"postgres://app:hunter2@db:5432/app", "postgres://app:xxxxx@db:5432/app"},
+		{"postgres://app:hun@ter/2@db/app?sslmode=disable", "postgres://app:xxxxx@db/app?sslmode=disable"},
+		{"postgres://app@db/app?password=hunter2", "postgres://app@db/app?password=xxxxx"},
+		{"postgresql://db/app?sslmode=require&password=hunter2&x=1", "postgresql://db/app?sslmode=require&password=xxxxx&x=1"},
+		{"postgres://db/app?sslpassword=hunter2", "postgres://db/app?sslpassword=xxxxx"},
+		{"postgres://db/app?PASSWORD=hunter2", "postgres://db/app?PASSWORD=xxxxx"},
+		{"host=db user=app password=hunter2 dbname=app", "host=db user=app password=xxxxx dbname=app"},
+		{"host=db password='hunter 2' dbname=app", "host=db password=xxxxx dbname=app"},
+		{"postgres://app@db/app?x=a@b", "postgres://app@db/app?x=a@b"},
+		{"moitessier.db", "moitessier.db"},
+	} {
+		if got := redactDSN(tc.in); got != tc.want {
+			t.Errorf("redactDSN(%q)=%q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestDSNPasswordNeverShown checks every place a store's DSN may show up:
+// the help (whose defaults come from the environment), the errors of a
+// store that does not open, and what serve prints and logs.
+func TestDSNPasswordNeverShown(t *testing.T) {
+	const pw = "hunter2sekrit"
+	ctx := ctxT(t)
+	for _, dsn := range []string{
+		"postgres://app:" + pw + "@127.0.0.1:1/app?connect_timeout=1",
+		"postgres://app@127.0.0.1:1/app?connect_timeout=1&password=" + pw,
+	} {
+		t.Run("Help", func(t *testing.T) {
+			t.Setenv("MOITESSIER_STORE", dsn)
+			t.Setenv("MOITESSIER_SECRET", pw+pw+pw)
+			for _, cmd := range []string{"serve", "gc"} {
+				out, _, _ := runCmd(ctx, t, "", cmd, "--help")
+				if strings.Contains(out, pw) || !strings.Contains(out, "127.0.0.1:1") {
+					t.Fatalf("%s --help shows the password:\n%s", cmd, out)
+				}
+			}
+		})
+		t.Run("Error", func(t *testing.T) {
+			_, stderr, err := runCmd(ctx, t, "", "serve", "--addr", "127.0.0.1:0", "--store", dsn)
+			if err == nil {
+				t.Fatal("serve on an unreachable database started")
+			}
+			if strings.Contains(err.Error(), pw) || strings.Contains(stderr, pw) {
+				t.Fatalf("error shows the password: %v\n%s", err, stderr)
+			}
+			_, _, err = runCmd(ctx, t, "", "gc", "--store", dsn)
+			if err == nil || strings.Contains(err.Error(), pw) {
+				t.Fatalf("gc error shows the password: %v", err)
+			}
+		})
+	}
+	// What serve prints and logs, on a database that answers.
+	base := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	dsn := base + map[bool]string{true: "&", false: "?"}[strings.Contains(base, "?")] + "password=" + pw
+	probe, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	st, err := openStore(probe, dsn, "moitessier_cmd_probe")
+	if err != nil {
+		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
+			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)
+		}
+		t.Skipf("PostgreSQL unreachable; set MOITESSIER_POSTGRES_DSN to run the rest of this test: %v", err)
+	}
+	st.Close()
+	dropSchema(dsn, "moitessier_cmd_probe")
+	schema := "moitessier_cmd_" + randomHex(4)
+	t.Cleanup(func() { dropSchema(dsn, schema) })
+	var logs syncBuffer
+	h := startServeLogged(t, &logs, "--store", dsn, "--schema", schema, "--log-level", "info")
+	if out := h.stdout.String() + logs.String(); strings.Contains(out, pw) || !strings.Contains(out, "password=xxxxx") {
+		t.Fatalf("serve printed or logged the password:\n%s", out)
+	}
+}
