@@ -72,6 +72,11 @@ type Dispatched struct {
 	// Reached lists the IDs of the listeners the dispatch reached, including
 	// Handler listeners whose handlers returned nothing.
 	Reached []string
+	// Owners holds, for each listener of Reached in the same order, its
+	// owner: the person of a Private or Handler listener, "" for a Shared
+	// one. An answer that must not tell the sender about other people's
+	// listeners counts only its own and the Shared ones. Nil on a replay.
+	Owners []string
 	// Replayed is true when an idempotency key matched an earlier dispatch:
 	// nothing was stored and Messages are the earlier ones.
 	Replayed bool
@@ -114,7 +119,7 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 	}
 	d.Messages, d.Replayed = msgs, replayed
 	if replayed {
-		d.Reached = d.Reached[:0]
+		d.Reached, d.Owners = d.Reached[:0], nil
 		for _, m := range msgs {
 			d.ID = m.Dispatch
 			d.Reached = append(d.Reached, m.Listener)
@@ -140,7 +145,7 @@ func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text stri
 		return d, nil, false, err
 	}
 	b := dr.b
-	d = Dispatched{ID: b.Dispatch, Reached: dr.reached}
+	d = Dispatched{ID: b.Dispatch, Reached: dr.reached, Owners: dr.owners}
 	if len(b.Entries) == 0 && b.Key == "" {
 		if dr.cached {
 			// No append will check the cached answer: check it against a
@@ -232,6 +237,7 @@ func (h *Hub) checkText(what, text string) error {
 type draft struct {
 	b       *Batch
 	reached []string
+	owners  []string // of each listener in reached; "" for a Shared one
 	ls      []ListenerInfo
 	cached  bool // ls came from MatchCacher.MatchCached
 	// handlerFailed: the error prepare returned is a handler's (or its
@@ -296,6 +302,7 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 		return draft{}, fmt.Errorf("dispatch to %q: match: %w", scope, err)
 	}
 	reached := make([]string, 0, len(ls))
+	owners := make([]string, 0, len(ls))
 	b.Entries = make([]Entry, 0, len(ls))
 	var hctx context.Context // the handlers' context, made for the first Handler listener
 	for _, l := range ls {
@@ -323,11 +330,16 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 			}
 		}
 		reached = append(reached, l.ID)
+		if l.Owned() {
+			owners = append(owners, l.Person)
+		} else {
+			owners = append(owners, "")
+		}
 		if t != "" {
 			b.Entries = append(b.Entries, Entry{Listener: l.ID, Text: t})
 		}
 	}
-	dr.b, dr.reached, dr.ls = b, reached, ls
+	dr.b, dr.reached, dr.owners, dr.ls = b, reached, owners, ls
 	return dr, nil
 }
 

@@ -45,10 +45,11 @@ type DispatchResult struct {
 	Scope string `json:"scope"`
 	// Reached counts the listeners the dispatch reached and Stored the
 	// messages it stored (an empty text stores nothing), of the listeners
-	// the caller could see for itself: the Shared listeners, when the
-	// token may listen to the scope. Private and Handler listeners belong
-	// to one person each and are never counted, so that the answer tells
-	// nobody whether the persons a dispatch addresses have a listener.
+	// the caller could see for itself: its own Private and Handler
+	// listeners, and the Shared ones when the token may listen to the
+	// scope. Other people's listeners are never counted, so that the
+	// answer tells nobody whether the persons a dispatch addresses have a
+	// listener. On a replay, only Shared listeners are counted.
 	Reached int `json:"reached"`
 	Stored  int `json:"stored"`
 	// Replayed is true when the idempotency key matched an earlier
@@ -106,20 +107,27 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 		s.metrics.stored.Add(uint64(len(d.Messages)))
 	}
 	res := DispatchResult{ID: d.ID, Scope: req.Scope, Replayed: d.Replayed}
-	if c.CanListen(req.Scope) {
-		// Count only what the token could see for itself: the Shared
-		// listeners on a scope it may listen to. Private and Handler
-		// listeners are one person's each; counting them would tell the
-		// sender whether the persons it addresses have one.
-		for _, id := range d.Reached {
-			if strings.HasPrefix(id, "s") {
-				res.Reached++
-			}
+	// Count only what the token could see for itself: its own Private and
+	// Handler listeners, and the Shared listeners if it may listen to the
+	// scope. Counting other people's would tell the sender whether the
+	// persons it addresses have a listener.
+	shared := c.CanListen(req.Scope)
+	visible := make(map[string]bool, len(d.Reached))
+	for i, id := range d.Reached {
+		owner := ""
+		if i < len(d.Owners) {
+			owner = d.Owners[i]
+		} else if !strings.HasPrefix(id, "s") {
+			continue // a replay: owners unknown
 		}
-		for i := range d.Messages {
-			if strings.HasPrefix(d.Messages[i].Listener, "s") {
-				res.Stored++
-			}
+		if owner == c.Subject || owner == "" && shared {
+			visible[id] = true
+			res.Reached++
+		}
+	}
+	for i := range d.Messages {
+		if visible[d.Messages[i].Listener] {
+			res.Stored++
 		}
 	}
 	return res, nil

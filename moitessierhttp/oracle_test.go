@@ -66,6 +66,10 @@ func TestNoDispatchOracle(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob := e.client(all(t, "bob"))
+	// Bob's own Private listener is his to count.
+	if _, err := bob.Join(ctx, moitessierhttp.Query{Scopes: []string{"notify.x"}, Type: "private"}); err != nil {
+		t.Fatal(err)
+	}
 	for _, text := range []string{"", "hello"} {
 		withListener, err := bob.Dispatch(ctx, moitessierhttp.DispatchRequest{Scope: "notify.x", Text: text, To: []string{"alice"}})
 		if err != nil {
@@ -77,6 +81,9 @@ func TestNoDispatchOracle(t *testing.T) {
 		}
 		if withListener.Reached != without.Reached || withListener.Stored != without.Stored {
 			t.Fatalf("text %q: to alice (who listens) %+v, to carol (who does not) %+v", text, withListener, without)
+		}
+		if want := len(text); withListener.Reached != 1 || withListener.Stored != min(want, 1) {
+			t.Fatalf("text %q: %+v, want bob's own listener counted", text, withListener)
 		}
 	}
 	// Alice got the message all the same.
