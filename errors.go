@@ -34,6 +34,9 @@ var (
 	// was stored, the retry is a replay of it. Every other error of
 	// Hub.Dispatch (and of Store.Append) means that nothing was stored.
 	ErrOutcomeUnknown = errors.New("moitessier: outcome unknown")
+	// ErrQuotaExceeded reports a listener or subscription that would take
+	// a person past a [Quota]; the error is a [*QuotaError] that says which.
+	ErrQuotaExceeded = errors.New("moitessier: quota exceeded")
 	// ErrNotOwner reports an attempt to open another person's Private or
 	// Handler listener.
 	ErrNotOwner = errors.New("moitessier: not the owner")

@@ -51,6 +51,16 @@ type Options struct {
 	// IdempotencyWindow is how long an idempotency key makes a retried
 	// dispatch a no-op. Default 24 hours.
 	IdempotencyWindow time.Duration
+	// Quota bounds the listeners, Handler listeners and subscriptions one
+	// person may hold; the store enforces it, so all hubs on one store
+	// share it. A zero field is its default (DefaultQuotaListeners 1000,
+	// DefaultQuotaHandlers 100, DefaultQuotaSubscriptions 2000), a negative
+	// one no limit. Past it, NewListener, Open and a ListenUntil that
+	// subscribes anew return a *QuotaError wrapping ErrQuotaExceeded.
+	Quota Quota
+	// MaxScopesPerListener is the most scopes and patterns one listener may
+	// name; more is ErrInvalidScope. Default MaxScopesPerListener (64).
+	MaxScopesPerListener int
 	// Retention bounds the messages GC keeps per listener.
 	Retention Retention
 	// GCInterval is how often the hub runs GC in the background. Default 1
@@ -115,6 +125,18 @@ func (o Options) withDefaults() Options {
 	if o.IdempotencyWindow == 0 {
 		o.IdempotencyWindow = 24 * time.Hour
 	}
+	if o.Quota.Listeners == 0 {
+		o.Quota.Listeners = DefaultQuotaListeners
+	}
+	if o.Quota.Handlers == 0 {
+		o.Quota.Handlers = DefaultQuotaHandlers
+	}
+	if o.Quota.Subscriptions == 0 {
+		o.Quota.Subscriptions = DefaultQuotaSubscriptions
+	}
+	if o.MaxScopesPerListener == 0 {
+		o.MaxScopesPerListener = MaxScopesPerListener
+	}
 	if o.Retention.MaxAge == 0 {
 		o.Retention.MaxAge = 7 * 24 * time.Hour
 	}
@@ -147,8 +169,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("options: %w: negative MaxHandlers", ErrInvalidArgument)
 	case o.Lease < 0, o.AckInterval < 0, o.IdempotencyWindow < 0, o.CatchUpInterval < 0:
 		return fmt.Errorf("options: %w: negative duration", ErrInvalidArgument)
-	case o.CacheSize < 2, o.BatchLimit < 1, o.Retention.MaxCount < 0:
-		return fmt.Errorf("options: %w: CacheSize, BatchLimit or Retention.MaxCount out of range", ErrInvalidArgument)
+	case o.CacheSize < 2, o.BatchLimit < 1, o.Retention.MaxCount < 0, o.MaxScopesPerListener < 1:
+		return fmt.Errorf("options: %w: CacheSize, BatchLimit, Retention.MaxCount or MaxScopesPerListener out of range", ErrInvalidArgument)
 	}
 	return nil
 }
@@ -619,7 +641,7 @@ func (h *Hub) NewListener(ctx context.Context, c Conditions) (*Listener, error) 
 	if err := h.checkOpen("new listener"); err != nil {
 		return nil, err
 	}
-	scopes, err := c.normalize()
+	scopes, err := c.normalize(h.opts.MaxScopesPerListener)
 	if err != nil {
 		return nil, fmt.Errorf("new listener: %w", err)
 	}

@@ -55,7 +55,7 @@ func (l *Listener) checkOpen(op string) error {
 func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subscriber, error) {
 	h := l.hub
 	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
-	info, stored, created, err := h.store.Join(ctx, l.info, sub)
+	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.opts.Quota)
 	if err != nil {
 		return info, stored, err
 	}
@@ -103,7 +103,7 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 		}
 	}
 	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
-	info, stored, created, err := h.store.Join(ctx, l.info, sub)
+	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.opts.Quota)
 	if err != nil {
 		return info, stored, fmt.Errorf("%s %s: %w", op, l.info.ID, err)
 	}

@@ -16,7 +16,10 @@ const (
 	MaxScopeBytes = 1024
 	// MaxNameBytes is the largest person, client or idempotency key, in bytes.
 	MaxNameBytes = 256
-	// MaxScopesPerListener is the most scopes one listener may name.
+	// MaxScopesPerListener is the default of Options.MaxScopesPerListener:
+	// the most scopes and patterns one listener may name. A dispatch is
+	// matched against every listener's patterns, so this bounds what one
+	// listener adds to the pattern index.
 	MaxScopesPerListener = 64
 )
 
@@ -130,8 +133,9 @@ func checkName(what, s string, allowEmpty bool) error {
 	return nil
 }
 
-// normalize validates conditions and returns their sorted, deduplicated scopes.
-func (c Conditions) normalize() ([]string, error) {
+// normalize validates conditions and returns their sorted, deduplicated
+// scopes; more than maxScopes of them (if it is above 0) is ErrInvalidScope.
+func (c Conditions) normalize(maxScopes int) ([]string, error) {
 	if !c.Type.Valid() {
 		return nil, fmt.Errorf("listener type %d: %w", int(c.Type), ErrUnknownType)
 	}
@@ -152,8 +156,8 @@ func (c Conditions) normalize() ([]string, error) {
 	if len(scopes) == 0 {
 		return nil, fmt.Errorf("conditions: %w: no scope", ErrInvalidScope)
 	}
-	if len(scopes) > MaxScopesPerListener {
-		return nil, fmt.Errorf("conditions: %w: %d scopes, more than %d", ErrInvalidScope, len(scopes), MaxScopesPerListener)
+	if maxScopes > 0 && len(scopes) > maxScopes {
+		return nil, fmt.Errorf("conditions: %w: %d scopes, more than %d", ErrInvalidScope, len(scopes), maxScopes)
 	}
 	for _, s := range scopes {
 		if err := ValidatePattern(s); err != nil {
@@ -168,9 +172,11 @@ func (c Conditions) normalize() ([]string, error) {
 // deterministic, as in 0.1: a Shared listener's ID depends only on its scopes
 // (one listener per scope, whoever opens it); a Private or Handler listener's
 // also on its owner and client. IDs are 32 lowercase hex digits prefixed by
-// "s", "p" or "h". It returns the validation error of the conditions.
+// "s", "p" or "h". It returns the validation error of the conditions; the
+// number of scopes, a hub option (Options.MaxScopesPerListener), it does
+// not check.
 func ListenerID(c Conditions) (string, error) {
-	scopes, err := c.normalize()
+	scopes, err := c.normalize(0)
 	if err != nil {
 		return "", err
 	}

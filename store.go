@@ -22,7 +22,18 @@ type Store interface {
 	// is extended to sub.LeaseExpires if that is later. Join returns the
 	// stored listener (with Head), the stored subscriber, and whether this
 	// call created the listener.
-	Join(ctx context.Context, l ListenerInfo, sub Subscriber) (ListenerInfo, Subscriber, bool, error)
+	//
+	// Join enforces q for l.Person and sub.Person, atomically with its
+	// writes, so that every process on one store shares it: if the listener
+	// is created, l.Person's listeners (ListenerInfo.Person), counting the
+	// new one, must not exceed q.Listeners, nor, for a Handler listener,
+	// their Handler listeners q.Handlers; if the subscriber is created,
+	// sub.Person's subscribers on all listeners, counting the new one, must
+	// not exceed q.Subscriptions. A field of 0 or less sets no limit. Past
+	// one, Join writes nothing and returns a *QuotaError (which wraps
+	// ErrQuotaExceeded) naming it. The counts must be cheap (indexed by
+	// person), not a scan of every listener or subscriber.
+	Join(ctx context.Context, l ListenerInfo, sub Subscriber, q Quota) (ListenerInfo, Subscriber, bool, error)
 
 	// Listener returns the listener with the given ID, with its Head.
 	// It returns ErrNotFound if there is none.

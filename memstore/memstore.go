@@ -23,6 +23,9 @@ type Store struct {
 	index     *scopeindex.Index
 	keys      map[keyID]*keyRecord
 	closed    bool
+	// Per-person counts for Quota: listeners by ListenerInfo.Person,
+	// Handler listeners among them, and subscribers on all listeners.
+	owned, handlers, subsOf map[string]int
 }
 
 var (
@@ -52,7 +55,8 @@ type ref struct {
 
 // New returns an empty store.
 func New() *Store {
-	return &Store{listeners: map[string]*listener{}, index: scopeindex.New(), keys: map[keyID]*keyRecord{}}
+	return &Store{listeners: map[string]*listener{}, index: scopeindex.New(), keys: map[keyID]*keyRecord{},
+		owned: map[string]int{}, handlers: map[string]int{}, subsOf: map[string]int{}}
 }
 
 // Close makes every later call fail with moitessier.ErrClosed.
@@ -74,32 +78,61 @@ func (s *Store) check(op string) error {
 // modified after the listener is created.
 func (l *listener) snapshot() moitessier.ListenerInfo { return l.info }
 
-// Join implements moitessier.Store.
-func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+// Join implements moitessier.Store. The quota is checked against counts
+// kept per person, before anything is written.
+func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check("join"); err != nil {
 		return li, sub, false, err
 	}
-	l, created := s.listeners[li.ID], false
-	if l == nil {
-		created = true
+	k := subID{sub.Person, sub.Client}
+	l := s.listeners[li.ID]
+	if l != nil {
+		if old := l.subs[k]; old != nil {
+			if sub.LeaseExpires.After(old.LeaseExpires) {
+				old.LeaseExpires = sub.LeaseExpires
+			}
+			return l.snapshot(), *old, false, nil
+		}
+	}
+	var over *moitessier.QuotaError
+	switch {
+	case l == nil && q.Listeners > 0 && s.owned[li.Person] >= q.Listeners:
+		over = &moitessier.QuotaError{Person: li.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
+	case l == nil && li.Type == moitessier.Handler && q.Handlers > 0 && s.handlers[li.Person] >= q.Handlers:
+		over = &moitessier.QuotaError{Person: li.Person, Kind: moitessier.QuotaHandlers, Limit: q.Handlers}
+	case q.Subscriptions > 0 && s.subsOf[sub.Person] >= q.Subscriptions:
+		over = &moitessier.QuotaError{Person: sub.Person, Kind: moitessier.QuotaSubscriptions, Limit: q.Subscriptions}
+	}
+	if over != nil {
+		return li, sub, false, fmt.Errorf("memstore: join %s: %w", li.ID, over)
+	}
+	created := l == nil
+	if created {
 		li.Scopes = slices.Clone(li.Scopes)
 		li.Head = 0
 		l = &listener{info: li, subs: map[subID]*moitessier.Subscriber{}}
 		s.listeners[li.ID] = l
 		s.index.Add(li.ID, li.Scopes)
-	}
-	k := subID{sub.Person, sub.Client}
-	if old := l.subs[k]; old != nil {
-		if sub.LeaseExpires.After(old.LeaseExpires) {
-			old.LeaseExpires = sub.LeaseExpires
+		s.owned[li.Person]++
+		if li.Type == moitessier.Handler {
+			s.handlers[li.Person]++
 		}
-		return l.snapshot(), *old, created, nil
 	}
 	sub.Cursor = l.info.Head
 	l.subs[k] = &sub
+	s.subsOf[sub.Person]++
 	return l.snapshot(), sub, created, nil
+}
+
+// dec lowers a per-person count, forgetting it at 0.
+func dec(m map[string]int, person string) {
+	if m[person] <= 1 {
+		delete(m, person)
+	} else {
+		m[person]--
+	}
 }
 
 // Listener implements moitessier.Store.
@@ -159,6 +192,7 @@ func (s *Store) Leave(ctx context.Context, id, person, client string) (bool, err
 		return false, fmt.Errorf("memstore: leave %s: subscriber %q/%q: %w", id, person, client, moitessier.ErrNotFound)
 	}
 	delete(l.subs, subID{person, client})
+	dec(s.subsOf, person)
 	if len(l.subs) > 0 {
 		return false, nil
 	}
@@ -166,9 +200,14 @@ func (s *Store) Leave(ctx context.Context, id, person, client string) (bool, err
 	return true, nil
 }
 
+// deleteListener removes a listener that has no subscriber left.
 func (s *Store) deleteListener(l *listener) {
 	delete(s.listeners, l.info.ID)
 	s.index.Remove(l.info.ID, l.info.Scopes)
+	dec(s.owned, l.info.Person)
+	if l.info.Type == moitessier.Handler {
+		dec(s.handlers, l.info.Person)
+	}
 }
 
 // Match implements moitessier.Store.
@@ -321,6 +360,7 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 		for k, sub := range l.subs {
 			if sub.LeaseExpires.Before(p.Now) {
 				delete(l.subs, k)
+				dec(s.subsOf, k.person)
 				res.Subscribers++
 			}
 		}

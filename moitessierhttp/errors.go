@@ -113,6 +113,10 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 		return http.StatusTooManyRequests, "rate_limited", false
 	case errors.Is(err, ErrTooManyListeners):
 		return http.StatusTooManyRequests, "too_many_listeners", false
+	case errors.Is(err, moitessier.ErrQuotaExceeded):
+		// A count, not a rate: it clears when the person leaves or a
+		// lease expires, so there is no Retry-After.
+		return http.StatusTooManyRequests, "quota_exceeded", false
 	case errors.Is(err, moitessier.ErrTooLarge), errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "too_large", false
 	case errors.Is(err, moitessier.ErrBudgetExceeded):

@@ -392,6 +392,9 @@ func (s *Server) openListener(ctx context.Context, c *Claims, spec listenSpec) (
 		if err != nil {
 			return nil, info, err
 		}
+		if err := mayHandle(c, info.Type, info.Scopes); err != nil {
+			return nil, info, err
+		}
 		l, err = s.hub.Open(ctx, spec.id, c.Subject, spec.client)
 		if err != nil {
 			return nil, info, err
@@ -405,6 +408,9 @@ func (s *Server) openListener(ctx context.Context, c *Claims, spec listenSpec) (
 			if !c.CanListen(sc) {
 				return nil, moitessier.ListenerInfo{}, fmt.Errorf("listen to %q: %w: the token does not grant it", sc, ErrForbidden)
 			}
+		}
+		if err := mayHandle(c, spec.typ, spec.scopes); err != nil {
+			return nil, moitessier.ListenerInfo{}, err
 		}
 		if l, err = s.hub.NewListener(ctx, cond); err != nil {
 			return nil, moitessier.ListenerInfo{}, err
@@ -432,6 +438,23 @@ func (s *Server) lookup(ctx context.Context, c *Claims, id string) (moitessier.L
 		return moitessier.ListenerInfo{}, fmt.Errorf("listener %.64q: %w", id, moitessier.ErrNotFound)
 	}
 	return info, err
+}
+
+// mayHandle checks that the token may hold a Handler listener on scopes:
+// a Handler listener stores a copy of every matching dispatch, computed by
+// the dispatcher's handlers, so it takes a dispatch grant that covers each
+// of its scopes (see [Covers]), not only a listen grant. Shared and Private
+// listeners need only listen grants; quotas bound how many anyone holds.
+func mayHandle(c *Claims, typ moitessier.ListenerType, scopes []string) error {
+	if typ != moitessier.Handler {
+		return nil
+	}
+	for _, sc := range scopes {
+		if !slices.ContainsFunc(c.Dispatch, func(g string) bool { return Covers(g, sc) }) {
+			return fmt.Errorf("handler listener on %q: %w: it takes a dispatch grant covering the scope", sc, ErrForbidden)
+		}
+	}
+	return nil
 }
 
 // mayRead checks that the token may see a listener: it grants all of the

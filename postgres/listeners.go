@@ -14,8 +14,13 @@ import (
 )
 
 // Join stores l unless it exists and adds sub as its subscriber unless it
-// exists; see moitessier.Store.
-func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+// exists; see moitessier.Store. A join that creates the listener or the
+// subscriber checks the quota in its transaction, under a transaction-level
+// advisory lock of the person taken after the insert: every process's joins
+// for one person count in turn, each seeing the ones committed before, and
+// a join that creates nothing (a lease renewal) takes no lock and counts
+// nothing.
+func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	const op = "join"
 	if err := s.check(op); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
@@ -46,14 +51,20 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 						return err
 					}
 				}
+				if err := s.checkListenerQuota(ctx, tx, l, q); err != nil {
+					return err
+				}
 			case errors.Is(err, pgx.ErrNoRows):
 				created = false
 			default:
 				return err
 			}
 			stored = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
-			var cur, joined, lease int64
-			err = tx.QueryRow(ctx, s.q.joinSubscriber, l.ID, sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires)).Scan(&cur, &joined, &lease)
+			var (
+				cur, joined, lease int64
+				inserted           bool
+			)
+			err = tx.QueryRow(ctx, s.q.joinSubscriber, l.ID, sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires)).Scan(&cur, &joined, &lease, &inserted)
 			if errors.Is(err, pgx.ErrNoRows) {
 				// The listener was deleted after our insert found it:
 				// retry, creating it anew.
@@ -61,6 +72,11 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 			}
 			if err != nil {
 				return err
+			}
+			if inserted && q.Subscriptions > 0 {
+				if err := s.checkSubscriptionQuota(ctx, tx, sub.Person, !(created && quotaLocked(l, q) && l.Person == sub.Person), q); err != nil {
+					return err
+				}
 			}
 			stored.Cursor, stored.Joined, stored.LeaseExpires = moitessier.Cursor(cur), fromNS(joined), fromNS(lease)
 			info, err = scanListener(tx.QueryRow(ctx, s.q.listener, l.ID))
@@ -71,6 +87,63 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
 	}
 	return info, stored, created, nil
+}
+
+// quotaLocked reports whether a quota check took person's lock: the
+// listener's check, if it ran, took l.Person's.
+func quotaLocked(l moitessier.ListenerInfo, q moitessier.Quota) bool {
+	return q.Listeners > 0 || (l.Type == moitessier.Handler && q.Handlers > 0)
+}
+
+// checkListenerQuota counts the listeners of l.Person, l among them, in the
+// transaction that created l, and returns a *moitessier.QuotaError if they
+// are past q.
+func (s *Store) checkListenerQuota(ctx context.Context, tx pgx.Tx, l moitessier.ListenerInfo, q moitessier.Quota) error {
+	if !quotaLocked(l, q) {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, s.q.quotaLock, advisoryKey("quota\x00"+l.Person, s.cfg.Schema)); err != nil {
+		return err
+	}
+	var owned, handlers int
+	if err := tx.QueryRow(ctx, s.q.countListeners, l.Person, limitPlusOne(q.Listeners), int(moitessier.Handler), limitPlusOne(q.Handlers)).Scan(&owned, &handlers); err != nil {
+		return err
+	}
+	if q.Listeners > 0 && owned > q.Listeners {
+		return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
+	}
+	if l.Type == moitessier.Handler && q.Handlers > 0 && handlers > q.Handlers {
+		return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaHandlers, Limit: q.Handlers}
+	}
+	return nil
+}
+
+// checkSubscriptionQuota counts the subscriptions of person, the one just
+// inserted among them, and returns a *moitessier.QuotaError if they are
+// past q. lock is false when the transaction holds person's lock already.
+func (s *Store) checkSubscriptionQuota(ctx context.Context, tx pgx.Tx, person string, lock bool, q moitessier.Quota) error {
+	if lock {
+		if _, err := tx.Exec(ctx, s.q.quotaLock, advisoryKey("quota\x00"+person, s.cfg.Schema)); err != nil {
+			return err
+		}
+	}
+	var n int
+	if err := tx.QueryRow(ctx, s.q.countSubscriptions, person, limitPlusOne(q.Subscriptions)).Scan(&n); err != nil {
+		return err
+	}
+	if n > q.Subscriptions {
+		return &moitessier.QuotaError{Person: person, Kind: moitessier.QuotaSubscriptions, Limit: q.Subscriptions}
+	}
+	return nil
+}
+
+// limitPlusOne is the LIMIT of a quota count: one more than the limit
+// tells that it is passed; no limit counts nothing.
+func limitPlusOne(limit int) int64 {
+	if limit <= 0 {
+		return 0
+	}
+	return int64(limit) + 1
 }
 
 // retryError asks retry to run a transaction again.

@@ -21,7 +21,7 @@ func join(tb testing.TB, s moitessier.Store, scope string) moitessier.ListenerIn
 	}
 	now := time.Now()
 	l, _, _, err := s.Join(ctxT(tb), moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: []string{scope}, Created: now},
-		moitessier.Subscriber{Person: "p", Joined: now, LeaseExpires: now.Add(time.Hour)})
+		moitessier.Subscriber{Person: "p", Joined: now, LeaseExpires: now.Add(time.Hour)}, moitessier.Quota{})
 	if err != nil {
 		tb.Fatalf("Join(%q): %v", scope, err)
 	}

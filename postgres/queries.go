@@ -15,6 +15,7 @@ type queries struct {
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                       string
 	deleteOld, listenerPage, trimPage, deleteKeys                           string
 	lockUnusedScopes, deleteUnusedScopes                                    string
+	quotaLock, countListeners, countSubscriptions                           string
 }
 
 func buildQueries(schema string) queries {
@@ -31,8 +32,17 @@ func buildQueries(schema string) queries {
 			SELECT l.id, $2, $3, l.head, $4, $5 FROM S.listeners l WHERE l.id = $1
 			ON CONFLICT (listener, person, client) DO UPDATE
 				SET lease_ns = greatest(t.lease_ns, EXCLUDED.lease_ns)
-			RETURNING cursor, joined_ns, lease_ns`,
-		listener: `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
+			RETURNING cursor, joined_ns, lease_ns, xmax = 0`,
+		// Quota counts (see Store.Join). quotaLock serialises the joins
+		// that create something for one person ($1 is a key derived from
+		// the schema and person); the counts, read after it in statements
+		// of their own, see every such join that committed before, and
+		// read at most the limit plus one rows of the person's index.
+		quotaLock: `SELECT pg_advisory_xact_lock($1)`,
+		countListeners: `SELECT (SELECT count(*) FROM (SELECT 1 FROM S.listeners WHERE person = $1 LIMIT $2) a),
+			(SELECT count(*) FROM (SELECT 1 FROM S.listeners WHERE person = $1 AND type = $3 LIMIT $4) b)`,
+		countSubscriptions: `SELECT count(*) FROM (SELECT 1 FROM S.subscribers WHERE person = $1 LIMIT $2) a`,
+		listener:           `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
 		// subscribers reads a page from the primary key's index (its
 		// columns are COLLATE "C": byte order); the LEFT JOIN returns one
 		// row with no subscriber when the listener exists but the page is
@@ -226,6 +236,7 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
+		&q.quotaLock, &q.countListeners, &q.countSubscriptions,
 	} {
 		*p = r.Replace(*p)
 	}

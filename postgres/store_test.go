@@ -46,7 +46,7 @@ func TestClosed(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 	errs := map[string]error{}
-	_, _, _, errs["Join"] = s.Join(ctx, l, moitessier.Subscriber{Person: "q"})
+	_, _, _, errs["Join"] = s.Join(ctx, l, moitessier.Subscriber{Person: "q"}, moitessier.Quota{})
 	_, errs["Listener"] = s.Listener(ctx, l.ID)
 	_, errs["Subscribers"] = s.Subscribers(ctx, l.ID, moitessier.SubscriberRange{})
 	_, errs["Leave"] = s.Leave(ctx, l.ID, "p", "")
@@ -313,7 +313,7 @@ func joinScopes(tb testing.TB, s moitessier.Store, scopes []string) moitessier.L
 	}
 	now := time.Now()
 	l, _, _, err := s.Join(ctxT(tb), moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: scopes, Created: now},
-		moitessier.Subscriber{Person: "p", Joined: now, LeaseExpires: now.Add(time.Hour)})
+		moitessier.Subscriber{Person: "p", Joined: now, LeaseExpires: now.Add(time.Hour)}, moitessier.Quota{})
 	if err != nil {
 		tb.Fatal(err)
 	}

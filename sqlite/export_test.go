@@ -6,3 +6,12 @@ import "github.com/likestripes/moitessier"
 // inside its transaction; an error from fn fails the Append. Set it while no
 // call is running.
 func SetAppendHook(s *Store, fn func(b *moitessier.Batch, i int) error) { s.appendHook = fn }
+
+// MigrationCount is the number of embedded migrations.
+func MigrationCount() int {
+	ms, err := migrations()
+	if err != nil {
+		panic(err)
+	}
+	return len(ms)
+}

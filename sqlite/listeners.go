@@ -10,8 +10,10 @@ import (
 )
 
 // Join stores l unless it exists and adds or renews the subscriber sub, as
-// [moitessier.Store] describes.
-func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+// [moitessier.Store] describes. The quota's counts are read in the write
+// transaction, from the indexes on person, so the count and the insert are
+// one step; past the quota the write rolls back.
+func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	if err := s.enter("join"); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
 	}
@@ -26,6 +28,9 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		var err error
 		stored, created, err = joinListener(ctx, tx, l)
 		if err != nil {
+			return err
+		}
+		if err := checkQuota(ctx, tx, l, sub, created, q); err != nil {
 			return err
 		}
 		out = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
@@ -54,6 +59,54 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, fmt.Errorf("sqlite: join %s: %w", l.ID, err)
 	}
 	return stored, out, created, nil
+}
+
+// checkQuota returns a *moitessier.QuotaError if the listener l, when this
+// join created it, or the subscriber sub, if it is new, takes its person
+// past q. The listener is already inserted, the subscriber not yet.
+func checkQuota(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo, sub moitessier.Subscriber, created bool, q moitessier.Quota) error {
+	// count returns how many rows query finds, at most limit.
+	count := func(limit int, query string, args ...any) (int, error) {
+		var n int
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM (`+query+` LIMIT ?)`, append(args, limit)...).Scan(&n)
+		return n, err
+	}
+	if created && q.Listeners > 0 {
+		n, err := count(q.Listeners+1, `SELECT 1 FROM listeners WHERE person = ?`, l.Person)
+		if err != nil {
+			return err
+		}
+		if n > q.Listeners {
+			return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
+		}
+	}
+	if created && l.Type == moitessier.Handler && q.Handlers > 0 {
+		n, err := count(q.Handlers+1, `SELECT 1 FROM listeners WHERE person = ? AND type = ?`, l.Person, int(l.Type))
+		if err != nil {
+			return err
+		}
+		if n > q.Handlers {
+			return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaHandlers, Limit: q.Handlers}
+		}
+	}
+	if q.Subscriptions <= 0 {
+		return nil
+	}
+	if !created {
+		var exists bool
+		if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM subscribers WHERE listener_id = ? AND person = ? AND client = ?)`,
+			l.ID, sub.Person, sub.Client).Scan(&exists); err != nil || exists {
+			return err
+		}
+	}
+	n, err := count(q.Subscriptions, `SELECT 1 FROM subscribers WHERE person = ?`, sub.Person)
+	if err != nil {
+		return err
+	}
+	if n >= q.Subscriptions {
+		return &moitessier.QuotaError{Person: sub.Person, Kind: moitessier.QuotaSubscriptions, Limit: q.Subscriptions}
+	}
+	return nil
 }
 
 // joinListener stores l unless a listener with its ID exists, and returns

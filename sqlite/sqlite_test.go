@@ -55,7 +55,7 @@ func sub(person string) moitessier.Subscriber {
 
 func mustJoin(tb testing.TB, s moitessier.Store, l moitessier.ListenerInfo, person string) moitessier.Subscriber {
 	tb.Helper()
-	_, got, _, err := s.Join(context.Background(), l, sub(person))
+	_, got, _, err := s.Join(context.Background(), l, sub(person), moitessier.Quota{})
 	if err != nil {
 		tb.Fatalf("Join(%s, %s): %v", l.ID, person, err)
 	}
@@ -133,10 +133,10 @@ func TestMigrations(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := queryInt(t, path, `SELECT count(*) FROM schema_migrations`), 1; got != want {
+	if got, want := queryInt(t, path, `SELECT count(*) FROM schema_migrations`), sqlite.MigrationCount(); got != want {
 		t.Fatalf("schema_migrations holds %d rows, want %d", got, want)
 	}
-	if got, want := queryInt(t, path, `SELECT max(version) FROM schema_migrations`), 1; got != want {
+	if got, want := queryInt(t, path, `SELECT max(version) FROM schema_migrations`), sqlite.MigrationCount(); got != want {
 		t.Fatalf("schema version %d, want %d", got, want)
 	}
 	for range 2 {
@@ -148,7 +148,7 @@ func TestMigrations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got, want := queryInt(t, path, `SELECT count(*) FROM schema_migrations`), 1; got != want {
+	if got, want := queryInt(t, path, `SELECT count(*) FROM schema_migrations`), sqlite.MigrationCount(); got != want {
 		t.Fatalf("after reopening, schema_migrations holds %d rows, want %d", got, want)
 	}
 	if got, want := queryInt(t, path, `SELECT count(*) FROM listeners`), 1; got != want {
@@ -534,7 +534,7 @@ func TestClosed(t *testing.T) {
 	}
 	calls := map[string]func() error{
 		"Join": func() error {
-			_, _, _, err := s.Join(ctx, listener("b", "x"), sub("bob"))
+			_, _, _, err := s.Join(ctx, listener("b", "x"), sub("bob"), moitessier.Quota{})
 			return err
 		},
 		"Listener": func() error { _, err := s.Listener(ctx, "a"); return err },
@@ -583,7 +583,7 @@ func TestOddText(t *testing.T) {
 		ids[i] = fmt.Sprintf("l'%d\"", i)
 		l := moitessier.ListenerInfo{ID: ids[i], Type: moitessier.Private, Person: "o'neil \"x\"", Client: "tab ' 1",
 			Scopes: []string{"scope.'" + fmt.Sprint(i) + "'"}, Created: t0}
-		if _, _, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: "o'neil \"x\"", Client: "tab ' 1", Joined: t0, LeaseExpires: t0}); err != nil {
+		if _, _, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: "o'neil \"x\"", Client: "tab ' 1", Joined: t0, LeaseExpires: t0}, moitessier.Quota{}); err != nil {
 			t.Fatal(err)
 		}
 		b := &moitessier.Batch{Dispatch: "d'" + text, Scope: "scope.'" + fmt.Sprint(i) + "'", Sender: `s"'`, Created: t0,
@@ -622,7 +622,7 @@ func TestJoin(t *testing.T) {
 	ctx := context.Background()
 	s := mustOpen(t, dbPath(t))
 	l := listener("l", "b", "a")
-	got, alice, created, err := s.Join(ctx, l, sub("alice"))
+	got, alice, created, err := s.Join(ctx, l, sub("alice"), moitessier.Quota{})
 	if err != nil || !created || got.Head != 0 || !slices.Equal(got.Scopes, []string{"b", "a"}) || alice.Cursor != 0 {
 		t.Fatalf("first Join: %+v %+v %v %v", got, alice, created, err)
 	}
@@ -631,7 +631,7 @@ func TestJoin(t *testing.T) {
 
 	other := l
 	other.Person, other.Scopes = "bob", []string{"z"}
-	got, bob, created, err := s.Join(ctx, other, sub("bob"))
+	got, bob, created, err := s.Join(ctx, other, sub("bob"), moitessier.Quota{})
 	if err != nil || created || got.Person != "alice" || !slices.Equal(got.Scopes, []string{"b", "a"}) || got.Head != 2 {
 		t.Fatalf("second Join: %+v %v %v", got, created, err)
 	}
@@ -642,12 +642,12 @@ func TestJoin(t *testing.T) {
 	// Rejoining keeps the cursor and extends the lease only forward.
 	longer := sub("alice")
 	longer.LeaseExpires = t0.Add(3 * time.Hour)
-	if _, again, _, err := s.Join(ctx, l, longer); err != nil || again.Cursor != 0 || !again.LeaseExpires.Equal(longer.LeaseExpires) || !again.Joined.Equal(t0) {
+	if _, again, _, err := s.Join(ctx, l, longer, moitessier.Quota{}); err != nil || again.Cursor != 0 || !again.LeaseExpires.Equal(longer.LeaseExpires) || !again.Joined.Equal(t0) {
 		t.Fatalf("rejoin: %+v, %v", again, err)
 	}
 	shorter := sub("alice")
 	shorter.LeaseExpires = t0
-	if _, again, _, err := s.Join(ctx, l, shorter); err != nil || !again.LeaseExpires.Equal(longer.LeaseExpires) {
+	if _, again, _, err := s.Join(ctx, l, shorter, moitessier.Quota{}); err != nil || !again.LeaseExpires.Equal(longer.LeaseExpires) {
 		t.Fatalf("rejoin with a shorter lease: %+v, %v", again, err)
 	}
 
@@ -655,7 +655,7 @@ func TestJoin(t *testing.T) {
 	for _, ps := range [][2]string{{"bob", "tab"}, {"aaron", "z"}, {"bob", "a"}} {
 		s2 := sub(ps[0])
 		s2.Client = ps[1]
-		if _, _, _, err := s.Join(ctx, l, s2); err != nil {
+		if _, _, _, err := s.Join(ctx, l, s2, moitessier.Quota{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -791,7 +791,7 @@ func TestSweep(t *testing.T) {
 	}
 	join := func(l moitessier.ListenerInfo, sub moitessier.Subscriber) {
 		t.Helper()
-		if _, _, _, err := s.Join(ctx, l, sub); err != nil {
+		if _, _, _, err := s.Join(ctx, l, sub, moitessier.Quota{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -888,7 +888,7 @@ func TestConcurrent(t *testing.T) {
 		defer wwg.Done()
 		for i := range 50 {
 			l := listener(fmt.Sprint("other", i), "x")
-			if _, _, _, err := s.Join(ctx, l, sub("bob")); err != nil {
+			if _, _, _, err := s.Join(ctx, l, sub("bob"), moitessier.Quota{}); err != nil {
 				errs <- err
 				return
 			}
@@ -977,12 +977,14 @@ func TestCombinedWrites(t *testing.T) {
 	var b1, joinBob, leaveAlice, leaveBob, lost, joinCarol, fresh result
 	run(func() { _, _, _ = s.Append(ctx, batch("hold", map[string]string{"M": "held"})) })
 	run(func() { b1.msgs, _, b1.err = s.Append(ctx, batch("b1", map[string]string{"L": "one"})) })
-	run(func() { _, joinBob.sub, joinBob.created, joinBob.err = s.Join(ctx, listener("L", "x"), sub("bob")) })
+	run(func() {
+		_, joinBob.sub, joinBob.created, joinBob.err = s.Join(ctx, listener("L", "x"), sub("bob"), moitessier.Quota{})
+	})
 	run(func() { leaveAlice.flag, leaveAlice.err = s.Leave(ctx, "L", "alice", "") })
 	run(func() { leaveBob.flag, leaveBob.err = s.Leave(ctx, "L", "bob", "") })
 	run(func() { lost.msgs, _, lost.err = s.Append(ctx, batch("lost", map[string]string{"L": "lost"})) })
 	run(func() {
-		_, joinCarol.sub, joinCarol.created, joinCarol.err = s.Join(ctx, listener("L", "x"), sub("carol"))
+		_, joinCarol.sub, joinCarol.created, joinCarol.err = s.Join(ctx, listener("L", "x"), sub("carol"), moitessier.Quota{})
 	})
 	run(func() {
 		fresh.msgs, _, fresh.err = s.Append(ctx, batch("fresh", map[string]string{"L": "new", "M": "m"}))

@@ -189,7 +189,8 @@ func benchChannels(b *testing.B, subs int) {
 }
 
 func benchHub(b *testing.B, h Harness, s moitessier.Store) *moitessier.Hub {
-	hub, err := moitessier.New(s, moitessier.Options{GCInterval: -1})
+	// The workloads make thousands of listeners as one person.
+	hub, err := moitessier.New(s, moitessier.Options{GCInterval: -1, Quota: noQuota})
 	if err != nil {
 		b.Fatal(err)
 	}

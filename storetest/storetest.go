@@ -49,6 +49,7 @@ func Run(t *testing.T, h Harness) {
 	}{
 		{"Listeners", testListeners},
 		{"SubscriberPages", testSubscriberPages},
+		{"Quota", testQuota},
 		{"BadConditions", testBadConditions},
 		{"Dispatch", testDispatch},
 		{"Private", testPrivate},

@@ -66,6 +66,8 @@ type serveConfig struct {
 	logFormat, logLevel         string
 	ackInterval                 time.Duration
 	pprof                       bool
+	quota                       moitessier.Quota
+	maxScopes                   int
 }
 
 func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
@@ -93,6 +95,10 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", time.Minute), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("MOITESSIER_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env MOITESSIER_SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&c.ackInterval, "ack-interval", envDuration("MOITESSIER_ACK_INTERVAL", time.Second), "how often delivered positions (server-held cursors) are saved to the store, all in one write; a stream that ends saves its own at once, so only a crash may re-deliver this much (env MOITESSIER_ACK_INTERVAL)")
+	fs.IntVar(&c.quota.Listeners, "quota-listeners", envInt("MOITESSIER_QUOTA_LISTENERS", moitessier.DefaultQuotaListeners), "most listeners one person may own (Shared ones they created count); shared by every hub on the store; -1 for no limit (env MOITESSIER_QUOTA_LISTENERS)")
+	fs.IntVar(&c.quota.Handlers, "quota-handlers", envInt("MOITESSIER_QUOTA_HANDLERS", moitessier.DefaultQuotaHandlers), "most Handler listeners one person may own; -1 for no limit (env MOITESSIER_QUOTA_HANDLERS)")
+	fs.IntVar(&c.quota.Subscriptions, "quota-subscriptions", envInt("MOITESSIER_QUOTA_SUBSCRIPTIONS", moitessier.DefaultQuotaSubscriptions), "most subscriptions (listener and client) one person may hold; -1 for no limit (env MOITESSIER_QUOTA_SUBSCRIPTIONS)")
+	fs.IntVar(&c.maxScopes, "max-scopes-per-listener", envInt("MOITESSIER_MAX_SCOPES_PER_LISTENER", moitessier.MaxScopesPerListener), "most scopes and patterns one listener may name (env MOITESSIER_MAX_SCOPES_PER_LISTENER)")
 	fs.BoolVar(&c.pprof, "pprof", envBool("MOITESSIER_PPROF", false), "serve Go's profiler at /debug/pprof/ (env MOITESSIER_PPROF)")
 	fs.StringVar(&c.logFormat, "log-format", env("MOITESSIER_LOG_FORMAT", "text"), "log format: text or json (env MOITESSIER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", env("MOITESSIER_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env MOITESSIER_LOG_LEVEL)")
@@ -166,14 +172,16 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 	}
 	hs := &hubServer{store: st, log: log, dev: dev || c.devTokens, secret: secret, devTTL: c.devTokenTTL, started: time.Now()}
 	hub, err := moitessier.New(st, moitessier.Options{
-		MaxMessageBytes: c.maxMessageBytes,
-		MaxHandlers:     c.maxHandlers,
-		HandlerBudget:   c.handlerBudget,
-		Lease:           c.lease,
-		Retention:       moitessier.Retention{MaxAge: c.retention},
-		GCInterval:      c.gcEvery,
-		AckInterval:     c.ackInterval,
-		Logger:          log,
+		MaxMessageBytes:      c.maxMessageBytes,
+		MaxHandlers:          c.maxHandlers,
+		HandlerBudget:        c.handlerBudget,
+		Lease:                c.lease,
+		Retention:            moitessier.Retention{MaxAge: c.retention},
+		GCInterval:           c.gcEvery,
+		AckInterval:          c.ackInterval,
+		Quota:                c.quota,
+		MaxScopesPerListener: c.maxScopes,
+		Logger:               log,
 	})
 	if err != nil {
 		st.Close()

@@ -26,9 +26,9 @@ type counting struct {
 	calls atomic.Int64
 }
 
-func (c *counting) Join(ctx context.Context, l moitessier.ListenerInfo, s moitessier.Subscriber) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+func (c *counting) Join(ctx context.Context, l moitessier.ListenerInfo, s moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	c.calls.Add(1)
-	return c.Store.Join(ctx, l, s)
+	return c.Store.Join(ctx, l, s, q)
 }
 func (c *counting) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
 	c.calls.Add(1)
