@@ -36,13 +36,21 @@
 // ?access_token= to EventSource and WebSocket, which cannot set headers.
 // A listener is allowed when each of its scopes is covered by a listen
 // pattern ([Covers]); a Private or Handler listener only for its owner.
+// A Handler listener also needs a dispatch pattern covering each of its
+// scopes: it stores a copy, computed by the dispatcher's handlers, of every
+// dispatch it matches, so a listen grant alone does not let one person
+// multiply other people's dispatches (and the hub's quotas, see
+// [moitessier.Quota], bound how many listeners anyone holds).
 // Failures are 401 (no token, forged, expired) or 403 (out of scope,
 // another person's listener) with a JSON [ErrorBody], and change nothing.
 //
 // # Limits and slow consumers
 //
 // Config bounds message size (413), listeners per WebSocket connection and
-// dispatches per person per second (429 with Retry-After). A slow consumer
+// dispatches per person per second (429 with Retry-After). Read state
+// (GET /v1/listeners/{id}/subscribers) comes a page at a time: ?limit=
+// (default [DefaultReadStateLimit], at most [MaxReadStateLimit]) and
+// ?after= the previous page's next. A slow consumer
 // never blocks a dispatcher or other clients: the hub stores and publishes
 // without waiting for anyone, each connection writes from its own
 // goroutine through bounded buffers (the socket's, in chunks of 32 KiB),
@@ -60,7 +68,9 @@
 // One function maps errors to statuses: moitessier.ErrInvalidScope,
 // ErrInvalidArgument and ErrUnknownType are 400, ErrTooLarge 413,
 // ErrBudgetExceeded 503 (a dispatch's handlers ran out of time),
-// ErrNotOwner 403, ErrNotFound 404, ErrClosed 410 (a listener deleted) or
+// ErrNotOwner 403, ErrNotFound 404, ErrQuotaExceeded 429 (quota_exceeded,
+// without Retry-After: a person holds as many listeners or subscriptions as
+// the hub allows), ErrClosed 410 (a listener deleted) or
 // 503 (shutting down). Only internal errors are logged. [Client] turns error
 // answers back into errors that errors.Is matches against the same
 // sentinels.
