@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/likestripes/moitessier"
 )
@@ -148,19 +150,16 @@ func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "application/json" {
 		// JSON may spell each byte of text as \u00XX: allow for that.
-		r.Body = http.MaxBytesReader(w, r.Body, int64(6*s.cfg.MaxMessageBytes+64<<10))
-		dec := json.NewDecoder(r.Body)
-		if err := dec.Decode(&req); err != nil {
-			var mbe *http.MaxBytesError
-			if !errors.As(err, &mbe) {
-				err = fmt.Errorf("%w: body: %v", ErrBadRequest, err)
-			}
+		b, err := s.readBody(w, r, int64(6*s.cfg.MaxMessageBytes+64<<10))
+		if err == nil {
+			err = decodeJSON("body", b, &req)
+		}
+		if err != nil {
 			s.writeError(w, r, err)
 			return
 		}
 	} else {
-		r.Body = http.MaxBytesReader(w, r.Body, int64(s.cfg.MaxMessageBytes))
-		b, err := io.ReadAll(r.Body)
+		b, err := s.readBody(w, r, int64(s.cfg.MaxMessageBytes))
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -180,6 +179,61 @@ func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// readBody reads a request's body, at most limit bytes, within
+// Config.BodyTimeout: a body that does not arrive in time ends with
+// ErrBodyTimeout (408) and the connection is closed. Call it only once the
+// request is authenticated.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	// ServeHTTP set the deadline when the request came; from now is fairer
+	// to a client that waited for a slow token check.
+	timed := rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout)) == nil
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		if isTimeout(err) {
+			return nil, fmt.Errorf("%w: no complete body within %v", ErrBodyTimeout, s.cfg.BodyTimeout)
+		}
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: body: %v", ErrBadRequest, err)
+	}
+	if timed {
+		// The whole body is in: lift the deadline, or it would end a
+		// long-poll or the connection's next request, and keep the
+		// connection (ServeHTTP marked it to close while the body was
+		// unread).
+		_ = rc.SetReadDeadline(time.Time{})
+		w.Header().Del("Connection")
+	}
+	return b, nil
+}
+
+// drainBody reads and drops the body of a request whose endpoint takes
+// none (a GET), so that a stream's connection has no deadline left on it.
+func (s *Server) drainBody(w http.ResponseWriter, r *http.Request) error {
+	if !hasBody(r) {
+		return nil
+	}
+	_, err := s.readBody(w, r, 64<<10)
+	return err
+}
+
+// decodeJSON decodes a JSON body strictly: valid UTF-8 (encoding/json
+// would silently turn invalid bytes into U+FFFD, so that a scope of
+// invalid UTF-8 passed as a valid one), and nothing but white space after
+// the value.
+func decodeJSON(what string, b []byte, v any) error {
+	if !utf8.Valid(b) {
+		return fmt.Errorf("%w: %s: not valid UTF-8", ErrBadRequest, what)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrBadRequest, what, err)
+	}
+	return nil
 }
 
 // JoinResult answers POST /v1/listeners: the listener, and the caller's
@@ -208,9 +262,12 @@ func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
 			Client   string   `json:"client"`
 			Listener string   `json:"listener"`
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 256<<10)
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			s.writeError(w, r, fmt.Errorf("%w: body: %v", ErrBadRequest, err))
+		b, err := s.readBody(w, r, 256<<10)
+		if err == nil {
+			err = decodeJSON("body", b, &body)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
 			return
 		}
 		q = map[string][]string{"type": {body.Type}, "scope": body.Scopes, "client": {body.Client}, "listener": {body.Listener}}

@@ -43,6 +43,9 @@ var (
 	// ErrSlowConsumer reports a connection dropped because it did not take
 	// its messages within Config.WriteTimeout. The client resumes from its cursor.
 	ErrSlowConsumer = errors.New("moitessierhttp: slow consumer")
+	// ErrBodyTimeout reports a request body that did not arrive within
+	// Config.BodyTimeout (408); the connection is closed.
+	ErrBodyTimeout = errors.New("moitessierhttp: request body timed out")
 	// ErrBadRequest reports a malformed request: bad JSON, a bad cursor or
 	// parameter (400).
 	ErrBadRequest = errors.New("moitessierhttp: bad request")
@@ -117,6 +120,8 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 		// A count, not a rate: it clears when the person leaves or a
 		// lease expires, so there is no Retry-After.
 		return http.StatusTooManyRequests, "quota_exceeded", false
+	case errors.Is(err, ErrBodyTimeout):
+		return http.StatusRequestTimeout, "body_timeout", false
 	case errors.Is(err, moitessier.ErrTooLarge), errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "too_large", false
 	case errors.Is(err, moitessier.ErrBudgetExceeded):
@@ -224,6 +229,8 @@ func sentinelFor(code string) error {
 		return moitessier.ErrInvalidArgument
 	case "bad_request":
 		return ErrBadRequest
+	case "body_timeout":
+		return ErrBodyTimeout
 	case "not_found":
 		return moitessier.ErrNotFound
 	case "gone":

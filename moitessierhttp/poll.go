@@ -47,6 +47,10 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.drainBody(w, r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	spec, err := parseListen(q)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -70,6 +71,11 @@ type Config struct {
 	// then take at most about two thirds of a core; under 1 ms, no wait.
 	// Negative: no wait.
 	SSEBatchInterval time.Duration
+	// BodyTimeout bounds the time a request body may take to arrive, from
+	// when the server starts reading it (after the token is checked): a
+	// client that has not sent all of it by then gets 408 and its
+	// connection is closed. Default 10 s.
+	BodyTimeout time.Duration
 	// PollTimeout is how long a long-poll waits for messages when the
 	// request does not say. Default 25 s.
 	PollTimeout time.Duration
@@ -106,6 +112,9 @@ func (c Config) withDefaults() Config {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = 10 * time.Second
+	}
 	if c.PollTimeout == 0 {
 		c.PollTimeout = 25 * time.Second
 	}
@@ -132,7 +141,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
 	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchRate < 0, c.DispatchBurst < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
-	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0:
+	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0:
 		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)
 	case c.PollTimeout > c.MaxPollTimeout:
 		return fmt.Errorf("config: %w: PollTimeout above MaxPollTimeout", moitessier.ErrInvalidArgument)
@@ -218,9 +227,7 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 	s.mux.HandleFunc("GET /v1/listeners/{id}/subscribers", s.serveReadState)
 	s.mux.HandleFunc("DELETE /v1/listeners/{id}", s.serveLeave)
 	s.mux.HandleFunc("GET /v1/whoami", s.serveWhoami)
-	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, ErrorBody{Status: http.StatusNotFound, Code: "not_found", Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
-	})
+	s.mux.HandleFunc("/v1/", s.serveNoRoute)
 	return s, nil
 }
 
@@ -229,10 +236,52 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // ServeHTTP serves the endpoints listed on Server, with CORS.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.cors(w, r) {
+	if s.cors(w, r) || s.refuseInput(w, r) {
 		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// refuseInput answers 400 for a query that does not parse (more than
+// 10 000 parameters, a bad escape, a semicolon). A request with a body
+// gets a read deadline of Config.BodyTimeout and, on HTTP/1, is marked to
+// close its connection after the answer, until a handler has read the
+// whole body (see readBody): net/http reads what is left of a body before
+// it answers, and again after, and a client may never send it. It reports
+// whether it answered.
+func (s *Server) refuseInput(w http.ResponseWriter, r *http.Request) bool {
+	if hasBody(r) {
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+	}
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		s.writeError(w, r, fmt.Errorf("%w: query: %v", ErrBadRequest, err))
+		return true
+	}
+	return false
+}
+
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// serveNoRoute answers a path the Server does not serve with 404, or a
+// method a path does not take with 405 and the Allow header.
+func (s *Server) serveNoRoute(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete} {
+		if _, pattern := s.mux.Handler(&http.Request{Method: m, URL: r.URL, Host: r.Host}); pattern != "/v1/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Error: r.Method + " " + r.URL.Path + ": allowed: " + strings.Join(allow, ", ")})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, ErrorBody{Status: http.StatusNotFound, Code: "not_found", Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 // SSE returns the Server-Sent Events handler alone, to mount elsewhere.
@@ -255,7 +304,7 @@ func (s *Server) ReadState() http.Handler { return s.corsWrap(s.serveReadState) 
 // corsWrap adds CORS to a handler mounted on its own.
 func (s *Server) corsWrap(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.cors(w, r) {
+		if s.cors(w, r) || s.refuseInput(w, r) {
 			return
 		}
 		h(w, r)

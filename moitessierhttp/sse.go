@@ -43,6 +43,10 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.drainBody(w, r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	q := r.URL.Query()
 	spec, err := parseListen(q)
 	if err != nil {

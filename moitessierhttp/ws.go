@@ -1,7 +1,6 @@
 package moitessierhttp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,6 +97,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.drainBody(w, r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ctx, end, err := s.beginStream(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
@@ -158,9 +161,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		var req WSRequest
-		dec := json.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(&req); err != nil {
-			wc.sendError("", fmt.Errorf("%w: frame: %v", ErrBadRequest, err))
+		if err := decodeJSON("frame", data, &req); err != nil {
+			wc.sendError("", err)
 			continue
 		}
 		switch req.Op {

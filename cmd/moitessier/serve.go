@@ -1,8 +1,8 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -68,6 +68,8 @@ type serveConfig struct {
 	pprof                       bool
 	quota                       moitessier.Quota
 	maxScopes                   int
+	bodyTimeout                 time.Duration
+	devSecretFile               string
 }
 
 func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
@@ -78,6 +80,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.StringVar(&c.schema, "schema", env("MOITESSIER_PG_SCHEMA", ""), "PostgreSQL schema of the store (env MOITESSIER_PG_SCHEMA; default moitessier)")
 	fs.StringVar(&c.secret, "secret", env("MOITESSIER_SECRET", ""), "HS256 secret that signs tokens, at least 32 bytes: make one with \"moitessier secret\" or \"openssl rand -base64 32\" (env MOITESSIER_SECRET); empty: a random one, and development mode")
 	fs.BoolVar(&c.devTokens, "dev-tokens", envBool("MOITESSIER_DEV_TOKENS", false), "serve POST /dev/token even with a secret (env MOITESSIER_DEV_TOKENS); always on without one")
+	fs.StringVar(&c.devSecretFile, "dev-secret-file", env("MOITESSIER_DEV_SECRET_FILE", ""), "development mode: the file that keeps the random secret (mode 0600), so that tokens survive a restart (env MOITESSIER_DEV_SECRET_FILE); empty: FILE.dev-secret beside a SQLite store FILE, none with other stores; \"none\": a new secret at every start")
 	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
 	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
 	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", 64<<10), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
@@ -88,6 +91,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", 50), "dispatches per second per person; more get 429; 0 for no limit (env MOITESSIER_RATE)")
 	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", 100), "dispatches a person may make at once above --rate (env MOITESSIER_BURST)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", 15*time.Second), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
+	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("MOITESSIER_BODY_TIMEOUT", 10*time.Second), "a request body must arrive within this; slower gets 408 and its connection closed (env MOITESSIER_BODY_TIMEOUT)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("MOITESSIER_WRITE_TIMEOUT", 10*time.Second), "a client that takes no data for this long is dropped as a slow consumer (env MOITESSIER_WRITE_TIMEOUT)")
 	fs.DurationVar(&c.sseBatch, "sse-batch-interval", envDuration("MOITESSIER_SSE_BATCH_INTERVAL", 0), "least time between two writes to one SSE stream; what comes meanwhile goes in one write (env MOITESSIER_SSE_BATCH_INTERVAL); 0: 15µs per open stream, at most 150ms; negative: none")
 	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", 24*time.Hour), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
@@ -138,21 +142,26 @@ func runServe(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fmt.Fprintf(stdout, "moitessier: serving on %s (store: %s %s)\n", baseURL(ln.Addr()), h.store.kind, h.store.where)
 	if h.dev {
 		fmt.Fprintf(stdout, "moitessier: development mode (no --secret): tokens from  curl -X POST '%s/dev/token?sub=alice'\n", baseURL(ln.Addr()))
+		if h.secretFile != "" {
+			fmt.Fprintf(stdout, "moitessier: the development secret is kept in %s: tokens stay valid across restarts; delete it to revoke them\n", h.secretFile)
+		}
 	}
 	return h.serve(ctx, ln, c.shutdownTimeout)
 }
 
 // hubServer is a running hub with its HTTP front.
 type hubServer struct {
-	store   *openedStore
-	hub     *moitessier.Hub
-	api     *moitessierhttp.Server
-	http    *http.Server
-	log     *slog.Logger
-	dev     bool
-	secret  []byte
-	devTTL  time.Duration
-	started time.Time
+	store  *openedStore
+	hub    *moitessier.Hub
+	api    *moitessierhttp.Server
+	http   *http.Server
+	log    *slog.Logger
+	dev    bool
+	secret []byte
+	// secretFile keeps the development secret, or is "".
+	secretFile string
+	devTTL     time.Duration
+	started    time.Time
 }
 
 func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer, error) {
@@ -161,16 +170,19 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 	if !dev && len(secret) < moitessierhttp.MinSecretBytes {
 		return nil, fmt.Errorf("--secret (or MOITESSIER_SECRET): %w", moitessierhttp.CheckSecret(secret))
 	}
+	var secretFile string
 	if dev {
-		secret = make([]byte, 32)
-		_, _ = rand.Read(secret)
-		log.Warn("development mode: no --secret, so a random one; POST /dev/token mints tokens for anyone")
+		var err error
+		if secret, secretFile, err = devSecret(c.devSecretFile, c.store); err != nil {
+			return nil, err
+		}
+		log.Warn("development mode: no --secret, so a random one; POST /dev/token mints tokens for anyone", "secret_file", secretFile)
 	}
 	st, err := openStore(ctx, c.store, c.schema)
 	if err != nil {
 		return nil, err
 	}
-	hs := &hubServer{store: st, log: log, dev: dev || c.devTokens, secret: secret, devTTL: c.devTokenTTL, started: time.Now()}
+	hs := &hubServer{store: st, log: log, dev: dev || c.devTokens, secret: secret, secretFile: secretFile, devTTL: c.devTokenTTL, started: time.Now()}
 	hub, err := moitessier.New(st, moitessier.Options{
 		MaxMessageBytes:      c.maxMessageBytes,
 		MaxHandlers:          c.maxHandlers,
@@ -204,6 +216,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
 		SSEBatchInterval:    c.sseBatch,
+		BodyTimeout:         c.bodyTimeout,
 		Handlers:            handlers,
 		Logger:              log,
 	})
@@ -218,7 +231,9 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api)
 	mux.HandleFunc("GET /healthz", hs.healthz)
+	mux.HandleFunc("/healthz", methodNotAllowed("GET, HEAD"))
 	mux.Handle("GET /metrics", api.Metrics())
+	mux.HandleFunc("/metrics", methodNotAllowed("GET, HEAD"))
 	if hs.dev {
 		mux.HandleFunc("/dev/token", hs.devToken)
 	}
@@ -229,7 +244,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 	}
 	mux.Handle("/", demo.Handler())
 	hs.http = &http.Server{
-		Handler:           logRequests(log, mux),
+		Handler:           logRequests(log, guardBodies(mux, c.bodyTimeout)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -286,6 +301,81 @@ func (hs *hubServer) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintf(w, `{"status":"ok","store":%q,"uptime_s":%d}`+"\n", hs.store.kind, int(time.Since(hs.started).Seconds()))
+}
+
+// methodNotAllowed answers 405 with the Allow header.
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMethodNotAllowed)
+		fmt.Fprintf(w, `{"status":405,"code":"method_not_allowed","error":"%s %s: allowed: %s"}`+"\n", r.Method, r.URL.Path, allow)
+	}
+}
+
+// guardBodies bounds in time the bodies of requests outside /v1/ (which
+// the API bounds itself, after checking the token): they must arrive
+// within timeout, and the connection closes after the answer, since
+// net/http reads what is left of a body before and after it answers, and
+// a client may never send it.
+func guardBodies(h http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, "/v1/") && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(timeout))
+			if r.ProtoMajor == 1 {
+				w.Header().Set("Connection", "close")
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// devSecret returns the secret of development mode and the file that
+// keeps it: read from file, or made and written there (mode 0600) so that
+// tokens survive a restart. file "" is FILE.dev-secret beside a SQLite
+// store FILE, and none for the other stores; "none" keeps no file.
+func devSecret(file, store string) ([]byte, string, error) {
+	switch file {
+	case "none":
+		return []byte(newSecret()), "", nil
+	case "":
+		if store == "memory" || store == "mem" || isPostgres(store) || store == "" {
+			// No data directory: nothing else survives a restart of a
+			// memory store, and a database server is not one.
+			return []byte(newSecret()), "", nil
+		}
+		file = strings.TrimPrefix(store, "sqlite:") + ".dev-secret"
+	}
+	b, err := os.ReadFile(file)
+	switch {
+	case err == nil:
+		secret := bytes.TrimSpace(b)
+		if err := moitessierhttp.CheckSecret(secret); err != nil {
+			return nil, "", fmt.Errorf("development secret in %s: %w", file, err)
+		}
+		if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(file, 0o600); err != nil {
+				return nil, "", fmt.Errorf("development secret in %s: readable by others, and: %w", file, err)
+			}
+		}
+		return secret, file, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, "", fmt.Errorf("development secret: %w", err)
+	}
+	secret := newSecret()
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, "", fmt.Errorf("development secret: %w", err)
+	}
+	_, err = f.WriteString(secret + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(file)
+		return nil, "", fmt.Errorf("development secret: %w", err)
+	}
+	return []byte(secret), file, nil
 }
 
 // DevToken is the answer of POST /dev/token.
