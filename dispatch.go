@@ -2,8 +2,11 @@ package moitessier
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unicode/utf8"
 )
@@ -26,17 +29,33 @@ import (
 // then be called twice for one listener, and only the second result counts.
 type HandlerFunc func(ctx context.Context, listenerID string, m Message) (string, error)
 
-func (f HandlerFunc) applyDispatch(c *dispatchConfig) { c.handlers = append(c.handlers, f) }
+func (f HandlerFunc) applyDispatch(c *dispatchConfig) {
+	c.handlers = append(c.handlers, f)
+	c.handlerNames = append(c.handlerNames, "")
+}
 
-// A DispatchOption changes one dispatch: a [HandlerFunc], [To] or [IdempotencyKey].
+// NamedHandler passes f to a dispatch, like f itself, under a name. The
+// names of a dispatch's handlers, in order, are part of what makes a retry
+// with the same [IdempotencyKey] the same request; a HandlerFunc passed
+// without a name counts only by its position in the chain.
+func NamedHandler(name string, f HandlerFunc) DispatchOption {
+	return optionFunc(func(c *dispatchConfig) {
+		c.handlers = append(c.handlers, f)
+		c.handlerNames = append(c.handlerNames, name)
+	})
+}
+
+// A DispatchOption changes one dispatch: a [HandlerFunc], [NamedHandler],
+// [To] or [IdempotencyKey].
 type DispatchOption interface{ applyDispatch(*dispatchConfig) }
 
 type dispatchConfig struct {
-	handlers  []HandlerFunc
-	to        []string
-	addressed bool
-	key       string
-	keySet    bool
+	handlers     []HandlerFunc
+	handlerNames []string // one per handler; "" for an unnamed one
+	to           []string
+	addressed    bool
+	key          string
+	keySet       bool
 }
 
 type optionFunc func(*dispatchConfig)
@@ -55,6 +74,12 @@ func To(persons ...string) DispatchOption {
 // sender with the same key within Options.IdempotencyWindow stores nothing
 // and returns the first one's messages with Replayed set. Handlers may run
 // again on such a retry; their results are discarded.
+//
+// The key names one request: the store keeps a fingerprint of it with the
+// key (see [Fingerprint]), and a dispatch that reuses the key for another
+// request — another scope, text, addressing ([To]) or chain of handler
+// names ([NamedHandler]) — fails with an error wrapping
+// ErrIdempotencyMismatch and stores nothing.
 func IdempotencyKey(key string) DispatchOption {
 	return optionFunc(func(c *dispatchConfig) { c.key, c.keySet = key, true })
 }
@@ -286,6 +311,7 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 	b := &Batch{Dispatch: newDispatchID(now), Scope: scope, Sender: sender, Created: now, Key: c.key}
 	if c.keySet {
 		b.KeySince = now.Add(-h.opts.IdempotencyWindow)
+		b.Fingerprint = Fingerprint(scope, text, c.addressed, c.to, c.handlerNames)
 	}
 	var (
 		ls  []ListenerInfo
@@ -415,4 +441,41 @@ func sameListeners(a, b []ListenerInfo) bool {
 		}
 	}
 	return true
+}
+
+// Fingerprint returns the SHA-256 fingerprint of a dispatch request, which
+// the store keeps with its idempotency key (Batch.Fingerprint). Two
+// dispatches by one sender are the same request when they have the same
+// concrete scope, the same text (before handlers), the same addressing —
+// whether [To] was given, and the set of persons it names, in any order,
+// duplicates ignored — and the same handler names in the same order
+// ("" for a handler passed without a name, see [NamedHandler]). The
+// handlers' results, the time and the listeners reached are not part of
+// it: a retry is the same request even if listeners came or went since.
+func Fingerprint(scope, text string, addressed bool, to, handlerNames []string) []byte {
+	h := sha256.New()
+	var buf [binary.MaxVarintLen64]byte
+	field := func(s string) {
+		h.Write(binary.AppendUvarint(buf[:0], uint64(len(s))))
+		h.Write([]byte(s))
+	}
+	field("moitessier dispatch fingerprint v1")
+	field(scope)
+	field(text)
+	if addressed {
+		persons := slices.Clone(to)
+		slices.Sort(persons)
+		persons = slices.Compact(persons)
+		h.Write(binary.AppendUvarint(buf[:0], uint64(len(persons))+1))
+		for _, p := range persons {
+			field(p)
+		}
+	} else {
+		h.Write([]byte{0})
+	}
+	h.Write(binary.AppendUvarint(buf[:0], uint64(len(handlerNames))))
+	for _, n := range handlerNames {
+		field(n)
+	}
+	return h.Sum(nil)
 }

@@ -3,6 +3,7 @@ package moitessier_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -216,4 +217,59 @@ func TestHandlerBudget(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+func TestFingerprint(t *testing.T) {
+	fp := func(scope, text string, addressed bool, to, names []string) string {
+		return string(moitessier.Fingerprint(scope, text, addressed, to, names))
+	}
+	base := fp("pay", "charge", true, []string{"bob", "carol"}, []string{"a", "b"})
+	if len(base) != 32 {
+		t.Fatalf("fingerprint of %d bytes, want 32 (SHA-256)", len(base))
+	}
+	same := []string{
+		fp("pay", "charge", true, []string{"carol", "bob"}, []string{"a", "b"}),
+		fp("pay", "charge", true, []string{"bob", "carol", "bob"}, []string{"a", "b"}),
+	}
+	for i, f := range same {
+		if f != base {
+			t.Errorf("same request %d has another fingerprint", i)
+		}
+	}
+	other := map[string]string{
+		"scope":            fp("pay.1", "charge", true, []string{"bob", "carol"}, []string{"a", "b"}),
+		"text":             fp("pay", "charge!", true, []string{"bob", "carol"}, []string{"a", "b"}),
+		"persons":          fp("pay", "charge", true, []string{"bob"}, []string{"a", "b"}),
+		"not addressed":    fp("pay", "charge", false, nil, []string{"a", "b"}),
+		"handler order":    fp("pay", "charge", true, []string{"bob", "carol"}, []string{"b", "a"}),
+		"handler count":    fp("pay", "charge", true, []string{"bob", "carol"}, []string{"a", "b", ""}),
+		"field boundaries": fp("payc", "harge", true, []string{"bob", "carol"}, []string{"a", "b"}),
+	}
+	for name, f := range other {
+		if f == base {
+			t.Errorf("another %s, same fingerprint", name)
+		}
+	}
+	if fp("x", "t", true, nil, nil) == fp("x", "t", false, nil, nil) {
+		t.Error("To() with nobody has the fingerprint of no To at all")
+	}
+}
+
+// A key names one request: reusing it for another one is refused.
+func ExampleIdempotencyKey() {
+	hub := newHub()
+	defer hub.Close()
+	ctx := context.Background()
+	_, _ = hub.NewListener(ctx, moitessier.Conditions{Person: "shop", Type: moitessier.Shared, Scope: "orders"})
+
+	d, _ := hub.Dispatch(ctx, "alice", "orders", "order 42: 1 boat", moitessier.IdempotencyKey("order-42"))
+	fmt.Println(d.Replayed, len(d.Messages))
+	d, _ = hub.Dispatch(ctx, "alice", "orders", "order 42: 1 boat", moitessier.IdempotencyKey("order-42"))
+	fmt.Println(d.Replayed, len(d.Messages))
+	_, err := hub.Dispatch(ctx, "alice", "orders", "order 42: 2 boats", moitessier.IdempotencyKey("order-42"))
+	fmt.Println(errors.Is(err, moitessier.ErrIdempotencyMismatch))
+	// Output:
+	// false 1
+	// true 1
+	// true
 }

@@ -53,7 +53,8 @@
 // every call), all calls within Options.HandlerBudget, and none after the
 // dispatch's context ended.
 // [IdempotencyKey] makes a retried dispatch a no-op within
-// Options.IdempotencyWindow.
+// Options.IdempotencyWindow; the key reused for another request (see
+// [Fingerprint]) fails with [ErrIdempotencyMismatch].
 //
 // # Stores and lifecycle
 //
@@ -70,7 +71,9 @@
 //
 // Bad input gets an error wrapping one of the sentinels ([ErrInvalidScope],
 // [ErrInvalidArgument], [ErrTooLarge], [ErrUnknownType]) and changes nothing,
-// as does a dispatch whose handlers ran out of time ([ErrBudgetExceeded]);
+// as does a dispatch whose handlers ran out of time ([ErrBudgetExceeded])
+// or that reuses an idempotency key for another request
+// ([ErrIdempotencyMismatch]);
 // state errors wrap [ErrNotFound], [ErrNotOwner] or [ErrClosed]. Test them
 // with errors.Is.
 package moitessier

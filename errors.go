@@ -18,6 +18,11 @@ var (
 	// ErrBudgetExceeded reports a dispatch whose handler calls together took
 	// longer than the hub's HandlerBudget. Nothing was stored.
 	ErrBudgetExceeded = errors.New("moitessier: handler time budget exceeded")
+	// ErrIdempotencyMismatch reports a dispatch whose idempotency key was
+	// already used, within the idempotency window, by the same sender for
+	// another request (see [IdempotencyKey] and [Fingerprint]). Nothing was
+	// stored.
+	ErrIdempotencyMismatch = errors.New("moitessier: idempotency key reused for another request")
 	// ErrUnknownType reports a ListenerType that is not Shared, Private or Handler.
 	ErrUnknownType = errors.New("moitessier: unknown listener type")
 	// ErrClosed reports a call on a Listener that was closed, or whose stored

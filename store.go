@@ -1,6 +1,7 @@
 package moitessier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -65,9 +66,12 @@ type Store interface {
 	// visible to Read in sequence order, never a higher one before a lower.
 	//
 	// If b.Key is not empty and a batch from the same Sender with the same
-	// Key was appended at or after b.KeySince, Append writes nothing and
-	// returns that batch's messages that still exist, with replayed true.
-	// Append returns the written messages in entry order.
+	// Key was appended at or after b.KeySince, Append writes nothing and,
+	// if that batch was the same request (see [Batch.SameRequest]), returns
+	// its messages that still exist, with replayed true; if it was another
+	// request, it returns an error wrapping ErrIdempotencyMismatch. A store
+	// keeps b.Fingerprint with the key for that. Append returns the written
+	// messages in entry order.
 	Append(ctx context.Context, b *Batch) (msgs []Message, replayed bool, err error)
 
 	// Read returns up to limit messages of a listener with Seq > after, in
@@ -121,11 +125,22 @@ type Batch struct {
 	// KeySince is the start of the idempotency window: a key recorded before
 	// it no longer counts.
 	KeySince time.Time
+	// Fingerprint identifies the request the Key was given for (see
+	// [Fingerprint]); set when Key is. The store records it with the key.
+	Fingerprint []byte
 	// Entries are the messages to write, one per listener.
 	Entries []Entry
 	// Stamp, if not nil, is what [MatchCacher.MatchCached] returned with the
 	// listeners the entries were made for. Append checks it: see ErrStale.
 	Stamp any
+}
+
+// SameRequest reports whether an idempotency key recorded with the
+// fingerprint recorded was recorded for the same request as b: recorded
+// equals b.Fingerprint, or is empty (a key recorded by a store that did not
+// keep fingerprints yet, which matches any request).
+func (b *Batch) SameRequest(recorded []byte) bool {
+	return len(recorded) == 0 || bytes.Equal(recorded, b.Fingerprint)
 }
 
 // Entry is one message of a [Batch]: a text for one listener.

@@ -45,6 +45,7 @@ type keyID struct{ sender, key string }
 
 type keyRecord struct {
 	at   time.Time
+	fp   []byte // the request's fingerprint
 	refs []ref
 }
 
@@ -239,6 +240,9 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 	kid := keyID{b.Sender, b.Key}
 	if b.Key != "" {
 		if rec := s.keys[kid]; rec != nil && !rec.at.Before(b.KeySince) {
+			if !b.SameRequest(rec.fp) {
+				return nil, false, fmt.Errorf("memstore: append %s: key %q: %w", b.Dispatch, b.Key, moitessier.ErrIdempotencyMismatch)
+			}
 			var out []moitessier.Message
 			for _, r := range rec.refs {
 				if m, ok := s.find(r); ok {
@@ -260,7 +264,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		out = append(out, m)
 	}
 	if b.Key != "" {
-		rec := &keyRecord{at: b.Created, refs: make([]ref, len(out))}
+		rec := &keyRecord{at: b.Created, fp: slices.Clone(b.Fingerprint), refs: make([]ref, len(out))}
 		for i, m := range out {
 			rec.refs[i] = ref{m.Listener, m.Seq}
 		}

@@ -35,6 +35,8 @@ type DispatchRequest struct {
 	// messages of Handler listeners, in order.
 	Handlers []string `json:"handlers,omitempty"`
 	// IdempotencyKey makes a retry a no-op (see [moitessier.IdempotencyKey]).
+	// Reusing it for another request (another scope, text, to or handlers)
+	// is refused with 422, code idempotency_mismatch.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 }
 
@@ -84,7 +86,7 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 		if hf == nil {
 			return DispatchResult{}, fmt.Errorf("dispatch: %w: no handler %.64q", ErrBadRequest, name)
 		}
-		opts = append(opts, hf)
+		opts = append(opts, moitessier.NamedHandler(name, hf))
 	}
 	if req.To != nil {
 		opts = append(opts, moitessier.To(req.To...))

@@ -124,6 +124,10 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 		return http.StatusRequestTimeout, "body_timeout", false
 	case errors.Is(err, moitessier.ErrTooLarge), errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, "too_large", false
+	case errors.Is(err, moitessier.ErrIdempotencyMismatch):
+		// As the IETF Idempotency-Key draft says for a key reused with
+		// another payload.
+		return http.StatusUnprocessableEntity, "idempotency_mismatch", false
 	case errors.Is(err, moitessier.ErrBudgetExceeded):
 		// The dispatch's handlers ran out of time (Options.HandlerBudget).
 		return http.StatusServiceUnavailable, "budget_exceeded", false
@@ -219,6 +223,8 @@ func sentinelFor(code string) error {
 		return ErrTooManyListeners
 	case "too_large":
 		return moitessier.ErrTooLarge
+	case "idempotency_mismatch":
+		return moitessier.ErrIdempotencyMismatch
 	case "budget_exceeded":
 		return moitessier.ErrBudgetExceeded
 	case "invalid_scope":

@@ -16,7 +16,9 @@ import (
 // rollback leaves no trace. h must be a hub on s.
 //
 // A dispatch with an idempotency key that was already used in the window
-// returns the earlier dispatch's messages and writes nothing.
+// returns the earlier dispatch's messages and writes nothing; if the key was
+// used for another request, it fails with an error wrapping
+// moitessier.ErrIdempotencyMismatch, and tx is not aborted by it.
 func DispatchTx(ctx context.Context, h *moitessier.Hub, s *Store, tx pgx.Tx, sender, scope, text string, opts ...moitessier.DispatchOption) ([]moitessier.Message, error) {
 	b, err := h.Prepare(ctx, sender, scope, text, opts...)
 	if err != nil {

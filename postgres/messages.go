@@ -105,11 +105,23 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([
 	return msgs, replayed, nil
 }
 
-// appendKeyed appends a batch with an idempotency key inside tx.
+// appendKeyed appends a batch with an idempotency key inside tx. A key
+// taken by another request fails with moitessier.ErrIdempotencyMismatch.
 func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
 	var claimed bool
-	err := tx.QueryRow(ctx, s.q.claimKey, b.Sender, b.Key, toNS(b.Created), toNS(b.KeySince)).Scan(&claimed)
+	fp := b.Fingerprint
+	if fp == nil {
+		fp = []byte{}
+	}
+	err := tx.QueryRow(ctx, s.q.claimKey, b.Sender, b.Key, toNS(b.Created), toNS(b.KeySince), fp).Scan(&claimed)
 	if errors.Is(err, pgx.ErrNoRows) {
+		var recorded []byte
+		if err := tx.QueryRow(ctx, s.q.keyFingerprint, b.Sender, b.Key).Scan(&recorded); err != nil {
+			return nil, false, fmt.Errorf("idempotency key: %w", err)
+		}
+		if !b.SameRequest(recorded) {
+			return nil, false, fmt.Errorf("key %q: %w", b.Key, moitessier.ErrIdempotencyMismatch)
+		}
 		rows, err := tx.Query(ctx, s.q.replay, b.Sender, b.Key)
 		if err != nil {
 			return nil, false, err

@@ -82,7 +82,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 			}
 		}
 		if b.Key != "" {
-			_, err := tx.StmtContext(wctx, s.stmts.putKey).ExecContext(wctx, b.Sender, b.Key, b.Dispatch, created, encodeRefs(msgs))
+			_, err := tx.StmtContext(wctx, s.stmts.putKey).ExecContext(wctx, b.Sender, b.Key, b.Dispatch, created, encodeRefs(msgs), fingerprint(b))
 			return err
 		}
 		return nil
@@ -113,13 +113,15 @@ func (s *Store) cachedHead(id string) (moitessier.Cursor, bool) {
 }
 
 // replay looks up b's idempotency key. If a batch with that key was appended
-// at or after b.KeySince, it returns that batch's messages that still exist.
+// at or after b.KeySince, it returns that batch's messages that still exist,
+// or an error wrapping moitessier.ErrIdempotencyMismatch if that batch was
+// another request.
 func (s *Store) replay(ctx context.Context, tx *sql.Tx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
 	var (
-		at   int64
-		refs []byte
+		at       int64
+		refs, fp []byte
 	)
-	err := tx.StmtContext(ctx, s.stmts.getKey).QueryRowContext(ctx, b.Sender, b.Key).Scan(&at, &refs)
+	err := tx.StmtContext(ctx, s.stmts.getKey).QueryRowContext(ctx, b.Sender, b.Key).Scan(&at, &refs, &fp)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -128,6 +130,9 @@ func (s *Store) replay(ctx context.Context, tx *sql.Tx, b *moitessier.Batch) ([]
 	}
 	if at < toNanos(b.KeySince) {
 		return nil, false, nil // expired: the batch is written anew
+	}
+	if !b.SameRequest(fp) {
+		return nil, false, fmt.Errorf("key %q: %w", b.Key, moitessier.ErrIdempotencyMismatch)
 	}
 	get := tx.StmtContext(ctx, s.stmts.getMessage)
 	var msgs []moitessier.Message
@@ -149,6 +154,14 @@ func (s *Store) replay(ctx context.Context, tx *sql.Tx, b *moitessier.Batch) ([]
 		return nil, false, fmt.Errorf("idempotency key: %w", err)
 	}
 	return msgs, true, nil
+}
+
+// fingerprint is b's fingerprint as stored: never NULL.
+func fingerprint(b *moitessier.Batch) []byte {
+	if b.Fingerprint == nil {
+		return []byte{}
+	}
+	return b.Fingerprint
 }
 
 // encodeRefs encodes the (listener, seq) of messages as, for each, the

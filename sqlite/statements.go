@@ -42,10 +42,11 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 		// The same at a given seq, if the listener's head is the one before.
 		{w, &st.insertMessageAt, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
 			SELECT id, ?, ?, ?, ?, ?, ? FROM listeners WHERE id = ? AND head = ?`},
-		{w, &st.getKey, `SELECT created, refs FROM idempotency_keys WHERE sender = ? AND key = ?`},
-		{w, &st.putKey, `INSERT INTO idempotency_keys (sender, key, dispatch, created, refs) VALUES (?, ?, ?, ?, ?)
+		{w, &st.getKey, `SELECT created, refs, fingerprint FROM idempotency_keys WHERE sender = ? AND key = ?`},
+		{w, &st.putKey, `INSERT INTO idempotency_keys (sender, key, dispatch, created, refs, fingerprint) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (sender, key) DO UPDATE SET
-				dispatch = excluded.dispatch, created = excluded.created, refs = excluded.refs`},
+				dispatch = excluded.dispatch, created = excluded.created, refs = excluded.refs,
+				fingerprint = excluded.fingerprint`},
 		{w, &st.getMessage, `SELECT dispatch, scope, sender, text, created FROM messages
 			WHERE listener_id = ? AND seq = ?`},
 		{w, &st.checkpoint, `UPDATE subscribers

@@ -58,6 +58,7 @@ func Run(t *testing.T, h Harness) {
 		{"BadDispatch", testBadDispatch},
 		{"Atomic", testAtomic},
 		{"Idempotency", testIdempotency},
+		{"IdempotencyMismatch", testIdempotencyMismatch},
 		{"Messages", testMessages},
 		{"ListenUntil", testListenUntil},
 		{"NoLossDuringRespond", testNoLossDuringRespond},
