@@ -192,7 +192,7 @@ func startHub(t *testing.T) *testHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &testHub{hub: hub, secret: []byte("demo page test secret")}
+	h := &testHub{hub: hub, secret: []byte("demo page test secret, 32 bytes or more")}
 	api, err := moitessierhttp.New(hub, moitessierhttp.Config{
 		Secret:   h.secret,
 		Handlers: demo.Handlers(hub),
