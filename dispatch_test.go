@@ -273,3 +273,36 @@ func ExampleIdempotencyKey() {
 	// true 1
 	// true
 }
+
+// BenchmarkMaxChain measures the most one dispatch's handler chain can cost
+// under the default limits: a text just under 64 KiB, 8 handlers that each
+// grow it a little (as the demo's greet does), for each of n Handler
+// listeners. It prepares the dispatch (runs the handlers) without storing.
+func BenchmarkMaxChain(b *testing.B) {
+	for _, n := range []int{1, 100} {
+		b.Run(fmt.Sprintf("listeners=%d", n), func(b *testing.B) {
+			hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer hub.Close()
+			ctx := context.Background()
+			for i := range n {
+				if _, err := hub.NewListener(ctx, moitessier.Conditions{Person: fmt.Sprint("p", i), Type: moitessier.Handler, Scope: "job"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			grow := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+				return "Hello someone! " + m.Sender + " says: " + m.Text, nil
+			})
+			text := strings.Repeat("x", 64<<10-8*40)
+			opts := chain(moitessier.DefaultMaxHandlers, grow)
+			b.ResetTimer()
+			for range b.N {
+				if _, err := hub.Prepare(ctx, "s", "job", text, opts...); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
