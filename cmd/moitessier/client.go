@@ -93,7 +93,7 @@ func runDispatch(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	fs := newFlags("dispatch", "[flags] SCOPE [TEXT...]", dispatchDescription, stderr)
 	hf.register(fs)
 	fs.Var(&to, "to", "address the message to these persons' Private listeners (repeatable or comma-separated)")
-	fs.Var(&handlers, "handler", "a handler of the hub to compute Handler listeners' messages: greet or upper (repeatable)")
+	fs.Var(&handlers, "handler", "a handler of the hub to compute Handler listeners' messages, in order, up to the hub's --max-handlers (repeatable); the demo's greet and upper are offered in development mode or with serve --demo-handlers")
 	fs.StringVar(&key, "key", "", "idempotency key: a retry with the same key dispatches nothing")
 	fs.BoolVar(&asJSON, "json", false, "print the hub's JSON answer")
 	if err := parse(fs, args, stdout); err != nil {
