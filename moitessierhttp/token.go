@@ -157,7 +157,7 @@ func Verify(secret []byte, token string, now time.Time) (*Claims, error) {
 		jwt.WithExpirationRequired(),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 	)
-	_, err := p.ParseWithClaims(token, &jwtClaims{c}, func(t *jwt.Token) (any, error) {
+	tok, err := p.ParseWithClaims(token, &jwtClaims{c}, func(t *jwt.Token) (any, error) {
 		if typ, ok := t.Header["typ"]; ok {
 			if s, _ := typ.(string); !strings.EqualFold(s, "JWT") {
 				return nil, fmt.Errorf("typ %v", typ)
@@ -183,11 +183,11 @@ func Verify(secret []byte, token string, now time.Time) (*Claims, error) {
 		return nil, tokenErr(ErrTokenNotYetValid, "valid from %s", time.Unix(c.NotBefore, 0).UTC().Format(time.RFC3339))
 	case errors.Is(err, errWeakVerifySecret):
 		return nil, tokenErr(ErrTokenSignature, "the server's secret is too short to verify anything")
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && !strings.Contains(err.Error(), "signing method"):
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && tok != nil && tok.Method != nil && tok.Method.Alg() == jwt.SigningMethodHS256.Alg():
 		return nil, tokenErr(ErrTokenSignature, "")
 	}
-	// A bad header or alg (jwt reports a method outside the valid set as
-	// a bad signature), bad base64 or JSON, bad claims.
+	// A bad header or an alg other than HS256 (which jwt reports as a bad
+	// signature), bad base64 or JSON, bad claims.
 	return nil, tokenErr(ErrTokenMalformed, "%v", err)
 }
 
