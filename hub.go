@@ -219,6 +219,8 @@ type subState struct {
 	saved   atomic.Uint64
 	dirty   atomic.Bool // queued in Hub.dirty
 	renewAt time.Time   // guarded by Hub.subsMu
+
+	sent atomic.Uint64 // the newest cursor handed to a respond function
 }
 
 // ack records that a ListenUntil of st was answered up to c; flush saves it.

@@ -16,8 +16,23 @@ type CheckFunc func(ctx context.Context) error
 // soon as they are stored (e.g. to write them to a websocket). The slice is
 // shared with other subscribers: read it, do not modify it. Returning nil
 // acknowledges the messages (the subscriber's server-held cursor moves past
-// them); an error ends ListenUntil without acknowledging them.
+// them); returning [AckLater] takes them without acknowledging them, for a
+// caller that acknowledges later with [Listener.AckDelivered], on evidence
+// that its client received them; any other error ends ListenUntil without
+// acknowledging them.
 type RespondFunc func(ctx context.Context, msgs []Message) error
+
+// AckLater is returned by a [RespondFunc] that took the messages but does
+// not acknowledge them yet: ListenUntil goes on after them, and the
+// subscriber's server-held cursor stays where it was until the caller calls
+// [Listener.AckDelivered] (or [Listener.Ack]). It is not an error: it is
+// never returned by ListenUntil.
+//
+// Writing to a socket is no proof that the client received what was
+// written (the connection may be dying), so transports that want a client
+// that comes back without a cursor to miss nothing acknowledge on evidence
+// instead: an acknowledgement from the client, or from its TCP stack.
+var AckLater = errors.New("moitessier: acknowledge later")
 
 // Listener is one subscriber's handle on a listener, returned by
 // Hub.NewListener or Hub.Open. It is safe for concurrent use.
@@ -140,11 +155,11 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 // Acknowledged positions are saved within Options.AckInterval, and at once
 // when ListenUntil returns.
 //
-// It returns the cursor after the last message respond accepted, from which
-// a later call resumes with nothing lost or repeated, and nil at timeout,
-// ctx.Err(), check's or respond's error, or ErrClosed if the handle was
-// closed or its listener deleted (its last subscriber left through another
-// handle, or GC expired it). A handle never creates its listener again:
+// It returns the cursor after the last message respond accepted (returning
+// nil or AckLater), from which a later call resumes with nothing lost or
+// repeated, and nil at timeout, ctx.Err(), check's or respond's error, or
+// ErrClosed if the handle was closed or its listener deleted (its last
+// subscriber left through another handle, or GC expired it). A handle never creates its listener again:
 // after such a deletion, make a new one with Hub.NewListener.
 func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond RespondFunc, since Cursor, interval, timeout time.Duration) (cur Cursor, err error) {
 	if respond == nil || interval < 0 || timeout < 0 {
@@ -313,12 +328,18 @@ func (l *Listener) step(ctx context.Context, lv *live, st *subState, respond Res
 		// hand over, and so acknowledge, nothing more.
 		return nil, err
 	}
-	if err := respond(ctx, msgs); err != nil {
+	// Handed over: from now on respond, or whoever it passes them to, may
+	// acknowledge them with AckDelivered.
+	storeMax(&st.sent, uint64(msgs[len(msgs)-1].Seq))
+	err := respond(ctx, msgs)
+	if err != nil && !errors.Is(err, AckLater) {
 		return nil, err
 	}
 	h.delivered.Add(int64(len(msgs)))
 	*cur = msgs[len(msgs)-1].Seq
-	h.ack(st, *cur)
+	if err == nil {
+		h.ack(st, *cur)
+	}
 	return nil, nil
 }
 
@@ -392,6 +413,36 @@ func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	if err := l.hub.store.Checkpoint(ctx, []Checkpoint{cp}); err != nil {
 		return fmt.Errorf("ack %s: %w", l.info.ID, err)
 	}
+	return nil
+}
+
+// AckDelivered acknowledges c for this subscriber: c is a cursor that a
+// ListenUntil of this subscriber, running in this hub, handed to a respond
+// function (one that returns [AckLater], or has not returned yet), and the
+// caller now has evidence that its client received the messages up to c
+// (an acknowledgement from the client, say). Like a respond that returns nil, it costs no store query:
+// the position is saved with the hub's next batch, within
+// Options.AckInterval, and at once when the subscriber's last ListenUntil
+// in this hub returns. A position never moves back.
+//
+// It returns an error wrapping ErrInvalidArgument if c is Resume or past
+// what this subscriber's running ListenUntil calls handed over, and
+// ErrClosed if none is running in this hub (acknowledge with Ack then).
+func (l *Listener) AckDelivered(c Cursor) error {
+	if err := l.checkOpen("ack"); err != nil {
+		return err
+	}
+	h := l.hub
+	h.subsMu.Lock()
+	st := h.subs[subKey{l.info.ID, l.person, l.client, l.info.Created.UnixNano()}]
+	h.subsMu.Unlock()
+	switch {
+	case st == nil:
+		return fmt.Errorf("ack %s: %w: the subscriber is not listening in this hub", l.info.ID, ErrClosed)
+	case c == Resume || uint64(c) > st.sent.Load():
+		return fmt.Errorf("ack %s: %w: cursor %d was not delivered", l.info.ID, ErrInvalidArgument, c)
+	}
+	h.ack(st, c)
 	return nil
 }
 

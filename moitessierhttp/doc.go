@@ -20,13 +20,31 @@
 // Every message carries its cursor (seq). SSE events use it as their id,
 // so an EventSource that reconnects sends Last-Event-ID and misses nothing.
 // A client that comes without a cursor (a new tab, another device, after a
-// hub restart) resumes from its server-held cursor: each write to a client
-// acknowledges what it wrote, and a long-poll with since=N acknowledges N.
-// A stream acknowledges on write, so a message written in the moment
-// between a client's going away and the hub's noticing it (for SSE on
-// Linux, an epoll event on the socket) counts as acknowledged. A client
-// that must not miss one keeps its own cursor (Last-Event-ID, since=N), or
-// uses the long-poll, which acknowledges only what the client asks past.
+// hub restart) resumes from its server-held cursor, which moves only on
+// evidence that the client received the messages, never because they were
+// written to its connection:
+//
+//   - a request that starts after N (SSE Last-Event-ID, lastEventId or
+//     since=N; a long-poll's since=N; a WebSocket listen's since) acknowledges N;
+//   - on WebSocket, an ack frame {"op":"ack","ref":…,"seq":N} (see [WSRequest]);
+//   - on SSE over HTTP/1.1 and plain TCP on Linux, the client's TCP stack:
+//     a message is acknowledged once the kernel reports that the client
+//     acknowledged every byte of it (SIOCOUTQ) and the connection stayed
+//     open one more Config.TCPAckInterval, or the client then closed it
+//     cleanly (a FIN; a client that closes with bytes unread sends a
+//     reset). Not over HTTP/2, on other systems, or on a request that came
+//     through a proxy (Forwarded, X-Forwarded-For, X-Real-IP or Via
+//     headers; Config.NoTCPAcks for a proxy that adds none), whose own TCP
+//     stack would acknowledge.
+//
+// A client that resumes without a cursor so misses nothing it did not
+// receive, and sees again at most what it had not acknowledged: on
+// WebSocket the frames it had not acked, on long-poll the last answer, on
+// SSE what was written in the last two TCPAckIntervals before the
+// connection broke (or, without TCP evidence, since its last request with
+// a cursor). An SSE client whose TCP stack took bytes that it then left
+// unread for a whole interval, its connection open, before closing it,
+// may miss them: the one case the TCP evidence cannot see.
 //
 // # Auth
 //

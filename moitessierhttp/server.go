@@ -76,6 +76,20 @@ type Config struct {
 	// client that has not sent all of it by then gets 408 and its
 	// connection is closed. Default 10 s.
 	BodyTimeout time.Duration
+	// TCPAckInterval is how often the SSE streams that wrote messages their
+	// client's TCP stack has not acknowledged yet ask the kernel how far it
+	// has (one system call per such stream), and the time a message
+	// acknowledged by the client's TCP stack waits, the connection staying
+	// open, before it counts as received. Default 100 ms.
+	TCPAckInterval time.Duration
+	// NoTCPAcks turns off the TCP evidence of SSE streams: each stream then
+	// acknowledges only what the client shows on its next request
+	// (Last-Event-ID, since=N). Set it when the hub is behind a proxy that
+	// does not say so with a Forwarded, X-Forwarded-For, X-Real-IP or Via
+	// header (on a request with one, the TCP evidence is not used anyway):
+	// the proxy's TCP stack, not the client's, acknowledges what the hub
+	// writes.
+	NoTCPAcks bool
 	// PollTimeout is how long a long-poll waits for messages when the
 	// request does not say. Default 25 s.
 	PollTimeout time.Duration
@@ -121,6 +135,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxPollTimeout == 0 {
 		c.MaxPollTimeout = 60 * time.Second
 	}
+	if c.TCPAckInterval == 0 {
+		c.TCPAckInterval = 100 * time.Millisecond
+	}
 	if c.Metrics == nil {
 		c.Metrics = NewMetrics()
 	}
@@ -141,7 +158,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
 	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchRate < 0, c.DispatchBurst < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
-	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0:
+	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0:
 		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)
 	case c.PollTimeout > c.MaxPollTimeout:
 		return fmt.Errorf("config: %w: PollTimeout above MaxPollTimeout", moitessier.ErrInvalidArgument)
@@ -188,6 +205,7 @@ type Server struct {
 	cancel  context.CancelFunc
 	closing atomic.Bool
 	streams sync.WaitGroup
+	tcpAcks *tcpAcks
 }
 
 // New returns a Server for hub. The Server does not own the hub: close the
@@ -218,6 +236,7 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 		s.limiter = newLimiter(cfg.DispatchRate, cfg.DispatchBurst)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.tcpAcks = &tcpAcks{every: cfg.TCPAckInterval, done: s.ctx.Done(), wg: &s.streams}
 	s.mux.HandleFunc("GET /v1/events", s.serveSSE)
 	s.mux.HandleFunc("GET /v1/ws", s.serveWS)
 	s.mux.HandleFunc("GET /v1/poll", s.servePoll)

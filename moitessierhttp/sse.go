@@ -30,7 +30,11 @@ import (
 //	: ping                                                               (heartbeat comment)
 //
 // Each message's id is its cursor, so a reconnecting EventSource resumes
-// after the last message it saw. A cursor past the listener's newest message
+// after the last message it saw; a request that starts after N
+// acknowledges N (the subscriber's server-held cursor moves to N). The
+// stream itself acknowledges on the evidence of the client's TCP stack, on
+// HTTP/1.1 over plain TCP on Linux and not through a proxy (see sseAck),
+// and never because it wrote. A cursor past the listener's newest message
 // (the listener was deleted and made anew) resumes from the server-held
 // cursor instead, with "reset":true in the ready event.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
@@ -71,6 +75,13 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	since, reset := startCursor(since, info.Head)
+	if since != moitessier.Resume && since != sinceHead && since > 0 {
+		// The client shows that it received everything up to since.
+		if err := l.Ack(r.Context(), since); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
 	ready, _ := json.Marshal(struct {
 		Listener ListenerInfo `json:"listener"`
 		Reset    bool         `json:"reset"`
@@ -104,6 +115,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 			head = append(head, "Connection: close\r\n\r\n"...)
 			job.buf = append(head, job.buf...)
 			_ = brw // dropped with its buffers: the client sends nothing more
+			if !s.cfg.NoTCPAcks && !viaProxy(r) {
+				if tc, ok := newTCPConn(conn); ok {
+					job.ack = &sseAck{l: l, conn: tc, acks: s.tcpAcks}
+				}
+			}
 			go job.runHijacked(ctx, cancel, end, conn)
 			return
 		}
@@ -135,8 +151,10 @@ type sseJob struct {
 	w           io.Writer
 	flush       func() error // nil when writes go straight to the socket
 	setDeadline func(time.Time) error
-	buf         []byte  // what is to be written; from bufPool, held only while writing
-	box         *[]byte // the pool's handle on buf
+	buf         []byte            // what is to be written; from bufPool, held only while writing
+	bufSeq      moitessier.Cursor // the last message that buf ends with, 0 if none
+	box         *[]byte           // the pool's handle on buf
+	ack         *sseAck           // nil without evidence from the client's TCP stack
 	deadline    time.Time
 	pause       *time.Timer // see wait
 }
@@ -179,6 +197,9 @@ func (st *sseJob) runHijacked(ctx context.Context, cancel context.CancelFunc, en
 	defer closeConn(conn)
 	var gone atomic.Bool
 	leave := func() {
+		if st.ack != nil {
+			st.ack.closed() // while ListenUntil runs, before it is cancelled
+		}
 		gone.Store(true)
 		cancel()
 	}
@@ -319,8 +340,15 @@ func (st *sseJob) send() error {
 			return &writeError{err}
 		}
 		b = b[n:]
+		if st.ack != nil {
+			var seq moitessier.Cursor
+			if len(b) == 0 {
+				seq = st.bufSeq
+			}
+			st.ack.wrote(n, seq)
+		}
 	}
-	st.buf = st.buf[:0]
+	st.buf, st.bufSeq = st.buf[:0], 0
 	return nil
 }
 
@@ -332,6 +360,7 @@ func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error 
 		st.buf = append(st.buf, "\ndata: "...)
 		st.buf = append(st.buf, st.s.enc.json(&msgs[i])...)
 		st.buf = append(st.buf, "\n\n"...)
+		st.bufSeq = msgs[i].Seq
 		if len(st.buf) >= chunkBytes && i < len(msgs)-1 {
 			if err := st.send(); err != nil {
 				return err
@@ -343,7 +372,9 @@ func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error 
 	}
 	st.s.metrics.delivered(transportSSE, msgs, st.s.cfg.Now())
 	st.wait(ctx)
-	return nil
+	// Written is not received: the stream acknowledges on the evidence of
+	// the client's TCP stack (see sseAck), or the client's next request.
+	return moitessier.AckLater
 }
 
 // wait holds the stream for Config.SSEBatchInterval after a write, so that

@@ -23,11 +23,21 @@ const StatusTokenExpired websocket.StatusCode = 4001
 //
 //	{"op":"listen","ref":"chat","type":"shared","scopes":["room.1"],"client":"tab1","since":"resume"}
 //	{"op":"listen","ref":"mine","listener":"p3f…","since":12}
+//	{"op":"ack","ref":"chat","seq":14}
 //	{"op":"unlisten","ref":"chat"}                  (add "leave":true to stop being a subscriber)
 //	{"op":"dispatch","ref":"d1","scope":"room.1","text":"hi","to":["bob"],"idempotency_key":"k1"}
 //
 // since is a sequence number, "resume" (the default: the server-held
-// cursor) or "head" (only new messages).
+// cursor) or "head" (only new messages). A listen with since=N
+// acknowledges N.
+//
+// ack acknowledges the messages of a ref up to seq: the client has them.
+// The server-held cursor moves only on acks (and on a listen's since=N),
+// never because a frame was written, so a client that sends an ack for
+// each messages frame once it has handled it, and comes back with
+// since "resume", misses nothing and sees again at most the messages it
+// had not acknowledged. An ack past what the ref was sent is an error;
+// a client that never acks resumes from the since of its last listen.
 type WSRequest struct {
 	Op  string `json:"op"`
 	Ref string `json:"ref"`
@@ -38,6 +48,8 @@ type WSRequest struct {
 	Client   string      `json:"client,omitempty"`
 	Since    CursorParam `json:"since,omitempty"`
 	Leave    bool        `json:"leave,omitempty"`
+	// Seq is the cursor an ack acknowledges.
+	Seq uint64 `json:"seq,omitempty"`
 
 	DispatchRequest
 }
@@ -168,6 +180,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		switch req.Op {
 		case "listen":
 			wc.listen(req)
+		case "ack":
+			wc.ack(req)
 		case "unlisten":
 			wc.unlisten(req)
 		case "dispatch":
@@ -178,7 +192,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			}
 			wc.send(WSFrame{Type: "dispatched", Ref: req.Ref, Result: &res})
 		default:
-			wc.sendError(req.Ref, fmt.Errorf("%w: op %.32q: want listen, unlisten or dispatch", ErrBadRequest, req.Op))
+			wc.sendError(req.Ref, fmt.Errorf("%w: op %.32q: want listen, ack, unlisten or dispatch", ErrBadRequest, req.Op))
 		}
 	}
 }
@@ -294,6 +308,13 @@ func (wc *wsConn) listen(req WSRequest) {
 		return
 	}
 	since, reset := startCursor(since, info.Head)
+	if since != moitessier.Resume && since != sinceHead && since > 0 {
+		// The client shows that it received everything up to since.
+		if err := l.Ack(wc.ctx, since); err != nil {
+			wc.sendError(req.Ref, err)
+			return
+		}
+	}
 	ctx, cancel := context.WithCancel(wc.ctx)
 	wc.mu.Lock()
 	if _, dup := wc.subs[req.Ref]; dup || len(wc.subs) >= s.cfg.MaxListenersPerConn {
@@ -340,7 +361,8 @@ func (wc *wsConn) listen(req WSRequest) {
 				s.metrics.delivered(transportWS, msgs[:n], s.cfg.Now())
 				msgs = msgs[n:]
 			}
-			return nil
+			// Acknowledged when the client's ack frame says so.
+			return moitessier.AckLater
 		}
 		_, err := l.ListenUntil(ctx, nil, respond, since, 0, 0)
 		wc.mu.Lock()
@@ -364,6 +386,20 @@ func (wc *wsConn) listen(req WSRequest) {
 			wc.sendError(req.Ref, err)
 		}
 	}()
+}
+
+// ack acknowledges what the client says it has of a ref.
+func (wc *wsConn) ack(req WSRequest) {
+	wc.mu.Lock()
+	sub := wc.subs[req.Ref]
+	wc.mu.Unlock()
+	if sub == nil {
+		wc.sendError(req.Ref, fmt.Errorf("ref %.32q: %w: not listening", req.Ref, moitessier.ErrNotFound))
+		return
+	}
+	if err := sub.l.AckDelivered(moitessier.Cursor(req.Seq)); err != nil {
+		wc.sendError(req.Ref, err)
+	}
 }
 
 func (wc *wsConn) unlisten(req WSRequest) {

@@ -65,6 +65,7 @@ type serveConfig struct {
 	shutdownTimeout             time.Duration
 	logFormat, logLevel         string
 	ackInterval                 time.Duration
+	noTCPAcks                   bool
 	pprof                       bool
 	quota                       moitessier.Quota
 	maxScopes                   int
@@ -103,6 +104,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.IntVar(&c.quota.Handlers, "quota-handlers", envInt("MOITESSIER_QUOTA_HANDLERS", moitessier.DefaultQuotaHandlers), "most Handler listeners one person may own; -1 for no limit (env MOITESSIER_QUOTA_HANDLERS)")
 	fs.IntVar(&c.quota.Subscriptions, "quota-subscriptions", envInt("MOITESSIER_QUOTA_SUBSCRIPTIONS", moitessier.DefaultQuotaSubscriptions), "most subscriptions (listener and client) one person may hold; -1 for no limit (env MOITESSIER_QUOTA_SUBSCRIPTIONS)")
 	fs.IntVar(&c.maxScopes, "max-scopes-per-listener", envInt("MOITESSIER_MAX_SCOPES_PER_LISTENER", moitessier.MaxScopesPerListener), "most scopes and patterns one listener may name (env MOITESSIER_MAX_SCOPES_PER_LISTENER)")
+	fs.BoolVar(&c.noTCPAcks, "no-tcp-acks", envBool("MOITESSIER_NO_TCP_ACKS", false), "SSE streams take no evidence of receipt from the client's TCP stack, only from its next request (Last-Event-ID): set it behind a proxy that adds no Forwarded, X-Forwarded-For, X-Real-IP or Via header (env MOITESSIER_NO_TCP_ACKS)")
 	fs.BoolVar(&c.pprof, "pprof", envBool("MOITESSIER_PPROF", false), "serve Go's profiler at /debug/pprof/ (env MOITESSIER_PPROF)")
 	fs.StringVar(&c.logFormat, "log-format", env("MOITESSIER_LOG_FORMAT", "text"), "log format: text or json (env MOITESSIER_LOG_FORMAT)")
 	fs.StringVar(&c.logLevel, "log-level", env("MOITESSIER_LOG_LEVEL", "info"), "log level: debug, info, warn or error (env MOITESSIER_LOG_LEVEL)")
@@ -217,6 +219,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		WriteTimeout:        c.writeTimeout,
 		SSEBatchInterval:    c.sseBatch,
 		BodyTimeout:         c.bodyTimeout,
+		NoTCPAcks:           c.noTCPAcks,
 		Handlers:            handlers,
 		Logger:              log,
 	})

@@ -249,6 +249,9 @@ function openWS() {
         break;
       case "messages":
         f.messages.forEach((m) => sub.log.add(m));
+        // Shown and saved: tell the hub, which moves the cursor it holds
+        // for this person only on such acks, never because it wrote.
+        sock.send(JSON.stringify({ op: "ack", ref: f.ref, seq: f.messages[f.messages.length - 1].seq }));
         break;
       case "dispatched":
       case "error":
