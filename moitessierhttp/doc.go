@@ -90,7 +90,12 @@
 // ErrNotOwner 403, ErrNotFound 404, ErrQuotaExceeded 429 (quota_exceeded,
 // without Retry-After: a person holds as many listeners or subscriptions as
 // the hub allows), ErrClosed 410 (a listener deleted) or
-// 503 (shutting down). Only internal errors are logged. [Client] turns error
+// 503 (shutting down), and moitessier.ErrOutcomeUnknown 503 with code
+// "outcome_unknown": the dispatch was being written when the store lost
+// its answer, so it may or may not be stored; retry it with the same
+// Idempotency-Key (a stored one is then replayed). Every other error
+// answer to a dispatch means nothing was stored. Only internal errors are
+// logged. [Client] turns error
 // answers back into errors that errors.Is matches against the same
 // sentinels.
 package moitessierhttp

@@ -151,6 +151,10 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 		return http.StatusGone, "gone", false
 	case errors.Is(err, ErrSlowConsumer):
 		return http.StatusServiceUnavailable, "slow_consumer", false
+	case errors.Is(err, moitessier.ErrOutcomeUnknown):
+		// Checked before the context errors: the write was under way, so
+		// the client must retry with its idempotency key, not give up.
+		return http.StatusServiceUnavailable, "outcome_unknown", false
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads the answer.
 		return 499, "canceled", false
@@ -243,6 +247,8 @@ func sentinelFor(code string) error {
 		return moitessier.ErrClosed
 	case "slow_consumer":
 		return ErrSlowConsumer
+	case "outcome_unknown":
+		return moitessier.ErrOutcomeUnknown
 	}
 	return nil
 }

@@ -61,6 +61,15 @@ func (c *combiner) init() {
 	c.ctx, c.stop = context.WithCancel(context.Background())
 }
 
+// bound returns ctx, also cancelled when the store closes, so that Close
+// ends the appends under way (a keyed append's transaction, say) rather
+// than wait for them.
+func (c *combiner) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(c.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
 // close fails the queued batches with ErrClosed (they were never sent),
 // cancels the statements under way and waits for their writers to return.
 func (c *combiner) close() {
@@ -86,6 +95,8 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		return nil, err
 	}
 	if s.cfg.MaxCombine <= 1 {
+		ctx, cancel := s.cmb.bound(ctx)
+		defer cancel()
 		var msgs []moitessier.Message
 		err := retry(ctx, func() error {
 			return s.onConn(ctx, func(q queryer) error {

@@ -40,6 +40,8 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		msgs     []moitessier.Message
 		replayed bool
 	)
+	ctx, cancel := s.cmb.bound(ctx)
+	defer cancel()
 	err := retry(ctx, func() error {
 		conn, err := s.pool.Acquire(ctx)
 		if err != nil {

@@ -256,7 +256,7 @@ func (s *Store) wrap(op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if s.closed.Load() && !errors.Is(err, moitessier.ErrClosed) {
+	if s.closed.Load() && !errors.Is(err, moitessier.ErrClosed) && !errors.Is(err, moitessier.ErrOutcomeUnknown) {
 		return fmt.Errorf("postgres: %s: %w (%v)", op, moitessier.ErrClosed, err)
 	}
 	return fmt.Errorf("postgres: %s: %w", op, err)
