@@ -655,7 +655,7 @@ func (h *Hub) NewListener(ctx context.Context, c Conditions) (*Listener, error) 
 	if c.Type != Shared {
 		l.info.Client = c.Client
 	}
-	info, _, err := l.join(ctx, h.now())
+	info, _, err := l.join(ctx, h.now(), c.Start)
 	if err != nil {
 		return nil, fmt.Errorf("new listener: %w", err)
 	}
@@ -687,7 +687,7 @@ func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, e
 		return nil, fmt.Errorf("open listener %s: %w", id, ErrNotOwner)
 	}
 	l := &Listener{hub: h, info: info, person: person, client: client, lease: h.opts.Lease, done: make(chan struct{})}
-	if _, _, err := l.join(ctx, h.now()); err != nil {
+	if _, _, err := l.join(ctx, h.now(), Start{}); err != nil {
 		return nil, fmt.Errorf("open listener %s: %w", id, err)
 	}
 	return l, nil

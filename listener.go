@@ -66,10 +66,14 @@ func (l *Listener) checkOpen(op string) error {
 
 // join subscribes for NewListener and Open: it creates the listener if it
 // is missing and renews the subscriber's lease, returning the stored
-// listener and subscriber.
-func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subscriber, error) {
+// listener and subscriber. A subscriber it creates starts at start.
+func (l *Listener) join(ctx context.Context, now time.Time, start Start) (ListenerInfo, Subscriber, error) {
 	h := l.hub
-	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
+	from, err := l.startCursor(ctx, start)
+	if err != nil {
+		return ListenerInfo{}, Subscriber{}, err
+	}
+	sub := Subscriber{Person: l.person, Client: l.client, Cursor: from, Joined: now, LeaseExpires: now.Add(l.lease)}
 	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.opts.Quota)
 	if err != nil {
 		return info, stored, err
@@ -78,6 +82,26 @@ func (l *Listener) join(ctx context.Context, now time.Time) (ListenerInfo, Subsc
 		h.opts.Hooks.Created(ctx, info)
 	}
 	return info, stored, nil
+}
+
+// startCursor returns the cursor that Store.Join gives a subscriber it
+// creates for start: Resume (the listener's head), 0, or the position
+// before the first message created at or after start's time.
+func (l *Listener) startCursor(ctx context.Context, start Start) (Cursor, error) {
+	switch {
+	case start.oldest:
+		return 0, nil
+	case start.since.IsZero():
+		return Resume, nil
+	}
+	c, err := l.hub.store.Seek(ctx, l.info.ID, start.since)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return Resume, nil // no listener yet: it has no history
+	case err != nil:
+		return 0, fmt.Errorf("start %s: %w", start, err)
+	}
+	return c, nil
 }
 
 // current returns the stored listener if it is still the one this handle
@@ -117,7 +141,7 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 			return info, Subscriber{}, err
 		}
 	}
-	sub := Subscriber{Person: l.person, Client: l.client, Joined: now, LeaseExpires: now.Add(l.lease)}
+	sub := Subscriber{Person: l.person, Client: l.client, Cursor: Resume, Joined: now, LeaseExpires: now.Add(l.lease)}
 	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.opts.Quota)
 	if err != nil {
 		return info, stored, fmt.Errorf("%s %s: %w", op, l.info.ID, err)

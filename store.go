@@ -17,9 +17,12 @@ import (
 type Store interface {
 	// Join stores l unless a listener with l.ID already exists, then adds sub
 	// as a subscriber of that listener unless one with the same Person and
-	// Client exists. A new subscriber's Cursor is set to the listener's Head
-	// (it hears what is written after it joined) and its LeaseExpires to
-	// sub.LeaseExpires; an existing subscriber keeps its cursor and its lease
+	// Client exists. A new subscriber's Cursor is set to the smaller of
+	// sub.Cursor and the listener's Head, and its LeaseExpires to
+	// sub.LeaseExpires: the hub passes [Resume] for a subscriber that hears
+	// what is written after it joined (the default), or an earlier position
+	// for one that starts with the listener's history (Conditions.Start).
+	// An existing subscriber keeps its cursor and its lease
 	// is extended to sub.LeaseExpires if that is later. Join returns the
 	// stored listener (with Head), the stored subscriber, and whether this
 	// call created the listener.

@@ -90,6 +90,41 @@ type Conditions struct {
 	// Lease overrides the hub's Options.Lease for this subscriber: how long
 	// it stays subscribed without listening before GC removes it.
 	Lease time.Duration
+	// Start is where Person (with Client) starts reading when NewListener
+	// makes them a subscriber: the zero Start is the listener's newest
+	// message (the subscriber hears what is dispatched after it joined),
+	// [StartOldest] the oldest message the listener keeps, [StartSince] the
+	// first message created at or after a time. It sets the subscriber's
+	// server-held cursor, so that [Resume] starts there; a subscriber that
+	// exists already keeps its cursor. It is no part of the listener's
+	// identity.
+	Start Start
+}
+
+// Start is where a new subscriber's server-held cursor starts; see
+// Conditions.Start. The zero Start is the newest message.
+type Start struct {
+	oldest bool
+	since  time.Time
+}
+
+// StartOldest starts a new subscriber at the oldest message its listener
+// keeps: it reads the listener's kept history first.
+var StartOldest = Start{oldest: true}
+
+// StartSince starts a new subscriber at the first message of its listener
+// created at or after t: it reads the history since t first.
+func StartSince(t time.Time) Start { return Start{since: t} }
+
+// String returns "newest", "oldest" or "since " and the time.
+func (s Start) String() string {
+	switch {
+	case s.oldest:
+		return "oldest"
+	case !s.since.IsZero():
+		return "since " + s.since.Format(time.RFC3339Nano)
+	}
+	return "newest"
 }
 
 // ListenerInfo describes a stored listener.

@@ -121,7 +121,7 @@ func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moites
 			s.handlers[li.Person]++
 		}
 	}
-	sub.Cursor = l.info.Head
+	sub.Cursor = min(sub.Cursor, l.info.Head)
 	l.subs[k] = &sub
 	s.subsOf[sub.Person]++
 	return l.snapshot(), sub, created, nil

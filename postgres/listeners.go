@@ -64,7 +64,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 				cur, joined, lease int64
 				inserted           bool
 			)
-			err = tx.QueryRow(ctx, s.q.joinSubscriber, l.ID, sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires)).Scan(&cur, &joined, &lease, &inserted)
+			err = tx.QueryRow(ctx, s.q.joinSubscriber, l.ID, sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires), toSeq(sub.Cursor)).Scan(&cur, &joined, &lease, &inserted)
 			if errors.Is(err, pgx.ErrNoRows) {
 				// The listener was deleted after our insert found it:
 				// retry, creating it anew.

@@ -30,7 +30,7 @@ func buildQueries(schema string) queries {
 		// The new subscriber's cursor is the listener's head: it hears what
 		// is written after it joined. An existing one keeps its cursor.
 		joinSubscriber: `INSERT INTO S.subscribers AS t (listener, person, client, cursor, joined_ns, lease_ns)
-			SELECT l.id, $2, $3, l.head, $4, $5 FROM S.listeners l WHERE l.id = $1
+			SELECT l.id, $2, $3, least(l.head, $6), $4, $5 FROM S.listeners l WHERE l.id = $1
 			ON CONFLICT (listener, person, client) DO UPDATE
 				SET lease_ns = greatest(t.lease_ns, EXCLUDED.lease_ns)
 			RETURNING cursor, joined_ns, lease_ns, xmax = 0`,

@@ -40,7 +40,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 			ON CONFLICT (listener_id, person, client) DO UPDATE
 				SET lease_expires = max(lease_expires, excluded.lease_expires)
 			RETURNING cursor, joined, lease_expires`,
-			l.ID, sub.Person, sub.Client, seqArg(stored.Head), toNanos(sub.Joined), toNanos(sub.LeaseExpires),
+			l.ID, sub.Person, sub.Client, seqArg(min(stored.Head, sub.Cursor)), toNanos(sub.Joined), toNanos(sub.LeaseExpires),
 		).Scan(&cursor, &joined, &lease)
 		if err != nil {
 			return err

@@ -50,7 +50,7 @@ func listener(id string, scopes ...string) moitessier.ListenerInfo {
 }
 
 func sub(person string) moitessier.Subscriber {
-	return moitessier.Subscriber{Person: person, Joined: t0, LeaseExpires: t0.Add(time.Hour)}
+	return moitessier.Subscriber{Person: person, Cursor: moitessier.Resume, Joined: t0, LeaseExpires: t0.Add(time.Hour)}
 }
 
 func mustJoin(tb testing.TB, s moitessier.Store, l moitessier.ListenerInfo, person string) moitessier.Subscriber {

@@ -63,6 +63,7 @@ func Run(t *testing.T, h Harness) {
 		{"ListenUntil", testListenUntil},
 		{"NoLossDuringRespond", testNoLossDuringRespond},
 		{"ServerCursors", testServerCursors},
+		{"Start", testStart},
 		{"Close", testClose},
 		{"Recreate", testRecreate},
 		{"DeletedListener", testDeletedListener},
