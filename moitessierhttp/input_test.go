@@ -67,6 +67,41 @@ func TestSlowBody(t *testing.T) {
 	}
 }
 
+// TestTokenBeforeBody: a request without a valid token is answered at
+// once, before its body arrives: the server checks the token before it
+// reads (or waits for) the body, so a client without one cannot hold a
+// connection for the body timeout.
+func TestTokenBeforeBody(t *testing.T) {
+	const timeout = 30 * time.Second
+	e := newEnv(t, moitessierhttp.Config{BodyTimeout: timeout})
+	for _, tc := range []struct{ name, head string }{
+		{"Dispatch", "POST /v1/dispatch?scope=slow.1 HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n"},
+		{"DispatchJSON", "POST /v1/dispatch HTTP/1.1\r\nAuthorization: Bearer x.y.z\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n"},
+		{"Join", "POST /v1/listeners HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			start := time.Now()
+			fmt.Fprintf(conn, "%sHost: x\r\n\r\n", tc.head)
+			// No body byte is ever sent: the answer must come well
+			// before the body timeout.
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			line, err := bufio.NewReader(conn).ReadString('\n')
+			if err != nil {
+				t.Fatalf("after %v: %v: no answer before the body", time.Since(start), err)
+			}
+			if !strings.HasPrefix(line, "HTTP/1.1 401") {
+				t.Fatalf("answer %q, want 401", line)
+			}
+		})
+	}
+}
+
 // TestJSONInput: a JSON body of invalid UTF-8 or with data after the value
 // is 400, and stores nothing.
 func TestJSONInput(t *testing.T) {
