@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -19,15 +18,10 @@ import (
 // TestHandlerChainLimits: the hub's bounds on a dispatch's handler chain
 // reach an HTTP client as a status, a JSON body and an errors.Is-able error.
 func TestHandlerChainLimits(t *testing.T) {
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{
-		GCInterval: -1, MaxMessageBytes: 100, MaxHandlers: 3, HandlerBudget: 50 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls atomic.Int64
-	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{
-		Secret: secret,
+	e := newEnvOn(t, memstore.New(), moitessier.Options{
+		MaxMessageBytes: 100, MaxHandlers: 3, HandlerBudget: 50 * time.Millisecond,
+	}, moitessierhttp.Config{
 		Handlers: map[string]moitessier.HandlerFunc{
 			"grow": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
 				calls.Add(1)
@@ -40,17 +34,7 @@ func TestHandlerChainLimits(t *testing.T) {
 			},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		ts.Close()
-		_ = hub.Close()
-	})
+	ts := e.ts
 	ctx := ctxT(t)
 	tok := all(t, "alice")
 	if _, err := (&moitessierhttp.Client{BaseURL: ts.URL, Token: tok}).Join(ctx, moitessierhttp.Query{Scopes: []string{"job"}, Type: "handler"}); err != nil {
@@ -92,15 +76,10 @@ func TestHandlerChainLimits(t *testing.T) {
 // TestHandlerChainClientGone: when the client of a dispatch goes away, the
 // request's context ends and the handler chain goes no further.
 func TestHandlerChainClientGone(t *testing.T) {
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1, HandlerBudget: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var calls atomic.Int64
 	started := make(chan struct{}, 8)
 	ended := make(chan error, 8)
-	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{
-		Secret: secret,
+	e := newEnvOn(t, memstore.New(), moitessier.Options{HandlerBudget: -1}, moitessierhttp.Config{
 		Handlers: map[string]moitessier.HandlerFunc{
 			"wait": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
 				calls.Add(1)
@@ -114,17 +93,7 @@ func TestHandlerChainClientGone(t *testing.T) {
 			},
 		},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		ts.Close()
-		_ = hub.Close()
-	})
+	ts := e.ts
 	tok := all(t, "alice")
 	if _, err := (&moitessierhttp.Client{BaseURL: ts.URL, Token: tok}).Join(ctxT(t), moitessierhttp.Query{Scopes: []string{"job"}, Type: "handler"}); err != nil {
 		t.Fatal(err)
@@ -135,7 +104,7 @@ func TestHandlerChainClientGone(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			calls.Store(0)
-			errsBefore := srv.Metrics().Snapshot().DispatchErrors
+			errsBefore := e.srv.Metrics().Snapshot().DispatchErrors
 			ctx, cancel := context.WithCancel(context.Background())
 			req, err := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/dispatch"+tc.query, strings.NewReader(tc.body))
 			if err != nil {
@@ -161,7 +130,7 @@ func TestHandlerChainClientGone(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the handler's context did not end when the client went away")
 			}
-			waitFor(t, "the dispatch to fail", func() bool { return srv.Metrics().Snapshot().DispatchErrors > errsBefore })
+			waitFor(t, "the dispatch to fail", func() bool { return e.srv.Metrics().Snapshot().DispatchErrors > errsBefore })
 			if n := calls.Load(); n != 1 {
 				t.Fatalf("%d handler calls, want 1: none after the client went away", n)
 			}

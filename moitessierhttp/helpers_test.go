@@ -27,7 +27,21 @@ type env struct {
 
 func newEnv(tb testing.TB, cfg moitessierhttp.Config) *env {
 	tb.Helper()
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1, AckInterval: 10 * time.Millisecond})
+	return newEnvOn(tb, memstore.New(), moitessier.Options{}, cfg)
+}
+
+// newEnvOn is newEnv on a given store and options: GCInterval and
+// AckInterval, if zero, are set for tests (no GC, 10 ms), and Secret to
+// secret if neither it nor Authenticate is set.
+func newEnvOn(tb testing.TB, store moitessier.Store, opts moitessier.Options, cfg moitessierhttp.Config) *env {
+	tb.Helper()
+	if opts.GCInterval == 0 {
+		opts.GCInterval = -1
+	}
+	if opts.AckInterval == 0 {
+		opts.AckInterval = 10 * time.Millisecond
+	}
+	hub, err := moitessier.New(store, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/memstore"
@@ -27,32 +25,6 @@ func (c *rowCounter) Subscribers(ctx context.Context, id string, r moitessier.Su
 	subs, err := c.Store.Subscribers(ctx, id, r)
 	c.rows.Add(int64(len(subs)))
 	return subs, err
-}
-
-// newEnvOn is newEnv on a given store.
-func newEnvOn(tb testing.TB, store moitessier.Store, opts moitessier.Options, cfg moitessierhttp.Config) *env {
-	tb.Helper()
-	opts.GCInterval, opts.AckInterval = -1, 10*time.Millisecond
-	hub, err := moitessier.New(store, opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if cfg.Secret == nil && cfg.Authenticate == nil {
-		cfg.Secret = secret
-	}
-	srv, err := moitessierhttp.New(hub, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		ts.Close()
-		_ = hub.Close()
-	})
-	return &env{hub: hub, srv: srv, ts: ts}
 }
 
 // fill makes n persons p0000… subscribers of the Shared listener on scope.
