@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -63,6 +64,17 @@ func newEnvOn(tb testing.TB, store moitessier.Store, opts moitessier.Options, cf
 		_ = hub.Close()
 	})
 	return &env{hub: hub, srv: srv, ts: ts}
+}
+
+// dial opens a raw TCP connection to the server, closed when the test ends.
+func (e *env) dial(tb testing.TB) net.Conn {
+	tb.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // token mints a token for person with the given grants, valid for an hour.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -36,11 +35,7 @@ func TestSlowBody(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := e.dial(t)
 			start := time.Now()
 			first := `{"scope":"slow.1","te`
 			if strings.Contains(tc.head, "chunked") {
@@ -81,11 +76,7 @@ func TestTokenBeforeBody(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := e.dial(t)
 			start := time.Now()
 			fmt.Fprintf(conn, "%sHost: x\r\n\r\n", tc.head)
 			// No body byte is ever sent: the answer must come well

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -117,11 +116,7 @@ func TestHeadEvents(t *testing.T) {
 	tok := all(t, "alice")
 	for _, path := range []string{"/v1/events?scope=head.room", "/v1/poll?scope=head.room&since=0", "/v1/ws?scope=head.room"} {
 		t.Run(strings.Fields(path)[0], func(t *testing.T) {
-			conn, err := net.Dial("tcp", strings.TrimPrefix(e.ts.URL, "http://"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			conn := e.dial(t)
 			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 			fmt.Fprintf(conn, "HEAD %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", path, tok)
 			resp, err := io.ReadAll(bufio.NewReader(conn))
