@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,7 +82,8 @@ sse-10k raises the open-files limit (RLIMIT_NOFILE) to its hard limit. For
 diagnosis it passes MOITESSIER_BENCH_SERVE_ARGS to the hub (e.g. "--pprof
 --addr 127.0.0.1:6060"), writes a CPU profile of its clients to the file
 MOITESSIER_BENCH_CPUPROFILE names, and with MOITESSIER_BENCH_TIMELINE=1
-prints the latency of every 25 dispatches in turn.
+prints the latency of every 25 dispatches in turn. The fan-out workloads
+write a CPU profile of this process, where their hub runs, to the same file.
 
   moitessier bench --store sqlite fanout-100 scopes-10k
   moitessier bench --store sqlite --transport ws --publishers 8 http-fanout-100
@@ -400,6 +402,24 @@ func summarize(res *BenchResult, start time.Time, end int64, lat []time.Duration
 	return nil
 }
 
+// profileCPU writes a CPU profile of this process to the file
+// MOITESSIER_BENCH_CPUPROFILE names, if set, until stop is called.
+func profileCPU() (stop func()) {
+	f := os.Getenv("MOITESSIER_BENCH_CPUPROFILE")
+	if f == "" {
+		return func() {}
+	}
+	pf, err := os.Create(f)
+	if err != nil {
+		return func() {}
+	}
+	if pprof.StartCPUProfile(pf) != nil {
+		pf.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); pf.Close() }
+}
+
 // progressLine prints a live rate line on stderr until stop is called;
 // stop may be called more than once.
 func (c *benchConfig) progressLine(name string, delivered func() int64, total int64) (stop func()) {
@@ -525,6 +545,7 @@ func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers
 	}
 	stopProgress := c.progressLine(name, delivered, int64(n*subs))
 	defer stopProgress()
+	defer profileCPU()()
 	lowest := func() int64 {
 		low := int64(n)
 		for _, r := range recs {
