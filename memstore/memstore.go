@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 	"time"
 
@@ -36,7 +35,7 @@ var (
 type listener struct {
 	info moitessier.ListenerInfo
 	subs map[subID]*moitessier.Subscriber
-	msgs []moitessier.Message // ascending Seq; msgs[0] may be past 1 after a sweep
+	msgs msgLog // ascending Seq; the first may be past 1 after a sweep
 }
 
 type subID struct{ person, client string }
@@ -260,7 +259,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		}
 		l.info.Head++
 		m := moitessier.Message{Listener: e.Listener, Seq: l.info.Head, Dispatch: b.Dispatch, Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created}
-		l.msgs = append(l.msgs, m)
+		l.msgs.append(m)
 		out = append(out, m)
 	}
 	if b.Key != "" {
@@ -280,15 +279,15 @@ func (s *Store) find(r ref) (moitessier.Message, bool) {
 		return moitessier.Message{}, false
 	}
 	i := l.after(r.seq - 1)
-	if i < len(l.msgs) && l.msgs[i].Seq == r.seq {
-		return l.msgs[i], true
+	if i < l.msgs.len() && l.msgs.at(i).Seq == r.seq {
+		return *l.msgs.at(i), true
 	}
 	return moitessier.Message{}, false
 }
 
 // after returns the index of the first message with Seq > c.
 func (l *listener) after(c moitessier.Cursor) int {
-	return sort.Search(len(l.msgs), func(i int) bool { return l.msgs[i].Seq > c })
+	return l.msgs.search(func(m *moitessier.Message) bool { return m.Seq > c })
 }
 
 // Read implements moitessier.Store.
@@ -303,8 +302,8 @@ func (s *Store) Read(ctx context.Context, id string, after moitessier.Cursor, li
 		return nil, nil
 	}
 	i := l.after(after)
-	j := min(len(l.msgs), i+limit)
-	return slices.Clone(l.msgs[i:j]), nil
+	j := min(l.msgs.len(), i+limit)
+	return l.msgs.copyRange(i, j), nil
 }
 
 // Seek implements moitessier.Store.
@@ -318,9 +317,9 @@ func (s *Store) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cu
 	if l == nil {
 		return 0, fmt.Errorf("memstore: seek %s: %w", id, moitessier.ErrNotFound)
 	}
-	i := sort.Search(len(l.msgs), func(i int) bool { return !l.msgs[i].Created.Before(t) })
-	if i < len(l.msgs) {
-		return l.msgs[i].Seq - 1, nil
+	i := l.msgs.search(func(m *moitessier.Message) bool { return !m.Created.Before(t) })
+	if i < l.msgs.len() {
+		return l.msgs.at(i).Seq - 1, nil
 	}
 	return l.info.Head, nil
 }
@@ -376,13 +375,13 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 		drop := 0
 		if p.MaxAge > 0 {
 			cutoff := p.Now.Add(-p.MaxAge)
-			drop = sort.Search(len(l.msgs), func(i int) bool { return !l.msgs[i].Created.Before(cutoff) })
+			drop = l.msgs.search(func(m *moitessier.Message) bool { return !m.Created.Before(cutoff) })
 		}
-		if p.MaxCount > 0 && len(l.msgs)-drop > p.MaxCount {
-			drop = len(l.msgs) - p.MaxCount
+		if p.MaxCount > 0 && l.msgs.len()-drop > p.MaxCount {
+			drop = l.msgs.len() - p.MaxCount
 		}
 		if drop > 0 {
-			l.msgs = slices.Clone(l.msgs[drop:])
+			l.msgs.dropOldest(drop)
 			res.Messages += drop
 		}
 	}

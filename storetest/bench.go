@@ -37,7 +37,8 @@ import (
 // for scopes-10k), so that latency measures delivery, not an ever-growing
 // backlog. The fan-out workloads also report store calls per dispatch
 // (calls/dispatch: Match, Append, Read, Checkpoint…, but not MatchCached,
-// which a store answers from memory but on a miss). idle-10k reports store
+// which a store answers from memory but on a miss) and messages per respond
+// call (msgs/respond: how many a subscriber gets per wake-up). idle-10k reports store
 // calls per second while idle (queries/s) and heap
 // and stack bytes per waiting listener. Set MOITESSIER_IDLE_SECONDS to
 // shorten the idle window.
@@ -73,6 +74,7 @@ type recorder struct {
 	bad     int
 	last    atomic.Int64 // unix nanos of the last delivery
 	count   atomic.Int64
+	calls   atomic.Int64 // respond calls
 	want    int64
 	done    chan struct{}
 	closeMu sync.Once
@@ -94,6 +96,7 @@ func (r *recorder) respond(ctx context.Context, msgs []moitessier.Message) error
 		r.lat = append(r.lat, now.Sub(sentAt(m.Text)))
 	}
 	r.last.Store(now.UnixNano())
+	r.calls.Add(1)
 	if r.count.Add(int64(len(msgs))) >= r.want {
 		r.closeMu.Do(func() { close(r.done) })
 	}
@@ -265,6 +268,12 @@ func benchFanout(b *testing.B, h Harness, subs, dispatchers int) {
 	b.StopTimer()
 	report(b, start, recs, b.N)
 	b.ReportMetric(float64(calls.Load()-calls0)/float64(b.N), "calls/dispatch")
+	var delivered, responds int64
+	for _, r := range recs {
+		delivered += r.count.Load()
+		responds += r.calls.Load()
+	}
+	b.ReportMetric(float64(delivered)/float64(max(responds, 1)), "msgs/respond")
 }
 
 func benchScopes(b *testing.B, h Harness, scopes int) {
