@@ -177,8 +177,8 @@ func (o Options) validate() error {
 
 // Hub dispatches messages to listeners kept in a Store and wakes the
 // listeners' subscribers in this process. Create one with New and stop it
-// with Close. A Hub is safe for concurrent use; one per process and store is
-// the intended use.
+// with Shutdown or Close. A Hub is safe for concurrent use; one per process
+// and store is the intended use.
 type Hub struct {
 	store Store
 	opts  Options
@@ -235,8 +235,8 @@ func (h *Hub) ack(st *subState, c Cursor) {
 
 // New returns a hub on store and starts its background work: saving
 // acknowledged cursors, renewing leases, GC, and (for a Watcher store)
-// hearing other processes' messages. Close stops it; Close does not close
-// the store.
+// hearing other processes' messages. Shutdown or Close stops it, and every
+// goroutine it started; neither closes the store.
 func New(store Store, opts Options) (*Hub, error) {
 	if store == nil {
 		return nil, fmt.Errorf("new hub: %w: nil store", ErrInvalidArgument)
@@ -290,10 +290,29 @@ func (h *Hub) goLoop(ctx context.Context, every time.Duration, fn func(context.C
 	}()
 }
 
-// Close stops the hub's background work, saves acknowledged cursors, and
-// makes later calls fail with ErrClosed. Running ListenUntil calls return
-// ErrClosed. It does not close the store.
+// Shutdown stops the hub gracefully, as http.Server.Shutdown stops a
+// server: it stops the background work (cursor saves, GC, watching the
+// store), makes later calls fail with ErrClosed and running ListenUntil
+// calls return ErrClosed, waits until they have returned (each saves its
+// subscriber's position as it returns), then saves the acknowledged
+// positions left. If ctx ends first, Shutdown returns an error wrapping
+// ctx's; the ListenUntil calls still running then save their positions as
+// they return. It does not close the store. Calling it from a RespondFunc
+// would wait for itself. A second call returns nil at once.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	return h.shutdown(ctx, true)
+}
+
+// Close stops the hub at once, as http.Server.Close does: like Shutdown,
+// but it does not wait for running ListenUntil calls to return (they save
+// their positions as they do) before it saves the acknowledged positions.
+// It waits for the store as long as the store takes. It does not close the
+// store. A second call returns nil.
 func (h *Hub) Close() error {
+	return h.shutdown(context.Background(), false)
+}
+
+func (h *Hub) shutdown(ctx context.Context, wait bool) error {
 	h.closeMu.Lock()
 	defer h.closeMu.Unlock()
 	if h.closed.Swap(true) {
@@ -306,9 +325,21 @@ func (h *Hub) Close() error {
 		lv.markGone()
 	}
 	h.livesMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return h.flushAll(ctx, true)
+	// Polled, as http.Server.Shutdown polls its connections: from 1 ms,
+	// doubling up to 100 ms.
+	for pause := time.Millisecond; wait && h.listening.Load() > 0; pause = min(2*pause, 100*time.Millisecond) {
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("shutdown: %d ListenUntil calls still running: %w", h.listening.Load(), ctx.Err())
+		case <-t.C:
+		}
+	}
+	if err := h.flushAll(ctx, true); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
 }
 
 // Stats are counters of a hub's activity, for metrics.

@@ -11,25 +11,29 @@ import (
 // connection, for all of them at once: one epoll instance and one
 // goroutine, rather than a goroutine per stream blocked in a read (its
 // stack was a fifth of an idle stream's memory). The hub's own poller is
-// not involved: a socket may be in several epoll sets.
+// not involved: a socket may be in several epoll sets. Each Server owns
+// one, started with its first hijacked stream and stopped by Server.Close.
 type closeWatcher struct {
 	once sync.Once
 	epfd int
-	err  error
+	wake [2]int // a pipe whose read end is watch 0: a byte on it stops loop
+	done chan struct{}
 
-	mu   sync.Mutex
-	next uint64
-	gone map[uint64]func() // by watch: called once, when the client leaves
+	mu      sync.Mutex
+	err     error // the watcher cannot watch (failed, or stopped)
+	next    uint64
+	gone    map[uint64]func() // by watch: called once, when the client leaves
+	started bool
 }
 
-var closes closeWatcher
+var errWatcherClosed = errors.New("close watcher stopped")
 
-// watchClose arranges for gone to be called, on another goroutine, when the
+// watch arranges for gone to be called, on another goroutine, when the
 // client of conn closes or resets the connection. It returns a function
 // that ends the watch, to be called before conn is closed, and false if conn
-// cannot be watched so (not a TCP socket, say): the caller then reads conn
-// itself.
-func watchClose(conn net.Conn, gone func()) (stop func(), ok bool) {
+// cannot be watched so (not a TCP socket, or the watcher is stopped): the
+// caller then reads conn itself.
+func (w *closeWatcher) watch(conn net.Conn, gone func()) (stop func(), ok bool) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
 		return nil, false
@@ -38,22 +42,14 @@ func watchClose(conn net.Conn, gone func()) (stop func(), ok bool) {
 	if err != nil {
 		return nil, false
 	}
-	w := &closes
 	w.once.Do(w.start)
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.err != nil {
-		w.mu.Unlock()
 		return nil, false
 	}
 	w.next++
 	id := w.next
-	w.gone[id] = gone
-	w.mu.Unlock()
-	forget := func() {
-		w.mu.Lock()
-		delete(w.gone, id)
-		w.mu.Unlock()
-	}
 	// The event carries the watch's number, never reused, rather than the
 	// descriptor, which a later connection may get once this one is closed.
 	ev := syscall.EpollEvent{
@@ -63,25 +59,75 @@ func watchClose(conn net.Conn, gone func()) (stop func(), ok bool) {
 	}
 	var addErr error
 	if err := rc.Control(func(fd uintptr) { addErr = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev) }); err != nil || addErr != nil {
-		forget()
 		return nil, false
 	}
+	w.gone[id] = gone
 	return func() {
-		forget()
-		_ = rc.Control(func(fd uintptr) { _ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.gone, id)
+		if w.err == nil { // else the epoll descriptor is closed, or closing
+			_ = rc.Control(func(fd uintptr) { _ = syscall.EpollCtl(w.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil) })
+		}
 	}, true
 }
 
 func (w *closeWatcher) start() {
-	w.epfd, w.err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.err != nil {
+		return // stopped before it started
+	}
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		w.err = err
 		return
 	}
+	if err := syscall.Pipe2(w.wake[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+		syscall.Close(epfd)
+		w.err = err
+		return
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // watch 0
+	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, w.wake[0], &ev); err != nil {
+		syscall.Close(epfd)
+		syscall.Close(w.wake[0])
+		syscall.Close(w.wake[1])
+		w.err = err
+		return
+	}
+	w.epfd = epfd
 	w.gone = map[uint64]func(){}
+	w.done = make(chan struct{})
+	w.started = true
 	go w.loop()
 }
 
+// close stops the watcher's goroutine and closes its descriptors. Watches
+// still open are forgotten: their streams end with the Server.
+func (w *closeWatcher) close() {
+	w.once.Do(func() {}) // a watcher not yet started never starts
+	w.mu.Lock()
+	started := w.started && w.err == nil
+	if w.err == nil {
+		w.err = errWatcherClosed
+	}
+	w.mu.Unlock()
+	if !started {
+		return
+	}
+	_, _ = syscall.Write(w.wake[1], []byte{0})
+	<-w.done
+	w.mu.Lock()
+	syscall.Close(w.epfd)
+	syscall.Close(w.wake[0])
+	syscall.Close(w.wake[1])
+	w.gone = nil
+	w.mu.Unlock()
+}
+
 func (w *closeWatcher) loop() {
+	defer close(w.done)
 	events := make([]syscall.EpollEvent, 256)
 	for {
 		n, err := syscall.EpollWait(w.epfd, events, -1)
@@ -91,12 +137,17 @@ func (w *closeWatcher) loop() {
 		if err != nil {
 			// Not expected; streams still end when a write fails.
 			w.mu.Lock()
-			w.err = err
+			if w.err == nil {
+				w.err = err
+			}
 			w.mu.Unlock()
 			return
 		}
 		for _, ev := range events[:n] {
 			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+			if id == 0 {
+				return // close
+			}
 			w.mu.Lock()
 			gone := w.gone[id]
 			delete(w.gone, id)

@@ -4,6 +4,10 @@ package moitessierhttp
 
 import "net"
 
-// watchClose is not available here: the caller reads conn itself to notice
-// that the client left.
-func watchClose(conn net.Conn, gone func()) (stop func(), ok bool) { return nil, false }
+// closeWatcher is not available here: the caller reads conn itself to
+// notice that the client left.
+type closeWatcher struct{}
+
+func (w *closeWatcher) watch(conn net.Conn, gone func()) (stop func(), ok bool) { return nil, false }
+
+func (w *closeWatcher) close() {}

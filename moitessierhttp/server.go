@@ -206,6 +206,7 @@ type Server struct {
 	closing atomic.Bool
 	streams sync.WaitGroup
 	tcpAcks *tcpAcks
+	closes  closeWatcher // hijacked SSE streams' clients leaving; stopped by Close
 }
 
 // New returns a Server for hub. The Server does not own the hub: close the
@@ -336,6 +337,7 @@ func (s *Server) corsWrap(h http.HandlerFunc) http.Handler {
 func (s *Server) Close() {
 	s.closing.Store(true)
 	s.cancel()
+	s.closes.close()
 }
 
 // Shutdown is Close, then waits until every stream handler has returned or

@@ -190,7 +190,7 @@ func (st *sseJob) release() {
 // runHijacked streams on a hijacked connection; cancel cancels ctx. It
 // notices at once when the client closes it (as net/http does for its own
 // connections), so that nothing is written, and acknowledged, to a
-// connection that is gone: through watchClose where it can, else with a
+// connection that is gone: through the Server's closeWatcher where it can, else with a
 // goroutine reading conn.
 func (st *sseJob) runHijacked(ctx context.Context, cancel context.CancelFunc, end func(), conn net.Conn) {
 	defer end() // cancels ctx
@@ -203,7 +203,7 @@ func (st *sseJob) runHijacked(ctx context.Context, cancel context.CancelFunc, en
 		gone.Store(true)
 		cancel()
 	}
-	if stop, ok := watchClose(conn, leave); ok {
+	if stop, ok := st.s.closes.watch(conn, leave); ok {
 		defer stop() // before conn.Close
 	} else {
 		go func() {

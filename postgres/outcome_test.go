@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
@@ -245,4 +246,50 @@ func mustDispatchPG(t *testing.T, hub *moitessier.Hub, sender, scope, text strin
 	if _, err := hub.Dispatch(ctxT(t), sender, scope, text); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCloseStopsWriters: Close ends the append statements under way (one
+// waits on a row lock held elsewhere) and returns; no writer outlives it.
+func TestCloseStopsWriters(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	s := mustStore(t)
+	hub := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "close"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, s.Pool().Config().ConnConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, "SELECT 1 FROM "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" WHERE id = $1 FOR UPDATE", l.ID()); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 2)
+	go func() { _, err := hub.Dispatch(ctx, "alice", "close", "sent"); errc <- err }()
+	waitLocked(t, s, 1)
+	go func() { _, err := hub.Dispatch(ctx, "alice", "close", "queued"); errc <- err }()
+	time.Sleep(20 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() { _ = hub.Close(); _ = s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Store.Close still waiting 20s after it was called, with an append waiting on a lock")
+	}
+	for range 2 {
+		if err := <-errc; !errors.Is(err, moitessier.ErrOutcomeUnknown) && !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("append cut off by Close: %v, want ErrOutcomeUnknown or ErrClosed", err)
+		}
+	}
+	_ = tx.Rollback(ctx)
+	conn.Close(ctx)
+	goleak.VerifyNone(t, before)
 }

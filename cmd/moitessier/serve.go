@@ -274,7 +274,7 @@ func (hs *hubServer) serve(ctx context.Context, ln net.Listener, timeout time.Du
 	if herr := hs.http.Shutdown(sctx); herr != nil && err == nil {
 		err = herr
 	}
-	if herr := hs.hub.Close(); herr != nil && err == nil {
+	if herr := hs.hub.Shutdown(sctx); herr != nil && err == nil {
 		err = herr
 	}
 	if serr := hs.store.Close(); serr != nil && err == nil {
