@@ -42,7 +42,18 @@ EventSource and browser WebSockets) signed with --secret. Without a secret,
 the hub makes a random one and runs in development mode: /dev/token mints a
 token for any name, granting every scope, and dispatches may name the demo
 page's handlers (greet, upper; with a secret, only with --demo-handlers).
-Never expose that mode.
+Never expose that mode. The random secret is kept in FILE.dev-secret beside
+a SQLite store FILE, so that tokens survive a restart (see --dev-secret-file).
+
+Limits without a flag: a long-poll waits 25s unless it asks (?timeout=, at
+most 60s) and answers at most 256 messages; a read-state page holds 100
+subscribers (?limit=, at most 1000); a token is at most 16 KiB; a request
+has at most 10000 query parameters. The flags below set the others: the
+quotas per person (--quota-*), --max-handlers, --handler-budget,
+--max-message-bytes, --max-scopes-per-listener, --max-listeners,
+--rate and --burst (per hub process: N hubs on one store allow N times),
+--body-timeout and --write-timeout. The README's "Limits and quotas" lists
+them all with their defaults.
 
 SIGINT or SIGTERM shut the hub down gracefully: streams get a clean close
 (SSE "close" event, WebSocket 1001) and clients resume elsewhere.`
@@ -89,7 +100,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.handlerBudget, "handler-budget", envDuration("MOITESSIER_HANDLER_BUDGET", moitessier.DefaultHandlerBudget), "time all handler calls of one dispatch may take together; past it the dispatch stores nothing and gets 503 (env MOITESSIER_HANDLER_BUDGET); negative: no budget")
 	fs.BoolVar(&c.demoHandlers, "demo-handlers", envBool("MOITESSIER_DEMO_HANDLERS", false), "offer the demo page's handlers, greet and upper, to dispatches (env MOITESSIER_DEMO_HANDLERS); always on in development mode")
 	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", 16), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
-	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", 50), "dispatches per second per person; more get 429; 0 for no limit (env MOITESSIER_RATE)")
+	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", 50), "dispatches per second per person, counted in this process (N hubs on one store allow N times); more get 429; 0 for no limit (env MOITESSIER_RATE)")
 	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", 100), "dispatches a person may make at once above --rate (env MOITESSIER_BURST)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", 15*time.Second), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
 	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("MOITESSIER_BODY_TIMEOUT", 10*time.Second), "a request body must arrive within this; slower gets 408 and its connection closed (env MOITESSIER_BODY_TIMEOUT)")

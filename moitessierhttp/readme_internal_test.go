@@ -1,0 +1,79 @@
+package moitessierhttp
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// readme returns the README's section under heading (up to the next
+// heading of the same or a higher level).
+func readme(tb testing.TB, heading string) string {
+	tb.Helper()
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(b), "\n"+heading+"\n")
+	if !ok {
+		tb.Fatalf("the README has no %q", heading)
+	}
+	level := heading[:strings.IndexByte(heading, ' ')+1]
+	for i := 0; ; {
+		j := strings.Index(sec[i:], "\n#")
+		if j < 0 {
+			return sec
+		}
+		i += j + 1
+		if h := sec[i:]; strings.HasPrefix(h, "## ") || strings.HasPrefix(h, level) {
+			return sec[:i]
+		}
+	}
+}
+
+// TestReadmeLimits: the README's "Limits and quotas" table states the
+// server's defaults as Config and the package have them.
+func TestReadmeLimits(t *testing.T) {
+	sec := readme(t, "## Limits and quotas")
+	cfg := Config{}.withDefaults()
+	secs := func(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + " s" }
+	for _, tc := range []struct{ names, want string }{
+		{"`Config.PollTimeout`", secs(cfg.PollTimeout)},
+		{"`Config.MaxPollTimeout`", secs(cfg.MaxPollTimeout)},
+		{"`Config.MaxListenersPerConn`", strconv.Itoa(cfg.MaxListenersPerConn)},
+		{"`Config.BodyTimeout`", secs(cfg.BodyTimeout)},
+		{"`Config.WriteTimeout`", secs(cfg.WriteTimeout)},
+		{"bytes of a token", strconv.Itoa(maxTokenBytes>>10) + " KiB"},
+		{"bytes of the HS256 secret", strconv.Itoa(MinSecretBytes)},
+		{"subscribers per page", strconv.Itoa(DefaultReadStateLimit)},
+	} {
+		var row string
+		for _, line := range strings.Split(sec, "\n") {
+			if strings.HasPrefix(line, "| ") && strings.Contains(line, tc.names) {
+				row = line
+			}
+		}
+		if cols := strings.Split(row, " | "); len(cols) < 3 || !strings.Contains(cols[1], tc.want) {
+			t.Errorf("README limits: the row of %s is %q, want %q in its default", tc.names, row, tc.want)
+		}
+	}
+}
+
+// TestReadmeWebSocketProtocol: the README documents the WebSocket protocol
+// a client writer needs: every op the server takes, every frame it sends,
+// and its close codes.
+func TestReadmeWebSocketProtocol(t *testing.T) {
+	sec := readme(t, "### WebSocket protocol")
+	for _, want := range []string{
+		`"op":"listen"`, `"op":"ack"`, `"op":"unlisten"`, `"op":"dispatch"`, `"leave":true`,
+		`"type":"listening"`, `"type":"messages"`, `"type":"unlistened"`, `"type":"dispatched"`, `"type":"error"`,
+		`"ref"`, `"since":"resume"`, `"head"`, "1001", strconv.Itoa(int(StatusTokenExpired)), "1009",
+		strconv.Itoa(Config{}.withDefaults().MaxListenersPerConn) + " listens per connection",
+	} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("the README's WebSocket protocol does not say %s", want)
+		}
+	}
+}
