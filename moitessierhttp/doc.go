@@ -59,8 +59,14 @@
 // dispatch it matches, so a listen grant alone does not let one person
 // multiply other people's dispatches (and the hub's quotas, see
 // [moitessier.Quota], bound how many listeners anyone holds).
-// Failures are 401 (no token, forged, expired) or 403 (out of scope,
-// another person's listener) with a JSON [ErrorBody], and change nothing.
+// Failures are 401 (no token, forged, expired) or 403 (out of scope) with
+// a JSON [ErrorBody], and change nothing. A listener named by ID that the
+// token may not read (another person's, or out of scope) is 404, exactly
+// as one that does not exist: IDs are derived from conditions, so a 403
+// would tell whether it exists. A dispatch's reached and stored count only
+// the caller's own listeners and the Shared ones on scopes it may listen
+// to. The secret is at least [MinSecretBytes] long, and [Verify] reads a
+// token strictly.
 //
 // # Limits and slow consumers
 //
