@@ -175,7 +175,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	switch {
 	case c.store == "sqlite", c.store == "memory", isPostgres(c.store):
 	default:
-		fmt.Fprintf(stderr, "--store %q: want sqlite, memory or a postgres:// URL\n", c.store)
+		fmt.Fprintf(stderr, "--store %q: want sqlite, memory or a postgres:// URL\n", redactDSN(c.store))
 		return errUsage
 	}
 	c.storeName = c.store

@@ -61,6 +61,10 @@ func TestDSNPasswordNeverShown(t *testing.T) {
 			}
 		})
 	}
+	// A store bench does not take is named in its error, masked.
+	if _, stderr, err := runCmd(ctx, t, "", "bench", "--store", "host=db password="+pw, "fanout-1"); err == nil || strings.Contains(stderr, pw) || !strings.Contains(stderr, "password=xxxxx") {
+		t.Fatalf("bench: %v %q", err, stderr)
+	}
 	// What serve prints and logs, on a database that answers.
 	base := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 	dsn := base + map[bool]string{true: "&", false: "?"}[strings.Contains(base, "?")] + "password=" + pw
