@@ -229,6 +229,10 @@ type MatchCacher interface {
 var ErrStale = errors.New("moitessier: listeners changed since match")
 
 // Closer is implemented by stores that hold resources (files, connections).
+// After Close every method of the store returns an error wrapping
+// ErrClosed, except Close itself: a second Close returns nil, as
+// sql.DB.Close and pgxpool.Pool.Close do, so that a deferred Close after an
+// explicit one is harmless (the storetest suite holds every store to it).
 type Closer interface {
 	Close() error
 }

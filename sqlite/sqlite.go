@@ -238,13 +238,14 @@ func (s *Store) load(ctx context.Context) error {
 }
 
 // Close waits for the calls in progress, closes the database and releases
-// its lock. Every later call, Close included, returns an error wrapping
-// [moitessier.ErrClosed].
+// its lock. Every later call returns an error wrapping
+// [moitessier.ErrClosed], but Close, which returns nil again (as every
+// store's does; see the storetest package).
 func (s *Store) Close() error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {
-		return fmt.Errorf("sqlite: close: %w", moitessier.ErrClosed)
+		return nil
 	}
 	s.closed = true
 	if err := s.release(); err != nil {

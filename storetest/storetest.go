@@ -47,6 +47,11 @@ func Run(t *testing.T, h Harness) {
 		name string
 		fn   func(*testing.T, Harness)
 	}{
+		{"StoreClose", testStoreClose},
+		{"StoreJoin", testStoreJoin},
+		{"StoreLeave", testStoreLeave},
+		{"StoreReadSeekCheckpoint", testStoreReadSeekCheckpoint},
+		{"StoreOddInput", testStoreOddInput},
 		{"Listeners", testListeners},
 		{"SubscriberPages", testSubscriberPages},
 		{"Quota", testQuota},

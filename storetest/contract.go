@@ -1,0 +1,370 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+)
+
+// The tests in this file call the Store's methods directly, without a hub:
+// they hold every store to the contract written on moitessier.Store.
+
+// st0 is the time of the contract tests, in whole microseconds: a store may
+// keep times to the microsecond.
+var st0 = time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+
+// sid returns a listener ID of the form the hub makes.
+func sid(n int) string { return fmt.Sprintf("s%032x", n) }
+
+func info(id string, scopes ...string) moitessier.ListenerInfo {
+	return moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "alice", Scopes: scopes, Created: st0}
+}
+
+func subOf(person string) moitessier.Subscriber {
+	return moitessier.Subscriber{Person: person, Cursor: moitessier.Resume, Joined: st0, LeaseExpires: st0.Add(time.Hour)}
+}
+
+func join(tb testing.TB, s moitessier.Store, l moitessier.ListenerInfo, person string) moitessier.Subscriber {
+	tb.Helper()
+	_, got, _, err := s.Join(ctxT(tb), l, subOf(person), moitessier.Quota{})
+	if err != nil {
+		tb.Fatalf("Join(%s, %s): %v", l.ID, person, err)
+	}
+	return got
+}
+
+func batchOf(dispatch string, texts map[string]string) *moitessier.Batch {
+	b := &moitessier.Batch{Dispatch: dispatch, Scope: "room.1", Sender: "bob", Created: st0}
+	ids := make([]string, 0, len(texts))
+	for id := range texts {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		b.Entries = append(b.Entries, moitessier.Entry{Listener: id, Text: texts[id]})
+	}
+	return b
+}
+
+func appendB(tb testing.TB, s moitessier.Store, b *moitessier.Batch) []moitessier.Message {
+	tb.Helper()
+	msgs, _, err := s.Append(ctxT(tb), b)
+	if err != nil {
+		tb.Fatalf("Append(%s): %v", b.Dispatch, err)
+	}
+	return msgs
+}
+
+func read(tb testing.TB, s moitessier.Store, id string, after moitessier.Cursor) []moitessier.Message {
+	tb.Helper()
+	msgs, err := s.Read(ctxT(tb), id, after, 1000)
+	if err != nil {
+		tb.Fatalf("Read(%s, %d): %v", id, after, err)
+	}
+	return msgs
+}
+
+func textsOf(msgs []moitessier.Message) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Text
+	}
+	return out
+}
+
+func headOf(tb testing.TB, s moitessier.Store, id string) moitessier.Cursor {
+	tb.Helper()
+	l, err := s.Listener(ctxT(tb), id)
+	if err != nil {
+		tb.Fatalf("Listener(%s): %v", id, err)
+	}
+	return l.Head
+}
+
+// reopened returns s reopened if the harness can, else s.
+func reopened(tb testing.TB, h Harness, s moitessier.Store) moitessier.Store {
+	tb.Helper()
+	if h.Reopen == nil {
+		return s
+	}
+	return h.Reopen(tb, s)
+}
+
+// testStoreClose: after Close every method fails with an error wrapping
+// moitessier.ErrClosed, and a second Close returns nil: closing is
+// idempotent, as sql.DB.Close and pgxpool.Pool.Close are, so that a
+// deferred Close after an explicit one is harmless.
+func testStoreClose(t *testing.T, h Harness) {
+	s := h.New(t)
+	c, ok := s.(moitessier.Closer)
+	if !ok {
+		t.Skip("the store is not a moitessier.Closer")
+	}
+	ctx := ctxT(t)
+	l := info(sid(1), "x")
+	join(t, s, l, "alice")
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v, want nil", err)
+	}
+	errs := map[string]error{}
+	_, _, _, errs["Join"] = s.Join(ctx, info(sid(2), "x"), subOf("bob"), moitessier.Quota{})
+	_, errs["Listener"] = s.Listener(ctx, l.ID)
+	_, errs["Subscribers"] = s.Subscribers(ctx, l.ID, moitessier.SubscriberRange{})
+	_, errs["Leave"] = s.Leave(ctx, l.ID, "alice", "")
+	_, errs["Match"] = s.Match(ctx, "x")
+	_, _, errs["Append"] = s.Append(ctx, batchOf("d", map[string]string{l.ID: "t"}))
+	_, errs["Read"] = s.Read(ctx, l.ID, 0, 10)
+	_, errs["Seek"] = s.Seek(ctx, l.ID, st0)
+	errs["Checkpoint"] = s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: l.ID, Person: "alice", Cursor: 1}})
+	_, errs["Sweep"] = s.Sweep(ctx, moitessier.SweepParams{Now: st0})
+	if w, ok := s.(moitessier.Watcher); ok {
+		_, errs["Heads"] = w.Heads(ctx, []string{l.ID})
+		errs["Watch"] = w.Watch(ctx, func([]moitessier.Head) {})
+	}
+	if mc, ok := s.(moitessier.MatchCacher); ok {
+		_, _, errs["MatchCached"] = mc.MatchCached(ctx, "x")
+	}
+	for name, err := range errs {
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Errorf("%s after Close: %v, want an error wrapping ErrClosed", name, err)
+		}
+	}
+}
+
+func testStoreJoin(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	ctx := ctxT(t)
+	id := sid(1)
+	l := info(id, "b", "a")
+	got, alice, created, err := s.Join(ctx, l, subOf("alice"), moitessier.Quota{})
+	if err != nil || !created || got.Head != 0 || !slices.Equal(got.Scopes, []string{"b", "a"}) || alice.Cursor != 0 {
+		t.Fatalf("first Join: %+v %+v %v %v", got, alice, created, err)
+	}
+	if !got.Created.Equal(st0) {
+		t.Fatalf("first Join: Created %v, want %v", got.Created, st0)
+	}
+	appendB(t, s, batchOf("d1", map[string]string{id: "one"}))
+	appendB(t, s, batchOf("d2", map[string]string{id: "two"}))
+
+	other := l
+	other.Person, other.Scopes, other.Created = "bob", []string{"z"}, st0.Add(time.Minute)
+	got, bob, created, err := s.Join(ctx, other, subOf("bob"), moitessier.Quota{})
+	if err != nil || created || got.Person != "alice" || !slices.Equal(got.Scopes, []string{"b", "a"}) || got.Head != 2 || !got.Created.Equal(st0) {
+		t.Fatalf("second Join: %+v %v %v; want alice's listener as stored, head 2", got, created, err)
+	}
+	if bob.Cursor != 2 || !bob.LeaseExpires.Equal(st0.Add(time.Hour)) {
+		t.Fatalf("new subscriber %+v, want cursor 2", bob)
+	}
+
+	// Rejoining keeps the cursor and extends the lease only forward.
+	longer := subOf("alice")
+	longer.LeaseExpires = st0.Add(3 * time.Hour)
+	longer.Joined = st0.Add(time.Hour)
+	if _, again, _, err := s.Join(ctx, l, longer, moitessier.Quota{}); err != nil || again.Cursor != 0 || !again.LeaseExpires.Equal(longer.LeaseExpires) || !again.Joined.Equal(st0) {
+		t.Fatalf("rejoin: %+v, %v; want cursor 0, the longer lease, the first Joined", again, err)
+	}
+	shorter := subOf("alice")
+	shorter.LeaseExpires = st0
+	if _, again, _, err := s.Join(ctx, l, shorter, moitessier.Quota{}); err != nil || !again.LeaseExpires.Equal(longer.LeaseExpires) {
+		t.Fatalf("rejoin with a shorter lease: %+v, %v", again, err)
+	}
+
+	// Subscribers are ordered by person, then client.
+	for _, ps := range [][2]string{{"bob", "tab"}, {"aaron", "z"}, {"bob", "a"}} {
+		s2 := subOf(ps[0])
+		s2.Client = ps[1]
+		if _, _, _, err := s.Join(ctx, l, s2, moitessier.Quota{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	subs, err := s.Subscribers(ctx, id, moitessier.SubscriberRange{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range subs {
+		names = append(names, s.Person+"/"+s.Client)
+	}
+	if want := []string{"aaron/z", "alice/", "bob/", "bob/a", "bob/tab"}; !slices.Equal(names, want) {
+		t.Fatalf("subscribers %q, want %q", names, want)
+	}
+	if _, err := s.Subscribers(ctx, sid(99), moitessier.SubscriberRange{}); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Subscribers of a missing listener: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Listener(ctx, sid(99)); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Listener of a missing listener: %v, want ErrNotFound", err)
+	}
+}
+
+func testStoreLeave(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	ctx := ctxT(t)
+	id := sid(1)
+	l := info(id, "room")
+	join(t, s, l, "alice")
+	join(t, s, l, "bob")
+	appendB(t, s, batchOf("d1", map[string]string{id: "one"}))
+	if _, err := s.Leave(ctx, id, "carol", ""); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Leave of a stranger: %v, want ErrNotFound", err)
+	}
+	if deleted, err := s.Leave(ctx, id, "alice", ""); err != nil || deleted {
+		t.Fatalf("Leave(alice) = %v, %v; want false", deleted, err)
+	}
+	if deleted, err := s.Leave(ctx, id, "bob", ""); err != nil || !deleted {
+		t.Fatalf("Leave(bob) = %v, %v; want true", deleted, err)
+	}
+	if _, err := s.Listener(ctx, id); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Listener after the last Leave: %v", err)
+	}
+	if ls, _ := s.Match(ctx, "room"); len(ls) != 0 {
+		t.Fatalf("Match after the last Leave: %+v", ls)
+	}
+	if _, err := s.Leave(ctx, id, "bob", ""); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Leave of a deleted listener: %v, want ErrNotFound", err)
+	}
+	// A listener made again under the same ID starts empty, at seq 1.
+	join(t, s, l, "alice")
+	if got := read(t, s, id, 0); len(got) != 0 {
+		t.Fatalf("a recreated listener holds %+v", got)
+	}
+	if msgs := appendB(t, s, batchOf("d2", map[string]string{id: "two"})); len(msgs) != 1 || msgs[0].Seq != 1 {
+		t.Fatalf("append to a recreated listener: %+v, want seq 1", msgs)
+	}
+	s = reopened(t, h, s)
+	if h := headOf(t, s, id); h != 1 {
+		t.Fatalf("head %d after reopen, want 1", h)
+	}
+}
+
+func testStoreReadSeekCheckpoint(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	ctx := ctxT(t)
+	id := sid(1)
+	join(t, s, info(id, "x"), "alice")
+	for i := range 10 {
+		b := batchOf(fmt.Sprint(i), map[string]string{id: fmt.Sprint(i + 1)})
+		b.Created = st0.Add(time.Duration(i) * time.Second)
+		appendB(t, s, b)
+	}
+	if got, err := s.Read(ctx, id, 3, 4); err != nil || !slices.Equal(textsOf(got), []string{"4", "5", "6", "7"}) {
+		t.Fatalf("Read(3, 4) = %q, %v", textsOf(got), err)
+	}
+	if got, err := s.Read(ctx, id, 10, 4); err != nil || len(got) != 0 {
+		t.Fatalf("Read(10, 4) = %q, %v", textsOf(got), err)
+	}
+	if got, err := s.Read(ctx, id, moitessier.Resume, 4); err != nil || len(got) != 0 {
+		t.Fatalf("Read(Resume, 4) = %q, %v", textsOf(got), err)
+	}
+	if got, err := s.Read(ctx, sid(99), 0, 4); err != nil || len(got) != 0 {
+		t.Fatalf("Read of a missing listener = %q, %v; want nothing, nil", textsOf(got), err)
+	}
+	for _, tc := range []struct {
+		t    time.Time
+		want moitessier.Cursor
+	}{
+		{time.Time{}, 0}, {st0, 0}, {st0.Add(time.Millisecond), 1}, {st0.Add(5 * time.Second), 5},
+		{st0.Add(9 * time.Second), 9}, {st0.Add(time.Hour), 10},
+	} {
+		if got, err := s.Seek(ctx, id, tc.t); err != nil || got != tc.want {
+			t.Fatalf("Seek(%v) = %d, %v; want %d", tc.t, got, err, tc.want)
+		}
+	}
+	if _, err := s.Seek(ctx, sid(99), st0); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Seek of a missing listener: %v, want ErrNotFound", err)
+	}
+
+	lease := st0.Add(5 * time.Hour)
+	err := s.Checkpoint(ctx, []moitessier.Checkpoint{
+		{Listener: id, Person: "alice", Cursor: 7, LeaseExpires: lease},
+		{Listener: id, Person: "ghost", Cursor: 7},
+		{Listener: sid(99), Person: "alice", Cursor: 7},
+	})
+	if err != nil {
+		t.Fatalf("Checkpoint with subscribers that do not exist: %v, want them ignored", err)
+	}
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: id, Person: "alice", Cursor: 4}}); err != nil {
+		t.Fatal(err)
+	}
+	subs, err := s.Subscribers(ctx, id, moitessier.SubscriberRange{})
+	if err != nil || len(subs) != 1 || subs[0].Cursor != 7 || !subs[0].LeaseExpires.Equal(lease) {
+		t.Fatalf("after checkpoints: %+v, %v; want alice alone, cursor 7 (it never moves back), lease %v", subs, err, lease)
+	}
+	earlier := st0.Add(time.Minute)
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: id, Person: "alice", Cursor: 8, LeaseExpires: earlier}}); err != nil {
+		t.Fatal(err)
+	}
+	if subs, _ := s.Subscribers(ctx, id, moitessier.SubscriberRange{}); len(subs) != 1 || subs[0].Cursor != 8 || !subs[0].LeaseExpires.Equal(earlier) {
+		t.Fatalf("a checkpoint's lease replaces the stored one: %+v", subs)
+	}
+	if err := s.Checkpoint(ctx, nil); err != nil {
+		t.Fatalf("Checkpoint of nothing: %v", err)
+	}
+}
+
+// testStoreOddInput: quotes, SQL, backslashes, format verbs, unicode and
+// NUL bytes in every field the hub lets through are stored and returned
+// byte for byte, never interpreted.
+func testStoreOddInput(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	ctx := ctxT(t)
+	odd := []string{
+		`it's "quoted"`,
+		`'); DROP TABLE messages; --`,
+		`back\slash %s %d ? ?1 :name @name $1 $$dollar$$`,
+		"robert'); DELETE FROM listeners WHERE ('1'='1",
+		"héllo wörld, 日本語, emoji 🎉, rtl \u202e",
+	}
+	texts := append(append([]string{}, odd...), "tab\tnewline\nreturn\r", "nul\x00byte\x00", "\x00", "\x01\x7f")
+	person, client := `o'neil "x" \ 🎉`, `tab ' 1; --`
+	check := func(s moitessier.Store) {
+		t.Helper()
+		for i, scope := range odd {
+			id := sid(i + 1)
+			msgs, err := s.Read(ctx, id, 0, 100)
+			if err != nil || len(msgs) != len(texts) {
+				t.Fatalf("listener %d holds %d messages, %v; want %d", i, len(msgs), err, len(texts))
+			}
+			for j, m := range msgs {
+				if m.Text != texts[j] || m.Scope != scope || m.Sender != odd[(i+1)%len(odd)] || m.Dispatch != "d'"+fmt.Sprint(i) {
+					t.Fatalf("message %d of listener %d: %q/%q/%q, want %q/%q/%q", j, i, m.Text, m.Scope, m.Sender, texts[j], scope, odd[(i+1)%len(odd)])
+				}
+			}
+			l, err := s.Listener(ctx, id)
+			if err != nil || l.Person != person || l.Client != client || !slices.Equal(l.Scopes, []string{scope}) {
+				t.Fatalf("listener %d: %+v, %v", i, l, err)
+			}
+			if ls, err := s.Match(ctx, scope); err != nil || len(ls) != 1 || ls[0].ID != id {
+				t.Fatalf("Match(%q) = %+v, %v", scope, ls, err)
+			}
+			subs, err := s.Subscribers(ctx, id, moitessier.SubscriberRange{})
+			if err != nil || len(subs) != 1 || subs[0].Person != person || subs[0].Client != client {
+				t.Fatalf("subscribers of listener %d: %+v, %v", i, subs, err)
+			}
+		}
+	}
+	for i, scope := range odd {
+		if err := moitessier.ValidateScope(scope); err != nil {
+			t.Fatalf("the test's scope %q is one the hub refuses: %v", scope, err)
+		}
+		l := moitessier.ListenerInfo{ID: sid(i + 1), Type: moitessier.Private, Person: person, Client: client, Scopes: []string{scope}, Created: st0}
+		if _, _, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: person, Client: client, Joined: st0, LeaseExpires: st0.Add(time.Hour)}, moitessier.Quota{}); err != nil {
+			t.Fatalf("Join(%q): %v", scope, err)
+		}
+		b := &moitessier.Batch{Dispatch: "d'" + fmt.Sprint(i), Scope: scope, Sender: odd[(i+1)%len(odd)], Created: st0, Key: "k'" + scope}
+		for _, text := range texts {
+			b.Entries = append(b.Entries, moitessier.Entry{Listener: l.ID, Text: text})
+		}
+		appendB(t, s, b)
+	}
+	check(s)
+	if h.Reopen != nil {
+		check(h.Reopen(t, s))
+	}
+}
