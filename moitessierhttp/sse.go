@@ -336,6 +336,9 @@ func (st *sseJob) send() error {
 	for len(b) > 0 {
 		n := min(len(b), chunkBytes)
 		st.extend()
+		if st.ack != nil {
+			st.ack.writing()
+		}
 		if _, err := st.w.Write(b[:n]); err != nil {
 			return &writeError{err}
 		}

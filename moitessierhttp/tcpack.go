@@ -35,7 +35,9 @@ type sseAck struct {
 	pending  []pendingAck // messages written and not yet acknowledged, in order
 	observed int64        // the peer's acknowledged offset at the last poll
 	queued   bool         // in tcpAcks.streams, or being polled
+	busy     bool         // a write to the socket is under way
 	gone     bool         // the client closed or reset the connection
+	final    bool         // gone during a write: closed's work waits for its end
 	acks     *tcpAcks     // the server's poller
 	_        [0]func()    // not comparable by value
 }
@@ -50,11 +52,30 @@ type pendingAck struct {
 // entries merge into the later one (its message is acknowledged with it).
 const maxPending = 64
 
+// writing is called before each write to the socket, wrote after it.
+func (a *sseAck) writing() {
+	a.mu.Lock()
+	a.busy = true
+	a.mu.Unlock()
+}
+
 // wrote records n more bytes written; seq, if not 0, is the message that
 // ends with them.
 func (a *sseAck) wrote(n int, seq moitessier.Cursor) {
 	a.mu.Lock()
 	a.written += int64(n)
+	a.busy = false
+	if a.gone {
+		if a.final {
+			if seq != 0 {
+				a.pending = append(a.pending, pendingAck{a.written, seq})
+			}
+			a.final = false
+			a.finish()
+		}
+		a.mu.Unlock()
+		return
+	}
 	enqueue := false
 	if seq != 0 {
 		if len(a.pending) == maxPending {
@@ -103,19 +124,34 @@ func (a *sseAck) poll() bool {
 	a.observed = max(a.observed, a.written-int64(outq))
 	keep := len(a.pending) > 0
 	a.queued = keep
-	a.mu.Unlock()
 	if seq != 0 {
-		_ = a.l.AckDelivered(seq) // ErrClosed: the stream has just ended
+		// Under a.mu, so that closed, which the stream's end waits for,
+		// comes after it: the stream's last save includes it.
+		_ = a.l.AckDelivered(seq)
 	}
+	a.mu.Unlock()
 	return keep
 }
 
 // closed is called when the client closed or reset the connection, before
 // the stream ends. After a clean close, everything the peer acknowledged
-// was read: it is acknowledged at once.
+// was read: it is acknowledged at once, or, if a write is under way (its
+// bytes may be among them, and are not counted yet), when it ends: the
+// stream's ListenUntil is still running then, inside respond.
 func (a *sseAck) closed() {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.gone = true
+	if a.busy {
+		a.final = true
+		return
+	}
+	a.finish()
+}
+
+// finish acknowledges, once the client has closed the connection, what it
+// acknowledged if it closed cleanly, and forgets the rest. a.mu is held.
+func (a *sseAck) finish() {
 	var seq moitessier.Cursor
 	if a.conn.finished() {
 		if outq, err := a.conn.unacked(); err == nil {
@@ -123,7 +159,6 @@ func (a *sseAck) closed() {
 		}
 	}
 	a.pending = nil
-	a.mu.Unlock()
 	if seq != 0 {
 		_ = a.l.AckDelivered(seq)
 	}
