@@ -73,6 +73,9 @@ type Query struct {
 	Client string
 	// Since is where to start: a sequence number, "resume" (default) or "head".
 	Since string
+	// Start is where the subscriber starts if the request makes it one:
+	// "newest" (default), "oldest", a time or a duration (see ParseStart).
+	Start string
 }
 
 func (q Query) values() url.Values {
@@ -80,7 +83,7 @@ func (q Query) values() url.Values {
 	for _, s := range q.Scopes {
 		v.Add("scope", s)
 	}
-	for k, s := range map[string]string{"type": q.Type, "listener": q.Listener, "client": q.Client, "since": q.Since} {
+	for k, s := range map[string]string{"type": q.Type, "listener": q.Listener, "client": q.Client, "since": q.Since, "start": q.Start} {
 		if s != "" {
 			v.Set(k, s)
 		}

@@ -249,7 +249,7 @@ type JoinResult struct {
 
 // serveJoin handles POST /v1/listeners: it creates (or joins) the listener
 // that the query or a JSON body {"type":"shared","scopes":["room.1"],"client":"tab1"}
-// names, for the token's person.
+// names, for the token's person ("start" as in the query: see ParseStart).
 func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
 	c, err := s.authenticate(r)
 	if err != nil {
@@ -263,6 +263,7 @@ func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
 			Scopes   []string `json:"scopes"`
 			Client   string   `json:"client"`
 			Listener string   `json:"listener"`
+			Start    string   `json:"start"`
 		}
 		b, err := s.readBody(w, r, 256<<10)
 		if err == nil {
@@ -272,7 +273,7 @@ func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
-		q = map[string][]string{"type": {body.Type}, "scope": body.Scopes, "client": {body.Client}, "listener": {body.Listener}}
+		q = map[string][]string{"type": {body.Type}, "scope": body.Scopes, "client": {body.Client}, "listener": {body.Listener}, "start": {body.Start}}
 	}
 	spec, err := parseListen(q)
 	if err != nil {

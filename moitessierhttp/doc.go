@@ -13,7 +13,11 @@
 // conditions in the query (scope=room.1, repeated for several; type=shared,
 // private or handler; client=tab1) or by ID (listener=s3f…), and where to
 // start (since=N, "resume" for the server-held cursor, "head" for only new
-// messages). The person is always the token's subject.
+// messages). start=oldest, start=24h or start=<RFC 3339 time> makes a
+// subscriber that joins with this request start with the listener's
+// history, all that is kept or since a time (see [ParseStart]); without
+// it a new subscriber starts at the newest message. The person is always
+// the token's subject.
 //
 // # Cursors and resume
 //

@@ -470,7 +470,7 @@ func (s *Server) openListener(ctx context.Context, c *Claims, spec listenSpec) (
 			return nil, info, err
 		}
 	} else {
-		cond := moitessier.Conditions{Person: c.Subject, Type: spec.typ, Scopes: spec.scopes, Client: spec.client}
+		cond := moitessier.Conditions{Person: c.Subject, Type: spec.typ, Scopes: spec.scopes, Client: spec.client, Start: spec.start}
 		if len(spec.scopes) == 0 {
 			return nil, moitessier.ListenerInfo{}, fmt.Errorf("%w: no scope", moitessier.ErrInvalidScope)
 		}

@@ -66,6 +66,7 @@ type listenSpec struct {
 	typ    moitessier.ListenerType
 	scopes []string
 	client string
+	start  moitessier.Start
 }
 
 // parseListen reads a listen request's query: listener=ID, or
@@ -86,7 +87,39 @@ func parseListen(q url.Values) (listenSpec, error) {
 	if spec.id == "" && len(spec.scopes) == 0 {
 		return spec, fmt.Errorf("%w: no scope", moitessier.ErrInvalidScope)
 	}
+	if v := q.Get("start"); v != "" {
+		if spec.id != "" {
+			return spec, fmt.Errorf("%w: start applies to a listener named by its scopes, not by ID", ErrBadRequest)
+		}
+		start, err := ParseStart(v, time.Now())
+		if err != nil {
+			return spec, err
+		}
+		spec.start = start
+	}
 	return spec, nil
+}
+
+// ParseStart parses where a new subscriber starts, as the endpoints take it
+// in start=…: "newest" (or "", the default: what is dispatched after it
+// joined), "oldest" (the oldest message kept), a time in RFC 3339
+// ("2026-01-02T15:04:05Z": the messages created since), or a duration
+// before now ("24h", "90m": the messages of that last while). It applies
+// only when the request makes the subscriber; see moitessier.Conditions.Start.
+func ParseStart(s string, now time.Time) (moitessier.Start, error) {
+	switch s {
+	case "", "newest":
+		return moitessier.Start{}, nil
+	case "oldest":
+		return moitessier.StartOldest, nil
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return moitessier.StartSince(t), nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
+		return moitessier.StartSince(now.Add(-d)), nil
+	}
+	return moitessier.Start{}, fmt.Errorf("%w: start %.40q: want newest, oldest, an RFC 3339 time or a duration like 24h", ErrBadRequest, s)
 }
 
 // sinceHead is the cursor spelled "head": only messages dispatched from now on.

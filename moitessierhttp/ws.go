@@ -29,7 +29,8 @@ const StatusTokenExpired websocket.StatusCode = 4001
 //
 // since is a sequence number, "resume" (the default: the server-held
 // cursor) or "head" (only new messages). A listen with since=N
-// acknowledges N.
+// acknowledges N. start, as in the query of the other endpoints (see
+// [ParseStart]), is where a subscriber that the listen makes starts.
 //
 // ack acknowledges the messages of a ref up to seq: the client has them.
 // The server-held cursor moves only on acks (and on a listen's since=N),
@@ -47,6 +48,7 @@ type WSRequest struct {
 	Scopes   []string    `json:"scopes,omitempty"`
 	Client   string      `json:"client,omitempty"`
 	Since    CursorParam `json:"since,omitempty"`
+	Start    string      `json:"start,omitempty"`
 	Leave    bool        `json:"leave,omitempty"`
 	// Seq is the cursor an ack acknowledges.
 	Seq uint64 `json:"seq,omitempty"`
@@ -160,7 +162,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}()
 
 	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
-		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since"))})
+		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")})
 	}
 	for {
 		typ, data, err := conn.Read(context.Background())
@@ -280,6 +282,9 @@ func (wc *wsConn) listen(req WSRequest) {
 		q.Set("type", req.Type)
 	}
 	q.Set("client", req.Client)
+	if req.Start != "" {
+		q.Set("start", req.Start)
+	}
 	spec, err := parseListen(q)
 	if err != nil {
 		wc.sendError(req.Ref, err)

@@ -103,10 +103,12 @@ func TestPage(t *testing.T) {
 		// holds for bob: it shows only what came after.
 		run(t, bob, chromedp.Evaluate[chromedp.Void](`localStorage.clear()`))
 		do(t, bob, chromedp.Navigate("about:blank"))
-		// The hub acknowledges what it writes to a stream, so it must have
-		// seen bob's stream end before the message is sent.
+		// The hub acknowledges what bob's browser received (its TCP stack's
+		// evidence, or its next request's Last-Event-ID) and saves that
+		// when the stream ends, so it must have seen bob's stream end.
 		h.waitListening(t, 3)
 		h.dispatch(t, "alice", moitessierhttp.DispatchRequest{Scope: "room.lobby", Text: "after bob forgot"})
+		sent = append(sent, "after bob forgot")
 		do(t, bob, chromedp.Navigate(h.url+"/?name=bob"))
 		waitLive(t, bob)
 		waitFor(t, bob, chat, "after bob forgot")
@@ -161,8 +163,10 @@ func TestPage(t *testing.T) {
 			t.Errorf("name field %q, want carol", got)
 		}
 		h.dispatch(t, "alice", moitessierhttp.DispatchRequest{Scope: "room.lobby", Text: "welcome, carol"})
+		sent = append(sent, "welcome, carol")
+		// New to the room, carol sees its history first.
 		waitFor(t, carol, chat, "welcome, carol")
-		checkLog(t, carol, chat, []string{"welcome, carol"})
+		checkLog(t, carol, chat, sent)
 	})
 
 	if dir := os.Getenv("MOITESSIER_DEMO_SCREENSHOTS"); dir != "" {

@@ -7,6 +7,7 @@ const ROOM = "room.lobby"; // scope of the chat room (Shared listener)
 const NOTIFY = "notify"; // scope of the notifications (Private listener)
 const HELLO = "hello"; // scope of the Handler listener
 const KEEP = 200; // messages each panel shows and remembers
+const HISTORY = "24h"; // what a newcomer to the chat room sees of it first
 
 const $ = (id) => document.getElementById(id);
 
@@ -157,7 +158,9 @@ const chat = { es: null, log: null, retries: 0 };
 
 function openChat() {
   if (chat.es) chat.es.close();
-  const q = new URLSearchParams({ scope: ROOM, since: String(chat.log.since), access_token: me.token });
+  // start: a person who was never in the room (no cursor on the hub)
+  // starts with its last HISTORY; anyone else resumes where they were.
+  const q = new URLSearchParams({ scope: ROOM, since: String(chat.log.since), start: HISTORY, access_token: me.token });
   const es = new EventSource("/v1/events?" + q);
   chat.es = es;
   setState("chat-state", "connecting");
