@@ -55,9 +55,16 @@ func (h *hubFlags) client(ctx context.Context) (*moitessierhttp.Client, error) {
 	return c, nil
 }
 
-// fetchDevToken asks a hub in development mode for a token.
+// fetchDevToken asks a hub in development mode for a token granting
+// every scope.
 func fetchDevToken(ctx context.Context, hub, person string) (DevToken, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hub+"/dev/token?sub="+url.QueryEscape(person), nil)
+	return fetchDevTokenFor(ctx, hub, url.Values{"sub": {person}})
+}
+
+// fetchDevTokenFor asks a hub in development mode for a token; q names
+// the person (sub) and, if it has listen or dispatch, exactly the grants.
+func fetchDevTokenFor(ctx context.Context, hub string, q url.Values) (DevToken, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, hub+"/dev/token?"+q.Encode(), nil)
 	if err != nil {
 		return DevToken{}, err
 	}
@@ -205,7 +212,8 @@ const tokenDescription = `
 Print a token (an HS256 JWT) for --sub, granting the scope patterns of
 --listen and --dispatch and nothing else (no --dispatch: the token cannot
 dispatch), signed with --secret (the hub's, at least 32 bytes). Without a
-secret, ask a hub in development mode (--hub) for one.
+secret, ask a hub in development mode (--hub) for one: it grants exactly
+--listen and --dispatch when either is given, else every scope.
 
   moitessier token --secret "$MOITESSIER_SECRET" --sub alice --listen 'room.>' --listen 'user.alice.>' --dispatch 'room.>'`
 
@@ -253,7 +261,12 @@ func runToken(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return err
 	}
 	if secret == "" {
-		t, err := fetchDevToken(ctx, strings.TrimRight(hub, "/"), sub)
+		q := url.Values{"sub": {sub}}
+		if len(listen) > 0 || len(dispatch) > 0 {
+			// Only what was asked for; "" marks a grant asked for as none.
+			q["listen"], q["dispatch"] = append([]string{""}, listen...), append([]string{""}, dispatch...)
+		}
+		t, err := fetchDevTokenFor(ctx, strings.TrimRight(hub, "/"), q)
 		if err != nil {
 			return fmt.Errorf("no --secret (or MOITESSIER_SECRET), and %w", err)
 		}

@@ -567,9 +567,19 @@ func TestTokenGrantsOnlyWhatIsAsked(t *testing.T) {
 	if err != nil || !strings.Contains(stderr, "grants nothing") {
 		t.Fatalf("no grants: %v %q", err, stderr)
 	}
+	// A development hub, asked for a token, grants only what is asked too.
+	dev := startServe(t, "--store", "memory")
+	out, _, err := runCmd(ctx, t, "", "token", "--secret", "", "--hub", dev.url, "--sub", "alice", "--listen", "room.>", "--json")
+	var dt DevToken
+	if err != nil || json.Unmarshal([]byte(out), &dt) != nil || len(dt.Dispatch) != 0 || len(dt.Listen) != 1 || dt.Listen[0] != "room.>" {
+		t.Fatalf("development token for --listen only: %v %s", err, out)
+	}
+	if _, _, err := runCmd(ctx, t, "", "dispatch", "--hub", dev.url, "--token", dt.Token, "room.1", "hi"); !errors.Is(err, moitessierhttp.ErrForbidden) {
+		t.Fatalf("dispatch with a listen-only development token: %v, want ErrForbidden", err)
+	}
 	// And a hub holds the token to it: no dispatch grant, no dispatch.
 	h := startServe(t, "--store", "memory", "--secret", tokenSecret)
-	out, _, _ := runCmd(ctx, t, "", "token", "--secret", tokenSecret, "--sub", "alice", "--listen", "room.>")
+	out, _, _ = runCmd(ctx, t, "", "token", "--secret", tokenSecret, "--sub", "alice", "--listen", "room.>")
 	_, _, err = runCmd(ctx, t, "", "dispatch", "--hub", h.url, "--token", strings.TrimSpace(out), "room.1", "hi")
 	if !errors.Is(err, moitessierhttp.ErrForbidden) {
 		t.Fatalf("dispatch with a listen-only token: %v, want ErrForbidden", err)

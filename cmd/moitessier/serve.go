@@ -401,8 +401,9 @@ type DevToken struct {
 	Exp      int64    `json:"exp"`
 }
 
-// devToken mints a token granting every scope, for the person named by
-// ?sub= or a JSON body {"sub":"alice"}.
+// devToken mints a token for the person named by ?sub= or a JSON body
+// {"sub":"alice"}, granting every scope, or, when the query has listen or
+// dispatch parameters (repeated), exactly those patterns.
 func (hs *hubServer) devToken(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost && r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET, POST")
@@ -425,6 +426,26 @@ func (hs *hubServer) devToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	claims := moitessierhttp.Claims{Subject: sub, Listen: []string{">"}, Dispatch: []string{">"}, IssuedAt: time.Now().Unix(), ExpiresAt: time.Now().Add(hs.devTTL).Unix()}
+	if q := r.URL.Query(); q.Has("listen") || q.Has("dispatch") {
+		// Grants asked for: exactly those, and nothing else.
+		claims.Listen, claims.Dispatch = nil, nil
+		for _, g := range []struct {
+			name string
+			dst  *[]string
+		}{{"listen", &claims.Listen}, {"dispatch", &claims.Dispatch}} {
+			for _, p := range q[g.name] {
+				if p == "" {
+					continue
+				}
+				if err := moitessier.ValidatePattern(p); err != nil {
+					w.WriteHeader(http.StatusBadRequest)
+					fmt.Fprintf(w, `{"status":400,"code":"invalid_scope","error":%q}`+"\n", g.name+": "+err.Error())
+					return
+				}
+				*g.dst = append(*g.dst, p)
+			}
+		}
+	}
 	tok, err := moitessierhttp.Sign(hs.secret, claims)
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)
