@@ -32,7 +32,8 @@ Serve a hub over HTTP on --addr, printing the address to open:
                             listeners and read state (/v1/listeners/{id}/subscribers)
   /healthz                  200 when the store answers
   /metrics                  Prometheus metrics
-  /dev/token                (development mode) POST ?sub=NAME mints a token
+  /dev/token                (development mode) POST ?sub=NAME mints a token (every
+                            scope, or only &listen=P and &dispatch=P patterns)
 
 The store is a SQLite file (./moitessier.db by default; one process at a
 time), or PostgreSQL with --store postgres://... (many hubs may share it).
