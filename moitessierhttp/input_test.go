@@ -109,6 +109,10 @@ func TestJSONInput(t *testing.T) {
 		{"TwoValues", "/v1/dispatch", `{"scope":"a","text":"x"}{"scope":"b","text":"y"}`},
 		{"JoinInvalidUTF8", "/v1/listeners", "{\"scopes\":[\"\xff\"]}"},
 		{"JoinTrailing", "/v1/listeners", `{"scopes":["b"]}]`},
+		{"LoneLowSurrogateScope", "/v1/dispatch", `{"scope":"\udcff","text":"x"}`},
+		{"LoneHighSurrogateText", "/v1/dispatch", `{"scope":"a","text":"\ud83d!"}`},
+		{"HighSurrogateThenOther", "/v1/dispatch", `{"scope":"a","text":"\ud83d\u0041"}`},
+		{"JoinLoneSurrogate", "/v1/listeners", `{"scopes":["\udfff"]}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, body := do(t, "POST", e.ts.URL+tc.path, tok, tc.body, "Content-Type", "application/json")
@@ -120,6 +124,13 @@ func TestJSONInput(t *testing.T) {
 	id := mustID(t, moitessier.Conditions{Person: "x", Type: moitessier.Shared, Scope: ">"})
 	if info, err := e.hub.Info(ctx, id); err != nil || info.Head != 0 {
 		t.Fatalf("head %d, %v: a refused dispatch stored something", info.Head, err)
+	}
+	// A surrogate pair is a character, and an escaped backslash before a
+	// u is no escape of a surrogate.
+	for _, body := range []string{`{"scope":"a","text":"\ud83d\ude00"}`, `{"scope":"a","text":"\\udcff"}`} {
+		if code, _, b := do(t, "POST", e.ts.URL+"/v1/dispatch", tok, body, "Content-Type", "application/json"); code != 200 {
+			t.Fatalf("%s: %d %s", body, code, b)
+		}
 	}
 	// Trailing white space is no garbage.
 	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", tok, "{\"scope\":\"a\",\"text\":\"x\"}\r\n\n", "Content-Type", "application/json"); code != 200 {

@@ -277,7 +277,7 @@ func (s *Server) refuseInput(w http.ResponseWriter, r *http.Request) bool {
 		}
 	}
 	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
-		s.writeError(w, r, fmt.Errorf("%w: query: %v", ErrBadRequest, err))
+		s.writeError(w, r, fmt.Errorf("%w: query: %w", ErrBadRequest, err))
 		return true
 	}
 	return false
