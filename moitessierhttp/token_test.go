@@ -300,3 +300,18 @@ func newHub(tb testing.TB) *moitessier.Hub {
 	tb.Cleanup(func() { _ = hub.Close() })
 	return hub
 }
+
+// BenchmarkVerify measures checking one token, as every request does.
+func BenchmarkVerify(b *testing.B) {
+	now := time.Unix(1_800_000_000, 0)
+	tok, err := moitessierhttp.Sign(secret, moitessierhttp.Claims{Subject: "alice", Listen: []string{"room.>", "user.alice.>"}, Dispatch: []string{"room.>"}, ExpiresAt: now.Add(time.Hour).Unix()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := moitessierhttp.Verify(secret, tok, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
