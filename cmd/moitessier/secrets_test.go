@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -24,6 +26,34 @@ func TestRedactDSN(t *testing.T) {
 		if got := redactDSN(tc.in); got != tc.want {
 			t.Errorf("redactDSN(%q)=%q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestRedactErr: an error that quotes the DSN, or its password alone (as
+// a driver may, decoded or not), is shown with the password masked and
+// still wraps the original.
+func TestRedactErr(t *testing.T) {
+	orig := errors.New("boom")
+	for _, tc := range []struct{ dsn, msg string }{
+		{"postgres://app:hunter2@db/app", "connect postgres://app:hunter2@db/app"},
+		{"postgres://app:hunter2@db/app", "auth failed for password hunter2"},
+		{"postgres://app:p%40ss%3Fw0rd@db/app", "auth failed for password p@ss?w0rd"},
+		{"postgres://app:p%40ss%3Fw0rd@db/app", "auth failed for password p%40ss%3Fw0rd"},
+		{"postgres://app@db/app?password=hunter2", "no answer with password hunter2"},
+		{"host=db password=hunter2", "cannot parse host=db password=hunter2"},
+	} {
+		err := redactErr(fmt.Errorf("%s: %w", tc.msg, orig), tc.dsn)
+		for _, pw := range []string{"hunter2", "p@ss?w0rd", "p%40ss%3Fw0rd"} {
+			if strings.Contains(err.Error(), pw) {
+				t.Errorf("redactErr(%q): %q shows the password", tc.msg, err)
+			}
+		}
+		if !errors.Is(err, orig) || !strings.Contains(err.Error(), "xxxxx") {
+			t.Errorf("redactErr(%q) = %q: want the password masked and the error wrapped", tc.msg, err)
+		}
+	}
+	if redactErr(nil, "postgres://app:hunter2@db/app") != nil {
+		t.Error("redactErr(nil) is not nil")
 	}
 }
 
