@@ -46,7 +46,8 @@ type Options struct {
 	Lease time.Duration
 	// AckInterval is how often acknowledged cursors and lease renewals of
 	// running ListenUntil calls are saved, all in one Store.Checkpoint. A
-	// ListenUntil that returns saves its own cursor at once. Default 100 ms.
+	// ListenUntil that returns saves its own cursor at once. Default
+	// [DefaultAckInterval], 1 second.
 	AckInterval time.Duration
 	// IdempotencyWindow is how long an idempotency key makes a retried
 	// dispatch a no-op. Default 24 hours.
@@ -106,6 +107,23 @@ type Hooks struct {
 	Expired func(ctx context.Context, l ListenerInfo)
 }
 
+// DefaultAckInterval is Options.AckInterval's default. A second is short
+// enough: a ListenUntil that returns saves its own position at once, and a
+// resume in the same hub starts after what it acknowledged, so only a crash
+// re-delivers up to a second of messages; and long enough: with 10 000 SSE
+// streams on SQLite, saving every 100 ms made each save an update of up to
+// 10 000 rows and halved the delivery rate.
+const DefaultAckInterval = time.Second
+
+// DefaultOptions returns the Options that New uses for zero fields: every
+// default in one place, for a command line or a config file to start from.
+// Logger and Now are left nil (New fills them).
+func DefaultOptions() Options {
+	o := Options{}.withDefaults()
+	o.Logger, o.Now = nil, nil
+	return o
+}
+
 func (o Options) withDefaults() Options {
 	if o.MaxMessageBytes == 0 {
 		o.MaxMessageBytes = 64 << 10
@@ -120,7 +138,7 @@ func (o Options) withDefaults() Options {
 		o.Lease = 24 * time.Hour
 	}
 	if o.AckInterval == 0 {
-		o.AckInterval = 100 * time.Millisecond
+		o.AckInterval = DefaultAckInterval
 	}
 	if o.IdempotencyWindow == 0 {
 		o.IdempotencyWindow = 24 * time.Hour

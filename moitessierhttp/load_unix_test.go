@@ -169,7 +169,7 @@ func TestLoadServerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hub.Close()
-	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{Secret: secret})
+	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{Secret: secret, DispatchRate: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -42,11 +43,14 @@ type Config struct {
 	// (An SSE or long-poll request always has exactly one.) Default 16.
 	MaxListenersPerConn int
 	// DispatchRate is how many dispatches per second one person may make,
-	// over HTTP and WebSocket together; more get 429 with Retry-After.
-	// Default 0: no limit.
+	// over HTTP and WebSocket together; more get 429 with Retry-After. It
+	// is counted in this process: N hubs on one store allow N times it.
+	// Default [DefaultDispatchRate], 50 a second (a chat is far below it; a
+	// script that loops is not); negative: no limit.
 	DispatchRate float64
 	// DispatchBurst is how many dispatches a person may make at once above
-	// DispatchRate. Default: DispatchRate rounded up, at least 1.
+	// DispatchRate. Default: twice DispatchRate rounded up, at least 1 (100
+	// with the default rate).
 	DispatchBurst int
 
 	// Heartbeat is how often an idle SSE stream gets a comment line and a
@@ -110,6 +114,20 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultDispatchRate is Config.DispatchRate's default: dispatches per
+// second per person.
+const DefaultDispatchRate = 50
+
+// DefaultConfig returns the Config that New uses for zero fields: every
+// default in one place, for a command line or a config file to start
+// from. Secret, Authenticate, Handlers, Metrics, Logger and Now are left
+// empty.
+func DefaultConfig() Config {
+	c := Config{}.withDefaults()
+	c.Metrics, c.Logger, c.Now = nil, nil, nil
+	return c
+}
+
 func (c Config) withDefaults() Config {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 64 << 10
@@ -117,8 +135,11 @@ func (c Config) withDefaults() Config {
 	if c.MaxListenersPerConn == 0 {
 		c.MaxListenersPerConn = 16
 	}
+	if c.DispatchRate == 0 {
+		c.DispatchRate = DefaultDispatchRate
+	}
 	if c.DispatchBurst == 0 && c.DispatchRate > 0 {
-		c.DispatchBurst = max(1, int(c.DispatchRate+0.999999))
+		c.DispatchBurst = max(1, int(math.Ceil(2*c.DispatchRate)))
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 15 * time.Second
@@ -156,7 +177,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: %w: Secret or Authenticate is required", moitessier.ErrInvalidArgument)
 	case len(c.Secret) > 0 && CheckSecret(c.Secret) != nil:
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
-	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchRate < 0, c.DispatchBurst < 0:
+	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
 	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0:
 		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)

@@ -21,7 +21,7 @@ import (
 // is dropped when its buffers fill, and it resumes from its cursor with
 // nothing lost.
 func TestSlowConsumer(t *testing.T) {
-	e := newEnv(t, moitessierhttp.Config{WriteTimeout: time.Second})
+	e := newEnv(t, moitessierhttp.Config{WriteTimeout: time.Second, DispatchRate: -1})
 	alice := e.client(all(t, "alice"))
 	ctx := ctxT(t)
 	const n, size = 300, 60 << 10
@@ -111,7 +111,7 @@ func TestSlowConsumer(t *testing.T) {
 
 // TestSlowConsumerWebSocket is the same rule over WebSocket.
 func TestSlowConsumerWebSocket(t *testing.T) {
-	e := newEnv(t, moitessierhttp.Config{WriteTimeout: 300 * time.Millisecond})
+	e := newEnv(t, moitessierhttp.Config{WriteTimeout: 300 * time.Millisecond, DispatchRate: -1})
 	alice := e.client(all(t, "alice"))
 	c := dialWS(t, e, all(t, "slowpoke"), "?scope=slow.ws")
 	c.expect("listening", "")

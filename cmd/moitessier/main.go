@@ -10,7 +10,10 @@
 //
 // Every command takes --help. Flags default to environment variables
 // (MOITESSIER_STORE, MOITESSIER_ADDR, MOITESSIER_SECRET, MOITESSIER_HUB,
-// MOITESSIER_TOKEN…), named in each command's help.
+// MOITESSIER_TOKEN…), named in each command's help; a flag on the command
+// line wins, and a variable set to a value its flag cannot take is an
+// error. Without either, a flag's default is the library's
+// (moitessier.DefaultOptions, moitessierhttp.DefaultConfig).
 package main
 
 import (
@@ -21,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -132,7 +136,49 @@ func parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	return nil
+	return checkEnv(fs)
+}
+
+// errBadEnv reports an environment variable whose value its flag cannot
+// take: an error, never silently the default.
+var errBadEnv = errors.New("bad environment variable")
+
+// envOf finds the variable a flag's usage names: "(env MOITESSIER_RATE".
+var envOf = regexp.MustCompile(`\(env (MOITESSIER_[A-Z0-9_]+)`)
+
+// checkEnv checks the environment variables of the flags not set on the
+// command line: one set to a value its flag cannot parse is an error
+// (env, envInt… read them for the flags' defaults and cannot fail).
+func checkEnv(fs *flag.FlagSet) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		m := envOf.FindStringSubmatch(f.Usage)
+		if m == nil || set[f.Name] {
+			return
+		}
+		v := env(m[1], "")
+		g, ok := f.Value.(flag.Getter)
+		if v == "" || !ok {
+			return
+		}
+		var err error
+		switch g.Get().(type) {
+		case int:
+			_, err = strconv.Atoi(v)
+		case float64:
+			_, err = strconv.ParseFloat(v, 64)
+		case time.Duration:
+			_, err = time.ParseDuration(v)
+		case bool:
+			_, err = strconv.ParseBool(v)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s=%q, for --%s: %v", errBadEnv, m[1], v, f.Name, err))
+		}
+	})
+	return errors.Join(errs...)
 }
 
 // env returns the environment variable, or def.

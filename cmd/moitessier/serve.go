@@ -87,6 +87,9 @@ type serveConfig struct {
 
 func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	c := &serveConfig{}
+	// Every default is the library's: DefaultOptions for the hub,
+	// DefaultConfig for the HTTP server.
+	d, hd := moitessier.DefaultOptions(), moitessierhttp.DefaultConfig()
 	fs := newFlags("serve", "[flags]", serveDescription, stderr)
 	fs.StringVar(&c.addr, "addr", env("MOITESSIER_ADDR", "127.0.0.1:8080"), "address to listen on (env MOITESSIER_ADDR)")
 	fs.StringVar(&c.store, "store", env("MOITESSIER_STORE", "moitessier.db"), storeHelp)
@@ -96,26 +99,26 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.StringVar(&c.devSecretFile, "dev-secret-file", env("MOITESSIER_DEV_SECRET_FILE", ""), "development mode: the file that keeps the random secret (mode 0600), so that tokens survive a restart (env MOITESSIER_DEV_SECRET_FILE); empty: FILE.dev-secret beside a SQLite store FILE, none with other stores; \"none\": a new secret at every start")
 	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
 	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
-	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", 64<<10), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
-	fs.IntVar(&c.maxHandlers, "max-handlers", envInt("MOITESSIER_MAX_HANDLERS", moitessier.DefaultMaxHandlers), "most handlers one dispatch may name; more get 400 (env MOITESSIER_MAX_HANDLERS)")
-	fs.DurationVar(&c.handlerBudget, "handler-budget", envDuration("MOITESSIER_HANDLER_BUDGET", moitessier.DefaultHandlerBudget), "time all handler calls of one dispatch may take together; past it the dispatch stores nothing and gets 503 (env MOITESSIER_HANDLER_BUDGET); negative: no budget")
+	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", d.MaxMessageBytes), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
+	fs.IntVar(&c.maxHandlers, "max-handlers", envInt("MOITESSIER_MAX_HANDLERS", d.MaxHandlers), "most handlers one dispatch may name; more get 400 (env MOITESSIER_MAX_HANDLERS)")
+	fs.DurationVar(&c.handlerBudget, "handler-budget", envDuration("MOITESSIER_HANDLER_BUDGET", d.HandlerBudget), "time all handler calls of one dispatch may take together; past it the dispatch stores nothing and gets 503 (env MOITESSIER_HANDLER_BUDGET); negative: no budget")
 	fs.BoolVar(&c.demoHandlers, "demo-handlers", envBool("MOITESSIER_DEMO_HANDLERS", false), "offer the demo page's handlers, greet and upper, to dispatches (env MOITESSIER_DEMO_HANDLERS); always on in development mode")
-	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", 16), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
-	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", 50), "dispatches per second per person, counted in this process (N hubs on one store allow N times); more get 429; 0 for no limit (env MOITESSIER_RATE)")
-	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", 100), "dispatches a person may make at once above --rate (env MOITESSIER_BURST)")
-	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", 15*time.Second), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
-	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("MOITESSIER_BODY_TIMEOUT", 10*time.Second), "a request body must arrive within this; slower gets 408 and its connection closed (env MOITESSIER_BODY_TIMEOUT)")
-	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("MOITESSIER_WRITE_TIMEOUT", 10*time.Second), "a client that takes no data for this long is dropped as a slow consumer (env MOITESSIER_WRITE_TIMEOUT)")
-	fs.DurationVar(&c.sseBatch, "sse-batch-interval", envDuration("MOITESSIER_SSE_BATCH_INTERVAL", 0), "least time between two writes to one SSE stream; what comes meanwhile goes in one write (env MOITESSIER_SSE_BATCH_INTERVAL); 0: 15µs per open stream, at most 150ms; negative: none")
-	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", 24*time.Hour), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
-	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", 7*24*time.Hour), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
-	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", time.Minute), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
+	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", hd.MaxListenersPerConn), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
+	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", hd.DispatchRate), "dispatches per second per person, counted in this process (N hubs on one store allow N times); more get 429; 0 or negative for no limit (env MOITESSIER_RATE)")
+	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", hd.DispatchBurst), "dispatches a person may make at once above --rate (env MOITESSIER_BURST); 0: twice --rate")
+	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", hd.Heartbeat), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
+	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("MOITESSIER_BODY_TIMEOUT", hd.BodyTimeout), "a request body must arrive within this; slower gets 408 and its connection closed (env MOITESSIER_BODY_TIMEOUT)")
+	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("MOITESSIER_WRITE_TIMEOUT", hd.WriteTimeout), "a client that takes no data for this long is dropped as a slow consumer (env MOITESSIER_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.sseBatch, "sse-batch-interval", envDuration("MOITESSIER_SSE_BATCH_INTERVAL", hd.SSEBatchInterval), "least time between two writes to one SSE stream; what comes meanwhile goes in one write (env MOITESSIER_SSE_BATCH_INTERVAL); 0: 15µs per open stream, at most 150ms; negative: none")
+	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", d.Lease), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
+	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", d.Retention.MaxAge), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
+	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", d.GCInterval), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("MOITESSIER_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env MOITESSIER_SHUTDOWN_TIMEOUT)")
-	fs.DurationVar(&c.ackInterval, "ack-interval", envDuration("MOITESSIER_ACK_INTERVAL", time.Second), "how often delivered positions (server-held cursors) are saved to the store, all in one write; a stream that ends saves its own at once, so only a crash may re-deliver this much (env MOITESSIER_ACK_INTERVAL)")
-	fs.IntVar(&c.quota.Listeners, "quota-listeners", envInt("MOITESSIER_QUOTA_LISTENERS", moitessier.DefaultQuotaListeners), "most listeners one person may own (Shared ones they created count); shared by every hub on the store; -1 for no limit (env MOITESSIER_QUOTA_LISTENERS)")
-	fs.IntVar(&c.quota.Handlers, "quota-handlers", envInt("MOITESSIER_QUOTA_HANDLERS", moitessier.DefaultQuotaHandlers), "most Handler listeners one person may own; -1 for no limit (env MOITESSIER_QUOTA_HANDLERS)")
-	fs.IntVar(&c.quota.Subscriptions, "quota-subscriptions", envInt("MOITESSIER_QUOTA_SUBSCRIPTIONS", moitessier.DefaultQuotaSubscriptions), "most subscriptions (listener and client) one person may hold; -1 for no limit (env MOITESSIER_QUOTA_SUBSCRIPTIONS)")
-	fs.IntVar(&c.maxScopes, "max-scopes-per-listener", envInt("MOITESSIER_MAX_SCOPES_PER_LISTENER", moitessier.MaxScopesPerListener), "most scopes and patterns one listener may name (env MOITESSIER_MAX_SCOPES_PER_LISTENER)")
+	fs.DurationVar(&c.ackInterval, "ack-interval", envDuration("MOITESSIER_ACK_INTERVAL", d.AckInterval), "how often delivered positions (server-held cursors) are saved to the store, all in one write; a stream that ends saves its own at once, so only a crash may re-deliver this much (env MOITESSIER_ACK_INTERVAL)")
+	fs.IntVar(&c.quota.Listeners, "quota-listeners", envInt("MOITESSIER_QUOTA_LISTENERS", d.Quota.Listeners), "most listeners one person may own (Shared ones they created count); shared by every hub on the store; -1 for no limit (env MOITESSIER_QUOTA_LISTENERS)")
+	fs.IntVar(&c.quota.Handlers, "quota-handlers", envInt("MOITESSIER_QUOTA_HANDLERS", d.Quota.Handlers), "most Handler listeners one person may own; -1 for no limit (env MOITESSIER_QUOTA_HANDLERS)")
+	fs.IntVar(&c.quota.Subscriptions, "quota-subscriptions", envInt("MOITESSIER_QUOTA_SUBSCRIPTIONS", d.Quota.Subscriptions), "most subscriptions (listener and client) one person may hold; -1 for no limit (env MOITESSIER_QUOTA_SUBSCRIPTIONS)")
+	fs.IntVar(&c.maxScopes, "max-scopes-per-listener", envInt("MOITESSIER_MAX_SCOPES_PER_LISTENER", d.MaxScopesPerListener), "most scopes and patterns one listener may name (env MOITESSIER_MAX_SCOPES_PER_LISTENER)")
 	fs.BoolVar(&c.noTCPAcks, "no-tcp-acks", envBool("MOITESSIER_NO_TCP_ACKS", false), "SSE streams take no evidence of receipt from the client's TCP stack, only from its next request (Last-Event-ID): set it behind a proxy that adds no Forwarded, X-Forwarded-For, X-Real-IP or Via header (env MOITESSIER_NO_TCP_ACKS)")
 	fs.BoolVar(&c.pprof, "pprof", envBool("MOITESSIER_PPROF", false), "serve Go's profiler at /debug/pprof/ (env MOITESSIER_PPROF)")
 	fs.StringVar(&c.logFormat, "log-format", env("MOITESSIER_LOG_FORMAT", "text"), "log format: text or json (env MOITESSIER_LOG_FORMAT)")
@@ -225,7 +228,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		AllowedOrigins:      c.cors,
 		MaxMessageBytes:     c.maxMessageBytes,
 		MaxListenersPerConn: c.maxListeners,
-		DispatchRate:        c.rate,
+		DispatchRate:        cliRate(c.rate),
 		DispatchBurst:       c.burst,
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
@@ -539,4 +542,14 @@ func rssOfPid(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// cliRate maps --rate to Config.DispatchRate: on the command line 0 means
+// no limit, as it reads; in Config a zero field takes the default and a
+// negative one means no limit.
+func cliRate(r float64) float64 {
+	if r <= 0 {
+		return -1
+	}
+	return r
 }
