@@ -43,6 +43,8 @@ type dropRun struct {
 
 	head      moitessier.Cursor // the last dispatched seq, once stopped
 	seen      map[uint64]int
+	age       map[uint64]time.Duration // how long before its connection dropped a message was last received
+	window    time.Duration            // if not 0: a message received longer than this before a drop never comes again
 	dups      int
 	maxDups   int
 	lastAcked uint64 // the server-held cursor when the last connection dropped
@@ -57,7 +59,7 @@ func newDropRun(t *testing.T, e *env, scope string) *dropRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &dropRun{t: t, e: e, scope: scope, tok: all(t, "alice"), l: l, stop: make(chan struct{}), seen: map[uint64]int{}}
+	r := &dropRun{t: t, e: e, scope: scope, tok: all(t, "alice"), l: l, stop: make(chan struct{}), seen: map[uint64]int{}, age: map[uint64]time.Duration{}}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -102,8 +104,9 @@ func (r *dropRun) waitCursor(c uint64) {
 }
 
 // record takes what one connection received, in order, and the
-// server-held cursor when it dropped.
-func (r *dropRun) record(trial int, got []uint64, acked uint64) {
+// server-held cursor when it dropped; ages, if not nil, says how long
+// before the drop each message was received.
+func (r *dropRun) record(trial int, got []uint64, acked uint64, ages []time.Duration) {
 	r.t.Helper()
 	n := 0
 	for i, s := range got {
@@ -115,8 +118,14 @@ func (r *dropRun) record(trial int, got []uint64, acked uint64) {
 			if s <= r.lastAcked {
 				r.t.Fatalf("trial %d: message %d came again, though the server-held cursor was %d when the client dropped", trial, s, r.lastAcked)
 			}
+			if a := r.age[s]; r.window > 0 && a > r.window {
+				r.t.Fatalf("trial %d: message %d came again, though the client had received it %v before it dropped (bound %v)", trial, s, a, r.window)
+			}
 		}
 		r.seen[s]++
+		if ages != nil {
+			r.age[s] = ages[i]
+		}
 	}
 	r.dups += n
 	r.maxDups = max(r.maxDups, n)
@@ -135,7 +144,7 @@ func (r *dropRun) finish(last func(until uint64) []uint64) {
 		r.t.Fatal(err)
 	}
 	r.head = d.Messages[0].Seq
-	r.record(dropTrials, last(uint64(r.head)), 0)
+	r.record(dropTrials, last(uint64(r.head)), 0, nil)
 	var lost []uint64
 	for s := uint64(1); s <= uint64(r.head); s++ {
 		if r.seen[s] == 0 {
@@ -148,16 +157,29 @@ func (r *dropRun) finish(last func(until uint64) []uint64) {
 	}
 }
 
-// received is what a connection's reader has parsed so far.
+// received is what a connection's reader has parsed so far, and when.
 type received struct {
 	mu   sync.Mutex
 	seqs []uint64
+	at   []time.Time
 }
 
 func (rc *received) add(s uint64) {
 	rc.mu.Lock()
 	rc.seqs = append(rc.seqs, s)
+	rc.at = append(rc.at, time.Now())
 	rc.mu.Unlock()
+}
+
+// ages returns how long before dropped each message was received.
+func (rc *received) ages(dropped time.Time) []time.Duration {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	out := make([]time.Duration, len(rc.at))
+	for i, t := range rc.at {
+		out[i] = dropped.Sub(t)
+	}
+	return out
 }
 
 func (rc *received) get() []uint64 {
@@ -194,22 +216,32 @@ func trialShape(trial int) (k int, waitAck, reset bool) {
 }
 
 // TestSSEDropResume: SSE over a real socket, read in part and dropped.
+// Acknowledged on the evidence of the client's TCP stack, a message the
+// client received more than two TCPAckIntervals before it dropped (and
+// some slack for a loaded machine) never comes again: every 20th trial
+// reads for 300 ms before it drops, to hold the stream to that bound.
 func TestSSEDropResume(t *testing.T) {
-	e := newEnv(t, moitessierhttp.Config{TCPAckInterval: 10 * time.Millisecond})
+	const every = 10 * time.Millisecond
+	e := newEnv(t, moitessierhttp.Config{TCPAckInterval: every})
 	r := newDropRun(t, e, "drop.sse")
+	r.window = 2*every + 150*time.Millisecond
 	addr := strings.TrimPrefix(e.ts.URL, "http://")
 	for trial := range dropTrials {
 		k, waitAck, reset := trialShape(trial)
-		got, acked := sseConn(t, addr, r, func(rc *received, done <-chan struct{}) {
+		long := trial%20 == 10
+		got, acked, ages := sseConn(t, addr, r, func(rc *received, done <-chan struct{}) {
 			got := rc.waitN(t, k, done)
 			if waitAck {
 				r.waitCursor(got[k-1])
 			}
-		}, reset)
-		r.record(trial, got, acked)
+			if long {
+				time.Sleep(300 * time.Millisecond)
+			}
+		}, reset || long)
+		r.record(trial, got, acked, ages)
 	}
 	r.finish(func(until uint64) []uint64 {
-		got, _ := sseConn(t, addr, r, func(rc *received, done <-chan struct{}) {
+		got, _, _ := sseConn(t, addr, r, func(rc *received, done <-chan struct{}) {
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				if got := rc.get(); len(got) > 0 && got[len(got)-1] >= until {
@@ -229,7 +261,7 @@ func TestSSEDropResume(t *testing.T) {
 // reads it (every event in every byte read counts as received, as in a
 // browser) until until returns, and drops the connection: with a reset, or
 // with a plain close (which is a reset too when unread bytes are left).
-func sseConn(tb testing.TB, addr string, r *dropRun, until func(*received, <-chan struct{}), reset bool) ([]uint64, uint64) {
+func sseConn(tb testing.TB, addr string, r *dropRun, until func(*received, <-chan struct{}), reset bool) ([]uint64, uint64, []time.Duration) {
 	tb.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -282,9 +314,10 @@ func sseConn(tb testing.TB, addr string, r *dropRun, until func(*received, <-cha
 	if reset {
 		_ = conn.(*net.TCPConn).SetLinger(0)
 	}
+	dropped := time.Now()
 	_ = conn.Close()
 	<-done
-	return rc.get(), acked
+	return rc.get(), acked, rc.ages(dropped)
 }
 
 // TestWebSocketDropResume: WebSocket, acknowledging each frame it reads
@@ -300,7 +333,7 @@ func TestWebSocketDropResume(t *testing.T) {
 				r.waitCursor(got[k-1])
 			}
 		})
-		r.record(trial, got, acked)
+		r.record(trial, got, acked, nil)
 	}
 	r.finish(func(until uint64) []uint64 {
 		got, _ := wsConn(t, e, r, func(rc *received, done <-chan struct{}) {
@@ -419,7 +452,7 @@ func TestPollDropResume(t *testing.T) {
 			_ = conn.(*net.TCPConn).SetLinger(0)
 		}
 		_ = conn.Close()
-		r.record(trial, got, acked)
+		r.record(trial, got, acked, nil)
 	}
 	r.finish(func(until uint64) []uint64 {
 		var got []uint64
@@ -431,4 +464,22 @@ func TestPollDropResume(t *testing.T) {
 		}
 		return got
 	})
+}
+
+// TestSSEAcksUnderLoad: a stream that writes many times per
+// TCPAckInterval (more than it keeps track of one by one) still
+// acknowledges what its client receives, while it goes on writing.
+func TestSSEAcksUnderLoad(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{TCPAckInterval: 200 * time.Millisecond, SSEBatchInterval: -1})
+	r := newDropRun(t, e, "load.sse")
+	defer func() {
+		close(r.stop)
+		r.wg.Wait()
+	}()
+	addr := strings.TrimPrefix(e.ts.URL, "http://")
+	sseConn(t, addr, r, func(rc *received, done <-chan struct{}) {
+		time.Sleep(time.Second) // five intervals of writes
+		got := rc.waitN(t, 1, done)
+		r.waitCursor(got[len(got)-1])
+	}, true)
 }

@@ -48,8 +48,9 @@ type pendingAck struct {
 	seq moitessier.Cursor
 }
 
-// maxPending bounds a stream's pending list: past it, the oldest two
-// entries merge into the later one (its message is acknowledged with it).
+// maxPending bounds a stream's pending list: when it is full, a message
+// written joins the newest entry (and is acknowledged with what comes
+// after it), so that the oldest, the next to be acknowledged, stay.
 const maxPending = 64
 
 // writing is called before each write to the socket, wrote after it.
@@ -78,10 +79,11 @@ func (a *sseAck) wrote(n int, seq moitessier.Cursor) {
 	}
 	enqueue := false
 	if seq != 0 {
-		if len(a.pending) == maxPending {
-			a.pending = append(a.pending[:0], a.pending[1:]...)
+		if n := len(a.pending); n == maxPending {
+			a.pending[n-1] = pendingAck{a.written, seq}
+		} else {
+			a.pending = append(a.pending, pendingAck{a.written, seq})
 		}
-		a.pending = append(a.pending, pendingAck{a.written, seq})
 		enqueue = !a.queued && !a.gone
 		a.queued = a.queued || enqueue
 	}
