@@ -55,6 +55,7 @@ type Error struct {
 	RetryAfter time.Duration
 }
 
+// Error says the answer's status, code and message.
 func (e *Error) Error() string {
 	return fmt.Sprintf("%d %s: %s", e.Status, e.Code, e.ErrorBody.Error)
 }

@@ -77,10 +77,12 @@ type RateLimitError struct {
 	RetryAfter time.Duration
 }
 
+// Error says how long to wait.
 func (e *RateLimitError) Error() string {
 	return fmt.Sprintf("%v: retry after %v", ErrRateLimited, e.RetryAfter.Round(time.Millisecond))
 }
 
+// Unwrap returns ErrRateLimited.
 func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
 
 // ErrorBody is the JSON body of every error response, and of WebSocket
