@@ -156,14 +156,16 @@ missing any. Patterns work: "room.*", "user.alice.>".
 
 By default the listen resumes where this person's --client left off last
 time (the hub keeps the cursor); --since head shows only new messages,
---since 0 everything kept.
+--since 0 everything kept. A person new to the listener starts at its
+newest message, or with --start oldest (all that is kept), --start 24h (a
+duration back from now) or --start 2026-01-02T15:04:05Z, with its history.
 
   moitessier listen room.1
   moitessier listen --type private --json notify.alice`
 
 func runListen(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var hf hubFlags
-	var typ, client, since, listener string
+	var typ, client, since, start, listener string
 	var asJSON bool
 	var count int
 	fs := newFlags("listen", "[flags] SCOPE...", listenDescription, stderr)
@@ -171,6 +173,7 @@ func runListen(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	fs.StringVar(&typ, "type", "shared", "listener type: shared, private or handler")
 	fs.StringVar(&client, "client", "cli", "client name: each client has its own cursor")
 	fs.StringVar(&since, "since", "resume", "where to start: resume, head, or a sequence number")
+	fs.StringVar(&start, "start", "", "where a person new to the listener starts: newest (default), oldest, a duration back from now (24h) or an RFC 3339 time")
 	fs.StringVar(&listener, "listener", "", "listen to an existing listener by ID instead of scopes")
 	fs.BoolVar(&asJSON, "json", false, "print each message as a JSON object")
 	fs.IntVar(&count, "n", 0, "exit after this many messages (0: follow until interrupted)")
@@ -188,7 +191,7 @@ func runListen(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	c.OnReconnect = func(err error, wait time.Duration) {
 		fmt.Fprintf(stderr, "moitessier: connection lost (%v); reconnecting in %v\n", err, wait.Round(time.Millisecond))
 	}
-	q := moitessierhttp.Query{Scopes: fs.Args(), Type: typ, Client: client, Since: since, Listener: listener}
+	q := moitessierhttp.Query{Scopes: fs.Args(), Type: typ, Client: client, Since: since, Start: start, Listener: listener}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	enc := json.NewEncoder(stdout)

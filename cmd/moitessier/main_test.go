@@ -246,6 +246,19 @@ func TestServe(t *testing.T) {
 		}
 	})
 
+	t.Run("ListenStart", func(t *testing.T) {
+		// New to the room, carol asks for its history.
+		out, errOut, err := runCmd(ctx, t, "", "listen", "--hub", h.url, "--as", "carol", "--start", "oldest", "-n", "3", "room.1")
+		if err != nil {
+			t.Fatalf("listen --start oldest: %v %s", err, errOut)
+		}
+		for _, want := range []string{"hello bob", "line two", "line three"} {
+			if !strings.Contains(out, want) {
+				t.Fatalf("listen --start oldest: %q, want the room's three messages", out)
+			}
+		}
+	})
+
 	t.Run("GCLocked", func(t *testing.T) {
 		_, _, err := runCmd(ctx, t, "", "gc", "--store", filepath.Join(dir, "hub.db"))
 		if err == nil || !strings.Contains(err.Error(), "running hub") {
