@@ -60,6 +60,8 @@ func TestLimitsDocumented(t *testing.T) {
 		"write-timeout":           seconds,
 		"rate":                    func(v string) string { return v + "/s" },
 		"burst":                   func(v string) string { return "bursts of " + v },
+		"lease":                   func(v string) string { d, _ := time.ParseDuration(v); return strconv.Itoa(int(d.Hours())) + " h" },
+		"retention":               func(v string) string { d, _ := time.ParseDuration(v); return strconv.Itoa(int(d.Hours()/24)) + " days" },
 	} {
 		f := fs.Lookup(name)
 		if f == nil {
