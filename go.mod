@@ -3,6 +3,7 @@ module github.com/likestripes/moitessier
 go 1.26.8
 
 require (
+	cloud.google.com/go/datastore v1.28.1
 	cloud.google.com/go/pubsub/v2 v2.9.0
 	github.com/chromedp/cdproto v0.159.0
 	github.com/chromedp/chromedp v0.23.0
