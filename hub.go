@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,17 @@ type Options struct {
 	GCInterval time.Duration
 	// CacheSize is how many of a listener's newest messages the hub keeps in
 	// memory while it has subscribers in ListenUntil. Default 1024.
+	//
+	// What a dispatcher feels when subscribers do not keep up: it never
+	// waits for them. Memory stays bounded by CacheSize per listener; a
+	// subscriber further behind reads from the store, BatchLimit messages
+	// at a time, sharing the read with the others behind it. When the
+	// in-process subscribers of a listener are still busy with earlier
+	// messages, a dispatch yields its processor to them once every 32
+	// messages (runtime.Gosched), so that a dispatcher faster than its
+	// subscribers (the memory store) lets them run instead of building an
+	// ever-growing backlog; a subscriber blocked elsewhere (writing to a
+	// slow client) is not waited for.
 	CacheSize int
 	// BatchLimit is the most messages passed to one respond call. Default 256.
 	BatchLimit int
@@ -541,6 +553,7 @@ func (h *Hub) acquireLive(id string) *live {
 		h.lives[id] = lv
 	}
 	lv.refs++
+	lv.subs.Store(int32(lv.refs))
 	return lv
 }
 
@@ -548,6 +561,7 @@ func (h *Hub) releaseLive(lv *live) {
 	h.livesMu.Lock()
 	defer h.livesMu.Unlock()
 	lv.refs--
+	lv.subs.Store(int32(lv.refs))
 	if lv.refs == 0 && h.lives[lv.id] == lv {
 		delete(h.lives, lv.id)
 	}
@@ -586,15 +600,23 @@ func (h *Hub) publish(msgs []Message) {
 	if len(msgs) == 0 {
 		return
 	}
+	behind := false
 	h.livesMu.RLock()
-	defer h.livesMu.RUnlock()
-	if len(h.lives) == 0 {
-		return
-	}
 	for i := range msgs {
 		if lv := h.lives[msgs[i].Listener]; lv != nil {
-			lv.add(msgs[i:i+1], h.opts.CacheSize)
+			behind = lv.add(msgs[i:i+1], h.opts.CacheSize) || behind
 		}
+	}
+	h.livesMu.RUnlock()
+	if behind {
+		// In-process subscribers of a listener are still busy with
+		// earlier messages: give them the processor before the next
+		// dispatch. The dispatcher never waits for a subscriber; it lets
+		// those that can run (not those blocked writing to a slow client)
+		// catch up, so that an in-memory dispatcher cannot outrun its
+		// subscribers by an ever-growing backlog, and they read from the
+		// cache, not the store.
+		runtime.Gosched()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -40,6 +41,15 @@ type live struct {
 
 	created time.Time // the incarnation the cache belongs to; see bind
 
+	// waiting counts the subscribers that found nothing new since the
+	// last wake-up: they wait on wake. subs mirrors refs, for add, which
+	// runs under mu, not livesMu.
+	waiting int32
+	subs    atomic.Int32
+	// busy counts the messages added since a dispatch last found every
+	// local subscriber waiting.
+	busy int
+
 	fillMu sync.Mutex
 }
 
@@ -70,18 +80,27 @@ func (lv *live) next(cur Cursor, limit int) (msgs []Message, wake <-chan struct{
 		}
 		return nil, nil, true, false
 	}
+	lv.waiting++
 	return nil, lv.wake, false, false
 }
 
 // add puts committed messages of this listener, in ascending order, into the
-// cache and wakes the waiters. Messages already known are ignored. A message
+// cache and wakes the waiters. It reports whether local subscribers were
+// still busy with earlier messages (not all of them waiting): see
+// Hub.publish. Messages already known are ignored. A message
 // past a gap is held back until the gap fills (concurrent dispatchers
 // publish their commits in any order, microseconds apart); if the gap does
 // not fill soon, the cache restarts at the new messages and readers behind
 // them use the store.
-func (lv *live) add(msgs []Message, max int) {
+func (lv *live) add(msgs []Message, max int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	if lv.waiting >= lv.subs.Load() {
+		lv.busy = 0
+	} else {
+		lv.busy += len(msgs)
+	}
+	behind = lv.busy >= yieldAfter && lv.busy%yieldAfter == 0
 	changed := false
 	for _, m := range msgs {
 		changed = lv.put(m) || changed
@@ -107,7 +126,12 @@ func (lv *live) add(msgs []Message, max int) {
 	if changed {
 		lv.broadcast()
 	}
+	return behind
 }
+
+// yieldAfter is how many messages dispatchers may add while local
+// subscribers are busy before they yield to them (see Hub.publish).
+const yieldAfter = 32
 
 // maxHeld bounds the messages a listener holds back waiting for a gap.
 const maxHeld = 64
@@ -214,6 +238,7 @@ func (lv *live) markGone() {
 }
 
 func (lv *live) broadcast() {
+	lv.waiting = 0
 	close(lv.wake)
 	lv.wake = make(chan struct{})
 }

@@ -99,3 +99,42 @@ func TestLiveBehindShareReads(t *testing.T) {
 		t.Fatalf("%d store reads for subscribers at cursors 10, 11 and 40; want 1", st.reads)
 	}
 }
+
+// TestLiveBehind checks when a dispatch reports local subscribers behind,
+// so that it yields to them: once every yieldAfter messages added while
+// some of them had not found the cache empty since the last wake-up, and
+// never while all of them wait.
+func TestLiveBehind(t *testing.T) {
+	lv := newLive("l")
+	lv.subs.Store(2)
+	seq := Cursor(0)
+	add := func() bool {
+		seq++
+		return lv.add([]Message{{Listener: "l", Seq: seq}}, 1024)
+	}
+	// Both wait: never behind.
+	for range 3 * yieldAfter {
+		lv.next(seq, 10)
+		lv.next(seq, 10)
+		if add() {
+			t.Fatalf("behind at %d with both subscribers waiting", seq)
+		}
+	}
+	// One keeps up, the other is busy: behind every yieldAfter messages.
+	reports := 0
+	for range 3 * yieldAfter {
+		lv.next(seq, 10)
+		if add() {
+			reports++
+		}
+	}
+	if reports != 3 {
+		t.Fatalf("%d reports in %d messages with one subscriber busy, want 3", reports, 3*yieldAfter)
+	}
+	// Both wait again: the count starts over.
+	lv.next(seq, 10)
+	lv.next(seq, 10)
+	if add() {
+		t.Fatal("behind after both caught up")
+	}
+}
