@@ -142,7 +142,9 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 		}
 	}
 	sub := Subscriber{Person: l.person, Client: l.client, Cursor: Resume, Joined: now, LeaseExpires: now.Add(l.lease)}
-	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.opts.Quota)
+	li := l.info
+	li.Head = 0 // the handle's copy is old; a listener Join creates starts empty
+	info, stored, created, err := h.store.Join(ctx, li, sub, h.opts.Quota)
 	if err != nil {
 		return info, stored, fmt.Errorf("%s %s: %w", op, l.info.ID, err)
 	}
@@ -471,7 +473,9 @@ func (l *Listener) AckDelivered(c Cursor) error {
 }
 
 // Cursor returns this subscriber's saved position. It returns ErrNotFound
-// if the subscriber was removed.
+// if the subscriber was removed while the listener remains, and ErrClosed
+// if the listener was deleted. (Cursor, CursorAt and Subscribers do not
+// tell this listener from one created again under its ID since.)
 func (l *Listener) Cursor(ctx context.Context) (Cursor, error) {
 	if err := l.checkOpen("cursor"); err != nil {
 		return 0, err
@@ -479,6 +483,9 @@ func (l *Listener) Cursor(ctx context.Context) (Cursor, error) {
 	// The first subscriber at or after this one is this one, if it exists:
 	// one row, however many subscribers the listener has.
 	subs, err := l.hub.store.Subscribers(ctx, l.info.ID, SubscriberRange{Person: l.person, Client: l.client, Limit: 1})
+	if errors.Is(err, ErrNotFound) {
+		return 0, l.deletedErr("cursor")
+	}
 	if err != nil {
 		return 0, fmt.Errorf("cursor %s: %w", l.info.ID, err)
 	}
@@ -495,25 +502,36 @@ func (l *Listener) CursorAt(ctx context.Context, t time.Time) (Cursor, error) {
 		return 0, err
 	}
 	c, err := l.hub.store.Seek(ctx, l.info.ID, t)
+	if errors.Is(err, ErrNotFound) {
+		return 0, l.deletedErr("cursor at")
+	}
 	if err != nil {
 		return 0, fmt.Errorf("cursor at %s: %w", l.info.ID, err)
 	}
 	return c, nil
 }
 
-// Subscribers returns the listener's subscribers with their saved cursors.
+// Subscribers returns the listener's subscribers with their saved cursors,
+// or ErrClosed if the listener was deleted.
 func (l *Listener) Subscribers(ctx context.Context) ([]Subscriber, error) {
 	if err := l.checkOpen("subscribers"); err != nil {
 		return nil, err
 	}
-	return l.hub.Subscribers(ctx, l.info.ID)
+	subs, err := l.hub.Subscribers(ctx, l.info.ID)
+	if errors.Is(err, ErrNotFound) {
+		return nil, l.deletedErr("subscribers")
+	}
+	return subs, err
 }
 
 // Close removes this subscriber from the listener. When it was the last
 // one, the listener and its messages are deleted and Hooks.Emptied is
 // called. Later calls on this handle, and its running ListenUntil calls,
-// return ErrClosed. Closing twice returns ErrClosed. If the store fails,
-// the handle stays open and Close may be called again.
+// return ErrClosed. Closing twice returns ErrClosed, and so does closing a
+// handle whose listener or subscriber was removed elsewhere (the handle is
+// then closed, and nothing of a listener created since under the same ID is
+// touched). If the store fails, the handle stays open and Close may be
+// called again.
 func (l *Listener) Close(ctx context.Context) error {
 	l.closeMu.Lock()
 	defer l.closeMu.Unlock()
@@ -521,7 +539,17 @@ func (l *Listener) Close(ctx context.Context) error {
 		return err
 	}
 	h := l.hub
+	if _, err := l.current(ctx, "close"); err != nil {
+		if errors.Is(err, ErrClosed) {
+			close(l.done)
+		}
+		return err
+	}
 	deleted, err := h.store.Leave(ctx, l.info.ID, l.person, l.client)
+	if errors.Is(err, ErrNotFound) {
+		close(l.done)
+		return fmt.Errorf("close %s: %w: the subscriber was removed", l.info.ID, ErrClosed)
+	}
 	if err != nil {
 		// The handle stays open, so that Close can be tried again.
 		return fmt.Errorf("close %s: %w", l.info.ID, err)

@@ -37,6 +37,18 @@ func testDeletedListener(t *testing.T, h Harness) {
 		if err := l.Ack(ctx, 0); !errors.Is(err, moitessier.ErrClosed) {
 			t.Fatalf("Ack on a deleted listener: %v, want ErrClosed", err)
 		}
+		if _, err := l.Cursor(ctx); !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("Cursor on a deleted listener: %v, want ErrClosed", err)
+		}
+		if _, err := l.CursorAt(ctx, time.Time{}); !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("CursorAt on a deleted listener: %v, want ErrClosed", err)
+		}
+		if _, err := l.Subscribers(ctx); !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("Subscribers on a deleted listener: %v, want ErrClosed", err)
+		}
+		if err := l.Close(ctx); !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("Close of a handle whose listener was deleted: %v, want ErrClosed", err)
+		}
 		if _, err := hub.Info(ctx, l.ID()); !errors.Is(err, moitessier.ErrNotFound) {
 			t.Fatalf("the deleted listener is back: Info = %v", err)
 		}
@@ -96,6 +108,10 @@ func testDeletedListener(t *testing.T, h Harness) {
 		}
 		if len(c.texts()) != 0 {
 			t.Fatalf("the old handle delivered %q", c.texts())
+		}
+		// Closing the old handle leaves the new listener alone.
+		if err := a.Close(ctx); !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("Close through the old handle: %v, want ErrClosed", err)
 		}
 		subs, err := b.Subscribers(ctx)
 		if err != nil || len(subs) != 1 || subs[0].Person != "bob" {
