@@ -62,8 +62,32 @@ type DispatchResult struct {
 	Replayed bool `json:"replayed"`
 }
 
-// dispatch runs a dispatch for the token's person: checks, rate limit, hub.
+// dispatch runs a dispatch for the token's person: rate limit, checks, hub.
 func (s *Server) dispatch(ctx context.Context, c *Claims, req DispatchRequest) (DispatchResult, error) {
+	if err := s.allowDispatch(c); err != nil {
+		s.metrics.dispatchErrs.Add(1)
+		return DispatchResult{}, err
+	}
+	return s.dispatchAllowed(ctx, c, req)
+}
+
+// allowDispatch takes one dispatch from the person's rate limit, or
+// returns a *RateLimitError. It runs before anything of the dispatch is
+// read or checked, so that a person over the limit costs the server no
+// body to read or decode.
+func (s *Server) allowDispatch(c *Claims) error {
+	if s.limiter == nil {
+		return nil
+	}
+	if ok, wait := s.limiter.allow(c.Subject, s.cfg.Now()); !ok {
+		s.metrics.rateLimited.Add(1)
+		return &RateLimitError{RetryAfter: wait}
+	}
+	return nil
+}
+
+// dispatchAllowed is dispatch once allowDispatch let it through.
+func (s *Server) dispatchAllowed(ctx context.Context, c *Claims, req DispatchRequest) (DispatchResult, error) {
 	res, err := s.doDispatch(ctx, c, req)
 	if err != nil {
 		s.metrics.dispatchErrs.Add(1)
@@ -94,12 +118,6 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 	}
 	if req.IdempotencyKey != "" {
 		opts = append(opts, moitessier.IdempotencyKey(req.IdempotencyKey))
-	}
-	if s.limiter != nil {
-		if ok, wait := s.limiter.allow(c.Subject, s.cfg.Now()); !ok {
-			s.metrics.rateLimited.Add(1)
-			return DispatchResult{}, &RateLimitError{RetryAfter: wait}
-		}
 	}
 	d, err := s.hub.Dispatch(ctx, c.Subject, req.Scope, req.Text, opts...)
 	if err != nil {
@@ -149,6 +167,12 @@ func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.allowDispatch(c); err != nil {
+		// Before the body: over the limit, it is neither read nor decoded.
+		s.metrics.dispatchErrs.Add(1)
+		s.writeError(w, r, err)
+		return
+	}
 	var req DispatchRequest
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "application/json" {
@@ -173,7 +197,7 @@ func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
 	if k := r.Header.Get("Idempotency-Key"); k != "" {
 		req.IdempotencyKey = k
 	}
-	res, err := s.dispatch(r.Context(), c, req)
+	res, err := s.dispatchAllowed(r.Context(), c, req)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

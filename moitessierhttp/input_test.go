@@ -93,6 +93,28 @@ func TestTokenBeforeBody(t *testing.T) {
 	}
 }
 
+// TestRateLimitBeforeBody: a person over the dispatch rate gets 429 before
+// the server reads the body, so that bodies costly to decode (a JSON array
+// of many names) cost nothing past the limit.
+func TestRateLimitBeforeBody(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{DispatchRate: 1, DispatchBurst: 1, BodyTimeout: 30 * time.Second})
+	tok := all(t, "alice")
+	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch?scope=r.1", tok, "first"); code != 200 {
+		t.Fatalf("first dispatch: %d %s", code, body)
+	}
+	conn := e.dial(t)
+	fmt.Fprintf(conn, "POST /v1/dispatch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n", tok)
+	// No body byte is ever sent.
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 429") {
+		t.Fatalf("over the rate, before the body: %q, %v; want 429 at once", line, err)
+	}
+	if got := e.srv.Metrics().Snapshot().RateLimited; got != 1 {
+		t.Fatalf("rate limited %d, want 1", got)
+	}
+}
+
 // TestJSONInput: a JSON body of invalid UTF-8 or with data after the value
 // is 400, and stores nothing.
 func TestJSONInput(t *testing.T) {
