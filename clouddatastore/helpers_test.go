@@ -4,14 +4,37 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"os"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/likestripes/moitessier/clouddatastore"
 	"github.com/likestripes/moitessier/internal/gcpemu"
 )
 
-func TestMain(m *testing.M) { gcpemu.Main(m) }
+// TestMain runs the tests, stops the emulators, and fails if a goroutine
+// outlives them: every goroutine the store starts has an owner that stops it.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	gcpemu.Stop()
+	if code == 0 {
+		if err := goleak.Find(
+			// Started by a dependency's init, for the life of the process.
+			goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+			// The Pub/Sub client's stream keep-alive: it winds down on its
+			// own some seconds after the stream (and the client) closed; the
+			// wake package's TestClose waits for it.
+			goleak.IgnoreTopFunction("cloud.google.com/go/pubsub/v2.(*messageIterator).streamKeepAliveHandler"),
+		); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // needDatastore makes sure a Datastore emulator answers (starting one if
 // DATASTORE_EMULATOR_HOST is unset), or skips the test saying why (fails it
