@@ -140,7 +140,7 @@ type benchConfig struct {
 func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	c := &benchConfig{stderr: stderr}
 	fs := newFlags("bench", "[flags] [WORKLOAD...]", benchDescription, stderr)
-	fs.StringVar(&c.store, "store", env("MOITESSIER_BENCH_STORE", "sqlite"), `store to measure: sqlite, memory, or a postgres:// URL (env MOITESSIER_BENCH_STORE)`)
+	fs.StringVar(&c.store, "store", env("MOITESSIER_BENCH_STORE", "sqlite"), `store to measure: sqlite, memory, a postgres:// URL or datastore://PROJECT[/DATABASE] (a fresh namespace per workload) (env MOITESSIER_BENCH_STORE)`)
 	fs.IntVar(&c.messages, "messages", 0, "messages to dispatch in each workload (0: each workload's default)")
 	fs.DurationVar(&c.idle, "idle", 10*time.Second, "how long idle-10k waits")
 	fs.IntVar(&c.clients, "clients", 0, "clients of sse-10k (default 10 000) and http-idle (default 2 000)")
@@ -173,14 +173,17 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}
 	switch {
-	case c.store == "sqlite", c.store == "memory", isPostgres(c.store):
+	case c.store == "sqlite", c.store == "memory", isPostgres(c.store), isDatastore(c.store):
 	default:
-		fmt.Fprintf(stderr, "--store %q: want sqlite, memory or a postgres:// URL\n", redactDSN(c.store))
+		fmt.Fprintf(stderr, "--store %q: want sqlite, memory, a postgres:// URL or datastore://PROJECT[/DATABASE]\n", redactDSN(c.store))
 		return errUsage
 	}
 	c.storeName = c.store
-	if isPostgres(c.store) {
+	switch {
+	case isPostgres(c.store):
 		c.storeName = "postgres"
+	case isDatastore(c.store):
+		c.storeName = "datastore"
 	}
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && stderr == os.Stderr {
 		c.progress = !c.quiet
@@ -309,6 +312,10 @@ func (c *benchConfig) newStore(ctx context.Context, workload string) (st *opened
 	st, err = openStore(ctx, c.store, schema)
 	if err != nil {
 		return nil, nil, err
+	}
+	if isDatastore(c.store) {
+		// A fresh namespace (unless the spec names one); left in place.
+		return st, func() { st.Close() }, nil
 	}
 	return st, func() {
 		st.Close()

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/likestripes/moitessier/internal/gcpemu"
 	"github.com/likestripes/moitessier/moitessierhttp"
 )
 
@@ -28,7 +29,9 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	gcpemu.Stop() // the emulators TestServeDatastore started, if any
+	os.Exit(code)
 }
 
 func ctxT(tb testing.TB) context.Context {

@@ -357,7 +357,7 @@ func devSecret(file, store string) ([]byte, string, error) {
 	case "none":
 		return []byte(newSecret()), "", nil
 	case "":
-		if store == "memory" || store == "mem" || isPostgres(store) || store == "" {
+		if store == "memory" || store == "mem" || isShared(store) || store == "" {
 			// No data directory: nothing else survives a restart of a
 			// memory store, and a database server is not one.
 			return []byte(newSecret()), "", nil

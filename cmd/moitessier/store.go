@@ -9,17 +9,18 @@ import (
 	"strings"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/clouddatastore"
 	"github.com/likestripes/moitessier/memstore"
 	"github.com/likestripes/moitessier/postgres"
 	"github.com/likestripes/moitessier/sqlite"
 )
 
-const storeHelp = `the store: a SQLite file path (or sqlite:PATH), a postgres:// or postgresql:// URL, or "memory" (env MOITESSIER_STORE)`
+const storeHelp = `the store: a SQLite file path (or sqlite:PATH), a postgres:// or postgresql:// URL, datastore://PROJECT[/DATABASE][?namespace=NS] (Firestore in Datastore mode), or "memory" (env MOITESSIER_STORE)`
 
 // openedStore is a store with its kind and how to release it.
 type openedStore struct {
 	moitessier.Store
-	kind  string // "sqlite", "postgres" or "memory"
+	kind  string // "sqlite", "postgres", "datastore" or "memory"
 	where string // the file, the database host, or ""
 }
 
@@ -35,12 +36,68 @@ func isPostgres(spec string) bool {
 	return strings.HasPrefix(spec, "postgres://") || strings.HasPrefix(spec, "postgresql://")
 }
 
+// isDatastore reports whether a store spec names Firestore in Datastore mode.
+func isDatastore(spec string) bool { return strings.HasPrefix(spec, "datastore://") }
+
+// isShared reports whether a store spec names a database server or
+// service, shared by processes, rather than a local file or memory.
+func isShared(spec string) bool { return isPostgres(spec) || isDatastore(spec) }
+
+// datastoreConfig parses datastore://PROJECT[/DATABASE][?namespace=NS]
+// [&pubsub=off][&create=false]. Credentials are Application Default
+// Credentials, or the emulators named by DATASTORE_EMULATOR_HOST and
+// PUBSUB_EMULATOR_HOST.
+func datastoreConfig(spec string) (clouddatastore.Config, error) {
+	u, err := url.Parse(spec)
+	if err != nil || u.Scheme != "datastore" || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return clouddatastore.Config{}, fmt.Errorf("store %q: want datastore://PROJECT[/DATABASE][?namespace=NS]", spec)
+	}
+	cfg := clouddatastore.Config{Project: u.Host, Database: strings.Trim(u.Path, "/")}
+	if strings.Contains(cfg.Database, "/") {
+		return cfg, fmt.Errorf("store %q: the path is one database ID", spec)
+	}
+	for k, v := range u.Query() {
+		switch {
+		case k == "namespace" && len(v) == 1:
+			cfg.Namespace = v[0]
+		case k == "pubsub" && len(v) == 1 && (v[0] == "off" || v[0] == "on"):
+			cfg.NoPubSub = v[0] == "off"
+		case k == "create" && len(v) == 1 && (v[0] == "false" || v[0] == "true"):
+			cfg.NoCreate = v[0] == "false"
+		default:
+			return cfg, fmt.Errorf("store %q: unknown or repeated parameter %q (want namespace, pubsub=off or create=false)", spec, k)
+		}
+	}
+	return cfg, nil
+}
+
 // openStore opens the store a spec names. schema, if not "", is the
-// PostgreSQL schema.
+// PostgreSQL schema, or for Datastore the namespace when the spec names
+// none.
 func openStore(ctx context.Context, spec, schema string) (*openedStore, error) {
 	switch {
 	case spec == "memory" || spec == "mem":
 		return &openedStore{Store: memstore.New(), kind: "memory"}, nil
+	case isDatastore(spec):
+		cfg, err := datastoreConfig(spec)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Namespace == "" {
+			cfg.Namespace = schema
+		}
+		s, err := clouddatastore.New(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		where := cfg.Project
+		if cfg.Database != "" {
+			where += "/" + cfg.Database
+		}
+		if cfg.Namespace != "" {
+			where += " namespace " + cfg.Namespace
+		}
+		return &openedStore{Store: s, kind: "datastore", where: where}, nil
 	case isPostgres(spec):
 		s, err := postgres.New(ctx, postgres.Config{DSN: spec, Schema: schema})
 		if err != nil {
