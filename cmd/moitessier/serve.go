@@ -113,7 +113,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", d.Lease), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
 	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", d.Retention.MaxAge), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
 	fs.DurationVar(&c.gcEvery, "gc-interval", envDuration("MOITESSIER_GC_INTERVAL", d.GCInterval), "how often the hub collects garbage (env MOITESSIER_GC_INTERVAL)")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("MOITESSIER_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take (env MOITESSIER_SHUTDOWN_TIMEOUT)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", envDuration("MOITESSIER_SHUTDOWN_TIMEOUT", 10*time.Second), "how long a graceful shutdown may take: the streams and requests, then the hub's saving of positions, each get this long (env MOITESSIER_SHUTDOWN_TIMEOUT)")
 	fs.DurationVar(&c.ackInterval, "ack-interval", envDuration("MOITESSIER_ACK_INTERVAL", d.AckInterval), "how often delivered positions (server-held cursors) are saved to the store, all in one write; a stream that ends saves its own at once, so only a crash may re-deliver this much (env MOITESSIER_ACK_INTERVAL)")
 	fs.IntVar(&c.quota.Listeners, "quota-listeners", envInt("MOITESSIER_QUOTA_LISTENERS", d.Quota.Listeners), "most listeners one person may own (Shared ones they created count); shared by every hub on the store; -1 for no limit (env MOITESSIER_QUOTA_LISTENERS)")
 	fs.IntVar(&c.quota.Handlers, "quota-handlers", envInt("MOITESSIER_QUOTA_HANDLERS", d.Quota.Handlers), "most Handler listeners one person may own; -1 for no limit (env MOITESSIER_QUOTA_HANDLERS)")
@@ -289,7 +289,11 @@ func (hs *hubServer) serve(ctx context.Context, ln net.Listener, timeout time.Du
 	if herr := hs.http.Shutdown(sctx); herr != nil && err == nil {
 		err = herr
 	}
-	if herr := hs.hub.Shutdown(sctx); herr != nil && err == nil {
+	// The hub gets a budget of its own: if the streams used up theirs, the
+	// acknowledged positions are still saved.
+	hctx, hcancel := context.WithTimeout(context.Background(), timeout)
+	defer hcancel()
+	if herr := hs.hub.Shutdown(hctx); herr != nil && err == nil {
 		err = herr
 	}
 	if serr := hs.store.Close(); serr != nil && err == nil {
