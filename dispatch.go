@@ -126,7 +126,7 @@ type Dispatched struct {
 // Retry such a dispatch with an [IdempotencyKey] (the same one): a retry of
 // one that was stored replays it. The memory and SQLite stores never
 // return it (their writes either commit or not before they return); the
-// Postgres store does. More handlers than
+// Postgres and Cloud Datastore stores do. More handlers than
 // Options.MaxHandlers is ErrInvalidArgument; handlers that together run past
 // Options.HandlerBudget give ErrBudgetExceeded; a ctx that ends while
 // handlers run stops the chain and gives ctx's error.
