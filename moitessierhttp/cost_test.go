@@ -50,7 +50,7 @@ func TestHandlerChainLimits(t *testing.T) {
 	}{
 		{"TooManyHandlers", `{"scope":"job","text":"x","handlers":["grow","grow","grow","grow"]}`, http.StatusBadRequest, "invalid_argument", moitessier.ErrInvalidArgument, 0},
 		{"TooLargeMidChain", `{"scope":"job","text":"` + strings.Repeat("x", 40) + `","handlers":["grow","grow","grow"]}`, http.StatusRequestEntityTooLarge, "too_large", moitessier.ErrTooLarge, 2},
-		{"Budget", `{"scope":"job","text":"x","handlers":["wait","wait"]}`, http.StatusServiceUnavailable, "budget_exceeded", moitessier.ErrBudgetExceeded, 1},
+		{"Budget", `{"scope":"job","text":"x","handlers":["wait","wait"]}`, http.StatusUnprocessableEntity, "budget_exceeded", moitessier.ErrBudgetExceeded, 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -95,7 +95,8 @@
 //
 // One function maps errors to statuses: moitessier.ErrInvalidScope,
 // ErrInvalidArgument and ErrUnknownType are 400, ErrTooLarge 413,
-// ErrBudgetExceeded 503 (a dispatch's handlers ran out of time),
+// ErrBudgetExceeded 422 (a dispatch's handlers ran out of time: the same
+// request would again, so it is not worth a retry),
 // ErrIdempotencyMismatch 422 (an idempotency key reused for another request),
 // ErrNotOwner 403, ErrNotFound 404, ErrQuotaExceeded 429 (quota_exceeded,
 // without Retry-After: a person holds as many listeners or subscriptions as

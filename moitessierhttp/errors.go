@@ -132,7 +132,9 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 		return http.StatusUnprocessableEntity, "idempotency_mismatch", false
 	case errors.Is(err, moitessier.ErrBudgetExceeded):
 		// The dispatch's handlers ran out of time (Options.HandlerBudget).
-		return http.StatusServiceUnavailable, "budget_exceeded", false
+		// 422, not 503: the same request would run out of time again, so
+		// it is the request that must change, not the moment it is sent.
+		return http.StatusUnprocessableEntity, "budget_exceeded", false
 	case errors.Is(err, moitessier.ErrInvalidScope):
 		return http.StatusBadRequest, "invalid_scope", false
 	case errors.Is(err, moitessier.ErrUnknownType):

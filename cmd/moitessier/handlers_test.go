@@ -77,7 +77,7 @@ func TestHandlerFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = c.Dispatch(ctx, moitessierhttp.DispatchRequest{Scope: "job", Text: "hi", Handlers: []string{"upper"}})
-	if !errors.As(err, &he) || he.Status != 503 || !errors.Is(err, moitessier.ErrBudgetExceeded) {
+	if !errors.As(err, &he) || he.Status != 422 || he.Code != "budget_exceeded" || !errors.Is(err, moitessier.ErrBudgetExceeded) {
 		t.Fatalf("dispatch over --handler-budget 1ns: %v", err)
 	}
 }
