@@ -382,34 +382,40 @@ func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error 
 
 // wait holds the stream for Config.SSEBatchInterval after a write, so that
 // the messages that come meanwhile go out in one write (ListenUntil hands
-// them over together when respond returns). It waits parked on a timer:
-// waiting streams take no turn of the processor from the others, nor from
-// the dispatches.
-func (st *sseJob) wait(ctx context.Context) {
-	d := st.s.cfg.SSEBatchInterval
+// them over together when respond returns).
+func (st *sseJob) wait(ctx context.Context) { st.s.batchWait(ctx, &st.pause) }
+
+// batchWait holds a stream (SSE, or one listen of a WebSocket) for
+// Config.SSEBatchInterval after a write. It waits parked on a timer, *t,
+// made on first use: waiting streams take no turn of the processor from
+// the others, nor from the dispatches.
+func (s *Server) batchWait(ctx context.Context, t **time.Timer) {
+	d := s.cfg.SSEBatchInterval
 	if d < 0 {
 		return
 	}
 	if d == 0 {
-		d = min(time.Duration(st.s.metrics.open[transportSSE].Load())*sseBatchPerStream, maxSSEBatch)
+		open := s.metrics.open[transportSSE].Load() + s.metrics.open[transportWS].Load()
+		d = min(time.Duration(open)*sseBatchPerStream, maxSSEBatch)
 		if d < time.Millisecond {
 			return
 		}
 	}
-	if st.pause == nil {
-		st.pause = time.NewTimer(d)
+	if *t == nil {
+		*t = time.NewTimer(d)
 	} else {
-		st.pause.Reset(d)
+		(*t).Reset(d)
 	}
 	select {
-	case <-st.pause.C:
+	case <-(*t).C:
 	case <-ctx.Done():
-		st.pause.Stop()
+		(*t).Stop()
 	}
 }
 
-// The default batch interval: sseBatchPerStream for each open stream, about
-// the processor time of one write to one of them, up to maxSSEBatch.
+// The default batch interval: sseBatchPerStream for each open stream (SSE
+// or WebSocket), about the processor time of one write to one of them, up
+// to maxSSEBatch.
 const (
 	sseBatchPerStream = 15 * time.Microsecond
 	maxSSEBatch       = 150 * time.Millisecond

@@ -1,10 +1,15 @@
 package moitessierhttp
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"sync"
@@ -101,6 +106,12 @@ type WSFrame struct {
 
 // serveWS handles GET /v1/ws. Listeners may also be named in the query as
 // for SSE (scope=…, listener=…, since=…): that listen gets the ref "".
+//
+// The handler returns once the connection is upgraded: the connection is
+// then the hub's, read by one goroutine of its own (the WebSocket library
+// needs one blocked in a read), with small buffers; pings and the close
+// run on timers, so that an idle connection holds two goroutines, its
+// reader and its listen, and no buffer of net/http's.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		s.serveHead(w, r, "application/json")
@@ -115,59 +126,62 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	ctx, end, err := s.beginStream(r.Context())
+	// The connection outlives the request: its context ends with the
+	// Server or with the connection, not with the handler.
+	ctx, end, err := s.beginStream(context.Background())
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	defer end()
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
-	if err != nil {
+	hj := &wsHijack{ResponseWriter: w}
+	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
+	if err != nil || hj.conn == nil {
+		if conn != nil {
+			_ = conn.CloseNow()
+		}
+		end()
 		return // Accept answered the request
 	}
 	conn.SetReadLimit(int64(6*s.cfg.MaxMessageBytes + 64<<10))
 	s.metrics.open[transportWS].Add(1)
-	defer s.metrics.open[transportWS].Add(-1)
 
 	ctx, cancel := context.WithCancelCause(ctx)
-	wc := &wsConn{s: s, conn: conn, claims: c, ctx: ctx, subs: map[string]*wsSub{}}
-	defer func() {
+	wc := &wsConn{s: s, conn: conn, nc: hj.conn, claims: c, ctx: ctx, subs: map[string]*wsSub{}, closed: make(chan struct{})}
+	var expiry *time.Timer
+	if life := s.tokenLife(c); life > 0 {
+		expiry = time.AfterFunc(life, func() { cancel(errTokenExpired) })
+	}
+	// When ctx ends, the connection closes cleanly; the reader then returns.
+	context.AfterFunc(ctx, wc.close)
+	wc.pinger = time.AfterFunc(s.cfg.Heartbeat, wc.ping)
+	var first *WSRequest
+	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
+		first = &WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")}
+	}
+	go func() {
+		defer end()
+		defer s.metrics.open[transportWS].Add(-1)
+		wc.read(first)
 		cancel(nil)
+		if expiry != nil {
+			expiry.Stop()
+		}
+		wc.stopPings()
 		wc.wg.Wait()
+		<-wc.closed
 		_ = conn.CloseNow()
 	}()
+}
 
-	if life := s.tokenLife(c); life > 0 {
-		t := time.AfterFunc(life, func() { cancel(errTokenExpired) })
-		defer t.Stop()
+// read serves the client's frames until the connection ends.
+func (wc *wsConn) read(first *WSRequest) {
+	if first != nil {
+		wc.listen(*first)
 	}
-	// The closer ends the connection cleanly when ctx ends; the read loop
-	// below then returns.
-	wc.wg.Add(2)
-	go func() {
-		defer wc.wg.Done()
-		<-ctx.Done()
-		switch {
-		case errors.Is(context.Cause(ctx), errTokenExpired):
-			_ = conn.Close(StatusTokenExpired, "token expired")
-		case s.closing.Load():
-			_ = conn.Close(websocket.StatusGoingAway, "server shutting down")
-		default:
-			_ = conn.CloseNow()
-		}
-	}()
-	go func() {
-		defer wc.wg.Done()
-		wc.keepAlive()
-	}()
-
-	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
-		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")})
-	}
+	s, conn := wc.s, wc.conn
 	for {
 		typ, data, err := conn.Read(context.Background())
 		if err != nil {
-			cancel(nil)
 			return
 		}
 		if typ != websocket.MessageText {
@@ -187,7 +201,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		case "unlisten":
 			wc.unlisten(req)
 		case "dispatch":
-			res, err := s.dispatch(ctx, c, req.DispatchRequest)
+			res, err := s.dispatch(wc.ctx, wc.claims, req.DispatchRequest)
 			if err != nil {
 				wc.sendError(req.Ref, err)
 				continue
@@ -201,15 +215,65 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 
 var errTokenExpired = errors.New("token expired")
 
+// The buffers the WebSocket library gets for a connection. It reads frame
+// headers and small frames through the first (larger frames go straight
+// into the message), and writes only control frames (ping, pong, close:
+// at most 129 bytes each, so each is one write) through the second: the
+// hub writes its data frames itself, each in one write.
+const (
+	wsReadBuffer  = 512
+	wsWriteBuffer = 256
+)
+
+// wsHijack hands websocket.Accept the connection with small buffers of its
+// own instead of net/http's 4 KiB ones, and keeps the connection, which
+// the hub writes its data frames to.
+type wsHijack struct {
+	http.ResponseWriter
+	conn net.Conn
+}
+
+// Hijack implements http.Hijacker.
+func (h *wsHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := brw.Writer.Flush(); err != nil { // the 101 response, if still held
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	// What the client sent after its request, if anything, stays first.
+	var r io.Reader = conn
+	left := brw.Reader.Buffered()
+	if left > 0 {
+		b, _ := brw.Reader.Peek(left)
+		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+	}
+	br := bufio.NewReaderSize(r, max(wsReadBuffer, left))
+	if left > 0 {
+		_, _ = br.Peek(left)
+	}
+	h.conn = conn
+	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+}
+
 type wsConn struct {
 	s      *Server
 	conn   *websocket.Conn
+	nc     net.Conn // the socket under conn, for data frames
 	claims *Claims
 	ctx    context.Context
 	wg     sync.WaitGroup
+	pinger *time.Timer
+	closed chan struct{} // closed once close has run
 
-	mu   sync.Mutex
-	subs map[string]*wsSub // by ref
+	wmu     sync.Mutex // held while writing a data frame
+	closing bool       // a close frame may have gone: no more data frames
+
+	mu    sync.Mutex
+	subs  map[string]*wsSub // by ref
+	ended bool              // no more pings
 }
 
 // wsSub is one listen of a connection.
@@ -218,37 +282,87 @@ type wsSub struct {
 	cancel context.CancelFunc
 }
 
-// keepAlive pings the client every Heartbeat; a client that does not answer
-// within WriteTimeout is gone.
-func (wc *wsConn) keepAlive() {
-	t := time.NewTicker(wc.s.cfg.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-wc.ctx.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(wc.ctx, wc.s.cfg.WriteTimeout)
-			err := wc.conn.Ping(ctx)
-			cancel()
-			if err != nil {
-				if wc.ctx.Err() == nil {
-					_ = wc.conn.CloseNow()
-				}
-				return
-			}
+// ping pings the client, every Heartbeat, on the pinger's timer; a client
+// that does not answer within WriteTimeout is gone.
+func (wc *wsConn) ping() {
+	ctx, cancel := context.WithTimeout(wc.ctx, wc.s.cfg.WriteTimeout)
+	err := wc.conn.Ping(ctx)
+	cancel()
+	if err != nil {
+		if wc.ctx.Err() == nil {
+			_ = wc.conn.CloseNow()
 		}
+		return
+	}
+	wc.mu.Lock()
+	if !wc.ended {
+		wc.pinger.Reset(wc.s.cfg.Heartbeat)
+	}
+	wc.mu.Unlock()
+}
+
+func (wc *wsConn) stopPings() {
+	wc.mu.Lock()
+	wc.ended = true
+	wc.pinger.Stop()
+	wc.mu.Unlock()
+}
+
+// close ends the connection when its context ends: with a close frame
+// that says why, or at once when the client left.
+func (wc *wsConn) close() {
+	defer close(wc.closed)
+	wc.wmu.Lock()
+	wc.closing = true
+	wc.wmu.Unlock()
+	switch {
+	case errors.Is(context.Cause(wc.ctx), errTokenExpired):
+		_ = wc.conn.Close(StatusTokenExpired, "token expired")
+	case wc.s.closing.Load():
+		_ = wc.conn.Close(websocket.StatusGoingAway, "server shutting down")
+	default:
+		_ = wc.conn.CloseNow()
 	}
 }
 
-// write sends one frame within the write timeout. The timeout does not
-// depend on the connection's context, so that a shutdown closes cleanly
-// instead of cutting writes short.
-func (wc *wsConn) write(b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), wc.s.cfg.WriteTimeout)
-	defer cancel()
-	if err := wc.conn.Write(ctx, websocket.MessageText, b); err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
+// wsHeadroom is the room a data frame's buffer keeps in front of its
+// payload for the frame header (at most 10 bytes from a server).
+const wsHeadroom = 10
+
+// writeFrame writes buf[wsHeadroom:] as one text frame, in one write
+// within the write timeout. The timeout does not depend on the
+// connection's context, so that a shutdown closes cleanly instead of
+// cutting writes short. Frames go straight to the socket, not through the
+// library's writer: a write to a file descriptor is not interleaved with
+// another (the library's control frames are each one write too).
+func (wc *wsConn) writeFrame(buf []byte) error {
+	n := len(buf) - wsHeadroom
+	var h int
+	switch {
+	case n < 126:
+		h = 2
+		buf[wsHeadroom-1] = byte(n)
+	case n <= 0xffff:
+		h = 4
+		buf[wsHeadroom-3] = 126
+		binary.BigEndian.PutUint16(buf[wsHeadroom-2:], uint16(n))
+	default:
+		h = 10
+		buf[wsHeadroom-9] = 127
+		binary.BigEndian.PutUint64(buf[wsHeadroom-8:], uint64(n))
+	}
+	buf[wsHeadroom-h] = 0x81 // FIN, text
+	wc.wmu.Lock()
+	defer wc.wmu.Unlock()
+	if wc.closing {
+		return &writeError{net.ErrClosed}
+	}
+	_ = wc.nc.SetWriteDeadline(time.Now().Add(wc.s.cfg.WriteTimeout))
+	_, err := wc.nc.Write(buf[wsHeadroom-h:])
+	// The library's pongs and closes have their own timeouts.
+	_ = wc.nc.SetWriteDeadline(time.Time{})
+	if err != nil {
+		if isTimeout(err) {
 			return &writeError{fmt.Errorf("%w: %w", ErrSlowConsumer, err)}
 		}
 		return &writeError{err}
@@ -261,7 +375,8 @@ func (wc *wsConn) send(f WSFrame) {
 	if err != nil {
 		return
 	}
-	_ = wc.write(b)
+	buf := make([]byte, wsHeadroom, wsHeadroom+len(b))
+	_ = wc.writeFrame(append(buf, b...))
 }
 
 func (wc *wsConn) sendError(ref string, err error) {
@@ -339,12 +454,16 @@ func (wc *wsConn) listen(req WSRequest) {
 	go func() {
 		defer wc.wg.Done()
 		defer cancel()
-		var buf []byte
+		var (
+			buf   []byte
+			pause *time.Timer
+		)
 		respond := func(ctx context.Context, msgs []moitessier.Message) error {
 			// One frame per chunkBytes or so, each within the write
 			// timeout: a client is slow when it does not take a chunk in time.
 			for len(msgs) > 0 {
-				buf = append(buf[:0], `{"type":"messages","ref":`...)
+				buf = append(buf[:0], make([]byte, wsHeadroom)...)
+				buf = append(buf, `{"type":"messages","ref":`...)
 				buf = append(buf, refJSON...)
 				buf = append(buf, `,"messages":[`...)
 				n := 0
@@ -356,7 +475,7 @@ func (wc *wsConn) listen(req WSRequest) {
 					n++
 				}
 				buf = append(buf, "]}"...)
-				err := wc.write(buf)
+				err := wc.writeFrame(buf)
 				if cap(buf) > 4*chunkBytes {
 					buf = nil
 				}
@@ -366,6 +485,8 @@ func (wc *wsConn) listen(req WSRequest) {
 				s.metrics.delivered(transportWS, msgs[:n], s.cfg.Now())
 				msgs = msgs[n:]
 			}
+			// What comes during the wait goes in the next frame.
+			s.batchWait(ctx, &pause)
 			// Acknowledged when the client's ack frame says so.
 			return moitessier.AckLater
 		}

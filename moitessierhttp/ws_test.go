@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -207,5 +208,96 @@ func TestWebSocketTokenExpiry(t *testing.T) {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		t.Fatal("connection not closed at token expiry")
+	}
+}
+
+// TestWebSocketIdleGoroutines: an idle connection with one listen holds
+// two goroutines of the hub, its reader and its listen: pings and the
+// close run on timers, and net/http's goroutine is gone once the
+// connection is upgraded.
+func TestWebSocketIdleGoroutines(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{Heartbeat: 50 * time.Millisecond})
+	const n = 8
+	for i := range n {
+		c := dialWS(t, e, all(t, "alice"), fmt.Sprintf("?scope=ws.idle.%d", i))
+		c.expect("listening", "")
+		// The client reads, as a client does, so that pings are answered.
+		go func() {
+			for {
+				if _, _, err := c.conn.Read(context.Background()); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	waitFor(t, "the connections", func() bool { return e.srv.Metrics().Snapshot().Open["websocket"] == n })
+	// Past a few pings, so that a ping in flight settles.
+	time.Sleep(200 * time.Millisecond)
+	var got int
+	waitFor(t, "two hub goroutines per connection", func() bool {
+		got = hubGoroutines()
+		return got <= 2*n
+	})
+	if got < n {
+		t.Fatalf("%d hub goroutines for %d connections: fewer than their listens", got, n)
+	}
+}
+
+// hubGoroutines counts the goroutines running the hub's code, not a test's.
+func hubGoroutines() int {
+	buf := make([]byte, 1<<20)
+	for {
+		k := runtime.Stack(buf, true)
+		if k < len(buf) {
+			buf = buf[:k]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	n := 0
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "moitessierhttp.") && !strings.Contains(g, "moitessierhttp_test.") && !strings.Contains(g, "testing.tRunner") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestWebSocketBatch: the messages that come while a listen waits after a
+// write (Config.SSEBatchInterval) go out together in one messages frame,
+// in order; frames of every length encoding (7-, 16- and 64-bit) arrive
+// whole.
+func TestWebSocketBatch(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{SSEBatchInterval: 2 * time.Second})
+	alice := e.client(all(t, "alice"))
+	c := dialWS(t, e, all(t, "bob"), "?scope=ws.batch")
+	c.expect("listening", "")
+	dispatch(t, alice, "ws.batch", "first")
+	if f := c.expect("messages", ""); len(f.Messages) != 1 || f.Messages[0].Text != "first" {
+		t.Fatalf("first frame %+v", f.Messages)
+	}
+	// The listen now waits 2 s before its next write.
+	// "<" is 6 bytes in JSON (\u003c): the third makes a frame of more
+	// than 64 KiB.
+	texts := []string{"a", strings.Repeat("b", 300), strings.Repeat("<", 20<<10), "d"}
+	for _, text := range texts {
+		dispatch(t, alice, "ws.batch", text)
+	}
+	var got []moitessierhttp.Message
+	frames := 0
+	for len(got) < len(texts) {
+		f := c.expect("messages", "")
+		frames++
+		got = append(got, f.Messages...)
+	}
+	for i, m := range got {
+		if m.Text != texts[i] || m.Seq != uint64(i+2) {
+			t.Fatalf("message %d: seq %d, text %.10q (%d bytes); want seq %d, %.10q", i, m.Seq, m.Text, len(m.Text), i+2, texts[i])
+		}
+	}
+	// At most chunkBytes (32 KiB) or so of messages go in one frame: the
+	// large one ends a frame of its own.
+	if frames > 2 {
+		t.Fatalf("%d messages that came during the wait took %d frames", len(texts), frames)
 	}
 }
