@@ -53,13 +53,22 @@ type Options struct {
 	// IdempotencyWindow is how long an idempotency key makes a retried
 	// dispatch a no-op. Default 24 hours.
 	IdempotencyWindow time.Duration
-	// Quota bounds the listeners, Handler listeners and subscriptions one
-	// person may hold; the store enforces it, so all hubs on one store
-	// share it. A zero field is its default (DefaultQuotaListeners 1000,
-	// DefaultQuotaHandlers 100, DefaultQuotaSubscriptions 2000), a negative
+	// Quota bounds the listeners, Handler listeners, created Shared
+	// listeners and subscriptions one person may hold; the store enforces
+	// it, so all hubs on one store share it. A zero field is its default
+	// (DefaultQuotaListeners 1000, DefaultQuotaHandlers 100,
+	// DefaultQuotaShared 100, DefaultQuotaSubscriptions 2000), a negative
 	// one no limit. Past it, NewListener, Open and a ListenUntil that
 	// subscribes anew return a *QuotaError wrapping ErrQuotaExceeded.
 	Quota Quota
+	// QuotaFor, if not nil, returns the quota of one person, so that an
+	// app can give trusted identities (a service account, a bot) more than
+	// Quota, or someone less. A zero field of what it returns is Quota's
+	// (with its defaults), a negative one no limit. It is called on every
+	// join that may create a listener or a subscriber, with the person
+	// who would own it; keep it cheap (a map lookup). Nil: Quota for
+	// everyone.
+	QuotaFor func(person string) Quota
 	// MaxScopesPerListener is the most scopes and patterns one listener may
 	// name; more is ErrInvalidScope. Default MaxScopesPerListener (64).
 	MaxScopesPerListener int
@@ -163,6 +172,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Quota.Subscriptions == 0 {
 		o.Quota.Subscriptions = DefaultQuotaSubscriptions
+	}
+	if o.Quota.Shared == 0 {
+		o.Quota.Shared = DefaultQuotaShared
 	}
 	if o.MaxScopesPerListener == 0 {
 		o.MaxScopesPerListener = MaxScopesPerListener

@@ -74,7 +74,7 @@ func (l *Listener) join(ctx context.Context, now time.Time, start Start) (Listen
 		return ListenerInfo{}, Subscriber{}, err
 	}
 	sub := Subscriber{Person: l.person, Client: l.client, Cursor: from, Joined: now, LeaseExpires: now.Add(l.lease)}
-	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.opts.Quota)
+	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.joinQuota(l.info.Person, l.person))
 	if err != nil {
 		return info, stored, err
 	}
@@ -144,7 +144,7 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 	sub := Subscriber{Person: l.person, Client: l.client, Cursor: Resume, Joined: now, LeaseExpires: now.Add(l.lease)}
 	li := l.info
 	li.Head = 0 // the handle's copy is old; a listener Join creates starts empty
-	info, stored, created, err := h.store.Join(ctx, li, sub, h.opts.Quota)
+	info, stored, created, err := h.store.Join(ctx, li, sub, h.joinQuota(li.Person, l.person))
 	if err != nil {
 		return info, stored, fmt.Errorf("%s %s: %w", op, l.info.ID, err)
 	}

@@ -13,7 +13,17 @@ import "fmt"
 //
 // In a Store call, a field of 0 or less sets no limit. In [Options.Quota],
 // 0 means the default (DefaultQuotaListeners, DefaultQuotaHandlers,
-// DefaultQuotaSubscriptions) and a negative value no limit.
+// DefaultQuotaShared, DefaultQuotaSubscriptions) and a negative value no
+// limit; in what [Options.QuotaFor] returns, 0 means Options.Quota's.
+//
+// What the quotas bound: a dispatch stores one copy per listener it
+// reaches. Another person can add to a dispatch of yours only through the
+// Handler listeners they own (Handlers) and the Shared listeners they
+// created (Shared) that match its scope, since a Private listener hears
+// only its owner's dispatches and those addressed to its owner ([To]). So
+// one person adds at most Shared+Handlers copies (200 by default) to a
+// dispatch not addressed to them, and at most their Listeners quota to one
+// addressed to them.
 type Quota struct {
 	// Listeners is the most listeners one person may own: the Private and
 	// Handler listeners whose owner they are and the Shared listeners they
@@ -22,6 +32,14 @@ type Quota struct {
 	// Handlers is the most Handler listeners one person may own; they count
 	// among Listeners too.
 	Handlers int
+	// Shared is the most Shared listeners one person may create (those
+	// whose ListenerInfo.Person they are, for as long as those exist);
+	// they count among Listeners too. Each Shared listener matching a
+	// scope stores a copy of every dispatch to it, whoever sends it, so
+	// this bounds, with Handlers, the copies one person can add to other
+	// people's dispatches. Joining a Shared listener someone else created
+	// creates nothing and counts only as a subscription.
+	Shared int
 	// Subscriptions is the most subscriptions one person may hold: one per
 	// listener and client (Conditions.Client) they subscribe with.
 	Subscriptions int
@@ -35,6 +53,11 @@ const (
 	// DefaultQuotaHandlers is lower: a Handler listener runs every handler
 	// of every dispatch it matches.
 	DefaultQuotaHandlers = 100
+	// DefaultQuotaShared is as low, for the same reason: every Shared
+	// listener that matches a scope stores a copy of everyone's dispatches
+	// to it. A hundred rooms opened by one person is generous; trusted
+	// identities (a service account) get more through Options.QuotaFor.
+	DefaultQuotaShared = 100
 	// DefaultQuotaSubscriptions is twice DefaultQuotaListeners: creating a
 	// listener subscribes its creator, and a person also joins others'.
 	DefaultQuotaSubscriptions = 2000
@@ -47,6 +70,7 @@ type QuotaKind string
 const (
 	QuotaListeners     QuotaKind = "listeners"
 	QuotaHandlers      QuotaKind = "handler listeners"
+	QuotaShared        QuotaKind = "shared listeners"
 	QuotaSubscriptions QuotaKind = "subscriptions"
 )
 
@@ -65,3 +89,34 @@ func (e *QuotaError) Error() string {
 
 // Unwrap returns ErrQuotaExceeded.
 func (e *QuotaError) Unwrap() error { return ErrQuotaExceeded }
+
+// joinQuota returns the quota Store.Join enforces when subscriber joins a
+// listener owned (or, if Shared, created) by owner: the listener bounds
+// are owner's and the subscription bound is subscriber's (see
+// Options.QuotaFor), as the Store contract applies them.
+func (h *Hub) joinQuota(owner, subscriber string) Quota {
+	if h.opts.QuotaFor == nil {
+		return h.opts.Quota
+	}
+	q := h.personQuota(owner)
+	if subscriber != owner {
+		q.Subscriptions = h.personQuota(subscriber).Subscriptions
+	}
+	return q
+}
+
+// personQuota is Options.QuotaFor(person), its zero fields Options.Quota's.
+func (h *Hub) personQuota(person string) Quota {
+	q, d := h.opts.QuotaFor(person), h.opts.Quota
+	for _, f := range []struct {
+		v *int
+		d int
+	}{
+		{&q.Listeners, d.Listeners}, {&q.Handlers, d.Handlers}, {&q.Shared, d.Shared}, {&q.Subscriptions, d.Subscriptions},
+	} {
+		if *f.v == 0 {
+			*f.v = f.d
+		}
+	}
+	return q
+}

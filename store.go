@@ -31,7 +31,8 @@ type Store interface {
 	// writes, so that every process on one store shares it: if the listener
 	// is created, l.Person's listeners (ListenerInfo.Person), counting the
 	// new one, must not exceed q.Listeners, nor, for a Handler listener,
-	// their Handler listeners q.Handlers; if the subscriber is created,
+	// their Handler listeners q.Handlers, nor, for a Shared listener, the
+	// Shared listeners they created q.Shared; if the subscriber is created,
 	// sub.Person's subscribers on all listeners, counting the new one, must
 	// not exceed q.Subscriptions. A field of 0 or less sets no limit. Past
 	// one, Join writes nothing and returns a *QuotaError (which wraps

@@ -29,7 +29,7 @@
 //	                               dispatch, scope, sender, text, Created (indexed)
 //	MtKey       "k"+sender+"\x01"+key   At (indexed), fingerprint, the messages written
 //	MtScope     "v"+scope          version and listener count of a concrete scope
-//	MtPerson    "p"+person         listeners, Handler listeners, subscriptions held (quota)
+//	MtPerson    "p"+person         listeners, Handler and Shared listeners, subscriptions held (quota)
 //	MtTomb      "t"+ID/incarnation At (indexed): a deleted incarnation
 //
 // Only the properties queried are indexed, and every query is served by a

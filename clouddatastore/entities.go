@@ -94,12 +94,14 @@ type keyEnt struct {
 }
 
 // personEnt counts what one person holds, for Quota: the listeners they
-// own (ListenerInfo.Person), the Handler listeners among them, and their
-// subscriptions. It changes in the transactions that create or delete
-// those, and goes when all three are zero.
+// own (ListenerInfo.Person), the Handler and Shared listeners among them,
+// and their subscriptions. It changes in the transactions that create or
+// delete those, and goes when all are zero. (Shared came later: an entity
+// written before it loads with 0, and the count never goes below 0.)
 type personEnt struct {
 	Listeners int64 `datastore:",noindex"`
 	Handlers  int64 `datastore:",noindex"`
+	Shared    int64 `datastore:",noindex"`
 	Subs      int64 `datastore:",noindex"`
 }
 

@@ -65,10 +65,15 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 				return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
 			case l.Type == moitessier.Handler && q.Handlers > 0 && owner.Handlers >= int64(q.Handlers):
 				return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaHandlers, Limit: q.Handlers}
+			case l.Type == moitessier.Shared && q.Shared > 0 && owner.Shared >= int64(q.Shared):
+				return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaShared, Limit: q.Shared}
 			}
 			owner.Listeners++
-			if l.Type == moitessier.Handler {
+			switch l.Type {
+			case moitessier.Handler:
 				owner.Handlers++
+			case moitessier.Shared:
+				owner.Shared++
 			}
 			le = listenerEnt{
 				Type: int64(l.Type), Person: l.Person, Client: l.Client, Scopes: l.Scopes,
@@ -132,7 +137,7 @@ func (s *Store) loadPersons(tx *datastore.Transaction, names []string) (map[stri
 func (s *Store) savePersons(tx *datastore.Transaction, m map[string]*personEnt) error {
 	for n, p := range m {
 		k := s.personKey(n)
-		if p.Listeners <= 0 && p.Handlers <= 0 && p.Subs <= 0 {
+		if p.Listeners <= 0 && p.Handlers <= 0 && p.Shared <= 0 && p.Subs <= 0 {
 			if err := tx.Delete(k); err != nil {
 				return err
 			}
@@ -220,8 +225,11 @@ func (s *Store) deleteListener(tx *datastore.Transaction, id string, le *listene
 	}
 	owner := persons[le.Person]
 	owner.Listeners--
-	if moitessier.ListenerType(le.Type) == moitessier.Handler {
+	switch moitessier.ListenerType(le.Type) {
+	case moitessier.Handler:
 		owner.Handlers--
+	case moitessier.Shared:
+		owner.Shared = max(owner.Shared-1, 0)
 	}
 	gen := genName(id, le.Inc)
 	if _, err := tx.Put(s.tombKey(gen), &tombEnt{Listener: id, Inc: le.Inc, At: s.cfg.Now().UnixNano()}); err != nil {

@@ -23,8 +23,9 @@ type Store struct {
 	keys      map[keyID]*keyRecord
 	closed    bool
 	// Per-person counts for Quota: listeners by ListenerInfo.Person,
-	// Handler listeners among them, and subscribers on all listeners.
-	owned, handlers, subsOf map[string]int
+	// Handler and Shared listeners among them, and subscribers on all
+	// listeners.
+	owned, handlers, shared, subsOf map[string]int
 }
 
 var (
@@ -56,7 +57,7 @@ type ref struct {
 // New returns an empty store.
 func New() *Store {
 	return &Store{listeners: map[string]*listener{}, index: scopeindex.New(), keys: map[keyID]*keyRecord{},
-		owned: map[string]int{}, handlers: map[string]int{}, subsOf: map[string]int{}}
+		owned: map[string]int{}, handlers: map[string]int{}, shared: map[string]int{}, subsOf: map[string]int{}}
 }
 
 // Close makes every later call fail with moitessier.ErrClosed.
@@ -102,6 +103,8 @@ func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moites
 		over = &moitessier.QuotaError{Person: li.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
 	case l == nil && li.Type == moitessier.Handler && q.Handlers > 0 && s.handlers[li.Person] >= q.Handlers:
 		over = &moitessier.QuotaError{Person: li.Person, Kind: moitessier.QuotaHandlers, Limit: q.Handlers}
+	case l == nil && li.Type == moitessier.Shared && q.Shared > 0 && s.shared[li.Person] >= q.Shared:
+		over = &moitessier.QuotaError{Person: li.Person, Kind: moitessier.QuotaShared, Limit: q.Shared}
 	case q.Subscriptions > 0 && s.subsOf[sub.Person] >= q.Subscriptions:
 		over = &moitessier.QuotaError{Person: sub.Person, Kind: moitessier.QuotaSubscriptions, Limit: q.Subscriptions}
 	}
@@ -116,8 +119,11 @@ func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moites
 		s.listeners[li.ID] = l
 		s.index.Add(li.ID, li.Scopes)
 		s.owned[li.Person]++
-		if li.Type == moitessier.Handler {
+		switch li.Type {
+		case moitessier.Handler:
 			s.handlers[li.Person]++
+		case moitessier.Shared:
+			s.shared[li.Person]++
 		}
 	}
 	sub.Cursor = min(sub.Cursor, l.info.Head)
@@ -205,8 +211,11 @@ func (s *Store) deleteListener(l *listener) {
 	delete(s.listeners, l.info.ID)
 	s.index.Remove(l.info.ID, l.info.Scopes)
 	dec(s.owned, l.info.Person)
-	if l.info.Type == moitessier.Handler {
+	switch l.info.Type {
+	case moitessier.Handler:
 		dec(s.handlers, l.info.Person)
+	case moitessier.Shared:
+		dec(s.shared, l.info.Person)
 	}
 }
 

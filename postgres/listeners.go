@@ -92,12 +92,25 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 // quotaLocked reports whether a quota check took person's lock: the
 // listener's check, if it ran, took l.Person's.
 func quotaLocked(l moitessier.ListenerInfo, q moitessier.Quota) bool {
-	return q.Listeners > 0 || (l.Type == moitessier.Handler && q.Handlers > 0)
+	_, limit := typeQuota(l.Type, q)
+	return q.Listeners > 0 || limit > 0
 }
 
-// checkListenerQuota counts the listeners of l.Person, l among them, in the
-// transaction that created l, and returns a *moitessier.QuotaError if they
-// are past q.
+// typeQuota returns the bound of q on one person's listeners of type t
+// (Handler, Shared), or 0 if q sets none.
+func typeQuota(t moitessier.ListenerType, q moitessier.Quota) (moitessier.QuotaKind, int) {
+	switch t {
+	case moitessier.Handler:
+		return moitessier.QuotaHandlers, q.Handlers
+	case moitessier.Shared:
+		return moitessier.QuotaShared, q.Shared
+	}
+	return "", 0
+}
+
+// checkListenerQuota counts the listeners of l.Person, and those of l's
+// type, l among them, in the transaction that created l, and returns a
+// *moitessier.QuotaError if they are past q.
 func (s *Store) checkListenerQuota(ctx context.Context, tx pgx.Tx, l moitessier.ListenerInfo, q moitessier.Quota) error {
 	if !quotaLocked(l, q) {
 		return nil
@@ -105,15 +118,16 @@ func (s *Store) checkListenerQuota(ctx context.Context, tx pgx.Tx, l moitessier.
 	if _, err := tx.Exec(ctx, s.q.quotaLock, advisoryKey("quota\x00"+l.Person, s.cfg.Schema)); err != nil {
 		return err
 	}
-	var owned, handlers int
-	if err := tx.QueryRow(ctx, s.q.countListeners, l.Person, limitPlusOne(q.Listeners), int(moitessier.Handler), limitPlusOne(q.Handlers)).Scan(&owned, &handlers); err != nil {
+	kind, limit := typeQuota(l.Type, q)
+	var owned, ofType int
+	if err := tx.QueryRow(ctx, s.q.countListeners, l.Person, limitPlusOne(q.Listeners), int(l.Type), limitPlusOne(limit)).Scan(&owned, &ofType); err != nil {
 		return err
 	}
 	if q.Listeners > 0 && owned > q.Listeners {
 		return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
 	}
-	if l.Type == moitessier.Handler && q.Handlers > 0 && handlers > q.Handlers {
-		return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaHandlers, Limit: q.Handlers}
+	if limit > 0 && ofType > limit {
+		return &moitessier.QuotaError{Person: l.Person, Kind: kind, Limit: limit}
 	}
 	return nil
 }

@@ -80,13 +80,13 @@ func checkQuota(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo, sub 
 			return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
 		}
 	}
-	if created && l.Type == moitessier.Handler && q.Handlers > 0 {
-		n, err := count(q.Handlers+1, `SELECT 1 FROM listeners WHERE person = ? AND type = ?`, l.Person, int(l.Type))
+	if kind, limit := typeQuota(l.Type, q); created && limit > 0 {
+		n, err := count(limit+1, `SELECT 1 FROM listeners WHERE person = ? AND type = ?`, l.Person, int(l.Type))
 		if err != nil {
 			return err
 		}
-		if n > q.Handlers {
-			return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaHandlers, Limit: q.Handlers}
+		if n > limit {
+			return &moitessier.QuotaError{Person: l.Person, Kind: kind, Limit: limit}
 		}
 	}
 	if q.Subscriptions <= 0 {
@@ -295,4 +295,16 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 	})
 	s.mu.RUnlock()
 	return out, nil
+}
+
+// typeQuota returns the bound of q on one person's listeners of type t
+// (Handler, Shared), or 0 if q sets none.
+func typeQuota(t moitessier.ListenerType, q moitessier.Quota) (moitessier.QuotaKind, int) {
+	switch t {
+	case moitessier.Handler:
+		return moitessier.QuotaHandlers, q.Handlers
+	case moitessier.Shared:
+		return moitessier.QuotaShared, q.Shared
+	}
+	return "", 0
 }

@@ -110,6 +110,34 @@ func testQuota(t *testing.T, h Harness) {
 		mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "h.>"})
 		mustListener(t, hub, moitessier.Conditions{Person: "bob", Type: moitessier.Handler, Scope: "h.>"})
 	})
+	t.Run("Shared", func(t *testing.T) {
+		// Each Shared listener that matches a scope stores a copy of
+		// everyone's dispatches to it: the ones a person creates are
+		// bounded on their own, below Listeners.
+		hub := newHub(t, newStore(t, h), moitessier.Options{Quota: moitessier.Quota{Listeners: 10, Handlers: -1, Shared: 2, Subscriptions: -1}})
+		first := mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scopes: []string{"sh.1", "sh.x.1"}})
+		mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scopes: []string{"sh.1", "sh.x.2"}})
+		c := moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scopes: []string{"sh.1", "sh.x.3"}}
+		_, err := hub.NewListener(ctx, c)
+		wantQuota(t, err, "alice", moitessier.QuotaShared, 2)
+		wantNoListener(t, hub, c, "sh.x.3")
+		if d := mustDispatch(t, hub, "bob", "sh.1", "hi"); len(d.Reached) != 2 {
+			t.Fatalf("bob's dispatch reached %d of alice's Shared listeners, want the quota, 2", len(d.Reached))
+		}
+		// Private and Handler listeners still fit under Listeners.
+		mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Private, Scope: "sh.1"})
+		mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Handler, Scope: "sh.1"})
+		// Joining a Shared listener someone else created creates nothing.
+		mustListener(t, hub, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "sh.b"})
+		mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "sh.b"})
+		// Bob has a quota of his own.
+		mustListener(t, hub, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scopes: []string{"sh.1", "sh.y.1"}})
+		// A Shared listener deleted (its last subscriber left) frees room.
+		if err := first.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		mustListener(t, hub, c)
+	})
 	t.Run("Subscriptions", func(t *testing.T) {
 		hub := newHub(t, newStore(t, h), moitessier.Options{Quota: moitessier.Quota{Listeners: -1, Handlers: -1, Subscriptions: 2}})
 		for _, p := range []string{"bob", "carol", "dave"} {
@@ -153,8 +181,14 @@ func testQuota(t *testing.T, h Harness) {
 		}
 		_, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Handler, Scope: "d.x"})
 		wantQuota(t, err, "alice", moitessier.QuotaHandlers, moitessier.DefaultQuotaHandlers)
+		// So is the default Shared quota.
+		for i := range moitessier.DefaultQuotaShared {
+			mustListener(t, hub, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scopes: []string{"d.1", fmt.Sprint("d.s.", i)}})
+		}
+		_, err = hub.NewListener(ctx, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scopes: []string{"d.1", "d.s.x"}})
+		wantQuota(t, err, "bob", moitessier.QuotaShared, moitessier.DefaultQuotaShared)
 		// Negative quotas are no limit.
-		free := newHub(t, newStore(t, h), moitessier.Options{Quota: moitessier.Quota{Listeners: 1, Handlers: -1, Subscriptions: -1}})
+		free := newHub(t, newStore(t, h), moitessier.Options{Quota: moitessier.Quota{Listeners: 1, Handlers: -1, Shared: -1, Subscriptions: -1}})
 		mustListener(t, free, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "n.0"})
 		for i := range 5 {
 			mustListener(t, free, moitessier.Conditions{Person: fmt.Sprint("p", i), Type: moitessier.Shared, Scope: "n.0"})
@@ -200,7 +234,7 @@ func testQuotaSharedByHubs(t *testing.T, h Harness) {
 		}
 	}
 	const limit, tries = 5, 24
-	q := moitessier.Quota{Listeners: limit, Handlers: limit - 2, Subscriptions: 2 * limit}
+	q := moitessier.Quota{Listeners: limit, Handlers: limit - 2, Shared: limit - 2, Subscriptions: 2 * limit}
 	hubs := []*moitessier.Hub{
 		newHub(t, s1, moitessier.Options{Quota: q}),
 		newHub(t, s2, moitessier.Options{Quota: q}),
@@ -257,6 +291,14 @@ func testQuotaSharedByHubs(t *testing.T, h Harness) {
 		}
 		if len(subs) != 1+n {
 			t.Fatalf("the room has %d subscribers, want bob and %d of alice's", len(subs), n)
+		}
+	})
+	t.Run("Shared", func(t *testing.T) {
+		n := race(t, func(i int) moitessier.Conditions {
+			return moitessier.Conditions{Person: "carol", Type: moitessier.Shared, Scopes: []string{"sh.s", fmt.Sprint("sh.s", i)}}
+		})
+		if n != q.Shared {
+			t.Fatalf("%d of %d concurrent Shared listeners created through two hubs, want the quota, %d", n, tries, q.Shared)
 		}
 	})
 }

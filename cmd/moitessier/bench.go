@@ -474,7 +474,7 @@ func (c *benchConfig) progressLine(name string, delivered func() int64, total in
 
 func benchHub(st moitessier.Store) (*moitessier.Hub, error) {
 	// The workloads make thousands of listeners as one person: no quota.
-	return moitessier.New(st, moitessier.Options{GCInterval: -1, Quota: moitessier.Quota{Listeners: -1, Handlers: -1, Subscriptions: -1}})
+	return moitessier.New(st, moitessier.Options{GCInterval: -1, Quota: moitessier.Quota{Listeners: -1, Handlers: -1, Shared: -1, Subscriptions: -1}})
 }
 
 // listenAll runs one ListenUntil per listener; stop ends them.

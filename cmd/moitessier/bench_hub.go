@@ -36,7 +36,7 @@ func (c *benchConfig) startHub(ctx context.Context, name string) (*hubProc, erro
 	}
 	secret := randomHex(16)
 	// Every connection subscribes as one person, "bench": no quotas.
-	args := []string{"serve", "--addr", "127.0.0.1:0", "--secret", secret, "--rate", "0", "--quota-subscriptions", "-1", "--quota-listeners", "-1", "--log-level", "warn", "--write-timeout", "30s"}
+	args := []string{"serve", "--addr", "127.0.0.1:0", "--secret", secret, "--rate", "0", "--quota-subscriptions", "-1", "--quota-listeners", "-1", "--quota-shared", "-1", "--log-level", "warn", "--write-timeout", "30s"}
 	if v := os.Getenv("MOITESSIER_BENCH_SERVE_ARGS"); v != "" {
 		args = append(args, strings.Fields(v)...) // e.g. --pprof, --ack-interval 1s
 	}

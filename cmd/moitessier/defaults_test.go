@@ -46,6 +46,7 @@ func TestServeDefaultsAreTheLibrarys(t *testing.T) {
 		{"ack-interval", c.ackInterval, d.AckInterval},
 		{"quota-listeners", c.quota.Listeners, d.Quota.Listeners},
 		{"quota-handlers", c.quota.Handlers, d.Quota.Handlers},
+		{"quota-shared", c.quota.Shared, d.Quota.Shared},
 		{"quota-subscriptions", c.quota.Subscriptions, d.Quota.Subscriptions},
 		{"max-scopes-per-listener", c.maxScopes, d.MaxScopesPerListener},
 		{"max-listeners", c.maxListeners, hd.MaxListenersPerConn},

@@ -50,6 +50,7 @@ func TestLimitsDocumented(t *testing.T) {
 	for name, format := range map[string]func(v string) string{
 		"quota-listeners":         func(v string) string { n, _ := strconv.Atoi(v); return spaced(n) },
 		"quota-handlers":          func(v string) string { n, _ := strconv.Atoi(v); return spaced(n) },
+		"quota-shared":            func(v string) string { n, _ := strconv.Atoi(v); return spaced(n) },
 		"quota-subscriptions":     func(v string) string { n, _ := strconv.Atoi(v); return spaced(n) },
 		"max-scopes-per-listener": func(v string) string { return v },
 		"max-handlers":            func(v string) string { return v },
