@@ -164,7 +164,8 @@ func TestLoadServerProcess(t *testing.T) {
 		t.Skip("the hub process of TestLoadSSE10k")
 	}
 	raiseNoFile(t, 65536)
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	// One person holds all 10 000 subscriptions, past the default quota.
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1, Quota: moitessier.Quota{Subscriptions: -1}})
 	if err != nil {
 		t.Fatal(err)
 	}
