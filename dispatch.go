@@ -105,6 +105,12 @@ type Dispatched struct {
 	// Replayed is true when an idempotency key matched an earlier dispatch:
 	// nothing was stored and Messages are the earlier ones.
 	Replayed bool
+	// HandlerTime is the wall time the dispatch's handler calls took
+	// together (both runs, when a stale match made the hub prepare it
+	// again), for an app that bounds what one person may spend on handlers
+	// over time, as moitessierhttp does. Dispatch also returns it when it
+	// fails: the Dispatched it returns with an error holds only this.
+	HandlerTime time.Duration
 }
 
 // Dispatch writes text as one message to every listener whose scope matches
@@ -140,9 +146,9 @@ func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...
 		d, msgs, replayed, err = h.dispatch(ctx, &bg, sender, scope, text, opts, false)
 	}
 	if err != nil {
-		return Dispatched{}, err
+		return Dispatched{HandlerTime: bg.used}, err
 	}
-	d.Messages, d.Replayed = msgs, replayed
+	d.Messages, d.Replayed, d.HandlerTime = msgs, replayed, bg.used
 	if replayed {
 		d.Reached, d.Owners = d.Reached[:0], nil
 		for _, m := range msgs {
@@ -348,7 +354,10 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 			}
 			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}
 			var stopped bool
-			if t, stopped, err = h.runChain(hctx, c.handlers, l.ID, m); err != nil {
+			start := time.Now()
+			t, stopped, err = h.runChain(hctx, c.handlers, l.ID, m)
+			bg.used += time.Since(start)
+			if err != nil {
 				// A handler's failure on a cached match is worth a retry on
 				// a fresh one; a chain stopped by its context or budget is not.
 				dr.handlerFailed = !stopped
@@ -371,7 +380,11 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 
 // budget is the handler time budget of one dispatch, shared by the prepare
 // calls of a Dispatch; it starts when the first handler is about to run.
-type budget struct{ deadline time.Time }
+// used sums the wall time of the handler chains run.
+type budget struct {
+	deadline time.Time
+	used     time.Duration
+}
 
 // handlerContext returns the context handlers run in: ctx, ended also by
 // the budget (with ErrBudgetExceeded as its cause).

@@ -306,3 +306,34 @@ func BenchmarkMaxChain(b *testing.B) {
 		})
 	}
 }
+
+// TestHandlerTime: Dispatched.HandlerTime is the wall time the handler
+// calls took, on success and on failure; a dispatch that runs none has 0.
+func TestHandlerTime(t *testing.T) {
+	hub, _ := handlerHub(t, moitessier.Options{HandlerBudget: time.Second})
+	sleep := func(d time.Duration) moitessier.HandlerFunc {
+		return func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			time.Sleep(d)
+			return m.Text, nil
+		}
+	}
+	// Two Handler listeners, each a chain of two 10 ms calls: at least 40 ms.
+	d, err := hub.Dispatch(context.Background(), "s", "job", "t", chain(2, sleep(10*time.Millisecond))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.HandlerTime < 40*time.Millisecond {
+		t.Fatalf("HandlerTime %v, want at least the 40 ms the handlers slept", d.HandlerTime)
+	}
+	failing := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+		time.Sleep(10 * time.Millisecond)
+		return "", errors.New("no")
+	})
+	d, err = hub.Dispatch(context.Background(), "s", "job", "t", failing)
+	if err == nil || d.HandlerTime < 10*time.Millisecond {
+		t.Fatalf("failed dispatch: %v, HandlerTime %v, want an error and at least 10 ms", err, d.HandlerTime)
+	}
+	if d, err := hub.Dispatch(context.Background(), "s", "job", "t"); err != nil || d.HandlerTime != 0 {
+		t.Fatalf("dispatch without handlers: %v, HandlerTime %v, want 0", err, d.HandlerTime)
+	}
+}

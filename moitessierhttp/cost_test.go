@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,5 +137,73 @@ func TestHandlerChainClientGone(t *testing.T) {
 				t.Fatalf("%d handler calls, want 1: none after the client went away", n)
 			}
 		})
+	}
+}
+
+// TestHandlerTimePerPerson: the handler time one person's dispatches use
+// is bounded per person over time (Config.HandlerTimeRate): once it is
+// used up, a dispatch naming handlers is 429 handler_budget with
+// Retry-After, before any handler runs, until the bucket refills; a
+// dispatch naming none, and another person, are not affected.
+func TestHandlerTimePerPerson(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	var calls atomic.Int64
+	e := newEnvOn(t, memstore.New(), moitessier.Options{}, moitessierhttp.Config{
+		DispatchRate: -1, HandlerTimeRate: 100 * time.Millisecond, HandlerTimeBurst: 100 * time.Millisecond, Now: clock,
+		Handlers: map[string]moitessier.HandlerFunc{
+			"slow": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+				calls.Add(1)
+				time.Sleep(150 * time.Millisecond)
+				return m.Text, nil
+			},
+		},
+	})
+	sign := func(person string) string {
+		tok, err := moitessierhttp.Sign(secret, moitessierhttp.Claims{Subject: person, Listen: []string{">"}, Dispatch: []string{">"}, ExpiresAt: clock().Add(time.Hour).Unix()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	alice, bob := sign("alice"), sign("bob")
+	if _, err := (&moitessierhttp.Client{BaseURL: e.ts.URL, Token: alice}).Join(ctxT(t), moitessierhttp.Query{Scopes: []string{"job"}, Type: "handler"}); err != nil {
+		t.Fatal(err)
+	}
+	const withHandler = `{"scope":"job","text":"x","handlers":["slow"]}`
+	// The first dispatch runs: the bucket held 100 ms, the handler took 150.
+	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, withHandler, "Content-Type", "application/json"); code != http.StatusOK {
+		t.Fatalf("first dispatch: %d %s", code, body)
+	}
+	calls.Store(0)
+	code, h, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, withHandler, "Content-Type", "application/json")
+	if code != http.StatusTooManyRequests || errorCode(t, body) != "handler_budget" {
+		t.Fatalf("past the handler time: %d %s, want 429 handler_budget", code, body)
+	}
+	if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 {
+		t.Fatalf("Retry-After %q", h.Get("Retry-After"))
+	}
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d handler calls on a refused dispatch", n)
+	}
+	_, err := (&moitessierhttp.Client{BaseURL: e.ts.URL, Token: alice}).Dispatch(ctxT(t), moitessierhttp.DispatchRequest{Scope: "job", Text: "x", Handlers: []string{"slow"}})
+	var he *moitessierhttp.Error
+	if !errors.As(err, &he) || !errors.Is(err, moitessierhttp.ErrHandlerBudget) || errors.Is(err, moitessierhttp.ErrRateLimited) || he.RetryAfter < time.Second {
+		t.Fatalf("client error %v, want ErrHandlerBudget with a Retry-After", err)
+	}
+	// Without handlers alice may dispatch; bob has a bucket of his own.
+	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, `{"scope":"job","text":"x"}`, "Content-Type", "application/json"); code != http.StatusOK {
+		t.Fatalf("alice without handlers: %d %s", code, body)
+	}
+	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", bob, withHandler, "Content-Type", "application/json"); code != http.StatusOK {
+		t.Fatalf("bob: %d %s", code, body)
+	}
+	// The debt (50 ms) is repaid at 100 ms a second: after a second alice
+	// may use handlers again.
+	advance(time.Second)
+	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, withHandler, "Content-Type", "application/json"); code != http.StatusOK {
+		t.Fatalf("alice after the bucket refilled: %d %s", code, body)
 	}
 }

@@ -86,6 +86,21 @@ func (s *Server) allowDispatch(c *Claims) error {
 	return nil
 }
 
+// allowHandlers refuses, with a *RateLimitError wrapping ErrHandlerBudget,
+// a dispatch naming handlers while the person's handler time
+// (Config.HandlerTimeRate) is used up. What the handlers take is charged
+// after the dispatch, from Dispatched.HandlerTime.
+func (s *Server) allowHandlers(c *Claims) error {
+	if s.handlerTime == nil {
+		return nil
+	}
+	if ok, wait := s.handlerTime.positive(c.Subject, s.cfg.Now()); !ok {
+		s.metrics.rateLimited.Add(1)
+		return &RateLimitError{RetryAfter: wait, Limit: ErrHandlerBudget}
+	}
+	return nil
+}
+
 // dispatchAllowed is dispatch once allowDispatch let it through.
 func (s *Server) dispatchAllowed(ctx context.Context, c *Claims, req DispatchRequest) (DispatchResult, error) {
 	res, err := s.doDispatch(ctx, c, req)
@@ -119,7 +134,15 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 	if req.IdempotencyKey != "" {
 		opts = append(opts, moitessier.IdempotencyKey(req.IdempotencyKey))
 	}
+	if len(req.Handlers) > 0 {
+		if err := s.allowHandlers(c); err != nil {
+			return DispatchResult{}, err
+		}
+	}
 	d, err := s.hub.Dispatch(ctx, c.Subject, req.Scope, req.Text, opts...)
+	if s.handlerTime != nil {
+		s.handlerTime.charge(c.Subject, d.HandlerTime.Seconds(), s.cfg.Now())
+	}
 	if err != nil {
 		return DispatchResult{}, err
 	}

@@ -98,7 +98,10 @@
 // ErrBudgetExceeded 422 (a dispatch's handlers ran out of time: the same
 // request would again, so it is not worth a retry),
 // ErrIdempotencyMismatch 422 (an idempotency key reused for another request),
-// ErrNotOwner 403, ErrNotFound 404, ErrQuotaExceeded 429 (quota_exceeded,
+// ErrNotOwner 403, ErrNotFound 404, ErrRateLimited 429 (rate_limited, with
+// Retry-After: a person's dispatch rate), ErrHandlerBudget 429
+// (handler_budget, with Retry-After: a person's handler time, see
+// Config.HandlerTimeRate), ErrQuotaExceeded 429 (quota_exceeded,
 // without Retry-After: a person holds as many listeners or subscriptions as
 // the hub allows), ErrClosed 410 (a listener deleted) or
 // 503 (shutting down), and moitessier.ErrOutcomeUnknown 503 with code

@@ -38,6 +38,10 @@ var (
 	// ErrRateLimited reports a person over the dispatch rate limit (429).
 	// The error is a *RateLimitError, which says when to retry.
 	ErrRateLimited = errors.New("moitessierhttp: rate limited")
+	// ErrHandlerBudget reports a person whose dispatches' handlers used up
+	// their handler time (Config.HandlerTimeRate) (429). The error is a
+	// *RateLimitError, which says when to retry.
+	ErrHandlerBudget = errors.New("moitessierhttp: handler time used up")
 	// ErrTooManyListeners reports a connection over Config.MaxListenersPerConn (429).
 	ErrTooManyListeners = errors.New("moitessierhttp: too many listeners on this connection")
 	// ErrSlowConsumer reports a connection dropped because it did not take
@@ -70,20 +74,29 @@ func tokenErr(reason error, format string, args ...any) error {
 	return &tokenError{reason: reason, detail: fmt.Sprintf(format, args...)}
 }
 
-// RateLimitError is returned for a dispatch over the per-person rate limit.
-// It wraps ErrRateLimited.
+// RateLimitError is returned for a dispatch over a per-person limit: the
+// dispatch rate (it wraps ErrRateLimited) or the handler time
+// (ErrHandlerBudget).
 type RateLimitError struct {
 	// RetryAfter is how long until a dispatch would be allowed.
 	RetryAfter time.Duration
+	// Limit is the limit passed: ErrRateLimited, or ErrHandlerBudget.
+	// Nil means ErrRateLimited.
+	Limit error
 }
 
-// Error says how long to wait.
+// Error says which limit and how long to wait.
 func (e *RateLimitError) Error() string {
-	return fmt.Sprintf("%v: retry after %v", ErrRateLimited, e.RetryAfter.Round(time.Millisecond))
+	return fmt.Sprintf("%v: retry after %v", e.Unwrap(), e.RetryAfter.Round(time.Millisecond))
 }
 
-// Unwrap returns ErrRateLimited.
-func (e *RateLimitError) Unwrap() error { return ErrRateLimited }
+// Unwrap returns the limit passed: ErrRateLimited or ErrHandlerBudget.
+func (e *RateLimitError) Unwrap() error {
+	if e.Limit == nil {
+		return ErrRateLimited
+	}
+	return e.Limit
+}
 
 // ErrorBody is the JSON body of every error response, and of WebSocket
 // error frames: {"status":403,"code":"forbidden","error":"..."}.
@@ -91,7 +104,8 @@ type ErrorBody struct {
 	Status int    `json:"status"`
 	Code   string `json:"code"`
 	Error  string `json:"error"`
-	// RetryAfter is set, in seconds, on 429 responses to a rate-limited dispatch.
+	// RetryAfter is set, in seconds, on 429 responses to a dispatch past a
+	// rate limit (rate_limited, handler_budget).
 	RetryAfter float64 `json:"retry_after,omitempty"`
 }
 
@@ -116,6 +130,8 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 		return http.StatusForbidden, "not_owner", false
 	case errors.Is(err, ErrRateLimited):
 		return http.StatusTooManyRequests, "rate_limited", false
+	case errors.Is(err, ErrHandlerBudget):
+		return http.StatusTooManyRequests, "handler_budget", false
 	case errors.Is(err, ErrTooManyListeners):
 		return http.StatusTooManyRequests, "too_many_listeners", false
 	case errors.Is(err, moitessier.ErrQuotaExceeded):
@@ -227,6 +243,8 @@ func sentinelFor(code string) error {
 		return moitessier.ErrNotOwner
 	case "rate_limited":
 		return ErrRateLimited
+	case "handler_budget":
+		return ErrHandlerBudget
 	case "too_many_listeners":
 		return ErrTooManyListeners
 	case "too_large":

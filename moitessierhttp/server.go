@@ -52,6 +52,24 @@ type Config struct {
 	// DispatchRate. Default: twice DispatchRate rounded up, at least 1 (100
 	// with the default rate).
 	DispatchBurst int
+	// HandlerTimeRate is how much handler time (the wall time of the
+	// handler calls of a person's dispatches, moitessier.Dispatched's
+	// HandlerTime) one person may use per second on average, counted in
+	// this process: a token bucket of time, charged after each dispatch
+	// with what its handlers took. While a person's bucket is empty, a
+	// dispatch of theirs that names handlers gets 429 handler_budget
+	// with Retry-After, before any handler runs; one that names none is
+	// not affected. Default [DefaultHandlerTimeRate], 250 ms a second (a
+	// quarter of a core, on a machine of several, while handlers that
+	// compute a message take microseconds); negative: no limit.
+	HandlerTimeRate time.Duration
+	// HandlerTimeBurst is how much handler time a person may use at once
+	// above HandlerTimeRate. Default [DefaultHandlerTimeBurst], 2 s: one
+	// dispatch that spends the hub's whole default HandlerBudget.
+	// Dispatches that start while the bucket is not empty all run, so
+	// concurrent ones can overdraw it; the person then waits until it is
+	// repaid, which keeps the average at the rate.
+	HandlerTimeBurst time.Duration
 
 	// Heartbeat is how often an idle SSE stream gets a comment line and a
 	// WebSocket a ping, so that proxies keep the connection and dead peers
@@ -119,6 +137,13 @@ type Config struct {
 // second per person.
 const DefaultDispatchRate = 50
 
+// Defaults of the per-person handler time bucket (Config.HandlerTimeRate,
+// Config.HandlerTimeBurst).
+const (
+	DefaultHandlerTimeRate  = 250 * time.Millisecond
+	DefaultHandlerTimeBurst = 2 * time.Second
+)
+
 // DefaultConfig returns the Config that New uses for zero fields: every
 // default in one place, for a command line or a config file to start
 // from. Secret, Authenticate, Handlers, Metrics, Logger and Now are left
@@ -141,6 +166,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DispatchBurst == 0 && c.DispatchRate > 0 {
 		c.DispatchBurst = max(1, int(math.Ceil(2*c.DispatchRate)))
+	}
+	if c.HandlerTimeRate == 0 {
+		c.HandlerTimeRate = DefaultHandlerTimeRate
+	}
+	if c.HandlerTimeBurst == 0 {
+		c.HandlerTimeBurst = DefaultHandlerTimeBurst
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 15 * time.Second
@@ -178,7 +209,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: %w: Secret or Authenticate is required", moitessier.ErrInvalidArgument)
 	case len(c.Secret) > 0 && CheckSecret(c.Secret) != nil:
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
-	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0:
+	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.HandlerTimeBurst < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
 	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0:
 		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)
@@ -217,7 +248,10 @@ type Server struct {
 	metrics *Metrics
 	mux     *http.ServeMux
 	limiter *limiter
-	enc     *encCache
+	// handlerTime is the per-person bucket of handler time, in seconds;
+	// nil when Config.HandlerTimeRate is negative.
+	handlerTime *limiter
+	enc         *encCache
 
 	anyOrigin bool
 	origins   []string
@@ -257,6 +291,9 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 	}
 	if cfg.DispatchRate > 0 {
 		s.limiter = newLimiter(cfg.DispatchRate, cfg.DispatchBurst)
+	}
+	if cfg.HandlerTimeRate > 0 {
+		s.handlerTime = &limiter{rate: cfg.HandlerTimeRate.Seconds(), burst: cfg.HandlerTimeBurst.Seconds(), buckets: map[string]*bucket{}}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.tcpAcks = &tcpAcks{every: cfg.TCPAckInterval, done: s.ctx.Done(), wg: &s.streams}

@@ -53,6 +53,8 @@ func TestServeDefaultsAreTheLibrarys(t *testing.T) {
 		{"rate", c.rate, hd.DispatchRate},
 		{"heartbeat", c.heartbeat, hd.Heartbeat},
 		{"body-timeout", c.bodyTimeout, hd.BodyTimeout},
+		{"handler-rate", c.handlerRate, hd.HandlerTimeRate},
+		{"handler-burst", c.handlerBurst, hd.HandlerTimeBurst},
 		{"write-timeout", c.writeTimeout, hd.WriteTimeout},
 		{"sse-batch-interval", c.sseBatch, hd.SSEBatchInterval},
 	} {

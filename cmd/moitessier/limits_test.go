@@ -57,6 +57,8 @@ func TestLimitsDocumented(t *testing.T) {
 		"max-listeners":           func(v string) string { return v },
 		"max-message-bytes":       func(v string) string { n, _ := strconv.Atoi(v); return strconv.Itoa(n>>10) + " KiB" },
 		"handler-budget":          seconds,
+		"handler-rate":            seconds,
+		"handler-burst":           seconds,
 		"body-timeout":            seconds,
 		"write-timeout":           seconds,
 		"rate":                    func(v string) string { return v + "/s" },

@@ -71,6 +71,7 @@ type serveConfig struct {
 	maxListeners                int
 	rate                        float64
 	burst                       int
+	handlerRate, handlerBurst   time.Duration
 	heartbeat, writeTimeout     time.Duration
 	sseBatch                    time.Duration
 	lease, retention, gcEvery   time.Duration
@@ -105,6 +106,8 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.BoolVar(&c.demoHandlers, "demo-handlers", envBool("MOITESSIER_DEMO_HANDLERS", false), "offer the demo page's handlers, greet and upper, to dispatches (env MOITESSIER_DEMO_HANDLERS); always on in development mode")
 	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", hd.MaxListenersPerConn), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
 	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", hd.DispatchRate), "dispatches per second per person, counted in this process (N hubs on one store allow N times); more get 429; 0 or negative for no limit (env MOITESSIER_RATE)")
+	fs.DurationVar(&c.handlerRate, "handler-rate", envDuration("MOITESSIER_HANDLER_RATE", hd.HandlerTimeRate), "handler time per second one person's dispatches may use on average, counted in this process; past it a dispatch naming handlers gets 429 handler_budget; 0 or negative for no limit (env MOITESSIER_HANDLER_RATE)")
+	fs.DurationVar(&c.handlerBurst, "handler-burst", envDuration("MOITESSIER_HANDLER_BURST", hd.HandlerTimeBurst), "handler time one person may use at once above --handler-rate (env MOITESSIER_HANDLER_BURST)")
 	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", hd.DispatchBurst), "dispatches a person may make at once above --rate (env MOITESSIER_BURST); 0: twice --rate")
 	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", hd.Heartbeat), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
 	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("MOITESSIER_BODY_TIMEOUT", hd.BodyTimeout), "a request body must arrive within this; slower gets 408 and its connection closed (env MOITESSIER_BODY_TIMEOUT)")
@@ -231,6 +234,8 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		MaxListenersPerConn: c.maxListeners,
 		DispatchRate:        cliRate(c.rate),
 		DispatchBurst:       c.burst,
+		HandlerTimeRate:     cliDuration(c.handlerRate),
+		HandlerTimeBurst:    c.handlerBurst,
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
 		SSEBatchInterval:    c.sseBatch,
@@ -552,6 +557,15 @@ func rssOfPid(pid int) int64 {
 // cliRate maps --rate to Config.DispatchRate: on the command line 0 means
 // no limit, as it reads; in Config a zero field takes the default and a
 // negative one means no limit.
+// cliDuration maps a rate flag given as a duration to its Config field:
+// on the command line 0 means no limit, in Config a negative value does.
+func cliDuration(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
 func cliRate(r float64) float64 {
 	if r <= 0 {
 		return -1
