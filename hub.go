@@ -590,12 +590,6 @@ func (h *Hub) replaceLive(lv *live) {
 	lv.markGone()
 }
 
-func (h *Hub) lookupLive(id string) *live {
-	h.livesMu.RLock()
-	defer h.livesMu.RUnlock()
-	return h.lives[id]
-}
-
 // dropLive tells local subscribers of a deleted listener that it is gone.
 func (h *Hub) dropLive(id string) {
 	h.livesMu.Lock()

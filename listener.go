@@ -32,6 +32,8 @@ type RespondFunc func(ctx context.Context, msgs []Message) error
 // written (the connection may be dying), so transports that want a client
 // that comes back without a cursor to miss nothing acknowledge on evidence
 // instead: an acknowledgement from the client, or from its TCP stack.
+//
+//lint:ignore ST1012 AckLater is a signal, not a failure; its name is part of the API.
 var AckLater = errors.New("moitessier: acknowledge later")
 
 // Listener is one subscriber's handle on a listener, returned by

@@ -3,7 +3,6 @@ package moitessierhttp_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -201,5 +200,3 @@ func dispatch(tb testing.TB, c *moitessierhttp.Client, scope, text string) moite
 	}
 	return res
 }
-
-func isCode(err error, target error) bool { return errors.Is(err, target) }

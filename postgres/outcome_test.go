@@ -99,7 +99,6 @@ func TestDispatchOutcome(t *testing.T) {
 	}
 	unlock := lockListener(t, s, l.ID())
 
-	type result struct{ err error }
 	dispatch := func(text string) (cancel func(), done <-chan error) {
 		dctx, cancel := context.WithCancel(context.Background())
 		ch := make(chan error, 1)

@@ -127,7 +127,7 @@ type benchConfig struct {
 	window     int
 	transport  hubload.Transport
 	publishers int
-	baseSecs   time.Duration
+	baseTime   time.Duration
 	baseline   float64 // pg-insert-notify's rate in this run, or 0
 	asJSON     bool
 	quiet      bool
@@ -147,7 +147,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.IntVar(&c.window, "window", 256, "most messages a dispatcher of the library workloads may be ahead of the slowest subscriber; 0: no limit")
 	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
 	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads")
-	fs.DurationVar(&c.baseSecs, "baseline-time", 5*time.Second, "how long the Postgres baseline (pg-insert-notify) runs")
+	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long the Postgres baseline (pg-insert-notify) runs")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress line on stderr")
 	if err := parse(fs, args, stdout); err != nil {
@@ -286,7 +286,7 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 	case "http-idle":
 		return c.httpIdle(ctx, name, c.clientsOr(2_000))
 	case "pg-insert-notify":
-		return c.pgBaseline(ctx, c.baseSecs)
+		return c.pgBaseline(ctx, c.baseTime)
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }

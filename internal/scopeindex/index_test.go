@@ -53,7 +53,7 @@ func FuzzIndex(f *testing.F) {
 		}
 		x.Remove("multi", ps)
 		x.Match(scope, func(id string) { t.Fatalf("removed listener %s still matches", id) })
-		if len(x.exact) != 0 || x.root.children != nil && len(x.root.children) != 0 || x.root.star != nil {
+		if len(x.exact) != 0 || len(x.root.children) != 0 || x.root.star != nil {
 			t.Fatalf("index not empty after removing everything: %d exact", len(x.exact))
 		}
 	})
