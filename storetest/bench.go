@@ -24,7 +24,9 @@ import (
 //	baseline-channel-fanout-100  100 goroutines fed by channels
 //	fanout-1, fanout-100, fanout-1000
 //	                             1 Shared listener, N subscribers in ListenUntil
-//	scopes-10k                   10 000 scopes, one listener each, one dispatch per scope in turn
+//	scopes-10k                   10 000 scopes, one listener each, one dispatch per scope in turn;
+//	                             also reports the seconds NewListener took to create the 10 000
+//	                             (create-s) and ListenUntil to start on all of them (listen-s)
 //	dispatch-8                   8 concurrent dispatchers, 1 Shared listener with 100 subscribers
 //	idle-10k                     10 000 listeners waiting, no traffic, for 10 s
 //
@@ -282,6 +284,7 @@ func benchScopes(b *testing.B, h Harness, scopes int) {
 	ls := make([]*moitessier.Listener, scopes)
 	recs := make([]*recorder, scopes)
 	names := make([]string, scopes)
+	t0 := time.Now()
 	for i := range ls {
 		names[i] = "bench.scope." + strconv.Itoa(i)
 		ls[i] = mustListener(b, hub, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: names[i]})
@@ -294,8 +297,11 @@ func benchScopes(b *testing.B, h Harness, scopes int) {
 			close(recs[i].done)
 		}
 	}
+	created := time.Since(t0)
+	t1 := time.Now()
 	stop := startListeners(b, hub, ls, recs)
 	defer stop()
+	listening := time.Since(t1)
 	b.ResetTimer()
 	start := time.Now()
 	ctx := context.Background()
@@ -319,6 +325,8 @@ func benchScopes(b *testing.B, h Harness, scopes int) {
 	}
 	b.StopTimer()
 	report(b, start, recs, b.N)
+	b.ReportMetric(created.Seconds(), "create-s")
+	b.ReportMetric(listening.Seconds(), "listen-s")
 }
 
 func benchIdle(b *testing.B, h Harness, n int) {
