@@ -42,13 +42,18 @@ type live struct {
 	created time.Time // the incarnation the cache belongs to; see bind
 
 	// waiting counts the subscribers that found nothing new since the
-	// last wake-up: they wait on wake. subs mirrors refs, for add, which
-	// runs under mu, not livesMu.
+	// last wake-up: they wait on wake. subs mirrors refs, for add and
+	// broadcast, which run under mu, not livesMu.
 	waiting int32
 	subs    atomic.Int32
 	// busy counts the messages added since a dispatch last found every
 	// local subscriber waiting.
 	busy int
+
+	// Wake-ups of many subscribers are coalesced (see broadcast): lastWake
+	// is when wake was last closed, and pending says a timer will close it.
+	lastWake time.Time
+	pending  bool
 
 	fillMu sync.Mutex
 }
@@ -233,14 +238,60 @@ func (lv *live) markGone() {
 	defer lv.mu.Unlock()
 	if !lv.gone {
 		lv.gone = true
-		lv.broadcast()
+		lv.wakeNow(time.Time{})
 	}
 }
 
+// Coalescing of wake-ups. Every local subscriber of a listener waits on the
+// same channel, and each wake-up costs the runtime about a microsecond per
+// waiting goroutine (each is rescheduled and runs select again), whether it
+// then finds one message or a hundred. When more than coalesceAbove
+// subscribers wait, they are therefore woken at most once per
+// wakeEvery × waiting subscribers (at most maxWakeEvery): the first message after
+// a quiet spell wakes them at once, and those that follow within the
+// interval wait for its end and are handed over together. Subscribers
+// still busy with earlier messages see new ones without waiting: only the
+// sleepers are delayed, by at most the interval.
+const (
+	coalesceAbove = 32
+	wakeEvery     = 2 * time.Microsecond
+	maxWakeEvery  = 2 * time.Millisecond
+)
+
+// broadcast wakes the waiting subscribers, at once or (see coalesceAbove)
+// at the end of the current interval. lv.mu is held.
 func (lv *live) broadcast() {
+	n := lv.waiting
+	if n <= coalesceAbove {
+		lv.wakeNow(time.Time{})
+		return
+	}
+	if lv.pending {
+		return
+	}
+	every := min(time.Duration(n)*wakeEvery, maxWakeEvery)
+	now := time.Now()
+	wait := every - now.Sub(lv.lastWake)
+	if wait <= 0 {
+		lv.wakeNow(now)
+		return
+	}
+	lv.pending = true
+	time.AfterFunc(wait, func() {
+		lv.mu.Lock()
+		defer lv.mu.Unlock()
+		if lv.pending {
+			lv.wakeNow(time.Now())
+		}
+	})
+}
+
+// wakeNow closes the wake channel; lv.mu is held.
+func (lv *live) wakeNow(now time.Time) {
 	lv.waiting = 0
 	close(lv.wake)
 	lv.wake = make(chan struct{})
+	lv.lastWake, lv.pending = now, false
 }
 
 // fill reads messages after cur from the store, once for all local

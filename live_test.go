@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // TestLiveOutOfOrder publishes committed messages in shuffled order, as
@@ -136,5 +137,63 @@ func TestLiveBehind(t *testing.T) {
 	lv.next(seq, 10)
 	if add() {
 		t.Fatal("behind after both caught up")
+	}
+}
+
+// TestLiveCoalesce checks that wake-ups of many waiting subscribers are
+// coalesced: the first message after a quiet spell wakes them at once, one
+// that follows within the interval wakes them at its end, not never, and
+// a deleted listener wakes them at once.
+func TestLiveCoalesce(t *testing.T) {
+	lv := newLive("l")
+	const n = 1000
+	lv.subs.Store(n)
+	wait := func(cur Cursor) <-chan struct{} {
+		var w <-chan struct{}
+		for range n {
+			_, w, _, _ = lv.next(cur, 10)
+		}
+		return w
+	}
+	closed := func(w <-chan struct{}) bool {
+		select {
+		case <-w:
+			return true
+		default:
+			return false
+		}
+	}
+	w := wait(0)
+	lv.add([]Message{{Listener: "l", Seq: 1}}, 1024)
+	if !closed(w) {
+		t.Fatal("the first message after a quiet spell did not wake the subscribers at once")
+	}
+	w = wait(1)
+	lv.add([]Message{{Listener: "l", Seq: 2}}, 1024)
+	if closed(w) {
+		t.Fatal("a message right after another woke 1 000 subscribers again at once")
+	}
+	select {
+	case <-w:
+	case <-time.After(time.Second):
+		t.Fatal("the coalesced wake-up never came")
+	}
+	if msgs, _, need, _ := lv.next(1, 10); need || len(msgs) != 1 || msgs[0].Seq != 2 {
+		t.Fatalf("after the wake-up: %d messages, need %v", len(msgs), need)
+	}
+	w = wait(2)
+	lv.add([]Message{{Listener: "l", Seq: 3}}, 1024)
+	lv.markGone()
+	if !closed(w) {
+		t.Fatal("deleting the listener did not wake its subscribers at once")
+	}
+	// Few subscribers are woken at once, always.
+	lv = newLive("m")
+	lv.subs.Store(2)
+	lv.add([]Message{{Listener: "m", Seq: 1}}, 1024)
+	_, w, _, _ = lv.next(1, 10)
+	lv.add([]Message{{Listener: "m", Seq: 2}}, 1024)
+	if !closed(w) {
+		t.Fatal("two subscribers were not woken at once")
 	}
 }
