@@ -133,7 +133,8 @@ type Dispatched struct {
 // one that was stored replays it. The memory and SQLite stores never
 // return it (their writes either commit or not before they return); the
 // Postgres and Cloud Datastore stores do. More handlers than
-// Options.MaxHandlers is ErrInvalidArgument; handlers that together run past
+// Options.MaxHandlers, or persons in To than Options.MaxRecipients, is
+// ErrInvalidArgument; handlers that together run past
 // Options.HandlerBudget give ErrBudgetExceeded; a ctx that ends while
 // handlers run stops the chain and gives ctx's error.
 func (h *Hub) Dispatch(ctx context.Context, sender, scope, text string, opts ...DispatchOption) (Dispatched, error) {
@@ -297,6 +298,9 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 	}
 	if len(c.handlers) > h.opts.MaxHandlers {
 		return draft{}, fmt.Errorf("dispatch to %q: %w: %d handlers, more than %d (Options.MaxHandlers)", scope, ErrInvalidArgument, len(c.handlers), h.opts.MaxHandlers)
+	}
+	if len(c.to) > h.opts.MaxRecipients {
+		return draft{}, fmt.Errorf("dispatch to %q: %w: %d recipients, more than %d (Options.MaxRecipients)", scope, ErrInvalidArgument, len(c.to), h.opts.MaxRecipients)
 	}
 	if c.keySet {
 		if err := checkName("idempotency key", c.key, false); err != nil {

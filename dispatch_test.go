@@ -337,3 +337,53 @@ func TestHandlerTime(t *testing.T) {
 		t.Fatalf("dispatch without handlers: %v, HandlerTime %v, want 0", err, d.HandlerTime)
 	}
 }
+
+// TestMaxRecipients: a dispatch may address at most Options.MaxRecipients
+// persons (default DefaultMaxRecipients); more is ErrInvalidArgument and
+// stores nothing.
+func TestMaxRecipients(t *testing.T) {
+	ctx := context.Background()
+	persons := func(n int) []string {
+		ps := make([]string, n)
+		for i := range ps {
+			ps[i] = fmt.Sprint("p", i)
+		}
+		return ps
+	}
+	for _, tc := range []struct {
+		name string
+		opts moitessier.Options
+		max  int
+	}{
+		{"Default", moitessier.Options{}, moitessier.DefaultMaxRecipients},
+		{"Configured", moitessier.Options{MaxRecipients: 3}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.GCInterval = -1
+			hub, err := moitessier.New(memstore.New(), tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer hub.Close()
+			if hub.Options().MaxRecipients != tc.max {
+				t.Fatalf("Options().MaxRecipients %d, want %d", hub.Options().MaxRecipients, tc.max)
+			}
+			l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "p0", Type: moitessier.Private, Scope: "dm"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := hub.Dispatch(ctx, "s", "dm", "t", moitessier.To(persons(tc.max+1)...)); !errors.Is(err, moitessier.ErrInvalidArgument) {
+				t.Fatalf("%d recipients: %v, want ErrInvalidArgument", tc.max+1, err)
+			}
+			if msgs, err := l.Messages(ctx, 0, 10); err != nil || len(msgs) != 0 {
+				t.Fatalf("a refused dispatch stored %d messages (%v)", len(msgs), err)
+			}
+			if d, err := hub.Dispatch(ctx, "s", "dm", "t", moitessier.To(persons(tc.max)...)); err != nil || len(d.Messages) != 1 {
+				t.Fatalf("%d recipients: %+v, %v", tc.max, d, err)
+			}
+		})
+	}
+	if _, err := moitessier.New(memstore.New(), moitessier.Options{MaxRecipients: -1}); !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("MaxRecipients -1: %v", err)
+	}
+}

@@ -19,6 +19,9 @@ const (
 	DefaultMaxHandlers = 8
 	// DefaultHandlerBudget is the default of Options.HandlerBudget.
 	DefaultHandlerBudget = 2 * time.Second
+	// DefaultMaxRecipients is the default of Options.MaxRecipients: a
+	// group of a hundred is more than a conversation addressed by name.
+	DefaultMaxRecipients = 100
 )
 
 // Options configure a Hub. The zero value works; each field documents its default.
@@ -40,6 +43,13 @@ type Options struct {
 	// context is not interrupted, but no handler is called after the budget
 	// ends. Default 2 seconds; a negative value sets no budget.
 	HandlerBudget time.Duration
+	// MaxRecipients is the most persons one dispatch may address ([To]);
+	// a dispatch that names more (duplicates count) fails with an error
+	// wrapping ErrInvalidArgument before anything is looked up. Each
+	// addressee's matching Private listeners get a copy, so this bounds
+	// the persons whose listeners one dispatch can reach. Default
+	// DefaultMaxRecipients (100).
+	MaxRecipients int
 	// Lease is how long a subscriber stays subscribed after it last listened
 	// (ListenUntil renews it while running) before GC removes it, and with
 	// its last subscriber the listener. Conditions.Lease overrides it per
@@ -155,6 +165,9 @@ func (o Options) withDefaults() Options {
 	if o.HandlerBudget == 0 {
 		o.HandlerBudget = DefaultHandlerBudget
 	}
+	if o.MaxRecipients == 0 {
+		o.MaxRecipients = DefaultMaxRecipients
+	}
 	if o.Lease == 0 {
 		o.Lease = 24 * time.Hour
 	}
@@ -207,8 +220,8 @@ func (o Options) validate() error {
 	switch {
 	case o.MaxMessageBytes < 0:
 		return fmt.Errorf("options: %w: negative MaxMessageBytes", ErrInvalidArgument)
-	case o.MaxHandlers < 0:
-		return fmt.Errorf("options: %w: negative MaxHandlers", ErrInvalidArgument)
+	case o.MaxHandlers < 0, o.MaxRecipients < 0:
+		return fmt.Errorf("options: %w: negative MaxHandlers or MaxRecipients", ErrInvalidArgument)
 	case o.Lease < 0, o.AckInterval < 0, o.IdempotencyWindow < 0, o.CatchUpInterval < 0:
 		return fmt.Errorf("options: %w: negative duration", ErrInvalidArgument)
 	case o.CacheSize < 2, o.BatchLimit < 1, o.Retention.MaxCount < 0, o.MaxScopesPerListener < 1:
@@ -769,6 +782,11 @@ func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, e
 	}
 	return l, nil
 }
+
+// Options returns the hub's options, with every default filled in, so
+// that a layer in front of it (an HTTP server) can check a request against
+// the hub's limits before it does any work.
+func (h *Hub) Options() Options { return h.opts }
 
 // Info returns the stored listener with the given ID, with its head. It
 // returns ErrNotFound if there is none. It checks no ownership: callers that

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,7 @@ import (
 func TestHandlerChainLimits(t *testing.T) {
 	var calls atomic.Int64
 	e := newEnvOn(t, memstore.New(), moitessier.Options{
-		MaxMessageBytes: 100, MaxHandlers: 3, HandlerBudget: 50 * time.Millisecond,
+		MaxMessageBytes: 100, MaxHandlers: 3, MaxRecipients: 5, HandlerBudget: 50 * time.Millisecond,
 	}, moitessierhttp.Config{
 		Handlers: map[string]moitessier.HandlerFunc{
 			"grow": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
@@ -51,6 +52,9 @@ func TestHandlerChainLimits(t *testing.T) {
 		calls    int64
 	}{
 		{"TooManyHandlers", `{"scope":"job","text":"x","handlers":["grow","grow","grow","grow"]}`, http.StatusBadRequest, "invalid_argument", moitessier.ErrInvalidArgument, 0},
+		// The count is checked before any name is looked up.
+		{"TooManyUnknownHandlers", `{"scope":"job","text":"x","handlers":["a","b","c","d"]}`, http.StatusBadRequest, "invalid_argument", moitessier.ErrInvalidArgument, 0},
+		{"TooManyRecipients", `{"scope":"job","text":"x","to":["a","b","c","d","e","f"]}`, http.StatusBadRequest, "invalid_argument", moitessier.ErrInvalidArgument, 0},
 		{"TooLargeMidChain", `{"scope":"job","text":"` + strings.Repeat("x", 40) + `","handlers":["grow","grow","grow"]}`, http.StatusRequestEntityTooLarge, "too_large", moitessier.ErrTooLarge, 2},
 		{"Budget", `{"scope":"job","text":"x","handlers":["wait","wait"]}`, http.StatusUnprocessableEntity, "budget_exceeded", moitessier.ErrBudgetExceeded, 1},
 	}
@@ -60,6 +64,18 @@ func TestHandlerChainLimits(t *testing.T) {
 			code, _, body := do(t, "POST", ts.URL+"/v1/dispatch", tok, tc.body, "Content-Type", "application/json")
 			if code != tc.status || errorCode(t, body) != tc.code {
 				t.Fatalf("%d %s, want %d %s", code, body, tc.status, tc.code)
+			}
+			if tc.status == http.StatusBadRequest {
+				// The same request as text, its lists in the query.
+				var req moitessierhttp.DispatchRequest
+				if err := json.Unmarshal([]byte(tc.body), &req); err != nil {
+					t.Fatal(err)
+				}
+				q := url.Values{"scope": {req.Scope}, "handler": req.Handlers, "to": req.To}
+				code, _, body := do(t, "POST", ts.URL+"/v1/dispatch?"+q.Encode(), tok, req.Text)
+				if code != tc.status || errorCode(t, body) != tc.code {
+					t.Fatalf("as text: %d %s, want %d %s", code, body, tc.status, tc.code)
+				}
 			}
 			if got := calls.Load(); got != tc.calls {
 				t.Fatalf("%d handler calls, want %d", got, tc.calls)

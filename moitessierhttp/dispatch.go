@@ -114,6 +114,11 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 	if len(req.Text) > s.cfg.MaxMessageBytes {
 		return DispatchResult{}, fmt.Errorf("dispatch: %w: %d bytes, more than %d", moitessier.ErrTooLarge, len(req.Text), s.cfg.MaxMessageBytes)
 	}
+	// The hub's limits on the lists, before any name is looked up.
+	if lim := s.hub.Options(); len(req.Handlers) > lim.MaxHandlers || len(req.To) > lim.MaxRecipients {
+		return DispatchResult{}, fmt.Errorf("dispatch: %w: %d handlers and %d recipients; at most %d handlers (Options.MaxHandlers) and %d recipients (Options.MaxRecipients)",
+			moitessier.ErrInvalidArgument, len(req.Handlers), len(req.To), lim.MaxHandlers, lim.MaxRecipients)
+	}
 	if err := moitessier.ValidateScope(req.Scope); err != nil {
 		return DispatchResult{}, fmt.Errorf("dispatch: %w", err)
 	}

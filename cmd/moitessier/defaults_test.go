@@ -39,6 +39,7 @@ func TestServeDefaultsAreTheLibrarys(t *testing.T) {
 		{"max-message-bytes", c.maxMessageBytes, d.MaxMessageBytes},
 		{"max-message-bytes (HTTP)", c.maxMessageBytes, hd.MaxMessageBytes},
 		{"max-handlers", c.maxHandlers, d.MaxHandlers},
+		{"max-recipients", c.maxRecipients, d.MaxRecipients},
 		{"handler-budget", c.handlerBudget, d.HandlerBudget},
 		{"lease", c.lease, d.Lease},
 		{"retention", c.retention, d.Retention.MaxAge},

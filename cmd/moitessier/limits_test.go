@@ -54,6 +54,7 @@ func TestLimitsDocumented(t *testing.T) {
 		"quota-subscriptions":     func(v string) string { n, _ := strconv.Atoi(v); return spaced(n) },
 		"max-scopes-per-listener": func(v string) string { return v },
 		"max-handlers":            func(v string) string { return v },
+		"max-recipients":          func(v string) string { return v },
 		"max-listeners":           func(v string) string { return v },
 		"max-message-bytes":       func(v string) string { n, _ := strconv.Atoi(v); return strconv.Itoa(n>>10) + " KiB" },
 		"handler-budget":          seconds,

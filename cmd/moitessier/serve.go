@@ -66,6 +66,7 @@ type serveConfig struct {
 	cors                        listFlag
 	maxMessageBytes             int
 	maxHandlers                 int
+	maxRecipients               int
 	handlerBudget               time.Duration
 	demoHandlers                bool
 	maxListeners                int
@@ -101,6 +102,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
 	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
 	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", d.MaxMessageBytes), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
+	fs.IntVar(&c.maxRecipients, "max-recipients", envInt("MOITESSIER_MAX_RECIPIENTS", d.MaxRecipients), "most persons one dispatch may address (to); more get 400 (env MOITESSIER_MAX_RECIPIENTS)")
 	fs.IntVar(&c.maxHandlers, "max-handlers", envInt("MOITESSIER_MAX_HANDLERS", d.MaxHandlers), "most handlers one dispatch may name; more get 400 (env MOITESSIER_MAX_HANDLERS)")
 	fs.DurationVar(&c.handlerBudget, "handler-budget", envDuration("MOITESSIER_HANDLER_BUDGET", d.HandlerBudget), "time all handler calls of one dispatch may take together; past it the dispatch stores nothing and gets 422 budget_exceeded (env MOITESSIER_HANDLER_BUDGET); negative: no budget")
 	fs.BoolVar(&c.demoHandlers, "demo-handlers", envBool("MOITESSIER_DEMO_HANDLERS", false), "offer the demo page's handlers, greet and upper, to dispatches (env MOITESSIER_DEMO_HANDLERS); always on in development mode")
@@ -207,6 +209,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 	hub, err := moitessier.New(st, moitessier.Options{
 		MaxMessageBytes:      c.maxMessageBytes,
 		MaxHandlers:          c.maxHandlers,
+		MaxRecipients:        c.maxRecipients,
 		HandlerBudget:        c.handlerBudget,
 		Lease:                c.lease,
 		Retention:            moitessier.Retention{MaxAge: c.retention},
