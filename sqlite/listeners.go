@@ -26,7 +26,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 	)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
-		stored, created, err = joinListener(ctx, tx, l)
+		stored, created, err = s.joinListener(ctx, tx, l)
 		if err != nil {
 			return err
 		}
@@ -35,11 +35,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		}
 		out = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
 		var cursor, joined, lease int64
-		err = tx.QueryRowContext(ctx, `INSERT INTO subscribers (listener_id, person, client, cursor, joined, lease_expires)
-			VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (listener_id, person, client) DO UPDATE
-				SET lease_expires = max(lease_expires, excluded.lease_expires)
-			RETURNING cursor, joined, lease_expires`,
+		err = tx.StmtContext(ctx, s.stmts.joinSubscriber).QueryRowContext(ctx,
 			l.ID, sub.Person, sub.Client, seqArg(min(stored.Head, sub.Cursor)), toNanos(sub.Joined), toNanos(sub.LeaseExpires),
 		).Scan(&cursor, &joined, &lease)
 		if err != nil {
@@ -111,9 +107,8 @@ func checkQuota(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo, sub 
 
 // joinListener stores l unless a listener with its ID exists, and returns
 // the stored listener and whether it created it.
-func joinListener(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo) (moitessier.ListenerInfo, bool, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO listeners (id, type, person, client, created, head)
-		VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING`,
+func (s *Store) joinListener(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo) (moitessier.ListenerInfo, bool, error) {
+	res, err := tx.StmtContext(ctx, s.stmts.insertListener).ExecContext(ctx,
 		l.ID, int(l.Type), l.Person, l.Client, toNanos(l.Created))
 	if err != nil {
 		return l, false, err
@@ -121,9 +116,9 @@ func joinListener(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo) (m
 	if n, err := res.RowsAffected(); err != nil {
 		return l, false, err
 	} else if n == 1 {
+		ins := tx.StmtContext(ctx, s.stmts.insertScope)
 		for i, scope := range l.Scopes {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO listener_scopes (listener_id, ord, scope) VALUES (?, ?, ?)`,
-				l.ID, i, scope); err != nil {
+			if _, err := ins.ExecContext(ctx, l.ID, i, scope); err != nil {
 				return l, false, err
 			}
 		}
@@ -134,12 +129,12 @@ func joinListener(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo) (m
 
 	stored := moitessier.ListenerInfo{ID: l.ID}
 	var created, head int64
-	if err := tx.QueryRowContext(ctx, `SELECT type, person, client, created, head FROM listeners WHERE id = ?`, l.ID).
+	if err := tx.StmtContext(ctx, s.stmts.getListener).QueryRowContext(ctx, l.ID).
 		Scan(&stored.Type, &stored.Person, &stored.Client, &created, &head); err != nil {
 		return l, false, err
 	}
 	stored.Created, stored.Head = fromNanos(created), moitessier.Cursor(head)
-	rows, err := tx.QueryContext(ctx, `SELECT scope FROM listener_scopes WHERE listener_id = ? ORDER BY ord`, l.ID)
+	rows, err := tx.StmtContext(ctx, s.stmts.getScopes).QueryContext(ctx, l.ID)
 	if err != nil {
 		return l, false, err
 	}

@@ -11,7 +11,7 @@ import (
 )
 
 // noQuota turns every quota off.
-var noQuota = moitessier.Quota{Listeners: -1, Handlers: -1, Subscriptions: -1}
+var noQuota = moitessier.Quota{Listeners: -1, Handlers: -1, Shared: -1, Subscriptions: -1}
 
 // wantQuota checks that err is a *QuotaError of kind for person.
 func wantQuota(tb testing.TB, err error, person string, kind moitessier.QuotaKind, limit int) {
