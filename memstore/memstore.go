@@ -4,12 +4,14 @@
 package memstore
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/google/btree"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/scopeindex"
@@ -26,6 +28,9 @@ type Store struct {
 	// Handler and Shared listeners among them, and subscribers on all
 	// listeners.
 	owned, handlers, shared, subsOf map[string]int
+	// scanned counts the subscribers Subscribers has looked at, so that a
+	// test can check that a page costs what it returns.
+	scanned atomic.Int64
 }
 
 var (
@@ -36,10 +41,34 @@ var (
 type listener struct {
 	info moitessier.ListenerInfo
 	subs map[subID]*moitessier.Subscriber
-	msgs msgLog // ascending Seq; the first may be past 1 after a sweep
+	// order holds the keys of subs in (person, client) byte order, so that
+	// a page of subscribers costs O(log n + page), and a join or leave
+	// O(log n).
+	order *btree.BTreeG[subID]
+	msgs  msgLog // ascending Seq; the first may be past 1 after a sweep
 }
 
 type subID struct{ person, client string }
+
+func (a subID) less(b subID) bool {
+	return a.person < b.person || a.person == b.person && a.client < b.client
+}
+
+func newListener(info moitessier.ListenerInfo) *listener {
+	return &listener{info: info, subs: map[subID]*moitessier.Subscriber{}, order: btree.NewG(16, subID.less)}
+}
+
+// addSub stores a subscriber under k.
+func (l *listener) addSub(k subID, sub *moitessier.Subscriber) {
+	l.subs[k] = sub
+	l.order.ReplaceOrInsert(k)
+}
+
+// removeSub deletes the subscriber k.
+func (l *listener) removeSub(k subID) {
+	delete(l.subs, k)
+	l.order.Delete(k)
+}
 
 type keyID struct{ sender, key string }
 
@@ -115,7 +144,7 @@ func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moites
 	if created {
 		li.Scopes = slices.Clone(li.Scopes)
 		li.Head = 0
-		l = &listener{info: li, subs: map[subID]*moitessier.Subscriber{}}
+		l = newListener(li)
 		s.listeners[li.ID] = l
 		s.index.Add(li.ID, li.Scopes)
 		s.owned[li.Person]++
@@ -127,7 +156,7 @@ func (s *Store) Join(ctx context.Context, li moitessier.ListenerInfo, sub moites
 		}
 	}
 	sub.Cursor = min(sub.Cursor, l.info.Head)
-	l.subs[k] = &sub
+	l.addSub(k, &sub)
 	s.subsOf[sub.Person]++
 	return l.snapshot(), sub, created, nil
 }
@@ -155,9 +184,9 @@ func (s *Store) Listener(ctx context.Context, id string) (moitessier.ListenerInf
 	return l.snapshot(), nil
 }
 
-// Subscribers implements moitessier.Store. One subscriber (a range of
-// Limit 1 that starts at it) is a map lookup; a page costs a pass over the
-// listener's subscribers, which is what memory is for.
+// Subscribers implements moitessier.Store. A page is read from the
+// listener's ordered index: O(log n) to find its start, then one step per
+// subscriber returned.
 func (s *Store) Subscribers(ctx context.Context, id string, r moitessier.SubscriberRange) ([]moitessier.Subscriber, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -168,21 +197,16 @@ func (s *Store) Subscribers(ctx context.Context, id string, r moitessier.Subscri
 	if l == nil {
 		return nil, fmt.Errorf("memstore: subscribers of %s: %w", id, moitessier.ErrNotFound)
 	}
-	if sub := l.subs[subID{r.Person, r.Client}]; sub != nil && r.Limit == 1 {
-		return []moitessier.Subscriber{*sub}, nil
+	n := len(l.subs)
+	if r.Limit > 0 {
+		n = min(n, r.Limit)
 	}
-	out := make([]moitessier.Subscriber, 0, len(l.subs))
-	for k, sub := range l.subs {
-		if cmp.Or(cmp.Compare(k.person, r.Person), cmp.Compare(k.client, r.Client)) >= 0 {
-			out = append(out, *sub)
-		}
-	}
-	slices.SortFunc(out, func(a, b moitessier.Subscriber) int {
-		return cmp.Or(cmp.Compare(a.Person, b.Person), cmp.Compare(a.Client, b.Client))
+	out := make([]moitessier.Subscriber, 0, n)
+	l.order.AscendGreaterOrEqual(subID{r.Person, r.Client}, func(k subID) bool {
+		s.scanned.Add(1)
+		out = append(out, *l.subs[k])
+		return r.Limit <= 0 || len(out) < r.Limit
 	})
-	if r.Limit > 0 && len(out) > r.Limit {
-		out = out[:r.Limit:r.Limit]
-	}
 	return out, nil
 }
 
@@ -197,7 +221,7 @@ func (s *Store) Leave(ctx context.Context, id, person, client string) (bool, err
 	if l == nil || l.subs[subID{person, client}] == nil {
 		return false, fmt.Errorf("memstore: leave %s: subscriber %q/%q: %w", id, person, client, moitessier.ErrNotFound)
 	}
-	delete(l.subs, subID{person, client})
+	l.removeSub(subID{person, client})
 	dec(s.subsOf, person)
 	if len(l.subs) > 0 {
 		return false, nil
@@ -371,7 +395,7 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 	for _, l := range s.listeners {
 		for k, sub := range l.subs {
 			if sub.LeaseExpires.Before(p.Now) {
-				delete(l.subs, k)
+				l.removeSub(k)
 				dec(s.subsOf, k.person)
 				res.Subscribers++
 			}
