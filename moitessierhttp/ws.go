@@ -154,14 +154,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// When ctx ends, the connection closes cleanly; the reader then returns.
 	context.AfterFunc(ctx, wc.close)
 	wc.pinger = time.AfterFunc(s.cfg.Heartbeat, wc.ping)
-	var first *WSRequest
 	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
-		first = &WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")}
+		// On this goroutine, which ends next, rather than on the reader,
+		// whose stack stays while the connection lasts.
+		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")})
 	}
 	go func() {
 		defer end()
 		defer s.metrics.open[transportWS].Add(-1)
-		wc.read(first)
+		wc.read()
 		cancel(nil)
 		if expiry != nil {
 			expiry.Stop()
@@ -173,11 +174,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}()
 }
 
-// read serves the client's frames until the connection ends.
-func (wc *wsConn) read(first *WSRequest) {
-	if first != nil {
-		wc.listen(*first)
-	}
+// read serves the client's frames until the connection ends. It runs
+// listens and dispatches, which go deep into the store, on a goroutine of
+// their own and waits for them: its own stack, which stays while the
+// connection is idle, then stays small.
+func (wc *wsConn) read() {
 	s, conn := wc.s, wc.conn
 	for {
 		typ, data, err := conn.Read(context.Background())
@@ -195,22 +196,34 @@ func (wc *wsConn) read(first *WSRequest) {
 		}
 		switch req.Op {
 		case "listen":
-			wc.listen(req)
+			apart(func() { wc.listen(req) })
 		case "ack":
 			wc.ack(req)
 		case "unlisten":
-			wc.unlisten(req)
+			apart(func() { wc.unlisten(req) })
 		case "dispatch":
-			res, err := s.dispatch(wc.ctx, wc.claims, req.DispatchRequest)
-			if err != nil {
-				wc.sendError(req.Ref, err)
-				continue
-			}
-			wc.send(WSFrame{Type: "dispatched", Ref: req.Ref, Result: &res})
+			apart(func() {
+				res, err := s.dispatch(wc.ctx, wc.claims, req.DispatchRequest)
+				if err != nil {
+					wc.sendError(req.Ref, err)
+					return
+				}
+				wc.send(WSFrame{Type: "dispatched", Ref: req.Ref, Result: &res})
+			})
 		default:
 			wc.sendError(req.Ref, fmt.Errorf("%w: op %.32q: want listen, ack, unlisten or dispatch", ErrBadRequest, req.Op))
 		}
 	}
+}
+
+// apart runs f on a goroutine of its own and waits for it.
+func apart(f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	<-done
 }
 
 var errTokenExpired = errors.New("token expired")
