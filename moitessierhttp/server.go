@@ -263,6 +263,7 @@ type Server struct {
 	streams sync.WaitGroup
 	tcpAcks *tcpAcks
 	closes  closeWatcher // hijacked SSE streams' clients leaving; stopped by Close
+	tokens  tokenCache
 }
 
 // New returns a Server for hub. The Server does not own the hub: close the
@@ -489,7 +490,7 @@ func (s *Server) authenticate(r *http.Request) (*Claims, error) {
 		s.metrics.authFailures.Add(1)
 		return nil, ErrNoToken
 	}
-	c, err := Verify(s.cfg.Secret, tok, s.cfg.Now())
+	c, err := s.tokens.verify(s.cfg.Secret, tok, s.cfg.Now())
 	if err != nil {
 		s.metrics.authFailures.Add(1)
 		return nil, err

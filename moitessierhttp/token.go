@@ -2,6 +2,7 @@ package moitessierhttp
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -318,4 +320,53 @@ func bearer(r *http.Request) string {
 		return ""
 	}
 	return r.URL.Query().Get("access_token")
+}
+
+// tokenCache remembers the claims of tokens the Server verified, so that a
+// client that sends the same token with every request (a publisher) has
+// its signature checked and its payload parsed once, not each time (about
+// 13 µs of processor time, a tenth of a dispatch's on SQLite). It is keyed
+// by the token's SHA-256, so that a hit is the very token verified; a hit
+// is still checked against the time (exp, nbf) on every use, and one that
+// has expired is verified again, which gives the error. It holds at most
+// tokenCacheSize tokens and drops one at random when full.
+type tokenCache struct {
+	mu sync.Mutex
+	m  map[[sha256.Size]byte]*Claims
+}
+
+// tokenCacheSize bounds the tokens a Server remembers (about 300 bytes each).
+const tokenCacheSize = 1024
+
+// verify is Verify, remembering tokens that verified.
+func (tc *tokenCache) verify(secret []byte, token string, now time.Time) (*Claims, error) {
+	if len(token) > maxTokenBytes {
+		return Verify(secret, token, now)
+	}
+	key := sha256.Sum256([]byte(token))
+	tc.mu.Lock()
+	c := tc.m[key]
+	tc.mu.Unlock()
+	if c != nil && now.Before(time.Unix(c.ExpiresAt, 0)) && (c.NotBefore == 0 || !now.Before(time.Unix(c.NotBefore, 0))) {
+		cc := *c // callers may keep theirs; the cached one stays as verified
+		return &cc, nil
+	}
+	c, err := Verify(secret, token, now)
+	if err != nil {
+		return nil, err
+	}
+	kept := *c
+	tc.mu.Lock()
+	if tc.m == nil {
+		tc.m = make(map[[sha256.Size]byte]*Claims)
+	}
+	if len(tc.m) >= tokenCacheSize {
+		for k := range tc.m {
+			delete(tc.m, k)
+			break
+		}
+	}
+	tc.m[key] = &kept
+	tc.mu.Unlock()
+	return c, nil
 }
