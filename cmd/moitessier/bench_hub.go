@@ -35,26 +35,11 @@ func (c *benchConfig) startHub(ctx context.Context, name string) (*hubProc, erro
 		return nil, err
 	}
 	secret := randomHex(16)
-	// Every connection subscribes as one person, "bench": no quotas.
-	args := []string{"serve", "--addr", "127.0.0.1:0", "--secret", secret, "--rate", "0", "--quota-subscriptions", "-1", "--quota-listeners", "-1", "--quota-shared", "-1", "--log-level", "warn", "--write-timeout", "30s"}
-	if v := os.Getenv("MOITESSIER_BENCH_SERVE_ARGS"); v != "" {
-		args = append(args, strings.Fields(v)...) // e.g. --pprof, --ack-interval 1s
-	}
-	var drop func()
-	switch {
-	case c.store == "memory":
-		args = append(args, "--store", "memory")
-	case c.store == "sqlite":
-		args = append(args, "--store", filepath.Join(c.tmp, name+"-"+randomHex(4)+".db"))
-	default:
-		schema := "moitessier_bench_" + randomHex(6)
-		drop = func() { dropSchema(c.store, schema) }
-		args = append(args, "--store", c.store, "--schema", schema)
-	}
+	args, env, drop := c.hubCommand(name, secret)
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cmd := exec.CommandContext(cctx, exe, args...)
 	cmd.Stderr = c.stderr
-	cmd.Env = append(os.Environ(), "MOITESSIER_SECRET=", "MOITESSIER_STORE=")
+	cmd.Env = env
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
@@ -95,6 +80,34 @@ func (c *benchConfig) startHub(ctx context.Context, name string) (*hubProc, erro
 		return nil, err
 	}
 	return h, nil
+}
+
+// hubCommand returns the arguments and the environment of the hub process
+// for workload name, and a function that drops its store when it is done
+// (nil if there is nothing to drop). The secret and the store's address (a
+// database URL may hold a password) go in the environment, which serve
+// reads (MOITESSIER_SECRET, MOITESSIER_STORE): the arguments of a process
+// are shown to every user of the machine (ps, /proc/PID/cmdline), its
+// environment only to its owner.
+func (c *benchConfig) hubCommand(name, secret string) (args, env []string, drop func()) {
+	// Every connection subscribes as one person, "bench": no quotas.
+	args = []string{"serve", "--addr", "127.0.0.1:0", "--rate", "0", "--quota-subscriptions", "-1", "--quota-listeners", "-1", "--quota-shared", "-1", "--log-level", "warn", "--write-timeout", "30s"}
+	if v := os.Getenv("MOITESSIER_BENCH_SERVE_ARGS"); v != "" {
+		args = append(args, strings.Fields(v)...) // e.g. --pprof, --ack-interval 1s
+	}
+	store := c.store
+	switch {
+	case c.store == "memory":
+	case c.store == "sqlite":
+		store = filepath.Join(c.tmp, name+"-"+randomHex(4)+".db")
+	default:
+		schema := "moitessier_bench_" + randomHex(6)
+		drop = func() { dropSchema(c.store, schema) }
+		args = append(args, "--schema", schema)
+	}
+	// Later entries win over the inherited ones (os/exec keeps the last).
+	env = append(os.Environ(), "MOITESSIER_SECRET="+secret, "MOITESSIER_STORE="+store)
+	return args, env, drop
 }
 
 // hubAddress reads the child hub's first line for its address.

@@ -117,3 +117,35 @@ func TestDSNPasswordNeverShown(t *testing.T) {
 		t.Fatalf("serve printed or logged the password:\n%s", out)
 	}
 }
+
+// TestBenchHubCommand: bench gives its hub process the secret and the
+// store's address (which may hold a password) in the environment, not on
+// the command line, where every user of the machine can read them.
+func TestBenchHubCommand(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	for _, store := range []string{"postgres://bench:hunter2hunter2@127.0.0.1:5432/test", "sqlite", "memory"} {
+		c := &benchConfig{store: store, tmp: t.TempDir()}
+		args, env, _ := c.hubCommand("fanout-1", secret)
+		for _, a := range args {
+			if strings.Contains(a, secret) || strings.Contains(a, "hunter2") || strings.Contains(a, c.tmp) || a == "--secret" || a == "--store" {
+				t.Fatalf("%s: the hub's arguments %q carry the secret or the store", store, args)
+			}
+		}
+		// os/exec uses the last value of a key.
+		last := map[string]string{}
+		for _, kv := range env {
+			k, v, _ := strings.Cut(kv, "=")
+			last[k] = v
+		}
+		if last["MOITESSIER_SECRET"] != secret {
+			t.Fatalf("%s: MOITESSIER_SECRET %q", store, last["MOITESSIER_SECRET"])
+		}
+		want := store
+		if store == "sqlite" {
+			want = c.tmp
+		}
+		if !strings.HasPrefix(last["MOITESSIER_STORE"], want) {
+			t.Fatalf("%s: MOITESSIER_STORE %q", store, last["MOITESSIER_STORE"])
+		}
+	}
+}
