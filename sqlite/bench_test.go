@@ -2,7 +2,9 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -135,4 +137,57 @@ func BenchmarkRead(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N*limit)/b.Elapsed().Seconds(), "msgs/s")
 	})
+}
+
+// BenchmarkQuotaAmplification measures the most one person's listeners can
+// add to another person's dispatch under the default quotas: mallory
+// creates Shared and Handler listeners that all hear room.1 (each with
+// another scope set) until the quotas refuse, then bob dispatches 1 KiB to
+// room.1. It reports the copies stored per dispatch and the database's
+// growth (file and WAL) per dispatch.
+func BenchmarkQuotaAmplification(b *testing.B) {
+	ctx := context.Background()
+	path := dbPath(b)
+	hub, err := moitessier.New(mustOpen(b, path), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = hub.Close() })
+	for _, typ := range []moitessier.ListenerType{moitessier.Shared, moitessier.Handler} {
+		for i := 0; ; i++ {
+			_, err := hub.NewListener(ctx, moitessier.Conditions{Person: "mallory", Type: typ, Scopes: []string{"room.1", fmt.Sprintf("room.x.%d", i)}})
+			if errors.Is(err, moitessier.ErrQuotaExceeded) {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	size := func() int64 {
+		var n int64
+		for _, p := range []string{path, path + "-wal"} {
+			if fi, err := os.Stat(p); err == nil {
+				n += fi.Size()
+			}
+		}
+		return n
+	}
+	text := strings.Repeat("m", 1<<10)
+	var copies int
+	before := size()
+	b.ResetTimer()
+	for b.Loop() {
+		d, err := hub.Dispatch(ctx, "bob", "room.1", text)
+		if err != nil {
+			b.Fatal(err)
+		}
+		copies = len(d.Messages)
+	}
+	b.StopTimer()
+	if want := moitessier.DefaultQuotaShared + moitessier.DefaultQuotaHandlers; copies != want {
+		b.Fatalf("%d copies per dispatch, want Shared + Handlers quotas, %d", copies, want)
+	}
+	b.ReportMetric(float64(copies), "copies/op")
+	b.ReportMetric(float64(size()-before)/float64(b.N), "db-bytes/op")
 }
