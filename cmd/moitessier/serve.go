@@ -50,9 +50,10 @@ Limits without a flag: a long-poll waits 25s unless it asks (?timeout=, at
 most 60s) and answers at most 256 messages; a read-state page holds 100
 subscribers (?limit=, at most 1000); a token is at most 16 KiB; a request
 has at most 10000 query parameters. The flags below set the others: the
-quotas per person (--quota-*), --max-handlers, --handler-budget,
---max-message-bytes, --max-scopes-per-listener, --max-listeners,
---rate and --burst (per hub process: N hubs on one store allow N times),
+quotas per person (--quota-*), --max-handlers, --max-recipients,
+--handler-budget, --max-message-bytes, --max-scopes-per-listener,
+--max-listeners, --rate and --burst, --handler-rate and --handler-burst
+(these four per hub process: N hubs on one store allow N times),
 --body-timeout and --write-timeout. The README's "Limits and quotas" lists
 them all with their defaults.
 
