@@ -135,7 +135,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	hj := &wsHijack{ResponseWriter: w}
 	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
-	if err != nil || hj.conn == nil {
+	if err != nil || hj.sock == nil {
 		if conn != nil {
 			_ = conn.CloseNow()
 		}
@@ -146,7 +146,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.open[transportWS].Add(1)
 
 	ctx, cancel := context.WithCancelCause(ctx)
-	wc := &wsConn{s: s, conn: conn, nc: hj.conn, claims: c, ctx: ctx, subs: map[string]*wsSub{}, closed: make(chan struct{})}
+	wc := &wsConn{s: s, conn: conn, nc: hj.sock.Conn, claims: c, ctx: ctx, subs: map[string]*wsSub{}, closed: make(chan struct{})}
+	hj.sock.wc = wc
 	var expiry *time.Timer
 	if life := s.tokenLife(c); life > 0 {
 		expiry = time.AfterFunc(life, func() { cancel(errTokenExpired) })
@@ -243,7 +244,7 @@ const (
 // the hub writes its data frames to.
 type wsHijack struct {
 	http.ResponseWriter
-	conn net.Conn
+	sock *wsSocket
 }
 
 // Hijack implements http.Hijacker.
@@ -267,8 +268,27 @@ func (h *wsHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if left > 0 {
 		_, _ = br.Peek(left)
 	}
-	h.conn = conn
-	return conn, bufio.NewReadWriter(br, bufio.NewWriterSize(conn, wsWriteBuffer)), nil
+	h.sock = &wsSocket{Conn: conn}
+	return h.sock, bufio.NewReadWriter(br, bufio.NewWriterSize(h.sock, wsWriteBuffer)), nil
+}
+
+// wsSocket is the connection as the WebSocket library has it. Its writes
+// (control frames: pongs, pings, closes) take the connection's write lock
+// and a fresh write deadline, as the hub's data frames do, so that the
+// deadline the data frames leave set (see writeFrame) never cuts them.
+type wsSocket struct {
+	net.Conn
+	wc *wsConn // set before any write
+}
+
+// Write implements io.Writer.
+func (s *wsSocket) Write(p []byte) (int, error) {
+	wc := s.wc
+	wc.wmu.Lock()
+	defer wc.wmu.Unlock()
+	wc.deadline = time.Now().Add(wc.s.cfg.WriteTimeout)
+	_ = s.Conn.SetWriteDeadline(wc.deadline)
+	return s.Conn.Write(p)
 }
 
 type wsConn struct {
@@ -281,8 +301,9 @@ type wsConn struct {
 	pinger *time.Timer
 	closed chan struct{} // closed once close has run
 
-	wmu     sync.Mutex // held while writing a data frame
-	closing bool       // a close frame may have gone: no more data frames
+	wmu      sync.Mutex // held while writing to the socket
+	closing  bool       // a close frame may have gone: no more data frames
+	deadline time.Time  // the socket's write deadline
 
 	mu    sync.Mutex
 	subs  map[string]*wsSub // by ref
@@ -343,7 +364,7 @@ func (wc *wsConn) close() {
 const wsHeadroom = 10
 
 // writeFrame writes buf[wsHeadroom:] as one text frame, in one write
-// within the write timeout. The timeout does not depend on the
+// within the write timeout (at least half of it, as on SSE). The timeout does not depend on the
 // connection's context, so that a shutdown closes cleanly instead of
 // cutting writes short. Frames go straight to the socket, not through the
 // library's writer: a write to a file descriptor is not interleaved with
@@ -370,10 +391,13 @@ func (wc *wsConn) writeFrame(buf []byte) error {
 	if wc.closing {
 		return &writeError{net.ErrClosed}
 	}
-	_ = wc.nc.SetWriteDeadline(time.Now().Add(wc.s.cfg.WriteTimeout))
+	// The deadline moves only once half of it has passed: setting it
+	// costs more than the clock.
+	if now := time.Now(); wc.deadline.Sub(now) < wc.s.cfg.WriteTimeout/2 {
+		wc.deadline = now.Add(wc.s.cfg.WriteTimeout)
+		_ = wc.nc.SetWriteDeadline(wc.deadline)
+	}
 	_, err := wc.nc.Write(buf[wsHeadroom-h:])
-	// The library's pongs and closes have their own timeouts.
-	_ = wc.nc.SetWriteDeadline(time.Time{})
 	if err != nil {
 		if isTimeout(err) {
 			return &writeError{fmt.Errorf("%w: %w", ErrSlowConsumer, err)}
