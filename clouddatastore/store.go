@@ -320,6 +320,9 @@ func probeEmulator(ctx context.Context, host string, timeout time.Duration) erro
 	if err != nil {
 		return err
 	}
+	// No keep-alive: an idle connection would leave http.DefaultTransport's
+	// reader and writer goroutines running after the store is closed.
+	req.Close = true
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

@@ -203,7 +203,9 @@ func freePort() (string, error) {
 // passes, or exited is closed.
 func waitHealthy(host string, timeout time.Duration, exited <-chan struct{}) error {
 	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: 2 * time.Second}
+	// No keep-alive: an idle connection left in a shared transport keeps two
+	// goroutines running, which the packages' leak checks report.
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var last error
 	for {
 		resp, err := client.Get("http://" + host + "/")
