@@ -5,10 +5,13 @@
 //		storetest.Run(t, storetest.Harness{New: newStore, Reopen: reopen})
 //	}
 //
-// and must pass it whole. The suite drives the store through a real
-// moitessier.Hub, so it checks the hub and the store together. A capability a
-// store lacks (durability across Reopen, a second process through Share) is
-// skipped by name, never silently.
+// and must pass it whole. The tests named Store* call the store's methods
+// directly and hold it to the contract written on moitessier.Store (Close:
+// every later call fails with ErrClosed, a second Close returns nil; Join,
+// Leave, Read, Seek, Checkpoint; odd input stored byte for byte); the others
+// drive it through a real moitessier.Hub, so they check the hub and the
+// store together. A capability a store lacks (durability across Reopen, a
+// second process through Share, Close) is skipped by name, never silently.
 package storetest
 
 import (
