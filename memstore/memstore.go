@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/btree"
-
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/scopeindex"
 )
@@ -44,7 +42,7 @@ type listener struct {
 	// order holds the keys of subs in (person, client) byte order, so that
 	// a page of subscribers costs O(log n + page), and a join or leave
 	// O(log n).
-	order *btree.BTreeG[subID]
+	order *order
 	msgs  msgLog // ascending Seq; the first may be past 1 after a sweep
 }
 
@@ -55,19 +53,19 @@ func (a subID) less(b subID) bool {
 }
 
 func newListener(info moitessier.ListenerInfo) *listener {
-	return &listener{info: info, subs: map[subID]*moitessier.Subscriber{}, order: btree.NewG(16, subID.less)}
+	return &listener{info: info, subs: map[subID]*moitessier.Subscriber{}, order: newOrder()}
 }
 
 // addSub stores a subscriber under k.
 func (l *listener) addSub(k subID, sub *moitessier.Subscriber) {
 	l.subs[k] = sub
-	l.order.ReplaceOrInsert(k)
+	l.order.insert(k)
 }
 
 // removeSub deletes the subscriber k.
 func (l *listener) removeSub(k subID) {
 	delete(l.subs, k)
-	l.order.Delete(k)
+	l.order.remove(k)
 }
 
 type keyID struct{ sender, key string }
@@ -202,7 +200,7 @@ func (s *Store) Subscribers(ctx context.Context, id string, r moitessier.Subscri
 		n = min(n, r.Limit)
 	}
 	out := make([]moitessier.Subscriber, 0, n)
-	l.order.AscendGreaterOrEqual(subID{r.Person, r.Client}, func(k subID) bool {
+	l.order.ascend(subID{r.Person, r.Client}, func(k subID) bool {
 		s.scanned.Add(1)
 		out = append(out, *l.subs[k])
 		return r.Limit <= 0 || len(out) < r.Limit
