@@ -209,6 +209,9 @@ func TestHandlerTimePerPerson(t *testing.T) {
 	if !errors.As(err, &he) || !errors.Is(err, moitessierhttp.ErrHandlerBudget) || errors.Is(err, moitessierhttp.ErrRateLimited) || he.RetryAfter < time.Second {
 		t.Fatalf("client error %v, want ErrHandlerBudget with a Retry-After", err)
 	}
+	if n := e.srv.Metrics().Snapshot().RateLimited; n != 2 {
+		t.Fatalf("moitessier_rate_limited_total %d, want the 2 refusals", n)
+	}
 	// Without handlers alice may dispatch; bob has a bucket of his own.
 	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, `{"scope":"job","text":"x"}`, "Content-Type", "application/json"); code != http.StatusOK {
 		t.Fatalf("alice without handlers: %d %s", code, body)

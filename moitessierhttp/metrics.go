@@ -130,7 +130,7 @@ func (m *Metrics) WriteTo(w io.Writer) (int64, error) {
 	p("# HELP moitessier_auth_failures_total Requests refused for a missing or invalid token.\n")
 	p("# TYPE moitessier_auth_failures_total counter\n")
 	p("moitessier_auth_failures_total %d\n", m.authFailures.Load())
-	p("# HELP moitessier_rate_limited_total Dispatches refused by the per-person rate limit.\n")
+	p("# HELP moitessier_rate_limited_total Dispatches refused by a per-person limit: the dispatch rate or the handler time.\n")
 	p("# TYPE moitessier_rate_limited_total counter\n")
 	p("moitessier_rate_limited_total %d\n", m.rateLimited.Load())
 	p("# HELP moitessier_delivery_latency_seconds Time from the start of a dispatch to the write of its message to a client.\n")
