@@ -112,74 +112,109 @@ type ErrorBody struct {
 // errServerClosing is used when the server is shutting down.
 var errServerClosing = errors.New("moitessierhttp: server shutting down")
 
-// classify maps an error to an HTTP status and a stable code. It is the one
-// place where errors become statuses. Internal reports whether the error is
-// the server's fault (and so worth logging).
-func classify(err error, closing bool) (status int, code string, internal bool) {
+// errorClass is one row of errorTable: the errors it matches, and the status
+// and code they answer with.
+type errorClass struct {
+	// err is matched with errors.Is; match, if set, is used instead.
+	err   error
+	match func(error) bool
+	// onlyClosing makes the row apply only while the server shuts down.
+	onlyClosing bool
+	status      int
+	code        string
+	// client reports whether a Client's *Error with this code unwraps to
+	// err, so that errors.Is works the same on both ends. It is false for
+	// errors a client has no sentinel for (unexported, or context errors
+	// the client did not cause).
+	client bool
+}
+
+// errorTable is the one place where errors become HTTP statuses and codes
+// (classify reads it in order, the first matching row wins) and codes become
+// sentinels again on the client side (sentinelFor). Order matters where one
+// error wraps another: ErrTokenExpired wraps ErrInvalidToken, and
+// ErrOutcomeUnknown is checked before the context errors.
+var errorTable = []errorClass{
+	{err: ErrNoToken, status: http.StatusUnauthorized, code: "unauthenticated", client: true},
+	{err: ErrTokenExpired, status: http.StatusUnauthorized, code: "token_expired", client: true},
+	{err: ErrInvalidToken, status: http.StatusUnauthorized, code: "invalid_token", client: true},
+	{err: ErrForbidden, status: http.StatusForbidden, code: "forbidden", client: true},
+	{err: moitessier.ErrNotOwner, status: http.StatusForbidden, code: "not_owner", client: true},
+	{err: ErrRateLimited, status: http.StatusTooManyRequests, code: "rate_limited", client: true},
+	{err: ErrHandlerBudget, status: http.StatusTooManyRequests, code: "handler_budget", client: true},
+	{err: ErrTooManyListeners, status: http.StatusTooManyRequests, code: "too_many_listeners", client: true},
+	// A count, not a rate: it clears when the person leaves or a lease
+	// expires, so there is no Retry-After.
+	{err: moitessier.ErrQuotaExceeded, status: http.StatusTooManyRequests, code: "quota_exceeded", client: true},
+	{err: ErrBodyTimeout, status: http.StatusRequestTimeout, code: "body_timeout", client: true},
+	{err: moitessier.ErrTooLarge, status: http.StatusRequestEntityTooLarge, code: "too_large", client: true},
+	{match: isMaxBytes, status: http.StatusRequestEntityTooLarge, code: "too_large"},
+	// As the IETF Idempotency-Key draft says for a key reused with another
+	// payload.
+	{err: moitessier.ErrIdempotencyMismatch, status: http.StatusUnprocessableEntity, code: "idempotency_mismatch", client: true},
+	// The dispatch's handlers ran out of time (Options.HandlerBudget). 422,
+	// not 503: the same request would run out of time again, so it is the
+	// request that must change, not the moment it is sent.
+	{err: moitessier.ErrBudgetExceeded, status: http.StatusUnprocessableEntity, code: "budget_exceeded", client: true},
+	{err: moitessier.ErrInvalidScope, status: http.StatusBadRequest, code: "invalid_scope", client: true},
+	{err: moitessier.ErrUnknownType, status: http.StatusBadRequest, code: "unknown_type", client: true},
+	{err: moitessier.ErrInvalidArgument, status: http.StatusBadRequest, code: "invalid_argument", client: true},
+	{err: ErrBadRequest, status: http.StatusBadRequest, code: "bad_request", client: true},
+	{err: moitessier.ErrNotFound, status: http.StatusNotFound, code: "not_found", client: true},
+	{err: errServerClosing, status: http.StatusServiceUnavailable, code: "shutting_down"},
+	{err: moitessier.ErrClosed, onlyClosing: true, status: http.StatusServiceUnavailable, code: "shutting_down"},
+	// A listener deleted (its last subscriber left or expired) while in use.
+	{err: moitessier.ErrClosed, status: http.StatusGone, code: "gone", client: true},
+	{err: ErrSlowConsumer, status: http.StatusServiceUnavailable, code: "slow_consumer", client: true},
+	// Before the context errors: the write was under way, so the client
+	// must retry with its idempotency key, not give up.
+	{err: moitessier.ErrOutcomeUnknown, status: http.StatusServiceUnavailable, code: "outcome_unknown", client: true},
+	// The client went away; nobody reads the answer.
+	{err: context.Canceled, status: statusClientClosed, code: "canceled"},
+	{err: context.DeadlineExceeded, status: http.StatusServiceUnavailable, code: "timeout"},
+}
+
+// statusClientClosed is the status of a request whose client went away
+// (nginx's 499); no answer is written for it.
+const statusClientClosed = 499
+
+func isMaxBytes(err error) bool {
 	var mbe *http.MaxBytesError
-	switch {
-	case errors.Is(err, ErrNoToken):
-		return http.StatusUnauthorized, "unauthenticated", false
-	case errors.Is(err, ErrTokenExpired):
-		return http.StatusUnauthorized, "token_expired", false
-	case errors.Is(err, ErrInvalidToken):
-		return http.StatusUnauthorized, "invalid_token", false
-	case errors.Is(err, ErrForbidden):
-		return http.StatusForbidden, "forbidden", false
-	case errors.Is(err, moitessier.ErrNotOwner):
-		return http.StatusForbidden, "not_owner", false
-	case errors.Is(err, ErrRateLimited):
-		return http.StatusTooManyRequests, "rate_limited", false
-	case errors.Is(err, ErrHandlerBudget):
-		return http.StatusTooManyRequests, "handler_budget", false
-	case errors.Is(err, ErrTooManyListeners):
-		return http.StatusTooManyRequests, "too_many_listeners", false
-	case errors.Is(err, moitessier.ErrQuotaExceeded):
-		// A count, not a rate: it clears when the person leaves or a
-		// lease expires, so there is no Retry-After.
-		return http.StatusTooManyRequests, "quota_exceeded", false
-	case errors.Is(err, ErrBodyTimeout):
-		return http.StatusRequestTimeout, "body_timeout", false
-	case errors.Is(err, moitessier.ErrTooLarge), errors.As(err, &mbe):
-		return http.StatusRequestEntityTooLarge, "too_large", false
-	case errors.Is(err, moitessier.ErrIdempotencyMismatch):
-		// As the IETF Idempotency-Key draft says for a key reused with
-		// another payload.
-		return http.StatusUnprocessableEntity, "idempotency_mismatch", false
-	case errors.Is(err, moitessier.ErrBudgetExceeded):
-		// The dispatch's handlers ran out of time (Options.HandlerBudget).
-		// 422, not 503: the same request would run out of time again, so
-		// it is the request that must change, not the moment it is sent.
-		return http.StatusUnprocessableEntity, "budget_exceeded", false
-	case errors.Is(err, moitessier.ErrInvalidScope):
-		return http.StatusBadRequest, "invalid_scope", false
-	case errors.Is(err, moitessier.ErrUnknownType):
-		return http.StatusBadRequest, "unknown_type", false
-	case errors.Is(err, moitessier.ErrInvalidArgument):
-		return http.StatusBadRequest, "invalid_argument", false
-	case errors.Is(err, ErrBadRequest):
-		return http.StatusBadRequest, "bad_request", false
-	case errors.Is(err, moitessier.ErrNotFound):
-		return http.StatusNotFound, "not_found", false
-	case errors.Is(err, errServerClosing):
-		return http.StatusServiceUnavailable, "shutting_down", false
-	case errors.Is(err, moitessier.ErrClosed):
-		if closing {
-			return http.StatusServiceUnavailable, "shutting_down", false
+	return errors.As(err, &mbe)
+}
+
+// matches reports whether row c applies to err.
+func (c *errorClass) matches(err error, closing bool) bool {
+	if c.onlyClosing && !closing {
+		return false
+	}
+	if c.match != nil {
+		return c.match(err)
+	}
+	return errors.Is(err, c.err)
+}
+
+// sentinelByCode is errorTable read the other way: code to sentinel.
+var sentinelByCode = func() map[string]error {
+	m := make(map[string]error)
+	for _, c := range errorTable {
+		if c.client {
+			if _, dup := m[c.code]; !dup {
+				m[c.code] = c.err
+			}
 		}
-		// A listener deleted (its last subscriber left or expired) while in use.
-		return http.StatusGone, "gone", false
-	case errors.Is(err, ErrSlowConsumer):
-		return http.StatusServiceUnavailable, "slow_consumer", false
-	case errors.Is(err, moitessier.ErrOutcomeUnknown):
-		// Checked before the context errors: the write was under way, so
-		// the client must retry with its idempotency key, not give up.
-		return http.StatusServiceUnavailable, "outcome_unknown", false
-	case errors.Is(err, context.Canceled):
-		// The client went away; nobody reads the answer.
-		return 499, "canceled", false
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "timeout", false
+	}
+	return m
+}()
+
+// classify maps an error to an HTTP status and a stable code, from
+// errorTable. Internal reports whether the error is the server's fault (and
+// so worth logging).
+func classify(err error, closing bool) (status int, code string, internal bool) {
+	for i := range errorTable {
+		if c := &errorTable[i]; c.matches(err, closing) {
+			return c.status, c.code, false
+		}
 	}
 	return http.StatusInternalServerError, "internal", true
 }
@@ -209,7 +244,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if b.Status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="moitessier"`)
 	}
-	if b.Status == 499 {
+	if b.Status == statusClientClosed {
 		return
 	}
 	writeJSON(w, b.Status, b)
@@ -229,48 +264,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // sentinelFor returns the sentinel error a client should see for a code,
 // so that errors from Client are errors.Is-comparable with the server's.
-func sentinelFor(code string) error {
-	switch code {
-	case "unauthenticated":
-		return ErrNoToken
-	case "token_expired":
-		return ErrTokenExpired
-	case "invalid_token":
-		return ErrInvalidToken
-	case "forbidden":
-		return ErrForbidden
-	case "not_owner":
-		return moitessier.ErrNotOwner
-	case "rate_limited":
-		return ErrRateLimited
-	case "handler_budget":
-		return ErrHandlerBudget
-	case "too_many_listeners":
-		return ErrTooManyListeners
-	case "too_large":
-		return moitessier.ErrTooLarge
-	case "idempotency_mismatch":
-		return moitessier.ErrIdempotencyMismatch
-	case "budget_exceeded":
-		return moitessier.ErrBudgetExceeded
-	case "invalid_scope":
-		return moitessier.ErrInvalidScope
-	case "unknown_type":
-		return moitessier.ErrUnknownType
-	case "invalid_argument":
-		return moitessier.ErrInvalidArgument
-	case "bad_request":
-		return ErrBadRequest
-	case "body_timeout":
-		return ErrBodyTimeout
-	case "not_found":
-		return moitessier.ErrNotFound
-	case "gone":
-		return moitessier.ErrClosed
-	case "slow_consumer":
-		return ErrSlowConsumer
-	case "outcome_unknown":
-		return moitessier.ErrOutcomeUnknown
-	}
-	return nil
-}
+// It reads errorTable; nil for a code without a client sentinel.
+func sentinelFor(code string) error { return sentinelByCode[code] }
