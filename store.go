@@ -135,8 +135,9 @@ type Batch struct {
 	// Entries are the messages to write, one per listener.
 	Entries []Entry
 	// Stamp, if not nil, is what [MatchCacher.MatchCached] returned with the
-	// listeners the entries were made for. Append checks it: see ErrStale.
-	Stamp any
+	// listeners the entries were made for. Append checks it: see
+	// [MatchStamp].
+	Stamp MatchStamp
 }
 
 // SameRequest reports whether an idempotency key recorded with the
@@ -207,26 +208,54 @@ type Watcher interface {
 }
 
 // MatchCacher is implemented by stores whose Match costs a round trip to a
-// server (Postgres). The hub's Dispatch matches through MatchCached, so that
-// a dispatch to a scope it has dispatched to before costs one round trip,
-// the append, instead of two.
+// server (Postgres, Cloud Datastore). The hub's Dispatch matches through
+// MatchCached, so that a dispatch to a scope it has dispatched to before
+// costs one round trip, the append, instead of two. The protocol between
+// the hub and such a store is described at [MatchStamp].
 type MatchCacher interface {
 	// MatchCached is Match, answered from the store's cache when it can be,
-	// with a stamp of the answer. The listeners' Head may be out of date,
-	// and the slice is shared: callers must not modify it. Append of a batch
-	// carrying the stamp (Batch.Stamp) fails with an error wrapping ErrStale,
-	// and stores nothing, if a listener that the scope matches was created
-	// or deleted since the answer was current (a store may also report a
-	// change that did not concern the scope); the hub then matches again
-	// with Match (which refreshes the cache) and appends again. A dispatch
-	// that stores nothing is not appended: the hub checks its cached answer
-	// against a fresh Match instead.
-	MatchCached(ctx context.Context, scope string) (ls []ListenerInfo, stamp any, err error)
+	// with a stamp of the answer (nil if the store could not stamp it). The
+	// listeners' Head may be out of date, and the slice is shared: callers
+	// must not modify it. See [MatchStamp] for what the stamp promises.
+	MatchCached(ctx context.Context, scope string) (ls []ListenerInfo, stamp MatchStamp, err error)
 }
+
+// MatchStamp is what a [MatchCacher] store says about a cached Match answer:
+// the state of its listeners at which the answer was current (in the
+// Postgres store, the schema's pattern version and the scope's version). Its
+// value is the store's own; the hub only carries it from MatchCached to
+// Append. It is an alias of any so that stores written against the earlier
+// signature, MatchCached(...) (..., any, error), still implement MatchCacher.
+//
+// The match-cache protocol, end to end:
+//
+//  1. Hub.Dispatch without an idempotency key matches through
+//     MatchCached(scope) and gets the listeners and a stamp. A keyed
+//     dispatch always uses Match: its replay must not depend on a cache.
+//  2. The hub prepares the batch on those listeners (scope rules,
+//     handlers) and sets Batch.Stamp to the stamp.
+//  3. Append checks the stamp in the transaction that writes the batch,
+//     before writing: if a listener that the scope matches was created or
+//     deleted since the answer was current (a store may also report a
+//     change that did not concern the scope), Append stores nothing and
+//     returns an error wrapping [ErrStale]. The check and the write are one
+//     round trip in the Postgres store.
+//  4. On ErrStale the hub matches again with Match (which refreshes the
+//     store's cache), prepares again (handlers run again, within what is
+//     left of Options.HandlerBudget) and appends again, without a stamp.
+//     It does the same when a handler failed on the cached answer: the
+//     listener it failed for may have been deleted since.
+//  5. A dispatch whose cached answer gives no entry is not appended, so
+//     nothing checks the stamp: the hub compares the cached answer with a
+//     fresh Match, and prepares again only if they differ.
+//
+// A batch with a nil Stamp (every batch of a store that is not a
+// MatchCacher, and of Hub.Prepare) is not checked.
+type MatchStamp = any
 
 // ErrStale is returned by Append of a batch whose Stamp no longer holds:
 // listeners were created or deleted on its scope since it was matched.
-// Nothing was stored. See [MatchCacher].
+// Nothing was stored. See [MatchStamp].
 var ErrStale = errors.New("moitessier: listeners changed since match")
 
 // Closer is implemented by stores that hold resources (files, connections).

@@ -329,7 +329,7 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 // transaction that created or deleted a listener on it) the answer was
 // read at; Append checks both in its statement, so a cached answer costs no
 // round trip and nothing is stored from one that is out of date.
-func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, any, error) {
+func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, moitessier.MatchStamp, error) {
 	if e, ok := s.mc.get(scope); ok {
 		return e.ls, e.stamp, nil
 	}

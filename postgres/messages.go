@@ -173,36 +173,45 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 	for _, b := range bs {
 		n += len(b.Entries)
 	}
-	entryIDs := make([]string, 0, n)
-	bodies := make([][]byte, 0, n)
-	ranks := make([]int64, 0, n)
-	which := make([]int64, 0, n)
+	a := appendArgs{
+		entryListener: make([]string, 0, n),
+		entryBody:     make([][]byte, 0, n),
+		entryRank:     make([]int64, 0, n),
+		entryBatch:    make([]int64, 0, n),
+		batchDispatch: make([]string, len(bs)),
+		batchScope:    make([]string, len(bs)),
+		batchSender:   make([]string, len(bs)),
+		batchCreated:  make([]int64, len(bs)),
+		stampPatterns: make([]int64, len(bs)),
+		stampScope:    make([]int64, len(bs)),
+		channel:       s.channel,
+		notifyBatch:   s.cfg.NotifyBatch,
+	}
 	counts := make(map[string]int64, n)
-	dispatches, scopes, senders := make([]string, len(bs)), make([]string, len(bs)), make([]string, len(bs))
-	created, pvs, svs := make([]int64, len(bs)), make([]int64, len(bs)), make([]int64, len(bs))
 	for i, b := range bs {
-		dispatches[i], scopes[i], senders[i], created[i] = b.Dispatch, b.Scope, b.Sender, toNS(b.Created)
-		pvs[i], svs[i] = -1, -1
+		a.batchDispatch[i], a.batchScope[i], a.batchSender[i], a.batchCreated[i] = b.Dispatch, b.Scope, b.Sender, toNS(b.Created)
+		a.stampPatterns[i], a.stampScope[i] = -1, -1
 		if st, ok := b.Stamp.(matchStamp); ok {
-			pvs[i], svs[i] = st.patterns, st.scope
+			a.stampPatterns[i], a.stampScope[i] = st.patterns, st.scope
 		}
 		for _, e := range b.Entries {
 			counts[e.Listener]++
-			entryIDs = append(entryIDs, e.Listener)
-			bodies = append(bodies, []byte(e.Text))
-			ranks = append(ranks, counts[e.Listener])
-			which = append(which, int64(i+1))
+			a.entryListener = append(a.entryListener, e.Listener)
+			a.entryBody = append(a.entryBody, []byte(e.Text))
+			a.entryRank = append(a.entryRank, counts[e.Listener])
+			a.entryBatch = append(a.entryBatch, int64(i+1))
 		}
 	}
-	ids := make([]string, 0, len(counts))
+	a.ids = make([]string, 0, len(counts))
 	for id := range counts {
-		ids = append(ids, id)
+		a.ids = append(a.ids, id)
 	}
-	slices.Sort(ids)
-	ns := make([]int64, len(ids))
-	for i, id := range ids {
-		ns[i] = counts[id]
+	slices.Sort(a.ids)
+	a.counts = make([]int64, len(a.ids))
+	for i, id := range a.ids {
+		a.counts[i] = counts[id]
 	}
+	ids, ranks := a.ids, a.entryRank
 	stmt := s.q.append
 	switch {
 	case len(ids) == 1:
@@ -210,8 +219,7 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 	case len(ids) <= s.cfg.NotifyBatch:
 		stmt = s.q.appendOne
 	}
-	rows, err := q.Query(ctx, stmt, ids, ns, entryIDs, bodies, ranks, which,
-		dispatches, scopes, senders, created, s.channel, s.cfg.NotifyBatch, pvs, svs)
+	rows, err := q.Query(ctx, stmt, a.list()...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,9 @@
 package postgres
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // queries holds the store's SQL with the schema filled in. Every value is a
 // bound parameter; only the schema identifier, quoted by pgx.Identifier, is
@@ -81,31 +84,36 @@ func buildQueries(schema string) queries {
 		allHeads: `SELECT id, head FROM S.listeners WHERE id > $1 AND head > 0 ORDER BY id LIMIT $2`,
 
 		// append is Append's one statement; it may carry several batches
-		// (see combine.go). $1/$2: distinct listener ids, sorted, and how
-		// many entries each has; $3/$4/$5/$6: each entry's listener, body,
-		// 1-based rank among its listener's entries, and 1-based batch;
-		// $7..$10: each batch's dispatch, scope, sender and creation time;
-		// $13/$14: each batch's stamp (pattern and scope version) or -1.
+		// (see combine.go). Its parameters are named (appendArgs builds
+		// them; bindNames numbers them once, when the store opens): @ids
+		// and @counts, the distinct listener ids, sorted, and how many
+		// entries each has; @entry_listener, @entry_body, @entry_rank and
+		// @entry_batch, each entry's listener, body, 1-based rank among its
+		// listener's entries, and 1-based batch; @batch_dispatch,
+		// @batch_scope, @batch_sender and @batch_created, each batch's
+		// dispatch, scope, sender and creation time; @stamp_patterns and
+		// @stamp_scope, each batch's match stamp (pattern and scope
+		// version, see moitessier.MatchStamp) or -1.
 		// stale lists the batches whose stamp no longer holds; if there is
 		// one, nothing is written and the statement returns one row per
 		// stale batch, with only the last column set. Otherwise lk locks
 		// the listeners in id order (so concurrent appends cannot
 		// deadlock); up raises each head by its count; ins writes the
 		// messages with seq = old head + rank; the fourth column sends the
-		// new heads by NOTIFY, $12 of them per payload on channel $11. A
-		// listener that no longer exists has no row in lk, so its entries
-		// are skipped.
+		// new heads by NOTIFY, @notify_batch of them per payload on channel
+		// @channel. A listener that no longer exists has no row in lk, so
+		// its entries are skipped.
 		append: `WITH c AS MATERIALIZED (
-				SELECT id, n FROM unnest($1::text[], $2::bigint[]) AS c(id, n)
+				SELECT id, n FROM unnest(@ids::text[], @counts::bigint[]) AS c(id, n)
 			), bt AS (
-				SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::bigint[], $13::bigint[], $14::bigint[])
+				SELECT * FROM unnest(@batch_dispatch::text[], @batch_scope::text[], @batch_sender::text[], @batch_created::bigint[], @stamp_patterns::bigint[], @stamp_scope::bigint[])
 					WITH ORDINALITY AS bt(dispatch, scope, sender, created_ns, pv, sv, i)
 			), stale AS MATERIALIZED (
 				SELECT bt.i FROM bt WHERE bt.pv >= 0 AND (
 					bt.pv <> (SELECT pattern_version FROM S.meta)
 					OR bt.sv <> coalesce((SELECT v.version FROM S.scope_versions v WHERE v.scope = bt.scope), 0))
 			), lk AS MATERIALIZED (
-				SELECT l.id FROM S.listeners l WHERE l.id = ANY($1::text[]) AND NOT EXISTS (SELECT 1 FROM stale)
+				SELECT l.id FROM S.listeners l WHERE l.id = ANY(@ids::text[]) AND NOT EXISTS (SELECT 1 FROM stale)
 				ORDER BY l.id FOR NO KEY UPDATE
 			), up AS (
 				UPDATE S.listeners l SET head = l.head + c.n FROM c
@@ -114,20 +122,20 @@ func buildQueries(schema string) queries {
 			), ins AS (
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT e.listener, up.head - up.n + e.k, bt.dispatch, bt.scope, bt.sender, e.body, bt.created_ns
-				FROM unnest($3::text[], $4::bytea[], $5::bigint[], $6::bigint[]) AS e(listener, body, k, b)
+				FROM unnest(@entry_listener::text[], @entry_body::bytea[], @entry_rank::bigint[], @entry_batch::bigint[]) AS e(listener, body, k, b)
 				JOIN up ON up.id = e.listener
 				JOIN bt ON bt.i = e.b
 			)
 			SELECT id, head, n, (
-				SELECT count(pg_notify($11, p)) FROM (
+				SELECT count(pg_notify(@channel, p)) FROM (
 					SELECT string_agg(id || ' ' || head, ',') AS p
-					FROM (SELECT id, head, (row_number() OVER () - 1) / $12 AS chunk FROM up) x
+					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
 				) y
 			), NULL::bigint FROM up
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
-		// appendOne is append for at most $12 listeners: their heads fit
+		// appendOne is append for at most @notify_batch listeners: their heads fit
 		// in one payload, which saves the chunking. appendSingle is
 		// appendOne for one listener: its UPDATE locks the one row, so the
 		// separate locking step, there to take several rows' locks in id
@@ -213,23 +221,26 @@ func buildQueries(schema string) queries {
 			AND NOT EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.scope = v.scope AND NOT x.wild)`,
 	}
 	q.appendOne = strings.Replace(q.append, `(
-				SELECT count(pg_notify($11, p)) FROM (
+				SELECT count(pg_notify(@channel, p)) FROM (
 					SELECT string_agg(id || ' ' || head, ',') AS p
-					FROM (SELECT id, head, (row_number() OVER () - 1) / $12 AS chunk FROM up) x
+					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
 				) y
 			)`, `(SELECT count(*) FROM (
-				SELECT pg_notify($11, string_agg(id || ' ' || head, ',')) FROM up WHERE $12 > 0 HAVING count(*) > 0
+				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0 HAVING count(*) > 0
 			) y)`, 1)
 	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
 	if q.appendOne == q.append || i < 0 || j < i {
 		panic("postgres: appendOne: the append statement changed")
 	}
 	q.appendSingle = q.appendOne[:i] + `), up AS (
-				UPDATE S.listeners l SET head = l.head + ($2::bigint[])[1]
-				WHERE l.id = ($1::text[])[1] AND NOT EXISTS (SELECT 1 FROM stale)
-				RETURNING l.id, l.head, ($2::bigint[])[1] AS n
+				UPDATE S.listeners l SET head = l.head + (@counts::bigint[])[1]
+				WHERE l.id = (@ids::text[])[1] AND NOT EXISTS (SELECT 1 FROM stale)
+				RETURNING l.id, l.head, (@counts::bigint[])[1] AS n
 			` + q.appendOne[j:]
+	q.append = bindNames(q.append, appendParams)
+	q.appendOne = bindNames(q.appendOne, appendParams)
+	q.appendSingle = bindNames(q.appendSingle, appendParams)
 	for _, p := range []*string{
 		&q.insertListener, &q.insertScopes, &q.bumpPatterns, &q.joinSubscriber, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
@@ -244,4 +255,77 @@ func buildQueries(schema string) queries {
 		*p = r.Replace(*p)
 	}
 	return q
+}
+
+// appendParams names the append statement's parameters in the order
+// appendArgs.list gives their values.
+var appendParams = []string{
+	"ids", "counts", "entry_listener", "entry_body", "entry_rank", "entry_batch",
+	"batch_dispatch", "batch_scope", "batch_sender", "batch_created",
+	"channel", "notify_batch", "stamp_patterns", "stamp_scope",
+}
+
+// appendArgs are the values of the append statement's parameters, by name.
+type appendArgs struct {
+	ids    []string // distinct listeners written to, sorted
+	counts []int64  // entries per listener of ids
+
+	entryListener []string // per entry: its listener,
+	entryBody     [][]byte // its text,
+	entryRank     []int64  // its 1-based rank among its listener's entries,
+	entryBatch    []int64  // and its 1-based batch
+
+	batchDispatch, batchScope, batchSender []string // per batch
+	batchCreated                           []int64  // per batch, ns since the epoch
+
+	channel     string // NOTIFY channel
+	notifyBatch int    // heads per NOTIFY payload
+
+	stampPatterns, stampScope []int64 // per batch: its match stamp, or -1
+}
+
+// list returns the values in the order of appendParams.
+func (a *appendArgs) list() []any {
+	return []any{
+		a.ids, a.counts, a.entryListener, a.entryBody, a.entryRank, a.entryBatch,
+		a.batchDispatch, a.batchScope, a.batchSender, a.batchCreated,
+		a.channel, a.notifyBatch, a.stampPatterns, a.stampScope,
+	}
+}
+
+// bindNames replaces each @name in sql by $n, n being name's 1-based
+// position in names, so that a long statement can name its parameters
+// without pgx rewriting it on every call (pgx.NamedArgs does). It panics on
+// a name not in names, or a name in names the statement does not use: both
+// are programming errors, found when the store opens.
+func bindNames(sql string, names []string) string {
+	pos := make(map[string]int, len(names))
+	for i, n := range names {
+		pos[n] = i + 1
+	}
+	used := make(map[string]bool, len(names))
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(sql, '@')
+		if i < 0 {
+			b.WriteString(sql)
+			break
+		}
+		b.WriteString(sql[:i])
+		j := i + 1
+		for j < len(sql) && (sql[j] == '_' || sql[j] >= 'a' && sql[j] <= 'z') {
+			j++
+		}
+		n, ok := pos[sql[i+1:j]]
+		if !ok {
+			panic("postgres: unknown statement parameter " + sql[i:j])
+		}
+		used[sql[i+1:j]] = true
+		b.WriteString("$" + strconv.Itoa(n))
+		sql = sql[j:]
+	}
+	if len(used) != len(names) {
+		panic("postgres: a named statement parameter is not used")
+	}
+	return b.String()
 }

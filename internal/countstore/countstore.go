@@ -51,7 +51,7 @@ func (c *counting) Match(ctx context.Context, scope string) ([]moitessier.Listen
 // answers it from memory but on a miss), or, if the store has none, counts
 // a call to Match and returns its answer with no stamp, as the hub would
 // have called it.
-func (c *counting) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, any, error) {
+func (c *counting) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, moitessier.MatchStamp, error) {
 	if mc, ok := c.Store.(moitessier.MatchCacher); ok {
 		return mc.MatchCached(ctx, scope)
 	}

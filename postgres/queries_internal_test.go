@@ -1,0 +1,51 @@
+package postgres
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestAppendParamsNamed: the append statements use every named parameter
+// and only those, numbered in the order appendArgs.list gives the values.
+func TestAppendParamsNamed(t *testing.T) {
+	if got := len((&appendArgs{}).list()); got != len(appendParams) {
+		t.Fatalf("appendArgs.list gives %d values for %d names", got, len(appendParams))
+	}
+	q := buildQueries(`"s"`)
+	num := regexp.MustCompile(`\$(\d+)`)
+	for name, sql := range map[string]string{"append": q.append, "appendOne": q.appendOne, "appendSingle": q.appendSingle} {
+		if strings.Contains(sql, "@") {
+			t.Errorf("%s: a name is left unbound", name)
+		}
+		seen := make(map[int]bool)
+		for _, m := range num.FindAllStringSubmatch(sql, -1) {
+			n, _ := strconv.Atoi(m[1])
+			seen[n] = true
+		}
+		for i := 1; i <= len(appendParams); i++ {
+			if !seen[i] {
+				t.Errorf("%s: $%d (@%s) is not used", name, i, appendParams[i-1])
+			}
+		}
+		if len(seen) != len(appendParams) {
+			t.Errorf("%s: %d parameters, want %d", name, len(seen), len(appendParams))
+		}
+	}
+
+	got := bindNames("SELECT @b, @a, @a_b, @b", []string{"a", "b", "a_b"})
+	if want := "SELECT $2, $1, $3, $2"; got != want {
+		t.Errorf("bindNames = %q, want %q", got, want)
+	}
+	for _, tc := range []struct{ sql string }{{"SELECT @c"}, {"SELECT @a"}} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("bindNames(%q) did not panic", tc.sql)
+				}
+			}()
+			bindNames(tc.sql, []string{"a", "b"})
+		}()
+	}
+}
