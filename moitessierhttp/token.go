@@ -370,3 +370,13 @@ func (tc *tokenCache) verify(secret []byte, token string, now time.Time) (*Claim
 	tc.mu.Unlock()
 	return c, nil
 }
+
+// serveWhoami answers GET /v1/whoami: the caller's token claims.
+func (s *Server) serveWhoami(w http.ResponseWriter, r *http.Request) {
+	c, err := s.authenticate(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c)
+}
