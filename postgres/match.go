@@ -1,0 +1,208 @@
+package postgres
+
+import (
+	"context"
+	"slices"
+	"sync"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/scopeindex"
+)
+
+// patternCache is this process's copy of every wildcard pattern in the
+// schema, in a scope index, with the pattern version it was loaded at.
+type patternCache struct {
+	mu      sync.RWMutex
+	version int64 // -1 until loaded
+	idx     *scopeindex.Index
+}
+
+func (p *patternCache) match(scope string) (ids []string, version int64) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.idx != nil {
+		p.idx.Match(scope, func(id string) { ids = append(ids, id) })
+	}
+	return ids, p.version
+}
+
+// Match returns every listener one of whose scopes matches scope.
+//
+// Concrete scopes are looked up in the listener_scopes index. Wildcard
+// patterns are matched in Go against a cached index of all patterns; the
+// query also returns the schema's pattern version, which every creation or
+// deletion of a pattern listener raises in its transaction. If the version
+// differs from the cache's, the cache is reloaded and the query repeated, so
+// a listener created by any process before Match began is always found.
+// The answer is kept for MatchCached.
+func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, error) {
+	ls, _, err := s.match(ctx, scope)
+	return ls, err
+}
+
+// MatchCached is Match answered from this process's cache of recent
+// answers, when it has one for scope; see moitessier.MatchCacher. The
+// stamp is the pattern version and the scope's version (the last
+// transaction that created or deleted a listener on it) the answer was
+// read at; Append checks both in its statement, so a cached answer costs no
+// round trip and nothing is stored from one that is out of date.
+func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, moitessier.MatchStamp, error) {
+	if e, ok := s.mc.get(scope); ok {
+		return e.ls, e.stamp, nil
+	}
+	ls, st, err := s.match(ctx, scope)
+	if err != nil || st == nil {
+		return ls, nil, err
+	}
+	return ls, *st, nil
+}
+
+// match runs the Match query and caches the answer if it is complete at
+// its stamp.
+func (s *Store) match(ctx context.Context, scope string) ([]moitessier.ListenerInfo, *matchStamp, error) {
+	const op = "match"
+	if err := s.check(op); err != nil {
+		return nil, nil, err
+	}
+	ids, cached := s.pat.match(scope)
+	ls, st, err := s.matchQuery(ctx, scope, ids)
+	if err != nil {
+		return nil, nil, s.wrap(op, err)
+	}
+	if st.patterns != cached {
+		// Reload: the index then holds every pattern committed before
+		// this call began, so the second answer is complete.
+		if err := s.reloadPatterns(ctx, st.patterns); err != nil {
+			return nil, nil, s.wrap(op, err)
+		}
+		ids, cached = s.pat.match(scope)
+		ls, st, err = s.matchQuery(ctx, scope, ids)
+		if err != nil {
+			return nil, nil, s.wrap(op, err)
+		}
+	}
+	if st.patterns != cached {
+		// A pattern listener was created between the reload and the
+		// query: the answer is complete for a Match, which may miss a
+		// listener created after it began, but not at its stamp.
+		return ls, nil, nil
+	}
+	s.mc.put(scope, matchEntry{ls: slices.Clone(ls), stamp: st})
+	return ls, &st, nil
+}
+
+func (s *Store) matchQuery(ctx context.Context, scope string, ids []string) ([]moitessier.ListenerInfo, matchStamp, error) {
+	var st matchStamp
+	if ids == nil {
+		ids = []string{}
+	}
+	rows, err := s.pool.Query(ctx, s.q.match, scope, ids)
+	if err != nil {
+		return nil, st, err
+	}
+	defer rows.Close()
+	var ls []moitessier.ListenerInfo
+	for rows.Next() {
+		var (
+			id, person, client *string
+			typ                *int
+			scopes             []string
+			created, head      *int64
+		)
+		if err := rows.Scan(&st.patterns, &st.scope, &id, &typ, &person, &client, &scopes, &created, &head); err != nil {
+			return nil, st, err
+		}
+		if id == nil {
+			continue
+		}
+		ls = append(ls, moitessier.ListenerInfo{ID: *id, Type: moitessier.ListenerType(*typ), Person: *person, Client: *client, Scopes: scopes, Created: fromNS(*created), Head: moitessier.Cursor(*head)})
+	}
+	return ls, st, rows.Err()
+}
+
+// matchStamp is the state a Match answer was read at: the schema's pattern
+// version and the scope's version.
+type matchStamp struct{ patterns, scope int64 }
+
+type matchEntry struct {
+	ls    []moitessier.ListenerInfo
+	stamp matchStamp
+}
+
+// matchCache keeps the newest Match answer of up to maxCachedScopes scopes.
+type matchCache struct {
+	mu sync.Mutex
+	m  map[string]matchEntry
+}
+
+const maxCachedScopes = 10_000
+
+func (c *matchCache) get(scope string) (matchEntry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[scope]
+	return e, ok
+}
+
+func (c *matchCache) put(scope string, e matchEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]matchEntry)
+	}
+	if _, ok := c.m[scope]; !ok && len(c.m) >= maxCachedScopes {
+		for k := range c.m { // drop an arbitrary entry
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[scope] = e
+}
+
+func (c *matchCache) drop(scope string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, scope)
+}
+
+// reloadPatterns reloads the pattern cache unless it is at least at version
+// atLeast already.
+func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {
+	s.pat.mu.RLock()
+	cur := s.pat.version
+	s.pat.mu.RUnlock()
+	if cur >= atLeast {
+		return nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.loadPatterns)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var (
+		version int64
+		byID    = map[string][]string{}
+	)
+	for rows.Next() {
+		var id, pattern *string
+		if err := rows.Scan(&version, &id, &pattern); err != nil {
+			return err
+		}
+		if id != nil {
+			byID[*id] = append(byID[*id], *pattern)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	idx := scopeindex.New()
+	for id, ps := range byID {
+		idx.Add(id, ps)
+	}
+	s.pat.mu.Lock()
+	defer s.pat.mu.Unlock()
+	if version > s.pat.version {
+		s.pat.idx, s.pat.version = idx, version
+	}
+	return nil
+}
