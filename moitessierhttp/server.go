@@ -83,16 +83,16 @@ type Config struct {
 	// SSEBatchInterval is the least time between two writes to one SSE
 	// stream, or of one WebSocket listen: the messages that come while a
 	// stream waits go out together in its next write (one frame on a
-	// WebSocket). Each write costs a system call per client, so
-	// when one scope has thousands of listening clients and messages come
-	// fast, writing each message as it comes costs the hub more than it
-	// has, and latency grows with the backlog; batching bounds the writes.
-	// A stream that has not written within the interval writes at once.
-	// Default 0: 15 µs per open SSE stream or WebSocket, at most 150 ms (1.5 ms with
-	// 100 streams, 150 ms with 10 000): a write to a stream costs about
-	// 10 µs of processor time, most of it in the kernel, so the streams
-	// then take at most about two thirds of a core; under 1 ms, no wait.
-	// Negative: no wait.
+	// WebSocket). Each write costs a system call per client, so when one
+	// scope has thousands of listening clients and messages come fast,
+	// writing each message as it comes costs the hub more than it has,
+	// and latency grows with the backlog; batching bounds the writes. A
+	// stream that has not written within the interval writes at once.
+	// Default 0: 15 µs per open SSE stream or WebSocket, at most 150 ms
+	// (1.5 ms with 100 streams, 150 ms with 10 000): a write to a stream
+	// costs about 10 µs of processor time, most of it in the kernel, so
+	// the streams then take at most about two thirds of a core; under
+	// 1 ms, no wait. Negative: no wait.
 	SSEBatchInterval time.Duration
 	// BodyTimeout bounds the time a request body may take to arrive, from
 	// when the server starts reading it (after the token is checked): a
