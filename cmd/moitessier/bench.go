@@ -528,7 +528,7 @@ func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers
 		return res, err
 	}
 	defer cleanup()
-	hub, err := benchHub(st)
+	hub, err := benchHub(st.Store)
 	if err != nil {
 		return res, err
 	}
@@ -607,7 +607,7 @@ func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (B
 		return res, err
 	}
 	defer cleanup()
-	hub, err := benchHub(st)
+	hub, err := benchHub(st.Store)
 	if err != nil {
 		return res, err
 	}

@@ -39,7 +39,7 @@ func runGC(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 		return err
 	}
 	defer st.Close()
-	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1, Retention: moitessier.Retention{MaxAge: retention, MaxCount: maxCount}, IdempotencyWindow: keys})
+	hub, err := moitessier.New(st.Store, moitessier.Options{GCInterval: -1, Retention: moitessier.Retention{MaxAge: retention, MaxCount: maxCount}, IdempotencyWindow: keys})
 	if err != nil {
 		return err
 	}

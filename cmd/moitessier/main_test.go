@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/gcpemu"
 	"github.com/likestripes/moitessier/moitessierhttp"
 )
@@ -631,4 +633,45 @@ func TestShortSecret(t *testing.T) {
 		t.Fatalf("token with a made secret: %v", err)
 	}
 	startServe(t, "--store", "memory", "--secret", s)
+}
+
+// TestServeHubHasStoreInterfaces: the hub serve starts on Postgres gets
+// the store itself, with its optional interfaces: Watcher (dispatches of
+// other processes wake its listeners) and MatchCacher (a dispatch to a
+// scope it has matched is one round trip, not two).
+func TestServeHubHasStoreInterfaces(t *testing.T) {
+	dsn := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	ctx := ctxT(t)
+	probe, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if st, err := openStore(probe, dsn, "moitessier_cmd_probe"); err != nil {
+		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
+			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)
+		}
+		t.Skipf("PostgreSQL unreachable; set MOITESSIER_POSTGRES_DSN to run this test: %v", err)
+	} else {
+		st.Close()
+		dropSchema(dsn, "moitessier_cmd_probe")
+	}
+	schema := "moitessier_cmd_" + randomHex(4)
+	t.Cleanup(func() { dropSchema(dsn, schema) })
+	c, fs := serveFlags(io.Discard)
+	if err := fs.Parse([]string{"--store", dsn, "--schema", schema, "--secret", "interfaces-secret-interfaces-123"}); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := startHub(ctx, c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		hs.api.Close()
+		_ = hs.hub.Close()
+		_ = hs.store.Close()
+	}()
+	if _, ok := hs.hub.Store().(moitessier.Watcher); !ok {
+		t.Errorf("the hub's store %T is no moitessier.Watcher", hs.hub.Store())
+	}
+	if _, ok := hs.hub.Store().(moitessier.MatchCacher); !ok {
+		t.Errorf("the hub's store %T is no moitessier.MatchCacher", hs.hub.Store())
+	}
 }

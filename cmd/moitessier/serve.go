@@ -207,7 +207,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		return nil, err
 	}
 	hs := &hubServer{store: st, log: log, dev: dev || c.devTokens, secret: secret, secretFile: secretFile, devTTL: c.devTokenTTL, started: time.Now()}
-	hub, err := moitessier.New(st, moitessier.Options{
+	hub, err := moitessier.New(st.Store, moitessier.Options{
 		MaxMessageBytes:      c.maxMessageBytes,
 		MaxHandlers:          c.maxHandlers,
 		MaxRecipients:        c.maxRecipients,

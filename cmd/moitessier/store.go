@@ -17,7 +17,11 @@ import (
 
 const storeHelp = `the store: a SQLite file path (or sqlite:PATH), a postgres:// or postgresql:// URL, datastore://PROJECT[/DATABASE][?namespace=NS] (Firestore in Datastore mode), or "memory" (env MOITESSIER_STORE)`
 
-// openedStore is a store with its kind and how to release it.
+// openedStore is a store with its kind and how to release it. Give a hub
+// its Store, not the openedStore: the wrapper has only the Store methods
+// and hides the store's optional interfaces, moitessier.MatchCacher among
+// them, without which a hub on Postgres matches every dispatch's scope
+// with a query of its own, one more round trip.
 type openedStore struct {
 	moitessier.Store
 	kind  string // "sqlite", "postgres", "datastore" or "memory"
