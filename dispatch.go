@@ -56,6 +56,7 @@ type dispatchConfig struct {
 	addressed    bool
 	key          string
 	keySet       bool
+	budget       time.Duration // from Budget; 0: Options.HandlerBudget
 }
 
 type optionFunc func(*dispatchConfig)
@@ -68,6 +69,17 @@ func (f optionFunc) applyDispatch(c *dispatchConfig) { f(c) }
 // reaches only the sender's Private listeners.
 func To(persons ...string) DispatchOption {
 	return optionFunc(func(c *dispatchConfig) { c.to, c.addressed = append(c.to, persons...), true })
+}
+
+// Budget lowers the handler time budget of one dispatch to d, when d is
+// below Options.HandlerBudget (or the hub sets none); d of 0 or less
+// changes nothing. Past it the dispatch fails with ErrBudgetExceeded as
+// past Options.HandlerBudget. It is for a layer that shares handler time
+// among a person's dispatches (moitessierhttp gives each dispatch part of
+// its sender's handler time); it is not part of the request's
+// fingerprint.
+func Budget(d time.Duration) DispatchOption {
+	return optionFunc(func(c *dispatchConfig) { c.budget = d })
 }
 
 // IdempotencyKey makes a dispatch idempotent: a second dispatch by the same
@@ -108,8 +120,9 @@ type Dispatched struct {
 	// HandlerTime is the wall time the dispatch's handler calls took
 	// together (both runs, when a stale match made the hub prepare it
 	// again), for an app that bounds what one person may spend on handlers
-	// over time, as moitessierhttp does. Dispatch also returns it when it
-	// fails: the Dispatched it returns with an error holds only this.
+	// over time, as moitessierhttp does (see also [Budget]). Dispatch also
+	// returns it when it fails: the Dispatched it returns with an error
+	// holds only this.
 	HandlerTime time.Duration
 }
 
@@ -353,7 +366,7 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 		case l.Type == Handler && len(c.handlers) > 0:
 			if hctx == nil {
 				var cancel context.CancelFunc
-				hctx, cancel = h.handlerContext(ctx, bg)
+				hctx, cancel = h.handlerContext(ctx, bg, c.budget)
 				defer cancel()
 			}
 			m := Message{Listener: l.ID, Dispatch: b.Dispatch, Scope: scope, Sender: sender, Text: text, Created: now}
@@ -384,20 +397,26 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 
 // budget is the handler time budget of one dispatch, shared by the prepare
 // calls of a Dispatch; it starts when the first handler is about to run.
-// used sums the wall time of the handler chains run.
+// limit is its length; used sums the wall time of the handler chains run.
 type budget struct {
 	deadline time.Time
+	limit    time.Duration
 	used     time.Duration
 }
 
 // handlerContext returns the context handlers run in: ctx, ended also by
-// the budget (with ErrBudgetExceeded as its cause).
-func (h *Hub) handlerContext(ctx context.Context, bg *budget) (context.Context, context.CancelFunc) {
-	if h.opts.HandlerBudget < 0 {
-		return ctx, func() {}
-	}
+// the budget (with ErrBudgetExceeded as its cause): Options.HandlerBudget,
+// or lower if the dispatch asked (see Budget).
+func (h *Hub) handlerContext(ctx context.Context, bg *budget, asked time.Duration) (context.Context, context.CancelFunc) {
 	if bg.deadline.IsZero() {
-		bg.deadline = time.Now().Add(h.opts.HandlerBudget)
+		bg.limit = h.opts.HandlerBudget
+		if asked > 0 && (bg.limit < 0 || asked < bg.limit) {
+			bg.limit = asked
+		}
+		if bg.limit < 0 {
+			return ctx, func() {}
+		}
+		bg.deadline = time.Now().Add(bg.limit)
 	}
 	return context.WithDeadlineCause(ctx, bg.deadline, ErrBudgetExceeded)
 }
@@ -437,7 +456,7 @@ func (h *Hub) runChain(ctx context.Context, handlers []HandlerFunc, id string, m
 // context's error.
 func (h *Hub) chainStopped(ctx context.Context, n, of int, id string) error {
 	if errors.Is(context.Cause(ctx), ErrBudgetExceeded) {
-		return fmt.Errorf("handlers for %s stopped at %d of %d: %w: %v (Options.HandlerBudget)", id, n, of, ErrBudgetExceeded, h.opts.HandlerBudget)
+		return fmt.Errorf("handlers for %s stopped at %d of %d: %w (Options.HandlerBudget, or the dispatch's Budget)", id, n, of, ErrBudgetExceeded)
 	}
 	return fmt.Errorf("handlers for %s stopped at %d of %d: %w", id, n, of, ctx.Err())
 }

@@ -387,3 +387,38 @@ func TestMaxRecipients(t *testing.T) {
 		t.Fatalf("MaxRecipients -1: %v", err)
 	}
 }
+
+// TestBudgetOption: moitessier.Budget lowers one dispatch's handler budget
+// and never raises it above Options.HandlerBudget; with no hub budget it
+// sets one.
+func TestBudgetOption(t *testing.T) {
+	deadlineOf := func(hub *moitessier.Hub, opts ...moitessier.DispatchOption) (time.Duration, error) {
+		var left time.Duration
+		probe := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+			if dl, ok := ctx.Deadline(); ok && left == 0 {
+				left = time.Until(dl)
+			}
+			return m.Text, nil
+		})
+		_, err := hub.Dispatch(context.Background(), "s", "job", "t", append(opts, probe)...)
+		return left, err
+	}
+	hub, _ := handlerHub(t, moitessier.Options{HandlerBudget: time.Second})
+	if left, err := deadlineOf(hub, moitessier.Budget(100*time.Millisecond)); err != nil || left <= 0 || left > 100*time.Millisecond {
+		t.Fatalf("Budget(100ms) under a 1 s hub budget: deadline %v away, %v", left, err)
+	}
+	if left, err := deadlineOf(hub, moitessier.Budget(time.Hour)); err != nil || left <= 100*time.Millisecond || left > time.Second {
+		t.Fatalf("Budget(1h) under a 1 s hub budget: deadline %v away, %v; want within 1 s", left, err)
+	}
+	off, _ := handlerHub(t, moitessier.Options{HandlerBudget: -1})
+	if left, err := deadlineOf(off, moitessier.Budget(100*time.Millisecond)); err != nil || left <= 0 || left > 100*time.Millisecond {
+		t.Fatalf("Budget(100ms) with no hub budget: deadline %v away, %v", left, err)
+	}
+	wait := moitessier.HandlerFunc(func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+		<-ctx.Done()
+		return "", ctx.Err()
+	})
+	if _, err := hub.Dispatch(context.Background(), "s", "job", "t", moitessier.Budget(20*time.Millisecond), wait); !errors.Is(err, moitessier.ErrBudgetExceeded) {
+		t.Fatalf("past a lowered budget: %v, want ErrBudgetExceeded", err)
+	}
+}

@@ -157,22 +157,33 @@ func TestHandlerChainClientGone(t *testing.T) {
 }
 
 // TestHandlerTimePerPerson: the handler time one person's dispatches use
-// is bounded per person over time (Config.HandlerTimeRate): once it is
-// used up, a dispatch naming handlers is 429 handler_budget with
-// Retry-After, before any handler runs, until the bucket refills; a
-// dispatch naming none, and another person, are not affected.
+// is bounded per person over time (Config.HandlerTimeRate). A dispatch
+// naming handlers gets half of its sender's bucket as its budget; one that
+// runs out of it, or finds the bucket (nearly) empty, is 429
+// handler_budget with Retry-After, the latter before any handler runs,
+// until the bucket refills; a dispatch naming none, and another person,
+// are not affected.
 func TestHandlerTimePerPerson(t *testing.T) {
 	var mu sync.Mutex
 	now := time.Unix(1_800_000_000, 0)
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	var calls atomic.Int64
+	var deadline atomic.Int64 // of the last handler call's context, from its start
 	e := newEnvOn(t, memstore.New(), moitessier.Options{}, moitessierhttp.Config{
 		DispatchRate: -1, HandlerTimeRate: 100 * time.Millisecond, HandlerTimeBurst: 100 * time.Millisecond, Now: clock,
 		Handlers: map[string]moitessier.HandlerFunc{
+			// slow ignores its context: it overruns any budget under 150 ms.
 			"slow": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
 				calls.Add(1)
 				time.Sleep(150 * time.Millisecond)
+				return m.Text, nil
+			},
+			"fast": func(ctx context.Context, id string, m moitessier.Message) (string, error) {
+				calls.Add(1)
+				if dl, ok := ctx.Deadline(); ok {
+					deadline.Store(int64(time.Until(dl)))
+				}
 				return m.Text, nil
 			},
 		},
@@ -188,41 +199,61 @@ func TestHandlerTimePerPerson(t *testing.T) {
 	if _, err := (&moitessierhttp.Client{BaseURL: e.ts.URL, Token: alice}).Join(ctxT(t), moitessierhttp.Query{Scopes: []string{"job"}, Type: "handler"}); err != nil {
 		t.Fatal(err)
 	}
-	const withHandler = `{"scope":"job","text":"x","handlers":["slow"]}`
-	// The first dispatch runs: the bucket held 100 ms, the handler took 150.
-	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, withHandler, "Content-Type", "application/json"); code != http.StatusOK {
+	dispatch := func(tok, handler string) (int, http.Header, []byte) {
+		t.Helper()
+		body := `{"scope":"job","text":"x"}`
+		if handler != "" {
+			body = `{"scope":"job","text":"x","handlers":["` + handler + `"]}`
+		}
+		return do(t, "POST", e.ts.URL+"/v1/dispatch", tok, body, "Content-Type", "application/json")
+	}
+	wantHandlerBudget := func(what string, code int, h http.Header, body []byte) {
+		t.Helper()
+		if code != http.StatusTooManyRequests || errorCode(t, body) != "handler_budget" {
+			t.Fatalf("%s: %d %s, want 429 handler_budget", what, code, body)
+		}
+		if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 {
+			t.Fatalf("%s: Retry-After %q", what, h.Get("Retry-After"))
+		}
+	}
+	// A full bucket of 100 ms gives the first dispatch 50 ms: fast runs
+	// within it.
+	if code, _, body := dispatch(alice, "fast"); code != http.StatusOK {
 		t.Fatalf("first dispatch: %d %s", code, body)
 	}
+	if dl := time.Duration(deadline.Load()); dl <= 0 || dl > 50*time.Millisecond {
+		t.Fatalf("the handler's budget was %v, want half the bucket, 50 ms", dl)
+	}
+	// slow overruns its share (about 50 ms of a 2 s HandlerBudget): 429,
+	// and alice owes what it overran.
+	code, h, body := dispatch(alice, "slow")
+	wantHandlerBudget("past a share", code, h, body)
+	// In debt, a dispatch naming handlers runs none.
 	calls.Store(0)
-	code, h, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, withHandler, "Content-Type", "application/json")
-	if code != http.StatusTooManyRequests || errorCode(t, body) != "handler_budget" {
-		t.Fatalf("past the handler time: %d %s, want 429 handler_budget", code, body)
-	}
-	if ra, err := strconv.Atoi(h.Get("Retry-After")); err != nil || ra < 1 {
-		t.Fatalf("Retry-After %q", h.Get("Retry-After"))
-	}
+	code, h, body = dispatch(alice, "fast")
+	wantHandlerBudget("in debt", code, h, body)
 	if n := calls.Load(); n != 0 {
 		t.Fatalf("%d handler calls on a refused dispatch", n)
 	}
-	_, err := (&moitessierhttp.Client{BaseURL: e.ts.URL, Token: alice}).Dispatch(ctxT(t), moitessierhttp.DispatchRequest{Scope: "job", Text: "x", Handlers: []string{"slow"}})
+	_, err := (&moitessierhttp.Client{BaseURL: e.ts.URL, Token: alice}).Dispatch(ctxT(t), moitessierhttp.DispatchRequest{Scope: "job", Text: "x", Handlers: []string{"fast"}})
 	var he *moitessierhttp.Error
 	if !errors.As(err, &he) || !errors.Is(err, moitessierhttp.ErrHandlerBudget) || errors.Is(err, moitessierhttp.ErrRateLimited) || he.RetryAfter < time.Second {
 		t.Fatalf("client error %v, want ErrHandlerBudget with a Retry-After", err)
 	}
-	if n := e.srv.Metrics().Snapshot().RateLimited; n != 2 {
-		t.Fatalf("moitessier_rate_limited_total %d, want the 2 refusals", n)
+	if n := e.srv.Metrics().Snapshot().RateLimited; n != 3 {
+		t.Fatalf("moitessier_rate_limited_total %d, want the 3 refusals", n)
 	}
 	// Without handlers alice may dispatch; bob has a bucket of his own.
-	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, `{"scope":"job","text":"x"}`, "Content-Type", "application/json"); code != http.StatusOK {
+	if code, _, body := dispatch(alice, ""); code != http.StatusOK {
 		t.Fatalf("alice without handlers: %d %s", code, body)
 	}
-	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", bob, withHandler, "Content-Type", "application/json"); code != http.StatusOK {
+	if code, _, body := dispatch(bob, "fast"); code != http.StatusOK {
 		t.Fatalf("bob: %d %s", code, body)
 	}
-	// The debt (50 ms) is repaid at 100 ms a second: after a second alice
-	// may use handlers again.
-	advance(time.Second)
-	if code, _, body := do(t, "POST", e.ts.URL+"/v1/dispatch", alice, withHandler, "Content-Type", "application/json"); code != http.StatusOK {
+	// The debt (about 50 ms) is repaid at 100 ms a second: after two
+	// seconds alice may use handlers again.
+	advance(2 * time.Second)
+	if code, _, body := dispatch(alice, "fast"); code != http.StatusOK {
 		t.Fatalf("alice after the bucket refilled: %d %s", code, body)
 	}
 }

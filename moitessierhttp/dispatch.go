@@ -2,10 +2,12 @@ package moitessierhttp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/likestripes/moitessier"
 )
@@ -78,19 +80,47 @@ func (s *Server) allowDispatch(c *Claims) error {
 	return nil
 }
 
-// allowHandlers refuses, with a *RateLimitError wrapping ErrHandlerBudget,
-// a dispatch naming handlers while the person's handler time
-// (Config.HandlerTimeRate) is used up. What the handlers take is charged
-// after the dispatch, from Dispatched.HandlerTime.
-func (s *Server) allowHandlers(c *Claims) error {
-	if s.handlerTime == nil {
-		return nil
+// minHandlerShare is the least handler time a dispatch naming handlers is
+// given; a person whose bucket cannot give it is refused.
+const minHandlerShare = 10 * time.Millisecond
+
+// reserveHandlerTime takes the handler time a dispatch naming handlers may
+// use from its sender's bucket (Config.HandlerTimeRate): half of what the
+// bucket holds, at most the hub's HandlerBudget. Below minHandlerShare (or
+// the HandlerBudget, if smaller) it refuses with a *RateLimitError
+// wrapping ErrHandlerBudget.
+func (s *Server) reserveHandlerTime(c *Claims) (time.Duration, error) {
+	most := s.hub.Options().HandlerBudget
+	if most < 0 {
+		most = s.cfg.HandlerTimeBurst
 	}
-	if ok, wait := s.handlerTime.positive(c.Subject, s.cfg.Now()); !ok {
+	got, wait := s.handlerTime.reserve(c.Subject, s.cfg.Now(), most.Seconds(), min(minHandlerShare, most).Seconds())
+	if got == 0 {
 		s.metrics.rateLimited.Add(1)
-		return &RateLimitError{RetryAfter: wait, Limit: ErrHandlerBudget}
+		return 0, &RateLimitError{RetryAfter: wait, Limit: ErrHandlerBudget}
 	}
-	return nil
+	return time.Duration(got * float64(time.Second)), nil
+}
+
+// settleHandlerTime gives back to the sender's bucket what the dispatch
+// did not use of its share (a handler that overran it costs the excess),
+// and turns a dispatch that ran out of a share smaller than the hub's
+// HandlerBudget into a *RateLimitError wrapping ErrHandlerBudget: with
+// the whole budget it might have succeeded, so it is one to retry later,
+// when the bucket holds enough for it.
+func (s *Server) settleHandlerTime(c *Claims, share, used time.Duration, err error) error {
+	now := s.cfg.Now()
+	s.handlerTime.give(c.Subject, (share - used).Seconds(), now)
+	full := s.hub.Options().HandlerBudget
+	if err == nil || !errors.Is(err, moitessier.ErrBudgetExceeded) || (full >= 0 && share >= full) {
+		return err
+	}
+	need := min(2*full, s.cfg.HandlerTimeBurst)
+	if full < 0 {
+		need = s.cfg.HandlerTimeBurst
+	}
+	s.metrics.rateLimited.Add(1)
+	return fmt.Errorf("%w: %w", &RateLimitError{RetryAfter: s.handlerTime.waitFor(c.Subject, need.Seconds(), now), Limit: ErrHandlerBudget}, err)
 }
 
 // dispatchAllowed is dispatch once allowDispatch let it through.
@@ -131,14 +161,17 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 	if req.IdempotencyKey != "" {
 		opts = append(opts, moitessier.IdempotencyKey(req.IdempotencyKey))
 	}
-	if len(req.Handlers) > 0 {
-		if err := s.allowHandlers(c); err != nil {
+	var share time.Duration
+	if len(req.Handlers) > 0 && s.handlerTime != nil {
+		var err error
+		if share, err = s.reserveHandlerTime(c); err != nil {
 			return DispatchResult{}, err
 		}
+		opts = append(opts, moitessier.Budget(share))
 	}
 	d, err := s.hub.Dispatch(ctx, c.Subject, req.Scope, req.Text, opts...)
-	if s.handlerTime != nil {
-		s.handlerTime.charge(c.Subject, d.HandlerTime.Seconds(), s.cfg.Now())
+	if share > 0 {
+		err = s.settleHandlerTime(c, share, d.HandlerTime, err)
 	}
 	if err != nil {
 		return DispatchResult{}, err

@@ -6,9 +6,10 @@ import (
 )
 
 // limiter is a token bucket per person: rate tokens a second, up to burst.
-// Dispatches take one token each (allow); handler time is charged after
-// the fact (charge) and may take a bucket below zero, a debt that allows
-// nothing until it is repaid (positive).
+// Dispatches take one token each (allow). Handler time is reserved before
+// a dispatch (reserve) and what it did not use given back after (give); a
+// handler that overran its reservation takes the bucket below zero, a
+// debt that allows nothing until it is repaid.
 type limiter struct {
 	rate, burst float64
 
@@ -62,30 +63,41 @@ func (l *limiter) wait(b *bucket, need float64) time.Duration {
 	return max(wait, time.Millisecond)
 }
 
-// positive reports whether person's bucket holds anything (is not in
-// debt), or says how long until it will; it takes nothing.
-func (l *limiter) positive(person string, now time.Time) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.refill(person, now)
-	if b.tokens > 0 {
-		return true, 0
-	}
-	return false, l.wait(b, 0)
-}
-
-// charge takes cost tokens from person's bucket, into debt if need be.
-func (l *limiter) charge(person string, cost float64, now time.Time) {
-	if cost <= 0 {
-		return
-	}
+// reserve takes from person's bucket half of what it holds, at most most,
+// and returns it; if that would be less than least, it takes nothing and
+// says how long until it would not be. Halving lets a person's concurrent
+// dispatches all run, on ever smaller shares, while what they hold
+// together never passes what the bucket held.
+func (l *limiter) reserve(person string, now time.Time, most, least float64) (float64, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.calls++
 	if l.calls%4096 == 0 {
 		l.sweep(now)
 	}
-	l.refill(person, now).tokens -= cost
+	b := l.refill(person, now)
+	got := min(most, b.tokens/2)
+	if got < least {
+		return 0, l.wait(b, 2*least)
+	}
+	b.tokens -= got
+	return got, 0
+}
+
+// give puts v back into person's bucket, up to burst; a negative v takes
+// more, into debt if need be.
+func (l *limiter) give(person string, v float64, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.refill(person, now)
+	b.tokens = min(l.burst, b.tokens+v)
+}
+
+// waitFor says how long until person's bucket holds need.
+func (l *limiter) waitFor(person string, need float64, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.wait(l.refill(person, now), need)
 }
 
 // sweep forgets the buckets that have refilled: they are as good as new.

@@ -55,20 +55,23 @@ type Config struct {
 	// HandlerTimeRate is how much handler time (the wall time of the
 	// handler calls of a person's dispatches, moitessier.Dispatched's
 	// HandlerTime) one person may use per second on average, counted in
-	// this process: a token bucket of time, charged after each dispatch
-	// with what its handlers took. While a person's bucket is empty, a
-	// dispatch of theirs that names handlers gets 429 handler_budget
-	// with Retry-After, before any handler runs; one that names none is
-	// not affected. Default [DefaultHandlerTimeRate], 250 ms a second (a
-	// quarter of a core, on a machine of several, while handlers that
-	// compute a message take microseconds); negative: no limit.
+	// this process: a token bucket of time. A dispatch that names
+	// handlers takes half of what its sender's bucket holds, at most the
+	// hub's HandlerBudget, as its own budget (moitessier.Budget), and
+	// gives back what its handlers did not use; so a person's concurrent
+	// dispatches together never hold more than the bucket. When the half
+	// is under 10 ms, the dispatch gets 429 handler_budget with
+	// Retry-After before any handler runs; one that runs out of a share
+	// smaller than HandlerBudget gets the same (with the whole budget it
+	// might have succeeded). A dispatch that names no handler is not
+	// affected. Default [DefaultHandlerTimeRate], 250 ms a second (a
+	// quarter of a core, while handlers that compute a message take
+	// microseconds); negative: no limit.
 	HandlerTimeRate time.Duration
-	// HandlerTimeBurst is how much handler time a person may use at once
-	// above HandlerTimeRate. Default [DefaultHandlerTimeBurst], 2 s: one
-	// dispatch that spends the hub's whole default HandlerBudget.
-	// Dispatches that start while the bucket is not empty all run, so
-	// concurrent ones can overdraw it; the person then waits until it is
-	// repaid, which keeps the average at the rate.
+	// HandlerTimeBurst is the bucket's size: the most handler time a
+	// person may use at once. Default [DefaultHandlerTimeBurst], 4 s, so
+	// that a dispatch finding the bucket full gets the hub's whole default
+	// HandlerBudget (2 s). At least 20 ms.
 	HandlerTimeBurst time.Duration
 
 	// Heartbeat is how often an idle SSE stream gets a comment line and a
@@ -141,7 +144,7 @@ const DefaultDispatchRate = 50
 // Config.HandlerTimeBurst).
 const (
 	DefaultHandlerTimeRate  = 250 * time.Millisecond
-	DefaultHandlerTimeBurst = 2 * time.Second
+	DefaultHandlerTimeBurst = 4 * time.Second
 )
 
 // DefaultConfig returns the Config that New uses for zero fields: every
@@ -211,6 +214,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
 	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.HandlerTimeBurst < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
+	case c.HandlerTimeRate > 0 && c.HandlerTimeBurst < 2*minHandlerShare:
+		return fmt.Errorf("config: %w: HandlerTimeBurst under %v", moitessier.ErrInvalidArgument, 2*minHandlerShare)
 	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0:
 		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)
 	case c.PollTimeout > c.MaxPollTimeout:
