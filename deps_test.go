@@ -22,15 +22,13 @@ var depFamilies = map[string][]string{
 	"http transport":   {"github.com/coder/websocket", "github.com/golang-jwt/"},
 	"browser driver":   {"github.com/chromedp/"},
 	"test helper":      {"go.uber.org/goleak", "github.com/stretchr/"},
-	"ordered tree":     {"github.com/google/btree"},
 }
 
 const modulePath = "github.com/likestripes/moitessier"
 
 // TestDependencies checks what each package of the library pulls into a
 // program that imports it (go list -deps, tests excluded): the domain
-// package nothing outside the standard library, the memory store only a
-// B-tree, each
+// package and the memory store nothing outside the standard library, each
 // store only its own database's client, the HTTP transport no store, and
 // nothing of the library the browser driver of the demo page's test, which
 // lives in a module of its own. It also checks that the library module's
@@ -48,15 +46,13 @@ func TestDependencies(t *testing.T) {
 		allowed []string // families allowed
 	}{
 		{pkg: "", stdOnly: true},
-		// The memory store keeps subscribers in a B-tree, so that a page of
-		// read state costs O(log n + page).
-		{pkg: "memstore", allowed: []string{"ordered tree"}},
+		{pkg: "memstore", stdOnly: true},
 		{pkg: "storetest", stdOnly: true},
 		{pkg: "sqlite", allowed: []string{"sqlite driver"}},
 		{pkg: "postgres", allowed: []string{"postgres driver"}},
 		{pkg: "clouddatastore", allowed: []string{"datastore client"}},
 		{pkg: "moitessierhttp", allowed: []string{"http transport"}},
-		{pkg: "cmd/moitessier", allowed: []string{"sqlite driver", "postgres driver", "datastore client", "http transport", "ordered tree"}},
+		{pkg: "cmd/moitessier", allowed: []string{"sqlite driver", "postgres driver", "datastore client", "http transport"}},
 	}
 	var args []string
 	for _, tt := range tests {
