@@ -9,20 +9,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/likestripes/moitessier"
-	"github.com/likestripes/moitessier/internal/countstore"
 	"github.com/likestripes/moitessier/internal/hubload"
+	"github.com/likestripes/moitessier/internal/workload"
 )
 
 const benchDescription = `
@@ -342,49 +338,6 @@ func randomHex(n int) string {
 
 const msgBytes = hubload.TextBytes
 
-// textAt is a 100-byte message that carries its send time.
-func textAt(t time.Time) string { return hubload.Text(t) }
-
-func sentAt(text string) time.Time { return hubload.SentAt(text) }
-
-// recorder checks one subscriber's deliveries and records their latencies.
-type recorder struct {
-	next  moitessier.Cursor
-	lat   []time.Duration
-	bad   atomic.Int64
-	last  atomic.Int64 // unix nanos of the last delivery
-	count atomic.Int64
-	want  int64
-	done  chan struct{}
-	once  sync.Once
-}
-
-func newRecorder(want int) *recorder {
-	r := &recorder{next: 1, lat: make([]time.Duration, 0, want), want: int64(want), done: make(chan struct{})}
-	if want == 0 {
-		close(r.done)
-	}
-	return r
-}
-
-func (r *recorder) respond(ctx context.Context, msgs []moitessier.Message) error {
-	now := time.Now()
-	for i := range msgs {
-		m := &msgs[i]
-		if m.Seq != r.next {
-			r.bad.Add(1)
-			continue
-		}
-		r.next++
-		r.lat = append(r.lat, now.Sub(sentAt(m.Text)))
-	}
-	r.last.Store(now.UnixNano())
-	if r.count.Add(int64(len(msgs))) >= r.want {
-		r.once.Do(func() { close(r.done) })
-	}
-	return nil
-}
-
 // summarize computes a result from the recorders' latencies.
 func summarize(res *BenchResult, start time.Time, end int64, lat []time.Duration, bad int64) error {
 	if bad > 0 {
@@ -472,55 +425,28 @@ func (c *benchConfig) progressLine(name string, delivered func() int64, total in
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
-func benchHub(st moitessier.Store) (*moitessier.Hub, error) {
-	// The workloads make thousands of listeners as one person: no quota.
-	return moitessier.New(st, moitessier.Options{GCInterval: -1, Quota: moitessier.Quota{Listeners: -1, Handlers: -1, Shared: -1, Subscriptions: -1}})
+// hooks are the library workloads' progress line and CPU profile.
+func (c *benchConfig) hooks(name string) (workload.Hooks, func()) {
+	stopProfile := func() {}
+	h := workload.Hooks{
+		Start: func() { stopProfile = profileCPU() },
+		Progress: func(delivered func() int64, total int64) func() {
+			return c.progressLine(name, delivered, total)
+		},
+	}
+	return h, func() { stopProfile() }
 }
 
-// listenAll runs one ListenUntil per listener; stop ends them.
-func listenAll(ls []*moitessier.Listener, recs []*recorder) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i, l := range ls {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _ = l.ListenUntil(ctx, nil, recs[i].respond, 0, 0, 0)
-		}()
-	}
-	return func() { cancel(); wg.Wait() }
+// libraryResult fills res from a library workload's result.
+func libraryResult(res *BenchResult, r workload.Result) {
+	res.Deliveries = r.Deliveries
+	res.MsgsPerS = r.MsgsPerSecond()
+	res.DispatchesPerS = r.PerSecond(res.Messages)
+	res.P50ms, res.P99ms = r.Percentile(0.50), r.Percentile(0.99)
+	res.Seconds = max(r.Wall.Seconds(), 1e-9)
 }
 
-// waitAll waits for every recorder, or fails after a time without progress.
-func waitAll(ctx context.Context, recs []*recorder) error {
-	var total func() int64 = func() int64 {
-		var s int64
-		for _, r := range recs {
-			s += r.count.Load()
-		}
-		return s
-	}
-	last, lastT := total(), time.Now()
-	for _, r := range recs {
-		for {
-			select {
-			case <-r.done:
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Second):
-				if n := total(); n != last {
-					last, lastT = n, time.Now()
-				} else if time.Since(lastT) > 30*time.Second {
-					return fmt.Errorf("no delivery for 30 s: %d of %d delivered", n, int64(len(recs))*r.want)
-				}
-				continue
-			}
-			break
-		}
-	}
-	return nil
-}
-
+// fanout runs fanout-N and dispatch-8 (see workload.Fanout).
 func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers, n int) (BenchResult, error) {
 	res := BenchResult{Workload: name, Store: c.storeName, Listeners: subs, Messages: n}
 	st, cleanup, err := c.newStore(ctx, name)
@@ -528,78 +454,17 @@ func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers
 		return res, err
 	}
 	defer cleanup()
-	hub, err := benchHub(st.Store)
+	hooks, stop := c.hooks(name)
+	defer stop()
+	r, err := workload.Fanout(ctx, st.Store, subs, dispatchers, n, c.window, hooks)
 	if err != nil {
 		return res, err
 	}
-	defer hub.Close()
-	ls := make([]*moitessier.Listener, subs)
-	recs := make([]*recorder, subs)
-	for i := range ls {
-		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: "bench", Client: strconv.Itoa(i), Type: moitessier.Shared, Scope: "bench.fanout"}); err != nil {
-			return res, err
-		}
-		recs[i] = newRecorder(n)
-	}
-	stopListen := listenAll(ls, recs)
-	defer stopListen()
-	delivered := func() int64 {
-		var s int64
-		for _, r := range recs {
-			s += r.count.Load()
-		}
-		return s
-	}
-	stopProgress := c.progressLine(name, delivered, int64(n*subs))
-	defer stopProgress()
-	defer profileCPU()()
-	lowest := func() int64 {
-		low := int64(n)
-		for _, r := range recs {
-			low = min(low, r.count.Load())
-		}
-		return low
-	}
-	start := time.Now()
-	var wg sync.WaitGroup
-	var sent atomic.Int64
-	errc := make(chan error, dispatchers)
-	for d := range dispatchers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := d; i < n; i += dispatchers {
-				if k := sent.Add(1); c.window > 0 && k%16 == 0 {
-					for k-lowest() > int64(c.window) && ctx.Err() == nil {
-						time.Sleep(20 * time.Microsecond)
-					}
-				}
-				if _, err := hub.Dispatch(ctx, "bench", "bench.fanout", textAt(time.Now())); err != nil {
-					errc <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
-		return res, err
-	}
-	if err := waitAll(ctx, recs); err != nil {
-		return res, err
-	}
-	var end int64
-	var lat []time.Duration
-	var bad int64
-	for _, r := range recs {
-		end = max(end, r.last.Load())
-		lat = append(lat, r.lat...)
-		bad += r.bad.Load()
-	}
-	return res, summarize(&res, start, end, lat, bad)
+	libraryResult(&res, r)
+	return res, nil
 }
 
+// scopes runs scopes-10k (see workload.Scopes).
 func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (BenchResult, error) {
 	res := BenchResult{Workload: name, Store: c.storeName, Listeners: scopes, Messages: n}
 	st, cleanup, err := c.newStore(ctx, name)
@@ -607,61 +472,17 @@ func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (B
 		return res, err
 	}
 	defer cleanup()
-	hub, err := benchHub(st.Store)
+	hooks, stop := c.hooks(name)
+	defer stop()
+	r, err := workload.Scopes(ctx, st.Store, scopes, n, c.window, hooks)
 	if err != nil {
 		return res, err
 	}
-	defer hub.Close()
-	ls := make([]*moitessier.Listener, scopes)
-	recs := make([]*recorder, scopes)
-	names := make([]string, scopes)
-	for i := range ls {
-		names[i] = "bench.scope." + strconv.Itoa(i)
-		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: "bench", Type: moitessier.Shared, Scope: names[i]}); err != nil {
-			return res, err
-		}
-		want := n / scopes
-		if i < n%scopes {
-			want++
-		}
-		recs[i] = newRecorder(want)
-	}
-	stopListen := listenAll(ls, recs)
-	defer stopListen()
-	delivered := func() int64 {
-		var s int64
-		for _, r := range recs {
-			s += r.count.Load()
-		}
-		return s
-	}
-	stopProgress := c.progressLine(name, delivered, int64(n))
-	defer stopProgress()
-	start := time.Now()
-	for i := range n {
-		if c.window > 0 && i%256 == 0 {
-			for int64(i)-delivered() > 4*int64(c.window) && ctx.Err() == nil {
-				time.Sleep(20 * time.Microsecond)
-			}
-		}
-		if _, err := hub.Dispatch(ctx, "bench", names[i%scopes], textAt(time.Now())); err != nil {
-			return res, err
-		}
-	}
-	if err := waitAll(ctx, recs); err != nil {
-		return res, err
-	}
-	var end int64
-	var lat []time.Duration
-	var bad int64
-	for _, r := range recs {
-		end = max(end, r.last.Load())
-		lat = append(lat, r.lat...)
-		bad += r.bad.Load()
-	}
-	return res, summarize(&res, start, end, lat, bad)
+	libraryResult(&res, r)
+	return res, nil
 }
 
+// idleWorkload runs idle-10k (see workload.Idle).
 func (c *benchConfig) idleWorkload(ctx context.Context, name string, n int) (BenchResult, error) {
 	res := BenchResult{Workload: name, Store: c.storeName, Listeners: n}
 	st, cleanup, err := c.newStore(ctx, name)
@@ -669,40 +490,15 @@ func (c *benchConfig) idleWorkload(ctx context.Context, name string, n int) (Ben
 		return res, err
 	}
 	defer cleanup()
-	s, calls := countstore.Wrap(st.Store)
-	hub, err := benchHub(s)
+	hooks := workload.Hooks{Progress: func(calls func() int64, _ int64) func() {
+		return c.progressLine(name+" (idle)", calls, 0)
+	}}
+	r, err := workload.Idle(ctx, st.Store, n, time.Second, c.idle, hooks)
 	if err != nil {
 		return res, err
 	}
-	defer hub.Close()
-	ls := make([]*moitessier.Listener, n)
-	recs := make([]*recorder, n)
-	for i := range ls {
-		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: "bench", Type: moitessier.Shared, Scope: "idle." + strconv.Itoa(i)}); err != nil {
-			return res, err
-		}
-		recs[i] = newRecorder(1)
-	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	stop := listenAll(ls, recs)
-	defer stop()
-	time.Sleep(time.Second) // let every ListenUntil reach its wait
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	calls0 := calls.Load()
-	stopProgress := c.progressLine(name+" (idle)", func() int64 { return calls.Load() - calls0 }, 0)
-	select {
-	case <-time.After(c.idle):
-	case <-ctx.Done():
-		stopProgress()
-		return res, ctx.Err()
-	}
-	stopProgress()
-	q := float64(calls.Load()-calls0) / c.idle.Seconds()
-	res.QueriesPerS = &q
-	res.HeapPerLisnr = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)+int64(after.StackInuse)-int64(before.StackInuse)) / float64(n)
+	res.QueriesPerS = &r.QueriesPerSecond
+	res.HeapPerLisnr = r.HeapPerListener + r.StackPerListener
 	res.Seconds = c.idle.Seconds()
 	return res, nil
 }
