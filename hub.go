@@ -143,7 +143,8 @@ type Hooks struct {
 // resume in the same hub starts after what it acknowledged, so only a crash
 // re-delivers up to a second of messages; and long enough: with 10 000 SSE
 // streams on SQLite, saving every 100 ms made each save an update of up to
-// 10 000 rows and halved the delivery rate.
+// 10 000 rows and cost much of the delivery rate (see the README's
+// benchmark section).
 const DefaultAckInterval = time.Second
 
 // DefaultOptions returns the Options that New uses for zero fields: every

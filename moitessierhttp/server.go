@@ -92,10 +92,10 @@ type Config struct {
 	// and latency grows with the backlog; batching bounds the writes. A
 	// stream that has not written within the interval writes at once.
 	// Default 0: 15 µs per open SSE stream or WebSocket, at most 150 ms
-	// (1.5 ms with 100 streams, 150 ms with 10 000): a write to a stream
-	// costs about 10 µs of processor time, most of it in the kernel, so
-	// the streams then take at most about two thirds of a core; under
-	// 1 ms, no wait. Negative: no wait.
+	// (1.5 ms with 100 streams, 150 ms with 10 000), chosen from the cost
+	// of a write to a stream (see the README's benchmark section) so that
+	// the streams take at most about two thirds of a core; under 1 ms, no
+	// wait. Negative: no wait.
 	SSEBatchInterval time.Duration
 	// BodyTimeout bounds the time a request body may take to arrive, from
 	// when the server starts reading it (after the token is checked): a

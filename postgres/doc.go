@@ -53,28 +53,27 @@
 // Append is one SQL statement whatever the number of entries: the entries
 // travel as arrays, unnest turns them into rows, one UPDATE raises every
 // head, one INSERT writes every message, and pg_notify sends the new heads
-// — one round trip, atomic without an explicit transaction. Measured with
-// BenchmarkFanOutStrategies (100 listeners, 100-byte texts, one writer, on
-// a shared two-core machine), the single statement wrote a dispatch in
-// 4.7 ms, a statement per entry pipelined in a pgx.Batch inside a
-// transaction in 6.1 ms, and a statement per entry, one round trip each,
-// in 23.5 ms.
+// — one round trip, atomic without an explicit transaction. It is the
+// fastest of the strategies BenchmarkFanOutStrategies compares (a
+// statement per entry pipelined in a pgx.Batch inside a transaction, a
+// statement per entry with one round trip each); the figures are in the
+// README's benchmark section.
 //
 // We chose a row per message over storing a dispatch once and fanning out
 // on read: the per-listener sequence must be stored for every listener
 // anyway (the head update and an index entry per delivery), and rows that
 // referenced a shared dispatch instead of holding its scope, sender and
-// dispatch id inserted only about 15% faster in a bulk-insert measurement,
-// while every read would need a join.
+// dispatch id inserted only a little faster in a bulk-insert measurement
+// (see the README's benchmark section), while every read would need a
+// join.
 //
 // Concurrent Appends of one store are combined (see [Config.Writers] and
 // [Config.MaxCombine]): while Writers statements are running, further
 // Appends queue, and the next statement carries all of them, committed
 // once. This matters because appends to one listener are serial until each
-// commit is flushed: eight writers appending single messages to one
-// listener went from about 430 to about 2 300 appends/s with combining
-// (two writers, before statements were planned once), and to about 13 500
-// with one writer and generic plans.
+// commit is flushed: with combining, eight writers appending single
+// messages to one listener append several times faster (figures in the
+// README's benchmark section).
 // An idle store sends a batch at once, so combining adds no latency.
 // Batches with an idempotency key, and [Store.AppendTx], are not combined.
 //
@@ -149,8 +148,9 @@
 // messages for free, but retention here is also per listener (MaxCount) and
 // per listener deletion, which partitions do not help, and the primary key
 // (listener, seq) would have to include the partition key. The B-tree on
-// created_ns costs about 20% on bulk inserts; a BRIN index costs 2% but
-// stays selective only while rows are stored in time order, which stops
-// being true once deleted space is reused; a batch of 1 000 old messages
-// takes about 2 ms to delete through the B-tree.
+// created_ns costs bulk inserts more than a BRIN index would, but a BRIN
+// index stays selective only while rows are stored in time order, which
+// stops being true once deleted space is reused; deleting a batch of old
+// messages through the B-tree is cheap (figures in the README's benchmark
+// section).
 package postgres

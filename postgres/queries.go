@@ -139,7 +139,8 @@ func buildQueries(schema string) queries {
 		// in one payload, which saves the chunking. appendSingle is
 		// appendOne for one listener: its UPDATE locks the one row, so the
 		// separate locking step, there to take several rows' locks in id
-		// order, is left out (about 25 µs of a 290 µs append).
+		// order, is left out (what that saves is in the README's benchmark
+		// section).
 		appendOne: "", appendSingle: "",
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window

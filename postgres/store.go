@@ -37,8 +37,9 @@ type Config struct {
 	// does not close it. A pool the store opens sets plan_cache_mode to
 	// force_generic_plan on its connections (unless the DSN sets it): the
 	// store's statements are prepared once, and without it PostgreSQL
-	// plans the append statement anew at every execution, which took about
-	// 0.25 ms of a 0.6 ms single-message append here. Do the same on a pool
+	// plans the append statement anew at every execution, a large part of
+	// a single-message append (see the README's benchmark section). Do the
+	// same on a pool
 	// of your own (RuntimeParams, or options=-c plan_cache_mode=… in its
 	// DSN) if nothing else on it needs custom plans. The setting is a
 	// startup parameter, which PgBouncer refuses unless it is listed in its
