@@ -130,8 +130,8 @@ type Retention struct {
 type Hooks struct {
 	// Created is called when NewListener stores a new listener.
 	Created func(ctx context.Context, l ListenerInfo)
-	// Emptied is called when Listener.Close removed the last subscriber and
-	// so deleted the listener.
+	// Emptied is called when Listener.Close or Hub.Leave removed the last
+	// subscriber and so deleted the listener.
 	Emptied func(ctx context.Context, l ListenerInfo)
 	// Expired is called when GC deleted a listener whose last subscriber's
 	// lease ended.
@@ -782,6 +782,36 @@ func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, e
 		return nil, fmt.Errorf("open listener %s: %w", id, err)
 	}
 	return l, nil
+}
+
+// Leave removes person (with client) as a subscriber of listener id, as
+// Listener.Close does for a handle, without making one: a transport that
+// serves "stop being a subscriber" need not join the listener (renewing a
+// lease it is about to end) only to leave it. When it was the last
+// subscriber, the listener and its messages are deleted, running
+// ListenUntil calls on it in this hub return ErrClosed, and Hooks.Emptied
+// is called. It returns an error wrapping ErrNotFound if there is no such
+// listener or subscriber. It checks no ownership beyond that: a subscriber
+// leaves as itself.
+func (h *Hub) Leave(ctx context.Context, id, person, client string) error {
+	if err := h.checkOpen("leave"); err != nil {
+		return err
+	}
+	info, err := h.store.Listener(ctx, id)
+	if err != nil {
+		return fmt.Errorf("leave %s: %w", id, err)
+	}
+	deleted, err := h.store.Leave(ctx, id, person, client)
+	if err != nil {
+		return fmt.Errorf("leave %s: %w", id, err)
+	}
+	if deleted {
+		h.dropLive(id)
+		if h.opts.Hooks.Emptied != nil {
+			h.opts.Hooks.Emptied(ctx, info)
+		}
+	}
+	return nil
 }
 
 // Options returns the hub's options, with every default filled in, so

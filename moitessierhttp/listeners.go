@@ -220,11 +220,7 @@ func (s *Server) serveLeave(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("listener %s: subscriber %q: %w", info.ID, c.Subject, moitessier.ErrNotFound))
 		return
 	}
-	l, err := s.hub.Open(r.Context(), info.ID, c.Subject, client)
-	if err == nil {
-		err = l.Close(r.Context())
-	}
-	if err != nil {
+	if err := s.hub.Leave(r.Context(), info.ID, c.Subject, client); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -1,0 +1,91 @@
+package moitessier_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/countstore"
+	"github.com/likestripes/moitessier/memstore"
+)
+
+// TestHubLeave: Hub.Leave removes one subscriber without a handle and
+// without joining (no Store.Join); the last one out deletes the listener,
+// ends its running ListenUntil calls with ErrClosed and calls
+// Hooks.Emptied; an unknown subscriber or listener is ErrNotFound.
+func TestHubLeave(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var emptied []string
+	store, calls := countstore.Wrap(memstore.New())
+	hub, err := moitessier.New(store, moitessier.Options{GCInterval: -1, Hooks: moitessier.Hooks{
+		Emptied: func(_ context.Context, l moitessier.ListenerInfo) { emptied = append(emptied, l.ID) },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	cond := moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room.leave"}
+	la, err := hub.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cond.Person = "bob"
+	if _, err := hub.NewListener(ctx, cond); err != nil {
+		t.Fatal(err)
+	}
+	listening := make(chan error, 1)
+	go func() {
+		_, err := la.ListenUntil(ctx, nil, func(context.Context, []moitessier.Message) error { return nil }, moitessier.Resume, 0, 0)
+		listening <- err
+	}()
+	for hub.Stats().Listening == 0 {
+		time.Sleep(time.Millisecond)
+	}
+
+	if err := hub.Leave(ctx, la.ID(), "carol", ""); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Leave of a non-subscriber: %v, want ErrNotFound", err)
+	}
+	if err := hub.Leave(ctx, "no-such-listener", "alice", ""); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Leave of a missing listener: %v, want ErrNotFound", err)
+	}
+	before := calls.Load()
+	if err := hub.Leave(ctx, la.ID(), "bob", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load() - before; got != 2 {
+		t.Errorf("Leave made %d store calls, want 2 (Listener, Leave): no join", got)
+	}
+	subs, err := hub.Subscribers(ctx, la.ID())
+	if err != nil || len(subs) != 1 || subs[0].Person != "alice" {
+		t.Fatalf("after bob left: %+v, %v; want alice alone", subs, err)
+	}
+	if len(emptied) != 0 {
+		t.Fatalf("Emptied called for %v while alice remains", emptied)
+	}
+
+	if err := hub.Leave(ctx, la.ID(), "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hub.Info(ctx, la.ID()); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Errorf("listener after the last subscriber left: %v, want ErrNotFound", err)
+	}
+	if len(emptied) != 1 || emptied[0] != la.ID() {
+		t.Errorf("Emptied called for %v, want [%s]", emptied, la.ID())
+	}
+	select {
+	case err := <-listening:
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Errorf("running ListenUntil returned %v, want ErrClosed", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("ListenUntil still running after its listener was deleted")
+	}
+
+	_ = hub.Close()
+	if err := hub.Leave(ctx, la.ID(), "alice", ""); !errors.Is(err, moitessier.ErrClosed) {
+		t.Errorf("Leave after Close: %v, want ErrClosed", err)
+	}
+}
