@@ -109,7 +109,7 @@ func TestMultiHub(t *testing.T) {
 		t.Skip("-short")
 	}
 	ns := newNamespace(t)
-	const each = 40
+	const each = 25
 	total := 2 * mhHubsPerProc * mhDispatchers * each
 	hubA := newHub(t, openStore(t, ns), moitessier.Options{})
 	hubB := newHub(t, openStore(t, ns), moitessier.Options{})

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/likestripes/moitessier"
@@ -260,9 +261,16 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 				return nil, fmt.Errorf("clouddatastore: %s: the emulator does not answer: %w", s.where, err)
 			}
 		}
-		opts := append([]option.ClientOption{
+		opts := []option.ClientOption{
 			option.WithGRPCDialOption(grpc.WithChainUnaryInterceptor(s.stats.intercept)),
-		}, cfg.ClientOptions...)
+		}
+		if emu != "" {
+			// The client pings every minute; the emulator allows one every
+			// five and answers more with GOAWAY "too_many_pings", which
+			// gRPC logs on every reconnection.
+			opts = append(opts, option.WithGRPCDialOption(grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 6 * time.Minute, Timeout: 20 * time.Second})))
+		}
+		opts = append(opts, cfg.ClientOptions...)
 		dbID := cfg.Database
 		if dbID == "(default)" {
 			dbID = ""
