@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 	"unicode/utf8"
+
+	"github.com/likestripes/moitessier/internal/live"
 )
 
 // HandlerFunc computes a Handler listener's message at dispatch time. It is
@@ -214,44 +216,16 @@ func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text stri
 	if err := ctx.Err(); err != nil {
 		return d, nil, false, fmt.Errorf("dispatch to %q: %w", scope, err)
 	}
-	held := h.hold(b)
-	defer unhold(held)
+	held := h.lives.Hold(len(b.Entries), func(i int) string { return b.Entries[i].Listener })
+	defer live.Unhold(held)
 	msgs, replayed, err = h.store.Append(ctx, b)
 	if err != nil {
 		return d, nil, false, fmt.Errorf("dispatch to %q: %w", scope, err)
 	}
 	if !replayed {
-		h.publish(msgs)
+		h.lives.Publish(msgs, h.opts.CacheSize)
 	}
 	return d, msgs, replayed, nil
-}
-
-// hold marks the batch's listeners that have local subscribers as being
-// appended to by this hub until unhold. A store's notification of the
-// append's commit can arrive before Append returns; while held, a listener
-// keeps such a head aside (see live.observe) rather than send its
-// subscribers to read from the store the messages publish is about to hand
-// them.
-func (h *Hub) hold(b *Batch) []*live {
-	h.livesMu.RLock()
-	defer h.livesMu.RUnlock()
-	if len(h.lives) == 0 {
-		return nil
-	}
-	var held []*live
-	for _, e := range b.Entries {
-		if lv := h.lives[e.Listener]; lv != nil {
-			lv.hold()
-			held = append(held, lv)
-		}
-	}
-	return held
-}
-
-func unhold(held []*live) {
-	for _, lv := range held {
-		lv.unhold()
-	}
 }
 
 // Prepare does the first half of Dispatch: it validates the dispatch, finds

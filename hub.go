@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/likestripes/moitessier/internal/live"
 )
 
 // Defaults of the Options that bound the handler chain of one dispatch.
@@ -240,8 +241,8 @@ type Hub struct {
 	opts  Options
 	log   *slog.Logger
 
-	livesMu sync.RWMutex
-	lives   map[string]*live
+	lives *live.Registry[Message] // caches of listeners with local subscribers
+	read  live.ReadFunc[Message]  // Store.Read, for the caches
 
 	subsMu    sync.Mutex
 	subs      map[subKey]*subState
@@ -306,9 +307,12 @@ func New(store Store, opts Options) (*Hub, error) {
 		store: store,
 		opts:  opts,
 		log:   opts.Logger,
-		lives: map[string]*live{},
+		lives: live.NewRegistry(messageSeq, messageListener),
 		subs:  map[subKey]*subState{},
 		stop:  stop,
+	}
+	h.read = func(ctx context.Context, id string, after uint64, limit int) ([]Message, error) {
+		return store.Read(ctx, id, Cursor(after), limit)
 	}
 	h.goLoop(ctx, opts.AckInterval, h.flush)
 	if opts.GCInterval > 0 {
@@ -376,11 +380,7 @@ func (h *Hub) shutdown(ctx context.Context, wait bool) error {
 	}
 	h.stop()
 	h.wg.Wait()
-	h.livesMu.Lock()
-	for _, lv := range h.lives {
-		lv.markGone()
-	}
-	h.livesMu.Unlock()
+	h.lives.Close()
 	// Polled, as http.Server.Shutdown polls its connections: from 1 ms,
 	// doubling up to 100 ms.
 	for pause := time.Millisecond; wait && h.listening.Load() > 0; pause = min(2*pause, 100*time.Millisecond) {
@@ -411,10 +411,7 @@ type Stats struct {
 
 // Stats returns the hub's counters.
 func (h *Hub) Stats() Stats {
-	h.livesMu.RLock()
-	live := len(h.lives)
-	h.livesMu.RUnlock()
-	return Stats{Listening: h.listening.Load(), Live: live, Dispatched: h.dispatched.Load(), Delivered: h.delivered.Load()}
+	return Stats{Listening: h.listening.Load(), Live: h.lives.Len(), Dispatched: h.dispatched.Load(), Delivered: h.delivered.Load()}
 }
 
 // Store returns the hub's store.
@@ -564,81 +561,8 @@ func (h *Hub) releaseSub(ctx context.Context, st *subState) error {
 	return nil
 }
 
-// acquireLive returns the cache entry of listener id, creating it. After
-// Close it returns nil: Close sets closed before it marks the entries gone
-// under livesMu, so no entry is created that Close would miss.
-func (h *Hub) acquireLive(id string) *live {
-	h.livesMu.Lock()
-	defer h.livesMu.Unlock()
-	if h.closed.Load() {
-		return nil
-	}
-	lv := h.lives[id]
-	if lv == nil {
-		lv = newLive(id)
-		h.lives[id] = lv
-	}
-	lv.refs++
-	lv.subs.Store(int32(lv.refs))
-	return lv
-}
-
-func (h *Hub) releaseLive(lv *live) {
-	h.livesMu.Lock()
-	defer h.livesMu.Unlock()
-	lv.refs--
-	lv.subs.Store(int32(lv.refs))
-	if lv.refs == 0 && h.lives[lv.id] == lv {
-		delete(h.lives, lv.id)
-	}
-}
-
-// replaceLive drops a cache entry that belongs to a deleted incarnation of
-// its listener, so that the next acquireLive makes a fresh one.
-func (h *Hub) replaceLive(lv *live) {
-	h.livesMu.Lock()
-	if h.lives[lv.id] == lv {
-		delete(h.lives, lv.id)
-	}
-	h.livesMu.Unlock()
-	lv.markGone()
-}
-
 // dropLive tells local subscribers of a deleted listener that it is gone.
-func (h *Hub) dropLive(id string) {
-	h.livesMu.Lock()
-	lv := h.lives[id]
-	delete(h.lives, id)
-	h.livesMu.Unlock()
-	if lv != nil {
-		lv.markGone()
-	}
-}
-
-// publish hands committed messages to local subscribers.
-func (h *Hub) publish(msgs []Message) {
-	if len(msgs) == 0 {
-		return
-	}
-	behind := false
-	h.livesMu.RLock()
-	for i := range msgs {
-		if lv := h.lives[msgs[i].Listener]; lv != nil {
-			behind = lv.add(msgs[i:i+1], h.opts.CacheSize) || behind
-		}
-	}
-	h.livesMu.RUnlock()
-	if behind {
-		// In-process subscribers of a listener are still busy with
-		// earlier messages: give them the processor before the next
-		// dispatch. The dispatcher never waits for a subscriber; it lets
-		// those that can run (not those blocked writing to a slow client)
-		// catch up, so that an in-memory dispatcher cannot outrun its
-		// subscribers by an ever-growing backlog, and they read from the
-		// cache, not the store.
-		runtime.Gosched()
-	}
-}
+func (h *Hub) dropLive(id string) { h.lives.Drop(id) }
 
 func (h *Hub) watch(ctx context.Context, w Watcher) {
 	for ctx.Err() == nil {
@@ -655,25 +579,14 @@ func (h *Hub) watch(ctx context.Context, w Watcher) {
 }
 
 func (h *Hub) observeHeads(heads []Head) {
-	h.livesMu.RLock()
-	defer h.livesMu.RUnlock()
-	for _, hd := range heads {
-		if lv := h.lives[hd.Listener]; lv != nil {
-			lv.observe(hd.Seq)
-		}
-	}
+	h.lives.Observe(len(heads), func(i int) (string, uint64) { return heads[i].Listener, uint64(heads[i].Seq) })
 }
 
 // catchUp re-reads the heads of listeners with local subscribers, in one
 // call, to cover a lost notification; a listener missing from the answer
 // was deleted elsewhere.
 func (h *Hub) catchUp(ctx context.Context, w Watcher) {
-	h.livesMu.RLock()
-	ids := make([]string, 0, len(h.lives))
-	for id := range h.lives {
-		ids = append(ids, id)
-	}
-	h.livesMu.RUnlock()
+	ids := h.lives.IDs()
 	if len(ids) == 0 {
 		return
 	}
@@ -858,3 +771,7 @@ func newDispatchID(now time.Time) string {
 	binary.BigEndian.PutUint32(b[8:], rand.Uint32())
 	return hex.EncodeToString(b[:])
 }
+
+// messageSeq and messageListener are how the live caches read a Message.
+func messageSeq(m *Message) uint64      { return uint64(m.Seq) }
+func messageListener(m *Message) string { return m.Listener }

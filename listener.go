@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/likestripes/moitessier/internal/live"
 )
 
 // CheckFunc is called by ListenUntil every interval: is the client still
@@ -247,7 +249,7 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 // uses less than about 1.2 KiB of stack (2 KiB less the runtime's reserve)
 // the runtime shrinks its stack to 4 KiB, most of what an idle subscriber
 // costs.
-func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, Cursor, error) {
+func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message], *subState, Cursor, error) {
 	if err := l.checkOpen("listen"); err != nil {
 		return nil, nil, since, err
 	}
@@ -257,14 +259,14 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, C
 	// head and read from the store. An entry left from a deleted incarnation
 	// of the listener (same ID, created again) is replaced.
 	var (
-		lv   *live
+		lv   *live.Cache[Message]
 		info ListenerInfo
 		sub  Subscriber
 		now  time.Time
 		err  error
 	)
 	for attempt := 0; ; attempt++ {
-		if lv = h.acquireLive(l.info.ID); lv == nil {
+		if lv = h.lives.Acquire(l.info.ID); lv == nil {
 			return nil, nil, since, fmt.Errorf("listen %s: hub: %w", l.info.ID, ErrClosed)
 		}
 		// One reading of the clock sets the lease and when to renew it.
@@ -278,16 +280,16 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, C
 			}
 			return nil
 		}); err != nil {
-			h.releaseLive(lv)
+			h.lives.Release(lv)
 			return nil, nil, since, err
 		}
-		if lv.bind(info.Created) || attempt == 2 {
+		if lv.Bind(info.Created) || attempt == 2 {
 			break
 		}
-		h.releaseLive(lv)
-		h.replaceLive(lv)
+		h.lives.Release(lv)
+		h.lives.Replace(lv)
 	}
-	lv.observe(info.Head)
+	lv.Observe(uint64(info.Head))
 	st := h.acquireSub(l, now)
 	cur := since
 	if since == Resume {
@@ -305,7 +307,7 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live, *subState, C
 // end undoes begin: it stops ListenUntil's ticker and timer (either may be
 // nil), saves the subscriber's position and releases the live entry. It
 // returns err, or the error of saving the position.
-func (l *Listener) end(ctx context.Context, lv *live, st *subState, tk *time.Ticker, dl *time.Timer, err error) error {
+func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *subState, tk *time.Ticker, dl *time.Timer, err error) error {
 	h := l.hub
 	if tk != nil {
 		tk.Stop()
@@ -317,7 +319,7 @@ func (l *Listener) end(ctx context.Context, lv *live, st *subState, tk *time.Tic
 		err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
 	}
 	h.listening.Add(-1)
-	h.releaseLive(lv)
+	h.lives.Release(lv)
 	return err
 }
 
@@ -325,26 +327,26 @@ func (l *Listener) end(ctx context.Context, lv *live, st *subState, tk *time.Tic
 // and advances *cur. It returns nil when it delivered something or moved
 // *cur (look again at once), or else the channel to wait on. It is apart
 // from ListenUntil to keep the frame that waits small (see begin).
-func (l *Listener) step(ctx context.Context, lv *live, st *subState, respond RespondFunc, cur *Cursor) (<-chan struct{}, error) {
+func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *subState, respond RespondFunc, cur *Cursor) (<-chan struct{}, error) {
 	h := l.hub
 	limit := h.opts.BatchLimit
-	msgs, wake, need, gone := lv.next(*cur, limit)
+	msgs, wake, need, gone := lv.Next(uint64(*cur), limit)
 	if gone {
 		return nil, l.closedErr()
 	}
 	if need {
 		var (
-			h0  Cursor
+			h0  uint64
 			err error
 		)
-		if msgs, h0, err = lv.fill(ctx, h.store, *cur, limit, h.opts.CacheSize); err != nil {
+		if msgs, h0, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); err != nil {
 			return nil, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 		}
 		if len(msgs) == 0 {
 			// What lay between cur and the head known before the read
 			// was removed by retention: move on to that head (a message
 			// committed during the read is above it, and comes next).
-			*cur = max64(*cur, h0)
+			*cur = max(*cur, Cursor(h0))
 			return nil, nil
 		}
 	}
@@ -380,13 +382,6 @@ func (l *Listener) argErr(noRespond bool) error {
 
 func (l *Listener) closedErr() error {
 	return fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
-}
-
-func max64(a, b Cursor) Cursor {
-	if a > b {
-		return a
-	}
-	return b
 }
 
 // Messages returns up to limit messages after since ([Resume]: after this

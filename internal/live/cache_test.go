@@ -1,4 +1,4 @@
-package moitessier
+package live
 
 import (
 	"context"
@@ -6,6 +6,21 @@ import (
 	"testing"
 	"time"
 )
+
+// Message is the message type of the tests: a listener and a sequence
+// number, as the hub's messages have.
+type Message struct {
+	Listener string
+	Seq      Cursor
+	Text     string
+}
+
+// Cursor is a sequence number, as the hub's Cursor.
+type Cursor = uint64
+
+func seqOf(m *Message) uint64           { return m.Seq }
+func listenerOf(m *Message) string      { return m.Listener }
+func newLive(id string) *Cache[Message] { return NewCache(id, seqOf) }
 
 // TestLiveOutOfOrder publishes committed messages in shuffled order, as
 // concurrent dispatchers do, and checks that the cache ends up holding them
@@ -24,9 +39,9 @@ func TestLiveOutOfOrder(t *testing.T) {
 			rand.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
 		}
 		for _, s := range seqs {
-			lv.add([]Message{{Listener: "l", Seq: s}}, 1024)
+			lv.Add([]Message{{Listener: "l", Seq: s}}, 1024)
 		}
-		msgs, _, need, _ := lv.next(0, n)
+		msgs, _, need, _ := lv.Next(0, n)
 		if need || len(msgs) != n {
 			t.Fatalf("round %d: need store %v, %d cached of %d (held %d)", round, need, len(msgs), n, len(lv.held))
 		}
@@ -42,22 +57,21 @@ func TestLiveOutOfOrder(t *testing.T) {
 // cache, so that readers are sent to the store instead of waiting forever.
 func TestLiveGapNeverFills(t *testing.T) {
 	lv := newLive("l")
-	lv.add([]Message{{Seq: 1}}, 1024)
+	lv.Add([]Message{{Seq: 1}}, 1024)
 	for s := Cursor(3); s < 3+maxHeld+1; s++ {
-		lv.add([]Message{{Seq: s}}, 1024)
+		lv.Add([]Message{{Seq: s}}, 1024)
 	}
-	if _, _, need, _ := lv.next(1, 10); !need {
+	if _, _, need, _ := lv.Next(1, 10); !need {
 		t.Fatal("a reader at 1 is not sent to the store for the missing 2")
 	}
-	if msgs, _, need, _ := lv.next(2, 10); need || len(msgs) == 0 || msgs[0].Seq != 3 {
+	if msgs, _, need, _ := lv.Next(2, 10); need || len(msgs) == 0 || msgs[0].Seq != 3 {
 		t.Fatalf("a reader at 2: need %v, %d messages", need, len(msgs))
 	}
 }
 
-// readCounter is a Store whose Read serves seqs 1..n of one listener and
-// counts its calls; nothing else is used.
+// readCounter is a store whose Read serves seqs 1..n of one listener and
+// counts its calls.
 type readCounter struct {
-	Store
 	n     Cursor
 	reads int
 }
@@ -77,13 +91,13 @@ func (r *readCounter) Read(_ context.Context, id string, after Cursor, limit int
 func TestLiveBehindShareReads(t *testing.T) {
 	lv := newLive("l")
 	st := &readCounter{n: 200}
-	lv.observe(200)
-	lv.add([]Message{{Listener: "l", Seq: 150}}, 1024) // the cache restarted at 150
+	lv.Observe(200)
+	lv.Add([]Message{{Listener: "l", Seq: 150}}, 1024) // the cache restarted at 150
 	for _, cur := range []Cursor{10, 10, 11, 40, 10} {
-		msgs, _, need, _ := lv.next(cur, 100)
+		msgs, _, need, _ := lv.Next(cur, 100)
 		if need {
 			var err error
-			if msgs, _, err = lv.fill(context.Background(), st, cur, 100, 1024); err != nil {
+			if msgs, _, err = lv.Fill(context.Background(), st.Read, cur, 100, 1024); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -111,12 +125,12 @@ func TestLiveBehind(t *testing.T) {
 	seq := Cursor(0)
 	add := func() bool {
 		seq++
-		return lv.add([]Message{{Listener: "l", Seq: seq}}, 1024)
+		return lv.Add([]Message{{Listener: "l", Seq: seq}}, 1024)
 	}
 	// Both wait: never behind.
 	for range 3 * yieldAfter {
-		lv.next(seq, 10)
-		lv.next(seq, 10)
+		lv.Next(seq, 10)
+		lv.Next(seq, 10)
 		if add() {
 			t.Fatalf("behind at %d with both subscribers waiting", seq)
 		}
@@ -124,7 +138,7 @@ func TestLiveBehind(t *testing.T) {
 	// One keeps up, the other is busy: behind every yieldAfter messages.
 	reports := 0
 	for range 3 * yieldAfter {
-		lv.next(seq, 10)
+		lv.Next(seq, 10)
 		if add() {
 			reports++
 		}
@@ -133,8 +147,8 @@ func TestLiveBehind(t *testing.T) {
 		t.Fatalf("%d reports in %d messages with one subscriber busy, want 3", reports, 3*yieldAfter)
 	}
 	// Both wait again: the count starts over.
-	lv.next(seq, 10)
-	lv.next(seq, 10)
+	lv.Next(seq, 10)
+	lv.Next(seq, 10)
 	if add() {
 		t.Fatal("behind after both caught up")
 	}
@@ -151,7 +165,7 @@ func TestLiveCoalesce(t *testing.T) {
 	wait := func(cur Cursor) <-chan struct{} {
 		var w <-chan struct{}
 		for range n {
-			_, w, _, _ = lv.next(cur, 10)
+			_, w, _, _ = lv.Next(cur, 10)
 		}
 		return w
 	}
@@ -164,12 +178,12 @@ func TestLiveCoalesce(t *testing.T) {
 		}
 	}
 	w := wait(0)
-	lv.add([]Message{{Listener: "l", Seq: 1}}, 1024)
+	lv.Add([]Message{{Listener: "l", Seq: 1}}, 1024)
 	if !closed(w) {
 		t.Fatal("the first message after a quiet spell did not wake the subscribers at once")
 	}
 	w = wait(1)
-	lv.add([]Message{{Listener: "l", Seq: 2}}, 1024)
+	lv.Add([]Message{{Listener: "l", Seq: 2}}, 1024)
 	if closed(w) {
 		t.Fatal("a message right after another woke 1 000 subscribers again at once")
 	}
@@ -178,21 +192,21 @@ func TestLiveCoalesce(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("the coalesced wake-up never came")
 	}
-	if msgs, _, need, _ := lv.next(1, 10); need || len(msgs) != 1 || msgs[0].Seq != 2 {
+	if msgs, _, need, _ := lv.Next(1, 10); need || len(msgs) != 1 || msgs[0].Seq != 2 {
 		t.Fatalf("after the wake-up: %d messages, need %v", len(msgs), need)
 	}
 	w = wait(2)
-	lv.add([]Message{{Listener: "l", Seq: 3}}, 1024)
-	lv.markGone()
+	lv.Add([]Message{{Listener: "l", Seq: 3}}, 1024)
+	lv.MarkGone()
 	if !closed(w) {
 		t.Fatal("deleting the listener did not wake its subscribers at once")
 	}
 	// Few subscribers are woken at once, always.
 	lv = newLive("m")
 	lv.subs.Store(2)
-	lv.add([]Message{{Listener: "m", Seq: 1}}, 1024)
-	_, w, _, _ = lv.next(1, 10)
-	lv.add([]Message{{Listener: "m", Seq: 2}}, 1024)
+	lv.Add([]Message{{Listener: "m", Seq: 1}}, 1024)
+	_, w, _, _ = lv.Next(1, 10)
+	lv.Add([]Message{{Listener: "m", Seq: 2}}, 1024)
 	if !closed(w) {
 		t.Fatal("two subscribers were not woken at once")
 	}

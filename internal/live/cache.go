@@ -1,4 +1,32 @@
-package moitessier
+// Package live is the hub's in-process delivery cache: for every listener
+// with subscribers in ListenUntil in this process, the newest messages,
+// shared by all of them, and the broadcast that wakes them. The Registry
+// maps listener IDs to Caches under one lock.
+//
+// The ordering rules the cache keeps (live_test.go states them as code):
+//
+//   - A Cache's messages are contiguous and ascending: Next hands a
+//     subscriber at cursor c exactly the messages c+1, c+2, … it holds,
+//     never one past a gap, never one twice.
+//   - Messages may be added in any order (concurrent dispatchers publish
+//     their commits microseconds apart): one past a gap is held back until
+//     the gap fills; if it does not fill (more than maxHeld wait), the
+//     cache restarts at the held messages and readers below them read the
+//     store.
+//   - head is the highest sequence number known to be committed (added, or
+//     observed from a store's notification). A reader below head whose
+//     messages are not cached is told to read the store (need), and Fill
+//     makes one read for every reader that needs the same rows.
+//   - While this process appends to the listener (Hold … Unhold), an
+//     observed head is kept aside: the append's own messages, about to be
+//     added, must not send readers to the store first.
+//   - A cache belongs to one incarnation of its listener (Bind); a deleted
+//     listener's cache is marked gone and wakes its readers at once.
+//
+// The package knows nothing of the moitessier types: a Cache holds
+// messages of any type M, whose sequence number and listener it reads
+// through the functions given to NewRegistry.
+package live
 
 import (
 	"cmp"
@@ -9,26 +37,26 @@ import (
 	"time"
 )
 
-// live is the in-process state of one listener that has local subscribers in
+// Cache is the in-process state of one listener that has local subscribers in
 // ListenUntil: the newest messages, shared by all of them, and a broadcast
 // channel that wakes them. Subscribers of one listener never each query the
 // store for the same rows: whoever misses the cache reads once (fill) and
 // puts what it read in the cache for the others.
-type live struct {
+type Cache[M any] struct {
 	id   string
-	refs int // local ListenUntil calls; guarded by Hub.livesMu
+	refs int // local ListenUntil calls; guarded by Registry.mu
 
 	mu   sync.Mutex
-	buf  []Message // contiguous sequence numbers, ascending; elements never change once written
-	held []Message // committed messages past a gap after buf, waiting for it to fill
+	buf  []M // contiguous sequence numbers, ascending; elements never change once written
+	held []M // committed messages past a gap after buf, waiting for it to fill
 
 	// back is the newest store read that did not join buf (it lay below
 	// it): every message after backFrom up to its last, so subscribers
 	// behind the cache at any cursor in that range share one read instead
 	// of each reading the same rows.
-	back     []Message
-	backFrom Cursor
-	head     Cursor // highest sequence number known to be committed
+	back     []M
+	backFrom uint64
+	head     uint64 // highest sequence number known to be committed
 	wake     chan struct{}
 	gone     bool // the listener was deleted
 
@@ -37,13 +65,13 @@ type live struct {
 	// own messages, which its dispatcher is about to add, must not send
 	// subscribers to the store first.
 	local   int
-	noticed Cursor
+	noticed uint64
 
 	created time.Time // the incarnation the cache belongs to; see bind
 
 	// waiting counts the subscribers that found nothing new since the
 	// last wake-up: they wait on wake. subs mirrors refs, for add and
-	// broadcast, which run under mu, not livesMu.
+	// broadcast, which run under mu, not Registry.mu.
 	waiting int32
 	subs    atomic.Int32
 	// busy counts the messages added since a dispatch last found every
@@ -56,14 +84,20 @@ type live struct {
 	pending  bool
 
 	fillMu sync.Mutex
+
+	seq func(*M) uint64 // a message's sequence number
 }
 
-func newLive(id string) *live { return &live{id: id, wake: make(chan struct{})} }
+// NewCache returns an empty cache of listener id; seq returns a message's
+// sequence number. The Registry makes its caches with it.
+func NewCache[M any](id string, seq func(*M) uint64) *Cache[M] {
+	return &Cache[M]{id: id, wake: make(chan struct{}), seq: seq}
+}
 
-// next returns the cached messages after cur (at most limit), or need=true if
+// Next returns the cached messages after cur (at most limit), or need=true if
 // messages after cur exist but are not in the cache. With nothing new it
 // returns the channel that will be closed when something changes.
-func (lv *live) next(cur Cursor, limit int) (msgs []Message, wake <-chan struct{}, need, gone bool) {
+func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{}, need, gone bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.gone {
@@ -71,15 +105,15 @@ func (lv *live) next(cur Cursor, limit int) (msgs []Message, wake <-chan struct{
 	}
 	if cur < lv.head {
 		if n := len(lv.buf); n > 0 {
-			base := lv.buf[0].Seq
-			if cur+1 >= base && cur+1 <= lv.buf[n-1].Seq {
+			base := lv.seq(&lv.buf[0])
+			if cur+1 >= base && cur+1 <= lv.seq(&lv.buf[n-1]) {
 				i := int(cur + 1 - base)
 				j := min(n, i+limit)
 				return lv.buf[i:j:j], nil, false, false
 			}
 		}
-		if n := len(lv.back); n > 0 && cur >= lv.backFrom && cur < lv.back[n-1].Seq {
-			i, _ := slices.BinarySearchFunc(lv.back, cur+1, func(m Message, c Cursor) int { return cmp.Compare(m.Seq, c) })
+		if n := len(lv.back); n > 0 && cur >= lv.backFrom && cur < lv.seq(&lv.back[n-1]) {
+			i, _ := slices.BinarySearchFunc(lv.back, cur+1, func(m M, c uint64) int { return cmp.Compare(lv.seq(&m), c) })
 			j := min(n, i+limit)
 			return lv.back[i:j:j], nil, false, false
 		}
@@ -89,15 +123,15 @@ func (lv *live) next(cur Cursor, limit int) (msgs []Message, wake <-chan struct{
 	return nil, lv.wake, false, false
 }
 
-// add puts committed messages of this listener, in ascending order, into the
+// Add puts committed messages of this listener, in ascending order, into the
 // cache and wakes the waiters. It reports whether local subscribers were
 // still busy with earlier messages (not all of them waiting): see
-// Hub.publish. Messages already known are ignored. A message
+// Registry.Publish. Messages already known are ignored. A message
 // past a gap is held back until the gap fills (concurrent dispatchers
 // publish their commits in any order, microseconds apart); if the gap does
 // not fill soon, the cache restarts at the new messages and readers behind
 // them use the store.
-func (lv *live) add(msgs []Message, max int) (behind bool) {
+func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.waiting >= lv.subs.Load() {
@@ -112,21 +146,21 @@ func (lv *live) add(msgs []Message, max int) (behind bool) {
 	}
 	if len(lv.held) > maxHeld {
 		// The gap did not fill: restart the cache at the held messages.
-		slices.SortFunc(lv.held, func(a, b Message) int { return cmp.Compare(a.Seq, b.Seq) })
-		lv.buf = []Message{lv.held[0]}
+		slices.SortFunc(lv.held, func(a, b M) int { return cmp.Compare(lv.seq(&a), lv.seq(&b)) })
+		lv.buf = []M{lv.held[0]}
 		for _, m := range lv.held[1:] {
-			if m.Seq == lv.buf[len(lv.buf)-1].Seq+1 {
+			if s, last := lv.seq(&m), lv.seq(&lv.buf[len(lv.buf)-1]); s == last+1 {
 				lv.buf = append(lv.buf, m)
-			} else if m.Seq > lv.buf[len(lv.buf)-1].Seq {
-				lv.buf = []Message{m}
+			} else if s > last {
+				lv.buf = []M{m}
 			}
 		}
 		lv.held = nil
-		lv.head = max64(lv.head, lv.buf[len(lv.buf)-1].Seq)
+		lv.head = max(lv.head, lv.seq(&lv.buf[len(lv.buf)-1]))
 		changed = true
 	}
-	if len(lv.buf) > max {
-		lv.buf = lv.buf[len(lv.buf)-max/2:]
+	if len(lv.buf) > maxBuf {
+		lv.buf = lv.buf[len(lv.buf)-maxBuf/2:]
 	}
 	if changed {
 		lv.broadcast()
@@ -135,7 +169,7 @@ func (lv *live) add(msgs []Message, max int) (behind bool) {
 }
 
 // yieldAfter is how many messages dispatchers may add while local
-// subscribers are busy before they yield to them (see Hub.publish).
+// subscribers are busy before they yield to them (see Registry.Publish).
 const yieldAfter = 32
 
 // maxHeld bounds the messages a listener holds back waiting for a gap.
@@ -144,40 +178,41 @@ const maxHeld = 64
 // put adds one message; it reports whether the cache grew. An empty cache
 // starts at a message no higher than head+1: below that, every message is
 // in the store; above it, the ones between are still on their way.
-func (lv *live) put(m Message) bool {
+func (lv *Cache[M]) put(m M) bool {
 	n := len(lv.buf)
+	s := lv.seq(&m)
 	switch {
-	case n > 0 && m.Seq <= lv.buf[n-1].Seq:
+	case n > 0 && s <= lv.seq(&lv.buf[n-1]):
 		return false
-	case n > 0 && m.Seq == lv.buf[n-1].Seq+1:
+	case n > 0 && s == lv.seq(&lv.buf[n-1])+1:
 		lv.buf = append(lv.buf, m)
-	case n == 0 && m.Seq <= lv.head+1:
-		lv.buf = []Message{m} // never overwrite an array readers may hold
+	case n == 0 && s <= lv.head+1:
+		lv.buf = []M{m} // never overwrite an array readers may hold
 	default:
 		lv.held = append(lv.held, m)
 		return false
 	}
-	lv.head = max64(lv.head, m.Seq)
+	lv.head = max(lv.head, s)
 	lv.release()
 	return true
 }
 
 // release moves held messages that now follow on into the cache.
-func (lv *live) release() bool {
+func (lv *Cache[M]) release() bool {
 	moved := false
 	for i := 0; i < len(lv.held); {
-		h := lv.held[i]
+		h := lv.seq(&lv.held[i])
 		n := len(lv.buf)
 		switch {
-		case n > 0 && h.Seq <= lv.buf[n-1].Seq:
+		case n > 0 && h <= lv.seq(&lv.buf[n-1]):
 			lv.held = slices.Delete(lv.held, i, i+1)
-		case n > 0 && h.Seq == lv.buf[n-1].Seq+1, n == 0 && h.Seq <= lv.head+1:
+		case n > 0 && h == lv.seq(&lv.buf[n-1])+1, n == 0 && h <= lv.head+1:
 			if n == 0 {
-				lv.buf = []Message{h}
+				lv.buf = []M{lv.held[i]}
 			} else {
-				lv.buf = append(lv.buf, h)
+				lv.buf = append(lv.buf, lv.held[i])
 			}
-			lv.head = max64(lv.head, h.Seq)
+			lv.head = max(lv.head, h)
 			lv.held = slices.Delete(lv.held, i, i+1)
 			moved, i = true, 0
 		default:
@@ -187,8 +222,8 @@ func (lv *live) release() bool {
 	return moved
 }
 
-// observe records that the listener's head is at least h.
-func (lv *live) observe(h Cursor) {
+// Observe records that the listener's head is at least h.
+func (lv *Cache[M]) Observe(h uint64) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.local > 0 {
@@ -198,17 +233,17 @@ func (lv *live) observe(h Cursor) {
 	lv.raise(h)
 }
 
-// hold and unhold bracket an append by this hub to the listener; see local.
-func (lv *live) hold() {
+// Hold and unhold bracket an append by this hub to the listener; see local.
+func (lv *Cache[M]) Hold() {
 	lv.mu.Lock()
 	lv.local++
 	lv.mu.Unlock()
 }
 
-// unhold ends an append begun by hold and applies a head noticed meanwhile:
+// Unhold ends an append begun by Hold and applies a head noticed meanwhile:
 // by now the append's messages are in the cache, and a head beyond them
 // is another writer's, to be read.
-func (lv *live) unhold() {
+func (lv *Cache[M]) Unhold() {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	lv.local--
@@ -218,7 +253,7 @@ func (lv *live) unhold() {
 	}
 }
 
-func (lv *live) raise(h Cursor) {
+func (lv *Cache[M]) raise(h uint64) {
 	if h > lv.head {
 		lv.head = h
 		lv.release()
@@ -226,14 +261,14 @@ func (lv *live) raise(h Cursor) {
 	}
 }
 
-// headAt returns the highest sequence number known to be committed.
-func (lv *live) headAt() Cursor {
+// Head returns the highest sequence number known to be committed.
+func (lv *Cache[M]) Head() uint64 {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	return lv.head
 }
 
-func (lv *live) markGone() {
+func (lv *Cache[M]) MarkGone() {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if !lv.gone {
@@ -260,7 +295,7 @@ const (
 
 // broadcast wakes the waiting subscribers, at once or (see coalesceAbove)
 // at the end of the current interval. lv.mu is held.
-func (lv *live) broadcast() {
+func (lv *Cache[M]) broadcast() {
 	n := lv.waiting
 	if n <= coalesceAbove {
 		lv.wakeNow(time.Time{})
@@ -287,29 +322,33 @@ func (lv *live) broadcast() {
 }
 
 // wakeNow closes the wake channel; lv.mu is held.
-func (lv *live) wakeNow(now time.Time) {
+func (lv *Cache[M]) wakeNow(now time.Time) {
 	lv.waiting = 0
 	close(lv.wake)
 	lv.wake = make(chan struct{})
 	lv.lastWake, lv.pending = now, false
 }
 
-// fill reads messages after cur from the store, once for all local
+// ReadFunc reads up to limit messages of listener id after cursor after,
+// in sequence order: Store.Read.
+type ReadFunc[M any] func(ctx context.Context, id string, after uint64, limit int) ([]M, error)
+
+// Fill reads messages after cur from the store, once for all local
 // subscribers that need the same rows, and caches them. It also returns the
 // head known before the read: every message up to it was committed before
 // the read began, so an empty read means they are gone (retention).
-func (lv *live) fill(ctx context.Context, s Store, cur Cursor, limit, max int) ([]Message, Cursor, error) {
+func (lv *Cache[M]) Fill(ctx context.Context, read ReadFunc[M], cur uint64, limit, maxBuf int) ([]M, uint64, error) {
 	lv.fillMu.Lock()
 	defer lv.fillMu.Unlock()
-	h0 := lv.headAt()
-	if msgs, _, need, _ := lv.next(cur, limit); !need {
+	h0 := lv.Head()
+	if msgs, _, need, _ := lv.Next(cur, limit); !need {
 		return msgs, h0, nil
 	}
-	msgs, err := s.Read(ctx, lv.id, cur, limit)
+	msgs, err := read(ctx, lv.id, cur, limit)
 	if err != nil {
 		return nil, h0, err
 	}
-	lv.add(msgs, max)
+	lv.Add(msgs, maxBuf)
 	if len(msgs) > 0 {
 		lv.mu.Lock()
 		lv.back, lv.backFrom = msgs, cur
@@ -318,10 +357,10 @@ func (lv *live) fill(ctx context.Context, s Store, cur Cursor, limit, max int) (
 	return msgs, h0, nil
 }
 
-// bind ties the cache to one incarnation of the listener (its creation
+// Bind ties the cache to one incarnation of the listener (its creation
 // time): a listener deleted and created again under the same ID must not
 // see the old one's messages. It reports whether lv belongs to created.
-func (lv *live) bind(created time.Time) bool {
+func (lv *Cache[M]) Bind(created time.Time) bool {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.created.IsZero() {

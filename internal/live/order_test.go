@@ -1,0 +1,330 @@
+package live
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// store is a listener's committed messages, as a Store holds them: Read
+// serves every committed message after a cursor.
+type store struct {
+	mu   sync.Mutex
+	msgs []Message // msgs[i].Seq == i+1
+}
+
+func (s *store) commit(n int) []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Message, n)
+	for i := range out {
+		out[i] = Message{Listener: "l", Seq: Cursor(len(s.msgs) + 1)}
+		s.msgs = append(s.msgs, out[i])
+	}
+	return out
+}
+
+func (s *store) Read(_ context.Context, _ string, after uint64, limit int) ([]Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if after >= uint64(len(s.msgs)) {
+		return nil, nil
+	}
+	end := min(len(s.msgs), int(after)+limit)
+	return slices.Clone(s.msgs[after:end]), nil
+}
+
+// reader is one subscriber's loop, as ListenUntil's step: it takes what
+// the cache has after its cursor, reads the store when told to, and
+// records what it was handed.
+type reader struct {
+	cur  Cursor
+	got  []Cursor
+	errs []string
+}
+
+// step returns the channel to wait on, or nil if it made progress.
+func (r *reader) step(t testing.TB, c *Cache[Message], s *store) <-chan struct{} {
+	msgs, wake, need, gone := c.Next(r.cur, 16)
+	if gone {
+		t.Fatal("cache gone")
+	}
+	if need {
+		var h0 uint64
+		var err error
+		if msgs, h0, err = c.Fill(context.Background(), s.Read, r.cur, 16, 64); err != nil {
+			t.Fatal(err)
+		}
+		if len(msgs) == 0 {
+			r.cur = max(r.cur, h0)
+			return nil
+		}
+	}
+	if len(msgs) == 0 {
+		return wake
+	}
+	for _, m := range msgs {
+		r.got = append(r.got, m.Seq)
+	}
+	r.cur = msgs[len(msgs)-1].Seq
+	return nil
+}
+
+// checkOnceInOrder states the delivery rule: a reader that started at 0
+// was handed 1, 2, … n, each once, in order, with no gap.
+func checkOnceInOrder(t testing.TB, got []Cursor, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("handed %d messages, want %d: %v", len(got), n, got)
+	}
+	for i, s := range got {
+		if s != Cursor(i+1) {
+			t.Fatalf("message %d has seq %d: %v", i, s, got)
+		}
+	}
+}
+
+// checkNext states what Next promises at any cursor: messages that follow
+// the cursor contiguously, none past the head; the store only below the
+// head; a wait only at or past it.
+func checkNext(t testing.TB, c *Cache[Message], cur Cursor) {
+	t.Helper()
+	head := c.Head()
+	msgs, wake, need, _ := c.Next(cur, 1<<20)
+	switch {
+	case need && cur >= head:
+		t.Fatalf("at %d, head %d: sent to the store with nothing to read", cur, head)
+	case len(msgs) > 0:
+		for i, m := range msgs {
+			if m.Seq != cur+1+Cursor(i) || m.Seq > head {
+				t.Fatalf("at %d, head %d: message %d has seq %d", cur, head, i, m.Seq)
+			}
+		}
+	case wake != nil && cur < head:
+		t.Fatalf("at %d, head %d: told to wait with messages to read", cur, head)
+	}
+	c.mu.Lock()
+	for i := 1; i < len(c.buf); i++ {
+		if c.buf[i].Seq != c.buf[i-1].Seq+1 {
+			c.mu.Unlock()
+			t.Fatalf("cache not contiguous at %d: %d after %d", i, c.buf[i].Seq, c.buf[i-1].Seq)
+		}
+	}
+	c.mu.Unlock()
+}
+
+// FuzzOrder drives a cache with what the hub does to it — commits published
+// out of order and more than once, heads observed from the store, appends
+// held and released, readers at every cursor — in an order the input
+// chooses, and checks Next's promises after every step and, at the end,
+// that a reader from 0 was handed every message once, in order.
+func FuzzOrder(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7})
+	f.Add([]byte{9, 9, 9, 200, 17, 3, 250, 1, 2, 128, 64, 33})
+	f.Add(make([]byte, 300))
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		c := newLive("l")
+		s := &store{}
+		var pending []Message // committed, not yet published
+		holds := 0
+		r := &reader{}
+		for _, op := range ops {
+			switch op % 6 {
+			case 0, 1: // commit 1..4 messages
+				pending = append(pending, s.commit(int(op/6)%4+1)...)
+			case 2: // publish a pending message, chosen by the input
+				if len(pending) > 0 {
+					i := int(op/6) % len(pending)
+					c.Add(pending[i:i+1], 64)
+					if op&0x80 == 0 {
+						pending = slices.Delete(pending, i, i+1)
+					} // else: published again later, a duplicate
+				}
+			case 3: // a store notification of the head
+				s.mu.Lock()
+				h := uint64(len(s.msgs))
+				s.mu.Unlock()
+				c.Observe(h)
+			case 4: // an append of this process begins or ends
+				if op&0x80 == 0 || holds == 0 {
+					c.Hold()
+					holds++
+				} else {
+					c.Unhold()
+					holds--
+				}
+			case 5: // the reader takes a step
+				r.step(t, c, s)
+			}
+			checkNext(t, c, r.cur)
+			checkNext(t, c, Cursor(op)%(c.Head()+1))
+		}
+		// Every append ends; the last notification arrives; every message
+		// is published: the reader then catches up on all of them.
+		for ; holds > 0; holds-- {
+			c.Unhold()
+		}
+		c.Add(pending, 64)
+		n := len(s.msgs)
+		c.Observe(uint64(n))
+		for range 4*n + 4 {
+			if r.step(t, c, s) != nil {
+				break
+			}
+		}
+		checkOnceInOrder(t, r.got, n)
+	})
+}
+
+// TestRace runs what the hub runs at once on one cache — dispatchers that
+// commit and publish (and hold while they append), a watcher that observes
+// heads, and subscribers that read, wait and fill — and checks that every
+// subscriber was handed every message once, in order. Run it with -race.
+func TestRace(t *testing.T) {
+	const (
+		dispatchers = 4
+		perDispatch = 300
+		subscribers = 6
+	)
+	n := dispatchers * perDispatch
+	c := newLive("l")
+	s := &store{}
+	c.subs.Store(subscribers)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	results := make([][]Cursor, subscribers)
+	for i := range subscribers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &reader{}
+			for len(r.got) < n {
+				if wake := r.step(t, c, s); wake != nil {
+					select {
+					case <-wake:
+					case <-time.After(time.Second):
+						// A lost wake-up would hang here: report it.
+						if r.cur < c.Head() {
+							t.Errorf("subscriber %d: asleep at %d below head %d", i, r.cur, c.Head())
+							return
+						}
+					}
+				}
+			}
+			results[i] = r.got
+		}()
+	}
+	var watched atomic.Bool
+	go func() { // the watcher: heads from the store, sometimes ahead of publish
+		defer watched.Store(true)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			s.mu.Lock()
+			h := uint64(len(s.msgs))
+			s.mu.Unlock()
+			c.Observe(h)
+			time.Sleep(50 * time.Microsecond)
+		}
+	}()
+	var dw sync.WaitGroup
+	for range dispatchers {
+		dw.Add(1)
+		go func() {
+			defer dw.Done()
+			for range perDispatch {
+				c.Hold()
+				msgs := s.commit(1)
+				if rand.IntN(8) == 0 {
+					time.Sleep(time.Microsecond) // the commit's notification overtakes it
+				}
+				c.Add(msgs, 64)
+				c.Unhold()
+			}
+		}()
+	}
+	dw.Wait()
+	c.Observe(uint64(n))
+	wg.Wait()
+	close(done)
+	for i, got := range results {
+		if got != nil {
+			checkOnceInOrder(t, got, n)
+		} else if !t.Failed() {
+			t.Errorf("subscriber %d returned nothing", i)
+		}
+	}
+}
+
+// TestHoldKeepsHeadAside: while this process appends, an observed head does
+// not move the cache (its readers would be sent to the store for messages
+// about to be added); Unhold applies it.
+func TestHoldKeepsHeadAside(t *testing.T) {
+	c := newLive("l")
+	c.Add([]Message{{Listener: "l", Seq: 1}}, 64)
+	c.Hold()
+	c.Observe(3)
+	if h := c.Head(); h != 1 {
+		t.Fatalf("head %d while held, want 1", h)
+	}
+	if _, _, need, _ := c.Next(1, 10); need {
+		t.Fatal("a reader at the cache's end sent to the store while the append is held")
+	}
+	c.Add([]Message{{Listener: "l", Seq: 2}}, 64)
+	c.Unhold()
+	if h := c.Head(); h != 3 {
+		t.Fatalf("head %d after Unhold, want the noticed 3", h)
+	}
+	if _, _, need, _ := c.Next(2, 10); !need {
+		t.Fatal("a reader at 2 below head 3 not sent to the store")
+	}
+}
+
+// TestRegistry: a cache lives from its first Acquire to its last Release;
+// Drop and Close mark caches gone; after Close nothing is acquired;
+// Publish reaches only the listeners with a cache.
+func TestRegistry(t *testing.T) {
+	r := NewRegistry(seqOf, listenerOf)
+	a1, a2 := r.Acquire("a"), r.Acquire("a")
+	if a1 != a2 || r.Len() != 1 {
+		t.Fatalf("two Acquires of one listener: same %v, %d caches", a1 == a2, r.Len())
+	}
+	r.Publish([]Message{{Listener: "a", Seq: 1}, {Listener: "b", Seq: 1}}, 64)
+	if msgs, _, _, _ := a1.Next(0, 10); len(msgs) != 1 {
+		t.Fatalf("published message not cached: %v", msgs)
+	}
+	held := r.Hold(2, func(i int) string { return []string{"a", "b"}[i] })
+	if len(held) != 1 || held[0] != a1 {
+		t.Fatalf("Hold of a and b held %d caches", len(held))
+	}
+	Unhold(held)
+	r.Release(a1)
+	if r.Len() != 1 {
+		t.Fatal("cache removed while a subscriber holds it")
+	}
+	r.Release(a2)
+	if r.Len() != 0 {
+		t.Fatal("cache kept after its last Release")
+	}
+	b := r.Acquire("b")
+	r.Drop("b")
+	if _, _, _, gone := b.Next(0, 10); !gone {
+		t.Fatal("dropped cache not gone")
+	}
+	r.Release(b)
+	c := r.Acquire("c")
+	r.Close()
+	if _, _, _, gone := c.Next(0, 10); !gone {
+		t.Fatal("cache not gone after Close")
+	}
+	if r.Acquire("d") != nil {
+		t.Fatal("Acquire after Close made a cache")
+	}
+}
