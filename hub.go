@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/likestripes/moitessier/internal/cursors"
 	"github.com/likestripes/moitessier/internal/live"
 )
 
@@ -236,6 +237,13 @@ func (o Options) validate() error {
 // listeners' subscribers in this process. Create one with New and stop it
 // with Shutdown or Close. A Hub is safe for concurrent use; one per process
 // and store is the intended use.
+//
+// The Hub is the wiring: options, lifecycle (New, Shutdown), background
+// loops (cursor saving, GC, watching the store) and the calls into the
+// parts that keep the delivery rules: the live caches of listeners with
+// local subscribers (package internal/live), the positions and leases of
+// those subscribers (package internal/cursors), dispatch (dispatch.go) and
+// a subscriber's ListenUntil loop (listener.go).
 type Hub struct {
 	store Store
 	opts  Options
@@ -244,10 +252,7 @@ type Hub struct {
 	lives *live.Registry[Message] // caches of listeners with local subscribers
 	read  live.ReadFunc[Message]  // Store.Read, for the caches
 
-	subsMu    sync.Mutex
-	subs      map[subKey]*subState
-	dirty     []*subState // acknowledged since the last flush; guarded by subsMu
-	nextRenew time.Time   // earliest renewAt of subs; guarded by subsMu
+	cursors *cursors.Tracker // positions and leases of local subscribers
 
 	listening  atomic.Int64 // running ListenUntil calls past their join
 	delivered  atomic.Int64 // messages handed to respond
@@ -257,37 +262,6 @@ type Hub struct {
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 	closeMu sync.Mutex
-}
-
-// subKey names a subscriber of one incarnation of a listener (created is
-// the listener's Created, in Unix nanoseconds).
-type subKey struct {
-	listener, person, client string
-	created                  int64
-}
-
-// subState is one subscriber with ListenUntil calls running in this process:
-// what it acknowledged and what of that is saved.
-type subState struct {
-	key     subKey
-	refs    int // guarded by Hub.subsMu
-	lease   time.Duration
-	acked   atomic.Uint64
-	saved   atomic.Uint64
-	dirty   atomic.Bool // queued in Hub.dirty
-	renewAt time.Time   // guarded by Hub.subsMu
-
-	sent atomic.Uint64 // the newest cursor handed to a respond function
-}
-
-// ack records that a ListenUntil of st was answered up to c; flush saves it.
-func (h *Hub) ack(st *subState, c Cursor) {
-	storeMax(&st.acked, uint64(c))
-	if !st.dirty.Swap(true) {
-		h.subsMu.Lock()
-		h.dirty = append(h.dirty, st)
-		h.subsMu.Unlock()
-	}
 }
 
 // New returns a hub on store and starts its background work: saving
@@ -308,9 +282,9 @@ func New(store Store, opts Options) (*Hub, error) {
 		opts:  opts,
 		log:   opts.Logger,
 		lives: live.NewRegistry(messageSeq, messageListener),
-		subs:  map[subKey]*subState{},
 		stop:  stop,
 	}
+	h.cursors = cursors.New(h.saveCheckpoints, opts.Now, opts.Lease)
 	h.read = func(ctx context.Context, id string, after uint64, limit int) ([]Message, error) {
 		return store.Read(ctx, id, Cursor(after), limit)
 	}
@@ -392,7 +366,7 @@ func (h *Hub) shutdown(ctx context.Context, wait bool) error {
 		case <-t.C:
 		}
 	}
-	if err := h.flushAll(ctx, true); err != nil {
+	if err := h.cursors.Flush(ctx, true); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
@@ -428,137 +402,18 @@ func (h *Hub) checkOpen(op string) error {
 
 // flush saves acknowledged cursors and due lease renewals in one Checkpoint.
 func (h *Hub) flush(ctx context.Context) {
-	if err := h.flushAll(ctx, false); err != nil && ctx.Err() == nil {
+	if err := h.cursors.Flush(ctx, false); err != nil && ctx.Err() == nil {
 		h.log.Error("moitessier: save cursors", "err", err)
 	}
 }
 
-func (h *Hub) flushAll(ctx context.Context, all bool) error {
-	now := h.now()
-	var cps []Checkpoint
-	var renewed []*subState
-	h.subsMu.Lock()
-	dirty := h.dirty
-	h.dirty = nil
-	for _, st := range dirty {
-		st.dirty.Store(false)
+// saveCheckpoints is Store.Checkpoint as the cursor tracker calls it.
+func (h *Hub) saveCheckpoints(ctx context.Context, cps []cursors.Checkpoint) error {
+	out := make([]Checkpoint, len(cps))
+	for i, c := range cps {
+		out[i] = Checkpoint{Listener: c.Listener, Person: c.Person, Client: c.Client, Cursor: Cursor(c.Cursor), LeaseExpires: c.LeaseExpires}
 	}
-	// Lease renewals are due rarely (every Lease/3): look at every
-	// subscriber only when the earliest one is due.
-	if all || !now.Before(h.nextRenew) {
-		h.nextRenew = now.Add(h.opts.Lease)
-		for _, st := range h.subs {
-			if all || !now.Before(st.renewAt) {
-				st.renewAt = now.Add(st.lease / 3)
-				renewed = append(renewed, st)
-			}
-			if st.renewAt.Before(h.nextRenew) {
-				h.nextRenew = st.renewAt
-			}
-		}
-	}
-	h.subsMu.Unlock()
-	cps = make([]Checkpoint, 0, len(renewed)+len(dirty))
-	sts := make([]*subState, 0, cap(cps))
-	add := func(st *subState, lease bool) {
-		sts = append(sts, st)
-		cp := Checkpoint{Listener: st.key.listener, Person: st.key.person, Client: st.key.client, Cursor: Cursor(st.acked.Load())}
-		if lease {
-			cp.LeaseExpires = now.Add(st.lease)
-		}
-		cps = append(cps, cp)
-	}
-	for _, st := range renewed {
-		add(st, true)
-	}
-	for _, st := range dirty {
-		if st.acked.Load() > st.saved.Load() {
-			add(st, false)
-		}
-	}
-	if len(cps) == 0 {
-		return nil
-	}
-	// In chunks, so that a store that writes one transaction at a time
-	// (SQLite) can append dispatches between them instead of after all.
-	for i := 0; i < len(cps); i += checkpointChunk {
-		j := min(len(cps), i+checkpointChunk)
-		if err := h.store.Checkpoint(ctx, cps[i:j]); err != nil {
-			// Queue them again; the next flush retries what is not saved.
-			for _, st := range dirty {
-				h.ack(st, Cursor(st.acked.Load()))
-			}
-			return fmt.Errorf("checkpoint %d subscribers: %w", j-i, err)
-		}
-		for k := i; k < j; k++ {
-			storeMax(&sts[k].saved, uint64(cps[k].Cursor))
-		}
-	}
-	return nil
-}
-
-// checkpointChunk is the most subscribers one Store.Checkpoint call saves.
-const checkpointChunk = 512
-
-func storeMax(v *atomic.Uint64, n uint64) {
-	for {
-		old := v.Load()
-		if n <= old || v.CompareAndSwap(old, n) {
-			return
-		}
-	}
-}
-
-func (h *Hub) acquireSub(l *Listener, joined time.Time) *subState {
-	k := subKey{l.info.ID, l.person, l.client, l.info.Created.UnixNano()}
-	h.subsMu.Lock()
-	defer h.subsMu.Unlock()
-	st := h.subs[k]
-	if st == nil {
-		st = &subState{key: k, lease: l.lease, renewAt: joined.Add(l.lease / 3)}
-		h.subs[k] = st
-		if h.nextRenew.IsZero() || st.renewAt.Before(h.nextRenew) {
-			h.nextRenew = st.renewAt
-		}
-	}
-	st.refs++
-	return st
-}
-
-// ackedOf returns what running ListenUntil calls of l's subscriber in this
-// hub acknowledged, on the incarnation of the listener created at created,
-// or 0.
-func (h *Hub) ackedOf(l *Listener, created time.Time) Cursor {
-	h.subsMu.Lock()
-	defer h.subsMu.Unlock()
-	if st := h.subs[subKey{l.info.ID, l.person, l.client, created.UnixNano()}]; st != nil {
-		return Cursor(st.acked.Load())
-	}
-	return 0
-}
-
-// releaseSub drops one ListenUntil's hold on st and, with the last one,
-// saves its cursor at once so that a resume anywhere starts after it.
-func (h *Hub) releaseSub(ctx context.Context, st *subState) error {
-	h.subsMu.Lock()
-	st.refs--
-	last := st.refs == 0
-	if last {
-		delete(h.subs, st.key)
-	}
-	h.subsMu.Unlock()
-	acked := st.acked.Load()
-	if !last || acked <= st.saved.Load() {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	err := h.store.Checkpoint(ctx, []Checkpoint{{Listener: st.key.listener, Person: st.key.person, Client: st.key.client, Cursor: Cursor(acked)}})
-	if err != nil {
-		return fmt.Errorf("save cursor: %w", err)
-	}
-	storeMax(&st.saved, acked)
-	return nil
+	return h.store.Checkpoint(ctx, out)
 }
 
 // dropLive tells local subscribers of a deleted listener that it is gone.

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/likestripes/moitessier/internal/cursors"
 	"github.com/likestripes/moitessier/internal/live"
 )
 
@@ -58,6 +59,12 @@ func (l *Listener) Info() ListenerInfo { return l.info }
 
 // Subscriber returns the person and client this handle acts for.
 func (l *Listener) Subscriber() (person, client string) { return l.person, l.client }
+
+// subKey names this handle's subscriber on the incarnation of the listener
+// created at created, for the cursor tracker.
+func (l *Listener) subKey(created time.Time) cursors.Key {
+	return cursors.Key{Listener: l.info.ID, Person: l.person, Client: l.client, Created: created.UnixNano()}
+}
 
 func (l *Listener) checkOpen(op string) error {
 	select {
@@ -249,7 +256,7 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 // uses less than about 1.2 KiB of stack (2 KiB less the runtime's reserve)
 // the runtime shrinks its stack to 4 KiB, most of what an idle subscriber
 // costs.
-func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message], *subState, Cursor, error) {
+func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message], *cursors.Sub, Cursor, error) {
 	if err := l.checkOpen("listen"); err != nil {
 		return nil, nil, since, err
 	}
@@ -290,7 +297,7 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 		h.lives.Replace(lv)
 	}
 	lv.Observe(uint64(info.Head))
-	st := h.acquireSub(l, now)
+	st := h.cursors.Acquire(l.subKey(l.info.Created), l.lease, now)
 	cur := since
 	if since == Resume {
 		// Resume from the newest position this hub knows: the saved one, or
@@ -298,7 +305,7 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 		// since (saved only every AckInterval). A position past the head
 		// belongs to an earlier incarnation of the listener: start from
 		// the head.
-		cur = min(max(sub.Cursor, Cursor(st.acked.Load())), info.Head)
+		cur = min(max(sub.Cursor, Cursor(st.Acked())), info.Head)
 	}
 	h.listening.Add(1)
 	return lv, st, cur, nil
@@ -307,7 +314,7 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 // end undoes begin: it stops ListenUntil's ticker and timer (either may be
 // nil), saves the subscriber's position and releases the live entry. It
 // returns err, or the error of saving the position.
-func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *subState, tk *time.Ticker, dl *time.Timer, err error) error {
+func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *cursors.Sub, tk *time.Ticker, dl *time.Timer, err error) error {
 	h := l.hub
 	if tk != nil {
 		tk.Stop()
@@ -315,7 +322,7 @@ func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *subStat
 	if dl != nil {
 		dl.Stop()
 	}
-	if serr := h.releaseSub(ctx, st); serr != nil && err == nil {
+	if serr := h.cursors.Release(ctx, st); serr != nil && err == nil {
 		err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
 	}
 	h.listening.Add(-1)
@@ -327,7 +334,7 @@ func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *subStat
 // and advances *cur. It returns nil when it delivered something or moved
 // *cur (look again at once), or else the channel to wait on. It is apart
 // from ListenUntil to keep the frame that waits small (see begin).
-func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *subState, respond RespondFunc, cur *Cursor) (<-chan struct{}, error) {
+func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursors.Sub, respond RespondFunc, cur *Cursor) (<-chan struct{}, error) {
 	h := l.hub
 	limit := h.opts.BatchLimit
 	msgs, wake, need, gone := lv.Next(uint64(*cur), limit)
@@ -360,7 +367,7 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *subSta
 	}
 	// Handed over: from now on respond, or whoever it passes them to, may
 	// acknowledge them with AckDelivered.
-	storeMax(&st.sent, uint64(msgs[len(msgs)-1].Seq))
+	st.MarkSent(uint64(msgs[len(msgs)-1].Seq))
 	err := respond(ctx, msgs)
 	if err != nil && !errors.Is(err, AckLater) {
 		return nil, err
@@ -368,7 +375,7 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *subSta
 	h.delivered.Add(int64(len(msgs)))
 	*cur = msgs[len(msgs)-1].Seq
 	if err == nil {
-		h.ack(st, *cur)
+		h.cursors.Ack(st, uint64(*cur))
 	}
 	return nil, nil
 }
@@ -404,7 +411,7 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 		if err != nil {
 			return nil, err
 		}
-		since = min(max(sub.Cursor, l.hub.ackedOf(l, info.Created)), info.Head)
+		since = min(max(sub.Cursor, Cursor(l.hub.cursors.Acked(l.subKey(info.Created)))), info.Head)
 	} else if _, err := l.current(ctx, "messages"); err != nil {
 		return nil, err
 	}
@@ -456,16 +463,14 @@ func (l *Listener) AckDelivered(c Cursor) error {
 		return err
 	}
 	h := l.hub
-	h.subsMu.Lock()
-	st := h.subs[subKey{l.info.ID, l.person, l.client, l.info.Created.UnixNano()}]
-	h.subsMu.Unlock()
+	st := h.cursors.Lookup(l.subKey(l.info.Created))
 	switch {
 	case st == nil:
 		return fmt.Errorf("ack %s: %w: the subscriber is not listening in this hub", l.info.ID, ErrClosed)
-	case c == Resume || uint64(c) > st.sent.Load():
+	case c == Resume || uint64(c) > st.Sent():
 		return fmt.Errorf("ack %s: %w: cursor %d was not delivered", l.info.ID, ErrInvalidArgument, c)
 	}
-	h.ack(st, c)
+	h.cursors.Ack(st, uint64(c))
 	return nil
 }
 
