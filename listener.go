@@ -220,6 +220,12 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		deadline = dl.C
 	}
 	defer func() { err = l.end(ctx, lv, st, tk, dl, err) }()
+	// The shape of this function is kept on purpose: a waiting subscriber
+	// parks in the select below with only this frame on its stack (the
+	// work is in begin, step and end, which have returned by then), so the
+	// runtime shrinks its stack to 4 KiB, most of what an idle subscriber
+	// costs (TestWaitingStack holds it to that). Code added to this frame,
+	// or a call that stays on the stack while it waits, would double it.
 	// After a delivery the loop looks again at once, through the same select
 	// with a ready channel: select picks among ready cases at random, so ctx,
 	// the deadline and check are still served while messages keep coming.

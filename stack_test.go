@@ -1,0 +1,61 @@
+//go:build !race
+
+package moitessier_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
+)
+
+// TestWaitingStack: a subscriber waiting in ListenUntil costs at most a
+// 4 KiB stack (see the comment in ListenUntil on why its shape matters).
+// The race detector's larger frames make it meaningless there.
+func TestWaitingStack(t *testing.T) {
+	const n = 2000
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1, Quota: moitessier.Quota{Listeners: -1, Shared: -1, Subscriptions: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	ls := make([]*moitessier.Listener, n)
+	for i := range ls {
+		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: fmt.Sprint("stack.", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	respond := func(context.Context, []moitessier.Message) error { return nil }
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	done := make(chan struct{}, n)
+	for _, l := range ls {
+		go func() {
+			_, _ = l.ListenUntil(ctx, nil, respond, moitessier.Resume, 0, 0)
+			done <- struct{}{}
+		}()
+	}
+	for hub.Stats().Listening < n {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let every one reach its wait
+	runtime.GC()                      // stacks shrink at GC
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perListener := float64(int64(after.StackInuse)-int64(before.StackInuse)) / n
+	cancel()
+	for range n {
+		<-done
+	}
+	if perListener > 4096*1.1 {
+		t.Fatalf("%.0f bytes of stack per waiting subscriber, want at most 4 KiB", perListener)
+	}
+	t.Logf("%.0f bytes of stack per waiting subscriber", perListener)
+}
