@@ -74,9 +74,11 @@
 // # Limits of one dispatch
 //
 // A dispatch is one commit, so it is bounded by what one commit may hold:
-// Config.MaxMutations entities (default 500, Datastore's documented limit
-// per commit; a dispatch writes one message and one head per listener
-// reached, so at most 249 listeners with an idempotency key, 250 without),
+// Config.MaxMutations entities (default 500, the limit Cloud Datastore
+// documented per commit; Firestore in Datastore mode's limits page lists
+// only the 10 MiB transaction size, and the emulator enforces neither; a
+// dispatch writes one message and one head per listener reached, so at
+// most 249 listeners with an idempotency key, 250 without),
 // Config.MaxCommitBytes (9 MiB of Datastore's 10 MiB; 3 MiB on the
 // emulator, which refuses requests of 4 MiB) and 1 MiB per message entity.
 // A dispatch past one of them fails with a [*LimitError] (errors.Is

@@ -86,7 +86,9 @@ type Config struct {
 	// 1 turns combining off.
 	MaxCombine int
 	// MaxMutations is the most entities one commit writes or deletes.
-	// Default 500, the limit Datastore documented per Commit; an Append
+	// Default 500, the limit Cloud Datastore documented per Commit (the
+	// limits of Firestore in Datastore mode list only the 10 MiB size of a
+	// transaction: raise it if your database accepts more). An Append
 	// that needs more fails with a [LimitError] and writes nothing.
 	MaxMutations int
 	// MaxCommitBytes bounds the estimated size of one commit. Default
