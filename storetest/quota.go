@@ -10,9 +10,6 @@ import (
 	"github.com/likestripes/moitessier"
 )
 
-// noQuota turns every quota off.
-var noQuota = moitessier.Quota{Listeners: -1, Handlers: -1, Shared: -1, Subscriptions: -1}
-
 // wantQuota checks that err is a *QuotaError of kind for person.
 func wantQuota(tb testing.TB, err error, person string, kind moitessier.QuotaKind, limit int) {
 	tb.Helper()

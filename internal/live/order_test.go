@@ -42,9 +42,8 @@ func (s *store) Read(_ context.Context, _ string, after uint64, limit int) ([]Me
 // the cache has after its cursor, reads the store when told to, and
 // records what it was handed.
 type reader struct {
-	cur  Cursor
-	got  []Cursor
-	errs []string
+	cur Cursor
+	got []Cursor
 }
 
 // step returns the channel to wait on, or nil if it made progress.
