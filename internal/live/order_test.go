@@ -125,6 +125,9 @@ func FuzzOrder(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7})
 	f.Add([]byte{9, 9, 9, 200, 17, 3, 250, 1, 2, 128, 64, 33})
 	f.Add(make([]byte, 300))
+	// Commit four, publish 3, then 1, then 4: a message past a gap must
+	// wait for 2.
+	f.Add([]byte{18, 14, 2, 8, 5, 2, 5})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		c := newLive("l")
 		s := &store{}
