@@ -34,7 +34,12 @@
 //
 // Only the properties queried are indexed, and every query is served by a
 // built-in single-property index or by keys: no composite index (no
-// index.yaml) is needed.
+// index.yaml) is needed. Two indexed properties grow with time across the
+// whole namespace, a listener's Touched and a message's Created (and the
+// message keys of one listener grow too); Datastore's guidance warns that
+// such an index becomes a hot spot beyond about 500 writes a second until
+// it has been split, so a namespace that will take more should ramp up
+// (Google's 500/50/5 rule) or spread its load over several namespaces.
 //
 // # Sequence numbers that never skip
 //
