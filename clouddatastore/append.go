@@ -404,7 +404,7 @@ func (s *Store) appendTx(tx *datastore.Transaction, group []*pending) ([]groupRe
 			if meta.Patterns != st.patterns || v != st.scope {
 				stale[i] = true
 				res[i].err = &staleError{}
-				s.mc.drop(p.b.Scope)
+				s.mc.Drop(p.b.Scope)
 				continue
 			}
 		}

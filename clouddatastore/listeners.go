@@ -109,7 +109,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
 	}
 	if created {
-		s.mc.dropAll()
+		s.mc.DropAll()
 	}
 	return info, stored, created, nil
 }
@@ -346,7 +346,7 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 		return false, s.wrap(op, err)
 	}
 	if deleted {
-		s.mc.dropAll()
+		s.mc.DropAll()
 	}
 	return deleted, nil
 }

@@ -37,48 +37,6 @@ type matchEntry struct {
 	stamp matchStamp
 }
 
-// matchCache keeps the newest Match answer of up to maxCachedScopes scopes.
-type matchCache struct {
-	mu sync.Mutex
-	m  map[string]matchEntry
-}
-
-const maxCachedScopes = 10_000
-
-func (c *matchCache) get(scope string) (matchEntry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[scope]
-	return e, ok
-}
-
-func (c *matchCache) put(scope string, e matchEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[string]matchEntry)
-	}
-	if _, ok := c.m[scope]; !ok && len(c.m) >= maxCachedScopes {
-		for k := range c.m { // drop an arbitrary entry
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[scope] = e
-}
-
-func (c *matchCache) drop(scope string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, scope)
-}
-
-func (c *matchCache) dropAll() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	clear(c.m)
-}
-
 // Match returns every listener one of whose scopes matches scope.
 //
 // Concrete scopes are found by an equality query on the listeners' indexed
@@ -99,7 +57,7 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 // at; Append reads both in its transaction and fails with ErrStale, writing
 // nothing, if either changed.
 func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, any, error) {
-	if e, ok := s.mc.get(scope); ok {
+	if e, ok := s.mc.Get(scope); ok {
 		return e.ls, e.stamp, nil
 	}
 	e, err := s.match(ctx, scope)
@@ -181,7 +139,7 @@ func (s *Store) match(ctx context.Context, scope string) (matchEntry, error) {
 		}
 	}
 	e := matchEntry{ls: out, stamp: st}
-	s.mc.put(scope, matchEntry{ls: slices.Clone(out), stamp: st})
+	s.mc.Put(scope, matchEntry{ls: slices.Clone(out), stamp: st})
 	return e, nil
 }
 

@@ -28,6 +28,7 @@ import (
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/clouddatastore/wake"
+	"github.com/likestripes/moitessier/internal/matchcache"
 )
 
 // Config configures a [Store]. Project is required unless Client is set;
@@ -217,7 +218,7 @@ type Store struct {
 
 	stats   counters
 	pat     patternCache
-	mc      matchCache
+	mc      matchcache.Cache[matchEntry]
 	cmb     combiner
 	heads   headTracker
 	trimmed sync.Map // listener gen -> seq up to which MaxCount trimmed

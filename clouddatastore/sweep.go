@@ -131,7 +131,7 @@ func (s *Store) sweepSubscribers(ctx context.Context, p moitessier.SweepParams, 
 				res.Subscribers += n
 				if deleted {
 					res.Expired = append(res.Expired, info)
-					s.mc.dropAll()
+					s.mc.DropAll()
 				}
 			}
 		}

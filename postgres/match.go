@@ -47,7 +47,7 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 // read at; Append checks both in its statement, so a cached answer costs no
 // round trip and nothing is stored from one that is out of date.
 func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, moitessier.MatchStamp, error) {
-	if e, ok := s.mc.get(scope); ok {
+	if e, ok := s.mc.Get(scope); ok {
 		return e.ls, e.stamp, nil
 	}
 	ls, st, err := s.match(ctx, scope)
@@ -87,7 +87,7 @@ func (s *Store) match(ctx context.Context, scope string) ([]moitessier.ListenerI
 		// listener created after it began, but not at its stamp.
 		return ls, nil, nil
 	}
-	s.mc.put(scope, matchEntry{ls: slices.Clone(ls), stamp: st})
+	s.mc.Put(scope, matchEntry{ls: slices.Clone(ls), stamp: st})
 	return ls, &st, nil
 }
 
@@ -127,42 +127,6 @@ type matchStamp struct{ patterns, scope int64 }
 type matchEntry struct {
 	ls    []moitessier.ListenerInfo
 	stamp matchStamp
-}
-
-// matchCache keeps the newest Match answer of up to maxCachedScopes scopes.
-type matchCache struct {
-	mu sync.Mutex
-	m  map[string]matchEntry
-}
-
-const maxCachedScopes = 10_000
-
-func (c *matchCache) get(scope string) (matchEntry, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.m[scope]
-	return e, ok
-}
-
-func (c *matchCache) put(scope string, e matchEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[string]matchEntry)
-	}
-	if _, ok := c.m[scope]; !ok && len(c.m) >= maxCachedScopes {
-		for k := range c.m { // drop an arbitrary entry
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[scope] = e
-}
-
-func (c *matchCache) drop(scope string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, scope)
 }
 
 // reloadPatterns reloads the pattern cache unless it is at least at version

@@ -246,7 +246,7 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 	}
 	if len(stale) > 0 {
 		for _, i := range stale {
-			s.mc.drop(bs[i].Scope)
+			s.mc.Drop(bs[i].Scope)
 		}
 		return nil, &staleError{batches: stale}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/matchcache"
 )
 
 // DefaultSchema is the schema the store uses when Config.Schema is empty.
@@ -141,7 +142,7 @@ type Store struct {
 	closeMu sync.Once
 
 	pat patternCache
-	mc  matchCache
+	mc  matchcache.Cache[matchEntry]
 	cmb combiner
 	q   queries
 }
