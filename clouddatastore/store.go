@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +28,7 @@ import (
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/clouddatastore/wake"
 	"github.com/likestripes/moitessier/internal/matchcache"
+	"github.com/likestripes/moitessier/internal/storecodec"
 )
 
 // Config configures a [Store]. Project is required unless Client is set;
@@ -587,33 +587,11 @@ func newIncarnation() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Times are stored as Unix nanoseconds; the zero time.Time as MinInt64.
-func toNS(t time.Time) int64 {
-	switch {
-	case t.IsZero():
-		return math.MinInt64
-	case t.Year() < 1678:
-		return math.MinInt64 + 1
-	case t.Year() > 2261:
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-func fromNS(ns int64) time.Time {
-	if ns == math.MinInt64 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns).UTC()
-}
-
-// toSeq converts a cursor to int64; cursors past MaxInt64 clamp to it.
-func toSeq(c moitessier.Cursor) int64 {
-	if c > math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return int64(c)
-}
+// Times are stored as Unix nanoseconds and cursors as int64, as
+// storecodec converts them.
+func toNS(t time.Time) int64          { return storecodec.Time(t) }
+func fromNS(ns int64) time.Time       { return storecodec.ParseTime(ns) }
+func toSeq(c moitessier.Cursor) int64 { return storecodec.Seq(c) }
 
 // reflectReset empties the slice dst points to, so that a retried GetAll
 // does not append to what a failed one loaded.

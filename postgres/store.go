@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/matchcache"
+	"github.com/likestripes/moitessier/internal/storecodec"
 )
 
 // DefaultSchema is the schema the store uses when Config.Schema is empty.
@@ -285,34 +285,11 @@ func channelName(schema string) string {
 	return c
 }
 
-// Times are stored as Unix nanoseconds; the zero time.Time as MinInt64.
-func toNS(t time.Time) int64 {
-	switch {
-	case t.IsZero():
-		return math.MinInt64
-	case t.Year() < 1678:
-		return math.MinInt64 + 1
-	case t.Year() > 2261:
-		return math.MaxInt64
-	}
-	return t.UnixNano()
-}
-
-func fromNS(ns int64) time.Time {
-	if ns == math.MinInt64 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns).UTC()
-}
-
-// toSeq converts a cursor to a bigint; cursors past MaxInt64 (such as
-// moitessier.Resume) clamp to it.
-func toSeq(c moitessier.Cursor) int64 {
-	if c > math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return int64(c)
-}
+// Times are stored as Unix nanoseconds and cursors as int64, as
+// storecodec converts them.
+func toNS(t time.Time) int64          { return storecodec.Time(t) }
+func fromNS(ns int64) time.Time       { return storecodec.ParseTime(ns) }
+func toSeq(c moitessier.Cursor) int64 { return storecodec.Seq(c) }
 
 // pgCode returns the SQLSTATE of a PostgreSQL error, or "".
 func pgCode(err error) string {
