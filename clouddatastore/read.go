@@ -4,13 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"cloud.google.com/go/datastore"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/checkpoints"
 )
 
 // Read returns up to limit messages of a listener with Seq > after, in
@@ -140,25 +139,7 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 	if len(cps) == 0 {
 		return nil
 	}
-	type key struct{ l, p, c string }
-	merged := make(map[key]moitessier.Checkpoint, len(cps))
-	for _, c := range cps {
-		k := key{c.Listener, c.Person, c.Client}
-		if m, ok := merged[k]; ok {
-			c.Cursor = max(c.Cursor, m.Cursor)
-			if c.LeaseExpires.IsZero() {
-				c.LeaseExpires = m.LeaseExpires
-			}
-		}
-		merged[k] = c
-	}
-	all := make([]moitessier.Checkpoint, 0, len(merged))
-	for _, c := range merged {
-		all = append(all, c)
-	}
-	slices.SortFunc(all, func(a, b moitessier.Checkpoint) int {
-		return strings.Compare(a.Listener+"\x00"+a.Person+"\x00"+a.Client, b.Listener+"\x00"+b.Person+"\x00"+b.Client)
-	})
+	all := checkpoints.Merge(cps)
 	for i := 0; i < len(all); i += s.cfg.MaxMutations {
 		chunk := all[i:min(len(all), i+s.cfg.MaxMutations)]
 		keys := make([]*datastore.Key, len(chunk))

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/checkpoints"
 )
 
 // Append writes a batch atomically; see moitessier.Store. A batch without
@@ -354,37 +354,12 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 	}
 	// Merge duplicates (largest cursor, last non-zero lease) and sort, so
 	// that one UPDATE sees each row once.
-	type key struct{ l, p, c string }
-	merged := make(map[key]moitessier.Checkpoint, len(cps))
-	for _, c := range cps {
-		k := key{c.Listener, c.Person, c.Client}
-		if m, ok := merged[k]; ok {
-			c.Cursor = max(c.Cursor, m.Cursor)
-			if c.LeaseExpires.IsZero() {
-				c.LeaseExpires = m.LeaseExpires
-			}
-		}
-		merged[k] = c
-	}
-	keys := make([]key, 0, len(merged))
-	for k := range merged {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b key) int {
-		if c := strings.Compare(a.l, b.l); c != 0 {
-			return c
-		}
-		if c := strings.Compare(a.p, b.p); c != 0 {
-			return c
-		}
-		return strings.Compare(a.c, b.c)
-	})
-	n := len(keys)
+	all := checkpoints.Merge(cps)
+	n := len(all)
 	ls, ps, cs := make([]string, n), make([]string, n), make([]string, n)
 	curs, leases := make([]int64, n), make([]int64, n)
-	for i, k := range keys {
-		c := merged[k]
-		ls[i], ps[i], cs[i], curs[i], leases[i] = k.l, k.p, k.c, toSeq(c.Cursor), toNS(c.LeaseExpires)
+	for i, c := range all {
+		ls[i], ps[i], cs[i], curs[i], leases[i] = c.Listener, c.Person, c.Client, toSeq(c.Cursor), toNS(c.LeaseExpires)
 	}
 	err := retry(ctx, func() error {
 		_, err := s.pool.Exec(ctx, s.q.checkpoint, ls, ps, cs, curs, leases)
