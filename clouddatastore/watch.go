@@ -10,6 +10,7 @@ import (
 	"cloud.google.com/go/datastore"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/donectx"
 )
 
 // Watch calls fn with the heads of listeners that received messages in
@@ -21,15 +22,8 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	if err := s.check(op); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := donectx.WithDone(ctx, s.done)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	var err error
 	if s.wake != nil {
 		err = s.wake.Watch(ctx, fn)

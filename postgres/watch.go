@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/internal/donectx"
 )
 
 // Heads returns the current heads of the given listeners in one query,
@@ -66,15 +67,8 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	if err := s.check(op); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := donectx.WithDone(ctx, s.done)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	backoff := s.cfg.ReconnectMin
 	reconnect := false
 	for {
