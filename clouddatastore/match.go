@@ -3,30 +3,12 @@ package clouddatastore
 import (
 	"context"
 	"slices"
-	"sync"
 
 	"cloud.google.com/go/datastore"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/scopeindex"
 )
-
-// patternCache is this process's copy of every wildcard pattern in the
-// namespace, in a scope index, with the pattern version it was loaded at.
-type patternCache struct {
-	mu      sync.RWMutex
-	version int64 // -1 until loaded
-	idx     *scopeindex.Index
-}
-
-func (p *patternCache) match(scope string) (ids []string, version int64) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.idx != nil {
-		p.idx.Match(scope, func(id string) { ids = append(ids, id) })
-	}
-	return ids, p.version
-}
 
 // matchStamp is the state a Match answer was read at: the namespace's
 // pattern version and the scope's version (0: no listener hears it).
@@ -81,7 +63,7 @@ func (s *Store) match(ctx context.Context, scope string) (matchEntry, error) {
 		pids  []string
 	)
 	for attempt := 0; ; attempt++ {
-		ids, cached := s.pat.match(scope)
+		ids, cached := s.pat.Match(scope)
 		keys := make([]*datastore.Key, 0, 2+len(ids))
 		keys = append(keys, s.metaKey(), s.scopeKey(scope))
 		for _, id := range ids {
@@ -181,9 +163,7 @@ func txLookup(tx *datastore.Transaction, keys []*datastore.Key, ents []any) ([]b
 // already. The version is read before the query, so the index holds at
 // least every pattern of version v.
 func (s *Store) reloadPatterns(ctx context.Context, v int64) error {
-	s.pat.mu.RLock()
-	cur := s.pat.version
-	s.pat.mu.RUnlock()
+	cur := s.pat.Version()
 	if cur == v {
 		return nil
 	}
@@ -202,8 +182,6 @@ func (s *Store) reloadPatterns(ctx context.Context, v int64) error {
 		}
 		idx.Add(listenerID(k), ps)
 	}
-	s.pat.mu.Lock()
-	defer s.pat.mu.Unlock()
-	s.pat.idx, s.pat.version = idx, v
+	s.pat.Set(idx, v, false)
 	return nil
 }

@@ -217,7 +217,7 @@ type Store struct {
 	closeMu sync.Once
 
 	stats   counters
-	pat     patternCache
+	pat     matchcache.Patterns
 	mc      matchcache.Cache[matchEntry]
 	cmb     combiner
 	heads   headTracker
@@ -312,7 +312,6 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		s.wake, s.ownWake = w, w
 	}
-	s.pat.version = -1
 	return s, nil
 }
 

@@ -3,28 +3,10 @@ package postgres
 import (
 	"context"
 	"slices"
-	"sync"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/scopeindex"
 )
-
-// patternCache is this process's copy of every wildcard pattern in the
-// schema, in a scope index, with the pattern version it was loaded at.
-type patternCache struct {
-	mu      sync.RWMutex
-	version int64 // -1 until loaded
-	idx     *scopeindex.Index
-}
-
-func (p *patternCache) match(scope string) (ids []string, version int64) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.idx != nil {
-		p.idx.Match(scope, func(id string) { ids = append(ids, id) })
-	}
-	return ids, p.version
-}
 
 // Match returns every listener one of whose scopes matches scope.
 //
@@ -64,7 +46,7 @@ func (s *Store) match(ctx context.Context, scope string) ([]moitessier.ListenerI
 	if err := s.check(op); err != nil {
 		return nil, nil, err
 	}
-	ids, cached := s.pat.match(scope)
+	ids, cached := s.pat.Match(scope)
 	ls, st, err := s.matchQuery(ctx, scope, ids)
 	if err != nil {
 		return nil, nil, s.wrap(op, err)
@@ -75,7 +57,7 @@ func (s *Store) match(ctx context.Context, scope string) ([]moitessier.ListenerI
 		if err := s.reloadPatterns(ctx, st.patterns); err != nil {
 			return nil, nil, s.wrap(op, err)
 		}
-		ids, cached = s.pat.match(scope)
+		ids, cached = s.pat.Match(scope)
 		ls, st, err = s.matchQuery(ctx, scope, ids)
 		if err != nil {
 			return nil, nil, s.wrap(op, err)
@@ -132,9 +114,7 @@ type matchEntry struct {
 // reloadPatterns reloads the pattern cache unless it is at least at version
 // atLeast already.
 func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {
-	s.pat.mu.RLock()
-	cur := s.pat.version
-	s.pat.mu.RUnlock()
+	cur := s.pat.Version()
 	if cur >= atLeast {
 		return nil
 	}
@@ -163,10 +143,6 @@ func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {
 	for id, ps := range byID {
 		idx.Add(id, ps)
 	}
-	s.pat.mu.Lock()
-	defer s.pat.mu.Unlock()
-	if version > s.pat.version {
-		s.pat.idx, s.pat.version = idx, version
-	}
+	s.pat.Set(idx, version, true)
 	return nil
 }

@@ -141,7 +141,7 @@ type Store struct {
 	done    chan struct{}
 	closeMu sync.Once
 
-	pat patternCache
+	pat matchcache.Patterns
 	mc  matchcache.Cache[matchEntry]
 	cmb combiner
 	q   queries
@@ -217,7 +217,6 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	s.cmb.init()
 	s.channel = channelName(cfg.Schema)
 	s.q = buildQueries(pgx.Identifier{cfg.Schema}.Sanitize())
-	s.pat.version = -1
 	return s, nil
 }
 
