@@ -29,9 +29,9 @@
 package live
 
 import (
-	"cmp"
 	"context"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +113,7 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 			}
 		}
 		if n := len(lv.back); n > 0 && cur >= lv.backFrom && cur < lv.seq(&lv.back[n-1]) {
-			i, _ := slices.BinarySearchFunc(lv.back, cur+1, func(m M, c uint64) int { return cmp.Compare(lv.seq(&m), c) })
+			i := sort.Search(n, func(k int) bool { return lv.seq(&lv.back[k]) > cur })
 			j := min(n, i+limit)
 			return lv.back[i:j:j], nil, false, false
 		}
@@ -141,18 +141,19 @@ func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
 	}
 	behind = lv.busy >= yieldAfter && lv.busy%yieldAfter == 0
 	changed := false
-	for _, m := range msgs {
-		changed = lv.put(m) || changed
+	for i := range msgs {
+		changed = lv.put(&msgs[i]) || changed
 	}
 	if len(lv.held) > maxHeld {
 		// The gap did not fill: restart the cache at the held messages.
-		slices.SortFunc(lv.held, func(a, b M) int { return cmp.Compare(lv.seq(&a), lv.seq(&b)) })
+		sort.Slice(lv.held, func(i, j int) bool { return lv.seq(&lv.held[i]) < lv.seq(&lv.held[j]) })
 		lv.buf = []M{lv.held[0]}
-		for _, m := range lv.held[1:] {
-			if s, last := lv.seq(&m), lv.seq(&lv.buf[len(lv.buf)-1]); s == last+1 {
-				lv.buf = append(lv.buf, m)
+		for i := 1; i < len(lv.held); i++ {
+			m := &lv.held[i]
+			if s, last := lv.seq(m), lv.seq(&lv.buf[len(lv.buf)-1]); s == last+1 {
+				lv.buf = append(lv.buf, *m)
 			} else if s > last {
-				lv.buf = []M{m}
+				lv.buf = []M{*m}
 			}
 		}
 		lv.held = nil
@@ -178,18 +179,22 @@ const maxHeld = 64
 // put adds one message; it reports whether the cache grew. An empty cache
 // starts at a message no higher than head+1: below that, every message is
 // in the store; above it, the ones between are still on their way.
-func (lv *Cache[M]) put(m M) bool {
+//
+// m points into the caller's slice, not at a copy: the address of a local
+// copy given to seq, a function the compiler cannot see into, would move
+// every message added to the heap.
+func (lv *Cache[M]) put(m *M) bool {
 	n := len(lv.buf)
-	s := lv.seq(&m)
+	s := lv.seq(m)
 	switch {
 	case n > 0 && s <= lv.seq(&lv.buf[n-1]):
 		return false
 	case n > 0 && s == lv.seq(&lv.buf[n-1])+1:
-		lv.buf = append(lv.buf, m)
+		lv.buf = append(lv.buf, *m)
 	case n == 0 && s <= lv.head+1:
-		lv.buf = []M{m} // never overwrite an array readers may hold
+		lv.buf = []M{*m} // never overwrite an array readers may hold
 	default:
-		lv.held = append(lv.held, m)
+		lv.held = append(lv.held, *m)
 		return false
 	}
 	lv.head = max(lv.head, s)
