@@ -221,8 +221,7 @@ func TestServe(t *testing.T) {
 	})
 
 	t.Run("Metrics", func(t *testing.T) {
-		code, body := get(t, h.url+"/metrics")
-		for _, want := range []string{
+		wants := []string{
 			`moitessier_dispatches_total{result="stored"} 4`,
 			`moitessier_deliveries_total{transport="sse"} 3`,
 			"moitessier_open_connections{transport=\"sse\"}",
@@ -230,10 +229,27 @@ func TestServe(t *testing.T) {
 			`moitessier_delivery_latency_seconds_bucket{le="+Inf"} 3`,
 			"moitessier_delivery_latency_seconds_count 3",
 			"go_goroutines ",
-		} {
-			if code != 200 || !strings.Contains(body, want) {
-				t.Fatalf("metrics lack %q:\n%s", want, body)
+		}
+		// A stream counts a delivery once its write returns, which can be
+		// just after the client has read the message: look again for a
+		// while before calling a count missing.
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			code, body := get(t, h.url+"/metrics")
+			missing := ""
+			for _, want := range wants {
+				if code != 200 || !strings.Contains(body, want) {
+					missing = want
+					break
+				}
 			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("metrics lack %q:\n%s", missing, body)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 
