@@ -111,14 +111,7 @@ func (c *benchConfig) httpFanout(ctx context.Context, name string, clients, n in
 	}
 	cpu1 := cpuOfPid(hub.pid)
 	stopProgress()
-	var end int64
-	lat := make([]time.Duration, 0, clients*n)
-	var bad int64
-	for _, cl := range conns {
-		end = max(end, cl.Last)
-		lat = append(lat, cl.Lat...)
-		bad += cl.Bad
-	}
+	end, lat, bad := gather(conns, clients*n)
 	if err := summarize(&res, start, end, lat, bad); err != nil {
 		return res, err
 	}

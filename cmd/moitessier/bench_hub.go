@@ -213,6 +213,19 @@ func closeAll(conns []*hubload.Client) {
 	}
 }
 
+// gather joins what the clients measured: the time of the last receipt
+// (Unix nanoseconds), every message's latency (room is made for size of
+// them) and the count of messages out of order or repeated.
+func gather(conns []*hubload.Client, size int) (end int64, lat []time.Duration, bad int64) {
+	lat = make([]time.Duration, 0, size)
+	for _, cl := range conns {
+		end = max(end, cl.Last)
+		lat = append(lat, cl.Lat...)
+		bad += cl.Bad
+	}
+	return end, lat, bad
+}
+
 // waitClients waits for every client to have its messages, failing after
 // 30 s without progress.
 func waitClients(ctx context.Context, conns []*hubload.Client, delivered *atomic.Int64) error {

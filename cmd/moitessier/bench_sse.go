@@ -98,14 +98,7 @@ func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (Ben
 	}
 	cpu1 := cpuOfPid(hub.pid)
 	stopProgress()
-	var end int64
-	lat := make([]time.Duration, 0, clients*n)
-	var bad int64
-	for _, cl := range conns {
-		end = max(end, cl.Last)
-		lat = append(lat, cl.Lat...)
-		bad += cl.Bad
-	}
+	end, lat, bad := gather(conns, clients*n)
 	if os.Getenv("MOITESSIER_BENCH_TIMELINE") != "" {
 		// Latency by message, in groups of 25 dispatches (a diagnostic).
 		for i0 := 0; i0 < n; i0 += 25 {
