@@ -442,22 +442,31 @@ func TestBench(t *testing.T) {
 	}
 }
 
-// TestServePostgres runs the hub on PostgreSQL when one is reachable
-// (MOITESSIER_POSTGRES_DSN, default the local test database).
-func TestServePostgres(t *testing.T) {
+// postgresDSN returns the PostgreSQL of MOITESSIER_POSTGRES_DSN (default
+// the local test database) after opening it once; the test is skipped when
+// it is unreachable, or fails when MOITESSIER_REQUIRE_POSTGRES=1.
+func postgresDSN(t *testing.T) string {
+	t.Helper()
 	dsn := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	ctx := ctxT(t)
-	probe, cancel := context.WithTimeout(ctx, 3*time.Second)
+	probe, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
 	defer cancel()
-	if st, err := openStore(probe, dsn, "moitessier_cmd_probe"); err != nil {
+	st, err := openStore(probe, dsn, "moitessier_cmd_probe")
+	if err != nil {
 		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
 			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)
 		}
 		t.Skipf("PostgreSQL unreachable; set MOITESSIER_POSTGRES_DSN to run this test: %v", err)
-	} else {
-		st.Close()
-		dropSchema(dsn, "moitessier_cmd_probe")
 	}
+	st.Close()
+	dropSchema(dsn, "moitessier_cmd_probe")
+	return dsn
+}
+
+// TestServePostgres runs the hub on PostgreSQL when one is reachable
+// (MOITESSIER_POSTGRES_DSN, default the local test database).
+func TestServePostgres(t *testing.T) {
+	dsn := postgresDSN(t)
+	ctx := ctxT(t)
 	schema := "moitessier_cmd_" + randomHex(4)
 	t.Cleanup(func() { dropSchema(dsn, schema) })
 	h := startServe(t, "--store", dsn, "--schema", schema)
@@ -544,17 +553,7 @@ func TestBenchWindow(t *testing.T) {
 // TestBenchBaseline measures the Postgres baseline and runs http-fanout-1
 // beside it, when a server is reachable.
 func TestBenchBaseline(t *testing.T) {
-	dsn := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
-	probe, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
-	defer cancel()
-	if st, err := openStore(probe, dsn, "moitessier_cmd_probe"); err != nil {
-		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)
-		}
-		t.Skipf("PostgreSQL unreachable; set MOITESSIER_POSTGRES_DSN to run this test: %v", err)
-	} else {
-		st.Close()
-	}
+	dsn := postgresDSN(t)
 	t.Setenv("MOITESSIER_TEST_MAIN", "1")
 	out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", dsn, "--baseline-time", "1s", "--messages", "30", "--json", "http-fanout-1")
 	if err != nil {
@@ -656,19 +655,8 @@ func TestShortSecret(t *testing.T) {
 // other processes wake its listeners) and MatchCacher (a dispatch to a
 // scope it has matched is one round trip, not two).
 func TestServeHubHasStoreInterfaces(t *testing.T) {
-	dsn := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
+	dsn := postgresDSN(t)
 	ctx := ctxT(t)
-	probe, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	if st, err := openStore(probe, dsn, "moitessier_cmd_probe"); err != nil {
-		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
-			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)
-		}
-		t.Skipf("PostgreSQL unreachable; set MOITESSIER_POSTGRES_DSN to run this test: %v", err)
-	} else {
-		st.Close()
-		dropSchema(dsn, "moitessier_cmd_probe")
-	}
 	schema := "moitessier_cmd_" + randomHex(4)
 	t.Cleanup(func() { dropSchema(dsn, schema) })
 	c, fs := serveFlags(io.Discard)
