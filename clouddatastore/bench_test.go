@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,27 +124,7 @@ func BenchmarkCrossHub(b *testing.B) {
 		}, 0, 0, 0)
 	}()
 	time.Sleep(500 * time.Millisecond) // both hubs' Watch calls subscribe
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := range b.N {
-		start := time.Now()
-		if _, err := hb.Dispatch(ctx, "b", "chat", strings.Repeat("x", 100)); err != nil {
-			b.Fatal(err)
-		}
-		select {
-		case m := <-got:
-			lat = append(lat, time.Since(start))
-			if m.Seq != moitessier.Cursor(i+1) {
-				b.Fatalf("received seq %d, want %d", m.Seq, i+1)
-			}
-		case <-time.After(10 * time.Second):
-			b.Fatalf("message %d not received in 10s", i)
-		}
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
+	storetest.CrossHubLatency(ctx, b, hb, got)
 }
 
 // report adds the Datastore operations of d per unit (dispatch, listener
