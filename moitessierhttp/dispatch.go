@@ -188,22 +188,36 @@ func (s *Server) doDispatch(ctx context.Context, c *Claims, req DispatchRequest)
 	// scope. Counting other people's would tell the sender whether the
 	// persons it addresses have a listener.
 	shared := c.CanListen(req.Scope)
-	visible := make(map[string]bool, len(d.Reached))
-	for i, id := range d.Reached {
+	see := func(i int) bool {
 		owner := ""
 		if i < len(d.Owners) {
 			owner = d.Owners[i]
-		} else if !strings.HasPrefix(id, "s") {
-			continue // a replay: owners unknown
+		} else if !strings.HasPrefix(d.Reached[i], "s") {
+			return false // a replay: owners unknown
 		}
-		if owner == c.Subject || owner == "" && shared {
-			visible[id] = true
+		return owner == c.Subject || owner == "" && shared
+	}
+	for i := range d.Reached {
+		if see(i) {
 			res.Reached++
 		}
 	}
-	for i := range d.Messages {
-		if visible[d.Messages[i].Listener] {
-			res.Stored++
+	switch res.Reached {
+	case 0:
+		// Every message is for a listener of d.Reached: none to count.
+	case len(d.Reached):
+		res.Stored = len(d.Messages)
+	default:
+		visible := make(map[string]bool, res.Reached)
+		for i, id := range d.Reached {
+			if see(i) {
+				visible[id] = true
+			}
+		}
+		for i := range d.Messages {
+			if visible[d.Messages[i].Listener] {
+				res.Stored++
+			}
 		}
 	}
 	return res, nil
