@@ -22,8 +22,10 @@ import (
 //	fanout-1, fanout-100, fanout-1000
 //	                             1 Shared listener, N subscribers in ListenUntil
 //	scopes-10k                   10 000 scopes, one listener each, one dispatch per scope in turn;
-//	                             also reports the seconds NewListener took to create the 10 000
-//	                             (create-s) and ListenUntil to start on all of them (listen-s)
+//	                             also reports the seconds NewListener took to create the 10 000,
+//	                             one call after the other (create-s), and ListenUntil to start
+//	                             on all of them (listen-s), and the seconds 64 goroutines at once
+//	                             took to create 10 000 more (create-concurrent-s)
 //	dispatch-8                   8 concurrent dispatchers, 1 Shared listener with 100 subscribers
 //	idle-10k                     10 000 listeners waiting, no traffic, for 10 s
 //
@@ -131,6 +133,7 @@ func benchScopes(b *testing.B, h Harness, scopes int) {
 	report(b, res, b.N)
 	b.ReportMetric(res.Create.Seconds(), "create-s")
 	b.ReportMetric(res.Listen.Seconds(), "listen-s")
+	b.ReportMetric(res.CreateConcurrent.Seconds(), "create-concurrent-s")
 }
 
 func benchIdle(b *testing.B, h Harness, n int) {

@@ -29,7 +29,10 @@ the start of a dispatch to its delivery (every delivery, not a sample):
   fanout-1      1 Shared listener, 1 subscriber in ListenUntil
   fanout-100    1 Shared listener, 100 subscribers
   fanout-1000   1 Shared listener, 1 000 subscribers
-  scopes-10k    10 000 scopes, one listener each, one dispatch to each in turn
+  scopes-10k    10 000 scopes, one listener each, one dispatch to each in turn;
+                also reports how long creating its listeners took, one
+                NewListener after the other (create_s), and creating 10 000
+                more from 64 goroutines at once (create_concurrent_s)
   dispatch-8    8 concurrent dispatchers, 1 Shared listener with 100 subscribers
   idle-10k      10 000 listeners waiting, no traffic (reports store queries/s
                 and heap bytes per listener)
@@ -104,6 +107,13 @@ type BenchResult struct {
 	QueriesPerS    *float64 `json:"queries_per_s,omitempty"`
 	HeapPerLisnr   float64  `json:"heap_bytes_per_listener,omitempty"`
 	RSSPerConn     float64  `json:"rss_bytes_per_conn,omitempty"`
+
+	// scopes-10k: the seconds its listeners took to be created, one
+	// NewListener call after the other (CreateS), and the seconds as many
+	// more took, created by workload.Arrivals goroutines at once
+	// (CreateConcurrentS).
+	CreateS           float64 `json:"create_s,omitempty"`
+	CreateConcurrentS float64 `json:"create_concurrent_s,omitempty"`
 
 	// The end-to-end workloads.
 	Publishers        int     `json:"publishers,omitempty"`
@@ -221,6 +231,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			extra = append(extra, "baseline: one client, INSERT+NOTIFY, by "+res.Baseline)
 		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"):
 			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
+		}
+		if res.CreateS > 0 {
+			extra = append(extra, fmt.Sprintf("creating the %d listeners: %.2f s one after the other, %.2f s from %d goroutines", res.Listeners, res.CreateS, res.CreateConcurrentS, workload.Arrivals))
 		}
 		if res.Transport != "" {
 			extra = append(extra, "over "+res.Transport)
@@ -479,6 +492,7 @@ func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (B
 		return res, err
 	}
 	libraryResult(&res, r)
+	res.CreateS, res.CreateConcurrentS = r.Create.Seconds(), r.CreateConcurrent.Seconds()
 	return res, nil
 }
 

@@ -436,9 +436,15 @@ func TestBench(t *testing.T) {
 			t.Fatalf("deliveries do not add up: %s", line)
 		}
 	}
-	out, _, err = runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--messages", "20", "--idle", "200ms", "fanout-1", "idle-10k")
-	if err != nil || !strings.Contains(out, "msgs/s") || !strings.Contains(out, "fanout-1") || !strings.Contains(out, "store queries/s idle") {
+	out, _, err = runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--messages", "20", "--idle", "200ms", "fanout-1", "idle-10k", "scopes-10k")
+	if err != nil || !strings.Contains(out, "msgs/s") || !strings.Contains(out, "fanout-1") || !strings.Contains(out, "store queries/s idle") ||
+		!strings.Contains(out, "creating the 10000 listeners: ") || !strings.Contains(out, " s from 64 goroutines") {
 		t.Fatalf("table: %v\n%s", err, out)
+	}
+	out, _, err = runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--messages", "20", "--json", "scopes-10k")
+	var r BenchResult
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.CreateS <= 0 || r.CreateConcurrentS <= 0 {
+		t.Fatalf("scopes-10k: %v\n%s", err, out)
 	}
 }
 

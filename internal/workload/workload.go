@@ -29,6 +29,10 @@ const Person = "bench"
 // channels hold (storetest's baseline-channel-fanout-100).
 const DefaultWindow = 256
 
+// Arrivals is how many goroutines create listeners at once in the
+// concurrent creation Scopes measures (Result.CreateConcurrent).
+const Arrivals = 64
+
 // Hooks are optional calls a workload makes around its measured part.
 type Hooks struct {
 	// Start is called when setup is done, just before the first dispatch
@@ -77,9 +81,14 @@ type Result struct {
 	StoreCalls int64
 	// Responds counts respond calls (wake-ups with messages).
 	Responds int64
-	// Create is how long creating the listeners took, Listen how long
-	// ListenUntil took to start on all of them.
+	// Create is how long creating the listeners took, one NewListener
+	// call after the other (a user's loop); Listen how long ListenUntil
+	// took to start on all of them.
 	Create, Listen time.Duration
+	// CreateConcurrent is how long as many other listeners took to be
+	// created by Arrivals goroutines at once, as clients arriving together
+	// (after a restart, say) create theirs (Scopes only).
+	CreateConcurrent time.Duration
 }
 
 // MsgsPerSecond is deliveries per second of Wall.
@@ -304,8 +313,11 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 // Scopes is scopes-10k: scopes scopes with one listener each, in
 // ListenUntil, and one dispatcher that dispatches n messages to them in
 // turn, at most 4×window messages ahead of what was delivered (0: no
-// limit). It also measures the time to create the listeners (Create) and
-// to start ListenUntil on all of them (Listen).
+// limit). It also measures the time to create the listeners, one after
+// the other (Create), and to start ListenUntil on all of them (Listen); and
+// the time Arrivals goroutines at once take to create scopes more
+// listeners, each on a scope of its own (CreateConcurrent), which then
+// leave again, untimed, before the dispatching starts.
 func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hooks Hooks) (Result, error) {
 	hub, _, err := newHub(s)
 	if err != nil {
@@ -328,6 +340,10 @@ func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hook
 		rs[i] = newRecorder(want)
 	}
 	created := time.Since(t0)
+	concurrent, err := createConcurrently(ctx, hub, scopes)
+	if err != nil {
+		return Result{}, err
+	}
 	t1 := time.Now()
 	stop, err := listenAll(ctx, hub, ls, rs)
 	if err != nil {
@@ -351,8 +367,53 @@ func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hook
 	}
 	hooks.stop()
 	res, err := rs.result(start)
-	res.Create, res.Listen = created, listening
+	res.Create, res.Listen, res.CreateConcurrent = created, listening, concurrent
 	return res, err
+}
+
+// createConcurrently creates n listeners, each on a scope of its own, from
+// Arrivals goroutines at once, and returns how long that took; then it
+// closes them, untimed.
+func createConcurrently(ctx context.Context, hub *moitessier.Hub, n int) (time.Duration, error) {
+	ls := make([]*moitessier.Listener, n)
+	// each runs fn(i) for every i < n from Arrivals goroutines, and
+	// returns the first error.
+	each := func(fn func(i int) error) error {
+		var (
+			next atomic.Int64
+			wg   sync.WaitGroup
+			once sync.Once
+			ferr error
+		)
+		for range min(Arrivals, n) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+					if err := fn(i); err != nil {
+						once.Do(func() { ferr = err })
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		return ferr
+	}
+	t0 := time.Now()
+	err := each(func(i int) error {
+		var err error
+		ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: Person, Type: moitessier.Shared, Scope: "bench.arrival." + strconv.Itoa(i)})
+		return err
+	})
+	took := time.Since(t0)
+	if err != nil {
+		return took, fmt.Errorf("concurrent creation: %w", err)
+	}
+	if err := each(func(i int) error { return ls[i].Close(ctx) }); err != nil {
+		return took, fmt.Errorf("close the concurrently created listeners: %w", err)
+	}
+	return took, nil
 }
 
 // IdleResult is what Idle measured.

@@ -44,12 +44,23 @@ func TestFanout(t *testing.T) {
 }
 
 func TestScopes(t *testing.T) {
-	res, err := workload.Scopes(context.Background(), memstore.New(), 10, 25, 0, workload.Hooks{})
+	s := memstore.New()
+	res, err := workload.Scopes(context.Background(), s, 10, 25, 0, workload.Hooks{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Deliveries != 25 || res.Create <= 0 || res.Listen <= 0 {
-		t.Errorf("%d deliveries (want 25), create %v, listen %v", res.Deliveries, res.Create, res.Listen)
+	// The listeners created concurrently left before the dispatching:
+	// what the store holds is the workload's.
+	for _, scope := range []string{"bench.arrival.0", "bench.arrival.9"} {
+		if ls, err := s.Match(context.Background(), scope); err != nil || len(ls) != 0 {
+			t.Errorf("Match(%s) = %d listeners, %v; want none left", scope, len(ls), err)
+		}
+	}
+	if ls, err := s.Match(context.Background(), "bench.scope.9"); err != nil || len(ls) != 1 {
+		t.Errorf("Match(bench.scope.9) = %d listeners, %v; want the workload's one", len(ls), err)
+	}
+	if res.Deliveries != 25 || res.Create <= 0 || res.Listen <= 0 || res.CreateConcurrent <= 0 {
+		t.Errorf("%d deliveries (want 25), create %v, create concurrently %v, listen %v", res.Deliveries, res.Create, res.CreateConcurrent, res.Listen)
 	}
 }
 
