@@ -7,7 +7,12 @@
 // advisory lock on a file next to the database (its path plus ".lock") and
 // fails with an error wrapping [ErrLocked] while another Store, in this
 // process or another, holds it; [Store.Close] releases it. Several processes
-// sharing one database is what the Postgres store is for.
+// sharing one database is what the Postgres store is for. On Unix systems
+// the Store's connections also hold SQLite's own lock on the database as one
+// exclusive lock for the process, with the write-ahead log's index in memory
+// rather than in a -shm file, so that a transaction makes no locking system
+// call: no other process, not even a read-only sqlite3 shell, can read the
+// database while the Store is open.
 //
 // Because it is alone with its file, a Store keeps every listener (with its
 // Head) in memory, loaded at Open and updated by each write it commits, so

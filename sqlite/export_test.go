@@ -15,3 +15,6 @@ func MigrationCount() int {
 	}
 	return len(ms)
 }
+
+// VFS is the SQLite VFS of the store's connections ("" for the default).
+const VFS = vfs

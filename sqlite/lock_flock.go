@@ -9,6 +9,14 @@ import (
 	"syscall"
 )
 
+// vfs is the SQLite VFS of every connection. The store is alone with its
+// file (lockFile makes sure), so SQLite's own locks need not be seen by
+// other processes: unix-excl takes one exclusive lock on the database for
+// the process, at its first transaction, and keeps the WAL index in memory
+// shared by the process's connections, where the default VFS calls fcntl
+// several times in each transaction.
+const vfs = "unix-excl"
+
 // lockFile takes an exclusive, non-blocking advisory lock on path, creating
 // the file if needed. The lock belongs to the open file: it is released when
 // the returned file is closed, or when the process ends.

@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -44,6 +45,36 @@ func TestLock(t *testing.T) {
 	mustOpen(t, path)
 }
 
+// TestLockOtherReader checks what the package documents of a Store's
+// SQLite lock: while the Store is open, another process cannot even read the
+// database through SQLite; after Close it can.
+func TestLockOtherReader(t *testing.T) {
+	if sqlite.VFS == "" {
+		t.Skip("this platform's stores use SQLite's default locking")
+	}
+	path := dbPath(t)
+	s := mustOpen(t, path)
+	mustJoin(t, s, listener("l", "room.1"), "alice")
+	if out, err := rawReadHelper(t, path); err == nil || !strings.Contains(string(out), "locked") {
+		t.Fatalf("another process read the database while the store was open: %s (%v)", out, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := rawReadHelper(t, path); err != nil || !strings.Contains(string(out), "listeners 1") {
+		t.Fatalf("another process could not read the database after Close: %s (%v)", out, err)
+	}
+}
+
+// rawReadHelper counts the listeners of the database at path in a child
+// process (TestLockHelper) through SQLite directly, and returns its output.
+func rawReadHelper(tb testing.TB, path string) ([]byte, error) {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHelper$")
+	cmd.Env = append(os.Environ(), "SQLITE_LOCK_HELPER_PATH="+path, "SQLITE_LOCK_HELPER_RAW=1")
+	return cmd.CombinedOutput()
+}
+
 func mustGetwd(tb testing.TB) string {
 	wd, err := os.Getwd()
 	if err != nil {
@@ -66,6 +97,22 @@ func TestLockHelper(t *testing.T) {
 	path := os.Getenv("SQLITE_LOCK_HELPER_PATH")
 	if path == "" {
 		t.Skip("runs as TestLock's child process")
+	}
+	if os.Getenv("SQLITE_LOCK_HELPER_RAW") != "" {
+		db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_busy_timeout=0")
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(2)
+		}
+		var n int
+		err = db.QueryRow(`SELECT count(*) FROM listeners`).Scan(&n)
+		db.Close()
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		fmt.Println("listeners", n)
+		return
 	}
 	s, err := sqlite.Open(context.Background(), path)
 	if errors.Is(err, sqlite.ErrLocked) {

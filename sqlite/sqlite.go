@@ -155,6 +155,9 @@ func (s *Store) open(ctx context.Context, cfg config) error {
 	wp.Set("_journal_mode", "WAL")
 	wp.Set("_synchronous", "NORMAL")
 	wp.Set("_txlock", "immediate")
+	if vfs != "" {
+		wp.Set("vfs", vfs)
+	}
 	var err error
 	if s.w, err = sql.Open("sqlite", dsn(s.path, wp)); err != nil {
 		return err
@@ -174,6 +177,9 @@ func (s *Store) open(ctx context.Context, cfg config) error {
 	rp := url.Values{}
 	rp.Set("_busy_timeout", busy)
 	rp.Set("_query_only", "on")
+	if vfs != "" {
+		rp.Set("vfs", vfs)
+	}
 	if s.r, err = sql.Open("sqlite", dsn(s.path, rp)); err != nil {
 		return err
 	}
