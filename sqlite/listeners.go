@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"slices"
 
@@ -24,7 +23,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 		created bool
 		out     moitessier.Subscriber
 	)
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		var err error
 		stored, created, err = s.joinListener(ctx, tx, l)
 		if err != nil {
@@ -60,7 +59,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 // checkQuota returns a *moitessier.QuotaError if the listener l, when this
 // join created it, or the subscriber sub, if it is new, takes its person
 // past q. The listener is already inserted, the subscriber not yet.
-func checkQuota(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo, sub moitessier.Subscriber, created bool, q moitessier.Quota) error {
+func checkQuota(ctx context.Context, tx *wtx, l moitessier.ListenerInfo, sub moitessier.Subscriber, created bool, q moitessier.Quota) error {
 	// count returns how many rows query finds, at most limit.
 	count := func(limit int, query string, args ...any) (int, error) {
 		var n int
@@ -107,7 +106,7 @@ func checkQuota(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo, sub 
 
 // joinListener stores l unless a listener with its ID exists, and returns
 // the stored listener and whether it created it.
-func (s *Store) joinListener(ctx context.Context, tx *sql.Tx, l moitessier.ListenerInfo) (moitessier.ListenerInfo, bool, error) {
+func (s *Store) joinListener(ctx context.Context, tx *wtx, l moitessier.ListenerInfo) (moitessier.ListenerInfo, bool, error) {
 	res, err := tx.StmtContext(ctx, s.stmts.insertListener).ExecContext(ctx,
 		l.ID, int(l.Type), l.Person, l.Client, toNanos(l.Created))
 	if err != nil {
@@ -225,7 +224,7 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 	}
 	defer s.exit()
 	var deleted bool
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		deleted = false
 		res, err := tx.ExecContext(ctx, `DELETE FROM subscribers WHERE listener_id = ? AND person = ? AND client = ?`,
 			listenerID, person, client)

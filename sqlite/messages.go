@@ -25,7 +25,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		msgs     []moitessier.Message
 		replayed bool
 	)
-	err := s.write(ctx, func(wctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(wctx context.Context, tx *wtx) error {
 		if b.Key != "" {
 			var err error
 			msgs, replayed, err = s.replay(wctx, tx, b)
@@ -116,7 +116,7 @@ func (s *Store) cachedHead(id string) (moitessier.Cursor, bool) {
 // at or after b.KeySince, it returns that batch's messages that still exist,
 // or an error wrapping moitessier.ErrIdempotencyMismatch if that batch was
 // another request.
-func (s *Store) replay(ctx context.Context, tx *sql.Tx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+func (s *Store) replay(ctx context.Context, tx *wtx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
 	var (
 		at       int64
 		refs, fp []byte
@@ -282,7 +282,7 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 	if len(cps) == 0 {
 		return nil
 	}
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		var both, cursor *sql.Stmt // prepared on the transaction when first needed
 		for _, cp := range cps {
 			var err error

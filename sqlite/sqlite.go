@@ -35,8 +35,9 @@ type Store struct {
 	path string
 	lock *os.File
 
-	w *sql.DB // the writer: one connection
-	r *sql.DB // read-only connections
+	w  *sql.DB   // the writer: one connection
+	wc *sql.Conn // that connection, held from Open to Close
+	r  *sql.DB   // read-only connections
 
 	stmts statements
 
@@ -189,10 +190,15 @@ func (s *Store) open(ctx context.Context, cfg config) error {
 	s.r.SetConnMaxLifetime(0)
 	s.r.SetConnMaxIdleTime(0)
 
-	if err := s.stmts.prepare(ctx, s.w, s.r); err != nil {
+	if err := s.load(ctx); err != nil {
 		return err
 	}
-	return s.load(ctx)
+	// Every later write runs on the writer's connection, held here: only
+	// the call that is the writer (see writeOp) uses it.
+	if s.wc, err = s.w.Conn(ctx); err != nil {
+		return err
+	}
+	return s.stmts.prepare(ctx, s.wc, s.r)
 }
 
 // load reads every listener into the cache.
@@ -263,6 +269,9 @@ func (s *Store) Close() error {
 // release closes what Open opened, in reverse order.
 func (s *Store) release() error {
 	errs := []error{s.stmts.close()}
+	if s.wc != nil {
+		errs = append(errs, s.wc.Close())
+	}
 	if s.r != nil {
 		errs = append(errs, s.r.Close())
 	}

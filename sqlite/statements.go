@@ -8,10 +8,11 @@ import (
 )
 
 // statements are the prepared statements of the hot paths. Writer statements
-// are used in transactions through tx.StmtContext, which reuses them on the
-// writer's one connection.
+// are prepared on the writer's one connection, where its transactions (wtx)
+// run them.
 type statements struct {
 	// writer
+	begin, commit, rollback        *sql.Stmt
 	savepoint, release, rollbackTo *sql.Stmt
 	insertMessage, insertMessageAt *sql.Stmt
 	getKey                         *sql.Stmt
@@ -30,12 +31,20 @@ type statements struct {
 	subs *sql.Stmt
 }
 
-func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
+// preparer is a *sql.DB or a *sql.Conn.
+type preparer interface {
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
+func (st *statements) prepare(ctx context.Context, w *sql.Conn, r *sql.DB) error {
 	list := []struct {
-		db   *sql.DB
+		db   preparer
 		dst  **sql.Stmt
 		text string
 	}{
+		{w, &st.begin, `BEGIN IMMEDIATE`},
+		{w, &st.commit, `COMMIT`},
+		{w, &st.rollback, `ROLLBACK`},
 		{w, &st.savepoint, `SAVEPOINT op`},
 		{w, &st.release, `RELEASE op`},
 		{w, &st.rollbackTo, `ROLLBACK TO op`},
@@ -91,8 +100,10 @@ func (st *statements) prepare(ctx context.Context, w, r *sql.DB) error {
 
 func (st *statements) close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{st.savepoint, st.release, st.rollbackTo, st.insertMessage, st.insertMessageAt, st.getKey, st.putKey, st.getMessage,
-		st.checkpoint, st.checkpointCursor, st.read, st.seek, st.subs} {
+	for _, s := range []*sql.Stmt{st.begin, st.commit, st.rollback, st.savepoint, st.release, st.rollbackTo,
+		st.insertMessage, st.insertMessageAt, st.getKey, st.putKey, st.getMessage, st.checkpoint, st.checkpointCursor,
+		st.insertListener, st.insertScope, st.joinSubscriber, st.getListener, st.getScopes,
+		st.read, st.seek, st.subs} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}

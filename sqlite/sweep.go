@@ -49,7 +49,7 @@ func (s *Store) deleteBatches(ctx context.Context, batch int, query string, args
 	total := 0
 	for {
 		var n int64
-		err := s.writeSolo(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := s.writeSolo(ctx, func(ctx context.Context, tx *wtx) error {
 			res, err := tx.ExecContext(ctx, query, args...)
 			if err != nil {
 				return err
@@ -106,7 +106,7 @@ func (s *Store) sweepListeners(ctx context.Context, p moitessier.SweepParams, ba
 			messages int
 			budget   = batch
 		)
-		err := s.writeSolo(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := s.writeSolo(ctx, func(ctx context.Context, tx *wtx) error {
 			for budget > 0 && len(ids) > 0 {
 				id := ids[0]
 				var empty bool
@@ -212,7 +212,7 @@ func (s *Store) sweepRetention(ctx context.Context, p moitessier.SweepParams, ba
 			messages int
 			budget   = batch
 		)
-		err := s.writeSolo(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		err := s.writeSolo(ctx, func(ctx context.Context, tx *wtx) error {
 			for budget > 0 && len(todo) > 0 {
 				t := todo[0]
 				s.mu.RLock()

@@ -25,7 +25,7 @@ const maxGroup = 256
 // from the cache, which learns of a write only once it is committed.
 type writeOp struct {
 	ctx   context.Context
-	fn    func(ctx context.Context, tx *sql.Tx) error
+	fn    func(ctx context.Context, tx *wtx) error
 	after func()
 	// solo writes run in a transaction of their own (Sweep's batches, whose
 	// decisions rely on the cache).
@@ -39,12 +39,12 @@ type writeOp struct {
 }
 
 // write runs fn as a combinable write; see writeOp.
-func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error, after func()) error {
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *wtx) error, after func()) error {
 	return s.submit(&writeOp{ctx: ctx, fn: fn, after: after})
 }
 
 // writeSolo runs fn in a transaction of its own; see writeOp.
-func (s *Store) writeSolo(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error, after func()) error {
+func (s *Store) writeSolo(ctx context.Context, fn func(ctx context.Context, tx *wtx) error, after func()) error {
 	return s.submit(&writeOp{ctx: ctx, fn: fn, after: after, solo: true})
 }
 
@@ -108,17 +108,83 @@ func (s *Store) runWrites(ops []*writeOp) {
 	}
 }
 
+// A wtx is a transaction of the writer's connection, with the methods of
+// *sql.Tx that writes use. The writer's statements (s.stmts) are prepared on
+// that connection, so StmtContext returns them as they are.
+//
+// The writer runs BEGIN, COMMIT and ROLLBACK itself rather than through
+// database/sql's Tx, which starts a goroutine for each transaction (to roll
+// it back when its context ends) and, with the driver, one more for each of
+// BEGIN and COMMIT: two thirds of a lone Append's futex calls.
+type wtx struct {
+	c *sql.Conn
+}
+
+// StmtContext returns stmt, which must be one of the writer's statements.
+func (t *wtx) StmtContext(_ context.Context, stmt *sql.Stmt) *sql.Stmt { return stmt }
+
+// ExecContext runs query on the writer's connection.
+func (t *wtx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return t.c.ExecContext(ctx, query, args...)
+}
+
+// QueryContext runs query on the writer's connection.
+func (t *wtx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	return t.c.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs query on the writer's connection.
+func (t *wtx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	return t.c.QueryRowContext(ctx, query, args...)
+}
+
+// begin starts a transaction on the writer's connection (BEGIN IMMEDIATE).
+func (s *Store) begin() (*wtx, error) {
+	if _, err := s.stmts.begin.ExecContext(context.Background()); err != nil {
+		return nil, fmt.Errorf("begin: %w", err)
+	}
+	return &wtx{c: s.wc}, nil
+}
+
+// commit commits the writer's transaction, or rolls it back if the commit
+// fails.
+func (s *Store) commit() error {
+	if _, err := s.stmts.commit.ExecContext(context.Background()); err != nil {
+		s.rollback()
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// rollback rolls the writer's transaction back. SQLite may have done so
+// already (an interrupted statement, a failed commit), and then ROLLBACK
+// fails with nothing to undo: its error is not worth reporting.
+func (s *Store) rollback() {
+	s.stmts.rollback.ExecContext(context.Background())
+}
+
+// runOne runs a write in a transaction of its own. A combinable write's
+// statements run without its caller's context, as in runGroup (which it
+// could have joined); a solo write's run with it, so that ending the context
+// interrupts a long statement.
 func (s *Store) runOne(op *writeOp) {
 	op.err = func() error {
-		tx, err := s.w.BeginTx(op.ctx, nil)
+		ctx := op.ctx
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !op.solo {
+			ctx = context.Background()
+		}
+		tx, err := s.begin()
 		if err != nil {
 			return ctxErr(op.ctx, err)
 		}
-		if err := op.fn(op.ctx, tx); err != nil {
-			tx.Rollback()
+		if err := op.fn(ctx, tx); err != nil {
+			s.rollback()
 			return ctxErr(op.ctx, err)
 		}
-		if err := tx.Commit(); err != nil {
+		if err := s.commit(); err != nil {
 			return ctxErr(op.ctx, err)
 		}
 		return nil
@@ -143,40 +209,37 @@ func (s *Store) runGroup(ops []*writeOp) {
 			}
 		}
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	tx, err := s.begin()
 	if err != nil {
 		failAll(err)
 		return
 	}
-	savepoint := tx.StmtContext(ctx, s.stmts.savepoint)
-	release := tx.StmtContext(ctx, s.stmts.release)
-	rollbackTo := tx.StmtContext(ctx, s.stmts.rollbackTo)
 	for _, op := range ops {
 		if err := op.ctx.Err(); err != nil {
 			op.err = err
 			continue
 		}
-		if _, err := savepoint.ExecContext(ctx); err != nil {
-			tx.Rollback()
+		if _, err := s.stmts.savepoint.ExecContext(ctx); err != nil {
+			s.rollback()
 			failAll(err)
 			return
 		}
 		if err := op.fn(ctx, tx); err != nil {
 			op.err = ctxErr(op.ctx, err)
-			if _, rerr := rollbackTo.ExecContext(ctx); rerr != nil {
+			if _, rerr := s.stmts.rollbackTo.ExecContext(ctx); rerr != nil {
 				// The transaction is gone, and the work of the writes before with it.
-				tx.Rollback()
+				s.rollback()
 				failAll(fmt.Errorf("roll back to savepoint: %w", errors.Join(rerr, err)))
 				return
 			}
 		}
-		if _, err := release.ExecContext(ctx); err != nil {
-			tx.Rollback()
+		if _, err := s.stmts.release.ExecContext(ctx); err != nil {
+			s.rollback()
 			failAll(err)
 			return
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := s.commit(); err != nil {
 		failAll(err)
 		return
 	}
