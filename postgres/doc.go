@@ -113,6 +113,23 @@
 // their scopes are dispatched to. Sweep removes the versions of scopes no
 // listener has. The schema needs PostgreSQL 11 or newer.
 //
+// # Joining in one round trip
+//
+// [Store.Join] is one statement: a call of the PL/pgSQL function
+// join_listener (migration 5), its own transaction, which inserts the
+// listener unless it exists, its scopes (the trigger above records their
+// versions; a pattern raises the pattern version), the subscriber unless
+// it exists (else it extends the lease), checks the quota of what it
+// created, and returns the stored listener and subscriber. The quota counts
+// run after a transaction-level advisory lock of the person, each in a
+// statement with a snapshot of its own, so the joins of one person, from
+// any process, count in turn; a join that creates nothing (a lease
+// renewal) takes no lock. Past a quota the function raises SQLSTATE MQ001
+// and nothing is written. Each join commits durably, so one caller that
+// creates listeners one after the other is bounded by the server's commit
+// latency; callers joining at once share commits (PostgreSQL's group
+// commit).
+//
 // # Wake-ups: LISTEN/NOTIFY
 //
 // Append sends the new heads of the listeners it wrote with pg_notify on

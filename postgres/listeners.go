@@ -4,94 +4,82 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/likestripes/moitessier"
 )
 
 // Join stores l unless it exists and adds sub as its subscriber unless it
-// exists; see moitessier.Store. A join that creates the listener or the
-// subscriber checks the quota in its transaction, under a transaction-level
-// advisory lock of the person taken after the insert: every process's joins
-// for one person count in turn, each seeing the ones committed before, and
-// a join that creates nothing (a lease renewal) takes no lock and counts
-// nothing.
+// exists; see moitessier.Store. It is one statement, one round trip: a
+// call of the function join_listener (migration 5), which writes the
+// listener, its scopes and the subscriber and reads them back. A join that
+// creates the listener or the subscriber checks the quota in its
+// transaction, under a transaction-level advisory lock of the person taken
+// after the insert: every process's joins for one person count in turn,
+// each seeing the ones committed before, and a join that creates nothing
+// (a lease renewal) takes no lock and counts nothing.
 func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	const op = "join"
 	if err := s.check(op); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
 	}
+	wild := make([]bool, len(l.Scopes))
+	for i, p := range l.Scopes {
+		wild[i] = moitessier.IsPattern(p)
+	}
+	kind, typeLimit := typeQuota(l.Type, q)
 	var (
-		info    moitessier.ListenerInfo
-		stored  moitessier.Subscriber
+		info    = moitessier.ListenerInfo{ID: l.ID}
+		stored  = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
 		created bool
 	)
 	err := retry(ctx, func() error {
-		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-			var id string
-			err := tx.QueryRow(ctx, s.q.insertListener, l.ID, int(l.Type), l.Person, l.Client, l.Scopes, toNS(l.Created)).Scan(&id)
-			switch {
-			case err == nil:
-				created = true
-				wild := make([]bool, len(l.Scopes))
-				anyWild := false
-				for i, p := range l.Scopes {
-					wild[i] = moitessier.IsPattern(p)
-					anyWild = anyWild || wild[i]
-				}
-				if _, err := tx.Exec(ctx, s.q.insertScopes, l.ID, l.Scopes, wild); err != nil {
-					return err
-				}
-				if anyWild {
-					if _, err := tx.Exec(ctx, s.q.bumpPatterns); err != nil {
-						return err
-					}
-				}
-				if err := s.checkListenerQuota(ctx, tx, l, q); err != nil {
-					return err
-				}
-			case errors.Is(err, pgx.ErrNoRows):
-				created = false
-			default:
-				return err
-			}
-			stored = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
-			var (
-				cur, joined, lease int64
-				inserted           bool
-			)
-			err = tx.QueryRow(ctx, s.q.joinSubscriber, l.ID, sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires), toSeq(sub.Cursor)).Scan(&cur, &joined, &lease, &inserted)
-			if errors.Is(err, pgx.ErrNoRows) {
-				// The listener was deleted after our insert found it:
-				// retry, creating it anew.
-				return &retryError{}
-			}
-			if err != nil {
-				return err
-			}
-			if inserted && q.Subscriptions > 0 {
-				if err := s.checkSubscriptionQuota(ctx, tx, sub.Person, !(created && quotaLocked(l, q) && l.Person == sub.Person), q); err != nil {
-					return err
-				}
-			}
-			stored.Cursor, stored.Joined, stored.LeaseExpires = moitessier.Cursor(cur), fromNS(joined), fromNS(lease)
-			info, err = scanListener(tx.QueryRow(ctx, s.q.listener, l.ID))
+		var (
+			typ                                int
+			lcreated, head, cur, joined, lease int64
+		)
+		err := s.pool.QueryRow(ctx, s.q.join,
+			l.ID, int(l.Type), l.Person, l.Client, l.Scopes, wild, toNS(l.Created),
+			sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires), toSeq(sub.Cursor),
+			quotaLimit(q.Listeners), quotaLimit(typeLimit), quotaLimit(q.Subscriptions),
+			advisoryKey("quota\x00"+l.Person, s.cfg.Schema), advisoryKey("quota\x00"+sub.Person, s.cfg.Schema),
+		).Scan(&created, &typ, &info.Person, &info.Client, &info.Scopes, &lcreated, &head, &cur, &joined, &lease)
+		if errors.Is(err, pgx.ErrNoRows) {
+			// The listener was deleted after the insert found it:
+			// run again, creating it anew.
+			return &retryError{}
+		}
+		if err != nil {
 			return err
-		})
+		}
+		info.Type, info.Created, info.Head = moitessier.ListenerType(typ), fromNS(lcreated), moitessier.Cursor(head)
+		stored.Cursor, stored.Joined, stored.LeaseExpires = moitessier.Cursor(cur), fromNS(joined), fromNS(lease)
+		return nil
 	})
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == quotaCode {
+		switch pe.Message {
+		case "listeners":
+			err = &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
+		case "type":
+			err = &moitessier.QuotaError{Person: l.Person, Kind: kind, Limit: typeLimit}
+		case "subscriptions":
+			err = &moitessier.QuotaError{Person: sub.Person, Kind: moitessier.QuotaSubscriptions, Limit: q.Subscriptions}
+		}
+	}
 	if err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
 	}
 	return info, stored, created, nil
 }
 
-// quotaLocked reports whether a quota check took person's lock: the
-// listener's check, if it ran, took l.Person's.
-func quotaLocked(l moitessier.ListenerInfo, q moitessier.Quota) bool {
-	_, limit := typeQuota(l.Type, q)
-	return q.Listeners > 0 || limit > 0
-}
+// quotaCode is the SQLSTATE join_listener raises past a quota, with the
+// message naming the limit: "listeners", "type" (the limit of the
+// listener's type) or "subscriptions".
+const quotaCode = "MQ001"
 
 // typeQuota returns the bound of q on one person's listeners of type t
 // (Handler, Shared), or 0 if q sets none.
@@ -105,56 +93,10 @@ func typeQuota(t moitessier.ListenerType, q moitessier.Quota) (moitessier.QuotaK
 	return "", 0
 }
 
-// checkListenerQuota counts the listeners of l.Person, and those of l's
-// type, l among them, in the transaction that created l, and returns a
-// *moitessier.QuotaError if they are past q.
-func (s *Store) checkListenerQuota(ctx context.Context, tx pgx.Tx, l moitessier.ListenerInfo, q moitessier.Quota) error {
-	if !quotaLocked(l, q) {
-		return nil
-	}
-	if _, err := tx.Exec(ctx, s.q.quotaLock, advisoryKey("quota\x00"+l.Person, s.cfg.Schema)); err != nil {
-		return err
-	}
-	kind, limit := typeQuota(l.Type, q)
-	var owned, ofType int
-	if err := tx.QueryRow(ctx, s.q.countListeners, l.Person, limitPlusOne(q.Listeners), int(l.Type), limitPlusOne(limit)).Scan(&owned, &ofType); err != nil {
-		return err
-	}
-	if q.Listeners > 0 && owned > q.Listeners {
-		return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
-	}
-	if limit > 0 && ofType > limit {
-		return &moitessier.QuotaError{Person: l.Person, Kind: kind, Limit: limit}
-	}
-	return nil
-}
-
-// checkSubscriptionQuota counts the subscriptions of person, the one just
-// inserted among them, and returns a *moitessier.QuotaError if they are
-// past q. lock is false when the transaction holds person's lock already.
-func (s *Store) checkSubscriptionQuota(ctx context.Context, tx pgx.Tx, person string, lock bool, q moitessier.Quota) error {
-	if lock {
-		if _, err := tx.Exec(ctx, s.q.quotaLock, advisoryKey("quota\x00"+person, s.cfg.Schema)); err != nil {
-			return err
-		}
-	}
-	var n int
-	if err := tx.QueryRow(ctx, s.q.countSubscriptions, person, limitPlusOne(q.Subscriptions)).Scan(&n); err != nil {
-		return err
-	}
-	if n > q.Subscriptions {
-		return &moitessier.QuotaError{Person: person, Kind: moitessier.QuotaSubscriptions, Limit: q.Subscriptions}
-	}
-	return nil
-}
-
-// limitPlusOne is the LIMIT of a quota count: one more than the limit
-// tells that it is passed; no limit counts nothing.
-func limitPlusOne(limit int) int64 {
-	if limit <= 0 {
-		return 0
-	}
-	return int64(limit) + 1
+// quotaLimit is a limit as join_listener takes it: 0 for none, and at
+// most one less than the largest bigint, which it counts up to plus one.
+func quotaLimit(limit int) int64 {
+	return min(int64(max(limit, 0)), math.MaxInt64-1)
 }
 
 // retryError asks retry to run a transaction again.

@@ -9,7 +9,7 @@ import (
 // bound parameter; only the schema identifier, quoted by pgx.Identifier, is
 // spliced into the text.
 type queries struct {
-	insertListener, insertScopes, bumpPatterns, joinSubscriber, listener    string
+	join, bumpPatterns, listener                                            string
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs string
 	match, loadPatterns, heads, allHeads                                    string
 	append, appendOne, appendSingle, claimKey, recordKey, replay, read      string
@@ -19,34 +19,17 @@ type queries struct {
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                       string
 	deleteOld, listenerPage, trimPage, deleteKeys                           string
 	lockUnusedScopes, deleteUnusedScopes                                    string
-	quotaLock, countListeners, countSubscriptions                           string
 }
 
 func buildQueries(schema string) queries {
 	r := strings.NewReplacer("S.", schema+".")
 	q := queries{
-		insertListener: `INSERT INTO S.listeners (id, type, person, client, scopes, created_ns)
-			VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING RETURNING id`,
-		insertScopes: `INSERT INTO S.listener_scopes (listener, scope, wild)
-			SELECT $1, s, w FROM unnest($2::text[], $3::boolean[]) AS x(s, w)`,
+		// join is Store.Join: one call of the function of migration 5
+		// (join_listener), one round trip, its own transaction.
+		join: `SELECT created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease
+			FROM S.join_listener($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
-		// The new subscriber's cursor is the listener's head: it hears what
-		// is written after it joined. An existing one keeps its cursor.
-		joinSubscriber: `INSERT INTO S.subscribers AS t (listener, person, client, cursor, joined_ns, lease_ns)
-			SELECT l.id, $2, $3, least(l.head, $6), $4, $5 FROM S.listeners l WHERE l.id = $1
-			ON CONFLICT (listener, person, client) DO UPDATE
-				SET lease_ns = greatest(t.lease_ns, EXCLUDED.lease_ns)
-			RETURNING cursor, joined_ns, lease_ns, xmax = 0`,
-		// Quota counts (see Store.Join). quotaLock serialises the joins
-		// that create something for one person ($1 is a key derived from
-		// the schema and person); the counts, read after it in statements
-		// of their own, see every such join that committed before, and
-		// read at most the limit plus one rows of the person's index.
-		quotaLock: `SELECT pg_advisory_xact_lock($1)`,
-		countListeners: `SELECT (SELECT count(*) FROM (SELECT 1 FROM S.listeners WHERE person = $1 LIMIT $2) a),
-			(SELECT count(*) FROM (SELECT 1 FROM S.listeners WHERE person = $1 AND type = $3 LIMIT $4) b)`,
-		countSubscriptions: `SELECT count(*) FROM (SELECT 1 FROM S.subscribers WHERE person = $1 LIMIT $2) a`,
-		listener:           `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
+		listener:     `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
 		// subscribers reads a page from the primary key's index (its
 		// columns are COLLATE "C": byte order); the LEFT JOIN returns one
 		// row with no subscriber when the listener exists but the page is
@@ -243,7 +226,7 @@ func buildQueries(schema string) queries {
 	q.appendOne = bindNames(q.appendOne, appendParams)
 	q.appendSingle = bindNames(q.appendSingle, appendParams)
 	for _, p := range []*string{
-		&q.insertListener, &q.insertScopes, &q.bumpPatterns, &q.joinSubscriber, &q.listener,
+		&q.join, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
 		&q.append, &q.appendOne, &q.appendSingle, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
@@ -251,7 +234,6 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
-		&q.quotaLock, &q.countListeners, &q.countSubscriptions,
 	} {
 		*p = r.Replace(*p)
 	}
