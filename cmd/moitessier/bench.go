@@ -61,7 +61,9 @@ are preceded by a baseline measured in the same run, pg-insert-notify: one
 client committing a raw single-row INSERT and a NOTIFY, sent as one query,
 for --baseline-time (5 s) (with pgbench when it is installed, else the same
 statement in a loop on one pgx connection); http-fanout-* then report
-baseline_ratio, publishes/s over that rate.
+baseline_ratio, publishes/s over that rate. So do the library workloads
+that dispatch (fanout-*, scopes-10k, dispatch-8) on Postgres: their
+baseline_ratio is dispatches/s over that rate.
 
 Messages are 100 bytes. Deliveries are checked (right listener, in order, no
 duplicate); the wall time runs from the first dispatch to the last delivery.
@@ -203,7 +205,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if !c.asJSON {
 		fmt.Fprintf(stdout, "%-16s %-9s %9s %9s %14s %10s %10s\n", "workload", "store", "listeners", "messages", "msgs/s", "p50 ms", "p99 ms")
 	}
-	if isPostgres(c.store) && slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "http-fanout") }) {
+	if isPostgres(c.store) && slices.ContainsFunc(names, measuresDispatches) {
 		names = append([]string{"pg-insert-notify"}, names...)
 	}
 	for _, name := range names {
@@ -229,7 +231,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			extra = append(extra, fmt.Sprintf("%.1f store queries/s idle, %.0f heap bytes/listener", *res.QueriesPerS, res.HeapPerLisnr))
 		case res.Workload == "pg-insert-notify":
 			extra = append(extra, "baseline: one client, INSERT+NOTIFY, by "+res.Baseline)
-		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"):
+		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"), res.BaselineRatio > 0:
 			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
 		}
 		if res.CreateS > 0 {
@@ -450,13 +452,25 @@ func (c *benchConfig) hooks(name string) (workload.Hooks, func()) {
 	return h, func() { stopProfile() }
 }
 
-// libraryResult fills res from a library workload's result.
-func libraryResult(res *BenchResult, r workload.Result) {
+// measuresDispatches reports whether workload name is compared, on
+// Postgres, with the pg-insert-notify baseline measured before it: the
+// workloads whose dispatchers send one dispatch at a time.
+func measuresDispatches(name string) bool {
+	return strings.HasPrefix(name, "http-fanout") || strings.HasPrefix(name, "fanout-") || name == "scopes-10k" || name == "dispatch-8"
+}
+
+// libraryResult fills res from a library workload's result, with its ratio
+// to the baseline if one was measured in this run.
+func (c *benchConfig) libraryResult(res *BenchResult, r workload.Result) {
 	res.Deliveries = r.Deliveries
 	res.MsgsPerS = r.MsgsPerSecond()
 	res.DispatchesPerS = r.PerSecond(res.Messages)
 	res.P50ms, res.P99ms = r.Percentile(0.50), r.Percentile(0.99)
 	res.Seconds = max(r.Wall.Seconds(), 1e-9)
+	if c.baseline > 0 {
+		res.BaselinePerS = c.baseline
+		res.BaselineRatio = res.DispatchesPerS / c.baseline
+	}
 }
 
 // fanout runs fanout-N and dispatch-8 (see workload.Fanout).
@@ -473,7 +487,7 @@ func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers
 	if err != nil {
 		return res, err
 	}
-	libraryResult(&res, r)
+	c.libraryResult(&res, r)
 	return res, nil
 }
 
@@ -491,7 +505,7 @@ func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (B
 	if err != nil {
 		return res, err
 	}
-	libraryResult(&res, r)
+	c.libraryResult(&res, r)
 	res.CreateS, res.CreateConcurrentS = r.Create.Seconds(), r.CreateConcurrent.Seconds()
 	return res, nil
 }
