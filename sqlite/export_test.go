@@ -18,3 +18,7 @@ func MigrationCount() int {
 
 // VFS is the SQLite VFS of the store's connections ("" for the default).
 const VFS = vfs
+
+// HeadExpr is the SQL expression of a listener's stored head, with the
+// listener's row in scope.
+const HeadExpr = headExpr

@@ -43,12 +43,14 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 					return err
 				}
 			}
-			// The cached head is usually the stored one: try it, and ask
-			// the transaction only if it is not (the listener is gone, or an
-			// earlier write of this transaction moved its head).
+			// In a transaction no write has changed yet, the cached head is
+			// the stored one and the next seq is known: no need to look it
+			// up. Otherwise (an earlier write of this transaction may have
+			// added to this listener, or deleted and made it anew) the
+			// transaction is asked.
 			var seq int64
-			if h, ok := s.cachedHead(e.Listener); ok {
-				r, err := insertAt.ExecContext(wctx, int64(h)+1, b.Dispatch, b.Scope, b.Sender, e.Text, created, e.Listener, int64(h))
+			if h, ok := s.cachedHead(e.Listener); ok && tx.fresh {
+				r, err := insertAt.ExecContext(wctx, e.Listener, int64(h)+1, b.Dispatch, b.Scope, b.Sender, e.Text, created)
 				if err != nil {
 					return err
 				}

@@ -203,7 +203,7 @@ func (s *Store) open(ctx context.Context, cfg config) error {
 
 // load reads every listener into the cache.
 func (s *Store) load(ctx context.Context) error {
-	rows, err := s.w.QueryContext(ctx, `SELECT id, type, person, client, created, head FROM listeners`)
+	rows, err := s.w.QueryContext(ctx, `SELECT id, type, person, client, created, `+headExpr+` FROM listeners`)
 	if err != nil {
 		return fmt.Errorf("load listeners: %w", err)
 	}

@@ -15,6 +15,7 @@ type statements struct {
 	begin, commit, rollback        *sql.Stmt
 	savepoint, release, rollbackTo *sql.Stmt
 	insertMessage, insertMessageAt *sql.Stmt
+	keepHead                       *sql.Stmt
 	getKey                         *sql.Stmt
 	putKey                         *sql.Stmt
 	getMessage                     *sql.Stmt // by listener and seq, for replays
@@ -30,6 +31,12 @@ type statements struct {
 	seek *sql.Stmt // the first seq in (after, upTo] created at or after t
 	subs *sql.Stmt
 }
+
+// headExpr is the head of the listener whose row is in scope (id, head): the
+// seq of its newest message, or listeners.head if that is larger (the
+// messages up to it deleted). Appends do not write listeners.head; the
+// store raises it (keepHead) before it deletes a listener's messages.
+const headExpr = `max(head, coalesce((SELECT max(seq) FROM messages WHERE listener_id = id), 0))`
 
 // preparer is a *sql.DB or a *sql.Conn.
 type preparer interface {
@@ -48,13 +55,16 @@ func (st *statements) prepare(ctx context.Context, w *sql.Conn, r *sql.DB) error
 		{w, &st.savepoint, `SAVEPOINT op`},
 		{w, &st.release, `RELEASE op`},
 		{w, &st.rollbackTo, `ROLLBACK TO op`},
-		// A message's seq is its listener's head plus one, and the trigger
-		// messages_head moves the head; no row if the listener is gone.
+		// A message's seq is its listener's head plus one (see headExpr);
+		// no row if the listener is gone.
 		{w, &st.insertMessage, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
-			SELECT id, head + 1, ?, ?, ?, ?, ? FROM listeners WHERE id = ? RETURNING seq`},
-		// The same at a given seq, if the listener's head is the one before.
+			SELECT id, ` + headExpr + ` + 1, ?, ?, ?, ?, ? FROM listeners WHERE id = ? RETURNING seq`},
+		// The same at a seq known to be the next (see Append); a conflict
+		// leaves no row.
 		{w, &st.insertMessageAt, `INSERT INTO messages (listener_id, seq, dispatch, scope, sender, text, created)
-			SELECT id, ?, ?, ?, ?, ?, ? FROM listeners WHERE id = ? AND head = ?`},
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
+		// Before messages are deleted: listeners.head keeps the head.
+		{w, &st.keepHead, `UPDATE listeners SET head = ` + headExpr + ` WHERE id = ?`},
 		{w, &st.getKey, `SELECT created, refs, fingerprint FROM idempotency_keys WHERE sender = ? AND key = ?`},
 		{w, &st.putKey, `INSERT INTO idempotency_keys (sender, key, dispatch, created, refs, fingerprint) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (sender, key) DO UPDATE SET
@@ -77,7 +87,7 @@ func (st *statements) prepare(ctx context.Context, w *sql.Conn, r *sql.DB) error
 			ON CONFLICT (listener_id, person, client) DO UPDATE
 				SET lease_expires = max(lease_expires, excluded.lease_expires)
 			RETURNING cursor, joined, lease_expires`},
-		{w, &st.getListener, `SELECT type, person, client, created, head FROM listeners WHERE id = ?`},
+		{w, &st.getListener, `SELECT type, person, client, created, ` + headExpr + ` FROM listeners WHERE id = ?`},
 		{w, &st.getScopes, `SELECT scope FROM listener_scopes WHERE listener_id = ? ORDER BY ord`},
 		{r, &st.read, `SELECT seq, dispatch, scope, sender, text, created FROM messages
 			WHERE listener_id = ? AND seq > ? ORDER BY seq LIMIT ?`},
@@ -101,7 +111,7 @@ func (st *statements) prepare(ctx context.Context, w *sql.Conn, r *sql.DB) error
 func (st *statements) close() error {
 	var errs []error
 	for _, s := range []*sql.Stmt{st.begin, st.commit, st.rollback, st.savepoint, st.release, st.rollbackTo,
-		st.insertMessage, st.insertMessageAt, st.getKey, st.putKey, st.getMessage, st.checkpoint, st.checkpointCursor,
+		st.insertMessage, st.insertMessageAt, st.keepHead, st.getKey, st.putKey, st.getMessage, st.checkpoint, st.checkpointCursor,
 		st.insertListener, st.insertScope, st.joinSubscriber, st.getListener, st.getScopes,
 		st.read, st.seek, st.subs} {
 		if s != nil {

@@ -118,6 +118,11 @@ func (s *Store) sweepListeners(ctx context.Context, p moitessier.SweepParams, ba
 					ids = ids[1:]
 					continue
 				}
+				// The listener may outlive this transaction (budget, or a
+				// Join before the next): its head must outlive its messages.
+				if _, err := tx.StmtContext(ctx, s.stmts.keepHead).ExecContext(ctx, id); err != nil {
+					return err
+				}
 				r, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
 					SELECT listener_id, seq FROM messages WHERE listener_id = ? ORDER BY seq LIMIT ?)`, id, budget)
 				if err != nil {
@@ -221,6 +226,9 @@ func (s *Store) sweepRetention(ctx context.Context, p moitessier.SweepParams, ba
 				if !same {
 					todo = todo[1:]
 					continue
+				}
+				if _, err := tx.StmtContext(ctx, s.stmts.keepHead).ExecContext(ctx, t.id); err != nil {
+					return err
 				}
 				r, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
 					SELECT listener_id, seq FROM messages WHERE listener_id = ? AND seq <= ? ORDER BY seq LIMIT ?)`,

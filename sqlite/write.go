@@ -118,6 +118,9 @@ func (s *Store) runWrites(ops []*writeOp) {
 // BEGIN and COMMIT: two thirds of a lone Append's futex calls.
 type wtx struct {
 	c *sql.Conn
+	// fresh is true until a write of the transaction has run: until then
+	// the store's cache (see Store.mu) is what the transaction reads.
+	fresh bool
 }
 
 // StmtContext returns stmt, which must be one of the writer's statements.
@@ -143,7 +146,7 @@ func (s *Store) begin() (*wtx, error) {
 	if _, err := s.stmts.begin.ExecContext(context.Background()); err != nil {
 		return nil, fmt.Errorf("begin: %w", err)
 	}
-	return &wtx{c: s.wc}, nil
+	return &wtx{c: s.wc, fresh: true}, nil
 }
 
 // commit commits the writer's transaction, or rolls it back if the commit
@@ -224,7 +227,9 @@ func (s *Store) runGroup(ops []*writeOp) {
 			failAll(err)
 			return
 		}
-		if err := op.fn(ctx, tx); err != nil {
+		err := op.fn(ctx, tx)
+		tx.fresh = false
+		if err != nil {
 			op.err = ctxErr(op.ctx, err)
 			if _, rerr := s.stmts.rollbackTo.ExecContext(ctx); rerr != nil {
 				// The transaction is gone, and the work of the writes before with it.

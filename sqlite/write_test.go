@@ -147,7 +147,7 @@ func TestAppendAtomic(t *testing.T) {
 		if got := queryInt(t, s.Path(), `SELECT count(*) FROM messages WHERE dispatch = 'second'`); got != 0 {
 			t.Fatalf("the file holds %d messages of the failed batch", got)
 		}
-		if got := queryInt(t, s.Path(), `SELECT max(head) FROM listeners`); got != 1 {
+		if got := queryInt(t, s.Path(), `SELECT max(`+sqlite.HeadExpr+`) FROM listeners`); got != 1 {
 			t.Fatalf("the file holds a head of %d after a failed batch, want 1", got)
 		}
 		if got := queryInt(t, s.Path(), `SELECT count(*) FROM idempotency_keys`); got != 0 {
@@ -180,7 +180,7 @@ func TestAppendAtomic(t *testing.T) {
 			msgs, _, err := s.Append(ctx, b)
 			cancel()
 			after := head(t, s, "big")
-			if got := queryInt(t, s.Path(), `SELECT head FROM listeners WHERE id = 'big'`); moitessier.Cursor(got) != after {
+			if got := queryInt(t, s.Path(), `SELECT `+sqlite.HeadExpr+` FROM listeners WHERE id = 'big'`); moitessier.Cursor(got) != after {
 				t.Fatalf("delay %v: stored head %d, cached %d", delay, got, after)
 			}
 			stored := queryInt(t, s.Path(), fmt.Sprintf(`SELECT count(*) FROM messages WHERE listener_id = 'big' AND seq > %d`, before))
