@@ -42,7 +42,17 @@
 //
 // The database runs with synchronous=NORMAL: a commit survives a crash of
 // the process, and the latest commits may be lost if the machine loses power
-// before the next checkpoint of the write-ahead log.
+// before the next checkpoint of the write-ahead log. A commit writes each
+// page it changed to the log (a join changes about six: the listener, its
+// scope, its subscriber and their indexes) and fsyncs nothing. Copying the
+// log into the database (a checkpoint, with two fsyncs) is done in the
+// background, on a connection of its own, at most every 50 ms while
+// something is written and never while nothing is, rather than by the
+// commit that passes SQLite's limit of 1 000 pages, which made every write
+// call waiting on that commit wait for the copy and the fsyncs too. The
+// writer still checkpoints itself past 10 000 pages (about 40 MB), should
+// the background checkpoints fall behind (a reader holding an old snapshot
+// keeps them from finishing).
 //
 // # Schema
 //

@@ -1,6 +1,10 @@
 package sqlite
 
-import "github.com/likestripes/moitessier"
+import (
+	"context"
+
+	"github.com/likestripes/moitessier"
+)
 
 // SetAppendHook makes Append call fn after each entry i of b it writes,
 // inside its transaction; an error from fn fails the Append. Set it while no
@@ -22,3 +26,13 @@ const VFS = vfs
 // HeadExpr is the SQL expression of a listener's stored head, with the
 // listener's row in scope.
 const HeadExpr = headExpr
+
+// WALAutoCheckpoint returns the writer connection's wal_autocheckpoint.
+func WALAutoCheckpoint(s *Store) (int, error) {
+	var n int
+	err := s.wc.QueryRowContext(context.Background(), `PRAGMA wal_autocheckpoint`).Scan(&n)
+	return n, err
+}
+
+// Checkpoints returns how many checkpoints the store's checkpointer ran.
+func Checkpoints(s *Store) int64 { return s.ck.runs.Load() }

@@ -37,7 +37,8 @@ type Store struct {
 
 	w  *sql.DB   // the writer: one connection
 	wc *sql.Conn // that connection, held from Open to Close
-	r  *sql.DB   // read-only connections
+	ck *checkpointer
+	r  *sql.DB // read-only connections
 
 	stmts statements
 
@@ -156,6 +157,9 @@ func (s *Store) open(ctx context.Context, cfg config) error {
 	wp.Set("_journal_mode", "WAL")
 	wp.Set("_synchronous", "NORMAL")
 	wp.Set("_txlock", "immediate")
+	// The checkpointer copies the log into the database; the writer does
+	// only past walAutoCheckpoint pages (see checkpointer).
+	wp.Add("_pragma", "wal_autocheckpoint="+strconv.Itoa(walAutoCheckpoint))
 	if vfs != "" {
 		wp.Set("vfs", vfs)
 	}
@@ -191,6 +195,9 @@ func (s *Store) open(ctx context.Context, cfg config) error {
 	s.r.SetConnMaxIdleTime(0)
 
 	if err := s.load(ctx); err != nil {
+		return err
+	}
+	if s.ck, err = startCheckpointer(s.path, busy); err != nil {
 		return err
 	}
 	// Every later write runs on the writer's connection, held here: only
@@ -268,7 +275,7 @@ func (s *Store) Close() error {
 
 // release closes what Open opened, in reverse order.
 func (s *Store) release() error {
-	errs := []error{s.stmts.close()}
+	errs := []error{s.ck.close(), s.stmts.close()}
 	if s.wc != nil {
 		errs = append(errs, s.wc.Close())
 	}

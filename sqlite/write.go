@@ -156,6 +156,7 @@ func (s *Store) commit() error {
 		s.rollback()
 		return fmt.Errorf("commit: %w", err)
 	}
+	s.ck.committed()
 	return nil
 }
 

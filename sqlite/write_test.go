@@ -308,3 +308,37 @@ func TestIdempotency(t *testing.T) {
 		t.Fatalf("the new key: %+v, %v, %v", msgs, replayed, err)
 	}
 }
+
+// TestWALAutoCheckpoint: the writer checkpoints the log at the size the
+// package documents, not SQLite's default of 1 000 pages.
+func TestWALAutoCheckpoint(t *testing.T) {
+	s := mustOpen(t, dbPath(t))
+	if n, err := sqlite.WALAutoCheckpoint(s); err != nil || n != 10_000 {
+		t.Fatalf("wal_autocheckpoint = %d, %v; want 10000", n, err)
+	}
+}
+
+// TestCheckpointer: writes make the checkpointer copy the log into the
+// database in the background; a store where nothing is written runs none.
+func TestCheckpointer(t *testing.T) {
+	s := mustOpen(t, dbPath(t))
+	time.Sleep(100 * time.Millisecond)
+	if n := sqlite.Checkpoints(s); n != 0 {
+		t.Fatalf("%d checkpoints before any write, want 0", n)
+	}
+	for i := range 20 {
+		mustJoin(t, s, listener(fmt.Sprintf("ck-%d", i), "room.1"), "alice")
+	}
+	for deadline := time.Now().Add(10 * time.Second); sqlite.Checkpoints(s) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no checkpoint 10 s after the writes")
+		}
+	}
+	// At most one more, for commits during the first one's gap.
+	time.Sleep(300 * time.Millisecond)
+	n := sqlite.Checkpoints(s)
+	time.Sleep(300 * time.Millisecond)
+	if m := sqlite.Checkpoints(s); m != n {
+		t.Fatalf("%d checkpoints while nothing was written", m-n)
+	}
+}
