@@ -262,13 +262,14 @@ type Server struct {
 	origins   []string
 
 	// ctx is cancelled by Close: every stream ends.
-	ctx     context.Context
-	cancel  context.CancelFunc
-	closing atomic.Bool
-	streams sync.WaitGroup
-	tcpAcks *tcpAcks
-	closes  closeWatcher // hijacked SSE streams' clients leaving; stopped by Close
-	tokens  tokenCache
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closing   atomic.Bool
+	streams   sync.WaitGroup
+	tcpAcks   *tcpAcks
+	closes    closeWatcher // hijacked connections' clients leaving or sending; stopped once Close ended the streams
+	closeOnce sync.Once
+	tokens    tokenCache
 }
 
 // New returns a Server for hub. The Server does not own the hub: close the
@@ -402,7 +403,14 @@ func (s *Server) corsWrap(h http.HandlerFunc) http.Handler {
 func (s *Server) Close() {
 	s.closing.Store(true)
 	s.cancel()
-	s.closes.close()
+	// The close watcher stays until the streams have ended: a WebSocket
+	// reads its client's answer to its close frame through it.
+	s.closeOnce.Do(func() {
+		go func() {
+			s.streams.Wait()
+			s.closes.close()
+		}()
+	})
 }
 
 // Shutdown is Close, then waits until every stream handler has returned or

@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"sync"
 	"time"
 
@@ -108,10 +108,12 @@ type WSFrame struct {
 // for SSE (scope=…, listener=…, since=…): that listen gets the ref "".
 //
 // The handler returns once the connection is upgraded: the connection is
-// then the hub's, read by one goroutine of its own (the WebSocket library
-// needs one blocked in a read), with small buffers; pings and the close
-// run on timers, so that an idle connection holds two goroutines, its
-// reader and its listen, and no buffer of net/http's.
+// then the hub's, which reads and writes its frames itself (the WebSocket
+// library does only the handshake). Where it can (a TCP socket on Linux),
+// no goroutine waits for the client's frames: the Server's close watcher
+// says when there is something to read, and a goroutine then reads it and
+// ends; elsewhere one goroutine reads. Pings and the close run on timers,
+// so that an idle connection holds one goroutine per listen and no buffer.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		s.serveHead(w, r, "application/json")
@@ -126,94 +128,276 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// The connection outlives the request: its context ends with the
-	// Server or with the connection, not with the handler.
-	ctx, end, err := s.beginStream(context.Background())
-	if err != nil {
-		s.writeError(w, r, err)
+	s.streams.Add(1)
+	if s.closing.Load() {
+		s.streams.Done()
+		s.writeError(w, r, errServerClosing)
 		return
 	}
+	end := s.streams.Done
 	hj := &wsHijack{ResponseWriter: w}
-	conn, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
-	if err != nil || hj.sock == nil {
-		if conn != nil {
-			_ = conn.CloseNow()
+	lib, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
+	if err != nil || hj.conn == nil {
+		if hj.conn != nil {
+			_ = hj.conn.Close()
 		}
 		end()
 		return // Accept answered the request
 	}
-	conn.SetReadLimit(int64(6*s.cfg.MaxMessageBytes + 64<<10))
+	// The library's connection is dropped, the hub has the socket: without
+	// its finalizer (which would close handshakeConn, a no-op), it goes at
+	// the next collection rather than the one after.
+	runtime.SetFinalizer(lib, nil)
 	s.metrics.open[transportWS].Add(1)
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	wc := &wsConn{s: s, conn: conn, nc: hj.sock.Conn, claims: c, ctx: ctx, subs: map[string]*wsSub{}, closed: make(chan struct{})}
-	hj.sock.wc = wc
-	var expiry *time.Timer
-	if life := s.tokenLife(c); life > 0 {
-		expiry = time.AfterFunc(life, func() { cancel(errTokenExpired) })
+	// The connection outlives the request: its context ends with the
+	// Server or with the connection, not with the handler.
+	ctx, cancel := context.WithCancelCause(s.ctx)
+	wc := &wsConn{
+		s: s, nc: hj.conn, claims: c, ctx: ctx, cancel: cancel, end: end,
+		subs: map[string]*wsSub{}, closed: make(chan struct{}),
+		rbuf: hj.left, limit: 6*s.cfg.MaxMessageBytes + 64<<10,
 	}
-	// When ctx ends, the connection closes cleanly; the reader then returns.
+	if life := s.tokenLife(c); life > 0 {
+		wc.expiry = time.AfterFunc(life, func() { cancel(errTokenExpired) })
+	}
+	// When ctx ends, the connection closes cleanly.
 	context.AfterFunc(ctx, wc.close)
-	wc.pinger = time.AfterFunc(s.cfg.Heartbeat, wc.ping)
+	wc.pinger = time.AfterFunc(s.cfg.Heartbeat, wc.tick)
 	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
-		// On this goroutine, which ends next, rather than on the reader,
-		// whose stack stays while the connection lasts.
 		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")})
 	}
-	go func() {
-		defer end()
-		defer s.metrics.open[transportWS].Add(-1)
-		wc.read()
-		cancel(nil)
-		if expiry != nil {
-			expiry.Stop()
+	if rw, ok := s.closes.watchRead(wc.nc, wc.readable); ok {
+		wc.watch = rw
+		if wc.startRead() {
+			// What came with the request, and what is there now, on this
+			// goroutine, which ends next; then the watch is armed.
+			wc.pass()
 		}
-		wc.stopPings()
-		wc.wg.Wait()
-		<-wc.closed
-		_ = conn.CloseNow()
-	}()
+		return
+	}
+	if wc.startRead() {
+		go wc.readLoop()
+	}
 }
 
-// read serves the client's frames until the connection ends. It runs
-// listens and dispatches, which go deep into the store, on a goroutine of
-// their own and waits for them: its own stack, which stays while the
-// connection is idle, then stays small.
-func (wc *wsConn) read() {
-	s, conn := wc.s, wc.conn
+// startRead reports whether a read of the client's frames may start, and
+// counts it in wc.wg: not once the connection's reading has ended.
+func (wc *wsConn) startRead() bool {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.readDone {
+		return false
+	}
+	wc.wg.Add(1)
+	return true
+}
+
+// readable is called by the read watch when the client sent something, or
+// left: a goroutine reads what there is, then ends.
+func (wc *wsConn) readable() {
+	if wc.startRead() {
+		go wc.pass()
+	}
+}
+
+// pass reads and serves what the client sent until there is nothing more
+// to read, then arms the read watch again. Listens, acks and dispatches
+// run on it, one after the other as they came.
+func (wc *wsConn) pass() {
+	defer wc.wg.Done()
 	for {
-		typ, data, err := conn.Read(context.Background())
+		if !wc.consume(true) {
+			wc.endRead()
+			return
+		}
+		if wc.rbuf == nil {
+			wc.rbox = wsReadPool.Get().(*[]byte)
+			wc.rbuf = (*wc.rbox)[:0]
+		}
+		n, err := wc.watch.read(wc.rbuf[len(wc.rbuf):cap(wc.rbuf)])
+		if errors.Is(err, errWouldBlock) {
+			break
+		}
+		if err != nil {
+			wc.endRead()
+			return
+		}
+		wc.rbuf = wc.rbuf[:len(wc.rbuf)+n]
+	}
+	if len(wc.rbuf) == 0 {
+		// Nothing held between passes, unless a frame came in part.
+		if wc.rbox != nil {
+			*wc.rbox = wc.rbuf
+			wsReadPool.Put(wc.rbox)
+		}
+		wc.rbuf, wc.rbox = nil, nil
+	}
+	if err := wc.watch.arm(); err != nil {
+		wc.endRead()
+	}
+}
+
+// readLoop reads and serves the client's frames until the connection
+// ends, where there is no read watch. It runs listens and dispatches,
+// which go deep into the store, on a goroutine of their own and waits for
+// them: its own stack, which stays while the connection is idle, then
+// stays small.
+func (wc *wsConn) readLoop() {
+	defer wc.wg.Done()
+	defer wc.endRead()
+	for wc.consume(false) {
+		if cap(wc.rbuf) == 0 {
+			wc.rbuf = make([]byte, 0, wsReadBuffer)
+		}
+		n, err := wc.nc.Read(wc.rbuf[len(wc.rbuf):cap(wc.rbuf)])
+		wc.rbuf = wc.rbuf[:len(wc.rbuf)+n]
 		if err != nil {
 			return
 		}
-		if typ != websocket.MessageText {
-			wc.sendError("", fmt.Errorf("%w: binary frame", ErrBadRequest))
-			continue
+	}
+}
+
+// wsReadBuffer is the size of the buffer a connection reads its client's
+// frames into: enough for the frames a client sends (acks, listens); a
+// larger frame gets a buffer of its size.
+const wsReadBuffer = 4 << 10
+
+// wsReadPool holds the read buffers, which a connection holds only while
+// it reads, or while it waits for the rest of a frame.
+var wsReadPool = sync.Pool{New: func() any { b := make([]byte, 0, wsReadBuffer); return &b }}
+
+// consume serves the whole frames at the front of wc.rbuf and keeps what
+// is left, with room for the rest of its frame. It reports false once the
+// connection's reading has ended (a close frame, a protocol error). With
+// inline, requests run on the calling goroutine; else apart.
+func (wc *wsConn) consume(inline bool) bool {
+	b, off := wc.rbuf, 0
+	need := 0
+	for {
+		h, ok, err := parseWSHeader(b[off:], wc.limit-len(wc.msg))
+		if err != nil {
+			wc.fail(err)
+			return false
 		}
-		var req WSRequest
-		if err := decodeJSON("frame", data, &req); err != nil {
-			wc.sendError("", err)
-			continue
+		if !ok {
+			need = 14
+			break
 		}
-		switch req.Op {
-		case "listen":
-			apart(func() { wc.listen(req) })
-		case "ack":
-			wc.ack(req)
-		case "unlisten":
-			apart(func() { wc.unlisten(req) })
-		case "dispatch":
-			apart(func() {
-				res, err := s.dispatch(wc.ctx, wc.claims, req.DispatchRequest)
-				if err != nil {
-					wc.sendError(req.Ref, err)
-					return
-				}
-				wc.send(WSFrame{Type: "dispatched", Ref: req.Ref, Result: &res})
-			})
-		default:
-			wc.sendError(req.Ref, fmt.Errorf("%w: op %.32q: want listen, ack, unlisten or dispatch", ErrBadRequest, req.Op))
+		if len(b)-off < h.size+h.n {
+			need = h.size + h.n
+			break
 		}
+		p := b[off+h.size : off+h.size+h.n]
+		off += h.size + h.n
+		wsUnmask(p, h.mask)
+		if !wc.frame(h, p, inline) {
+			return false
+		}
+	}
+	if off > 0 {
+		n := copy(b, b[off:])
+		b = b[:n]
+	}
+	if need > cap(b) {
+		nb := make([]byte, len(b), need)
+		copy(nb, b)
+		b, wc.rbox = nb, nil
+	}
+	wc.rbuf = b
+	return true
+}
+
+// frame serves one frame, p its unmasked payload; false once the
+// connection's reading has ended.
+func (wc *wsConn) frame(h wsHeader, p []byte, inline bool) bool {
+	switch h.op {
+	case wsOpPing:
+		_ = wc.writeControl(wsOpPong, p)
+	case wsOpPong:
+		wc.pong()
+	case wsOpClose:
+		code, err := parseWSClose(p)
+		if err != nil {
+			wc.fail(wsProtocol("close frame: " + err.Error()))
+			return false
+		}
+		// The answer carries the same code, unless the hub's close went first.
+		var answer []byte
+		if code != websocket.StatusNoStatusRcvd {
+			answer = p[:2]
+		}
+		wc.writeClose(answer)
+		return false
+	case wsOpText, wsOpBinary:
+		if wc.msgOp != 0 {
+			wc.fail(wsProtocol("a new message within a fragmented one"))
+			return false
+		}
+		if h.fin {
+			wc.message(h.op, p, inline)
+			return true
+		}
+		wc.msgOp, wc.msg = h.op, append([]byte(nil), p...)
+	case wsOpContinuation:
+		if wc.msgOp == 0 {
+			wc.fail(wsProtocol("continuation frame without a message"))
+			return false
+		}
+		wc.msg = append(wc.msg, p...)
+		if h.fin {
+			op, m := wc.msgOp, wc.msg
+			wc.msgOp, wc.msg = 0, nil
+			wc.message(op, m, inline)
+		}
+	}
+	return true
+}
+
+// fail closes the connection for a client's protocol error.
+func (wc *wsConn) fail(err error) {
+	code, reason := websocket.StatusProtocolError, err.Error()
+	var pe *wsProtocolError
+	if errors.As(err, &pe) {
+		code, reason = pe.code, pe.reason
+	}
+	wc.writeClose(wsClosePayload(code, reason))
+}
+
+// message serves one message from the client.
+func (wc *wsConn) message(op byte, data []byte, inline bool) {
+	s := wc.s
+	if op != wsOpText {
+		wc.sendError("", fmt.Errorf("%w: binary frame", ErrBadRequest))
+		return
+	}
+	var req WSRequest
+	if err := decodeJSON("frame", data, &req); err != nil {
+		wc.sendError("", err)
+		return
+	}
+	run := apart
+	if inline {
+		run = func(f func()) { f() }
+	}
+	switch req.Op {
+	case "listen":
+		run(func() { wc.listen(req) })
+	case "ack":
+		wc.ack(req)
+	case "unlisten":
+		run(func() { wc.unlisten(req) })
+	case "dispatch":
+		run(func() {
+			res, err := s.dispatch(wc.ctx, wc.claims, req.DispatchRequest)
+			if err != nil {
+				wc.sendError(req.Ref, err)
+				return
+			}
+			wc.send(WSFrame{Type: "dispatched", Ref: req.Ref, Result: &res})
+		})
+	default:
+		wc.sendError(req.Ref, fmt.Errorf("%w: op %.32q: want listen, ack, unlisten or dispatch", ErrBadRequest, req.Op))
 	}
 }
 
@@ -229,22 +413,12 @@ func apart(f func()) {
 
 var errTokenExpired = errors.New("token expired")
 
-// The buffers the WebSocket library gets for a connection. It reads frame
-// headers and small frames through the first (larger frames go straight
-// into the message), and writes only control frames (ping, pong, close:
-// at most 129 bytes each, so each is one write) through the second: the
-// hub writes its data frames itself, each in one write.
-const (
-	wsReadBuffer  = 512
-	wsWriteBuffer = 256
-)
-
-// wsHijack hands websocket.Accept the connection with small buffers of its
-// own instead of net/http's 4 KiB ones, and keeps the connection, which
-// the hub writes its data frames to.
+// wsHijack hands websocket.Accept the connection, keeps it (the hub reads
+// and writes it), and what the client sent after its request.
 type wsHijack struct {
 	http.ResponseWriter
-	sock *wsSocket
+	conn net.Conn
+	left []byte
 }
 
 // Hijack implements http.Hijacker.
@@ -257,57 +431,56 @@ func (h *wsHijack) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_ = conn.Close()
 		return nil, nil, err
 	}
-	// What the client sent after its request, if anything, stays first.
-	var r io.Reader = conn
-	left := brw.Reader.Buffered()
-	if left > 0 {
-		b, _ := brw.Reader.Peek(left)
-		r = io.MultiReader(bytes.NewReader(bytes.Clone(b)), conn)
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		h.left = bytes.Clone(b)
 	}
-	br := bufio.NewReaderSize(r, max(wsReadBuffer, left))
-	if left > 0 {
-		_, _ = br.Peek(left)
-	}
-	h.sock = &wsSocket{Conn: conn}
-	return h.sock, bufio.NewReadWriter(br, bufio.NewWriterSize(h.sock, wsWriteBuffer)), nil
+	h.conn = conn
+	// The library's connection, which the hub drops, gets buffers it never
+	// uses and a socket it cannot close (its finalizer closes it).
+	hc := handshakeConn{conn}
+	return hc, bufio.NewReadWriter(bufio.NewReaderSize(hc, 16), bufio.NewWriterSize(hc, 16)), nil
 }
 
-// wsSocket is the connection as the WebSocket library has it. Its writes
-// (control frames: pongs, pings, closes) take the connection's write lock
-// and a fresh write deadline, as the hub's data frames do, so that the
-// deadline the data frames leave set (see writeFrame) never cuts them.
-type wsSocket struct {
-	net.Conn
-	wc *wsConn // set before any write
-}
+// handshakeConn is the connection as the WebSocket library has it.
+type handshakeConn struct{ net.Conn }
 
-// Write implements io.Writer.
-func (s *wsSocket) Write(p []byte) (int, error) {
-	wc := s.wc
-	wc.wmu.Lock()
-	defer wc.wmu.Unlock()
-	wc.deadline = time.Now().Add(wc.s.cfg.WriteTimeout)
-	_ = s.Conn.SetWriteDeadline(wc.deadline)
-	return s.Conn.Write(p)
-}
+// Close implements net.Conn: the hub closes the connection.
+func (handshakeConn) Close() error { return nil }
 
 type wsConn struct {
 	s      *Server
-	conn   *websocket.Conn
-	nc     net.Conn // the socket under conn, for data frames
+	nc     net.Conn
 	claims *Claims
 	ctx    context.Context
-	wg     sync.WaitGroup
+	cancel context.CancelCauseFunc
+	end    func()         // the stream's end (s.streams.Done)
+	wg     sync.WaitGroup // the listens, and the reads
 	pinger *time.Timer
+	expiry *time.Timer   // nil without a token expiry
 	closed chan struct{} // closed once close has run
+	watch  *readWatch    // nil: readLoop reads
+	limit  int           // the largest message the client may send
+
+	// Read by one goroutine at a time: pass (the watch calls one at a
+	// time), or readLoop.
+	rbuf  []byte  // what was read and not yet served
+	rbox  *[]byte // wsReadPool's handle on rbuf
+	msg   []byte  // a fragmented message, so far
+	msgOp byte    // its opcode; 0 if none
+
+	endOnce sync.Once // endRead
 
 	wmu      sync.Mutex // held while writing to the socket
-	closing  bool       // a close frame may have gone: no more data frames
+	closing  bool       // a close frame may have gone: no more frames
 	deadline time.Time  // the socket's write deadline
 
-	mu    sync.Mutex
-	subs  map[string]*wsSub // by ref
-	ended bool              // no more pings
+	mu         sync.Mutex
+	subs       map[string]*wsSub // by ref
+	ended      bool              // no more pings
+	readDone   bool              // no more reads
+	pingOut    bool              // a ping went; its pong is due
+	closeTimer *time.Timer       // ends the connection if the client does not answer a close
 }
 
 // wsSub is one listen of a connection.
@@ -316,47 +489,159 @@ type wsSub struct {
 	cancel context.CancelFunc
 }
 
-// ping pings the client, every Heartbeat, on the pinger's timer; a client
-// that does not answer within WriteTimeout is gone.
-func (wc *wsConn) ping() {
-	ctx, cancel := context.WithTimeout(wc.ctx, wc.s.cfg.WriteTimeout)
-	err := wc.conn.Ping(ctx)
-	cancel()
-	if err != nil {
-		if wc.ctx.Err() == nil {
-			_ = wc.conn.CloseNow()
-		}
+// tick runs on the pinger's timer: it pings the client, Heartbeat after
+// its last pong, and drops it if it has not answered within WriteTimeout.
+func (wc *wsConn) tick() {
+	wc.mu.Lock()
+	if wc.ended {
+		wc.mu.Unlock()
 		return
 	}
+	if wc.pingOut {
+		wc.mu.Unlock()
+		wc.abort()
+		return
+	}
+	wc.pingOut = true
+	wc.pinger.Reset(wc.s.cfg.WriteTimeout)
+	wc.mu.Unlock()
+	if err := wc.writeControl(wsOpPing, nil); err != nil && !errors.Is(err, net.ErrClosed) {
+		wc.abort()
+	}
+}
+
+// pong notes the client's answer to a ping: the next one goes Heartbeat
+// later.
+func (wc *wsConn) pong() {
 	wc.mu.Lock()
-	if !wc.ended {
+	if wc.pingOut && !wc.ended {
+		wc.pingOut = false
 		wc.pinger.Reset(wc.s.cfg.Heartbeat)
 	}
 	wc.mu.Unlock()
 }
 
-func (wc *wsConn) stopPings() {
+// close ends the connection when its context ends: with a close frame
+// that says why, then waits for the client's answer (wsCloseWait at
+// most); or at once when the client left.
+func (wc *wsConn) close() {
+	defer close(wc.closed)
+	var (
+		code   websocket.StatusCode
+		reason string
+	)
+	switch {
+	case errors.Is(context.Cause(wc.ctx), errTokenExpired):
+		code, reason = StatusTokenExpired, "token expired"
+	case wc.s.closing.Load():
+		code, reason = websocket.StatusGoingAway, "server shutting down"
+	default:
+		// The connection's reading ended: it is closing.
+		wc.wmu.Lock()
+		wc.closing = true
+		wc.wmu.Unlock()
+		return
+	}
+	if !wc.writeClose(wsClosePayload(code, reason)) {
+		wc.endRead()
+		return
+	}
+	t := time.AfterFunc(wsCloseWait, wc.endRead)
 	wc.mu.Lock()
-	wc.ended = true
-	wc.pinger.Stop()
+	wc.closeTimer = t
 	wc.mu.Unlock()
 }
 
-// close ends the connection when its context ends: with a close frame
-// that says why, or at once when the client left.
-func (wc *wsConn) close() {
-	defer close(wc.closed)
+// wsCloseWait bounds how long a connection waits for the client's answer
+// to its close frame.
+const wsCloseWait = 5 * time.Second
+
+// abort ends the connection at once: a client that does not answer pings
+// or take its messages.
+func (wc *wsConn) abort() {
 	wc.wmu.Lock()
 	wc.closing = true
 	wc.wmu.Unlock()
-	switch {
-	case errors.Is(context.Cause(wc.ctx), errTokenExpired):
-		_ = wc.conn.Close(StatusTokenExpired, "token expired")
-	case wc.s.closing.Load():
-		_ = wc.conn.Close(websocket.StatusGoingAway, "server shutting down")
-	default:
-		_ = wc.conn.CloseNow()
+	_ = wc.nc.Close()
+	wc.endRead()
+}
+
+// endRead ends the connection's reading, once: a read in progress fails,
+// and finish ends the connection.
+func (wc *wsConn) endRead() {
+	wc.endOnce.Do(func() {
+		_ = wc.nc.SetReadDeadline(time.Now())
+		go wc.finish()
+	})
+}
+
+// finish ends the connection once its reading has ended: its listens end,
+// then the socket closes.
+func (wc *wsConn) finish() {
+	wc.cancel(nil)
+	if wc.expiry != nil {
+		wc.expiry.Stop()
 	}
+	wc.mu.Lock()
+	wc.ended, wc.readDone = true, true
+	wc.pinger.Stop()
+	wc.mu.Unlock()
+	wc.wg.Wait()
+	<-wc.closed
+	wc.mu.Lock()
+	if wc.closeTimer != nil {
+		wc.closeTimer.Stop()
+	}
+	wc.mu.Unlock()
+	if wc.watch != nil {
+		wc.watch.stop()
+	}
+	if wc.rbox != nil {
+		wsReadPool.Put(wc.rbox)
+	}
+	wc.rbuf, wc.rbox, wc.msg = nil, nil, nil
+	closeConn(wc.nc)
+	wc.s.metrics.open[transportWS].Add(-1)
+	wc.end()
+}
+
+// writeControl writes a control frame, unless a close frame went.
+func (wc *wsConn) writeControl(op byte, payload []byte) error {
+	b := wsControlFrame(op, payload)
+	wc.wmu.Lock()
+	defer wc.wmu.Unlock()
+	if wc.closing {
+		return net.ErrClosed
+	}
+	return wc.writeLocked(b)
+}
+
+// writeClose writes a close frame with payload, unless one went already;
+// it reports whether it wrote it. No frame follows it.
+func (wc *wsConn) writeClose(payload []byte) bool {
+	b := wsControlFrame(wsOpClose, payload)
+	wc.wmu.Lock()
+	defer wc.wmu.Unlock()
+	if wc.closing {
+		return false
+	}
+	wc.closing = true
+	return wc.writeLocked(b) == nil
+}
+
+// writeLocked writes b within the write timeout (at least half of it, as
+// on SSE), wmu held. The timeout does not depend on the connection's
+// context, so that a shutdown closes cleanly instead of cutting writes
+// short.
+func (wc *wsConn) writeLocked(b []byte) error {
+	// The deadline moves only once half of it has passed: setting it
+	// costs more than the clock.
+	if now := time.Now(); wc.deadline.Sub(now) < wc.s.cfg.WriteTimeout/2 {
+		wc.deadline = now.Add(wc.s.cfg.WriteTimeout)
+		_ = wc.nc.SetWriteDeadline(wc.deadline)
+	}
+	_, err := wc.nc.Write(b)
+	return err
 }
 
 // wsHeadroom is the room a data frame's buffer keeps in front of its
@@ -364,11 +649,7 @@ func (wc *wsConn) close() {
 const wsHeadroom = 10
 
 // writeFrame writes buf[wsHeadroom:] as one text frame, in one write
-// within the write timeout (at least half of it, as on SSE). The timeout does not depend on the
-// connection's context, so that a shutdown closes cleanly instead of
-// cutting writes short. Frames go straight to the socket, not through the
-// library's writer: a write to a file descriptor is not interleaved with
-// another (the library's control frames are each one write too).
+// within the write timeout. Frames are written whole, one at a time.
 func (wc *wsConn) writeFrame(buf []byte) error {
 	n := len(buf) - wsHeadroom
 	var h int
@@ -391,14 +672,7 @@ func (wc *wsConn) writeFrame(buf []byte) error {
 	if wc.closing {
 		return &writeError{net.ErrClosed}
 	}
-	// The deadline moves only once half of it has passed: setting it
-	// costs more than the clock.
-	if now := time.Now(); wc.deadline.Sub(now) < wc.s.cfg.WriteTimeout/2 {
-		wc.deadline = now.Add(wc.s.cfg.WriteTimeout)
-		_ = wc.nc.SetWriteDeadline(wc.deadline)
-	}
-	_, err := wc.nc.Write(buf[wsHeadroom-h:])
-	if err != nil {
+	if err := wc.writeLocked(buf[wsHeadroom-h:]); err != nil {
 		if isTimeout(err) {
 			return &writeError{fmt.Errorf("%w: %w", ErrSlowConsumer, err)}
 		}
@@ -540,7 +814,7 @@ func (wc *wsConn) listen(req WSRequest) {
 				s.metrics.slowDrops.Add(1)
 				s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "websocket", "listener", info.ID, "person", wc.claims.Subject)
 			}
-			_ = wc.conn.CloseNow()
+			wc.abort()
 		case wc.ctx.Err() != nil:
 			// The connection is ending.
 		case ctx.Err() != nil:
