@@ -202,7 +202,7 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	if respond == nil || interval < 0 || timeout < 0 {
 		return since, l.argErr(respond == nil)
 	}
-	lv, st, cur, err := l.begin(ctx, since)
+	lv, st, cur, err := l.beginApart(ctx, since)
 	if err != nil {
 		return since, err
 	}
@@ -253,6 +253,27 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 			}
 		}
 	}
+}
+
+// beginApart runs begin on a goroutine of its own and waits for it: the
+// store's calls, deep ones with SQL drivers, grow that goroutine's stack
+// rather than the waiting subscriber's, which the runtime would shrink
+// back only at the next collections (none come while a hub sits idle).
+func (l *Listener) beginApart(ctx context.Context, since Cursor) (*live.Cache[Message], *cursors.Sub, Cursor, error) {
+	type begun struct {
+		lv  *live.Cache[Message]
+		st  *cursors.Sub
+		cur Cursor
+		err error
+	}
+	done := make(chan begun, 1)
+	go func() {
+		var b begun
+		b.lv, b.st, b.cur, b.err = l.begin(ctx, since)
+		done <- b
+	}()
+	b := <-done
+	return b.lv, b.st, b.cur, b.err
 }
 
 // begin joins the listener for ListenUntil and returns its live entry, the
