@@ -207,19 +207,17 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		return since, err
 	}
 	var (
-		tick, deadline <-chan time.Time
-		tk             *time.Ticker
-		dl             *time.Timer
+		w     *waitTimer
+		timer <-chan time.Time
 	)
-	if interval > 0 && check != nil {
-		tk = time.NewTicker(interval)
-		tick = tk.C
+	if check == nil {
+		interval = 0
 	}
-	if timeout > 0 {
-		dl = time.NewTimer(timeout)
-		deadline = dl.C
+	if interval > 0 || timeout > 0 {
+		w = newWaitTimer(interval, timeout)
+		timer = w.t.C
 	}
-	defer func() { err = l.end(ctx, lv, st, tk, dl, err) }()
+	defer func() { err = l.end(ctx, lv, st, w, err) }()
 	// The shape of this function is kept on purpose: a waiting subscriber
 	// parks in the select below with only this frame on its stack (the
 	// work is in begin, step and end, which have returned by then), so the
@@ -229,30 +227,90 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	// After a delivery the loop looks again at once, through the same select
 	// with a ready channel: select picks among ready cases at random, so ctx,
 	// the deadline and check are still served while messages keep coming.
-	ready := make(chan struct{})
-	close(ready)
 	for {
 		wake, err := l.step(ctx, lv, st, respond, &cur)
 		if err != nil {
 			return cur, err
 		}
 		if wake == nil {
-			wake = ready
+			wake = l.hub.ready
 		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
 			return cur, ctx.Err()
-		case <-deadline:
-			return cur, nil
 		case <-l.done:
 			return cur, l.closedErr()
-		case <-tick:
-			if err := check(ctx); err != nil {
-				return cur, err
+		case <-timer:
+			switch w.fired() {
+			case waitDeadline:
+				return cur, nil
+			case waitCheck:
+				if err := check(ctx); err != nil {
+					return cur, err
+				}
 			}
 		}
 	}
+}
+
+// waitTimer is ListenUntil's one timer for both its check interval and
+// its deadline, so that a waiting subscriber holds one timer, and waits on
+// one channel, for the two.
+type waitTimer struct {
+	t        *time.Timer
+	interval time.Duration // 0: no check
+	next     time.Time     // when check is due next
+	deadline time.Time     // zero: none
+}
+
+// What waitTimer.fired found due.
+const (
+	waitNothing = iota
+	waitCheck
+	waitDeadline
+)
+
+func newWaitTimer(interval, timeout time.Duration) *waitTimer {
+	now := time.Now()
+	w := &waitTimer{interval: interval}
+	if interval > 0 {
+		w.next = now.Add(interval)
+	}
+	if timeout > 0 {
+		w.deadline = now.Add(timeout)
+	}
+	w.t = time.NewTimer(w.until(now))
+	return w
+}
+
+// until is the time from now to the next of the check and the deadline.
+func (w *waitTimer) until(now time.Time) time.Duration {
+	at := w.next
+	if at.IsZero() || !w.deadline.IsZero() && w.deadline.Before(at) {
+		at = w.deadline
+	}
+	return at.Sub(now)
+}
+
+// fired says what is due now that the timer fired, and sets it again
+// unless the deadline has come. As a time.Ticker, it drops the checks a
+// slow check or a busy subscriber missed.
+func (w *waitTimer) fired() int {
+	now := time.Now()
+	if !w.deadline.IsZero() && !now.Before(w.deadline) {
+		return waitDeadline
+	}
+	due := waitNothing
+	if w.interval > 0 && !now.Before(w.next) {
+		due = waitCheck
+		w.next = w.next.Add(w.interval)
+		if !w.next.After(now) {
+			w.next = now.Add(w.interval)
+		}
+	}
+	w.t.Reset(w.until(now))
+	return due
 }
 
 // beginApart runs begin on a goroutine of its own and waits for it: the
@@ -338,16 +396,13 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 	return lv, st, cur, nil
 }
 
-// end undoes begin: it stops ListenUntil's ticker and timer (either may be
-// nil), saves the subscriber's position and releases the live entry. It
-// returns err, or the error of saving the position.
-func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *cursors.Sub, tk *time.Ticker, dl *time.Timer, err error) error {
+// end undoes begin: it stops ListenUntil's timer (w may be nil), saves
+// the subscriber's position and releases the live entry. It returns err,
+// or the error of saving the position.
+func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *cursors.Sub, w *waitTimer, err error) error {
 	h := l.hub
-	if tk != nil {
-		tk.Stop()
-	}
-	if dl != nil {
-		dl.Stop()
+	if w != nil {
+		w.t.Stop()
 	}
 	if serr := h.cursors.Release(ctx, st); serr != nil && err == nil {
 		err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
