@@ -91,7 +91,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	rc := http.NewResponseController(w)
-	job := &sseJob{s: s, l: l, info: info, since: since, claims: c, method: r.Method, path: r.URL.Path}
+	job := &sseJob{s: s, l: l, since: since, claims: c, method: r.Method, path: r.URL.Path}
 	job.buf = append(job.buf, "retry: 2000\nevent: ready\ndata: "...)
 	job.buf = append(append(job.buf, ready...), "\n\n"...)
 
@@ -99,7 +99,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		// HTTP/1: take the connection from net/http and hand it to a
 		// goroutine of our own, so that the request's buffers and
 		// goroutine are freed: an idle stream then costs a few KiB.
-		ctx, cancel, end, err := s.beginCancelableStream(context.Background())
+		ctx, cancel, end, err := s.beginConnStream()
 		if err != nil {
 			s.writeError(w, r, err)
 			return
@@ -139,11 +139,28 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	job.run(ctx, func() bool { return r.Context().Err() != nil })
 }
 
+// beginConnStream registers a stream that outlives its request (a
+// hijacked connection); the returned context is cancelled by cancel, by
+// end or when the Server closes. It is beginCancelableStream without a
+// context of the request's to follow: one context, a child of the
+// Server's.
+func (s *Server) beginConnStream() (context.Context, context.CancelFunc, func(), error) {
+	s.streams.Add(1)
+	if s.closing.Load() {
+		s.streams.Done()
+		return nil, nil, nil, errServerClosing
+	}
+	ctx, cancel := context.WithCancel(s.ctx)
+	return ctx, cancel, func() {
+		cancel()
+		s.streams.Done()
+	}, nil
+}
+
 // sseJob is one SSE stream, on net/http's connection or on a hijacked one.
 type sseJob struct {
 	s            *Server
 	l            *moitessier.Listener
-	info         moitessier.ListenerInfo
 	since        moitessier.Cursor
 	claims       *Claims
 	method, path string
@@ -266,7 +283,7 @@ func (st *sseJob) end(err error, clientGone bool) {
 	case errors.As(err, &we):
 		if isTimeout(we.err) {
 			s.metrics.slowDrops.Add(1)
-			s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "sse", "listener", st.info.ID, "person", st.claims.Subject)
+			s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "sse", "listener", st.l.ID(), "person", st.claims.Subject)
 		}
 	case clientGone:
 		// The client went away.
