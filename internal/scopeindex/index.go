@@ -8,7 +8,7 @@ import "strings"
 // Index maps scope patterns to listener IDs. It is not safe for concurrent
 // use; callers hold their own lock.
 type Index struct {
-	exact map[string]map[string]struct{}
+	exact map[string]idSet // by pattern without wildcards
 	root  node
 	multi map[string]int // listeners with more than one pattern
 }
@@ -22,7 +22,7 @@ type node struct {
 
 // New returns an empty index.
 func New() *Index {
-	return &Index{exact: map[string]map[string]struct{}{}, multi: map[string]int{}}
+	return &Index{exact: map[string]idSet{}, multi: map[string]int{}}
 }
 
 func isWild(tok string) bool { return tok == "*" || tok == ">" }
@@ -44,11 +44,8 @@ func (x *Index) Add(id string, patterns []string) {
 	for _, p := range patterns {
 		if !wild(p) {
 			set := x.exact[p]
-			if set == nil {
-				set = map[string]struct{}{}
-				x.exact[p] = set
-			}
-			set[id] = struct{}{}
+			set.add(id)
+			x.exact[p] = set
 			continue
 		}
 		n := &x.root
@@ -96,10 +93,11 @@ func (x *Index) Remove(id string, patterns []string) {
 	delete(x.multi, id)
 	for _, p := range patterns {
 		if !wild(p) {
-			if set := x.exact[p]; set != nil {
-				delete(set, id)
-				if len(set) == 0 {
+			if set, ok := x.exact[p]; ok {
+				if set.remove(id) {
 					delete(x.exact, p)
+				} else {
+					x.exact[p] = set
 				}
 			}
 			continue
@@ -142,8 +140,13 @@ func (x *Index) Match(scope string, fn func(id string)) {
 		}
 		fn(id)
 	}
-	for id := range x.exact[scope] {
-		emit(id)
+	if set, ok := x.exact[scope]; ok {
+		if set.many == nil {
+			emit(set.one)
+		}
+		for id := range set.many {
+			emit(id)
+		}
 	}
 	if x.root.children != nil || x.root.star != nil || x.root.rest != nil {
 		x.root.match(strings.Split(scope, "."), emit)
@@ -166,4 +169,41 @@ func (n *node) match(toks []string, emit func(string)) {
 	if n.star != nil {
 		n.star.match(toks[1:], emit)
 	}
+}
+
+// idSet is the IDs of the listeners of one exact pattern: most patterns
+// have one (a person's own scope), held without a map.
+type idSet struct {
+	one  string              // the ID, when the set has one (many is nil)
+	many map[string]struct{} // the IDs, when it has more than one
+}
+
+func (s *idSet) add(id string) {
+	switch {
+	case s.many != nil:
+		s.many[id] = struct{}{}
+	case s.one == "" || s.one == id:
+		s.one = id
+	default:
+		s.many = map[string]struct{}{s.one: {}, id: {}}
+		s.one = ""
+	}
+}
+
+// remove removes id and reports whether the set is then empty.
+func (s *idSet) remove(id string) bool {
+	if s.many == nil {
+		if s.one == id {
+			s.one = ""
+		}
+		return s.one == ""
+	}
+	delete(s.many, id)
+	if len(s.many) == 1 {
+		for rest := range s.many {
+			s.one = rest
+		}
+		s.many = nil
+	}
+	return s.many == nil && s.one == ""
 }
