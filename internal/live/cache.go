@@ -283,19 +283,23 @@ func (lv *Cache[M]) MarkGone() {
 }
 
 // Coalescing of wake-ups. Every local subscriber of a listener waits on the
-// same channel, and each wake-up costs the runtime about a microsecond per
-// waiting goroutine (each is rescheduled and runs select again), whether it
-// then finds one message or a hundred. When more than coalesceAbove
-// subscribers wait, they are therefore woken at most once per
-// wakeEvery × waiting subscribers (at most maxWakeEvery): the first message after
-// a quiet spell wakes them at once, and those that follow within the
-// interval wait for its end and are handed over together. Subscribers
-// still busy with earlier messages see new ones without waiting: only the
-// sleepers are delayed, by at most the interval.
+// same channel, and each wake-up costs the runtime one to two microseconds
+// per waiting goroutine (each is rescheduled, runs select again, takes the
+// cache's lock twice and acknowledges), whether it then finds one message
+// or a hundred. When more than coalesceAbove subscribers wait, they are
+// therefore woken at most once per wakeEvery × waiting subscribers (at
+// most maxWakeEvery), which keeps wake-ups to a fifth of a core or less
+// however fast messages come: the first message after a quiet spell wakes
+// them at once, and those that follow within the interval wait for its end
+// and are handed over together. Subscribers still busy with earlier
+// messages see new ones without waiting: only the sleepers are delayed, by
+// at most the interval. (A shorter interval left a dispatcher to a
+// thousand subscribers waiting for the processor behind their wake-ups:
+// see the README's benchmark section.)
 const (
 	coalesceAbove = 32
-	wakeEvery     = 2 * time.Microsecond
-	maxWakeEvery  = 2 * time.Millisecond
+	wakeEvery     = 8 * time.Microsecond
+	maxWakeEvery  = 8 * time.Millisecond
 )
 
 // broadcast wakes the waiting subscribers, at once or (see coalesceAbove)
