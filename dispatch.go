@@ -193,6 +193,11 @@ func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text stri
 	}
 	b := dr.b
 	d = Dispatched{ID: b.Dispatch, Reached: dr.reached, Owners: dr.owners}
+	if dr.appended {
+		h.lives.Publish(dr.msgs, h.opts.CacheSize)
+		h.lives.UnholdAll()
+		return d, dr.msgs, false, nil
+	}
 	if len(b.Entries) == 0 && b.Key == "" {
 		if dr.cached {
 			// No append will check the cached answer: check it against a
@@ -259,6 +264,10 @@ type draft struct {
 	owners  []string // of each listener in reached; "" for a Shared one
 	ls      []ListenerInfo
 	cached  bool // ls came from MatchCacher.MatchCached
+	// appended: MatchAppender.MatchAppend matched and appended the batch
+	// in one statement, and wrote msgs.
+	appended bool
+	msgs     []Message
 	// handlerFailed: the error prepare returned is a handler's (or its
 	// result's); with cached set, the answer may be out of date.
 	handlerFailed bool
@@ -294,14 +303,11 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 			return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
 		}
 	}
-	var to map[string]bool
 	if c.addressed {
-		to = make(map[string]bool, len(c.to))
 		for _, p := range c.to {
 			if err := checkName("recipient", p, false); err != nil {
 				return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
 			}
-			to[p] = true
 		}
 	}
 	now := h.now()
@@ -315,29 +321,43 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 		err error
 		dr  draft
 	)
-	if mc, ok := h.store.(MatchCacher); ok && cached && !c.keySet {
+	sel := Selection{Sender: sender, To: c.to, Addressed: c.addressed, Handlers: len(c.handlers) > 0}
+	ma, appends := h.store.(MatchAppender)
+	mc, caches := h.store.(MatchCacher)
+	switch {
+	case appends && cached && !c.keySet && text != "":
+		// A scope the store has no answer for is matched and appended
+		// to in one statement (see MatchAppender). Its listeners are known
+		// only when it returns: until its messages are published (see
+		// dispatch), every cache keeps a notified head aside.
+		h.lives.HoldAll()
+		ls, b.Stamp, dr.msgs, dr.appended, err = ma.MatchAppend(ctx, b, text, sel)
+		if !dr.appended {
+			h.lives.UnholdAll()
+		}
+		dr.cached = b.Stamp != nil && !dr.appended
+	case caches && cached && !c.keySet:
 		ls, b.Stamp, err = mc.MatchCached(ctx, scope)
 		dr.cached = b.Stamp != nil
-	} else {
+	default:
 		ls, err = h.store.Match(ctx, scope)
 	}
 	if err != nil {
+		if dr.appended || errors.Is(err, ErrOutcomeUnknown) {
+			return draft{}, fmt.Errorf("dispatch to %q: %w", scope, err)
+		}
 		return draft{}, fmt.Errorf("dispatch to %q: match: %w", scope, err)
 	}
 	reached := make([]string, 0, len(ls))
 	owners := make([]string, 0, len(ls))
-	b.Entries = make([]Entry, 0, len(ls))
+	if !dr.appended {
+		b.Entries = make([]Entry, 0, len(ls))
+	}
 	var hctx context.Context // the handlers' context, made for the first Handler listener
 	for _, l := range ls {
 		t := text
 		switch {
-		case l.Type == Private:
-			if l.Person != sender && !to[l.Person] {
-				continue
-			}
-		case c.addressed:
-			continue
-		case l.Type == Handler && len(c.handlers) > 0:
+		case l.Type == Handler && sel.Handlers && !sel.Addressed && !dr.appended:
 			if hctx == nil {
 				var cancel context.CancelFunc
 				hctx, cancel = h.handlerContext(ctx, bg, c.budget)
@@ -354,6 +374,8 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 				dr.handlerFailed = !stopped
 				return dr, fmt.Errorf("dispatch to %q: %w", scope, err)
 			}
+		case !sel.Takes(l.Type, l.Person):
+			continue
 		}
 		reached = append(reached, l.ID)
 		if l.Owned() {
@@ -361,7 +383,7 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 		} else {
 			owners = append(owners, "")
 		}
-		if t != "" {
+		if t != "" && !dr.appended {
 			b.Entries = append(b.Entries, Entry{Listener: l.ID, Text: t})
 		}
 	}

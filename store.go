@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -220,6 +221,62 @@ type MatchCacher interface {
 	MatchCached(ctx context.Context, scope string) (ls []ListenerInfo, stamp MatchStamp, err error)
 }
 
+// MatchAppender is implemented by stores whose Match and Append each cost a
+// round trip to a server (Postgres). Through MatchCached and Append, a
+// dispatch to a scope whose answer the store has not cached costs two
+// round trips, the match and the append; through MatchAppend it costs one,
+// a statement that matches and appends, whenever the dispatch's text goes
+// as is to every listener it reaches: always, but when a Handler listener
+// matches a dispatch that has handlers.
+type MatchAppender interface {
+	MatchCacher
+	// MatchAppend is MatchCached(b.Scope) that may also append. With a
+	// cached answer it returns that answer and its stamp, as MatchCached
+	// does, and appends nothing. Without one it matches b.Scope as Match
+	// does and, in the same transaction, appends b with one entry of text
+	// (which is not empty) for each listener that sel takes (see
+	// [Selection.Takes]; b.Entries is ignored), unless sel.Handlers is set,
+	// sel.Addressed is not, and a Handler listener matches: then it
+	// appends nothing and returns
+	// the listeners and their stamp, as MatchCached would. appended says
+	// which it did; msgs are the messages written, in the order of ls, and
+	// the answer is cached as Match's is. Errors are Append's: nothing was
+	// appended, except after one wrapping ErrOutcomeUnknown.
+	MatchAppend(ctx context.Context, b *Batch, text string, sel Selection) (ls []ListenerInfo, stamp MatchStamp, msgs []Message, appended bool, err error)
+}
+
+// Selection is which of the listeners matched by a dispatch get its text,
+// for [MatchAppender.MatchAppend].
+type Selection struct {
+	// Sender is the dispatching person: its Private listeners get the text.
+	Sender string
+	// To lists the persons the dispatch is addressed to ([To]), whose
+	// Private listeners get the text too.
+	To []string
+	// Addressed is set when the dispatch is addressed: then only Private
+	// listeners get the text.
+	Addressed bool
+	// Handlers is set when the dispatch has handlers: a Handler listener's
+	// message is then theirs to compute, and MatchAppend of a dispatch that
+	// is not Addressed appends nothing if one matches.
+	Handlers bool
+}
+
+// Takes reports whether a listener of type typ owned by person gets the
+// text as is: a Private listener of the sender or of a person in To; when
+// not Addressed, any Shared listener, and a Handler listener when there are
+// no Handlers.
+func (s Selection) Takes(typ ListenerType, person string) bool {
+	switch {
+	case typ == Private:
+		return person == s.Sender || slices.Contains(s.To, person)
+	case s.Addressed:
+		return false
+	default:
+		return typ != Handler || !s.Handlers
+	}
+}
+
 // MatchStamp is what a [MatchCacher] store says about a cached Match answer:
 // the state of its listeners at which the answer was current (in the
 // Postgres store, the schema's pattern version and the scope's version). Its
@@ -248,6 +305,13 @@ type MatchCacher interface {
 //  5. A dispatch whose cached answer gives no entry is not appended, so
 //     nothing checks the stamp: the hub compares the cached answer with a
 //     fresh Match, and prepares again only if they differ.
+//  6. A [MatchAppender] store has a step 1 of its own: for a dispatch
+//     without a key and with a text, the hub calls MatchAppend, which
+//     either answers from the cache (the protocol goes on at step 2), or
+//     matches and appends in one transaction, where nothing can change
+//     between the two and no stamp is needed, or matches only (a Handler
+//     listener has handlers to run) and goes on at step 2 with the stamp
+//     of that match.
 //
 // A batch with a nil Stamp (every batch of a store that is not a
 // MatchCacher, and of Hub.Prepare) is not checked.

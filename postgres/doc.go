@@ -103,6 +103,12 @@
 // the hub matches again (refreshing the cache) and appends again. So a
 // dispatch to a known scope costs one round trip, the append, and nothing
 // is stored from a stale answer, whichever process changed the listeners.
+// A dispatch to a scope the cache has no answer for goes through
+// [Store.MatchAppend] ([moitessier.MatchAppender]): one statement matches
+// the scope and appends, in one snapshot, to the listeners that take the
+// text as is, and caches the answer, so it too costs one round trip; only
+// when a Handler listener has handlers to run does it match alone, and the
+// append follows as above.
 // (Handlers may have run on it; they run again on the fresh one.) A
 // dispatch from a cached answer that stores nothing has no append to check
 // it, so the hub compares it with a fresh Match. The versions are written

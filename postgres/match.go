@@ -2,7 +2,10 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 	"slices"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/scopeindex"
@@ -145,4 +148,97 @@ func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {
 	}
 	s.pat.Set(idx, version, true)
 	return nil
+}
+
+// MatchAppend is MatchCached that, on a scope it has no answer for,
+// matches and appends in one statement, one round trip; see
+// moitessier.MatchAppender. Its answer is cached as Match's is. If the
+// pattern index is out of date, or a Handler listener matched a dispatch
+// with handlers, nothing is appended: it then answers as MatchCached does
+// (reloading the index for the first).
+func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text string, sel moitessier.Selection) ([]moitessier.ListenerInfo, moitessier.MatchStamp, []moitessier.Message, bool, error) {
+	if e, ok := s.mc.Get(b.Scope); ok {
+		return e.ls, e.stamp, nil, false, nil
+	}
+	const op = "match and append"
+	if err := s.check(op); err != nil {
+		return nil, nil, nil, false, err
+	}
+	ids, version := s.pat.Match(b.Scope)
+	if ids == nil {
+		ids = []string{}
+	}
+	to := sel.To
+	if to == nil {
+		to = []string{}
+	}
+	var (
+		ls   []moitessier.ListenerInfo
+		msgs []moitessier.Message
+		st   matchStamp
+		ok   bool
+	)
+	bctx, cancel := s.cmb.bound(ctx)
+	defer cancel()
+	err := retry(bctx, func() error {
+		return s.onConn(bctx, func(q queryer) error {
+			rows, err := q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
+				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch)
+			if err != nil {
+				return err
+			}
+			ls, msgs, st, ok, err = scanMatchAppend(rows, b, text)
+			return err
+		})
+	})
+	if err != nil {
+		return nil, nil, nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, outcome(err)))
+	}
+	if st.patterns != version {
+		// The index missed a pattern listener: nothing was written.
+		// Match reloads it.
+		ls, st, err := s.match(ctx, b.Scope)
+		if err != nil || st == nil {
+			return ls, nil, nil, false, err
+		}
+		return ls, *st, nil, false, nil
+	}
+	s.mc.Put(b.Scope, matchEntry{ls: slices.Clone(ls), stamp: st})
+	return ls, st, msgs, ok, nil
+}
+
+// scanMatchAppend reads the rows of the matchAppend statement: the matched
+// listeners, the messages written for b, the versions read and whether it
+// appended.
+func scanMatchAppend(rows pgx.Rows, b *moitessier.Batch, text string) ([]moitessier.ListenerInfo, []moitessier.Message, matchStamp, bool, error) {
+	defer rows.Close()
+	var (
+		ls   []moitessier.ListenerInfo
+		msgs []moitessier.Message
+		st   matchStamp
+		ok   bool
+	)
+	for rows.Next() {
+		var (
+			id, person, client *string
+			typ                *int
+			scopes             []string
+			created, head, seq *int64
+			notified           int64
+		)
+		if err := rows.Scan(&st.patterns, &st.scope, &ok, &id, &typ, &person, &client, &scopes, &created, &head, &seq, &notified); err != nil {
+			return nil, nil, st, false, err
+		}
+		if id == nil {
+			continue
+		}
+		ls = append(ls, moitessier.ListenerInfo{ID: *id, Type: moitessier.ListenerType(*typ), Person: *person, Client: *client, Scopes: scopes, Created: fromNS(*created), Head: moitessier.Cursor(*head)})
+		if seq != nil {
+			msgs = append(msgs, moitessier.Message{
+				Listener: *id, Seq: moitessier.Cursor(*seq), Dispatch: b.Dispatch,
+				Scope: b.Scope, Sender: b.Sender, Text: text, Created: b.Created,
+			})
+		}
+	}
+	return ls, msgs, st, ok, rows.Err()
 }

@@ -13,6 +13,7 @@ type queries struct {
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs string
 	match, loadPatterns, heads, allHeads                                    string
 	append, appendOne, appendSingle, claimKey, recordKey, replay, read      string
+	matchAppend                                                             string
 	keyFingerprint                                                          string
 	seek, checkpoint                                                        string
 	expiredListeners, trimDoomed, expireSubscribers                         string
@@ -118,6 +119,52 @@ func buildQueries(schema string) queries {
 			), NULL::bigint FROM up
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
+		// matchAppend is MatchAppend's one statement: match, then append
+		// one message of @body to each listener the dispatch's selection
+		// takes, in one snapshot. m holds the matched listeners (as
+		// match finds them); v the pattern version, the scope's version,
+		// and ok: the pattern ids come from an index at the current
+		// version, and no Handler listener matched a dispatch with
+		// handlers that is not addressed. Only when ok does lk lock the listeners taken (by
+		// moitessier.Selection.Takes, in SQL) in id order; up raises
+		// their heads and ins writes the messages, as append does. One
+		// row per matched listener (or one with no listener) comes back,
+		// with the versions, ok, and the new head where a message was
+		// written.
+		matchAppend: `WITH m AS MATERIALIZED (
+				SELECT l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head FROM S.listeners l
+				WHERE l.id IN (
+					SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild
+					UNION
+					SELECT unnest(@pattern_ids::text[]))
+			), v AS MATERIALIZED (
+				SELECT x.pattern_version AS pv,
+					coalesce((SELECT sv.version FROM S.scope_versions sv WHERE sv.scope = @scope), 0) AS sv,
+					x.pattern_version = @pattern_version
+						AND NOT (@handlers AND NOT @addressed AND EXISTS (SELECT 1 FROM m WHERE m.type = @handler_type)) AS ok
+				FROM S.meta x
+			), lk AS MATERIALIZED (
+				SELECT l.id FROM S.listeners l
+				WHERE l.id IN (SELECT m.id FROM m WHERE CASE WHEN m.type = @private_type
+						THEN m.person = @sender OR m.person = ANY(@recipients::text[])
+						ELSE NOT @addressed AND NOT (@handlers AND m.type = @handler_type) END)
+					AND (SELECT ok FROM v)
+				ORDER BY l.id FOR NO KEY UPDATE
+			), up AS (
+				UPDATE S.listeners l SET head = l.head + 1 WHERE l.id IN (SELECT id FROM lk)
+				RETURNING l.id, l.head
+			), ins AS (
+				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
+				SELECT id, head, @dispatch, @scope, @sender, @body, @created FROM up
+			)
+			SELECT v.pv, v.sv, v.ok, m.id, m.type, m.person, m.client, m.scopes, m.created_ns, m.head, up.head, (
+				SELECT count(pg_notify(@channel, p)) FROM (
+					SELECT string_agg(id || ' ' || head, ',') AS p
+					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
+					GROUP BY chunk
+				) y
+			)
+			FROM v LEFT JOIN (m LEFT JOIN up ON up.id = m.id) ON true`,
 		// appendOne is append for at most @notify_batch listeners: their heads fit
 		// in one payload, which saves the chunking. appendSingle is
 		// appendOne for one listener: its UPDATE locks the one row, so the
@@ -222,6 +269,7 @@ func buildQueries(schema string) queries {
 				WHERE l.id = (@ids::text[])[1] AND NOT EXISTS (SELECT 1 FROM stale)
 				RETURNING l.id, l.head, (@counts::bigint[])[1] AS n
 			` + q.appendOne[j:]
+	q.matchAppend = bindNames(q.matchAppend, matchAppendParams)
 	q.append = bindNames(q.append, appendParams)
 	q.appendOne = bindNames(q.appendOne, appendParams)
 	q.appendSingle = bindNames(q.appendSingle, appendParams)
@@ -229,7 +277,7 @@ func buildQueries(schema string) queries {
 		&q.join, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
-		&q.append, &q.appendOne, &q.appendSingle, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
+		&q.append, &q.appendOne, &q.appendSingle, &q.matchAppend, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
@@ -246,6 +294,13 @@ var appendParams = []string{
 	"ids", "counts", "entry_listener", "entry_body", "entry_rank", "entry_batch",
 	"batch_dispatch", "batch_scope", "batch_sender", "batch_created",
 	"channel", "notify_batch", "stamp_patterns", "stamp_scope",
+}
+
+// matchAppendParams names the matchAppend statement's parameters in the
+// order MatchAppend gives their values.
+var matchAppendParams = []string{
+	"scope", "pattern_ids", "pattern_version", "sender", "recipients", "addressed", "handlers",
+	"private_type", "handler_type", "body", "dispatch", "created", "channel", "notify_batch",
 }
 
 // appendArgs are the values of the append statement's parameters, by name.

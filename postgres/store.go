@@ -152,7 +152,8 @@ var (
 	_ moitessier.Watcher = (*Store)(nil)
 	_ moitessier.Closer  = (*Store)(nil)
 
-	_ moitessier.MatchCacher = (*Store)(nil)
+	_ moitessier.MatchCacher   = (*Store)(nil)
+	_ moitessier.MatchAppender = (*Store)(nil)
 )
 
 // Open opens a store on the database at dsn with the default schema,

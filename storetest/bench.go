@@ -37,7 +37,7 @@ import (
 // Like the baseline, whose channels hold 256 messages, the dispatchers keep
 // at most 256 messages in flight beyond the slowest subscriber (1 024 in all
 // for scopes-10k), so that latency measures delivery, not an ever-growing
-// backlog. The fan-out workloads also report store calls per dispatch
+// backlog. The fan-out workloads and scopes-10k also report store calls per dispatch
 // (calls/dispatch: Match, Append, Read, Checkpoint…, but not MatchCached,
 // which a store answers from memory but on a miss) and messages per respond
 // call (msgs/respond: how many a subscriber gets per wake-up). idle-10k reports store
@@ -131,6 +131,7 @@ func benchScopes(b *testing.B, h Harness, scopes int) {
 		b.Fatal(err)
 	}
 	report(b, res, b.N)
+	b.ReportMetric(float64(res.StoreCalls)/float64(b.N), "calls/dispatch")
 	b.ReportMetric(res.Create.Seconds(), "create-s")
 	b.ReportMetric(res.Listen.Seconds(), "listen-s")
 	b.ReportMetric(res.CreateConcurrent.Seconds(), "create-concurrent-s")

@@ -131,6 +131,9 @@ func testStoreClose(t *testing.T, h Harness) {
 	if mc, ok := s.(moitessier.MatchCacher); ok {
 		_, _, errs["MatchCached"] = mc.MatchCached(ctx, "x")
 	}
+	if ma, ok := s.(moitessier.MatchAppender); ok {
+		_, _, _, _, errs["MatchAppend"] = ma.MatchAppend(ctx, batchOf("d", nil), "t", moitessier.Selection{Sender: "bob"})
+	}
 	for name, err := range errs {
 		if !errors.Is(err, moitessier.ErrClosed) {
 			t.Errorf("%s after Close: %v, want an error wrapping ErrClosed", name, err)
@@ -366,5 +369,91 @@ func testStoreOddInput(t *testing.T, h Harness) {
 	check(s)
 	if h.Reopen != nil {
 		check(h.Reopen(t, s))
+	}
+}
+
+// testStoreMatchAppend: a MatchAppender matches and appends, on a scope it
+// has no answer for, to exactly the listeners the selection takes, answers
+// from its cache afterwards, and appends nothing when a Handler listener
+// has handlers to run. Stores that are not MatchAppenders skip it.
+func testStoreMatchAppend(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	ma, ok := s.(moitessier.MatchAppender)
+	if !ok {
+		t.Skip("not a MatchAppender")
+	}
+	ctx := ctxT(t)
+	scopes := []string{"m.a", "m.b", "m.c"}
+	listener := func(n int, typ moitessier.ListenerType, person string, scopes ...string) string {
+		l := info(sid(n), scopes...)
+		l.Type, l.Person = typ, person
+		join(t, s, l, person)
+		return l.ID
+	}
+	shared := listener(1, moitessier.Shared, "alice", scopes...)
+	bobs := listener(2, moitessier.Private, "bob", scopes...)
+	carols := listener(3, moitessier.Private, "carol", scopes...)
+	handler := listener(4, moitessier.Handler, "dave", scopes...)
+	wild := listener(5, moitessier.Shared, "erin", "m.*")
+	listener(6, moitessier.Shared, "alice", "n.a")
+	all := []string{shared, bobs, carols, handler, wild}
+	slices.Sort(all)
+	sorted := func(ids []string) []string { slices.Sort(ids); return ids }
+	heads := map[string]moitessier.Cursor{}
+	call := func(scope string, sel moitessier.Selection) ([]string, []string, moitessier.MatchStamp, bool) {
+		t.Helper()
+		b := &moitessier.Batch{Dispatch: "d-" + scope, Scope: scope, Sender: "bob", Created: st0}
+		ls, stamp, msgs, appended, err := ma.MatchAppend(ctx, b, "t", sel)
+		if err != nil {
+			t.Fatalf("MatchAppend(%s): %v", scope, err)
+		}
+		var matched, written []string
+		for _, l := range ls {
+			matched = append(matched, l.ID)
+		}
+		for i, m := range msgs {
+			heads[m.Listener]++
+			if m.Seq != heads[m.Listener] || m.Text != "t" || m.Scope != scope || m.Sender != "bob" || m.Dispatch != b.Dispatch || !m.Created.Equal(st0) {
+				t.Errorf("MatchAppend(%s): message %d: %+v", scope, i, m)
+			}
+			written = append(written, m.Listener)
+			if r, err := s.Read(ctx, m.Listener, m.Seq-1, 10); err != nil || len(r) != 1 || r[0] != m {
+				t.Errorf("Read(%s) after MatchAppend(%s): %+v %v", m.Listener, scope, r, err)
+			}
+		}
+		return sorted(matched), sorted(written), stamp, appended
+	}
+
+	// A Handler listener with handlers to run: nothing is appended.
+	matched, written, stamp, appended := call("m.a", moitessier.Selection{Sender: "bob", Handlers: true})
+	if appended || len(written) != 0 || !slices.Equal(matched, all) || stamp == nil {
+		t.Fatalf("with handlers: matched %v, wrote %v, appended %v, stamp %v", matched, written, appended, stamp)
+	}
+	for _, id := range all {
+		if r, err := s.Read(ctx, id, 0, 10); err != nil || len(r) != 0 {
+			t.Fatalf("Read(%s) after a MatchAppend that appended nothing: %d messages, %v", id, len(r), err)
+		}
+	}
+	// Without: the Shared, the sender's Private, the Handler and the
+	// wildcard listener get the text; carol's Private one does not.
+	matched, written, _, appended = call("m.b", moitessier.Selection{Sender: "bob"})
+	if want := sorted([]string{shared, bobs, handler, wild}); !appended || !slices.Equal(matched, all) || !slices.Equal(written, want) {
+		t.Fatalf("m.b: matched %v, wrote %v (want %v), appended %v", matched, written, want, appended)
+	}
+	// Now cached: answered without appending.
+	matched, written, stamp, appended = call("m.b", moitessier.Selection{Sender: "bob"})
+	if appended || len(written) != 0 || !slices.Equal(matched, all) || stamp == nil {
+		t.Fatalf("m.b again: matched %v, wrote %v, appended %v, stamp %v", matched, written, appended, stamp)
+	}
+	// Addressed to carol: only the Private listeners of bob and carol, even
+	// with handlers.
+	matched, written, _, appended = call("m.c", moitessier.Selection{Sender: "bob", To: []string{"carol"}, Addressed: true, Handlers: true})
+	if want := sorted([]string{bobs, carols}); !appended || !slices.Equal(matched, all) || !slices.Equal(written, want) {
+		t.Fatalf("m.c: matched %v, wrote %v (want %v), appended %v", matched, written, want, appended)
+	}
+	// A scope nothing matches.
+	matched, written, _, appended = call("o.a", moitessier.Selection{Sender: "bob"})
+	if !appended || len(matched) != 0 || len(written) != 0 {
+		t.Fatalf("o.a: matched %v, wrote %v, appended %v", matched, written, appended)
 	}
 }

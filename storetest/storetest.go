@@ -55,6 +55,7 @@ func Run(t *testing.T, h Harness) {
 		{"StoreLeave", testStoreLeave},
 		{"StoreReadSeekCheckpoint", testStoreReadSeekCheckpoint},
 		{"StoreOddInput", testStoreOddInput},
+		{"StoreMatchAppend", testStoreMatchAppend},
 		{"Listeners", testListeners},
 		{"SubscriberPages", testSubscriberPages},
 		{"Quota", testQuota},

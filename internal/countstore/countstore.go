@@ -10,14 +10,47 @@ import (
 	"github.com/likestripes/moitessier"
 )
 
-// Wrap returns a store that forwards to s (keeping its Watcher, if it has
-// one) and a counter of the calls made to it.
+// Wrap returns a store that forwards to s (keeping its Watcher and its
+// MatchAppender, if it has them) and a counter of the calls made to it.
 func Wrap(s moitessier.Store) (moitessier.Store, *atomic.Int64) {
 	c := &counting{Store: s}
-	if w, ok := s.(moitessier.Watcher); ok {
+	w, watches := s.(moitessier.Watcher)
+	a, appends := s.(moitessier.MatchAppender)
+	switch {
+	case watches && appends:
+		return countingWatcherAppender{countingWatcher{c, w}, appending{c, a}}, &c.calls
+	case watches:
 		return countingWatcher{c, w}, &c.calls
+	case appends:
+		return countingAppender{c, appending{c, a}}, &c.calls
 	}
 	return c, &c.calls
+}
+
+// appending forwards MatchAppend, counting one call when it appended (a
+// match it answered from its cache, or a miss that only matched, is not
+// counted, as MatchCached is not).
+type appending struct {
+	c *counting
+	a moitessier.MatchAppender
+}
+
+func (x appending) MatchAppend(ctx context.Context, b *moitessier.Batch, text string, sel moitessier.Selection) ([]moitessier.ListenerInfo, moitessier.MatchStamp, []moitessier.Message, bool, error) {
+	ls, st, msgs, appended, err := x.a.MatchAppend(ctx, b, text, sel)
+	if appended {
+		x.c.calls.Add(1)
+	}
+	return ls, st, msgs, appended, err
+}
+
+type countingAppender struct {
+	*counting
+	appending
+}
+
+type countingWatcherAppender struct {
+	countingWatcher
+	appending
 }
 
 // counting counts the calls a hub makes to its store.

@@ -238,6 +238,28 @@ func (lv *Cache[M]) Observe(h uint64) {
 	lv.raise(h)
 }
 
+// notice keeps h aside, as Observe does while the cache is held, for a
+// Registry.HoldAll; it reports whether h is news.
+func (lv *Cache[M]) notice(h uint64) bool {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if h <= lv.head || h <= lv.noticed {
+		return false
+	}
+	lv.noticed = h
+	return true
+}
+
+// applyNoticed applies a head kept aside by notice, as Unhold does.
+func (lv *Cache[M]) applyNoticed() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	lv.raise(lv.noticed)
+	if lv.local == 0 {
+		lv.noticed = 0
+	}
+}
+
 // Hold and unhold bracket an append by this hub to the listener; see local.
 func (lv *Cache[M]) Hold() {
 	lv.mu.Lock()

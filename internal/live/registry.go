@@ -3,6 +3,7 @@ package live
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // Registry holds the Caches of the listeners that have subscribers in
@@ -17,6 +18,13 @@ type Registry[M any] struct {
 	mu     sync.RWMutex
 	caches map[string]*Cache[M]
 	closed bool
+
+	// Appends whose listeners are not known until they return (see
+	// HoldAll): while there are any, every observed head is kept aside
+	// in its cache, and the cache listed in noticed.
+	allMu   sync.Mutex
+	all     atomic.Int32
+	noticed []*Cache[M]
 }
 
 // NewRegistry returns an empty registry of caches of messages of type M;
@@ -136,11 +144,48 @@ func (r *Registry[M]) Publish(msgs []M, maxBuf int) {
 func (r *Registry[M]) Observe(n int, head func(i int) (id string, seq uint64)) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	if r.all.Load() > 0 {
+		r.allMu.Lock()
+		if r.all.Load() > 0 {
+			defer r.allMu.Unlock()
+			for i := range n {
+				id, seq := head(i)
+				if c := r.caches[id]; c != nil && c.notice(seq) {
+					r.noticed = append(r.noticed, c)
+				}
+			}
+			return
+		}
+		r.allMu.Unlock()
+	}
 	for i := range n {
 		id, seq := head(i)
 		if c := r.caches[id]; c != nil {
 			c.Observe(seq)
 		}
+	}
+}
+
+// HoldAll is Hold for an append whose listeners this process does not know
+// until it returns (a store that matches and appends in one statement):
+// until UnholdAll, a head observed for any listener is kept aside, as Hold
+// keeps those of its listeners.
+func (r *Registry[M]) HoldAll() {
+	r.allMu.Lock()
+	r.all.Add(1)
+	r.allMu.Unlock()
+}
+
+// UnholdAll ends a HoldAll, once the append's messages are published, and
+// applies the heads observed meanwhile.
+func (r *Registry[M]) UnholdAll() {
+	r.allMu.Lock()
+	r.all.Add(-1)
+	noticed := r.noticed
+	r.noticed = nil
+	r.allMu.Unlock()
+	for _, c := range noticed {
+		c.applyNoticed()
 	}
 }
 

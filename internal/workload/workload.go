@@ -319,7 +319,7 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 // listeners, each on a scope of its own (CreateConcurrent), which then
 // leave again, untimed, before the dispatching starts.
 func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hooks Hooks) (Result, error) {
-	hub, _, err := newHub(s)
+	hub, calls, err := newHub(s)
 	if err != nil {
 		return Result{}, err
 	}
@@ -354,6 +354,7 @@ func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hook
 	defer hooks.progress(rs.delivered, int64(n))()
 	hooks.start()
 	start := time.Now()
+	calls0 := calls.Load()
 	for i := range n {
 		if i%256 == 0 {
 			waitWindow(ctx, int64(i), rs.delivered, 4*int64(window))
@@ -368,6 +369,7 @@ func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hook
 	hooks.stop()
 	res, err := rs.result(start)
 	res.Create, res.Listen, res.CreateConcurrent = created, listening, concurrent
+	res.StoreCalls = calls.Load() - calls0
 	return res, err
 }
 
