@@ -185,8 +185,17 @@ func testResumeInHub(t *testing.T, h Harness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if msgs, err := again.Messages(ctx, moitessier.Resume, 0); err != nil || len(msgs) != 0 {
-		t.Fatalf("Messages(Resume) while the first call runs = %d messages, %v; want none", len(msgs), err)
+	// The first call acknowledges what it delivered once its respond has
+	// returned, which the collector cannot see: wait for that, as long as
+	// waitFor would.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		msgs, err := again.Messages(ctx, moitessier.Resume, 0)
+		if err == nil && len(msgs) == 0 {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("Messages(Resume) while the first call runs = %d messages, %v; want none", len(msgs), err)
+		}
 	}
 	second := newCollector()
 	stopSecond := listen(t, again, second, moitessier.Resume)
