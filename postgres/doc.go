@@ -145,8 +145,9 @@
 // the limit is 8 000); a larger fan-out sends several. [Store.Watch] holds
 // one dedicated connection per call (the hub makes one call per store,
 // whatever its number of listeners), reconnects with exponential backoff
-// when the connection drops, and then reports the head of every listener
-// with messages, since notifications sent while it was away are lost.
+// when the connection drops, and, once its LISTEN is active (on the first
+// connection too), reports the head of every listener with messages, since
+// notifications sent before it listened are not delivered to it.
 // [Store.Heads] reads the heads of many listeners in one query, for the
 // hub's periodic catch-up.
 //

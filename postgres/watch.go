@@ -56,10 +56,12 @@ func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
 // It holds one dedicated connection (outside the pool) that LISTENs on the
 // schema's channel; every append sends the new heads with pg_notify in its
 // own transaction, so a notification arrives only once the messages are
-// visible. If the connection drops, Watch reconnects with exponential
-// backoff (Config.ReconnectMin to ReconnectMax) and then reports the head
-// of every listener that has messages, since notifications sent while it
-// was away are lost. fn is called from Watch's goroutine, one call at a
+// visible. Once its LISTEN is active, on the first connection as after
+// each reconnection, it reports the head of every listener that has
+// messages: notifications sent before it listened are not delivered to
+// it, and a hub's subscribers may have joined before (a connection slow to
+// open) and be waiting for them. If the connection drops, Watch reconnects
+// with exponential backoff (Config.ReconnectMin to ReconnectMax). fn is called from Watch's goroutine, one call at a
 // time; it should not block for long. A store needs one Watch call (the hub
 // makes one), whatever the number of listeners.
 func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
@@ -70,10 +72,9 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	ctx, cancel := donectx.WithDone(ctx, s.done)
 	defer cancel()
 	backoff := s.cfg.ReconnectMin
-	reconnect := false
 	for {
 		// An error ends one connection; the answer is to reconnect.
-		connected, _ := s.listen(ctx, fn, reconnect)
+		connected, _ := s.listen(ctx, fn)
 		if ctx.Err() != nil {
 			if s.closed.Load() {
 				return fmt.Errorf("postgres: %s: %w", op, moitessier.ErrClosed)
@@ -82,7 +83,6 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 		}
 		if connected {
 			backoff = s.cfg.ReconnectMin
-			reconnect = true
 		}
 		t := time.NewTimer(backoff)
 		select {
@@ -95,9 +95,10 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	}
 }
 
-// listen connects, LISTENs and delivers notifications until the connection
-// fails or ctx ends. connected reports whether LISTEN succeeded.
-func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), catchUp bool) (connected bool, err error) {
+// listen connects, LISTENs, reports every head and delivers notifications
+// until the connection fails or ctx ends. connected reports whether LISTEN
+// succeeded.
+func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head)) (connected bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
 	if err != nil {
 		return false, err
@@ -110,26 +111,27 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), catchUp 
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
 		return false, err
 	}
-	if catchUp {
-		// Notifications sent while we were away are lost: report every
-		// head, a page at a time.
-		after := ""
-		for {
-			rows, err := conn.Query(ctx, s.q.allHeads, after, 1000)
-			if err != nil {
-				return true, err
-			}
-			heads, err := collectHeads(rows)
-			if err != nil {
-				return true, err
-			}
-			if len(heads) > 0 {
-				fn(heads)
-				after = heads[len(heads)-1].Listener
-			}
-			if len(heads) < 1000 {
-				break
-			}
+	// Notifications of commits before the LISTEN are not delivered to this
+	// connection: those of the time before the first connection (the hub's
+	// subscribers may have joined already), and those sent while it was
+	// away. Report every head, a page at a time; each page is read after
+	// the LISTEN, so a commit it misses is notified.
+	after := ""
+	for {
+		rows, err := conn.Query(ctx, s.q.allHeads, after, 1000)
+		if err != nil {
+			return true, err
+		}
+		heads, err := collectHeads(rows)
+		if err != nil {
+			return true, err
+		}
+		if len(heads) > 0 {
+			fn(heads)
+			after = heads[len(heads)-1].Listener
+		}
+		if len(heads) < 1000 {
+			break
 		}
 	}
 	for {
