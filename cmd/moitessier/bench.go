@@ -63,7 +63,11 @@ for --baseline-time (5 s) (with pgbench when it is installed, else the same
 statement in a loop on one pgx connection); http-fanout-* then report
 baseline_ratio, publishes/s over that rate. So do the library workloads
 that dispatch (fanout-*, scopes-10k, dispatch-8) on Postgres: their
-baseline_ratio is dispatches/s over that rate.
+baseline_ratio is dispatches/s over that rate. The library workloads
+report this process's CPU time (user and system) per delivery,
+cpu_us_per_delivery, from the first dispatch to the last delivery: their
+dispatchers, subscribers and store clients are all in this process, a
+database server's own time is not.
 
 Messages are 100 bytes. Deliveries are checked (right listener, in order, no
 duplicate); the wall time runs from the first dispatch to the last delivery.
@@ -116,6 +120,12 @@ type BenchResult struct {
 	// (CreateConcurrentS).
 	CreateS           float64 `json:"create_s,omitempty"`
 	CreateConcurrentS float64 `json:"create_concurrent_s,omitempty"`
+
+	// The library workloads: this process's processor time (user and
+	// system, from getrusage) per delivery, from the first dispatch to the
+	// last delivery. Dispatchers, subscribers and the store's client are
+	// all in it; a database server's own time is not.
+	CPUPerDelivery float64 `json:"cpu_us_per_delivery,omitempty"`
 
 	// The end-to-end workloads.
 	Publishers        int     `json:"publishers,omitempty"`
@@ -245,6 +255,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		if res.BaselineRatio > 0 {
 			extra = append(extra, fmt.Sprintf("%.2f× baseline", res.BaselineRatio))
+		}
+		if res.CPUPerDelivery > 0 {
+			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
 		}
 		if res.HubCPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("hub CPU %.1f µs/delivery", res.HubCPUPerDelivery))
@@ -440,16 +453,35 @@ func (c *benchConfig) progressLine(name string, delivered func() int64, total in
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
-// hooks are the library workloads' progress line and CPU profile.
-func (c *benchConfig) hooks(name string) (workload.Hooks, func()) {
+// cpuSpan is the processor time this process used between a library
+// workload's first dispatch and its last delivery.
+type cpuSpan struct{ start, stop time.Duration }
+
+// perDelivery returns the span's microseconds per delivery, or 0 if it was
+// not measured.
+func (s *cpuSpan) perDelivery(deliveries int) float64 {
+	if s.start < 0 || s.stop <= s.start || deliveries == 0 {
+		return 0
+	}
+	return float64(s.stop-s.start) / 1e3 / float64(deliveries)
+}
+
+// hooks are the library workloads' progress line, CPU profile and the
+// processor time they used.
+func (c *benchConfig) hooks(name string) (workload.Hooks, *cpuSpan, func()) {
 	stopProfile := func() {}
+	span := &cpuSpan{start: -1}
 	h := workload.Hooks{
-		Start: func() { stopProfile = profileCPU() },
+		Start: func() {
+			stopProfile = profileCPU()
+			span.start = processCPU()
+		},
+		Stop: func() { span.stop = processCPU() },
 		Progress: func(delivered func() int64, total int64) func() {
 			return c.progressLine(name, delivered, total)
 		},
 	}
-	return h, func() { stopProfile() }
+	return h, span, func() { stopProfile() }
 }
 
 // measuresDispatches reports whether workload name is compared, on
@@ -461,8 +493,9 @@ func measuresDispatches(name string) bool {
 
 // libraryResult fills res from a library workload's result, with its ratio
 // to the baseline if one was measured in this run.
-func (c *benchConfig) libraryResult(res *BenchResult, r workload.Result) {
+func (c *benchConfig) libraryResult(res *BenchResult, r workload.Result, cpu *cpuSpan) {
 	res.Deliveries = r.Deliveries
+	res.CPUPerDelivery = cpu.perDelivery(r.Deliveries)
 	res.MsgsPerS = r.MsgsPerSecond()
 	res.DispatchesPerS = r.PerSecond(res.Messages)
 	res.P50ms, res.P99ms = r.Percentile(0.50), r.Percentile(0.99)
@@ -481,13 +514,13 @@ func (c *benchConfig) fanout(ctx context.Context, name string, subs, dispatchers
 		return res, err
 	}
 	defer cleanup()
-	hooks, stop := c.hooks(name)
+	hooks, cpu, stop := c.hooks(name)
 	defer stop()
 	r, err := workload.Fanout(ctx, st.Store, subs, dispatchers, n, c.window, hooks)
 	if err != nil {
 		return res, err
 	}
-	c.libraryResult(&res, r)
+	c.libraryResult(&res, r, cpu)
 	return res, nil
 }
 
@@ -499,13 +532,13 @@ func (c *benchConfig) scopes(ctx context.Context, name string, scopes, n int) (B
 		return res, err
 	}
 	defer cleanup()
-	hooks, stop := c.hooks(name)
+	hooks, cpu, stop := c.hooks(name)
 	defer stop()
 	r, err := workload.Scopes(ctx, st.Store, scopes, n, c.window, hooks)
 	if err != nil {
 		return res, err
 	}
-	c.libraryResult(&res, r)
+	c.libraryResult(&res, r, cpu)
 	res.CreateS, res.CreateConcurrentS = r.Create.Seconds(), r.CreateConcurrent.Seconds()
 	return res, nil
 }

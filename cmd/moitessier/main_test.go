@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -434,6 +435,11 @@ func TestBench(t *testing.T) {
 		}
 		if r["workload"] != "idle-10k" && (r["msgs_per_s"].(float64) <= 0 || r["deliveries"].(float64) != r["messages"].(float64)*r["listeners"].(float64)) {
 			t.Fatalf("deliveries do not add up: %s", line)
+		}
+		// The library workloads report this process's CPU per delivery
+		// where getrusage can tell it.
+		if cpu, ok := r["cpu_us_per_delivery"].(float64); strings.HasPrefix(r["workload"].(string), "fanout-") && runtime.GOOS == "linux" && (!ok || cpu <= 0) {
+			t.Fatalf("no CPU per delivery: %s", line)
 		}
 	}
 	out, _, err = runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--messages", "20", "--idle", "200ms", "fanout-1", "idle-10k", "scopes-10k")
