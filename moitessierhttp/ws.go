@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -134,14 +135,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, errServerClosing)
 		return
 	}
-	end := s.streams.Done
 	hj := &wsHijack{ResponseWriter: w}
 	lib, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
 	if err != nil || hj.conn == nil {
 		if hj.conn != nil {
 			_ = hj.conn.Close()
 		}
-		end()
+		s.streams.Done()
 		return // Accept answered the request
 	}
 	// The library's connection is dropped, the hub has the socket: without
@@ -151,19 +151,25 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.open[transportWS].Add(1)
 
 	// The connection outlives the request: its context ends with the
-	// Server or with the connection, not with the handler.
-	ctx, cancel := context.WithCancelCause(s.ctx)
+	// connection (see stop), not with the handler. It has no child: each
+	// listen's own context is cancelled by stop, so that the connection
+	// holds no map of children.
+	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{
-		s: s, nc: hj.conn, claims: c, ctx: ctx, cancel: cancel, end: end,
-		subs: map[string]*wsSub{}, closed: make(chan struct{}),
+		s: s, nc: hj.conn, claims: c, ctx: ctx, cancel: cancel,
 		rbuf: hj.left, limit: 6*s.cfg.MaxMessageBytes + 64<<10,
 	}
+	now := time.Now()
+	wc.mu.Lock()
 	if life := s.tokenLife(c); life > 0 {
-		wc.expiry = time.AfterFunc(life, func() { cancel(errTokenExpired) })
+		wc.expires = now.Add(life)
 	}
-	// When ctx ends, the connection closes cleanly.
-	context.AfterFunc(ctx, wc.close)
-	wc.pinger = time.AfterFunc(s.cfg.Heartbeat, wc.tick)
+	wc.nextPing = now.Add(s.cfg.Heartbeat)
+	// Both set before either can run: they take wc.mu.
+	wc.pinger = time.AfterFunc(wc.untilLocked(now), wc.tick)
+	// When the Server closes, the connection closes cleanly.
+	wc.unshut = context.AfterFunc(s.ctx, func() { wc.stop(nil) })
+	wc.mu.Unlock()
 	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
 		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")})
 	}
@@ -449,18 +455,17 @@ type handshakeConn struct{ net.Conn }
 func (handshakeConn) Close() error { return nil }
 
 type wsConn struct {
-	s      *Server
-	nc     net.Conn
-	claims *Claims
-	ctx    context.Context
-	cancel context.CancelCauseFunc
-	end    func()         // the stream's end (s.streams.Done)
-	wg     sync.WaitGroup // the listens, and the reads
-	pinger *time.Timer
-	expiry *time.Timer   // nil without a token expiry
-	closed chan struct{} // closed once close has run
-	watch  *readWatch    // nil: readLoop reads
-	limit  int           // the largest message the client may send
+	s         *Server
+	nc        net.Conn
+	claims    *Claims
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	wg        sync.WaitGroup // the listens, and the reads
+	pinger    *time.Timer    // pings, pongs due, the token's expiry: see tick
+	unshut    func() bool    // stops the stop on the Server's close
+	closeOnce sync.Once      // close runs once; Do returns once it has run
+	watch     *readWatch     // nil: readLoop reads
+	limit     int            // the largest message the client may send
 
 	// Read by one goroutine at a time: pass (the watch calls one at a
 	// time), or readLoop.
@@ -476,56 +481,119 @@ type wsConn struct {
 	deadline time.Time  // the socket's write deadline
 
 	mu         sync.Mutex
-	subs       map[string]*wsSub // by ref
-	ended      bool              // no more pings
-	readDone   bool              // no more reads
-	pingOut    bool              // a ping went; its pong is due
-	closeTimer *time.Timer       // ends the connection if the client does not answer a close
+	subs       []*wsSub    // at most MaxListenersPerConn
+	ended      bool        // no more pings
+	readDone   bool        // no more reads
+	pingOut    bool        // a ping went; its pong is due
+	nextPing   time.Time   // when to ping, unless pingOut
+	pongDue    time.Time   // when the pong is due, if pingOut
+	expires    time.Time   // when the token expires; zero: never
+	closeTimer *time.Timer // ends the connection if the client does not answer a close
 }
 
 // wsSub is one listen of a connection.
 type wsSub struct {
-	l      *moitessier.Listener
-	cancel context.CancelFunc
+	wc      *wsConn
+	ref     string
+	refJSON []byte
+	l       *moitessier.Listener
+	cancel  context.CancelFunc
+	buf     []byte      // the frame being written, while respond runs
+	pause   *time.Timer // see Server.batchWait
 }
 
-// tick runs on the pinger's timer: it pings the client, Heartbeat after
-// its last pong, and drops it if it has not answered within WriteTimeout.
+// subLocked returns the listen of ref, or nil; wc.mu is held.
+func (wc *wsConn) subLocked(ref string) *wsSub {
+	for _, sub := range wc.subs {
+		if sub.ref == ref {
+			return sub
+		}
+	}
+	return nil
+}
+
+// dropLocked removes sub from the connection's listens, if there; wc.mu is held.
+func (wc *wsConn) dropLocked(sub *wsSub) {
+	if i := slices.Index(wc.subs, sub); i >= 0 {
+		wc.subs = slices.Delete(wc.subs, i, i+1)
+	}
+}
+
+// tick runs on the connection's one timer: it pings the client, Heartbeat
+// after its last pong; drops it if it has not answered within
+// WriteTimeout; and closes the connection when the token expires.
 func (wc *wsConn) tick() {
+	now := time.Now()
 	wc.mu.Lock()
 	if wc.ended {
 		wc.mu.Unlock()
 		return
 	}
-	if wc.pingOut {
+	if !wc.expires.IsZero() && !now.Before(wc.expires) {
+		wc.mu.Unlock()
+		wc.stop(errTokenExpired)
+		return
+	}
+	ping := false
+	switch {
+	case wc.pingOut && !now.Before(wc.pongDue):
 		wc.mu.Unlock()
 		wc.abort()
 		return
+	case !wc.pingOut && !now.Before(wc.nextPing):
+		ping, wc.pingOut, wc.pongDue = true, true, now.Add(wc.s.cfg.WriteTimeout)
 	}
-	wc.pingOut = true
-	wc.pinger.Reset(wc.s.cfg.WriteTimeout)
+	wc.pinger.Reset(wc.untilLocked(now))
 	wc.mu.Unlock()
-	if err := wc.writeControl(wsOpPing, nil); err != nil && !errors.Is(err, net.ErrClosed) {
-		wc.abort()
+	if ping {
+		if err := wc.writeControl(wsOpPing, nil); err != nil && !errors.Is(err, net.ErrClosed) {
+			wc.abort()
+		}
 	}
+}
+
+// untilLocked is the time from now to the timer's next task: the pong
+// due, or the next ping, or the token's expiry if sooner. wc.mu is held.
+func (wc *wsConn) untilLocked(now time.Time) time.Duration {
+	at := wc.nextPing
+	if wc.pingOut {
+		at = wc.pongDue
+	}
+	if !wc.expires.IsZero() && wc.expires.Before(at) {
+		at = wc.expires
+	}
+	return at.Sub(now)
 }
 
 // pong notes the client's answer to a ping: the next one goes Heartbeat
 // later.
 func (wc *wsConn) pong() {
+	now := time.Now()
 	wc.mu.Lock()
 	if wc.pingOut && !wc.ended {
 		wc.pingOut = false
-		wc.pinger.Reset(wc.s.cfg.Heartbeat)
+		wc.nextPing = now.Add(wc.s.cfg.Heartbeat)
+		wc.pinger.Reset(wc.untilLocked(now))
 	}
 	wc.mu.Unlock()
 }
 
-// close ends the connection when its context ends: with a close frame
+// stop ends the connection's context, with cause, and its listens' (they
+// end), then closes the connection (see close), once.
+func (wc *wsConn) stop(cause error) {
+	wc.cancel(cause)
+	wc.mu.Lock()
+	for _, sub := range wc.subs {
+		sub.cancel()
+	}
+	wc.mu.Unlock()
+	wc.closeOnce.Do(wc.close)
+}
+
+// close ends the connection once stopped: with a close frame
 // that says why, then waits for the client's answer (wsCloseWait at
 // most); or at once when the client left.
 func (wc *wsConn) close() {
-	defer close(wc.closed)
 	var (
 		code   websocket.StatusCode
 		reason string
@@ -578,16 +646,14 @@ func (wc *wsConn) endRead() {
 // finish ends the connection once its reading has ended: its listens end,
 // then the socket closes.
 func (wc *wsConn) finish() {
-	wc.cancel(nil)
-	if wc.expiry != nil {
-		wc.expiry.Stop()
-	}
 	wc.mu.Lock()
 	wc.ended, wc.readDone = true, true
 	wc.pinger.Stop()
+	unshut := wc.unshut
 	wc.mu.Unlock()
+	unshut()
+	wc.stop(nil) // close has run when it returns
 	wc.wg.Wait()
-	<-wc.closed
 	wc.mu.Lock()
 	if wc.closeTimer != nil {
 		wc.closeTimer.Stop()
@@ -602,7 +668,7 @@ func (wc *wsConn) finish() {
 	wc.rbuf, wc.rbox, wc.msg = nil, nil, nil
 	closeConn(wc.nc)
 	wc.s.metrics.open[transportWS].Add(-1)
-	wc.end()
+	wc.s.streams.Done()
 }
 
 // writeControl writes a control frame, unless a close frame went.
@@ -722,7 +788,7 @@ func (wc *wsConn) listen(req WSRequest) {
 		return
 	}
 	wc.mu.Lock()
-	_, dup := wc.subs[req.Ref]
+	dup := wc.subLocked(req.Ref) != nil
 	n := len(wc.subs)
 	wc.mu.Unlock()
 	switch {
@@ -746,89 +812,97 @@ func (wc *wsConn) listen(req WSRequest) {
 			return
 		}
 	}
-	ctx, cancel := context.WithCancel(wc.ctx)
+	ctx, cancel := context.WithCancel(context.Background())
+	refJSON, _ := json.Marshal(req.Ref)
+	sub := &wsSub{wc: wc, ref: req.Ref, refJSON: refJSON, l: l, cancel: cancel}
 	wc.mu.Lock()
-	if _, dup := wc.subs[req.Ref]; dup || len(wc.subs) >= s.cfg.MaxListenersPerConn {
+	if wc.ctx.Err() != nil {
+		// The connection is ending: stop has cancelled the listens.
+		wc.mu.Unlock()
+		cancel()
+		return
+	}
+	if wc.subLocked(req.Ref) != nil || len(wc.subs) >= s.cfg.MaxListenersPerConn {
 		wc.mu.Unlock()
 		cancel()
 		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
 		return
 	}
-	sub := &wsSub{l: l, cancel: cancel}
-	wc.subs[req.Ref] = sub
+	wc.subs = append(wc.subs, sub)
 	wc.mu.Unlock()
 	wi := wireInfo(info)
 	wc.send(WSFrame{Type: "listening", Ref: req.Ref, Listener: &wi, Reset: reset})
-
-	refJSON, _ := json.Marshal(req.Ref)
 	wc.wg.Add(1)
-	go func() {
-		defer wc.wg.Done()
-		defer cancel()
-		var (
-			buf   []byte
-			pause *time.Timer
-		)
-		respond := func(ctx context.Context, msgs []moitessier.Message) error {
-			// One frame per chunkBytes or so, each within the write
-			// timeout: a client is slow when it does not take a chunk in time.
-			for len(msgs) > 0 {
-				buf = append(buf[:0], make([]byte, wsHeadroom)...)
-				buf = append(buf, `{"type":"messages","ref":`...)
-				buf = append(buf, refJSON...)
-				buf = append(buf, `,"messages":[`...)
-				n := 0
-				for n < len(msgs) && (n == 0 || len(buf) < chunkBytes) {
-					if n > 0 {
-						buf = append(buf, ',')
-					}
-					buf = append(buf, s.enc.json(&msgs[n])...)
-					n++
-				}
-				buf = append(buf, "]}"...)
-				err := wc.writeFrame(buf)
-				if cap(buf) > 4*chunkBytes {
-					buf = nil
-				}
-				if err != nil {
-					return err
-				}
-				s.metrics.delivered(transportWS, msgs[:n], s.cfg.Now())
-				msgs = msgs[n:]
+	go sub.run(ctx, since)
+}
+
+// run runs the listen until it ends. Its goroutine waits while the
+// connection is idle: what it holds is in sub, not in closures.
+func (sub *wsSub) run(ctx context.Context, since moitessier.Cursor) {
+	wc, s := sub.wc, sub.wc.s
+	defer wc.wg.Done()
+	defer sub.cancel()
+	_, err := sub.l.ListenUntil(ctx, nil, sub.respond, since, 0, 0)
+	wc.mu.Lock()
+	wc.dropLocked(sub)
+	wc.mu.Unlock()
+	var we *writeError
+	switch {
+	case errors.As(err, &we):
+		if errors.Is(err, ErrSlowConsumer) || isTimeout(err) {
+			s.metrics.slowDrops.Add(1)
+			s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "websocket", "listener", sub.l.ID(), "person", wc.claims.Subject)
+		}
+		wc.abort()
+	case wc.ctx.Err() != nil:
+		// The connection is ending.
+	case ctx.Err() != nil:
+		wc.send(WSFrame{Type: "unlistened", Ref: sub.ref})
+	default:
+		wc.sendError(sub.ref, err)
+	}
+}
+
+// respond writes msgs in messages frames: one per chunkBytes or so, each
+// within the write timeout (a client is slow when it does not take a
+// chunk in time); then waits Config.SSEBatchInterval, so that what comes
+// meanwhile goes in the next frame.
+func (sub *wsSub) respond(ctx context.Context, msgs []moitessier.Message) error {
+	wc, s := sub.wc, sub.wc.s
+	for len(msgs) > 0 {
+		buf := append(sub.buf[:0], make([]byte, wsHeadroom)...)
+		buf = append(buf, `{"type":"messages","ref":`...)
+		buf = append(buf, sub.refJSON...)
+		buf = append(buf, `,"messages":[`...)
+		n := 0
+		for n < len(msgs) && (n == 0 || len(buf) < chunkBytes) {
+			if n > 0 {
+				buf = append(buf, ',')
 			}
-			// What comes during the wait goes in the next frame.
-			s.batchWait(ctx, &pause)
-			// Acknowledged when the client's ack frame says so.
-			return moitessier.AckLater
+			buf = append(buf, s.enc.json(&msgs[n])...)
+			n++
 		}
-		_, err := l.ListenUntil(ctx, nil, respond, since, 0, 0)
-		wc.mu.Lock()
-		if wc.subs[req.Ref] == sub {
-			delete(wc.subs, req.Ref)
+		buf = append(buf, "]}"...)
+		err := wc.writeFrame(buf)
+		sub.buf = buf
+		if cap(buf) > 4*chunkBytes {
+			sub.buf = nil
 		}
-		wc.mu.Unlock()
-		var we *writeError
-		switch {
-		case errors.As(err, &we):
-			if errors.Is(err, ErrSlowConsumer) || isTimeout(err) {
-				s.metrics.slowDrops.Add(1)
-				s.log.Debug("moitessierhttp: slow consumer dropped", "transport", "websocket", "listener", info.ID, "person", wc.claims.Subject)
-			}
-			wc.abort()
-		case wc.ctx.Err() != nil:
-			// The connection is ending.
-		case ctx.Err() != nil:
-			wc.send(WSFrame{Type: "unlistened", Ref: req.Ref})
-		default:
-			wc.sendError(req.Ref, err)
+		if err != nil {
+			return err
 		}
-	}()
+		s.metrics.delivered(transportWS, msgs[:n], s.cfg.Now())
+		msgs = msgs[n:]
+	}
+	s.batchWait(ctx, &sub.pause)
+	// Acknowledged when the client's ack frame says so.
+	return moitessier.AckLater
 }
 
 // ack acknowledges what the client says it has of a ref.
 func (wc *wsConn) ack(req WSRequest) {
 	wc.mu.Lock()
-	sub := wc.subs[req.Ref]
+	sub := wc.subLocked(req.Ref)
 	wc.mu.Unlock()
 	if sub == nil {
 		wc.sendError(req.Ref, fmt.Errorf("ref %.32q: %w: not listening", req.Ref, moitessier.ErrNotFound))
@@ -841,8 +915,10 @@ func (wc *wsConn) ack(req WSRequest) {
 
 func (wc *wsConn) unlisten(req WSRequest) {
 	wc.mu.Lock()
-	sub := wc.subs[req.Ref]
-	delete(wc.subs, req.Ref)
+	sub := wc.subLocked(req.Ref)
+	if sub != nil {
+		wc.dropLocked(sub)
+	}
 	wc.mu.Unlock()
 	if sub == nil {
 		wc.sendError(req.Ref, fmt.Errorf("ref %.32q: %w: not listening", req.Ref, moitessier.ErrNotFound))
