@@ -157,14 +157,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{
 		s: s, nc: hj.conn, claims: c, ctx: ctx, cancel: cancel,
-		rbuf: hj.left, limit: 6*s.cfg.MaxMessageBytes + 64<<10,
+		rbuf: hj.left,
 	}
 	now := time.Now()
 	wc.mu.Lock()
 	if life := s.tokenLife(c); life > 0 {
 		wc.expires = now.Add(life)
 	}
-	wc.nextPing = now.Add(s.cfg.Heartbeat)
+	wc.pingAt = now.Add(s.cfg.Heartbeat)
 	// Both set before either can run: they take wc.mu.
 	wc.pinger = time.AfterFunc(wc.untilLocked(now), wc.tick)
 	// When the Server closes, the connection closes cleanly.
@@ -264,6 +264,10 @@ func (wc *wsConn) readLoop() {
 	}
 }
 
+// wsReadLimit is the largest message a WebSocket client may send: room
+// for a dispatch of the largest message, JSON-escaped.
+func (s *Server) wsReadLimit() int { return 6*s.cfg.MaxMessageBytes + 64<<10 }
+
 // wsReadBuffer is the size of the buffer a connection reads its client's
 // frames into: enough for the frames a client sends (acks, listens); a
 // larger frame gets a buffer of its size.
@@ -281,7 +285,7 @@ func (wc *wsConn) consume(inline bool) bool {
 	b, off := wc.rbuf, 0
 	need := 0
 	for {
-		h, ok, err := parseWSHeader(b[off:], wc.limit-len(wc.msg))
+		h, ok, err := parseWSHeader(b[off:], wc.s.wsReadLimit()-len(wc.msg))
 		if err != nil {
 			wc.fail(err)
 			return false
@@ -465,7 +469,6 @@ type wsConn struct {
 	unshut    func() bool    // stops the stop on the Server's close
 	closeOnce sync.Once      // close runs once; Do returns once it has run
 	watch     *readWatch     // nil: readLoop reads
-	limit     int            // the largest message the client may send
 
 	// Read by one goroutine at a time: pass (the watch calls one at a
 	// time), or readLoop.
@@ -485,8 +488,7 @@ type wsConn struct {
 	ended      bool        // no more pings
 	readDone   bool        // no more reads
 	pingOut    bool        // a ping went; its pong is due
-	nextPing   time.Time   // when to ping, unless pingOut
-	pongDue    time.Time   // when the pong is due, if pingOut
+	pingAt     time.Time   // when to ping; if pingOut, when its pong is due
 	expires    time.Time   // when the token expires; zero: never
 	closeTimer *time.Timer // ends the connection if the client does not answer a close
 }
@@ -536,12 +538,12 @@ func (wc *wsConn) tick() {
 	}
 	ping := false
 	switch {
-	case wc.pingOut && !now.Before(wc.pongDue):
+	case wc.pingOut && !now.Before(wc.pingAt):
 		wc.mu.Unlock()
 		wc.abort()
 		return
-	case !wc.pingOut && !now.Before(wc.nextPing):
-		ping, wc.pingOut, wc.pongDue = true, true, now.Add(wc.s.cfg.WriteTimeout)
+	case !wc.pingOut && !now.Before(wc.pingAt):
+		ping, wc.pingOut, wc.pingAt = true, true, now.Add(wc.s.cfg.WriteTimeout)
 	}
 	wc.pinger.Reset(wc.untilLocked(now))
 	wc.mu.Unlock()
@@ -555,10 +557,7 @@ func (wc *wsConn) tick() {
 // untilLocked is the time from now to the timer's next task: the pong
 // due, or the next ping, or the token's expiry if sooner. wc.mu is held.
 func (wc *wsConn) untilLocked(now time.Time) time.Duration {
-	at := wc.nextPing
-	if wc.pingOut {
-		at = wc.pongDue
-	}
+	at := wc.pingAt
 	if !wc.expires.IsZero() && wc.expires.Before(at) {
 		at = wc.expires
 	}
@@ -572,7 +571,7 @@ func (wc *wsConn) pong() {
 	wc.mu.Lock()
 	if wc.pingOut && !wc.ended {
 		wc.pingOut = false
-		wc.nextPing = now.Add(wc.s.cfg.Heartbeat)
+		wc.pingAt = now.Add(wc.s.cfg.Heartbeat)
 		wc.pinger.Reset(wc.untilLocked(now))
 	}
 	wc.mu.Unlock()

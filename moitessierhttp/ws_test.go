@@ -366,3 +366,13 @@ func TestWebSocketFrames(t *testing.T) {
 		t.Fatalf("message over the limit: close status %v (%v)", got, err)
 	}
 }
+
+// TestWebSocketUnansweredPing: a client that does not answer a ping within
+// WriteTimeout is gone: its connection ends. (The client library answers
+// pings only while it reads, and this client never reads.)
+func TestWebSocketUnansweredPing(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{Heartbeat: 20 * time.Millisecond, WriteTimeout: 200 * time.Millisecond})
+	dialWS(t, e, all(t, "alice"), "?scope=ws.deaf")
+	waitFor(t, "the connection", func() bool { return e.srv.Metrics().Snapshot().Open["websocket"] == 1 })
+	waitFor(t, "the deaf connection to end", func() bool { return e.srv.Metrics().Snapshot().Open["websocket"] == 0 })
+}
