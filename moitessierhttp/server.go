@@ -269,6 +269,7 @@ type Server struct {
 	tcpAcks   *tcpAcks
 	closes    closeWatcher // hijacked connections' clients leaving or sending; stopped once Close ended the streams
 	closeOnce sync.Once
+	ws        wsConns // open WebSockets, stopped by Close
 	tokens    tokenCache
 }
 

@@ -165,11 +165,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		wc.expires = now.Add(life)
 	}
 	wc.pingAt = now.Add(s.cfg.Heartbeat)
-	// Both set before either can run: they take wc.mu.
+	// Set before it can run: tick takes wc.mu.
 	wc.pinger = time.AfterFunc(wc.untilLocked(now), wc.tick)
-	// When the Server closes, the connection closes cleanly.
-	wc.unshut = context.AfterFunc(s.ctx, func() { wc.stop(nil) })
 	wc.mu.Unlock()
+	// When the Server closes, the connection closes cleanly.
+	if !s.ws.add(s.ctx, wc) {
+		wc.stop(nil)
+	}
 	if q := r.URL.Query(); len(q["scope"]) > 0 || q.Get("listener") != "" {
 		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")})
 	}
@@ -466,7 +468,6 @@ type wsConn struct {
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // the listens, and the reads
 	pinger    *time.Timer    // pings, pongs due, the token's expiry: see tick
-	unshut    func() bool    // stops the stop on the Server's close
 	closeOnce sync.Once      // close runs once; Do returns once it has run
 	watch     *readWatch     // nil: readLoop reads
 
@@ -491,6 +492,51 @@ type wsConn struct {
 	pingAt     time.Time   // when to ping; if pingOut, when its pong is due
 	expires    time.Time   // when the token expires; zero: never
 	closeTimer *time.Timer // ends the connection if the client does not answer a close
+}
+
+// wsConns are a Server's open WebSockets, which its close stops: one
+// context.AfterFunc for all of them, rather than one each.
+type wsConns struct {
+	once    sync.Once
+	mu      sync.Mutex
+	m       map[*wsConn]struct{}
+	stopped bool
+}
+
+// add adds wc, or reports false if the Server (whose context is ctx) is
+// closing.
+func (c *wsConns) add(ctx context.Context, wc *wsConn) bool {
+	c.once.Do(func() { context.AfterFunc(ctx, c.stopAll) })
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return false
+	}
+	if c.m == nil {
+		c.m = map[*wsConn]struct{}{}
+	}
+	c.m[wc] = struct{}{}
+	return true
+}
+
+func (c *wsConns) remove(wc *wsConn) {
+	c.mu.Lock()
+	delete(c.m, wc)
+	c.mu.Unlock()
+}
+
+// stopAll stops every connection, on the Server's close.
+func (c *wsConns) stopAll() {
+	c.mu.Lock()
+	c.stopped = true
+	all := make([]*wsConn, 0, len(c.m))
+	for wc := range c.m {
+		all = append(all, wc)
+	}
+	c.mu.Unlock()
+	for _, wc := range all {
+		go wc.stop(nil)
+	}
 }
 
 // wsSub is one listen of a connection.
@@ -648,9 +694,8 @@ func (wc *wsConn) finish() {
 	wc.mu.Lock()
 	wc.ended, wc.readDone = true, true
 	wc.pinger.Stop()
-	unshut := wc.unshut
 	wc.mu.Unlock()
-	unshut()
+	wc.s.ws.remove(wc)
 	wc.stop(nil) // close has run when it returns
 	wc.wg.Wait()
 	wc.mu.Lock()
