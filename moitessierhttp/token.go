@@ -329,7 +329,9 @@ func bearer(r *http.Request) string {
 // by the token's SHA-256, so that a hit is the very token verified; a hit
 // is still checked against the time (exp, nbf) on every use, and one that
 // has expired is verified again, which gives the error. It holds at most
-// tokenCacheSize tokens and drops one at random when full.
+// tokenCacheSize tokens and drops one at random when full. The claims it
+// returns are shared by every request that sent the token, and by the
+// streams that hold them: the Server never changes claims.
 type tokenCache struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]*Claims
@@ -348,14 +350,12 @@ func (tc *tokenCache) verify(secret []byte, token string, now time.Time) (*Claim
 	c := tc.m[key]
 	tc.mu.Unlock()
 	if c != nil && now.Before(time.Unix(c.ExpiresAt, 0)) && (c.NotBefore == 0 || !now.Before(time.Unix(c.NotBefore, 0))) {
-		cc := *c // callers may keep theirs; the cached one stays as verified
-		return &cc, nil
+		return c, nil
 	}
 	c, err := Verify(secret, token, now)
 	if err != nil {
 		return nil, err
 	}
-	kept := *c
 	tc.mu.Lock()
 	if tc.m == nil {
 		tc.m = make(map[[sha256.Size]byte]*Claims)
@@ -366,7 +366,7 @@ func (tc *tokenCache) verify(secret []byte, token string, now time.Time) (*Claim
 			break
 		}
 	}
-	tc.m[key] = &kept
+	tc.m[key] = c
 	tc.mu.Unlock()
 	return c, nil
 }
