@@ -169,6 +169,9 @@ type queryer interface {
 // transaction, and returns each batch's messages. Entries of one listener
 // take sequence numbers in batch order, then entry order.
 func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.Batch) ([][]moitessier.Message, error) {
+	if len(bs) == 1 && len(bs[0].Entries) == 1 {
+		return s.appendScalar(ctx, q, bs[0])
+	}
 	n := 0
 	for _, b := range bs {
 		n += len(b.Entries)
@@ -269,6 +272,54 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 		out[i] = msgs
 	}
 	return out, nil
+}
+
+// appendScalar is appendBatches for one batch of one entry, in the
+// appendScalar statement.
+func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch) ([][]moitessier.Message, error) {
+	e := b.Entries[0]
+	patterns, scope := int64(-1), int64(-1)
+	if st, ok := b.Stamp.(matchStamp); ok {
+		patterns, scope = st.patterns, st.scope
+	}
+	rows, err := q.Query(ctx, s.q.appendScalar, e.Listener, []byte(e.Text), b.Dispatch, b.Scope, b.Sender, toNS(b.Created),
+		s.channel, patterns, scope)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		head      int64
+		found     bool
+		stale     bool
+		id        *string
+		h, cnt, n *int64
+		st        *int64
+	)
+	for rows.Next() {
+		if err := rows.Scan(&id, &h, &cnt, &n, &st); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if st != nil {
+			stale = true
+			continue
+		}
+		head, found = *h, true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if stale {
+		s.mc.Drop(b.Scope)
+		return nil, &staleError{batches: []int{0}}
+	}
+	if !found {
+		return [][]moitessier.Message{{}}, nil // the listener no longer exists
+	}
+	return [][]moitessier.Message{{{
+		Listener: e.Listener, Seq: moitessier.Cursor(head), Dispatch: b.Dispatch,
+		Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created,
+	}}}, nil
 }
 
 // staleError reports batches of an append statement whose stamps no longer
