@@ -110,7 +110,10 @@
 //
 // After an append commits, the store publishes the new heads on Cloud
 // Pub/Sub (package wake; Config.NoPubSub turns it off), and [Store.Watch]
-// hears those of every process. For a lost wake-up the hub calls
+// hears those of every process. The store's subscription is created by New
+// and read from the first Watch call on, so the wake-ups published while
+// the hub's Watch goroutine has yet to run are kept for it, not dropped.
+// For a lost wake-up the hub calls
 // [Store.Heads] every few seconds with its listeners: that reads a
 // listener once, the first time, and then only finds what changed since
 // the previous call with two keys-only queries (listeners whose indexed

@@ -129,7 +129,10 @@ type Waker interface {
 	// finds the message.
 	Publish(heads []moitessier.Head) error
 	// Watch calls fn with the heads published by any process (this one
-	// included) until ctx is done or it cannot go on.
+	// included) until ctx is done or it cannot go on. The first call
+	// should also hear those other processes published after the Waker
+	// was given to New: the hub's Watch may start after its listeners
+	// joined.
 	Watch(ctx context.Context, fn func([]moitessier.Head)) error
 }
 

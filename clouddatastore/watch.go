@@ -17,6 +17,15 @@ import (
 // other processes, as Config.Wake delivers them, until ctx is done or the
 // store is closed. Without a Waker it only waits: other processes'
 // messages are then found by the hub's catch-up reads (Heads).
+//
+// The hub starts Watch on a goroutine of its own and does not wait for it,
+// so its listeners may join, and other processes dispatch to them, before
+// Watch runs. The Pub/Sub Waker New opens covers that time at no cost:
+// its subscription exists once New returns, and it starts receiving only
+// with the first Watch call, so the wake-ups published in between wait in
+// the subscription and reach that call. (Heads does not: the hub first
+// calls it a CatchUpInterval after it started.) A Waker given in
+// Config.Wake should do the same.
 func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	const op = "watch"
 	if err := s.check(op); err != nil {

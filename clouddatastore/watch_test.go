@@ -87,3 +87,82 @@ func TestDeletedElsewhere(t *testing.T) {
 		t.Fatal("ListenUntil still running 20 s after its listener was deleted elsewhere")
 	}
 }
+
+// lateWatch is a store whose Watch starts only once gate is closed, as the
+// hub's Watch goroutine may run late (a loaded machine): the hub is
+// running, and its listeners joined, before the store watches.
+type lateWatch struct {
+	*clouddatastore.Store
+	gate chan struct{}
+}
+
+func (w lateWatch) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
+	select {
+	case <-w.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return w.Store.Watch(ctx, fn)
+}
+
+// stream runs ListenUntil on l until the test ends and passes on every
+// message it receives.
+func stream(tb testing.TB, l *moitessier.Listener) <-chan moitessier.Message {
+	tb.Helper()
+	ch := make(chan moitessier.Message, 1024)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = l.ListenUntil(ctx, nil, func(_ context.Context, msgs []moitessier.Message) error {
+			for _, m := range msgs {
+				ch <- m
+			}
+			return nil
+		}, 0, 0, 0)
+	}()
+	tb.Cleanup(func() { cancel(); <-done })
+	return ch
+}
+
+// TestWatchStartsLate: messages dispatched by another process after a
+// listener's ListenUntil began, but before the hub's Watch was running,
+// reach the listener through their Pub/Sub wake-ups, without waiting for
+// the hub's periodic catch-up (an hour here, as conformance's Share test
+// sets on its second hub).
+func TestWatchStartsLate(t *testing.T) {
+	ns := newNamespace(t)
+	sa := openStore(t, ns)
+	sb := lateWatch{openStore(t, ns), make(chan struct{})}
+	ctx := ctxT(t)
+	ha := newHub(t, sa, moitessier.Options{})
+	hb := newHub(t, sb, moitessier.Options{CatchUpInterval: time.Hour})
+	l, err := hb.NewListener(ctx, moitessier.Conditions{Person: "b", Type: moitessier.Shared, Scope: "x.>"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := stream(t, l)
+	for hb.Stats().Listening == 0 { // ListenUntil has joined and read the head
+		time.Sleep(time.Millisecond)
+	}
+	const n = 3
+	for i := range n {
+		if _, err := ha.Dispatch(ctx, "a", "x.y", "m"); err != nil {
+			t.Fatalf("dispatch %d: %v", i, err)
+		}
+	}
+	// Time for the wake-ups to reach the other store's process before its
+	// Watch starts.
+	time.Sleep(time.Second)
+	close(sb.gate)
+	for i := range n {
+		select {
+		case m := <-got:
+			if m.Seq != moitessier.Cursor(i+1) {
+				t.Fatalf("received seq %d, want %d", m.Seq, i+1)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("message %d of %d, dispatched before Watch started, not delivered in 20s", i+1, n)
+		}
+	}
+}

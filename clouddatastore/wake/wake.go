@@ -14,7 +14,12 @@
 // One topic per store ([Config.Topic], for example [TopicID] of the store's
 // database and namespace) carries the heads; Open creates it if it does not
 // exist. Each Wake creates its own subscription of that topic at Open and
-// deletes it at Close. A process that crashes leaves its subscription behind:
+// deletes it at Close. It starts receiving from it at its first
+// [Wake.Watch] call, once that call's fn is registered: the wake-ups
+// published between Open and then wait in the subscription (as long as
+// [Config.MessageRetention]) and reach that first watcher, so a process
+// whose watcher starts late (its hub's goroutine) loses none of those
+// published after Open returned. A process that crashes leaves its subscription behind:
 // Pub/Sub deletes it after [Config.SubscriptionExpiry] without a subscriber
 // (one day by default, the shortest Pub/Sub allows), and until then keeps
 // the wake-ups published to it for at most [Config.MessageRetention]
@@ -197,8 +202,11 @@ type Wake struct {
 
 	closed    atomic.Bool
 	done      chan struct{} // closed by Close
+	rctx      context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	startMu   sync.Mutex // guards receiving and, with it, wg.Add against Close
+	receiving bool       // the receive loop was started (by the first Watch)
 	closeOnce sync.Once
 	closeErr  error
 
@@ -217,7 +225,7 @@ type Wake struct {
 }
 
 // Open creates the topic if needed and this process's subscription, and
-// starts receiving. It fails with an error wrapping ErrConfig for a bad
+// starts the publisher; receiving starts with the first Watch call. It fails with an error wrapping ErrConfig for a bad
 // Config, and with a wrapped Pub/Sub error (with the topic's name) when
 // Pub/Sub cannot be reached or refuses, writing nothing in that case but
 // possibly the topic.
@@ -261,10 +269,8 @@ func Open(ctx context.Context, cfg Config) (*Wake, error) {
 	w.pub.PublishSettings.DelayThreshold = time.Millisecond // the flusher batches already
 	w.pub.PublishSettings.Timeout = cfg.PublishTimeout
 
-	rctx, rcancel := context.WithCancel(context.Background())
-	w.cancel = rcancel
-	w.wg.Add(2)
-	go w.receiveLoop(rctx)
+	w.rctx, w.cancel = context.WithCancel(context.Background())
+	w.wg.Add(1)
 	go w.flushLoop()
 	return w, nil
 }
@@ -516,8 +522,12 @@ func (w *Wake) deliver(heads []moitessier.Head) {
 // This is what [moitessier.Watcher.Watch] asks. fn is called from one
 // goroutine at a time (across all of this Wake's watchers), must not block
 // for long, and is not called after Watch returns. Heads may repeat, be
-// out of date, or come out of order; heads published while no Watch runs
-// are not kept for a later one.
+// out of date, or come out of order.
+//
+// The first call starts receiving from the subscription once fn is
+// registered, so it hears the other processes' heads published since
+// Open returned, however late it starts (within Config.MessageRetention).
+// Heads received later while no Watch runs are not kept for a later one.
 func (w *Wake) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	if w.closed.Load() {
 		return fmt.Errorf("wake: watch: %w", moitessier.ErrClosed)
@@ -531,6 +541,13 @@ func (w *Wake) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 		delete(w.watchers, key)
 		w.wmu.Unlock()
 	}()
+	w.startMu.Lock()
+	if !w.receiving && !w.closed.Load() {
+		w.receiving = true
+		w.wg.Add(1)
+		go w.receiveLoop(w.rctx)
+	}
+	w.startMu.Unlock()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
@@ -546,7 +563,9 @@ func (w *Wake) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 // moitessier.ErrClosed.
 func (w *Wake) Close() error {
 	w.closeOnce.Do(func() {
+		w.startMu.Lock() // no receive loop starts after this
 		w.closed.Store(true)
+		w.startMu.Unlock()
 		close(w.done)
 		w.cancel()
 		w.wg.Wait()

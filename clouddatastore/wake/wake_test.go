@@ -158,6 +158,29 @@ func TestTwoProcesses(t *testing.T) {
 	ca.waitFor(t, map[string]moitessier.Cursor{"l1": 4}, 15*time.Second)
 }
 
+// TestFirstWatchHearsEarlier: heads another process published after Open
+// returned, and before the first Watch call, reach that call: a hub's
+// Watch goroutine may start after its listeners joined and others
+// dispatched to them.
+func TestFirstWatchHearsEarlier(t *testing.T) {
+	topic := freshTopic(t)
+	a := open(t, wake.Config{Topic: topic})
+	b := open(t, wake.Config{Topic: topic})
+	if err := a.Publish([]moitessier.Head{{Listener: "early", Seq: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	time.Sleep(time.Second) // time for b to receive the message, had it been receiving
+	cb := newCollector()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- b.Watch(ctx, cb.fn) }()
+	t.Cleanup(func() { cancel(); <-errc })
+	cb.waitFor(t, map[string]moitessier.Cursor{"early": 2}, 15*time.Second)
+}
+
 // TestOwnMessagesFiltered: a Wake does not receive its own publications
 // back from Pub/Sub: it tells its watchers directly, once.
 func TestOwnMessagesFiltered(t *testing.T) {
