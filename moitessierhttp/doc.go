@@ -86,7 +86,7 @@
 // dropped, not its messages; the client resumes from its cursor.
 //
 // With many SSE streams open, a stream that has just written waits a little
-// (Config.SSEBatchInterval; by default 15 µs per open stream, at most
+// (Config.SSEBatchInterval; by default 40 µs per open stream, at most
 // 150 ms) before it writes again, and what came meanwhile goes in one
 // write: with ten thousand clients on one scope, a write per message per
 // client costs more processor time than the messages come in.

@@ -91,11 +91,11 @@ type Config struct {
 	// writing each message as it comes costs the hub more than it has,
 	// and latency grows with the backlog; batching bounds the writes. A
 	// stream that has not written within the interval writes at once.
-	// Default 0: 15 µs per open SSE stream or WebSocket, at most 150 ms
-	// (1.5 ms with 100 streams, 150 ms with 10 000), chosen from the cost
-	// of a write to a stream (see the README's benchmark section) so that
-	// the streams take at most about two thirds of a core; under 1 ms, no
-	// wait. Negative: no wait.
+	// Default 0: 40 µs per open SSE stream or WebSocket, at most 150 ms
+	// (4 ms with 100 streams, 150 ms with 4 000 or more), chosen from the
+	// cost of a write to a stream (see the README's benchmark section) so
+	// that the streams take at most about a quarter of a core; under 1 ms
+	// (fewer than 25 streams), no wait. Negative: no wait.
 	SSEBatchInterval time.Duration
 	// BodyTimeout bounds the time a request body may take to arrive, from
 	// when the server starts reading it (after the token is checked): a
