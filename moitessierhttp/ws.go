@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -311,8 +312,15 @@ func (wc *wsConn) consume(inline bool) bool {
 		n := copy(b, b[off:])
 		b = b[:n]
 	}
-	if need > cap(b) {
-		nb := make([]byte, len(b), need)
+	switch {
+	case len(b) == 0 && (cap(b) < need || cap(b) > wsReadBuffer):
+		// Nothing held: the next read takes a buffer of wsReadBuffer.
+		b, wc.rbox = nil, nil
+	case len(b) == cap(b) && need > cap(b):
+		// A frame's header says how long it is, which costs the client
+		// nothing to claim: the buffer grows with what came, at most
+		// doubling, not to the length claimed.
+		nb := make([]byte, len(b), min(need, max(2*cap(b), wsReadBuffer)))
 		copy(nb, b)
 		b, wc.rbox = nb, nil
 	}
@@ -347,8 +355,7 @@ func (wc *wsConn) frame(h wsHeader, p []byte, inline bool) bool {
 			return false
 		}
 		if h.fin {
-			wc.message(h.op, p, inline)
-			return true
+			return wc.message(h.op, p, inline)
 		}
 		wc.msgOp, wc.msg = h.op, append([]byte(nil), p...)
 	case wsOpContinuation:
@@ -360,7 +367,7 @@ func (wc *wsConn) frame(h wsHeader, p []byte, inline bool) bool {
 		if h.fin {
 			op, m := wc.msgOp, wc.msg
 			wc.msgOp, wc.msg = 0, nil
-			wc.message(op, m, inline)
+			return wc.message(op, m, inline)
 		}
 	}
 	return true
@@ -376,17 +383,23 @@ func (wc *wsConn) fail(err error) {
 	wc.writeClose(wsClosePayload(code, reason))
 }
 
-// message serves one message from the client.
-func (wc *wsConn) message(op byte, data []byte, inline bool) {
+// message serves one message from the client; false once the
+// connection's reading has ended (a text message that is not UTF-8).
+func (wc *wsConn) message(op byte, data []byte, inline bool) bool {
 	s := wc.s
 	if op != wsOpText {
 		wc.sendError("", fmt.Errorf("%w: binary frame", ErrBadRequest))
-		return
+		return true
+	}
+	if !utf8.Valid(data) {
+		// RFC 6455, 8.1: the endpoint fails the connection.
+		wc.fail(&wsProtocolError{code: websocket.StatusInvalidFramePayloadData, reason: "text message not valid UTF-8"})
+		return false
 	}
 	var req WSRequest
 	if err := decodeJSON("frame", data, &req); err != nil {
 		wc.sendError("", err)
-		return
+		return true
 	}
 	run := apart
 	if inline {
@@ -411,6 +424,7 @@ func (wc *wsConn) message(op byte, data []byte, inline bool) {
 	default:
 		wc.sendError(req.Ref, fmt.Errorf("%w: op %.32q: want listen, ack, unlisten or dispatch", ErrBadRequest, req.Op))
 	}
+	return true
 }
 
 // apart runs f on a goroutine of its own and waits for it.
@@ -751,6 +765,14 @@ func (wc *wsConn) writeLocked(b []byte) error {
 		_ = wc.nc.SetWriteDeadline(wc.deadline)
 	}
 	_, err := wc.nc.Write(b)
+	if err != nil {
+		// A write cut short (its deadline passed) may have sent part of
+		// a frame: any frame after it would be read as the rest of it.
+		// The connection ends.
+		wc.closing = true
+		_ = wc.nc.Close()
+		wc.endRead()
+	}
 	return err
 }
 
@@ -873,10 +895,13 @@ func (wc *wsConn) listen(req WSRequest) {
 		return
 	}
 	wc.subs = append(wc.subs, sub)
+	// Counted before stop can see sub (under wc.mu, as stop cancels the
+	// listens), so that finish's Wait, which may have no read to wait
+	// for (a listen from the query), waits for it.
+	wc.wg.Add(1)
 	wc.mu.Unlock()
 	wi := wireInfo(info)
 	wc.send(WSFrame{Type: "listening", Ref: req.Ref, Listener: &wi, Reset: reset})
-	wc.wg.Add(1)
 	go sub.run(ctx, since)
 }
 

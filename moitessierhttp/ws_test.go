@@ -376,3 +376,17 @@ func TestWebSocketUnansweredPing(t *testing.T) {
 	waitFor(t, "the connection", func() bool { return e.srv.Metrics().Snapshot().Open["websocket"] == 1 })
 	waitFor(t, "the deaf connection to end", func() bool { return e.srv.Metrics().Snapshot().Open["websocket"] == 0 })
 }
+
+// TestWebSocketInvalidUTF8: a text message that is not UTF-8 fails the
+// connection with 1007 (RFC 6455, 8.1).
+func TestWebSocketInvalidUTF8(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	c := dialWS(t, e, all(t, "alice"), "")
+	if err := c.conn.Write(ctxT(t), websocket.MessageText, []byte("{\"op\":\"ack\",\"ref\":\"\xff\"}")); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := c.conn.Read(ctxT(t))
+	if got := websocket.CloseStatus(err); got != websocket.StatusInvalidFramePayloadData {
+		t.Fatalf("a text message not UTF-8: close status %v (%v, %s)", got, err, b)
+	}
+}

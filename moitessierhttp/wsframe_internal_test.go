@@ -2,11 +2,19 @@ package moitessierhttp
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
+	"io"
+	"net"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
 )
 
 // clientFrame is a masked frame as a client sends it.
@@ -100,5 +108,86 @@ func TestParseWSClose(t *testing.T) {
 		if (err == nil) != c.ok || code != c.code {
 			t.Errorf("close payload %x: %v, %v; want %v, ok %v", c.p, code, err, c.code, c.ok)
 		}
+	}
+}
+
+// TestWSReadBufferGrowsWithData: a frame's header may claim a length up to
+// the read limit; the read buffer grows with the bytes that came, not to
+// the length claimed, so that a client pins no more memory than it sends.
+func TestWSReadBufferGrowsWithData(t *testing.T) {
+	wc := &wsConn{s: &Server{cfg: Config{MaxMessageBytes: 64 << 10}}}
+	limit := wc.s.wsReadLimit()
+	f := clientFrame(0x81, make([]byte, limit), [4]byte{1, 2, 3, 4})
+	sent := 14 // the header, and nothing of the payload yet
+	wc.rbuf = append(make([]byte, 0, sent), f[:sent]...)
+	for sent < len(f)-1 {
+		if !wc.consume(true) {
+			t.Fatal("consume ended the reading of a frame in part")
+		}
+		if got, most := cap(wc.rbuf), max(2*sent, wsReadBuffer); got > most {
+			t.Fatalf("%d bytes of a frame of %d came: a buffer of %d, want at most %d", sent, len(f), got, most)
+		}
+		// The next read fills what room there is, but the frame's last byte.
+		n := min(cap(wc.rbuf)-len(wc.rbuf), len(f)-1-sent)
+		if n == 0 {
+			t.Fatalf("%d bytes of a frame of %d came: no room to read more", sent, len(f))
+		}
+		wc.rbuf = append(wc.rbuf, f[sent:sent+n]...)
+		sent += n
+	}
+}
+
+// timeoutConn is a connection whose writes send a byte, then time out.
+type timeoutConn struct {
+	net.Conn
+	writes atomic.Int32
+	closed atomic.Bool
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string { return "i/o timeout" }
+func (timeoutErr) Timeout() bool { return true }
+
+func (c *timeoutConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return min(len(b), 1), timeoutErr{}
+}
+func (c *timeoutConn) Read(b []byte) (int, error)       { return 0, io.EOF }
+func (c *timeoutConn) Close() error                     { c.closed.Store(true); return nil }
+func (c *timeoutConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *timeoutConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestWSWriteCutShort: a write that fails may have sent part of a frame;
+// no frame follows it, and the connection ends.
+func TestWSWriteCutShort(t *testing.T) {
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	s, err := New(hub, Config{Secret: []byte("0123456789abcdef0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	nc := &timeoutConn{}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	wc := &wsConn{s: s, nc: nc, ctx: ctx, cancel: cancel, pinger: time.AfterFunc(time.Hour, func() {})}
+	s.streams.Add(1)
+	s.metrics.open[transportWS].Add(1)
+	if err := wc.writeControl(wsOpPong, []byte("ping payload")); err == nil {
+		t.Fatal("a write that timed out reported no error")
+	}
+	if err := wc.writeControl(wsOpPong, []byte("again")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a pong after a write cut short: %v, want net.ErrClosed", err)
+	}
+	wc.send(WSFrame{Type: "error"})
+	if n := nc.writes.Load(); n != 1 {
+		t.Fatalf("%d writes: frames followed one cut short", n)
+	}
+	s.streams.Wait() // finish ran
+	if !nc.closed.Load() {
+		t.Fatal("the connection was not closed")
 	}
 }
