@@ -194,8 +194,8 @@ func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text stri
 	b := dr.b
 	d = Dispatched{ID: b.Dispatch, Reached: dr.reached, Owners: dr.owners}
 	if dr.appended {
+		defer h.lives.UnholdAll() // prepare's matchAppend left it held
 		h.lives.Publish(dr.msgs, h.opts.CacheSize)
-		h.lives.UnholdAll()
 		return d, dr.msgs, false, nil
 	}
 	if len(b.Entries) == 0 && b.Key == "" {
@@ -330,11 +330,7 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 		// to in one statement (see MatchAppender). Its listeners are known
 		// only when it returns: until its messages are published (see
 		// dispatch), every cache keeps a notified head aside.
-		h.lives.HoldAll()
-		ls, b.Stamp, dr.msgs, dr.appended, err = ma.MatchAppend(ctx, b, text, sel)
-		if !dr.appended {
-			h.lives.UnholdAll()
-		}
+		ls, b.Stamp, dr.msgs, dr.appended, err = h.matchAppend(ctx, ma, b, text, sel)
 		dr.cached = b.Stamp != nil && !dr.appended
 	case caches && cached && !c.keySet:
 		ls, b.Stamp, err = mc.MatchCached(ctx, scope)
@@ -389,6 +385,21 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 	}
 	dr.b, dr.reached, dr.owners, dr.ls = b, reached, owners, ls
 	return dr, nil
+}
+
+// matchAppend calls ma.MatchAppend under Registry.HoldAll. The hold is
+// left for dispatch to end, once it has published the messages, only when
+// it appended without error; on any other return, a panic included, it
+// ends here: a hold left behind would keep every cache's notified heads
+// aside for good, and its subscribers waiting.
+func (h *Hub) matchAppend(ctx context.Context, ma MatchAppender, b *Batch, text string, sel Selection) (ls []ListenerInfo, stamp MatchStamp, msgs []Message, appended bool, err error) {
+	h.lives.HoldAll()
+	defer func() {
+		if !appended || err != nil {
+			h.lives.UnholdAll()
+		}
+	}()
+	return ma.MatchAppend(ctx, b, text, sel)
 }
 
 // budget is the handler time budget of one dispatch, shared by the prepare
