@@ -13,13 +13,10 @@ import (
 )
 
 // Appends are combined, and appends to different listeners run in
-// parallel. A batch goes out at once, sent by its caller on its own
-// goroutine (so a lone dispatcher hands nothing to another goroutine),
-// unless a batch queues already, a statement under way writes to one of its
-// listeners (it would only wait on that statement's row lock) or
-// Config.Writers statements are under way; it then queues. A batch its
-// caller sends alone is cancelled with its caller's context (its outcome is
-// then unknown); a combined one is not, as it commits with others. A writer that finishes its statement sends, in
+// parallel. A batch goes out at once, on a writer of its own, unless a
+// statement already under way writes to one of its listeners (it would only
+// wait on that statement's row lock) or Config.Writers statements are
+// under way; it then queues. A writer that finishes its statement sends, in
 // its next one, every queued batch (up to Config.MaxCombine) whose
 // listeners no other running statement writes to, committed once. So one
 // listener takes many appends per commit flush, and one transaction that
@@ -110,25 +107,13 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		})
 		return msgs, outcome(err)
 	}
-	ids := batchListeners(b)
+	p := &pending{b: b, ids: batchListeners(b), done: make(chan struct{})}
 	c := &s.cmb
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, moitessier.ErrClosed
 	}
-	if len(c.queue) == 0 && c.running < s.cfg.Writers && !c.overlapsBusy(ids) {
-		// Nothing waits and no statement under way writes to these
-		// listeners: the caller sends its batch itself.
-		c.running++
-		c.wg.Add(1)
-		for _, id := range ids {
-			c.busy[id]++
-		}
-		c.mu.Unlock()
-		return s.writeAlone(ctx, b, ids)
-	}
-	p := &pending{b: b, ids: ids, done: make(chan struct{})}
 	c.queue = append(c.queue, p)
 	// A batch whose listeners a running statement writes to waits for that
 	// statement's writer, which takes it next.
@@ -157,47 +142,6 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		// A writer is sending it: it may commit whatever becomes of ctx.
 		return nil, fmt.Errorf("%w: %v while the batch was being written", moitessier.ErrOutcomeUnknown, ctx.Err())
 	}
-}
-
-// writeAlone sends one batch, which combine let the caller send itself, in
-// a statement of its own on the caller's goroutine, under ctx (and the
-// store's lifetime): unlike a writer's statement, it ends when ctx does, and
-// then its outcome is unknown. Batches queued meanwhile (behind its
-// listeners) go to a writer it starts.
-func (s *Store) writeAlone(ctx context.Context, b *moitessier.Batch, ids []string) ([]moitessier.Message, error) {
-	c := &s.cmb
-	bctx, cancel := c.bound(ctx)
-	var msgs []moitessier.Message
-	err := retry(bctx, func() error {
-		return s.onConn(bctx, func(q queryer) error {
-			var err error
-			msgs, err = s.appendEntries(bctx, q, b)
-			return err
-		})
-	})
-	cancel()
-	c.mu.Lock()
-	for _, id := range ids {
-		if c.busy[id]--; c.busy[id] <= 0 {
-			delete(c.busy, id)
-		}
-	}
-	// The writer's role passes on to a goroutine (with the count of running
-	// writers and the WaitGroup's) if batches wait.
-	more := len(c.queue) > 0 && !c.closed
-	if !more {
-		c.running--
-	}
-	c.mu.Unlock()
-	if more {
-		go s.writeGroups()
-	} else {
-		c.wg.Done()
-	}
-	if err != nil {
-		return nil, outcome(err)
-	}
-	return msgs, nil
 }
 
 // batchListeners returns the listeners of a batch's entries, each once, in
