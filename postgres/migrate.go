@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
 )
 
 //go:embed migrations/*.sql
@@ -69,6 +71,9 @@ type TxBeginner interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
+// functionQuote is the dollar quote of the migrations' function bodies.
+const functionQuote = "$moitessier$"
+
 // Migrate creates the schema (DefaultSchema if schema is "") and applies the
 // migrations it lacks, in one transaction. It is idempotent, and safe when
 // several processes call it at once: they serialise on a transaction-level
@@ -85,6 +90,11 @@ func Migrate(ctx context.Context, db TxBeginner, schema string) error {
 		return fmt.Errorf("migrate schema %q: %w", schema, err)
 	}
 	q := pgx.Identifier{schema}.Sanitize()
+	if strings.Contains(q, functionQuote) {
+		// The schema's name goes into function bodies quoted with it: it
+		// would end the body there, and the rest would run as SQL.
+		return fmt.Errorf("migrate schema %q: %w: the name holds %s", schema, moitessier.ErrInvalidArgument, functionQuote)
+	}
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", advisoryKey("migrate", schema)); err != nil {
 			return fmt.Errorf("advisory lock: %w", err)

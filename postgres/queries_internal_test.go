@@ -1,10 +1,16 @@
 package postgres
 
 import (
+	"context"
+	"errors"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
 )
 
 // TestAppendParamsNamed: the append statements use every named parameter
@@ -48,4 +54,41 @@ func TestAppendParamsNamed(t *testing.T) {
 			bindNames(tc.sql, []string{"a", "b"})
 		}()
 	}
+}
+
+// noBegin is a database that fails the test if Migrate uses it.
+type noBegin struct{ t *testing.T }
+
+func (d noBegin) Begin(context.Context) (pgx.Tx, error) {
+	d.t.Fatal("Migrate began a transaction")
+	return nil, nil
+}
+
+// TestMigrateSchemaQuote: a schema name holding the dollar quote of the
+// migrations' function bodies, which would end a body and run what
+// follows as SQL, is refused before anything runs.
+func TestMigrateSchemaQuote(t *testing.T) {
+	err := Migrate(context.Background(), noBegin{t}, `x`+functionQuote+`; DROP TABLE t; --`)
+	if !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("Migrate: %v, want ErrInvalidArgument", err)
+	}
+	for _, sql := range []string{"0002", "0005"} {
+		if !strings.Contains(migrationText(t, sql), functionQuote) {
+			t.Errorf("migration %s: no %s: the check guards nothing there", sql, functionQuote)
+		}
+	}
+}
+
+func migrationText(t *testing.T, prefix string) string {
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if strings.HasPrefix(m.name, prefix) {
+			return m.sql
+		}
+	}
+	t.Fatalf("no migration %s", prefix)
+	return ""
 }
