@@ -177,7 +177,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		wc.listen(WSRequest{Op: "listen", Listener: q.Get("listener"), Type: q.Get("type"), Scopes: q["scope"], Client: q.Get("client"), Since: CursorParam(q.Get("since")), Start: q.Get("start")})
 	}
 	if rw, ok := s.closes.watchRead(wc.nc, wc.readable); ok {
-		wc.watch = rw
+		// The connection may have ended already (a write to it failed):
+		// finish then runs, or ran, without this watch, which ends here.
+		wc.mu.Lock()
+		ended := wc.readDone
+		if !ended {
+			wc.watch = rw
+		}
+		wc.mu.Unlock()
+		if ended {
+			rw.stop()
+			return
+		}
 		if wc.startRead() {
 			// What came with the request, and what is there now, on this
 			// goroutine, which ends next; then the watch is armed.
