@@ -82,6 +82,8 @@ type Cache[M any] struct {
 	// is when wake was last closed, and pending says a timer will close it.
 	lastWake time.Time
 	pending  bool
+	// unwoken counts the messages added since the last wake-up.
+	unwoken int
 
 	fillMu sync.Mutex
 
@@ -164,7 +166,10 @@ func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
 		lv.buf = lv.buf[len(lv.buf)-maxBuf/2:]
 	}
 	if changed {
-		lv.broadcast()
+		lv.unwoken += len(msgs)
+		if lv.broadcast() {
+			behind = true
+		}
 	}
 	return behind
 }
@@ -317,30 +322,41 @@ func (lv *Cache[M]) MarkGone() {
 // messages see new ones without waiting: only the sleepers are delayed, by
 // at most the interval. (A shorter interval left a dispatcher to a
 // thousand subscribers waiting for the processor behind their wake-ups:
-// see the README's benchmark section.)
+// see the README's benchmark section.) Once wakeBatch messages wait for a
+// wake-up, the sleepers are woken at once and the dispatcher that added the
+// last of them yields the processor to them (Add reports them behind):
+// waiting longer would gain nothing (a respond call takes BatchLimit
+// messages at most) and a fast dispatcher would leave them behind the
+// cache, to read from the store, further behind with every read.
 const (
 	coalesceAbove = 32
 	wakeEvery     = 8 * time.Microsecond
 	maxWakeEvery  = 8 * time.Millisecond
+	wakeBatch     = 128
 )
 
 // broadcast wakes the waiting subscribers, at once or (see coalesceAbove)
-// at the end of the current interval. lv.mu is held.
-func (lv *Cache[M]) broadcast() {
+// at the end of the current interval. It reports whether it woke them
+// early because wakeBatch messages waited. lv.mu is held.
+func (lv *Cache[M]) broadcast() (full bool) {
 	n := lv.waiting
 	if n <= coalesceAbove {
 		lv.wakeNow(time.Time{})
-		return
+		return false
+	}
+	if lv.unwoken >= wakeBatch {
+		lv.wakeNow(time.Now())
+		return true
 	}
 	if lv.pending {
-		return
+		return false
 	}
 	every := min(time.Duration(n)*wakeEvery, maxWakeEvery)
 	now := time.Now()
 	wait := every - now.Sub(lv.lastWake)
 	if wait <= 0 {
 		lv.wakeNow(now)
-		return
+		return false
 	}
 	lv.pending = true
 	time.AfterFunc(wait, func() {
@@ -350,6 +366,7 @@ func (lv *Cache[M]) broadcast() {
 			lv.wakeNow(time.Now())
 		}
 	})
+	return false
 }
 
 // wakeNow closes the wake channel; lv.mu is held.
@@ -357,7 +374,7 @@ func (lv *Cache[M]) wakeNow(now time.Time) {
 	lv.waiting = 0
 	close(lv.wake)
 	lv.wake = make(chan struct{})
-	lv.lastWake, lv.pending = now, false
+	lv.lastWake, lv.pending, lv.unwoken = now, false, 0
 }
 
 // ReadFunc reads up to limit messages of listener id after cursor after,

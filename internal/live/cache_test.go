@@ -220,3 +220,43 @@ func TestLiveCoalesce(t *testing.T) {
 		t.Fatal("two subscribers were not woken at once")
 	}
 }
+
+// TestLiveCoalesceFullBatch: once wakeBatch messages wait for a coalesced
+// wake-up, the sleepers are woken at once, and the Add that woke them
+// reports them behind, so that the dispatcher yields to them.
+func TestLiveCoalesceFullBatch(t *testing.T) {
+	lv := newLive("l")
+	const n = 1000
+	lv.subs.Store(n)
+	lv.Add([]Message{{Listener: "l", Seq: 1}}, 1024)
+	var w <-chan struct{}
+	for range n {
+		_, w, _, _ = lv.Next(1, 10)
+	}
+	// Hold the interval open however slowly this runs: the wake-up was
+	// just now, and no timer fires until it is over.
+	lv.mu.Lock()
+	lv.lastWake = time.Now().Add(time.Hour)
+	lv.mu.Unlock()
+	for seq := uint64(2); seq <= wakeBatch; seq++ {
+		if behind := lv.Add([]Message{{Listener: "l", Seq: seq}}, 1024); behind {
+			t.Fatalf("message %d: the dispatcher was told to yield before a full batch waited", seq)
+		}
+		select {
+		case <-w:
+			t.Fatalf("message %d woke the sleepers before a full batch waited", seq)
+		default:
+		}
+	}
+	if behind := lv.Add([]Message{{Listener: "l", Seq: wakeBatch + 1}}, 1024); !behind {
+		t.Fatal("a full batch woke no one, or the dispatcher was not told to yield")
+	}
+	select {
+	case <-w:
+	default:
+		t.Fatal("a full batch did not wake the sleepers at once")
+	}
+	if msgs, _, need, _ := lv.Next(1, 1000); need || len(msgs) != wakeBatch {
+		t.Fatalf("after the wake-up: %d messages, need %v", len(msgs), need)
+	}
+}
