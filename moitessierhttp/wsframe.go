@@ -145,7 +145,10 @@ func wsClosePayload(code websocket.StatusCode, reason string) []byte {
 var errWSClosePayload = errors.New("invalid close frame payload")
 
 // parseWSClose returns the code of a client's close frame's payload
-// (websocket.StatusNoStatusRcvd when it has none).
+// (websocket.StatusNoStatusRcvd when it has none). Valid codes are those
+// RFC 6455 lets an endpoint send (1000–1003, 1007–1011, the registered
+// 1012–1014) and the 3000–4999 ranges for libraries and applications;
+// 1004–1006, 1015 and other unassigned codes below 3000 are a protocol error.
 func parseWSClose(p []byte) (websocket.StatusCode, error) {
 	if len(p) == 0 {
 		return websocket.StatusNoStatusRcvd, nil
@@ -156,7 +159,7 @@ func parseWSClose(p []byte) (websocket.StatusCode, error) {
 	code := websocket.StatusCode(binary.BigEndian.Uint16(p))
 	switch {
 	case code >= 3000 && code <= 4999,
-		code >= 1000 && code <= 1003, code >= 1007 && code <= 1011:
+		code >= 1000 && code <= 1003, code >= 1007 && code <= 1014:
 		return code, nil
 	}
 	return 0, errWSClosePayload

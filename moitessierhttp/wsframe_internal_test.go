@@ -101,6 +101,20 @@ func TestParseWSClose(t *testing.T) {
 		{wsClosePayload(4001, ""), 4001, true},
 		{[]byte{3}, 0, false},
 		{wsClosePayload(1005, ""), 0, false},
+		{wsClosePayload(1004, ""), 0, false},
+		{wsClosePayload(1006, ""), 0, false},
+		{wsClosePayload(1011, ""), 1011, true},
+		// Registered in the IANA WebSocket close code registry: service
+		// restart, try again later, bad gateway.
+		{wsClosePayload(1012, ""), 1012, true},
+		{wsClosePayload(1013, ""), 1013, true},
+		{wsClosePayload(1014, ""), 1014, true},
+		{wsClosePayload(1015, ""), 0, false},
+		{wsClosePayload(1016, ""), 0, false},
+		{wsClosePayload(2999, ""), 0, false},
+		{wsClosePayload(3000, ""), 3000, true},
+		{wsClosePayload(4999, ""), 4999, true},
+		{wsClosePayload(5000, ""), 0, false},
 		{wsClosePayload(999, ""), 0, false},
 		{append(wsClosePayload(1000, ""), 0xff), 0, false},
 	} {
