@@ -36,3 +36,10 @@ func WALAutoCheckpoint(s *Store) (int, error) {
 
 // Checkpoints returns how many checkpoints the store's checkpointer ran.
 func Checkpoints(s *Store) int64 { return s.ck.runs.Load() }
+
+// QueuedWrites returns how many writes wait for the writer.
+func QueuedWrites(s *Store) int {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	return len(s.queue)
+}

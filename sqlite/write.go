@@ -36,6 +36,31 @@ type writeOp struct {
 	wake chan struct{}
 	lead bool
 	err  error // set by the writer before it closes wake
+	// panicked holds what fn panicked with, if it did, for the call to
+	// panic with again; set by the writer before it closes wake.
+	panicked *writePanic
+}
+
+// A writePanic is what a write's fn panicked with.
+type writePanic struct{ v any }
+
+// errWritePanicked is the error of a write whose fn panicked; its call
+// panics with what fn panicked with instead of returning it.
+var errWritePanicked = errors.New("sqlite: write panicked")
+
+// call runs op.fn. A panic in fn is recovered, so that the writer rolls the
+// write back as it would a failed one and goes on with the queue, and kept
+// for op's call to panic with in its own goroutine: a panic escaping the
+// writer would leave the writer's connection in a transaction and the
+// writer's role taken, and every later write would wait for it forever.
+func (op *writeOp) call(ctx context.Context, tx *wtx) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			op.panicked = &writePanic{v}
+			err = errWritePanicked
+		}
+	}()
+	return op.fn(ctx, tx)
 }
 
 // write runs fn as a combinable write; see writeOp.
@@ -56,13 +81,22 @@ func (s *Store) submit(op *writeOp) error {
 		s.qmu.Unlock()
 		<-op.wake
 		if !op.lead {
-			return op.err
+			return op.result()
 		}
 	} else {
 		s.writing = true
 		s.qmu.Unlock()
 	}
 	s.lead()
+	return op.result()
+}
+
+// result returns op's error once it has run, or panics with what its fn
+// panicked with.
+func (op *writeOp) result() error {
+	if op.panicked != nil {
+		panic(op.panicked.v)
+	}
 	return op.err
 }
 
@@ -184,7 +218,7 @@ func (s *Store) runOne(op *writeOp) {
 		if err != nil {
 			return ctxErr(op.ctx, err)
 		}
-		if err := op.fn(ctx, tx); err != nil {
+		if err := op.call(ctx, tx); err != nil {
 			s.rollback()
 			return ctxErr(op.ctx, err)
 		}
@@ -228,7 +262,7 @@ func (s *Store) runGroup(ops []*writeOp) {
 			failAll(err)
 			return
 		}
-		err := op.fn(ctx, tx)
+		err := op.call(ctx, tx)
 		tx.fresh = false
 		if err != nil {
 			op.err = ctxErr(op.ctx, err)
