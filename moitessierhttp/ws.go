@@ -894,7 +894,11 @@ func (wc *wsConn) listen(req WSRequest) {
 	sub := &wsSub{wc: wc, ref: req.Ref, refJSON: refJSON, l: l, cancel: cancel}
 	wc.mu.Lock()
 	if wc.ctx.Err() != nil {
-		// The connection is ending: stop has cancelled the listens.
+		// The connection is ending: stop has cancelled the listens. l is
+		// dropped, as the handle of a listen that ends with its connection
+		// is: a handle holds nothing to release, and l.Close would remove
+		// the subscriber (and, if it was the last, the listener and its
+		// messages), which a connection's end must not do.
 		wc.mu.Unlock()
 		cancel()
 		return
