@@ -290,3 +290,68 @@ func testShare(t *testing.T, h Harness) {
 	wg.Wait()
 	c.wait(t, 150)
 }
+
+// lateWatch is a store whose Watch starts only once gate is closed, as a
+// hub's Watch may start late (a loaded machine, a LISTEN connection slow
+// to open): the hub runs, and its listeners have joined, before the store
+// watches.
+type lateWatch struct {
+	moitessier.Store
+	w    moitessier.Watcher
+	gate chan struct{}
+}
+
+func (l lateWatch) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
+	select {
+	case <-l.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return l.w.Watch(ctx, fn)
+}
+
+func (l lateWatch) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
+	return l.w.Heads(ctx, ids)
+}
+
+// testShareWatchStartsLate: messages dispatched in one process after a
+// listener's ListenUntil began in another, but before that other hub's
+// Watch was running, reach the listener without waiting for the hub's
+// periodic catch-up (an hour here, as testShare sets): once a store
+// watches, it reports what it could not notify before. (testShare lost
+// all of its first messages this way, once, on a loaded machine.)
+func testShareWatchStartsLate(t *testing.T, h Harness) {
+	if h.Share == nil {
+		t.Skip("storetest: ShareWatchStartsLate: the store serves one process (Harness.Share is nil)")
+	}
+	s1 := newStore(t, h)
+	s2 := h.Share(t, s1)
+	if c, ok := s2.(moitessier.Closer); ok {
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	w, ok := s2.(moitessier.Watcher)
+	if !ok {
+		t.Skip("storetest: ShareWatchStartsLate: the store has no Watcher")
+	}
+	late := lateWatch{Store: s2, w: w, gate: make(chan struct{})}
+	hubA := newHub(t, s1, moitessier.Options{})
+	hubB := newHub(t, late, moitessier.Options{CatchUpInterval: time.Hour})
+	l := mustListener(t, hubB, moitessier.Conditions{Person: "b", Type: moitessier.Shared, Scope: "x.>"})
+	c := newChecker()
+	listen(t, l, c, 0)
+	// Once ListenUntil has joined and read the head:
+	for deadline := time.Now().Add(30 * time.Second); hubB.Stats().Listening == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("ListenUntil did not begin")
+		}
+	}
+	const n = 3
+	for i := range n {
+		mustDispatch(t, hubA, "a", "x.y", fmt.Sprintf("a:%d", i))
+	}
+	// Time for the notifications to reach the other store before its Watch
+	// starts.
+	time.Sleep(time.Second)
+	close(late.gate)
+	c.wait(t, n)
+}

@@ -84,6 +84,7 @@ func Run(t *testing.T, h Harness) {
 		{"Concurrent", testConcurrent},
 		{"Reopen", testReopen},
 		{"Share", testShare},
+		{"ShareWatchStartsLate", testShareWatchStartsLate},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, h) })
