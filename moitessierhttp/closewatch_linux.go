@@ -43,15 +43,10 @@ var errWatcherClosed = errors.New("close watcher stopped")
 // cannot be watched so (not a TCP socket, or the watcher is stopped): the
 // caller then reads conn itself.
 func (w *closeWatcher) watch(conn net.Conn, gone func()) (stop func(), ok bool) {
-	sc, ok := conn.(syscall.Conn)
+	rc, ok := w.rawConn(conn)
 	if !ok {
 		return nil, false
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, false
-	}
-	w.once.Do(w.start)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
@@ -72,6 +67,21 @@ func (w *closeWatcher) watch(conn net.Conn, gone func()) (stop func(), ok bool) 
 	}
 	w.gone[id] = watchFunc{f: gone}
 	return func() { w.unwatch(id, rc) }, true
+}
+
+// rawConn returns conn's raw connection, starting the watcher if it has
+// not started; false if conn has none (not a socket).
+func (w *closeWatcher) rawConn(conn net.Conn) (syscall.RawConn, bool) {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	w.once.Do(w.start)
+	return rc, true
 }
 
 // unwatch ends the watch id of rc.
@@ -99,15 +109,10 @@ type readWatch struct {
 // false if conn cannot be watched so (not a TCP socket, or the watcher is
 // stopped): the caller then reads conn itself.
 func (w *closeWatcher) watchRead(conn net.Conn, ready func()) (*readWatch, bool) {
-	sc, ok := conn.(syscall.Conn)
+	rc, ok := w.rawConn(conn)
 	if !ok {
 		return nil, false
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil, false
-	}
-	w.once.Do(w.start)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.err != nil {
