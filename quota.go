@@ -45,6 +45,20 @@ type Quota struct {
 	Subscriptions int
 }
 
+// OfType returns the bound q sets on one person's listeners of type t, and
+// the QuotaKind that names it: Handlers for Handler listeners, Shared for
+// Shared ones. It returns 0 if q sets none for t (Private listeners count
+// only against Listeners).
+func (q Quota) OfType(t ListenerType) (QuotaKind, int) {
+	switch t {
+	case Handler:
+		return QuotaHandlers, q.Handlers
+	case Shared:
+		return QuotaShared, q.Shared
+	}
+	return "", 0
+}
+
 // Default quotas of a Hub (see [Options.Quota]).
 const (
 	// DefaultQuotaListeners leaves room for a Private listener per client

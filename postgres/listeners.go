@@ -30,7 +30,7 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 	for i, p := range l.Scopes {
 		wild[i] = moitessier.IsPattern(p)
 	}
-	kind, typeLimit := typeQuota(l.Type, q)
+	kind, typeLimit := q.OfType(l.Type)
 	var (
 		info    = moitessier.ListenerInfo{ID: l.ID}
 		stored  = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
@@ -80,18 +80,6 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 // message naming the limit: "listeners", "type" (the limit of the
 // listener's type) or "subscriptions".
 const quotaCode = "MQ001"
-
-// typeQuota returns the bound of q on one person's listeners of type t
-// (Handler, Shared), or 0 if q sets none.
-func typeQuota(t moitessier.ListenerType, q moitessier.Quota) (moitessier.QuotaKind, int) {
-	switch t {
-	case moitessier.Handler:
-		return moitessier.QuotaHandlers, q.Handlers
-	case moitessier.Shared:
-		return moitessier.QuotaShared, q.Shared
-	}
-	return "", 0
-}
 
 // quotaLimit is a limit as join_listener takes it: 0 for none, and at
 // most one less than the largest bigint, which it counts up to plus one.

@@ -75,7 +75,7 @@ func checkQuota(ctx context.Context, tx *wtx, l moitessier.ListenerInfo, sub moi
 			return &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
 		}
 	}
-	if kind, limit := typeQuota(l.Type, q); created && limit > 0 {
+	if kind, limit := q.OfType(l.Type); created && limit > 0 {
 		n, err := count(limit+1, `SELECT 1 FROM listeners WHERE person = ? AND type = ?`, l.Person, int(l.Type))
 		if err != nil {
 			return err
@@ -289,16 +289,4 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 	})
 	s.mu.RUnlock()
 	return out, nil
-}
-
-// typeQuota returns the bound of q on one person's listeners of type t
-// (Handler, Shared), or 0 if q sets none.
-func typeQuota(t moitessier.ListenerType, q moitessier.Quota) (moitessier.QuotaKind, int) {
-	switch t {
-	case moitessier.Handler:
-		return moitessier.QuotaHandlers, q.Handlers
-	case moitessier.Shared:
-		return moitessier.QuotaShared, q.Shared
-	}
-	return "", 0
 }
