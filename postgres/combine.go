@@ -39,6 +39,14 @@ type combiner struct {
 	busy    map[string]int // listeners of statements under way, with their count
 	closed  bool
 
+	// idle counts the writers parked for work; kick hands a parked writer
+	// a turn (running already counts it). A writer, once started, parks
+	// rather than ends when the queue is empty, so that its goroutine (and
+	// the stack that the driver's calls grew) serves the next statements:
+	// a goroutine per statement paid for growing its stack every time.
+	idle int
+	kick chan struct{}
+
 	ctx  context.Context // ends when the store closes; writers run under it
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -56,8 +64,9 @@ type pending struct {
 	sent, dropped bool
 }
 
-func (c *combiner) init() {
+func (c *combiner) init(writers int) {
 	c.busy = map[string]int{}
+	c.kick = make(chan struct{}, writers)
 	c.ctx, c.stop = context.WithCancel(context.Background())
 }
 
@@ -118,13 +127,22 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 	// A batch whose listeners a running statement writes to waits for that
 	// statement's writer, which takes it next.
 	start := c.running < s.cfg.Writers && !c.overlapsBusy(p.ids)
+	spawn := false
 	if start {
 		c.running++
-		c.wg.Add(1)
+		if c.idle > 0 {
+			c.idle--
+		} else {
+			spawn = true
+			c.wg.Add(1)
+		}
 	}
 	c.mu.Unlock()
-	if start {
-		go s.writeGroups()
+	switch {
+	case spawn:
+		go s.writer()
+	case start:
+		c.kick <- struct{}{} // never blocks: kick has room for every writer
 	}
 	select {
 	case <-p.done:
@@ -243,11 +261,34 @@ func (c *combiner) release(group []*pending) {
 	}
 }
 
-// writeGroups sends queued batches, a group per statement, until none is
-// left that it may send.
-func (s *Store) writeGroups() {
+// writer runs a writer's turns (writeGroups) until the store closes,
+// parked between them.
+func (s *Store) writer() {
 	c := &s.cmb
 	defer c.wg.Done()
+	for {
+		s.writeGroups()
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+		c.idle++
+		c.mu.Unlock()
+		select {
+		case <-c.kick:
+		case <-c.ctx.Done():
+			// Close fails whatever is queued; a kick sent meanwhile
+			// has nothing left to send.
+			return
+		}
+	}
+}
+
+// writeGroups sends queued batches, a group per statement, until none is
+// left that it may send; it then gives up its turn (running).
+func (s *Store) writeGroups() {
+	c := &s.cmb
 	var last []*pending
 	for {
 		c.mu.Lock()

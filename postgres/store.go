@@ -215,7 +215,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			return fail(fmt.Errorf("postgres: %s: schema %q is at version %d, want %d (run Migrate)", s.host, cfg.Schema, v, want))
 		}
 	}
-	s.cmb.init()
+	s.cmb.init(s.cfg.Writers)
 	s.channel = channelName(cfg.Schema)
 	s.q = buildQueries(pgx.Identifier{cfg.Schema}.Sanitize())
 	return s, nil
