@@ -282,44 +282,51 @@ func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch
 	if st, ok := b.Stamp.(matchStamp); ok {
 		patterns, scope = st.patterns, st.scope
 	}
-	rows, err := q.Query(ctx, s.q.appendScalar, e.Listener, []byte(e.Text), b.Dispatch, b.Scope, b.Sender, toNS(b.Created),
+	var head int64
+	found, err := scanOne(ctx, q, []any{&head, nil}, s.q.appendScalar, e.Listener, []byte(e.Text), b.Dispatch, b.Scope, b.Sender, toNS(b.Created),
 		s.channel, patterns, scope)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		head      int64
-		found     bool
-		stale     bool
-		id        *string
-		h, cnt, n *int64
-		st        *int64
-	)
-	for rows.Next() {
-		if err := rows.Scan(&id, &h, &cnt, &n, &st); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if st != nil {
-			stale = true
-			continue
-		}
-		head, found = *h, true
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	if stale {
-		s.mc.Drop(b.Scope)
-		return nil, &staleError{batches: []int{0}}
-	}
 	if !found {
+		// Nothing was written: the stamp no longer holds, or the listener
+		// no longer exists. (Versions only grow, so a stamp found stale
+		// now was stale then; one that went stale since makes the
+		// dispatch match again, as if it had come later.)
+		stale := false
+		if patterns >= 0 {
+			if _, err := scanOne(ctx, q, []any{&stale}, s.q.stampStale, patterns, scope, b.Scope); err != nil {
+				return nil, err
+			}
+		}
+		if stale {
+			s.mc.Drop(b.Scope)
+			return nil, &staleError{batches: []int{0}}
+		}
 		return [][]moitessier.Message{{}}, nil // the listener no longer exists
 	}
 	return [][]moitessier.Message{{{
 		Listener: e.Listener, Seq: moitessier.Cursor(head), Dispatch: b.Dispatch,
 		Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created,
 	}}}, nil
+}
+
+// scanOne runs sql and scans its first row, if any, into dest; found
+// reports whether there was one.
+func scanOne(ctx context.Context, q queryer, dest []any, sql string, args ...any) (found bool, err error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return false, err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return false, err
+		}
+		found = true
+	}
+	rows.Close()
+	return found, rows.Err()
 }
 
 // staleError reports batches of an append statement whose stamps no longer

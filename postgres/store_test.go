@@ -316,3 +316,44 @@ func TestSweepBatches(t *testing.T) {
 		t.Fatalf("%d messages left, %v", n, err)
 	}
 }
+
+// TestAppendOneStale: a one-entry append whose match stamp went stale (a
+// listener joined the scope through another store) fails with ErrStale and
+// writes nothing; one with no stamp to a listener deleted meanwhile writes
+// nothing and fails with nothing.
+func TestAppendOneStale(t *testing.T) {
+	schema := newSchema(t)
+	a, b := openStore(t, schema), openStore(t, schema)
+	ctx := ctxT(t)
+	l := join(t, a, "one")
+	ls, stamp, err := a.MatchCached(ctx, "one")
+	if err != nil || len(ls) != 1 || stamp == nil {
+		t.Fatalf("MatchCached = %v, %v, %v", ls, stamp, err)
+	}
+	batch := func(st moitessier.MatchStamp) *moitessier.Batch {
+		return &moitessier.Batch{Dispatch: "d", Scope: "one", Sender: "p", Created: time.Now(), Stamp: st,
+			Entries: []moitessier.Entry{{Listener: l.ID, Text: "x"}}}
+	}
+	if msgs, _, err := a.Append(ctx, batch(stamp)); err != nil || len(msgs) != 1 || msgs[0].Seq != 1 {
+		t.Fatalf("append with a fresh stamp: %v, %v", msgs, err)
+	}
+	other := joinScopes(t, b, []string{"one", "two"}) // a second listener on the scope
+	if msgs, _, err := a.Append(ctx, batch(stamp)); !errors.Is(err, moitessier.ErrStale) || len(msgs) != 0 {
+		t.Fatalf("append with a stale stamp: %v, %v; want ErrStale", msgs, err)
+	}
+	got, err := a.Read(ctx, l.ID, 0, 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("after the stale append the listener holds %v (%v), want its one message", got, err)
+	}
+	if msgs, _, err := a.Append(ctx, batch(nil)); err != nil || len(msgs) != 1 || msgs[0].Seq != 2 {
+		t.Fatalf("append with no stamp: %v, %v", msgs, err)
+	}
+	for _, id := range []string{l.ID, other.ID} {
+		if _, err := b.Leave(ctx, id, "p", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if msgs, _, err := a.Append(ctx, batch(nil)); err != nil || len(msgs) != 0 {
+		t.Fatalf("append to a deleted listener: %v, %v; want nothing", msgs, err)
+	}
+}
