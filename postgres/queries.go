@@ -12,8 +12,8 @@ type queries struct {
 	join, bumpPatterns, listener                                                     string
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs          string
 	match, loadPatterns, heads, allHeads                                             string
-	append, appendOne, appendSingle, appendScalar, stampStale, claimKey, recordKey, replay, read string
-	matchAppend                                                                      string
+	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
+	matchAppend, stampStale                                                          string
 	keyFingerprint                                                                   string
 	seek, checkpoint                                                                 string
 	expiredListeners, trimDoomed, expireSubscribers                                  string
