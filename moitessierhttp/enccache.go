@@ -1,8 +1,6 @@
 package moitessierhttp
 
 import (
-	"encoding/json"
-	"fmt"
 	"sync"
 
 	"github.com/likestripes/moitessier"
@@ -87,13 +85,4 @@ func (c *encCache) add(s encSlot) {
 	}
 	c.ring[c.next] = s
 	c.next = (c.next + 1) % len(c.ring)
-}
-
-func encode(m *moitessier.Message) []byte {
-	b, err := json.Marshal(wireMessage(m))
-	if err != nil {
-		// A Message of strings, numbers and a time cannot fail to encode.
-		panic(fmt.Sprintf("moitessierhttp: encode message: %v", err))
-	}
-	return b
 }
