@@ -85,9 +85,9 @@
 // and a connection that takes no chunk within Config.WriteTimeout is
 // dropped, not its messages; the client resumes from its cursor.
 //
-// With many SSE streams open, a stream that has just written waits a little
-// (Config.SSEBatchInterval; by default 40 µs per open stream, at most
-// 150 ms) before it writes again, and what came meanwhile goes in one
+// With many SSE streams busy, a stream that has just written waits a little
+// (Config.SSEBatchInterval; by default 40 µs per stream that wrote in the
+// last 100 to 200 ms, at most 150 ms; idle connections do not count) before it writes again, and what came meanwhile goes in one
 // write: with ten thousand clients on one scope, a write per message per
 // client costs more processor time than the messages come in.
 //

@@ -91,11 +91,14 @@ type Config struct {
 	// writing each message as it comes costs the hub more than it has,
 	// and latency grows with the backlog; batching bounds the writes. A
 	// stream that has not written within the interval writes at once.
-	// Default 0: 40 µs per open SSE stream or WebSocket, at most 150 ms
-	// (4 ms with 100 streams, 150 ms with 4 000 or more), chosen from the
-	// cost of a write to a stream (see the README's benchmark section) so
-	// that the streams take at most about a quarter of a core; under 1 ms
-	// (fewer than 25 streams), no wait. Negative: no wait.
+	// Default 0: 40 µs per busy stream (an SSE stream or WebSocket listen
+	// that wrote in the last 100 to 200 ms, this one included), at most
+	// 150 ms (4 ms with 100 busy streams, 150 ms with 4 000 or
+	// more), chosen from the cost of a write to a stream (see the README's
+	// benchmark section) so that the streams take at most about a quarter
+	// of a core; under 1 ms (fewer than 25 busy streams), no wait. Idle
+	// connections do not count: a thousand clients waiting for their
+	// notifications do not slow a busy room's stream. Negative: no wait.
 	SSEBatchInterval time.Duration
 	// BodyTimeout bounds the time a request body may take to arrive, from
 	// when the server starts reading it (after the token is checked): a
@@ -257,6 +260,7 @@ type Server struct {
 	// nil when Config.HandlerTimeRate is negative.
 	handlerTime *limiter
 	enc         *encCache
+	busy        busyStreams // the streams that write, which the default batch interval is sized by
 
 	anyOrigin bool
 	origins   []string

@@ -173,7 +173,7 @@ type sseJob struct {
 	box         *[]byte           // the pool's handle on buf
 	ack         *sseAck           // nil without evidence from the client's TCP stack
 	deadline    time.Time
-	pause       *time.Timer // see wait
+	pause       batchPause // see wait
 }
 
 // bufPool holds the streams' write buffers: a stream takes one while it
@@ -403,35 +403,84 @@ func (st *sseJob) respond(ctx context.Context, msgs []moitessier.Message) error 
 func (st *sseJob) wait(ctx context.Context) { st.s.batchWait(ctx, &st.pause) }
 
 // batchWait holds a stream (SSE, or one listen of a WebSocket) for
-// Config.SSEBatchInterval after a write. It waits parked on a timer, *t,
-// made on first use: waiting streams take no turn of the processor from
-// the others, nor from the dispatches.
-func (s *Server) batchWait(ctx context.Context, t **time.Timer) {
+// Config.SSEBatchInterval after a write. It waits parked on a timer, made
+// on first use: waiting streams take no turn of the processor from the
+// others, nor from the dispatches.
+func (s *Server) batchWait(ctx context.Context, p *batchPause) {
 	d := s.cfg.SSEBatchInterval
 	if d < 0 {
 		return
 	}
 	if d == 0 {
-		open := s.metrics.open[transportSSE].Load() + s.metrics.open[transportWS].Load()
-		d = min(time.Duration(open)*sseBatchPerStream, maxSSEBatch)
-		if d < time.Millisecond {
+		if d = batchInterval(s.busy.wrote(&p.window)); d == 0 {
 			return
 		}
 	}
-	if *t == nil {
-		*t = time.NewTimer(d)
+	if p.timer == nil {
+		p.timer = time.NewTimer(d)
 	} else {
-		(*t).Reset(d)
+		p.timer.Reset(d)
 	}
 	select {
-	case <-(*t).C:
+	case <-p.timer.C:
 	case <-ctx.Done():
-		(*t).Stop()
+		p.timer.Stop()
 	}
 }
 
-// The default batch interval: sseBatchPerStream for each open stream (SSE
-// or WebSocket), about four times the processor time of one write to one
+// batchPause is a stream's state for batchWait.
+type batchPause struct {
+	timer  *time.Timer
+	window int64 // the last busyWindow the stream was counted in
+}
+
+// batchInterval is the default batch interval with busy streams (see
+// Config.SSEBatchInterval): sseBatchPerStream each, at most maxSSEBatch,
+// and none under a millisecond, not worth a timer.
+func batchInterval(busy int64) time.Duration {
+	d := min(time.Duration(busy)*sseBatchPerStream, maxSSEBatch)
+	if d < time.Millisecond {
+		return 0
+	}
+	return d
+}
+
+// busyStreams counts the streams that write, window by window of
+// busyWindow: each stream once in a window in which it wrote. The streams
+// that are busy now are estimated as the greater of the current window's
+// count and the one before's. Idle connections never count. A stream that
+// waits longer than a window (up to maxSSEBatch) may be missed in one, so
+// the estimate is low by up to a third there; its interval is then
+// shorter, it writes more often, and is counted again.
+type busyStreams struct {
+	window atomic.Int64    // the current window's number
+	counts [2]atomic.Int64 // by window number modulo 2
+}
+
+// busyWindow is the length of busyStreams' windows.
+const busyWindow = 100 * time.Millisecond
+
+// wrote counts a write of the stream whose last counted window is *last,
+// and returns the estimate of busy streams.
+func (b *busyStreams) wrote(last *int64) int64 {
+	w := time.Now().UnixNano() / int64(busyWindow)
+	if cur := b.window.Load(); w > cur && b.window.CompareAndSwap(cur, w) {
+		// A new window: its slot held the window two before. If windows
+		// passed with no write at all, the one before is empty too.
+		b.counts[w%2].Store(0)
+		if w > cur+1 {
+			b.counts[(w+1)%2].Store(0)
+		}
+	}
+	if *last != w {
+		*last = w
+		b.counts[w%2].Add(1)
+	}
+	return max(b.counts[w%2].Load(), b.counts[(w+1)%2].Load())
+}
+
+// The default batch interval: sseBatchPerStream for each busy stream (SSE
+// or WebSocket listen: see busyStreams), about four times the processor time of one write to one
 // of them, up to maxSSEBatch: however fast messages come, the streams'
 // writes take about a quarter of a core, and the rest is left to the
 // dispatches and the store.

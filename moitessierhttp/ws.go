@@ -571,8 +571,8 @@ type wsSub struct {
 	refJSON []byte
 	l       *moitessier.Listener
 	cancel  context.CancelFunc
-	buf     []byte      // the frame being written, while respond runs
-	pause   *time.Timer // see Server.batchWait
+	buf     []byte     // the frame being written, while respond runs
+	pause   batchPause // see Server.batchWait
 }
 
 // subLocked returns the listen of ref, or nil; wc.mu is held.

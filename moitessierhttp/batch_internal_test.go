@@ -1,0 +1,62 @@
+package moitessierhttp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
+)
+
+// TestBatchIntervalBusyOnly: the default batch interval grows with the
+// streams that write, not with the open ones: with
+// two thousand idle connections open and no other stream busy, a stream
+// that wrote does not wait (no timer is even made); with a hundred busy,
+// it waits 4 ms, and never more than maxSSEBatch.
+func TestBatchIntervalBusyOnly(t *testing.T) {
+	for _, c := range []struct {
+		busy int64
+		want time.Duration
+	}{{0, 0}, {1, 0}, {24, 0}, {25, time.Millisecond}, {100, 4 * time.Millisecond}, {4000, maxSSEBatch}, {1 << 40, maxSSEBatch}} {
+		if got := batchInterval(c.busy); got != c.want {
+			t.Errorf("batchInterval(%d) = %v, want %v", c.busy, got, c.want)
+		}
+	}
+
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	s, err := New(hub, Config{Secret: []byte("0123456789abcdef0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.metrics.open[transportSSE].Add(1000)
+	s.metrics.open[transportWS].Add(1000)
+	defer s.metrics.open[transportSSE].Add(-1000)
+	defer s.metrics.open[transportWS].Add(-1000)
+	var p batchPause
+	s.batchWait(context.Background(), &p)
+	if p.timer != nil {
+		t.Fatal("a lone busy stream among 2 000 idle connections waited")
+	}
+	// With 99 other streams writing it waits; a cancelled context ends
+	// the wait at once.
+	others := make([]int64, 99)
+	for i := range others {
+		s.busy.wrote(&others[i])
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	s.batchWait(ctx, &p)
+	if p.timer == nil {
+		t.Fatal("a stream among 100 busy ones did not wait")
+	}
+	// A stream is counted once a window, however often it writes.
+	if n := s.busy.wrote(&others[0]); n > 100 || n < 99 {
+		t.Fatalf("busy streams = %d after 100 streams wrote, want 100", n)
+	}
+}
