@@ -159,6 +159,18 @@
 // transactional outbox with no extra machinery. The transaction holds the
 // row locks of the listeners it wrote to until it ends: keep it short.
 //
+// # A caller that gives up
+//
+// A statement on a connection of the store's own pool (one made from
+// Config.DSN) runs on for up to a second after its caller's context ends,
+// and answers as if it had not; only then is its connection given up.
+// pgx's default gives the connection up at once, so every caller that gave
+// up mid-statement (an HTTP client that hangs up during a dispatch, a join
+// or a read) would cost the database a new connection, and the server a
+// new process, at the rate such a client can send requests. With a pool of
+// your own (Config.Pool), its configuration decides. After Close there is
+// no grace, and the watch connection (LISTEN) has none.
+//
 // # Retention
 //
 // [Store.Sweep] deletes in batches of at most SweepParams.BatchSize rows,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/likestripes/moitessier"
@@ -185,6 +186,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		if _, ok := rp["plan_cache_mode"]; !ok && !strings.Contains(rp["options"], "plan_cache_mode") {
 			rp["plan_cache_mode"] = "force_generic_plan"
 		}
+		pc.ConnConfig.BuildContextWatcherHandler = func(pgc *pgconn.PgConn) ctxwatch.Handler {
+			return &graceHandler{conn: pgc.Conn(), closed: &s.closed}
+		}
 		if s.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
 			return nil, fmt.Errorf("postgres: open pool for %s: %w", s.host, err)
 		}
@@ -243,6 +247,34 @@ func (s *Store) Close() error {
 	})
 	return nil
 }
+
+// graceHandler is what a connection of the store's own pool does when the
+// context of a statement under way ends: it lets the statement run on for
+// cancelGrace, and only then makes the connection's reads fail, which
+// closes it. pgx's default fails them at once: every caller that gave up
+// mid-statement (an HTTP client hanging up during a dispatch, a join or a
+// read) cost the database a connection, and a new one a process, which a
+// client could repeat at its request rate. A statement that ends within
+// the grace answers its caller as if its context had not ended. Once the
+// store is closed there is no grace, so that Close does not wait.
+type graceHandler struct {
+	conn   net.Conn
+	closed *atomic.Bool
+}
+
+// cancelGrace is how long a statement whose caller gave up may run on
+// before its connection is given up.
+const cancelGrace = time.Second
+
+func (h *graceHandler) HandleCancel(context.Context) {
+	d := cancelGrace
+	if h.closed.Load() {
+		d = 0
+	}
+	_ = h.conn.SetDeadline(time.Now().Add(d))
+}
+
+func (h *graceHandler) HandleUnwatchAfterCancel() { _ = h.conn.SetDeadline(time.Time{}) }
 
 // check returns an error wrapping ErrClosed once the store is closed.
 func (s *Store) check(op string) error {

@@ -357,3 +357,37 @@ func TestAppendOneStale(t *testing.T) {
 		t.Fatalf("append to a deleted listener: %v, %v; want nothing", msgs, err)
 	}
 }
+
+// TestCancelKeepsConnection: a statement whose caller gives up runs on to
+// its end, and its connection stays in the pool, rather than being closed
+// (pgx's default), which would cost the server a new connection per
+// caller that hangs up; one that runs past the grace is given up. After
+// Close there is no grace.
+func TestCancelKeepsConnection(t *testing.T) {
+	s := mustStore(t)
+	pool := s.Pool()
+	ctx := ctxT(t)
+	if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	before := pool.Stat().NewConnsCount()
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	var v int
+	if err := pool.QueryRow(short, "SELECT 7 FROM pg_sleep(0.2)").Scan(&v); err != nil || v != 7 {
+		t.Fatalf("a statement whose context ended within the grace: %d, %v; want its answer", v, err)
+	}
+	for range 5 {
+		if _, err := pool.Exec(ctx, "SELECT 1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := pool.Stat().NewConnsCount() - before; n != 0 {
+		t.Fatalf("%d new connections after a caller gave up mid-statement, want 0", n)
+	}
+	long, cancel2 := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel2()
+	if _, err := pool.Exec(long, "SELECT pg_sleep(5)"); err == nil {
+		t.Fatal("a statement running past the grace was waited for to its end")
+	}
+}

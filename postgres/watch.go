@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/donectx"
@@ -99,7 +101,14 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 // until the connection fails or ctx ends. connected reports whether LISTEN
 // succeeded.
 func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head)) (connected bool, err error) {
-	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig)
+	// Its reads end at once when ctx does (pgx's default), not after the
+	// grace the pool's statements have: a watch ends only when its hub or
+	// the store closes, and must not hold up their Close.
+	cc := s.pool.Config().ConnConfig.Copy()
+	cc.BuildContextWatcherHandler = func(pgc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: pgc.Conn()}
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return false, err
 	}
