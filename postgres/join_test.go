@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/likestripes/moitessier"
 )
 
@@ -99,6 +101,33 @@ func TestJoinQuotaError(t *testing.T) {
 		}
 		if _, err := s.Listener(ctx, tc.l.ID); tc.l.ID != "h1" && !errors.Is(err, moitessier.ErrNotFound) {
 			t.Errorf("Join past a quota left listener %s: %v", tc.l.ID, err)
+		}
+	}
+}
+
+// TestDeleteTakesRows: a listener deleted, by Leave or by a DELETE another
+// process runs on the table, leaves none of its scopes or subscribers
+// behind.
+func TestDeleteTakesRows(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	q := pgx.Identifier{s.Schema()}.Sanitize()
+	left := joinScopes(t, s, []string{"a.1", "a.*"})
+	other := joinScopes(t, s, []string{"b.1", "b.>"})
+	if _, err := s.Leave(ctx, left.ID, "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(ctx, "DELETE FROM "+q+".listeners WHERE id = $1", other.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{left.ID, other.ID} {
+		var scopes, subs int
+		err := s.Pool().QueryRow(ctx, "SELECT (SELECT count(*) FROM "+q+".listener_scopes WHERE listener = $1), (SELECT count(*) FROM "+q+".subscribers WHERE listener = $1)", id).Scan(&scopes, &subs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if scopes != 0 || subs != 0 {
+			t.Fatalf("deleted listener %s left %d scope rows and %d subscribers", id, scopes, subs)
 		}
 	}
 }
