@@ -178,7 +178,8 @@ func buildQueries(schema string) queries {
 		// the match stamp itself (unless @stamp_patterns is -1), so that
 		// a stale stamp and a deleted listener alike write nothing and
 		// return no row; stampStale then tells them apart. (A CTE of
-		// stale batches, as append has, cost the server a sixth more.)
+		// stale batches, as append has, cost the server more: see the
+		// README's benchmarks.)
 		appendScalar: `WITH up AS (
 				UPDATE S.listeners l SET head = l.head + 1
 				WHERE l.id = @listener::text AND (@stamp_patterns::bigint < 0 OR (
