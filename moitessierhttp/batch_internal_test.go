@@ -24,16 +24,7 @@ func TestBatchIntervalBusyOnly(t *testing.T) {
 		}
 	}
 
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
-	s, err := New(hub, Config{Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newInternalServer(t)
 	s.metrics.open[transportSSE].Add(1000)
 	s.metrics.open[transportWS].Add(1000)
 	defer s.metrics.open[transportSSE].Add(-1000)
@@ -59,4 +50,21 @@ func TestBatchIntervalBusyOnly(t *testing.T) {
 	if n := s.busy.wrote(&others[0]); n > 100 || n < 99 {
 		t.Fatalf("busy streams = %d after 100 streams wrote, want 100", n)
 	}
+}
+
+// newInternalServer returns a Server with default settings on a memory
+// store, closed (it and its hub) when the test ends.
+func newInternalServer(t *testing.T) *Server {
+	t.Helper()
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hub.Close() })
+	s, err := New(hub, Config{Secret: []byte("0123456789abcdef0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -12,9 +12,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/likestripes/moitessier"
-	"github.com/likestripes/moitessier/memstore"
 )
 
 // clientFrame is a masked frame as a client sends it.
@@ -175,16 +172,7 @@ func (c *timeoutConn) SetWriteDeadline(time.Time) error { return nil }
 // TestWSWriteCutShort: a write that fails may have sent part of a frame;
 // no frame follows it, and the connection ends.
 func TestWSWriteCutShort(t *testing.T) {
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
-	s, err := New(hub, Config{Secret: []byte("0123456789abcdef0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := newInternalServer(t)
 	nc := &timeoutConn{}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{s: s, nc: nc, ctx: ctx, cancel: cancel, pinger: time.AfterFunc(time.Hour, func() {})}
