@@ -295,6 +295,7 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 		mux:       http.NewServeMux(),
 		enc:       newEncCache(),
 		anyOrigin: slices.Contains(cfg.AllowedOrigins, "*"),
+		busy:      busyStreams{origin: time.Now()},
 	}
 	for _, o := range cfg.AllowedOrigins {
 		if o != "*" {

@@ -453,6 +453,7 @@ func batchInterval(busy int64) time.Duration {
 // the estimate is low by up to a third there; its interval is then
 // shorter, it writes more often, and is counted again.
 type busyStreams struct {
+	origin time.Time       // window numbers count from it, on the monotonic clock
 	window atomic.Int64    // the current window's number
 	counts [2]atomic.Int64 // by window number modulo 2
 }
@@ -463,7 +464,7 @@ const busyWindow = 100 * time.Millisecond
 // wrote counts a write of the stream whose last counted window is *last,
 // and returns the estimate of busy streams.
 func (b *busyStreams) wrote(last *int64) int64 {
-	w := time.Now().UnixNano() / int64(busyWindow)
+	w := 1 + int64(time.Since(b.origin)/busyWindow) // from 1: a stream's zero is "never counted"
 	if cur := b.window.Load(); w > cur && b.window.CompareAndSwap(cur, w) {
 		// A new window: its slot held the window two before. If windows
 		// passed with no write at all, the one before is empty too.
