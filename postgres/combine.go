@@ -84,14 +84,17 @@ func (c *combiner) bound(ctx context.Context) (context.Context, context.CancelFu
 func (c *combiner) close() {
 	c.mu.Lock()
 	c.closed = true
-	queued := c.queue
+	var fail []*pending
+	for _, p := range c.queue {
+		if !p.dropped { // read under c.mu: a caller that stops waiting sets it
+			fail = append(fail, p)
+		}
+	}
 	c.queue = nil
 	c.mu.Unlock()
-	for _, p := range queued {
-		if !p.dropped {
-			p.err = fmt.Errorf("store closed before the batch was sent: %w", moitessier.ErrClosed)
-			close(p.done)
-		}
+	for _, p := range fail {
+		p.err = fmt.Errorf("store closed before the batch was sent: %w", moitessier.ErrClosed)
+		close(p.done)
 	}
 	c.stop()
 	c.wg.Wait()
@@ -266,15 +269,7 @@ func (c *combiner) release(group []*pending) {
 func (s *Store) writer() {
 	c := &s.cmb
 	defer c.wg.Done()
-	for {
-		s.writeGroups()
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			return
-		}
-		c.idle++
-		c.mu.Unlock()
+	for s.writeGroups() {
 		select {
 		case <-c.kick:
 		case <-c.ctx.Done():
@@ -286,8 +281,11 @@ func (s *Store) writer() {
 }
 
 // writeGroups sends queued batches, a group per statement, until none is
-// left that it may send; it then gives up its turn (running).
-func (s *Store) writeGroups() {
+// left that it may send; it then gives up its turn (running) and, unless
+// the store is closed, counts its writer parked (idle) in the same step,
+// so that no append in between finds neither a turn nor a parked writer
+// and starts one more. parked reports whether it did.
+func (s *Store) writeGroups() (parked bool) {
 	c := &s.cmb
 	var last []*pending
 	for {
@@ -301,8 +299,12 @@ func (s *Store) writeGroups() {
 		}
 		if len(group) == 0 {
 			c.running--
+			if !c.closed {
+				c.idle++
+				parked = true
+			}
 			c.mu.Unlock()
-			return
+			return parked
 		}
 		c.mu.Unlock()
 		s.writeGroup(c.ctx, group)
