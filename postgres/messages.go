@@ -290,16 +290,10 @@ func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch
 	}
 	if !found {
 		// Nothing was written: the stamp no longer holds, or the listener
-		// no longer exists. (Versions only grow, so a stamp found stale
-		// now was stale then; one that went stale since makes the
-		// dispatch match again, as if it had come later.)
-		stale := false
+		// no longer exists. With a stamp, either way the dispatch matches
+		// again (a deleted listener's scope changed since the match, and
+		// a new match leaves it out); without one, the listener is gone.
 		if patterns >= 0 {
-			if _, err := scanOne(ctx, q, []any{&stale}, s.q.stampStale, patterns, scope, b.Scope); err != nil {
-				return nil, err
-			}
-		}
-		if stale {
 			s.mc.Drop(b.Scope)
 			return nil, &staleError{batches: []int{0}}
 		}

@@ -13,7 +13,7 @@ type queries struct {
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs          string
 	match, loadPatterns, heads, allHeads                                             string
 	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
-	matchAppend, stampStale                                                          string
+	matchAppend                                                                      string
 	keyFingerprint                                                                   string
 	seek, checkpoint                                                                 string
 	expiredListeners, trimDoomed, expireSubscribers                                  string
@@ -177,7 +177,7 @@ func buildQueries(schema string) queries {
 		// encode, unnest or join, and one head to notify. Its UPDATE checks
 		// the match stamp itself (unless @stamp_patterns is -1), so that
 		// a stale stamp and a deleted listener alike write nothing and
-		// return no row; stampStale then tells them apart. (A CTE of
+		// return no row, and the dispatch matches again. (A CTE of
 		// stale batches, as append has, cost the server more: see the
 		// README's benchmarks.)
 		appendScalar: `WITH up AS (
@@ -191,10 +191,6 @@ func buildQueries(schema string) queries {
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
 			SELECT head, pg_notify(@channel::text, id || ' ' || head) FROM up`,
-		// stampStale reports whether a match stamp ($1 patterns, $2 scope)
-		// of scope $3 no longer holds.
-		stampStale: `SELECT $1::bigint <> (SELECT pattern_version FROM S.meta)
-			OR $2::bigint <> coalesce((SELECT v.version FROM S.scope_versions v WHERE v.scope = $3::text), 0)`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.
@@ -301,7 +297,7 @@ func buildQueries(schema string) queries {
 		&q.join, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
-		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.stampStale, &q.matchAppend, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
+		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
