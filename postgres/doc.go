@@ -165,11 +165,14 @@
 // Config.DSN) runs on for up to a second after its caller's context ends,
 // and answers as if it had not; only then is its connection given up.
 // pgx's default gives the connection up at once, so every caller that gave
-// up mid-statement (an HTTP client that hangs up during a dispatch, a join
-// or a read) would cost the database a new connection, and the server a
-// new process, at the rate such a client can send requests. With a pool of
-// your own (Config.Pool), its configuration decides. After Close there is
-// no grace, and the watch connection (LISTEN) has none.
+// up during a statement outside a transaction (an HTTP client that hangs
+// up during a dispatch, a join or a read) would cost the database a new
+// connection, and the server a new process, at the rate such a client can
+// send requests. A transaction whose context ends (a keyed dispatch,
+// Leave) still loses its connection: pgx rolls it back with the ended
+// context. With a pool of your own (Config.Pool), its configuration
+// decides. Close ends the graces under way and grants no more, and the
+// watch connection (LISTEN) has none.
 //
 // # Retention
 //

@@ -141,6 +141,7 @@ type Store struct {
 	closed  atomic.Bool
 	done    chan struct{}
 	closeMu sync.Once
+	graces  graces
 
 	pat matchcache.Patterns
 	mc  matchcache.Cache[matchEntry]
@@ -187,7 +188,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			rp["plan_cache_mode"] = "force_generic_plan"
 		}
 		pc.ConnConfig.BuildContextWatcherHandler = func(pgc *pgconn.PgConn) ctxwatch.Handler {
-			return &graceHandler{conn: pgc.Conn(), closed: &s.closed}
+			return &graceHandler{conn: pgc.Conn(), g: &s.graces}
 		}
 		if s.pool, err = pgxpool.NewWithConfig(ctx, pc); err != nil {
 			return nil, fmt.Errorf("postgres: open pool for %s: %w", s.host, err)
@@ -239,6 +240,7 @@ func (s *Store) Schema() string { return s.cfg.Schema }
 func (s *Store) Close() error {
 	s.closeMu.Do(func() {
 		s.closed.Store(true)
+		s.graces.close()
 		close(s.done)
 		s.cmb.close()
 		if s.ownPool {
@@ -252,14 +254,23 @@ func (s *Store) Close() error {
 // context of a statement under way ends: it lets the statement run on for
 // cancelGrace, and only then makes the connection's reads fail, which
 // closes it. pgx's default fails them at once: every caller that gave up
-// mid-statement (an HTTP client hanging up during a dispatch, a join or a
-// read) cost the database a connection, and a new one a process, which a
-// client could repeat at its request rate. A statement that ends within
-// the grace answers its caller as if its context had not ended. Once the
-// store is closed there is no grace, so that Close does not wait.
+// during a statement outside a transaction (a join, a read, a match, an
+// append of its own) cost the database a connection, and a new one a
+// process, which a client could repeat at its request rate. A statement
+// that ends within the grace answers its caller as if its context had not
+// ended. Close ends every grace under way (graces) and grants no more, so
+// that it does not wait.
 type graceHandler struct {
-	conn   net.Conn
-	closed *atomic.Bool
+	conn net.Conn
+	g    *graces
+}
+
+// graces are the store's connections in their grace, and whether the store
+// is closed (no more grace).
+type graces struct {
+	mu     sync.Mutex
+	closed bool
+	conns  map[net.Conn]struct{}
 }
 
 // cancelGrace is how long a statement whose caller gave up may run on
@@ -267,14 +278,36 @@ type graceHandler struct {
 const cancelGrace = time.Second
 
 func (h *graceHandler) HandleCancel(context.Context) {
-	d := cancelGrace
-	if h.closed.Load() {
-		d = 0
+	g := h.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		_ = h.conn.SetDeadline(time.Now())
+		return
 	}
-	_ = h.conn.SetDeadline(time.Now().Add(d))
+	if g.conns == nil {
+		g.conns = map[net.Conn]struct{}{}
+	}
+	g.conns[h.conn] = struct{}{}
+	_ = h.conn.SetDeadline(time.Now().Add(cancelGrace))
 }
 
-func (h *graceHandler) HandleUnwatchAfterCancel() { _ = h.conn.SetDeadline(time.Time{}) }
+func (h *graceHandler) HandleUnwatchAfterCancel() {
+	h.g.mu.Lock()
+	delete(h.g.conns, h.conn)
+	h.g.mu.Unlock()
+	_ = h.conn.SetDeadline(time.Time{})
+}
+
+// close ends the graces under way and grants no more.
+func (g *graces) close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = true
+	for c := range g.conns {
+		_ = c.SetDeadline(time.Now())
+	}
+}
 
 // check returns an error wrapping ErrClosed once the store is closed.
 func (s *Store) check(op string) error {

@@ -391,3 +391,74 @@ func TestCancelKeepsConnection(t *testing.T) {
 		t.Fatal("a statement running past the grace was waited for to its end")
 	}
 }
+
+// TestCloseEndsGrace: Close does not wait out the grace of a statement
+// whose caller gave up just before.
+func TestCloseEndsGrace(t *testing.T) {
+	s, err := postgres.New(context.Background(), postgres.Config{DSN: testDSN(), Schema: newSchema(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Pool().Exec(ctx, "SELECT pg_sleep(5)")
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // the statement is under way
+	cancel()
+	time.Sleep(10 * time.Millisecond) // and in its grace
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(cancelGraceBound):
+		t.Fatal("Close waited out the grace of a cancelled statement")
+	}
+	if err := <-done; err == nil {
+		t.Fatal("a 5 s statement cut short by Close reported no error")
+	}
+}
+
+// cancelGraceBound is under the store's one-second grace, with room for a
+// slow machine.
+const cancelGraceBound = 800 * time.Millisecond
+
+// TestWritersBounded: however appends come, at most Config.Writers append
+// writers exist, and once the appends are done all of them are parked.
+func TestWritersBounded(t *testing.T) {
+	s, err := postgres.New(context.Background(), postgres.Config{DSN: testDSN(), Schema: newSchema(t), Writers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := ctxT(t)
+	ls := make([]moitessier.ListenerInfo, 16)
+	for i := range ls {
+		ls[i] = join(t, s, fmt.Sprint("w.", i))
+	}
+	var wg sync.WaitGroup
+	for g := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 150 {
+				l := ls[(g+i)%len(ls)]
+				if _, _, err := s.Append(ctx, batch("w", map[string]string{l.ID: "x"})); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// A writer looks for more work after its last batch's caller returned.
+	idle, running := s.WriterCounts()
+	for deadline := time.Now().Add(5 * time.Second); running > 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		idle, running = s.WriterCounts()
+	}
+	if running != 0 || idle < 1 || idle > 2 {
+		t.Fatalf("after the appends: %d writers parked, %d running; want 1 or 2 parked, none running", idle, running)
+	}
+}

@@ -102,11 +102,15 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 // succeeded.
 func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head)) (connected bool, err error) {
 	// Its reads end at once when ctx does (pgx's default), not after the
-	// grace the pool's statements have: a watch ends only when its hub or
-	// the store closes, and must not hold up their Close.
-	cc := s.pool.Config().ConnConfig.Copy()
-	cc.BuildContextWatcherHandler = func(pgc *pgconn.PgConn) ctxwatch.Handler {
-		return &pgconn.DeadlineContextWatcherHandler{Conn: pgc.Conn()}
+	// grace the store's own pool gives its statements: a watch ends only
+	// when its hub or the store closes, and must not hold up their Close.
+	// A pool of the caller's keeps its own handler.
+	cc := s.pool.Config().ConnConfig
+	if s.ownPool {
+		cc = cc.Copy()
+		cc.BuildContextWatcherHandler = func(pgc *pgconn.PgConn) ctxwatch.Handler {
+			return &pgconn.DeadlineContextWatcherHandler{Conn: pgc.Conn()}
+		}
 	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
