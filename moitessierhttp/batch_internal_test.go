@@ -2,6 +2,7 @@ package moitessierhttp
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,4 +68,32 @@ func newInternalServer(t *testing.T) *Server {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// TestBusyStreamsConcurrent: streams writing at once are each counted once
+// in their window, none lost.
+func TestBusyStreamsConcurrent(t *testing.T) {
+	for try := 0; ; try++ {
+		b := busyStreams{origin: time.Now()}
+		var wg sync.WaitGroup
+		lasts := make([]int64, 200)
+		for i := range lasts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b.wrote(&lasts[i])
+				b.wrote(&lasts[i]) // a second write in the window counts nothing
+			}()
+		}
+		wg.Wait()
+		var probe int64
+		n := b.wrote(&probe)
+		if time.Since(b.origin) >= busyWindow && try < 5 {
+			continue // a window ended meanwhile: the counts are split; again
+		}
+		if n != 201 {
+			t.Fatalf("200 streams and a probe wrote in one window: estimate %d, want 201", n)
+		}
+		return
+	}
 }

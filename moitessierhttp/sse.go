@@ -453,9 +453,11 @@ func batchInterval(busy int64) time.Duration {
 // the estimate is low by up to a third there; its interval is then
 // shorter, it writes more often, and is counted again.
 type busyStreams struct {
-	origin time.Time       // window numbers count from it, on the monotonic clock
-	window atomic.Int64    // the current window's number
-	counts [2]atomic.Int64 // by window number modulo 2
+	origin time.Time // window numbers count from it, on the monotonic clock
+	// slots hold, by window number modulo 2, the window's number (high
+	// 32 bits) and its count (low 32), changed together by CAS: a count
+	// is never added to another window's, nor reset away.
+	slots [2]atomic.Uint64
 }
 
 // busyWindow is the length of busyStreams' windows.
@@ -464,20 +466,29 @@ const busyWindow = 100 * time.Millisecond
 // wrote counts a write of the stream whose last counted window is *last,
 // and returns the estimate of busy streams.
 func (b *busyStreams) wrote(last *int64) int64 {
-	w := 1 + int64(time.Since(b.origin)/busyWindow) // from 1: a stream's zero is "never counted"
-	if cur := b.window.Load(); w > cur && b.window.CompareAndSwap(cur, w) {
-		// A new window: its slot held the window two before. If windows
-		// passed with no write at all, the one before is empty too.
-		b.counts[w%2].Store(0)
-		if w > cur+1 {
-			b.counts[(w+1)%2].Store(0)
+	w := 1 + uint64(time.Since(b.origin)/busyWindow) // from 1: a stream's zero is "never counted"
+	w &= 1<<32 - 1
+	if *last != int64(w) {
+		*last = int64(w)
+		slot := &b.slots[w%2]
+		for {
+			v := slot.Load()
+			n := w<<32 | 1
+			if v>>32 == w {
+				n = v + 1
+			}
+			if slot.CompareAndSwap(v, n) {
+				break
+			}
 		}
 	}
-	if *last != w {
-		*last = w
-		b.counts[w%2].Add(1)
+	count := func(v uint64, want uint64) int64 {
+		if v>>32 != want {
+			return 0 // a window gone by, or none
+		}
+		return int64(v & (1<<32 - 1))
 	}
-	return max(b.counts[w%2].Load(), b.counts[(w+1)%2].Load())
+	return max(count(b.slots[w%2].Load(), w), count(b.slots[(w+1)%2].Load(), (w-1)&(1<<32-1)))
 }
 
 // The default batch interval: sseBatchPerStream for each busy stream (SSE
