@@ -168,9 +168,11 @@
 // up during a statement outside a transaction (an HTTP client that hangs
 // up during a dispatch, a join or a read) would cost the database a new
 // connection, and the server a new process, at the rate such a client can
-// send requests. A transaction whose context ends (a keyed dispatch,
-// Leave) still loses its connection: pgx rolls it back with the ended
-// context. With a pool of your own (Config.Pool), its configuration
+// send requests. In a transaction (a keyed dispatch, Leave) the statements
+// after the one in its grace are refused, and the transaction is rolled
+// back, or, if none was left, committed, under a context of its own that
+// ends within the grace: pgx closes a connection whose rollback or commit
+// fails. With a pool of your own (Config.Pool), its configuration
 // decides. Close ends the graces under way and grants no more, and the
 // watch connection (LISTEN) has none.
 //

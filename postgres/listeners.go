@@ -179,7 +179,7 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 	var deleted bool
 	err := retry(ctx, func() error {
 		deleted = false
-		return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		return s.inTx(ctx, func(tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, s.q.deleteSubscriber, listenerID, person, client)
 			if err != nil {
 				return err

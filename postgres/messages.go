@@ -52,17 +52,20 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		if err != nil {
 			return err
 		}
-		if msgs, replayed, err = s.appendKeyed(ctx, tx, b); err != nil {
+		msgs, replayed, err = s.appendKeyed(ctx, tx, b)
+		ectx, cancel := s.endCtx(ctx)
+		defer cancel()
+		if err != nil {
 			// Not committed: whatever it wrote is rolled back (by the server,
 			// if the connection broke).
-			_ = tx.Rollback(context.WithoutCancel(ctx))
+			_ = tx.Rollback(ectx)
 			if !definite(err) {
 				err = &notSentError{err}
 			}
 			return err
 		}
 		// Only the commit leaves the outcome open, if it gets no answer.
-		return outcome(tx.Commit(ctx))
+		return outcome(tx.Commit(ectx))
 	})
 	if err != nil {
 		return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))

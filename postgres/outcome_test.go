@@ -325,3 +325,36 @@ func TestCloseStopsWriters(t *testing.T) {
 	conn.Close(ctx)
 	goleak.VerifyNone(t, before)
 }
+
+// TestCancelledTransactionKeepsConnection: a Leave (a transaction)
+// whose caller gives up while it waits on the listener's lock fails,
+// having changed nothing, and its connection stays in the pool: the
+// rollback is not refused for the ended context, which would make pgx
+// close the connection.
+func TestCancelledTransactionKeepsConnection(t *testing.T) {
+	s := mustStore(t)
+	l := join(t, s, "leaving")
+	unlock := lockListener(t, s, l.ID)
+	lctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Leave(lctx, l.ID, "p", "")
+		done <- err
+	}()
+	waitLocked(t, s, 1)
+	conns := s.Pool().Stat().TotalConns()
+	cancel()
+	time.Sleep(100 * time.Millisecond)
+	unlock()
+	if err := <-done; err == nil {
+		t.Log("the Leave finished within the grace") // also fine
+	} else if errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Leave: %v", err)
+	}
+	// The pool drops a dead connection in the background: give it time.
+	for deadline := time.Now().Add(500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if n := s.Pool().Stat().TotalConns(); n != conns {
+			t.Fatalf("the pool holds %d connections after a caller gave up during its transaction, %d before", n, conns)
+		}
+	}
+}

@@ -299,6 +299,35 @@ func (h *graceHandler) HandleUnwatchAfterCancel() {
 	_ = h.conn.SetDeadline(time.Time{})
 }
 
+// endCtx returns the context for the commit or rollback of a transaction
+// run under ctx, made when the transaction is to end: not ended with ctx,
+// so that a caller that gave up during the transaction does not cost the
+// pool its connection (pgx closes a connection whose commit or rollback
+// fails, as one refused for an ended context does), but ended within
+// cancelGrace, and by Close.
+func (s *Store) endCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelGrace)
+	ctx, stop := s.cmb.bound(ctx)
+	return ctx, func() { stop(); cancel() }
+}
+
+// inTx runs fn in a transaction on the pool, under ctx, and commits it,
+// or rolls it back if fn fails, under endCtx(ctx).
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	err = fn(tx)
+	ectx, cancel := s.endCtx(ctx)
+	defer cancel()
+	if err != nil {
+		_ = tx.Rollback(ectx)
+		return err
+	}
+	return tx.Commit(ectx)
+}
+
 // close ends the graces under way and grants no more.
 func (g *graces) close() {
 	g.mu.Lock()
