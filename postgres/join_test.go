@@ -21,9 +21,7 @@ func TestJoinRacesLeave(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
 	now := time.Now()
-	sub := func(person string) moitessier.Subscriber {
-		return moitessier.Subscriber{Person: person, Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
-	}
+	sub := func(person string) moitessier.Subscriber { return subscriberAt(person, now) }
 	recreated := 0
 	for i := range 100 {
 		l := moitessier.ListenerInfo{ID: fmt.Sprintf("race-%d", i), Type: moitessier.Shared, Person: "alice", Scopes: []string{"race." + fmt.Sprint(i)}, Created: now}
@@ -66,9 +64,7 @@ func TestJoinQuotaError(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
 	now := time.Now()
-	sub := func(person string) moitessier.Subscriber {
-		return moitessier.Subscriber{Person: person, Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
-	}
+	sub := func(person string) moitessier.Subscriber { return subscriberAt(person, now) }
 	l := func(id string, typ moitessier.ListenerType) moitessier.ListenerInfo {
 		return moitessier.ListenerInfo{ID: id, Type: typ, Person: "alice", Scopes: []string{"q." + id}, Created: now}
 	}
@@ -130,4 +126,10 @@ func TestDeleteTakesRows(t *testing.T) {
 			t.Fatalf("deleted listener %s left %d scope rows and %d subscribers", id, scopes, subs)
 		}
 	}
+}
+
+// subscriberAt is a subscriber of person joining at now, from the
+// listener's head, with an hour's lease.
+func subscriberAt(person string, now time.Time) moitessier.Subscriber {
+	return moitessier.Subscriber{Person: person, Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
 }

@@ -26,10 +26,7 @@ func testListenersChange(t *testing.T, h Harness) {
 			t.Skip("storetest: ListenersChange/OtherProcess: the store serves one process (Harness.Share is nil)")
 		}
 		s1 := newStore(t, h)
-		s2 := h.Share(t, s1)
-		if c, ok := s2.(moitessier.Closer); ok {
-			t.Cleanup(func() { _ = c.Close() })
-		}
+		s2 := shareStore(t, h, s1)
 		checkListenersChange(t, newHub(t, s1, moitessier.Options{}), newHub(t, s2, moitessier.Options{}))
 	})
 }

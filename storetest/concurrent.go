@@ -260,10 +260,7 @@ func testShare(t *testing.T, h Harness) {
 		t.Skip("storetest: Share: the store serves one process (Harness.Share is nil)")
 	}
 	s1 := newStore(t, h)
-	s2 := h.Share(t, s1)
-	if c, ok := s2.(moitessier.Closer); ok {
-		t.Cleanup(func() { _ = c.Close() })
-	}
+	s2 := shareStore(t, h, s1)
 	hubA := newHub(t, s1, moitessier.Options{})
 	hubB := newHub(t, s2, moitessier.Options{CatchUpInterval: time.Hour})
 	l := mustListener(t, hubB, moitessier.Conditions{Person: "b", Type: moitessier.Shared, Scope: "x.>"})
@@ -325,10 +322,7 @@ func testShareWatchStartsLate(t *testing.T, h Harness) {
 		t.Skip("storetest: ShareWatchStartsLate: the store serves one process (Harness.Share is nil)")
 	}
 	s1 := newStore(t, h)
-	s2 := h.Share(t, s1)
-	if c, ok := s2.(moitessier.Closer); ok {
-		t.Cleanup(func() { _ = c.Close() })
-	}
+	s2 := shareStore(t, h, s1)
 	w, ok := s2.(moitessier.Watcher)
 	if !ok {
 		t.Skip("storetest: ShareWatchStartsLate: the store has no Watcher")
@@ -354,4 +348,15 @@ func testShareWatchStartsLate(t *testing.T, h Harness) {
 	time.Sleep(time.Second)
 	close(late.gate)
 	c.wait(t, n)
+}
+
+// shareStore returns h.Share's second store on s1's database, closed when
+// the test ends.
+func shareStore(t *testing.T, h Harness, s1 moitessier.Store) moitessier.Store {
+	t.Helper()
+	s2 := h.Share(t, s1)
+	if c, ok := s2.(moitessier.Closer); ok {
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	return s2
 }

@@ -225,10 +225,7 @@ func testQuotaSharedByHubs(t *testing.T, h Harness) {
 	s1 := newStore(t, h)
 	s2 := s1
 	if h.Share != nil {
-		s2 = h.Share(t, s1)
-		if c, ok := s2.(moitessier.Closer); ok {
-			t.Cleanup(func() { _ = c.Close() })
-		}
+		s2 = shareStore(t, h, s1)
 	}
 	const limit, tries = 5, 24
 	q := moitessier.Quota{Listeners: limit, Handlers: limit - 2, Shared: limit - 2, Subscriptions: 2 * limit}
