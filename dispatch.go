@@ -61,6 +61,19 @@ type dispatchConfig struct {
 	budget       time.Duration // from Budget; 0: Options.HandlerBudget
 }
 
+// applyDispatchOptions returns the configuration opts make. It is apart
+// from prepare so that only a dispatch with options moves one to the heap
+// (an option is called through an interface, which takes the address).
+func applyDispatchOptions(opts []DispatchOption) dispatchConfig {
+	var c dispatchConfig
+	for _, o := range opts {
+		if o != nil {
+			o.applyDispatch(&c)
+		}
+	}
+	return c
+}
+
 type optionFunc func(*dispatchConfig)
 
 func (f optionFunc) applyDispatch(c *dispatchConfig) { f(c) }
@@ -278,10 +291,8 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 		return draft{}, err
 	}
 	var c dispatchConfig
-	for _, o := range opts {
-		if o != nil {
-			o.applyDispatch(&c)
-		}
+	if len(opts) > 0 {
+		c = applyDispatchOptions(opts)
 	}
 	if err := ValidateScope(scope); err != nil {
 		return draft{}, fmt.Errorf("dispatch: %w", err)

@@ -47,7 +47,7 @@ type Cache[M any] struct {
 	refs int // local ListenUntil calls; guarded by Registry.mu
 
 	mu   sync.Mutex
-	buf  []M // contiguous sequence numbers, ascending; elements never change once written
+	buf  chunks[M] // contiguous sequence numbers, ascending; elements never change once written
 	held []M // committed messages past a gap after buf, waiting for it to fill
 
 	// back is the newest store read that did not join buf (it lay below
@@ -106,12 +106,10 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 		return nil, nil, false, true
 	}
 	if cur < lv.head {
-		if n := len(lv.buf); n > 0 {
-			base := lv.seq(&lv.buf[0])
-			if cur+1 >= base && cur+1 <= lv.seq(&lv.buf[n-1]) {
-				i := int(cur + 1 - base)
-				j := min(n, i+limit)
-				return lv.buf[i:j:j], nil, false, false
+		if lv.buf.len() > 0 {
+			base := lv.seq(lv.buf.first())
+			if cur+1 >= base && cur+1 <= lv.seq(lv.buf.last()) {
+				return lv.buf.from(int(cur+1-base), limit), nil, false, false
 			}
 		}
 		if n := len(lv.back); n > 0 && cur >= lv.backFrom && cur < lv.seq(&lv.back[n-1]) {
@@ -142,6 +140,7 @@ func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
 		lv.busy += len(msgs)
 	}
 	behind = lv.busy >= yieldAfter && lv.busy%yieldAfter == 0
+	lv.buf.setSize(maxBuf)
 	changed := false
 	for i := range msgs {
 		changed = lv.put(&msgs[i]) || changed
@@ -149,21 +148,21 @@ func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
 	if len(lv.held) > maxHeld {
 		// The gap did not fill: restart the cache at the held messages.
 		sort.Slice(lv.held, func(i, j int) bool { return lv.seq(&lv.held[i]) < lv.seq(&lv.held[j]) })
-		lv.buf = []M{lv.held[0]}
+		lv.buf.reset(&lv.held[0])
 		for i := 1; i < len(lv.held); i++ {
 			m := &lv.held[i]
-			if s, last := lv.seq(m), lv.seq(&lv.buf[len(lv.buf)-1]); s == last+1 {
-				lv.buf = append(lv.buf, *m)
+			if s, last := lv.seq(m), lv.seq(lv.buf.last()); s == last+1 {
+				lv.buf.push(m)
 			} else if s > last {
-				lv.buf = []M{*m}
+				lv.buf.reset(m)
 			}
 		}
 		lv.held = nil
-		lv.head = max(lv.head, lv.seq(&lv.buf[len(lv.buf)-1]))
+		lv.head = max(lv.head, lv.seq(lv.buf.last()))
 		changed = true
 	}
-	if len(lv.buf) > maxBuf {
-		lv.buf = lv.buf[len(lv.buf)-maxBuf/2:]
+	if lv.buf.len() > maxBuf {
+		lv.buf.keepNewest(maxBuf / 2)
 	}
 	if changed {
 		lv.unwoken += len(msgs)
@@ -189,15 +188,13 @@ const maxHeld = 64
 // copy given to seq, a function the compiler cannot see into, would move
 // every message added to the heap.
 func (lv *Cache[M]) put(m *M) bool {
-	n := len(lv.buf)
+	n := lv.buf.len()
 	s := lv.seq(m)
 	switch {
-	case n > 0 && s <= lv.seq(&lv.buf[n-1]):
+	case n > 0 && s <= lv.seq(lv.buf.last()):
 		return false
-	case n > 0 && s == lv.seq(&lv.buf[n-1])+1:
-		lv.buf = append(lv.buf, *m)
-	case n == 0 && s <= lv.head+1:
-		lv.buf = []M{*m} // never overwrite an array readers may hold
+	case n > 0 && s == lv.seq(lv.buf.last())+1, n == 0 && s <= lv.head+1:
+		lv.buf.push(m)
 	default:
 		lv.held = append(lv.held, *m)
 		return false
@@ -212,16 +209,12 @@ func (lv *Cache[M]) release() bool {
 	moved := false
 	for i := 0; i < len(lv.held); {
 		h := lv.seq(&lv.held[i])
-		n := len(lv.buf)
+		n := lv.buf.len()
 		switch {
-		case n > 0 && h <= lv.seq(&lv.buf[n-1]):
+		case n > 0 && h <= lv.seq(lv.buf.last()):
 			lv.held = slices.Delete(lv.held, i, i+1)
-		case n > 0 && h == lv.seq(&lv.buf[n-1])+1, n == 0 && h <= lv.head+1:
-			if n == 0 {
-				lv.buf = []M{lv.held[i]}
-			} else {
-				lv.buf = append(lv.buf, lv.held[i])
-			}
+		case n > 0 && h == lv.seq(lv.buf.last())+1, n == 0 && h <= lv.head+1:
+			lv.buf.push(&lv.held[i])
 			lv.head = max(lv.head, h)
 			lv.held = slices.Delete(lv.held, i, i+1)
 			moved, i = true, 0
@@ -369,11 +362,15 @@ func (lv *Cache[M]) broadcast() (full bool) {
 	return false
 }
 
-// wakeNow closes the wake channel; lv.mu is held.
+// wakeNow closes the wake channel, if anyone waits on it; lv.mu is held.
+// Every subscriber handed the channel by Next is counted in waiting, so
+// with none, no one holds it and it can stay open for the next.
 func (lv *Cache[M]) wakeNow(now time.Time) {
-	lv.waiting = 0
-	close(lv.wake)
-	lv.wake = make(chan struct{})
+	if lv.waiting > 0 {
+		lv.waiting = 0
+		close(lv.wake)
+		lv.wake = make(chan struct{})
+	}
 	lv.lastWake, lv.pending, lv.unwoken = now, false, 0
 }
 

@@ -107,10 +107,14 @@ func checkNext(t testing.TB, c *Cache[Message], cur Cursor) {
 		t.Fatalf("at %d, head %d: told to wait with messages to read", cur, head)
 	}
 	c.mu.Lock()
-	for i := 1; i < len(c.buf); i++ {
-		if c.buf[i].Seq != c.buf[i-1].Seq+1 {
+	var buf []Message
+	for len(buf) < c.buf.len() {
+		buf = append(buf, c.buf.from(len(buf), c.buf.len())...)
+	}
+	for i := 1; i < len(buf); i++ {
+		if buf[i].Seq != buf[i-1].Seq+1 {
 			c.mu.Unlock()
-			t.Fatalf("cache not contiguous at %d: %d after %d", i, c.buf[i].Seq, c.buf[i-1].Seq)
+			t.Fatalf("cache not contiguous at %d: %d after %d", i, buf[i].Seq, buf[i-1].Seq)
 		}
 	}
 	c.mu.Unlock()
