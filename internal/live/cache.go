@@ -48,7 +48,7 @@ type Cache[M any] struct {
 
 	mu   sync.Mutex
 	buf  chunks[M] // contiguous sequence numbers, ascending; elements never change once written
-	held []M // committed messages past a gap after buf, waiting for it to fill
+	held []M       // committed messages past a gap after buf, waiting for it to fill
 
 	// back is the newest store read that did not join buf (it lay below
 	// it): every message after backFrom up to its last, so subscribers
