@@ -355,8 +355,9 @@ func (h *Hub) prepare(ctx context.Context, bg *budget, sender, scope, text strin
 		}
 		return draft{}, fmt.Errorf("dispatch to %q: match: %w", scope, err)
 	}
-	reached := make([]string, 0, len(ls))
-	owners := make([]string, 0, len(ls))
+	// reached and owners share one array: at most len(ls) each.
+	names := make([]string, 2*len(ls))
+	reached, owners := names[:0:len(ls)], names[len(ls):len(ls)]
 	if !dr.appended {
 		b.Entries = make([]Entry, 0, len(ls))
 	}
