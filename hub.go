@@ -104,6 +104,9 @@ type Options struct {
 	// slow client) is not waited for.
 	CacheSize int
 	// BatchLimit is the most messages passed to one respond call. Default 256.
+	// A call handed messages from the cache also stops where a chunk of it
+	// ends (the cache is kept in chunks of CacheSize/2 messages, at most
+	// 4096), so a CacheSize below twice BatchLimit makes batches smaller.
 	BatchLimit int
 	// CatchUpInterval is, for stores that implement Watcher, how often the
 	// hub re-reads the heads of listeners with local subscribers, to cover a

@@ -333,7 +333,7 @@ func (s *Store) Read(ctx context.Context, id string, after moitessier.Cursor, li
 		return nil, nil
 	}
 	i := l.after(after)
-	j := min(l.msgs.len(), i+limit)
+	j := i + min(limit, l.msgs.len()-i) // limit may be near MaxInt
 	return l.msgs.copyRange(i, j), nil
 }
 

@@ -96,9 +96,10 @@ func NewCache[M any](id string, seq func(*M) uint64) *Cache[M] {
 	return &Cache[M]{id: id, wake: make(chan struct{}), seq: seq}
 }
 
-// Next returns the cached messages after cur (at most limit), or need=true if
-// messages after cur exist but are not in the cache. With nothing new it
-// returns the channel that will be closed when something changes.
+// Next returns the cached messages after cur (at most limit, and at most the
+// rest of one chunk of the buffer: see chunks), or need=true if messages
+// after cur exist but are not in the cache. With nothing new it returns the
+// channel that will be closed when something changes.
 func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{}, need, gone bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
@@ -114,7 +115,7 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 		}
 		if n := len(lv.back); n > 0 && cur >= lv.backFrom && cur < lv.seq(&lv.back[n-1]) {
 			i := sort.Search(n, func(k int) bool { return lv.seq(&lv.back[k]) > cur })
-			j := min(n, i+limit)
+			j := i + min(limit, n-i) // limit may be near MaxInt
 			return lv.back[i:j:j], nil, false, false
 		}
 		return nil, nil, true, false

@@ -20,11 +20,17 @@ const maxChunk = 4096
 type chunks[M any] struct {
 	cs   [][]M // every chunk but the last holds at least one message
 	n    int   // messages held
-	size int   // a chunk's length once full; 0 for maxChunk
+	size int   // a chunk's length once full; set by setSize or the first push
 }
 
-// setSize makes new chunks half a cache of maxBuf messages long.
-func (c *chunks[M]) setSize(maxBuf int) { c.size = min(max(maxBuf/2, 1), maxChunk) }
+// setSize makes chunks half a cache of maxBuf messages long, unless their
+// length is set already: it is set once, so that every chunk between the
+// first and the last holds exactly size messages (see from).
+func (c *chunks[M]) setSize(maxBuf int) {
+	if c.size == 0 {
+		c.size = min(max(maxBuf/2, 1), maxChunk)
+	}
+}
 
 func (c *chunks[M]) len() int { return c.n }
 
@@ -38,10 +44,10 @@ func (c *chunks[M]) last() *M {
 
 // push adds m after the newest message.
 func (c *chunks[M]) push(m *M) {
-	size := c.size
-	if size == 0 {
-		size = maxChunk
+	if c.size == 0 {
+		c.size = maxChunk
 	}
+	size := c.size
 	k := len(c.cs) - 1
 	switch {
 	case k < 0:
@@ -83,12 +89,14 @@ func (c *chunks[M]) keepNewest(k int) {
 // from returns up to limit messages from the i-th oldest on, all from one
 // chunk, in a slice whose capacity ends at its length.
 func (c *chunks[M]) from(i, limit int) []M {
-	for _, ch := range c.cs {
-		if i < len(ch) {
-			j := min(len(ch), i+limit)
-			return ch[i:j:j]
-		}
-		i -= len(ch)
+	if i < 0 || i >= c.n {
+		return nil
 	}
-	return nil
+	ch := c.cs[0]
+	if i >= len(ch) {
+		i -= len(ch)
+		ch, i = c.cs[1+i/c.size], i%c.size
+	}
+	j := i + min(limit, len(ch)-i) // limit may be near MaxInt
+	return ch[i:j:j]
 }

@@ -34,7 +34,7 @@ func (s *store) Read(_ context.Context, _ string, after uint64, limit int) ([]Me
 	if after >= uint64(len(s.msgs)) {
 		return nil, nil
 	}
-	end := min(len(s.msgs), int(after)+limit)
+	end := int(after) + min(limit, len(s.msgs)-int(after))
 	return slices.Clone(s.msgs[after:end]), nil
 }
 
