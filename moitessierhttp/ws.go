@@ -510,13 +510,14 @@ type wsConn struct {
 	deadline time.Time  // the socket's write deadline
 
 	mu         sync.Mutex
-	subs       []*wsSub    // at most MaxListenersPerConn
-	ended      bool        // no more pings
-	readDone   bool        // no more reads
-	pingOut    bool        // a ping went; its pong is due
-	pingAt     time.Time   // when to ping; if pingOut, when its pong is due
-	expires    time.Time   // when the token expires; zero: never
-	closeTimer *time.Timer // ends the connection if the client does not answer a close
+	subs       []*wsSub              // at most MaxListenersPerConn
+	joins      []*context.CancelFunc // of the listens being set up (see listen)
+	ended      bool                  // no more pings
+	readDone   bool                  // no more reads
+	pingOut    bool                  // a ping went; its pong is due
+	pingAt     time.Time             // when to ping; if pingOut, when its pong is due
+	expires    time.Time             // when the token expires; zero: never
+	closeTimer *time.Timer           // ends the connection if the client does not answer a close
 }
 
 // wsConns are a Server's open WebSockets, which its close stops: one
@@ -656,8 +657,30 @@ func (wc *wsConn) stop(cause error) {
 	for _, sub := range wc.subs {
 		sub.cancel()
 	}
+	for _, cancel := range wc.joins {
+		(*cancel)()
+	}
 	wc.mu.Unlock()
 	wc.closeOnce.Do(wc.close)
+}
+
+// startJoin records the cancel function of a listen being set up, for stop
+// to call; it reports false if the connection is ending.
+func (wc *wsConn) startJoin(cancel *context.CancelFunc) bool {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.ctx.Err() != nil {
+		return false
+	}
+	wc.joins = append(wc.joins, cancel)
+	return true
+}
+
+// endJoin forgets what startJoin recorded.
+func (wc *wsConn) endJoin(cancel *context.CancelFunc) {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	wc.joins = slices.DeleteFunc(wc.joins, func(c *context.CancelFunc) bool { return c == cancel })
 }
 
 // close ends the connection once stopped: with a close frame
@@ -876,20 +899,32 @@ func (wc *wsConn) listen(req WSRequest) {
 		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
 		return
 	}
-	l, info, err := s.openListener(wc.ctx, wc.claims, spec)
+	// The listen's own context, which stop cancels, serves the join and
+	// the ack as well as the listen: a store's client may watch the context
+	// of each statement (pgx does, with context.AfterFunc), which gives
+	// that context a map of children for as long as it lives, and the
+	// connection's own context has none (see serveWS).
+	ctx, cancel := context.WithCancel(context.Background())
+	if !wc.startJoin(&cancel) {
+		cancel()
+		return
+	}
+	defer wc.endJoin(&cancel)
+	l, info, err := s.openListener(ctx, wc.claims, spec)
 	if err != nil {
+		cancel()
 		wc.sendError(req.Ref, err)
 		return
 	}
 	since, reset := startCursor(since, info.Head)
 	if since != moitessier.Resume && since != sinceHead && since > 0 {
 		// The client shows that it received everything up to since.
-		if err := l.Ack(wc.ctx, since); err != nil {
+		if err := l.Ack(ctx, since); err != nil {
+			cancel()
 			wc.sendError(req.Ref, err)
 			return
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	refJSON, _ := json.Marshal(req.Ref)
 	sub := &wsSub{wc: wc, ref: req.Ref, refJSON: refJSON, l: l, cancel: cancel}
 	wc.mu.Lock()
