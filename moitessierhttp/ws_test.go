@@ -14,6 +14,8 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
 	"github.com/likestripes/moitessier/moitessierhttp"
 )
 
@@ -218,7 +220,7 @@ func TestWebSocketTokenExpiry(t *testing.T) {
 // the close run on timers, and net/http's goroutine is gone once the
 // connection is upgraded.
 func TestWebSocketIdleGoroutines(t *testing.T) {
-	e := newEnv(t, moitessierhttp.Config{Heartbeat: 50 * time.Millisecond})
+	e := newEnv(t, moitessierhttp.Config{Heartbeat: 50 * time.Millisecond, WriteTimeout: 100 * time.Millisecond})
 	const n = 8
 	for i := range n {
 		c := dialWS(t, e, all(t, "alice"), fmt.Sprintf("?scope=ws.idle.%d", i))
@@ -388,5 +390,42 @@ func TestWebSocketInvalidUTF8(t *testing.T) {
 	_, b, err := c.conn.Read(ctxT(t))
 	if got := websocket.CloseStatus(err); got != websocket.StatusInvalidFramePayloadData {
 		t.Fatalf("a text message not UTF-8: close status %v (%v, %s)", got, err, b)
+	}
+}
+
+// joinBlocker is a memory store whose Join waits for its context to end,
+// and says when a join has begun and when its context ended.
+type joinBlocker struct {
+	moitessier.Store
+	began, ended chan struct{}
+}
+
+func (s *joinBlocker) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+	s.began <- struct{}{}
+	<-ctx.Done()
+	close(s.ended)
+	return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, ctx.Err()
+}
+
+// TestWebSocketEndEndsJoin: a connection that ends while a listen is being
+// set up ends the store call under way, as it ends its listens. Requests
+// are served one at a time with the reads, so the reading does not see the
+// client leave while the store call lasts: the connection ends here when
+// the pong to its heartbeat is late.
+func TestWebSocketEndEndsJoin(t *testing.T) {
+	st := &joinBlocker{Store: memstore.New(), began: make(chan struct{}, 1), ended: make(chan struct{})}
+	e := newEnvOn(t, st, moitessier.Options{}, moitessierhttp.Config{Heartbeat: 50 * time.Millisecond, WriteTimeout: 100 * time.Millisecond})
+	c := dialWS(t, e, token(t, "ann", []string{"ws.>"}, nil), "")
+	c.send(moitessierhttp.WSRequest{Op: "listen", Ref: "r", Scopes: []string{"ws.blocked"}})
+	select {
+	case <-st.began:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listen did not reach the store's Join")
+	}
+	_ = c.conn.CloseNow()
+	select {
+	case <-st.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Join's context did not end with the connection")
 	}
 }
