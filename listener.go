@@ -317,13 +317,6 @@ func (w *waitTimer) fired() int {
 // store's calls, deep ones with SQL drivers, grow that goroutine's stack
 // rather than the waiting subscriber's, which the runtime would shrink
 // back only at the next collections (none come while a hub sits idle).
-//
-// begin runs under a context of its own, which ends when ctx does (the
-// waiting side watches ctx) or when begin returns: a store's client may
-// watch each statement's context with context.AfterFunc (pgx does), which
-// gives that context a map of children for as long as it lives, and ctx
-// lives as long as the listen. Its values are ctx's; past ctx's end, the
-// error names ctx's.
 func (l *Listener) beginApart(ctx context.Context, since Cursor) (*live.Cache[Message], *cursors.Sub, Cursor, error) {
 	type begun struct {
 		lv  *live.Cache[Message]
@@ -331,24 +324,13 @@ func (l *Listener) beginApart(ctx context.Context, since Cursor) (*live.Cache[Me
 		cur Cursor
 		err error
 	}
-	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
 	done := make(chan begun, 1)
 	go func() {
 		var b begun
-		b.lv, b.st, b.cur, b.err = l.begin(bctx, since)
+		b.lv, b.st, b.cur, b.err = l.begin(ctx, since)
 		done <- b
 	}()
-	var b begun
-	select {
-	case b = <-done:
-	case <-ctx.Done():
-		cancel()
-		b = <-done
-	}
-	if b.err != nil && ctx.Err() != nil {
-		b.err = fmt.Errorf("listen %s: %w", l.info.ID, ctx.Err())
-	}
+	b := <-done
 	return b.lv, b.st, b.cur, b.err
 }
 

@@ -54,7 +54,12 @@ func TestWaitingStack(t *testing.T) {
 	for range n {
 		<-done
 	}
-	if perListener > 4096*1.1 {
+	// A stack doubled to 8 KiB shows as 8 KiB a subscriber. What else the
+	// runtime holds in stacks between the two readings (those of exited
+	// goroutines, kept for reuse, the setup goroutines' among them) adds a
+	// few hundred bytes a subscriber that vary from run to run: 10% over
+	// 4 KiB failed about one run in eight with nothing changed.
+	if perListener > 4096*1.25 {
 		t.Fatalf("%.0f bytes of stack per waiting subscriber, want at most 4 KiB", perListener)
 	}
 	t.Logf("%.0f bytes of stack per waiting subscriber", perListener)

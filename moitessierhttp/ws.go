@@ -899,32 +899,32 @@ func (wc *wsConn) listen(req WSRequest) {
 		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
 		return
 	}
-	// The join and the ack run under a context of their own, which stop
-	// cancels and which ends with them: a store's client may watch each
-	// statement's context with context.AfterFunc (pgx does), which gives
-	// that context a map of children for as long as it lives, and neither
-	// the connection's context (see serveWS) nor the listen's lives as
-	// briefly.
-	jctx, jcancel := context.WithCancel(context.Background())
-	defer jcancel()
-	if !wc.startJoin(&jcancel) {
+	// The listen's own context, which stop cancels, serves the join and
+	// the ack as well as the listen: a store's client may watch the context
+	// of each statement (pgx does, with context.AfterFunc), which gives
+	// that context a map of children for as long as it lives, and the
+	// connection's own context has none (see serveWS).
+	ctx, cancel := context.WithCancel(context.Background())
+	if !wc.startJoin(&cancel) {
+		cancel()
 		return
 	}
-	defer wc.endJoin(&jcancel)
-	l, info, err := s.openListener(jctx, wc.claims, spec)
+	defer wc.endJoin(&cancel)
+	l, info, err := s.openListener(ctx, wc.claims, spec)
 	if err != nil {
+		cancel()
 		wc.sendError(req.Ref, err)
 		return
 	}
 	since, reset := startCursor(since, info.Head)
 	if since != moitessier.Resume && since != sinceHead && since > 0 {
 		// The client shows that it received everything up to since.
-		if err := l.Ack(jctx, since); err != nil {
+		if err := l.Ack(ctx, since); err != nil {
+			cancel()
 			wc.sendError(req.Ref, err)
 			return
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	refJSON, _ := json.Marshal(req.Ref)
 	sub := &wsSub{wc: wc, ref: req.Ref, refJSON: refJSON, l: l, cancel: cancel}
 	wc.mu.Lock()

@@ -62,12 +62,20 @@ func BenchmarkLayers(b *testing.B) {
 	if _, err := listener.Exec(ctx, "LISTEN "+pgx.Identifier{heard}.Sanitize()); err != nil {
 		b.Fatal(err)
 	}
+	heardDone := make(chan struct{})
 	go func() {
+		defer close(heardDone)
 		for {
 			if _, err := listener.WaitForNotification(ctx); err != nil {
 				return
 			}
 		}
+	}()
+	// The connection is closed (deferred above) only once its reader has
+	// returned.
+	defer func() {
+		cancel()
+		<-heardDone
 	}()
 	text := strings.Repeat("x", 100)
 	insert := "INSERT INTO " + table + " (body) VALUES ('" + strings.Repeat(".", 100) + "'); "
