@@ -152,9 +152,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.open[transportWS].Add(1)
 
 	// The connection outlives the request: its context ends with the
-	// connection (see stop), not with the handler. It has no child: each
-	// listen's own context is cancelled by stop, so that the connection
-	// holds no map of children.
+	// connection (see stop), not with the handler. No listen's context is
+	// its child (stop cancels them), so that an idle connection holds no
+	// map of children; a dispatch's store calls, under it, may give it one
+	// (pgx watches a statement's context with context.AfterFunc).
 	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{
 		s: s, nc: hj.conn, claims: c, ctx: ctx, cancel: cancel,
