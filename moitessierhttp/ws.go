@@ -906,14 +906,18 @@ func (wc *wsConn) listen(req WSRequest) {
 	// that context a map of children for as long as it lives, and the
 	// connection's own context has none (see serveWS).
 	ctx, cancel := context.WithCancel(context.Background())
+	running := false // once running, the listen's own goroutine ends ctx
+	defer func() {
+		if !running {
+			cancel()
+		}
+	}()
 	if !wc.startJoin(&cancel) {
-		cancel()
 		return
 	}
 	defer wc.endJoin(&cancel)
 	l, info, err := s.openListener(ctx, wc.claims, spec)
 	if err != nil {
-		cancel()
 		wc.sendError(req.Ref, err)
 		return
 	}
@@ -921,7 +925,6 @@ func (wc *wsConn) listen(req WSRequest) {
 	if since != moitessier.Resume && since != sinceHead && since > 0 {
 		// The client shows that it received everything up to since.
 		if err := l.Ack(ctx, since); err != nil {
-			cancel()
 			wc.sendError(req.Ref, err)
 			return
 		}
@@ -936,12 +939,10 @@ func (wc *wsConn) listen(req WSRequest) {
 		// the subscriber (and, if it was the last, the listener and its
 		// messages), which a connection's end must not do.
 		wc.mu.Unlock()
-		cancel()
 		return
 	}
 	if wc.subLocked(req.Ref) != nil || len(wc.subs) >= s.cfg.MaxListenersPerConn {
 		wc.mu.Unlock()
-		cancel()
 		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
 		return
 	}
@@ -953,6 +954,7 @@ func (wc *wsConn) listen(req WSRequest) {
 	wc.mu.Unlock()
 	wi := wireInfo(info)
 	wc.send(WSFrame{Type: "listening", Ref: req.Ref, Listener: &wi, Reset: reset})
+	running = true
 	go sub.run(ctx, since)
 }
 
