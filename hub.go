@@ -264,6 +264,7 @@ type Hub struct {
 	dispatched atomic.Int64
 
 	stop    context.CancelFunc
+	detach  func() // from HubAttacher.AttachHub, or nil
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 	closeMu sync.Mutex
@@ -302,6 +303,11 @@ func New(store Store, opts Options) (*Hub, error) {
 				h.log.Error("moitessier: gc", "err", err)
 			}
 		})
+	}
+	if a, ok := store.(HubAttacher); ok {
+		// Before the first Dispatch: the store's other hubs, if any,
+		// must hear of this one's appends from then on.
+		h.detach = a.AttachHub()
 	}
 	if w, ok := store.(Watcher); ok {
 		h.wg.Add(1)
@@ -361,6 +367,9 @@ func (h *Hub) shutdown(ctx context.Context, wait bool) error {
 	}
 	h.stop()
 	h.wg.Wait()
+	if h.detach != nil {
+		h.detach()
+	}
 	h.lives.Close()
 	// Polled, as http.Server.Shutdown polls its connections: from 1 ms,
 	// doubling up to 100 ms.

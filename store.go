@@ -208,6 +208,18 @@ type Watcher interface {
 	Heads(ctx context.Context, ids []string) ([]Head, error)
 }
 
+// HubAttacher is implemented by Watchers that can leave out of Watch what
+// a hub wrote through them and publishes to its own subscribers itself
+// (the postgres store then sends no notification that only its own hub
+// would hear). [New] calls AttachHub and the hub's Close calls detach.
+// While exactly one hub is attached, the store's Watch need not report
+// what that hub's Dispatch appended (through Store.Append or
+// MatchAppender.MatchAppend); it must report everything else. A store used
+// by two hubs at once reports everything to both.
+type HubAttacher interface {
+	AttachHub() (detach func())
+}
+
 // MatchCacher is implemented by stores whose Match costs a round trip to a
 // server (Postgres, Cloud Datastore). The hub's Dispatch matches through
 // MatchCached, so that a dispatch to a scope it has dispatched to before

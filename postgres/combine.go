@@ -113,7 +113,7 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		err := retry(ctx, func() error {
 			return s.onConn(ctx, func(q queryer) error {
 				var err error
-				msgs, err = s.appendEntries(ctx, q, b)
+				msgs, err = s.appendEntries(ctx, q, b, s.watchers.selfID())
 				return err
 			})
 		})
@@ -325,7 +325,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 	err := retry(ctx, func() error {
 		return s.onConn(ctx, func(q queryer) error {
 			var err error
-			out, err = s.appendBatches(ctx, q, bs)
+			out, err = s.appendBatches(ctx, q, bs, s.watchers.selfID())
 			return err
 		})
 	})
@@ -353,7 +353,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 			p.err = outcome(retry(ctx, func() error {
 				return s.onConn(ctx, func(q queryer) error {
 					var err error
-					p.msgs, err = s.appendEntries(ctx, q, p.b)
+					p.msgs, err = s.appendEntries(ctx, q, p.b, s.watchers.selfID())
 					return err
 				})
 			}))

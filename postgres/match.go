@@ -183,7 +183,7 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 	err := retry(bctx, func() error {
 		return s.onConn(bctx, func(q queryer) error {
 			rows, err := q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
-				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch)
+				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch, s.watchers.selfID())
 			if err != nil {
 				return err
 			}

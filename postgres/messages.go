@@ -52,7 +52,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		if err != nil {
 			return err
 		}
-		msgs, replayed, err = s.appendKeyed(ctx, tx, b)
+		msgs, replayed, err = s.appendKeyed(ctx, tx, b, s.watchers.selfID())
 		ectx, cancel := s.endCtx(ctx)
 		defer cancel()
 		if err != nil {
@@ -98,11 +98,13 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([
 		replayed bool
 		err      error
 	)
+	// The caller's transaction commits after this returns, and its hub
+	// hears of it only through Watch: no store's Watch is left out.
 	switch {
 	case b.Key != "":
-		msgs, replayed, err = s.appendKeyed(ctx, tx, b)
+		msgs, replayed, err = s.appendKeyed(ctx, tx, b, "")
 	case len(b.Entries) > 0:
-		msgs, err = s.appendEntries(ctx, tx, b)
+		msgs, err = s.appendEntries(ctx, tx, b, "")
 	}
 	if err != nil {
 		return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))
@@ -112,7 +114,8 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([
 
 // appendKeyed appends a batch with an idempotency key inside tx. A key
 // taken by another request fails with moitessier.ErrIdempotencyMismatch.
-func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+// self is must_notify's (see watchers.go).
+func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch, self string) ([]moitessier.Message, bool, error) {
 	var claimed bool
 	fp := b.Fingerprint
 	if fp == nil {
@@ -139,7 +142,7 @@ func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch)
 	}
 	var msgs []moitessier.Message
 	if len(b.Entries) > 0 {
-		if msgs, err = s.appendEntries(ctx, tx, b); err != nil {
+		if msgs, err = s.appendEntries(ctx, tx, b, self); err != nil {
 			return nil, false, err
 		}
 	}
@@ -156,8 +159,8 @@ func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch)
 
 // appendEntries runs the append statement (see queries.go) on q for one
 // batch.
-func (s *Store) appendEntries(ctx context.Context, q queryer, b *moitessier.Batch) ([]moitessier.Message, error) {
-	out, err := s.appendBatches(ctx, q, []*moitessier.Batch{b})
+func (s *Store) appendEntries(ctx context.Context, q queryer, b *moitessier.Batch, self string) ([]moitessier.Message, error) {
+	out, err := s.appendBatches(ctx, q, []*moitessier.Batch{b}, self)
 	if err != nil {
 		return nil, err
 	}
@@ -170,10 +173,11 @@ type queryer interface {
 
 // appendBatches writes several batches in one statement, so in one
 // transaction, and returns each batch's messages. Entries of one listener
-// take sequence numbers in batch order, then entry order.
-func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.Batch) ([][]moitessier.Message, error) {
+// take sequence numbers in batch order, then entry order. self is
+// must_notify's (see watchers.go).
+func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.Batch, self string) ([][]moitessier.Message, error) {
 	if len(bs) == 1 && len(bs[0].Entries) == 1 {
-		return s.appendScalar(ctx, q, bs[0])
+		return s.appendScalar(ctx, q, bs[0], self)
 	}
 	n := 0
 	for _, b := range bs {
@@ -192,6 +196,7 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 		stampScope:    make([]int64, len(bs)),
 		channel:       s.channel,
 		notifyBatch:   s.cfg.NotifyBatch,
+		self:          self,
 	}
 	counts := make(map[string]int64, n)
 	for i, b := range bs {
@@ -279,7 +284,7 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 
 // appendScalar is appendBatches for one batch of one entry, in the
 // appendScalar statement.
-func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch) ([][]moitessier.Message, error) {
+func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch, self string) ([][]moitessier.Message, error) {
 	e := b.Entries[0]
 	patterns, scope := int64(-1), int64(-1)
 	if st, ok := b.Stamp.(matchStamp); ok {
@@ -287,7 +292,7 @@ func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch
 	}
 	var head int64
 	found, err := scanOne(ctx, q, []any{&head, nil}, s.q.appendScalar, e.Listener, []byte(e.Text), b.Dispatch, b.Scope, b.Sender, toNS(b.Created),
-		s.channel, patterns, scope)
+		s.channel, patterns, scope, self)
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ type queries struct {
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                                string
 	deleteOld, listenerPage, trimPage, deleteKeys                                    string
 	lockUnusedScopes, deleteUnusedScopes                                             string
+	registerWatcher, deleteWatcher, deleteGoneWatchers, gate                         string
 }
 
 func buildQueries(schema string) queries {
@@ -115,7 +116,7 @@ func buildQueries(schema string) queries {
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y
+				) y WHERE (SELECT S.must_notify(@self))
 			), NULL::bigint FROM up
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
@@ -162,7 +163,7 @@ func buildQueries(schema string) queries {
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y
+				) y WHERE (SELECT S.must_notify(@self))
 			)
 			FROM v LEFT JOIN (m LEFT JOIN up ON up.id = m.id) ON true`,
 		// appendOne is append for at most @notify_batch listeners: their heads fit
@@ -190,7 +191,7 @@ func buildQueries(schema string) queries {
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
-			SELECT head, pg_notify(@channel::text, id || ' ' || head) FROM up`,
+			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text)) THEN pg_notify(@channel::text, id || ' ' || head) END FROM up`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.
@@ -269,15 +270,25 @@ func buildQueries(schema string) queries {
 			LIMIT $1 FOR UPDATE SKIP LOCKED`,
 		deleteUnusedScopes: `DELETE FROM S.scope_versions v WHERE v.scope = ANY($1::text[])
 			AND NOT EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.scope = v.scope AND NOT x.wild)`,
+
+		// Watchers (see watchers.go and migration 6). gate takes the
+		// schema's gate exclusively, as a statement of its own: it waits
+		// for the appends that hold it and lets it go at once.
+		registerWatcher: `INSERT INTO S.watchers (id, pid) VALUES ($1, pg_backend_pid())
+			ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid`,
+		deleteWatcher:      `DELETE FROM S.watchers WHERE id = $1`,
+		deleteGoneWatchers: `DELETE FROM S.watchers w WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)`,
+		gate:               `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
 	}
 	q.appendOne = strings.Replace(q.append, `(
 				SELECT count(pg_notify(@channel, p)) FROM (
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y
+				) y WHERE (SELECT S.must_notify(@self))
 			)`, `(SELECT count(*) FROM (
-				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0 HAVING count(*) > 0
+				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0
+				HAVING count(*) > 0 AND (SELECT S.must_notify(@self))
 			) y)`, 1)
 	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
 	if q.appendOne == q.append || i < 0 || j < i {
@@ -302,6 +313,7 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
+		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate,
 	} {
 		*p = r.Replace(*p)
 	}
@@ -313,20 +325,20 @@ func buildQueries(schema string) queries {
 var appendParams = []string{
 	"ids", "counts", "entry_listener", "entry_body", "entry_rank", "entry_batch",
 	"batch_dispatch", "batch_scope", "batch_sender", "batch_created",
-	"channel", "notify_batch", "stamp_patterns", "stamp_scope",
+	"channel", "notify_batch", "stamp_patterns", "stamp_scope", "self",
 }
 
 // appendScalarParams names the appendScalar statement's parameters in the
 // order appendScalar gives their values.
 var appendScalarParams = []string{
-	"listener", "body", "dispatch", "scope", "sender", "created", "channel", "stamp_patterns", "stamp_scope",
+	"listener", "body", "dispatch", "scope", "sender", "created", "channel", "stamp_patterns", "stamp_scope", "self",
 }
 
 // matchAppendParams names the matchAppend statement's parameters in the
 // order MatchAppend gives their values.
 var matchAppendParams = []string{
 	"scope", "pattern_ids", "pattern_version", "sender", "recipients", "addressed", "handlers",
-	"private_type", "handler_type", "body", "dispatch", "created", "channel", "notify_batch",
+	"private_type", "handler_type", "body", "dispatch", "created", "channel", "notify_batch", "self",
 }
 
 // appendArgs are the values of the append statement's parameters, by name.
@@ -344,6 +356,7 @@ type appendArgs struct {
 
 	channel     string // NOTIFY channel
 	notifyBatch int    // heads per NOTIFY payload
+	self        string // must_notify's self (see watchers.go)
 
 	stampPatterns, stampScope []int64 // per batch: its match stamp, or -1
 }
@@ -353,7 +366,7 @@ func (a *appendArgs) list() []any {
 	return []any{
 		a.ids, a.counts, a.entryListener, a.entryBody, a.entryRank, a.entryBatch,
 		a.batchDispatch, a.batchScope, a.batchSender, a.batchCreated,
-		a.channel, a.notifyBatch, a.stampPatterns, a.stampScope,
+		a.channel, a.notifyBatch, a.stampPatterns, a.stampScope, a.self,
 	}
 }
 

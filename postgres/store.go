@@ -147,6 +147,8 @@ type Store struct {
 	mc  matchcache.Cache[matchEntry]
 	cmb combiner
 	q   queries
+
+	watchers watchers
 }
 
 var (

@@ -52,20 +52,27 @@ func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
 	return heads, rows.Err()
 }
 
-// Watch calls fn with the heads of listeners that received messages, from
-// any process, until ctx is done or the store is closed.
+// Watch calls fn with the heads of listeners that received messages until
+// ctx is done or the store is closed. While one hub alone is attached to
+// the store (AttachHub) and this is the store's only Watch, it leaves out
+// what that hub wrote through Append and MatchAppend, which the hub
+// publishes to its own subscribers itself; it reports what every other
+// store, in this process or another, and AppendTx wrote.
 //
 // It holds one dedicated connection (outside the pool) that LISTENs on the
-// schema's channel; every append sends the new heads with pg_notify in its
-// own transaction, so a notification arrives only once the messages are
-// visible. Once its LISTEN is active, on the first connection as after
-// each reconnection, it reports the head of every listener that has
-// messages: notifications sent before it listened are not delivered to
-// it, and a hub's subscribers may have joined before (a connection slow to
-// open) and be waiting for them. If the connection drops, Watch reconnects
-// with exponential backoff (Config.ReconnectMin to ReconnectMax). fn is called from Watch's goroutine, one call at a
-// time; it should not block for long. A store needs one Watch call (the hub
-// makes one), whatever the number of listeners.
+// schema's channel and registers the Watch in the schema (see the package
+// docs); an append sends the new heads with pg_notify in its own
+// transaction when a Watch it does not leave out is registered, so a
+// notification arrives only once the messages are visible. Once
+// registered, on the first connection as after each reconnection, it
+// reports the head of every listener that has messages: notifications
+// sent before it listened are not delivered to it, and a hub's
+// subscribers may have joined before (a connection slow to open) and be
+// waiting for them. If the connection drops, Watch reconnects with
+// exponential backoff (Config.ReconnectMin to ReconnectMax). fn is called
+// from Watch's goroutine, one call at a time; it should not block for
+// long. A store needs one Watch call (the hub makes one), whatever the
+// number of listeners.
 func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	const op = "watch"
 	if err := s.check(op); err != nil {
@@ -73,10 +80,12 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	}
 	ctx, cancel := donectx.WithDone(ctx, s.done)
 	defer cancel()
+	id := s.watchers.start()
+	defer s.watchers.stop(id)
 	backoff := s.cfg.ReconnectMin
 	for {
 		// An error ends one connection; the answer is to reconnect.
-		connected, _ := s.listen(ctx, fn)
+		connected, _ := s.listen(ctx, fn, id)
 		if ctx.Err() != nil {
 			if s.closed.Load() {
 				return fmt.Errorf("postgres: %s: %w", op, moitessier.ErrClosed)
@@ -97,10 +106,11 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	}
 }
 
-// listen connects, LISTENs, reports every head and delivers notifications
-// until the connection fails or ctx ends. connected reports whether LISTEN
-// succeeded.
-func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head)) (connected bool, err error) {
+// listen connects, LISTENs, registers as Watch id (see watchers.go),
+// reports every head and delivers notifications until the connection fails
+// or ctx ends; it then deletes its registration if it can. connected
+// reports whether LISTEN succeeded.
+func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id string) (connected bool, err error) {
 	// Its reads end at once when ctx does (pgx's default), not after the
 	// grace the store's own pool gives its statements: a watch ends only
 	// when its hub or the store closes, and must not hold up their Close.
@@ -122,6 +132,17 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head)) (connect
 		_ = conn.Close(cctx)
 	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		return false, err
+	}
+	defer func() {
+		// Before the connection closes (deferred above); if it broke,
+		// this fails at once, and the row goes when another Watch starts
+		// or Sweep runs.
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = conn.Exec(cctx, s.q.deleteWatcher, id)
+	}()
+	if err := s.register(ctx, conn, id); err != nil {
 		return false, err
 	}
 	// Notifications of commits before the LISTEN are not delivered to this
