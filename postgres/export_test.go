@@ -3,6 +3,10 @@ package postgres
 import (
 	"context"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
 )
 
 // WriterCounts returns the append writers parked for work and those with
@@ -15,13 +19,40 @@ func (s *Store) WriterCounts() (idle, running int) {
 
 // AppendOneStatement runs the one-entry append statement on the store's
 // pool, as an Append of one entry with no match stamp does, notifying
-// channel ("" for the store's own), and returns the listener's new head.
-func (s *Store) AppendOneStatement(ctx context.Context, listener, text, channel string) (int64, error) {
+// channel ("" for the store's own) as must_notify decides for self: "own"
+// leaves the store's Watch out as an Append does while one hub alone is
+// attached, "none" leaves no Watch out, and "always" notifies without
+// looking, as AppendTx does. It returns the listener's new head.
+func (s *Store) AppendOneStatement(ctx context.Context, listener, text, channel, self string) (int64, error) {
 	if channel == "" {
 		channel = s.channel
 	}
+	switch self {
+	case "own":
+		self = s.watchers.selfID()
+	case "none":
+		self = selfNone
+	case "always":
+		self = selfAlways
+	default:
+		panic("AppendOneStatement: self " + self)
+	}
 	var head int64
 	err := s.pool.QueryRow(ctx, s.q.appendScalar, listener, []byte(text), "d", "bench", "p", time.Now().UnixNano(),
-		channel, int64(-1), int64(0)).Scan(&head, nil)
+		channel, int64(-1), int64(0), self).Scan(&head, nil)
 	return head, err
 }
+
+// Channel returns the store's NOTIFY channel.
+func (s *Store) Channel() string { return s.channel }
+
+// AppendGatedTx runs Append's statement for b in tx, as Append does (it
+// looks for a Watch to notify under the gate, and leaves none out), so
+// that a test can keep it from committing.
+func (s *Store) AppendGatedTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([]moitessier.Message, error) {
+	return s.appendEntries(ctx, tx, b, selfNone)
+}
+
+// SeenFor is how long appends notify without looking after a look found a
+// Watch to notify.
+const SeenFor = seenFor

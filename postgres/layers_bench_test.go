@@ -87,8 +87,10 @@ func BenchmarkLayers(b *testing.B) {
 	}{
 		{"raw", func() error { _, err := raw.Exec(ctx, rawSQL, pgx.QueryExecModeSimpleProtocol); return err }},
 		{"raw-listened", func() error { _, err := raw.Exec(ctx, heardSQL, pgx.QueryExecModeSimpleProtocol); return err }},
-		{"statement-unlistened", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, channel); return err }},
-		{"statement", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, ""); return err }},
+		{"statement-unlistened", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, channel, "always"); return err }},
+		{"statement-notifying", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "always"); return err }},
+		{"statement-gated-notifying", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "none"); return err }},
+		{"statement", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "own"); return err }},
 		{"store-append", func() error {
 			_, _, err := s.Append(ctx, &moitessier.Batch{Dispatch: "d", Scope: "quiet", Sender: "p", Created: time.Now(),
 				Entries: []moitessier.Entry{{Listener: quiet.ID(), Text: text}}})

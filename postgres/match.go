@@ -182,12 +182,17 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 	defer cancel()
 	err := retry(bctx, func() error {
 		return s.onConn(bctx, func(q queryer) error {
+			self := s.watchers.selfID()
 			rows, err := q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
-				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch, s.watchers.selfID())
+				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch, self)
 			if err != nil {
 				return err
 			}
-			ls, msgs, st, ok, err = scanMatchAppend(rows, b, text)
+			var sent bool
+			ls, msgs, st, ok, sent, err = scanMatchAppend(rows, b, text)
+			if err == nil && len(msgs) > 0 {
+				s.watchers.saw(self, sent)
+			}
 			return err
 		})
 	})
@@ -208,15 +213,16 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 }
 
 // scanMatchAppend reads the rows of the matchAppend statement: the matched
-// listeners, the messages written for b, the versions read and whether it
-// appended.
-func scanMatchAppend(rows pgx.Rows, b *moitessier.Batch, text string) ([]moitessier.ListenerInfo, []moitessier.Message, matchStamp, bool, error) {
+// listeners, the messages written for b, the versions read, whether it
+// appended, and whether it sent a NOTIFY.
+func scanMatchAppend(rows pgx.Rows, b *moitessier.Batch, text string) ([]moitessier.ListenerInfo, []moitessier.Message, matchStamp, bool, bool, error) {
 	defer rows.Close()
 	var (
 		ls   []moitessier.ListenerInfo
 		msgs []moitessier.Message
 		st   matchStamp
 		ok   bool
+		sent bool // a NOTIFY was sent (a payload on every row)
 	)
 	for rows.Next() {
 		var (
@@ -227,8 +233,9 @@ func scanMatchAppend(rows pgx.Rows, b *moitessier.Batch, text string) ([]moitess
 			notified           int64
 		)
 		if err := rows.Scan(&st.patterns, &st.scope, &ok, &id, &typ, &person, &client, &scopes, &created, &head, &seq, &notified); err != nil {
-			return nil, nil, st, false, err
+			return nil, nil, st, false, false, err
 		}
+		sent = notified > 0
 		if id == nil {
 			continue
 		}
@@ -240,5 +247,5 @@ func scanMatchAppend(rows pgx.Rows, b *moitessier.Batch, text string) ([]moitess
 			})
 		}
 	}
-	return ls, msgs, st, ok, rows.Err()
+	return ls, msgs, st, ok, sent, rows.Err()
 }

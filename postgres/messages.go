@@ -99,12 +99,12 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([
 		err      error
 	)
 	// The caller's transaction commits after this returns, and its hub
-	// hears of it only through Watch: no store's Watch is left out.
+	// hears of it only through Watch: it always notifies.
 	switch {
 	case b.Key != "":
-		msgs, replayed, err = s.appendKeyed(ctx, tx, b, "")
+		msgs, replayed, err = s.appendKeyed(ctx, tx, b, selfAlways)
 	case len(b.Entries) > 0:
-		msgs, err = s.appendEntries(ctx, tx, b, "")
+		msgs, err = s.appendEntries(ctx, tx, b, selfAlways)
 	}
 	if err != nil {
 		return nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))
@@ -250,6 +250,9 @@ func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.B
 			stale = append(stale, int(*staleBatch-1))
 			continue
 		}
+		if len(base) == 0 {
+			s.watchers.saw(self, *nt > 0) // payloads sent: the same on every row
+		}
 		base[*id] = *head - *cnt
 	}
 	if err := rows.Err(); err != nil {
@@ -290,8 +293,11 @@ func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch
 	if st, ok := b.Stamp.(matchStamp); ok {
 		patterns, scope = st.patterns, st.scope
 	}
-	var head int64
-	found, err := scanOne(ctx, q, []any{&head, nil}, s.q.appendScalar, e.Listener, []byte(e.Text), b.Dispatch, b.Scope, b.Sender, toNS(b.Created),
+	var (
+		head     int64
+		notified bool
+	)
+	found, err := scanOne(ctx, q, []any{&head, &notified}, s.q.appendScalar, e.Listener, []byte(e.Text), b.Dispatch, b.Scope, b.Sender, toNS(b.Created),
 		s.channel, patterns, scope, self)
 	if err != nil {
 		return nil, err
@@ -307,6 +313,7 @@ func (s *Store) appendScalar(ctx context.Context, q queryer, b *moitessier.Batch
 		}
 		return [][]moitessier.Message{{}}, nil // the listener no longer exists
 	}
+	s.watchers.saw(self, notified)
 	return [][]moitessier.Message{{{
 		Listener: e.Listener, Seq: moitessier.Cursor(head), Dispatch: b.Dispatch,
 		Scope: b.Scope, Sender: b.Sender, Text: e.Text, Created: b.Created,

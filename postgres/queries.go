@@ -86,8 +86,10 @@ func buildQueries(schema string) queries {
 		// deadlock); up raises each head by its count; ins writes the
 		// messages with seq = old head + rank; the fourth column sends the
 		// new heads by NOTIFY, @notify_batch of them per payload on channel
-		// @channel. A listener that no longer exists has no row in lk, so
-		// its entries are skipped.
+		// @channel, if S.must_notify(@self) says a Watch is to hear of them
+		// (see watchers.go; it runs once, after the rows are locked). A
+		// listener that no longer exists has no row in lk, so its entries
+		// are skipped.
 		append: `WITH c AS MATERIALIZED (
 				SELECT id, n FROM unnest(@ids::text[], @counts::bigint[]) AS c(id, n)
 			), bt AS (
@@ -191,7 +193,7 @@ func buildQueries(schema string) queries {
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
-			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text)) THEN pg_notify(@channel::text, id || ' ' || head) END FROM up`,
+			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text)) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head)) ELSE false END FROM up`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.

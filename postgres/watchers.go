@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -18,10 +19,13 @@ import (
 // (migration 6); an append passes must_notify, as self, the id of its
 // store's Watch when one hub alone uses the store (that hub publishes what
 // it dispatches to its own subscribers, so its Watch need not hear of it),
-// and "" otherwise (AppendTx: the caller's transaction commits later, and
-// the hub learns of it only by NOTIFY). With one hub on a database, the
-// common case, appends notify no one: no NOTIFY to queue and deliver, no
-// LISTEN connection to wake.
+// selfNone otherwise, and AppendTx selfAlways. With one hub on a database,
+// the common case, appends notify no one: no NOTIFY to queue and deliver,
+// no LISTEN connection to wake.
+//
+// Looking costs the server a little (a function, a lock, a lookup): when
+// a look found someone to notify, the appends of the next second (seen)
+// notify without looking, which is always safe, and then look again.
 //
 // A Watch registers before it reads the heads of the listeners: it writes
 // its row, then takes the schema's gate exclusively, which waits for every
@@ -31,13 +35,38 @@ import (
 
 var _ moitessier.HubAttacher = (*Store)(nil)
 
+// Values of must_notify's self other than a Watch's id (hexadecimal).
+const (
+	// selfNone leaves no Watch out.
+	selfNone = "-"
+	// selfAlways notifies, without looking: AppendTx's transaction
+	// commits after the call, and a hub hears of it only by NOTIFY; it
+	// could also hold the gate for long, and wait for other locks while it
+	// does. Appends pass it too for a while after a look found someone to
+	// notify.
+	selfAlways = ""
+)
+
 // watchers tracks the hubs attached to a store and its running Watch
 // calls, and derives self from them.
 type watchers struct {
 	mu      sync.Mutex
 	hubs    int
 	watches []string               // ids of the running Watch calls
-	self    atomic.Pointer[string] // nil: ""
+	self    atomic.Pointer[string] // nil: selfNone
+
+	seen atomic.Int64 // UnixNano until which appends notify without looking
+}
+
+// seenFor is how long the appends notify without looking after a look
+// found someone to notify.
+const seenFor = time.Second
+
+// saw records what an append that passed self found: whether it notified.
+func (w *watchers) saw(self string, notified bool) {
+	if notified && self != selfAlways {
+		w.seen.Store(time.Now().Add(seenFor).UnixNano())
+	}
 }
 
 // AttachHub implements moitessier.HubAttacher: while one hub alone is
@@ -62,10 +91,13 @@ func (s *Store) AttachHub() (detach func()) {
 
 // selfID is the self an Append passes must_notify.
 func (w *watchers) selfID() string {
+	if time.Now().UnixNano() < w.seen.Load() {
+		return selfAlways
+	}
 	if p := w.self.Load(); p != nil {
 		return *p
 	}
-	return ""
+	return selfNone
 }
 
 // update sets self from hubs and watches; w.mu is held.

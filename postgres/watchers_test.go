@@ -1,0 +1,299 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/postgres"
+)
+
+// watcherRows counts the Watch registrations of s's schema.
+func watcherRows(tb testing.TB, s *postgres.Store) int {
+	tb.Helper()
+	var n int
+	if err := s.Pool().QueryRow(ctxT(tb), "SELECT count(*) FROM "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()).Scan(&n); err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// awaitWatchers waits until s's schema has n Watch registrations.
+func awaitWatchers(tb testing.TB, s *postgres.Store, n int) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for watcherRows(tb, s) != n {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%d Watch registrations, want %d", watcherRows(tb, s), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawListen LISTENs on s's channel on a connection of its own (not a
+// registered Watch) and returns a function that reports whether a
+// notification came within d.
+func rawListen(t *testing.T, s *postgres.Store) func(d time.Duration) bool {
+	t.Helper()
+	conn, err := pgx.Connect(ctxT(t), testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctxT(t), "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	return func(d time.Duration) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		defer cancel()
+		_, err := conn.WaitForNotification(ctx)
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+}
+
+func receive(t *testing.T, ch <-chan moitessier.Message, text string) {
+	t.Helper()
+	select {
+	case m := <-ch:
+		if m.Text != text {
+			t.Fatalf("received %q, want %q", m.Text, text)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%q not received", text)
+	}
+}
+
+// TestOneHubNotifiesNoOne: a hub alone on its schema sends no NOTIFY for
+// what it dispatches (it publishes to its own subscribers itself); once a
+// second hub watches, on another store, its dispatches notify, and that
+// hub's subscribers receive them with no catch-up poll; once the second
+// hub closes (and the appends look again), they notify no one again.
+func TestOneHubNotifiesNoOne(t *testing.T) {
+	schema := newSchema(t)
+	s1 := openStore(t, schema)
+	ctx := ctxT(t)
+	slow := moitessier.Options{CatchUpInterval: time.Hour}
+	hub1 := newHub(t, s1, slow)
+	awaitWatchers(t, s1, 1)
+	notified := rawListen(t, s1)
+	cond := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"}
+	l1, err := hub1.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got1 := stream(t, l1)
+	if _, err := hub1.Dispatch(ctx, "a", "room", "alone"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got1, "alone")
+	if notified(300 * time.Millisecond) {
+		t.Fatal("a dispatch of a hub alone on its schema sent a NOTIFY")
+	}
+
+	s2, err := postgres.New(ctx, postgres.Config{DSN: testDSN(), Schema: schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	hub2, err := moitessier.New(s2, moitessier.Options{CatchUpInterval: time.Hour, GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitWatchers(t, s1, 2)
+	l2, err := hub2.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got2 := stream(t, l2)
+	receive(t, got2, "alone") // from the store: it starts at cursor 0
+	if _, err := hub1.Dispatch(ctx, "a", "room", "together"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got1, "together")
+	receive(t, got2, "together")
+	if !notified(10 * time.Second) {
+		t.Fatal("no NOTIFY with a second hub watching")
+	}
+
+	if err := hub2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	awaitWatchers(t, s1, 1)
+	// After a look that found a Watch to notify, appends notify without
+	// looking for a while.
+	time.Sleep(postgres.SeenFor + 100*time.Millisecond)
+	for notified(100 * time.Millisecond) { // drain
+	}
+	if _, err := hub1.Dispatch(ctx, "a", "room", "alone again"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got1, "alone again")
+	if notified(300 * time.Millisecond) {
+		t.Fatal("a NOTIFY after the second hub closed")
+	}
+}
+
+// TestSecondHubBeforeItsWatch: while a second hub is attached to a store
+// whose only Watch is the first hub's, an Append (as the second hub's
+// Dispatch makes before its own Watch runs) notifies that Watch, and the
+// first hub's subscribers receive it at once (no catch-up poll); with one
+// hub attached, an Append leaves that hub's Watch out.
+func TestSecondHubBeforeItsWatch(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	hub := newHub(t, s, moitessier.Options{CatchUpInterval: time.Hour})
+	awaitWatchers(t, s, 1)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := stream(t, l)
+	if _, err := hub.Dispatch(ctx, "a", "room", "first"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "first") // the subscriber waits from here on
+	detach := s.AttachHub()
+	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID(): "from the second hub"})); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "from the second hub")
+	detach()
+	time.Sleep(postgres.SeenFor + 100*time.Millisecond)
+	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID(): "not heard"})); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		t.Fatalf("the hub heard %q, appended through its own store, which its Dispatch would have published", m.Text)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// TestTwoHubsOnOneStore: hubs that share a store hear each other's
+// dispatches at once (no catch-up poll).
+func TestTwoHubsOnOneStore(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	slow := moitessier.Options{CatchUpInterval: time.Hour}
+	hub1, hub2 := newHub(t, s, slow), newHub(t, s, slow)
+	awaitWatchers(t, s, 2)
+	cond := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"}
+	l2, err := hub2.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := stream(t, l2)
+	for _, text := range []string{"one", "two"} {
+		if _, err := hub1.Dispatch(ctx, "a", "room", text); err != nil {
+			t.Fatal(err)
+		}
+		receive(t, got, text)
+	}
+}
+
+// TestWatchWaitsForUnnotifiedAppends: an append that found no Watch
+// registered sends no NOTIFY; a Watch that registers while it is under
+// way waits for it to end before it reads the heads, and so reports it.
+// (Append's transaction is one statement, or a short one with a key;
+// here a test's transaction holds it open.)
+func TestWatchWaitsForUnnotifiedAppends(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	l := join(t, s, "room")
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := s.AppendGatedTx(ctx, tx, batch("room", map[string]string{l.ID: "before the watch"})); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		head moitessier.Cursor
+	)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Watch(wctx, func(hs []moitessier.Head) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, h := range hs {
+				if h.Listener == l.ID {
+					head = max(head, h.Seq)
+				}
+			}
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	awaitWatchers(t, s, 1)
+	// Without the wait, the Watch would read the heads now, before the
+	// commit, and never hear of the message.
+	time.Sleep(300 * time.Millisecond)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		h := head
+		mu.Unlock()
+		if h == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Watch reported head %d, want 1", h)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestGoneWatchersDeleted: the registration of a Watch whose connection is
+// gone (a hub that crashed) is deleted by Sweep and by a Watch that starts.
+func TestGoneWatchersDeleted(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	ghost := func() {
+		t.Helper()
+		// No server process has this pid: it is above the largest a
+		// Linux pid can be.
+		if _, err := s.Pool().Exec(ctx, "INSERT INTO "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()+
+			" (id, pid) VALUES ('ghost', 2147483647)"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ghost()
+	if _, err := s.Sweep(ctx, moitessier.SweepParams{Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if n := watcherRows(t, s); n != 0 {
+		t.Fatalf("after Sweep, %d registrations, want 0", n)
+	}
+	ghost()
+	newHub(t, s, moitessier.Options{})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ghosts, hubs int
+		if err := s.Pool().QueryRow(ctx, "SELECT count(*) FILTER (WHERE id = 'ghost'), count(*) FILTER (WHERE id <> 'ghost') FROM "+
+			pgx.Identifier{s.Schema(), "watchers"}.Sanitize()).Scan(&ghosts, &hubs); err != nil {
+			t.Fatal(err)
+		}
+		if ghosts == 0 && hubs == 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d gone and %d live registrations, want 0 and 1", ghosts, hubs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
