@@ -236,7 +236,7 @@ func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text stri
 	}
 	held := h.lives.Hold(len(b.Entries), func(i int) string { return b.Entries[i].Listener })
 	defer live.Unhold(held)
-	msgs, replayed, err = h.store.Append(ctx, b)
+	msgs, replayed, err = h.store.Append(h.originCtx(ctx), b)
 	if err != nil {
 		return d, nil, false, fmt.Errorf("dispatch to %q: %w", scope, err)
 	}
@@ -411,7 +411,16 @@ func (h *Hub) matchAppend(ctx context.Context, ma MatchAppender, b *Batch, text 
 			h.lives.UnholdAll()
 		}
 	}()
-	return ma.MatchAppend(ctx, b, text, sel)
+	return ma.MatchAppend(h.originCtx(ctx), b, text, sel)
+}
+
+// originCtx returns ctx carrying the hub's Origin, for the store calls
+// whose messages the hub publishes itself; ctx itself if the hub has none.
+func (h *Hub) originCtx(ctx context.Context) context.Context {
+	if h.origin == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, originKey{}, h.origin)
 }
 
 // budget is the handler time budget of one dispatch, shared by the prepare

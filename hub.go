@@ -264,7 +264,7 @@ type Hub struct {
 	dispatched atomic.Int64
 
 	stop    context.CancelFunc
-	detach  func() // from HubAttacher.AttachHub, or nil
+	origin  *Origin // on a Watcher store, what this hub's calls carry; else nil
 	wg      sync.WaitGroup
 	closed  atomic.Bool
 	closeMu sync.Mutex
@@ -304,16 +304,13 @@ func New(store Store, opts Options) (*Hub, error) {
 			}
 		})
 	}
-	if a, ok := store.(HubAttacher); ok {
-		// Before the first Dispatch: the store's other hubs, if any,
-		// must hear of this one's appends from then on.
-		h.detach = a.AttachHub()
-	}
 	if w, ok := store.(Watcher); ok {
+		h.origin = new(Origin)
+		wctx := context.WithValue(ctx, originKey{}, h.origin)
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()
-			h.watch(ctx, w)
+			h.watch(wctx, w)
 		}()
 		h.goLoop(ctx, opts.CatchUpInterval, func(ctx context.Context) { h.catchUp(ctx, w) })
 	}
@@ -367,9 +364,6 @@ func (h *Hub) shutdown(ctx context.Context, wait bool) error {
 	}
 	h.stop()
 	h.wg.Wait()
-	if h.detach != nil {
-		h.detach()
-	}
 	h.lives.Close()
 	// Polled, as http.Server.Shutdown polls its connections: from 1 ms,
 	// doubling up to 100 ms.

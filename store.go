@@ -208,16 +208,22 @@ type Watcher interface {
 	Heads(ctx context.Context, ids []string) ([]Head, error)
 }
 
-// HubAttacher is implemented by Watchers that can leave out of Watch what
-// a hub wrote through them and publishes to its own subscribers itself
-// (the postgres store then sends no notification that only its own hub
-// would hear). [New] calls AttachHub and the hub's Close calls detach.
-// While exactly one hub is attached, the store's Watch need not report
-// what that hub's Dispatch appended (through Store.Append or
-// MatchAppender.MatchAppend); it must report everything else. A store used
-// by two hubs at once reports everything to both.
-type HubAttacher interface {
-	AttachHub() (detach func())
+// Origin identifies a hub to a [Watcher] store. A hub on a Watcher calls
+// the store's Append and MatchAppend from its Dispatch, and its Watch,
+// with a context that carries the hub's Origin ([OriginOf]). The store may
+// leave out of a Watch call's reports what calls carrying the same Origin
+// appended, since the hub publishes what its Dispatch appended to its own
+// subscribers itself (the postgres store then sends no notification that
+// only that hub would hear); it must report what every other call
+// appended: another hub's, a direct Append's, AppendTx's.
+type Origin struct{ _ byte } // not empty: each has an address of its own
+
+type originKey struct{}
+
+// OriginOf returns the Origin that ctx carries, or nil.
+func OriginOf(ctx context.Context) *Origin {
+	o, _ := ctx.Value(originKey{}).(*Origin)
+	return o
 }
 
 // MatchCacher is implemented by stores whose Match costs a round trip to a

@@ -56,12 +56,15 @@ type combiner struct {
 type pending struct {
 	b    *moitessier.Batch
 	ids  []string // the batch's listeners, each once
+	self string   // must_notify's self for it (see watchers.go)
 	msgs []moitessier.Message
 	err  error
 	done chan struct{}
-	// sent: a writer took the batch (guarded by combiner.mu); dropped: the
-	// caller stopped waiting before that.
-	sent, dropped bool
+	// Guarded by combiner.mu: sent, a writer took the batch; dropped, the
+	// caller stopped waiting before that; abandoned, after that, before
+	// the writer settled it; settled, msgs and err are set (done is about
+	// to be closed).
+	sent, dropped, abandoned, settled bool
 }
 
 func (c *combiner) init(writers int) {
@@ -113,13 +116,13 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		err := retry(ctx, func() error {
 			return s.onConn(ctx, func(q queryer) error {
 				var err error
-				msgs, err = s.appendEntries(ctx, q, b, s.watchers.selfID())
+				msgs, err = s.appendEntries(ctx, q, b, s.watchers.selfFor(ctx))
 				return err
 			})
 		})
 		return msgs, outcome(err)
 	}
-	p := &pending{b: b, ids: batchListeners(b), done: make(chan struct{})}
+	p := &pending{b: b, ids: batchListeners(b), self: s.watchers.selfFor(ctx), done: make(chan struct{})}
 	c := &s.cmb
 	c.mu.Lock()
 	if c.closed {
@@ -152,13 +155,22 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		return p.msgs, p.err
 	case <-ctx.Done():
 		c.mu.Lock()
-		sent := p.sent
-		if !sent {
+		sent, settled := p.sent, p.settled
+		switch {
+		case !sent:
 			p.dropped = true
+		case !settled:
+			// The writer notifies this hub's Watch of it if it commits
+			// (settle): the hub will not publish it.
+			p.abandoned = true
 		}
 		c.mu.Unlock()
 		if !sent {
 			return nil, ctx.Err() // never sent: nothing is stored
+		}
+		if settled {
+			<-p.done
+			return p.msgs, p.err
 		}
 		// A writer is sending it: it may commit whatever becomes of ctx.
 		return nil, fmt.Errorf("%w: %v while the batch was being written", moitessier.ErrOutcomeUnknown, ctx.Err())
@@ -318,14 +330,18 @@ const maxCombinedEntries = 10000
 
 func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 	bs := make([]*moitessier.Batch, len(group))
+	self := group[0].self
 	for i, p := range group {
 		bs[i] = p.b
+		if p.self != self {
+			self = selfNone
+		}
 	}
 	var out [][]moitessier.Message
 	err := retry(ctx, func() error {
 		return s.onConn(ctx, func(q queryer) error {
 			var err error
-			out, err = s.appendBatches(ctx, q, bs, s.watchers.selfID())
+			out, err = s.appendBatches(ctx, q, bs, self)
 			return err
 		})
 	})
@@ -335,8 +351,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 		rest := make([]*pending, 0, len(group))
 		for i, p := range group {
 			if slices.Contains(se.batches, i) {
-				p.err = &staleError{batches: []int{0}}
-				close(p.done)
+				s.settle(ctx, p, nil, &staleError{batches: []int{0}}, self)
 			} else {
 				rest = append(rest, p)
 			}
@@ -350,25 +365,42 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 		// The server refused the statement, so it wrote nothing: find the
 		// batch at fault by sending each alone.
 		for _, p := range group {
-			p.err = outcome(retry(ctx, func() error {
+			var msgs []moitessier.Message
+			err := outcome(retry(ctx, func() error {
 				return s.onConn(ctx, func(q queryer) error {
 					var err error
-					p.msgs, err = s.appendEntries(ctx, q, p.b, s.watchers.selfID())
+					msgs, err = s.appendEntries(ctx, q, p.b, p.self)
 					return err
 				})
 			}))
-			close(p.done)
+			s.settle(ctx, p, msgs, err, p.self)
 		}
 		return
 	}
 	err = outcome(err)
 	for i, p := range group {
 		if err != nil {
-			p.err = err
+			s.settle(ctx, p, nil, err, self)
 		} else {
-			p.msgs = out[i]
+			s.settle(ctx, p, out[i], nil, self)
 		}
-		close(p.done)
+	}
+}
+
+// settle hands a sent batch its outcome, written with self. If its caller
+// stopped waiting (abandoned) and it committed, its hub will not publish
+// it, and self may have left that hub's Watch out of the notification:
+// settle then notifies the batch's heads itself.
+func (s *Store) settle(ctx context.Context, p *pending, msgs []moitessier.Message, err error, self string) {
+	c := &s.cmb
+	p.msgs, p.err = msgs, err
+	c.mu.Lock()
+	p.settled = true
+	abandoned := p.abandoned
+	c.mu.Unlock()
+	close(p.done)
+	if abandoned && err == nil && len(msgs) > 0 && self != selfNone && self != selfAlways {
+		s.notifyHeads(ctx, msgs)
 	}
 }
 

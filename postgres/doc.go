@@ -152,24 +152,29 @@
 // hub's periodic catch-up.
 //
 // An append notifies only when someone else listens. Each running Watch
-// registers in the schema's watchers table, and an append of a hub's
-// Dispatch leaves out the Watch of its own store while that store serves
-// one hub alone ([Store.AttachHub]): the hub publishes what it dispatches
-// to its own subscribers. So a hub alone on its database sends no NOTIFY,
-// and its server neither queues nor delivers one; a second hub, on
-// another store or in another process, makes every append notify again
-// once its Watch registered. The append decides under a shared advisory
-// lock, and a Watch that starts takes it exclusively between registering
-// and reading the heads, so that no append falls between the two (the
-// proof is in migration 6). [Store.AppendTx] always notifies. A hub that
-// crashes leaves its registration behind, and appends notify it until a
-// Watch starts or [Store.Sweep] runs, which delete the registrations of
-// connections the server no longer has. A hub of a version before this
-// one does not register: while one runs on the same schema as a hub of
-// this version, it hears of the newer hub's dispatches by its catch-up
-// read (every 2 s by default), not at once. A dispatch whose outcome is
-// unknown (moitessier.ErrOutcomeUnknown) but committed reaches its own
-// hub's subscribers by that catch-up read too.
+// registers in the schema's watchers table, and an append made by a hub's
+// Dispatch leaves out that hub's own Watch (the hub publishes what it
+// dispatches to its own subscribers; see moitessier.Origin). So the
+// dispatches of a hub alone on its schema send no NOTIFY, and its server
+// neither queues nor delivers one; a second hub, on another store or in
+// another process, makes every append notify again once its Watch
+// registered. The append decides under a shared advisory lock, and a Watch
+// that starts takes it exclusively between registering and reading the
+// heads, so that no append falls between the two (the proof is in
+// migration 6). What the hub does not publish notifies its Watch too: a
+// direct Append, [Store.AppendTx] (which, like an Append with an
+// idempotency key, notifies without looking, since its transaction spans
+// round trips), and a dispatch whose caller stopped waiting
+// (moitessier.ErrOutcomeUnknown) that then commits (the writer of
+// combined appends notifies its heads after the commit; a statement that
+// ran past its caller's grace of a second is left to the hub's catch-up
+// read). A hub that crashes leaves its registration
+// behind, and appends notify it until a Watch starts or [Store.Sweep]
+// runs, which delete the registrations of connections the server no
+// longer has. Migrate refuses to open a schema newer than the package, but
+// a hub of an older version already running on the schema during a
+// rolling upgrade does not register: until it stops, it hears of the newer
+// hubs' dispatches by its catch-up read (every 2 s by default).
 //
 // # Transactional dispatch
 //

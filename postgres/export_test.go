@@ -20,16 +20,23 @@ func (s *Store) WriterCounts() (idle, running int) {
 // AppendOneStatement runs the one-entry append statement on the store's
 // pool, as an Append of one entry with no match stamp does, notifying
 // channel ("" for the store's own) as must_notify decides for self: "own"
-// leaves the store's Watch out as an Append does while one hub alone is
-// attached, "none" leaves no Watch out, and "always" notifies without
-// looking, as AppendTx does. It returns the listener's new head.
+// leaves out the Watch of the one hub on the store, as that hub's Dispatch
+// does, "none" leaves no Watch out, and "always" notifies without looking,
+// as AppendTx does. It returns the listener's new head.
 func (s *Store) AppendOneStatement(ctx context.Context, listener, text, channel, self string) (int64, error) {
 	if channel == "" {
 		channel = s.channel
 	}
 	switch self {
 	case "own":
-		self = s.watchers.selfID()
+		self = selfNone
+		if m := s.watchers.byOrigin.Load(); m != nil && len(*m) == 1 {
+			for _, ids := range *m {
+				if len(ids) == 1 {
+					self = ids[0]
+				}
+			}
+		}
 	case "none":
 		self = selfNone
 	case "always":

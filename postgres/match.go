@@ -182,7 +182,7 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 	defer cancel()
 	err := retry(bctx, func() error {
 		return s.onConn(bctx, func(q queryer) error {
-			self := s.watchers.selfID()
+			self := s.watchers.selfFor(ctx)
 			rows, err := q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
 				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch, self)
 			if err != nil {

@@ -20,7 +20,7 @@ type queries struct {
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                                string
 	deleteOld, listenerPage, trimPage, deleteKeys                                    string
 	lockUnusedScopes, deleteUnusedScopes                                             string
-	registerWatcher, deleteWatcher, deleteGoneWatchers, gate                         string
+	registerWatcher, deleteWatcher, deleteGoneWatchers, gate, notifyPayloads         string
 }
 
 func buildQueries(schema string) queries {
@@ -281,6 +281,8 @@ func buildQueries(schema string) queries {
 		deleteWatcher:      `DELETE FROM S.watchers WHERE id = $1`,
 		deleteGoneWatchers: `DELETE FROM S.watchers w WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)`,
 		gate:               `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
+		// notifyPayloads sends each of $2 on channel $1.
+		notifyPayloads: `SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p`,
 	}
 	q.appendOne = strings.Replace(q.append, `(
 				SELECT count(pg_notify(@channel, p)) FROM (
@@ -315,7 +317,7 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
-		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate,
+		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyPayloads,
 	} {
 		*p = r.Replace(*p)
 	}

@@ -53,11 +53,11 @@ func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
 }
 
 // Watch calls fn with the heads of listeners that received messages until
-// ctx is done or the store is closed. While one hub alone is attached to
-// the store (AttachHub) and this is the store's only Watch, it leaves out
-// what that hub wrote through Append and MatchAppend, which the hub
-// publishes to its own subscribers itself; it reports what every other
-// store, in this process or another, and AppendTx wrote.
+// ctx is done or the store is closed. When ctx carries a hub's
+// moitessier.Origin and it is that hub's only Watch on this store, it
+// leaves out what the hub's Dispatch wrote (through Append and
+// MatchAppend with that Origin), which the hub publishes to its own
+// subscribers itself; it reports everything else.
 //
 // It holds one dedicated connection (outside the pool) that LISTENs on the
 // schema's channel and registers the Watch in the schema (see the package
@@ -78,10 +78,11 @@ func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	if err := s.check(op); err != nil {
 		return err
 	}
+	origin := moitessier.OriginOf(ctx)
 	ctx, cancel := donectx.WithDone(ctx, s.done)
 	defer cancel()
-	id := s.watchers.start()
-	defer s.watchers.stop(id)
+	id := s.watchers.start(origin)
+	defer s.watchers.stop(origin, id)
 	backoff := s.cfg.ReconnectMin
 	for {
 		// An error ends one connection; the answer is to reconnect.
@@ -135,9 +136,12 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 		return false, err
 	}
 	defer func() {
-		// Before the connection closes (deferred above); if it broke,
-		// this fails at once, and the row goes when another Watch starts
-		// or Sweep runs.
+		// Before the connection closes (deferred above). If it broke, the
+		// row goes when this Watch registers again (under the same id),
+		// another Watch starts, or Sweep runs.
+		if conn.IsClosed() {
+			return
+		}
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_, _ = conn.Exec(cctx, s.q.deleteWatcher, id)

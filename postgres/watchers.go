@@ -5,6 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,12 +20,15 @@ import (
 
 // An append sends its NOTIFY only when a hub other than its own may be
 // waiting for it. A running Watch has a row in the schema's watchers table
-// (migration 6); an append passes must_notify, as self, the id of its
-// store's Watch when one hub alone uses the store (that hub publishes what
-// it dispatches to its own subscribers, so its Watch need not hear of it),
-// selfNone otherwise, and AppendTx selfAlways. With one hub on a database,
-// the common case, appends notify no one: no NOTIFY to queue and deliver,
-// no LISTEN connection to wake.
+// (migration 6). An append passes must_notify, as self, the id of the
+// Watch of the hub it comes from (moitessier.OriginOf its context: that
+// hub publishes what its Dispatch appended to its own subscribers, so its
+// Watch need not hear of it), when that hub has one Watch running on this
+// store; selfNone otherwise (a direct Append, another hub's Dispatch
+// whose hub has closed); and selfAlways from a transaction that can hold
+// the gate across round trips (AppendTx, and Append with an idempotency
+// key). With one hub on a schema, the common case, appends notify no one:
+// no NOTIFY to queue and deliver, no LISTEN connection to wake.
 //
 // Looking costs the server a little (a function, a lock, a lookup): when
 // a look found someone to notify, the appends of the next second (seen)
@@ -33,27 +40,23 @@ import (
 // table before the row was there. See the migration for why nothing is
 // missed.
 
-var _ moitessier.HubAttacher = (*Store)(nil)
-
 // Values of must_notify's self other than a Watch's id (hexadecimal).
 const (
 	// selfNone leaves no Watch out.
 	selfNone = "-"
-	// selfAlways notifies, without looking: AppendTx's transaction
-	// commits after the call, and a hub hears of it only by NOTIFY; it
-	// could also hold the gate for long, and wait for other locks while it
-	// does. Appends pass it too for a while after a look found someone to
-	// notify.
+	// selfAlways notifies, without looking: from a transaction that
+	// could hold the gate across round trips (and wait for other locks
+	// while it does), and from a hub's appends for a while after a look
+	// found someone to notify.
 	selfAlways = ""
 )
 
-// watchers tracks the hubs attached to a store and its running Watch
-// calls, and derives self from them.
+// watchers tracks a store's running Watch calls by the hub they come from.
 type watchers struct {
-	mu      sync.Mutex
-	hubs    int
-	watches []string               // ids of the running Watch calls
-	self    atomic.Pointer[string] // nil: selfNone
+	mu sync.Mutex
+	// byOrigin maps a hub to the ids of its running Watch calls; it is
+	// replaced, never changed, so appends read it without the lock.
+	byOrigin atomic.Pointer[map[*moitessier.Origin][]string]
 
 	seen atomic.Int64 // UnixNano until which appends notify without looking
 }
@@ -69,70 +72,59 @@ func (w *watchers) saw(self string, notified bool) {
 	}
 }
 
-// AttachHub implements moitessier.HubAttacher: while one hub alone is
-// attached and one Watch runs, appends made through Append (and
-// MatchAppend) leave that Watch out of their notification.
-func (s *Store) AttachHub() (detach func()) {
-	w := &s.watchers
-	w.mu.Lock()
-	w.hubs++
-	w.update()
-	w.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			w.mu.Lock()
-			w.hubs--
-			w.update()
-			w.mu.Unlock()
-		})
-	}
-}
-
-// selfID is the self an Append passes must_notify.
-func (w *watchers) selfID() string {
+// selfFor is the self of an append made under ctx.
+func (w *watchers) selfFor(ctx context.Context) string {
 	if time.Now().UnixNano() < w.seen.Load() {
 		return selfAlways
 	}
-	if p := w.self.Load(); p != nil {
-		return *p
+	o := moitessier.OriginOf(ctx)
+	if o == nil {
+		return selfNone
+	}
+	if m := w.byOrigin.Load(); m != nil {
+		if ids := (*m)[o]; len(ids) == 1 {
+			return ids[0]
+		}
 	}
 	return selfNone
 }
 
-// update sets self from hubs and watches; w.mu is held.
-func (w *watchers) update() {
-	if w.hubs == 1 && len(w.watches) == 1 {
-		id := w.watches[0]
-		w.self.Store(&id)
-		return
-	}
-	w.self.Store(nil)
-}
-
-// start records a running Watch and returns its id.
-func (w *watchers) start() string {
+// start records a running Watch of origin o (nil: none) and returns its id.
+func (w *watchers) start(o *moitessier.Origin) string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
-	w.mu.Lock()
-	w.watches = append(w.watches, id)
-	w.update()
-	w.mu.Unlock()
+	if o != nil {
+		w.change(func(m map[*moitessier.Origin][]string) { m[o] = append(m[o], id) })
+	}
 	return id
 }
 
-// stop records the end of a Watch.
-func (w *watchers) stop(id string) {
-	w.mu.Lock()
-	for i, x := range w.watches {
-		if x == id {
-			w.watches = append(w.watches[:i], w.watches[i+1:]...)
-			break
-		}
+// stop records the end of Watch id of origin o.
+func (w *watchers) stop(o *moitessier.Origin, id string) {
+	if o == nil {
+		return
 	}
-	w.update()
-	w.mu.Unlock()
+	w.change(func(m map[*moitessier.Origin][]string) {
+		ids := slices.DeleteFunc(slices.Clone(m[o]), func(x string) bool { return x == id })
+		if len(ids) == 0 {
+			delete(m, o)
+		} else {
+			m[o] = ids
+		}
+	})
+}
+
+// change replaces byOrigin with a copy that fn changed.
+func (w *watchers) change(fn func(map[*moitessier.Origin][]string)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := map[*moitessier.Origin][]string{}
+	if old := w.byOrigin.Load(); old != nil {
+		maps.Copy(m, *old)
+	}
+	fn(m)
+	w.byOrigin.Store(&m)
 }
 
 // register writes the row of Watch id for conn, its LISTEN connection
@@ -150,4 +142,37 @@ func (s *Store) register(ctx context.Context, conn *pgx.Conn, id string) error {
 		return fmt.Errorf("wait for the appends under way: %w", err)
 	}
 	return nil
+}
+
+// notifyHeads notifies the new heads of the listeners msgs were written
+// to, after their append, for the appends whose hub will not publish them
+// (their caller stopped waiting) and whose own notification may have left
+// that hub's Watch out. It gives up after cancelGrace, and a failure
+// leaves them to the hub's catch-up read: no one is waiting for an answer.
+func (s *Store) notifyHeads(ctx context.Context, msgs []moitessier.Message) {
+	heads := map[string]moitessier.Cursor{}
+	for _, m := range msgs {
+		heads[m.Listener] = max(heads[m.Listener], m.Seq)
+	}
+	var (
+		payloads []string
+		b        strings.Builder
+		n        int
+	)
+	for id, seq := range heads {
+		if n == s.cfg.NotifyBatch {
+			payloads = append(payloads, b.String())
+			b.Reset()
+			n = 0
+		}
+		if n > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(id + " " + strconv.FormatUint(uint64(seq), 10))
+		n++
+	}
+	payloads = append(payloads, b.String())
+	ctx, cancel := context.WithTimeout(ctx, cancelGrace)
+	defer cancel()
+	_, _ = s.pool.Exec(ctx, s.q.notifyPayloads, s.channel, payloads)
 }

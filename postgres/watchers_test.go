@@ -141,12 +141,22 @@ func TestOneHubNotifiesNoOne(t *testing.T) {
 	}
 }
 
-// TestSecondHubBeforeItsWatch: while a second hub is attached to a store
-// whose only Watch is the first hub's, an Append (as the second hub's
-// Dispatch makes before its own Watch runs) notifies that Watch, and the
-// first hub's subscribers receive it at once (no catch-up poll); with one
-// hub attached, an Append leaves that hub's Watch out.
-func TestSecondHubBeforeItsWatch(t *testing.T) {
+// waitingStream streams l from hub, and returns once its ListenUntil waits
+// (a first dispatch through hub has reached it).
+func waitingStream(t *testing.T, hub *moitessier.Hub, l *moitessier.Listener) <-chan moitessier.Message {
+	t.Helper()
+	got := stream(t, l)
+	if _, err := hub.Dispatch(ctxT(t), "a", l.Info().Scopes[0], "first"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "first")
+	return got
+}
+
+// TestDirectAppendIsHeard: an Append made straight through the store of a
+// hub, not by its Dispatch, notifies that hub's Watch: the hub does not
+// publish it, and its subscribers receive it at once (no catch-up poll).
+func TestDirectAppendIsHeard(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
 	hub := newHub(t, s, moitessier.Options{CatchUpInterval: time.Hour})
@@ -155,26 +165,157 @@ func TestSecondHubBeforeItsWatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := stream(t, l)
-	if _, err := hub.Dispatch(ctx, "a", "room", "first"); err != nil {
+	got := waitingStream(t, hub, l)
+	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID(): "direct"})); err != nil {
 		t.Fatal(err)
 	}
-	receive(t, got, "first") // the subscriber waits from here on
-	detach := s.AttachHub()
-	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID(): "from the second hub"})); err != nil {
+	receive(t, got, "direct")
+}
+
+// TestClosedHubsDispatchIsHeard: a dispatch that a hub finishes after it
+// closed (its handler was still running) notifies the other hub on the
+// same store, whose Watch is then the store's only one.
+func TestClosedHubsDispatchIsHeard(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	slow := moitessier.Options{CatchUpInterval: time.Hour}
+	hubA, hubB := newHub(t, s, slow), newHub(t, s, slow)
+	awaitWatchers(t, s, 2)
+	if _, err := hubA.NewListener(ctx, moitessier.Conditions{Person: "h", Type: moitessier.Handler, Scope: "room"}); err != nil {
 		t.Fatal(err)
 	}
-	receive(t, got, "from the second hub")
-	detach()
+	l, err := hubB.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitingStream(t, hubB, l)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	block := moitessier.HandlerFunc(func(context.Context, string, moitessier.Message) (string, error) {
+		once.Do(func() { close(entered) })
+		<-release
+		return "", nil
+	})
+	errc := make(chan error, 1)
+	go func() {
+		_, err := hubA.Dispatch(ctx, "a", "room", "late", block)
+		errc <- err
+	}()
+	<-entered
+	if err := hubA.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Past the time the appends notify without looking, after the first
+	// dispatch found hub A's Watch to notify.
 	time.Sleep(postgres.SeenFor + 100*time.Millisecond)
-	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID(): "not heard"})); err != nil {
+	close(release)
+	if err := <-errc; err != nil {
+		t.Fatalf("the closed hub's dispatch: %v", err)
+	}
+	receive(t, got, "late")
+}
+
+// TestAbandonedAppendIsHeard: a dispatch whose caller stopped waiting while
+// its statement ran (ErrOutcomeUnknown) and that then committed reaches
+// its own hub's subscribers at once (no catch-up poll), though the hub
+// does not publish it and its statement left the hub's Watch out.
+func TestAbandonedAppendIsHeard(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	hub := newHub(t, s, moitessier.Options{CatchUpInterval: time.Hour})
+	awaitWatchers(t, s, 1)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case m := <-got:
-		t.Fatalf("the hub heard %q, appended through its own store, which its Dispatch would have published", m.Text)
-	case <-time.After(300 * time.Millisecond):
+	got := waitingStream(t, hub, l) // also caches the match: the next dispatch is an Append
+	// Hold the listener's row, so that the append waits for it.
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT id FROM "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" WHERE id = $1 FOR UPDATE", l.ID()); err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(dctx, "a", "room", "abandoned")
+		errc <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		if err := s.Pool().QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%must_notify%')").Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the append never waited for the row")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, moitessier.ErrOutcomeUnknown) {
+		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "abandoned")
+}
+
+// TestWatchRegistersAgain: a Watch whose connection the server ended
+// reconnects and registers again, under the same id, and hears another
+// hub's dispatches.
+func TestWatchRegistersAgain(t *testing.T) {
+	schema := newSchema(t)
+	s1 := openStore(t, schema)
+	ctx := ctxT(t)
+	slow := moitessier.Options{CatchUpInterval: time.Hour}
+	hub1 := newHub(t, s1, slow)
+	awaitWatchers(t, s1, 1)
+	table := pgx.Identifier{schema, "watchers"}.Sanitize()
+	var (
+		id  string
+		pid int
+	)
+	if err := s1.Pool().QueryRow(ctx, "SELECT id, pid FROM "+table).Scan(&id, &pid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.Pool().Exec(ctx, "SELECT pg_terminate_backend($1)", pid); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var newPID int
+		err := s1.Pool().QueryRow(ctx, "SELECT pid FROM "+table+" WHERE id = $1", id).Scan(&newPID)
+		if err == nil && newPID != pid {
+			break
+		}
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Watch did not register again")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	awaitWatchers(t, s1, 1)
+	l, err := hub1.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitingStream(t, hub1, l)
+	hub2 := newHub(t, openStore(t, schema), slow)
+	awaitWatchers(t, s1, 2)
+	if _, err := hub2.Dispatch(ctx, "a", "room", "from hub 2"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "from hub 2")
 }
 
 // TestTwoHubsOnOneStore: hubs that share a store hear each other's

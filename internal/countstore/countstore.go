@@ -123,14 +123,6 @@ func (c countingWatcher) Watch(ctx context.Context, fn func([]moitessier.Head)) 
 	return c.w.Watch(ctx, fn)
 }
 
-// AttachHub forwards to the store's, if it has one.
-func (c countingWatcher) AttachHub() (detach func()) {
-	if a, ok := c.w.(moitessier.HubAttacher); ok {
-		return a.AttachHub()
-	}
-	return func() {}
-}
-
 func (c countingWatcher) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
 	c.calls.Add(1)
 	return c.w.Heads(ctx, ids)

@@ -5,8 +5,8 @@
 -- delete the rows whose pid no server process has).
 --
 -- must_notify tells an append whether to send its NOTIFY: only when a
--- watcher other than self exists (self is the appending store's own
--- Watch, whose hub publishes what it dispatches itself, or '-' for none).
+-- watcher other than self exists (self is the Watch of the hub whose
+-- Dispatch made the append, which publishes it itself, or '-' for none).
 -- It takes the schema's gate, a shared transaction-level advisory lock
 -- keyed by the oid of the schema's meta table (which holds one row), and
 -- then looks, in a statement with a snapshot taken after the lock (the
@@ -17,9 +17,9 @@
 -- before it read the heads. The appends that hold the gate lock their
 -- listeners before they take it, and wait for nothing after.
 --
--- It says yes without looking when self is '' (an append in a caller's
--- transaction, which could hold the gate for long and wait for other locks
--- while it does) or at a stricter isolation level than READ COMMITTED,
+-- It says yes without looking when self is '' (an append in a
+-- transaction that spans round trips, which could hold the gate for long
+-- and wait for other locks while it does) or at a stricter isolation level than READ COMMITTED,
 -- where the statement's snapshot would be the transaction's.
 CREATE TABLE {{schema}}.watchers (
 	id  text PRIMARY KEY,
