@@ -113,14 +113,19 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		ctx, cancel := s.cmb.bound(ctx)
 		defer cancel()
 		var msgs []moitessier.Message
-		err := retry(ctx, func() error {
+		self := s.watchers.selfFor(ctx)
+		err := outcome(retry(ctx, func() error {
 			return s.onConn(ctx, func(q queryer) error {
 				var err error
-				msgs, err = s.appendEntries(ctx, q, b, s.watchers.selfFor(ctx))
+				msgs, err = s.appendEntries(ctx, q, b, self)
 				return err
 			})
-		})
-		return msgs, outcome(err)
+		}))
+		if isWatch(self) && errors.Is(err, moitessier.ErrOutcomeUnknown) {
+			// It may have committed, and the hub will not publish it.
+			s.notifyListeners(s.cmb.ctx, batchListeners(b))
+		}
+		return msgs, err
 	}
 	p := &pending{b: b, ids: batchListeners(b), self: s.watchers.selfFor(ctx), done: make(chan struct{})}
 	c := &s.cmb
@@ -388,9 +393,11 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 }
 
 // settle hands a sent batch its outcome, written with self. If its caller
-// stopped waiting (abandoned) and it committed, its hub will not publish
-// it, and self may have left that hub's Watch out of the notification:
-// settle then notifies the batch's heads itself.
+// stopped waiting (abandoned) and it committed, or if its outcome is
+// unknown, its hub will not publish it, and self may have left that hub's
+// Watch out of the notification: settle then has its listeners' heads
+// notified, on a goroutine of the writers' (so that the listeners it
+// holds are freed at once).
 func (s *Store) settle(ctx context.Context, p *pending, msgs []moitessier.Message, err error, self string) {
 	c := &s.cmb
 	p.msgs, p.err = msgs, err
@@ -399,8 +406,12 @@ func (s *Store) settle(ctx context.Context, p *pending, msgs []moitessier.Messag
 	abandoned := p.abandoned
 	c.mu.Unlock()
 	close(p.done)
-	if abandoned && err == nil && len(msgs) > 0 && self != selfNone && self != selfAlways {
-		s.notifyHeads(ctx, msgs)
+	if isWatch(self) && (abandoned && err == nil && len(msgs) > 0 || errors.Is(err, moitessier.ErrOutcomeUnknown)) {
+		c.wg.Add(1) // the writer's own count keeps it above zero: close cannot be waiting yet
+		go func() {
+			defer c.wg.Done()
+			s.notifyListeners(ctx, p.ids)
+		}()
 	}
 }
 

@@ -20,7 +20,7 @@ type queries struct {
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                                string
 	deleteOld, listenerPage, trimPage, deleteKeys                                    string
 	lockUnusedScopes, deleteUnusedScopes                                             string
-	registerWatcher, deleteWatcher, deleteGoneWatchers, gate, notifyPayloads         string
+	registerWatcher, deleteWatcher, deleteGoneWatchers, gate, notifyHeadsOf          string
 }
 
 func buildQueries(schema string) queries {
@@ -86,8 +86,9 @@ func buildQueries(schema string) queries {
 		// deadlock); up raises each head by its count; ins writes the
 		// messages with seq = old head + rank; the fourth column sends the
 		// new heads by NOTIFY, @notify_batch of them per payload on channel
-		// @channel, if S.must_notify(@self) says a Watch is to hear of them
-		// (see watchers.go; it runs once, after the rows are locked). A
+		// @channel, if S.must_notify(@self, …) says a Watch is to hear of
+		// them (see watchers.go). It runs once, after every row is locked:
+		// its second argument, counted first, takes all of up. A
 		// listener that no longer exists has no row in lk, so its entries
 		// are skipped.
 		append: `WITH c AS MATERIALIZED (
@@ -118,7 +119,7 @@ func buildQueries(schema string) queries {
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self))
+				) y WHERE (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
 			), NULL::bigint FROM up
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
@@ -165,7 +166,7 @@ func buildQueries(schema string) queries {
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self))
+				) y WHERE (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
 			)
 			FROM v LEFT JOIN (m LEFT JOIN up ON up.id = m.id) ON true`,
 		// appendOne is append for at most @notify_batch listeners: their heads fit
@@ -193,7 +194,7 @@ func buildQueries(schema string) queries {
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
-			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text)) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head)) ELSE false END FROM up`,
+			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, (SELECT count(*) FROM up))) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head)) ELSE false END FROM up`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.
@@ -281,18 +282,23 @@ func buildQueries(schema string) queries {
 		deleteWatcher:      `DELETE FROM S.watchers WHERE id = $1`,
 		deleteGoneWatchers: `DELETE FROM S.watchers w WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)`,
 		gate:               `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
-		// notifyPayloads sends each of $2 on channel $1.
-		notifyPayloads: `SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p`,
+		// notifyHeadsOf notifies on channel $1 the heads of listeners $2,
+		// $3 of them per payload.
+		notifyHeadsOf: `SELECT count(pg_notify($1, p)) FROM (
+				SELECT string_agg(id || ' ' || head, ',') AS p
+				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM S.listeners WHERE id = ANY($2::text[])) x
+				GROUP BY chunk
+			) y`,
 	}
 	q.appendOne = strings.Replace(q.append, `(
 				SELECT count(pg_notify(@channel, p)) FROM (
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self))
+				) y WHERE (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
 			)`, `(SELECT count(*) FROM (
 				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0
-				HAVING count(*) > 0 AND (SELECT S.must_notify(@self))
+				HAVING count(*) > 0 AND (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
 			) y)`, 1)
 	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
 	if q.appendOne == q.append || i < 0 || j < i {
@@ -317,7 +323,7 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
-		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyPayloads,
+		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyHeadsOf,
 	} {
 		*p = r.Replace(*p)
 	}

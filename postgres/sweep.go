@@ -33,6 +33,12 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 	}
 	now := toNS(p.Now)
 	steps := []func() error{
+		func() error {
+			// The registrations of Watch calls whose connection is gone
+			// (a hub that crashed): until then, appends notify them.
+			_, err := s.pool.Exec(ctx, s.q.deleteGoneWatchers)
+			return err
+		},
 		func() error { return s.trimDoomed(ctx, now, batch, &res) },
 		func() error { return s.expire(ctx, now, batch, &res) },
 		func() error {
@@ -54,12 +60,6 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 			return s.deleteKeys(ctx, toNS(p.KeysBefore), batch, &res)
 		},
 		func() error { return s.deleteUnusedScopes(ctx, batch) },
-		func() error {
-			// The registrations of Watch calls whose connection is gone
-			// (a hub that crashed): until then, appends notify them.
-			_, err := s.pool.Exec(ctx, s.q.deleteGoneWatchers)
-			return err
-		},
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,35 +142,17 @@ func (s *Store) register(ctx context.Context, conn *pgx.Conn, id string) error {
 	return nil
 }
 
-// notifyHeads notifies the new heads of the listeners msgs were written
-// to, after their append, for the appends whose hub will not publish them
-// (their caller stopped waiting) and whose own notification may have left
-// that hub's Watch out. It gives up after cancelGrace, and a failure
-// leaves them to the hub's catch-up read: no one is waiting for an answer.
-func (s *Store) notifyHeads(ctx context.Context, msgs []moitessier.Message) {
-	heads := map[string]moitessier.Cursor{}
-	for _, m := range msgs {
-		heads[m.Listener] = max(heads[m.Listener], m.Seq)
-	}
-	var (
-		payloads []string
-		b        strings.Builder
-		n        int
-	)
-	for id, seq := range heads {
-		if n == s.cfg.NotifyBatch {
-			payloads = append(payloads, b.String())
-			b.Reset()
-			n = 0
-		}
-		if n > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(id + " " + strconv.FormatUint(uint64(seq), 10))
-		n++
-	}
-	payloads = append(payloads, b.String())
+// isWatch reports whether self names a Watch: an append with it may have
+// left that Watch out of its notification.
+func isWatch(self string) bool { return self != selfNone && self != selfAlways }
+
+// notifyListeners notifies the current heads of listeners ids, for an
+// append whose hub will not publish it (its caller stopped waiting, or its
+// outcome is unknown) and whose own notification may have left that hub's
+// Watch out. It gives up after cancelGrace, and a failure leaves them to
+// the hub's catch-up read: no one is waiting for an answer.
+func (s *Store) notifyListeners(ctx context.Context, ids []string) {
 	ctx, cancel := context.WithTimeout(ctx, cancelGrace)
 	defer cancel()
-	_, _ = s.pool.Exec(ctx, s.q.notifyPayloads, s.channel, payloads)
+	_, _ = s.pool.Exec(ctx, s.q.notifyHeadsOf, s.channel, ids, s.cfg.NotifyBatch)
 }

@@ -178,7 +178,7 @@ func TestDirectAppendIsHeard(t *testing.T) {
 func TestClosedHubsDispatchIsHeard(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
-	slow := moitessier.Options{CatchUpInterval: time.Hour}
+	slow := moitessier.Options{CatchUpInterval: time.Hour, HandlerBudget: -1}
 	hubA, hubB := newHub(t, s, slow), newHub(t, s, slow)
 	awaitWatchers(t, s, 2)
 	if _, err := hubA.NewListener(ctx, moitessier.Conditions{Person: "h", Type: moitessier.Handler, Scope: "room"}); err != nil {
@@ -247,7 +247,8 @@ func TestAbandonedAppendIsHeard(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var waiting bool
-		if err := s.Pool().QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%must_notify%')").Scan(&waiting); err != nil {
+		if err := s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%must_notify%' AND strpos(query, $1) > 0)`, s.Schema()).Scan(&waiting); err != nil {
 			t.Fatal(err)
 		}
 		if waiting {

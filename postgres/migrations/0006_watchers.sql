@@ -15,7 +15,9 @@
 -- before its row was there), and only then reads the heads of the
 -- listeners: an append either saw its row and notifies it, or committed
 -- before it read the heads. The appends that hold the gate lock their
--- listeners before they take it, and wait for nothing after.
+-- listeners before they take it, and wait for nothing after: they pass,
+-- as locked, the count of the rows their UPDATE wrote, which the server
+-- computes, and so finishes the UPDATE, before it calls the function.
 --
 -- It says yes without looking when self is '' (an append in a
 -- transaction that spans round trips, which could hold the gate for long
@@ -26,7 +28,7 @@ CREATE TABLE {{schema}}.watchers (
 	pid integer NOT NULL
 );
 
-CREATE FUNCTION {{schema}}.must_notify(self text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $moitessier$
+CREATE FUNCTION {{schema}}.must_notify(self text, locked bigint) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $moitessier$
 BEGIN
 	IF self = '' OR current_setting('transaction_isolation') <> 'read committed' THEN
 		RETURN true;
