@@ -12,14 +12,17 @@ import (
 )
 
 // BenchmarkLayers takes one dispatcher's single-message dispatch apart, on
-// one schema, in the order of the layers a message passes: the raw
-// single-row INSERT + NOTIFY of the bench's baseline, with no one
-// listening (raw) and with a connection listening and a payload like ours
-// (raw-listened); the store's one-entry append statement notifying a
-// channel no one listens on (statement-unlistened) and the hub's own
-// (statement); Store.Append; and Hub.Dispatch to a listener with one
-// subscriber in ListenUntil. Each op is one commit; compare layers of one
-// run:
+// one schema with one hub: the raw single-row INSERT + NOTIFY of the
+// bench's baseline, with no one listening (raw) and with a connection
+// listening and a payload like ours (raw-listened); the store's one-entry
+// append statement notifying, without looking, a channel no one listens
+// on (statement-unlistened) and the hub's own (statement-notifying); the
+// statement looking for a Watch to notify and finding the hub's, as a
+// dispatch on a schema with another hub does (statement-gated-notifying);
+// the statement as the hub's own dispatch sends it, leaving its Watch out
+// (statement); Hub.Dispatch to a listener with one subscriber in
+// ListenUntil; and a direct Store.Append, which notifies the hub's Watch.
+// Each op is one commit; compare layers of one run:
 //
 //	go test -run '^$' -bench Layers -count 3 ./postgres
 func BenchmarkLayers(b *testing.B) {
@@ -91,12 +94,15 @@ func BenchmarkLayers(b *testing.B) {
 		{"statement-notifying", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "always"); return err }},
 		{"statement-gated-notifying", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "none"); return err }},
 		{"statement", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "own"); return err }},
+		{"dispatch", func() error { _, err := hub.Dispatch(ctx, "p", "room", text); return err }},
+		// Last: it notifies the hub's Watch (the hub does not publish a
+		// direct Append), and then the store's appends notify without
+		// looking for a second.
 		{"store-append", func() error {
 			_, _, err := s.Append(ctx, &moitessier.Batch{Dispatch: "d", Scope: "quiet", Sender: "p", Created: time.Now(),
 				Entries: []moitessier.Entry{{Listener: quiet.ID(), Text: text}}})
 			return err
 		}},
-		{"dispatch", func() error { _, err := hub.Dispatch(ctx, "p", "room", text); return err }},
 	}
 	for _, l := range layers {
 		b.Run(l.name, func(b *testing.B) {
