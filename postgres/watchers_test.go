@@ -153,19 +153,26 @@ func waitingStream(t *testing.T, hub *moitessier.Hub, l *moitessier.Listener) <-
 	return got
 }
 
+// loneHub starts a hub alone on a new schema, with no catch-up poll, and a
+// subscriber of its listener of scope "room" that waits for messages.
+func loneHub(t *testing.T) (*postgres.Store, *moitessier.Hub, *moitessier.Listener, <-chan moitessier.Message) {
+	t.Helper()
+	s := mustStore(t)
+	hub := newHub(t, s, moitessier.Options{CatchUpInterval: time.Hour})
+	awaitWatchers(t, s, 1)
+	l, err := hub.NewListener(ctxT(t), moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, hub, l, waitingStream(t, hub, l)
+}
+
 // TestDirectAppendIsHeard: an Append made straight through the store of a
 // hub, not by its Dispatch, notifies that hub's Watch: the hub does not
 // publish it, and its subscribers receive it at once (no catch-up poll).
 func TestDirectAppendIsHeard(t *testing.T) {
-	s := mustStore(t)
+	s, _, l, got := loneHub(t)
 	ctx := ctxT(t)
-	hub := newHub(t, s, moitessier.Options{CatchUpInterval: time.Hour})
-	awaitWatchers(t, s, 1)
-	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := waitingStream(t, hub, l)
 	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID(): "direct"})); err != nil {
 		t.Fatal(err)
 	}
@@ -220,15 +227,8 @@ func TestClosedHubsDispatchIsHeard(t *testing.T) {
 // its own hub's subscribers at once (no catch-up poll), though the hub
 // does not publish it and its statement left the hub's Watch out.
 func TestAbandonedAppendIsHeard(t *testing.T) {
-	s := mustStore(t)
+	s, hub, l, got := loneHub(t) // its first dispatch cached the match: the next is an Append
 	ctx := ctxT(t)
-	hub := newHub(t, s, moitessier.Options{CatchUpInterval: time.Hour})
-	awaitWatchers(t, s, 1)
-	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := waitingStream(t, hub, l) // also caches the match: the next dispatch is an Append
 	// Hold the listener's row, so that the append waits for it.
 	tx, err := s.Pool().Begin(ctx)
 	if err != nil {
