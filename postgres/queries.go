@@ -87,8 +87,9 @@ func buildQueries(schema string) queries {
 		// messages with seq = old head + rank; the fourth column sends the
 		// new heads by NOTIFY, @notify_batch of them per payload on channel
 		// @channel, if S.must_notify(@self, …) says a Watch is to hear of
-		// them (see watchers.go). It runs once, after every row is locked:
-		// its second argument, counted first, takes all of up. A
+		// them (see watchers.go). It runs once, after every row is locked
+		// (its second argument, counted first, takes all of up), and not
+		// at all when nothing was written. A
 		// listener that no longer exists has no row in lk, so its entries
 		// are skipped.
 		append: `WITH c AS MATERIALIZED (
@@ -119,7 +120,7 @@ func buildQueries(schema string) queries {
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
+				) y WHERE (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
 			), NULL::bigint FROM up
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
@@ -166,7 +167,7 @@ func buildQueries(schema string) queries {
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
+				) y WHERE (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
 			)
 			FROM v LEFT JOIN (m LEFT JOIN up ON up.id = m.id) ON true`,
 		// appendOne is append for at most @notify_batch listeners: their heads fit
@@ -194,7 +195,7 @@ func buildQueries(schema string) queries {
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
-			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, (SELECT count(*) FROM up))) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head)) ELSE false END FROM up`,
+			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head)) ELSE false END FROM up`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.
@@ -295,10 +296,10 @@ func buildQueries(schema string) queries {
 					SELECT string_agg(id || ' ' || head, ',') AS p
 					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
 					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
+				) y WHERE (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
 			)`, `(SELECT count(*) FROM (
 				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0
-				HAVING count(*) > 0 AND (SELECT S.must_notify(@self, (SELECT count(*) FROM up)))
+				HAVING count(*) > 0 AND (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
 			) y)`, 1)
 	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
 	if q.appendOne == q.append || i < 0 || j < i {

@@ -439,3 +439,28 @@ func TestGoneWatchersDeleted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestNothingWrittenLooksForNoWatch: a dispatch that writes nothing (no
+// listener has its scope) does not look for a Watch to notify, so it does
+// not wait for a Watch that is registering (here a transaction holds the
+// gate as one does).
+func TestNothingWrittenLooksForNoWatch(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	hub := newHub(t, s, moitessier.Options{})
+	awaitWatchers(t, s, 1)
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM "+pgx.Identifier{s.Schema(), "meta"}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	d, err := hub.Dispatch(dctx, "a", "nobody.listens", "lost in space")
+	if err != nil || len(d.Reached) != 0 {
+		t.Fatalf("Dispatch = %+v, %v; want nothing reached, at once", d, err)
+	}
+}
