@@ -215,7 +215,10 @@ type Watcher interface {
 // appended, since the hub publishes what its Dispatch appended to its own
 // subscribers itself (the postgres store then sends no notification that
 // only that hub would hear); it must report what every other call
-// appended: another hub's, a direct Append's, AppendTx's.
+// appended (another hub's, a direct Append's, AppendTx's), and should
+// report what a call carrying the Origin may have appended though it
+// returned an error, which the hub does not publish (the postgres store
+// leaves a MatchAppend's of that kind to the hub's catch-up read).
 type Origin struct{ _ byte } // not empty: each has an address of its own
 
 type originKey struct{}
