@@ -65,6 +65,9 @@ type pending struct {
 	// the writer settled it; settled, msgs and err are set (done is about
 	// to be closed).
 	sent, dropped, abandoned, settled bool
+	// notifyLate: its listeners' heads are to be notified after its
+	// statement (see settle); only its writer uses it.
+	notifyLate bool
 }
 
 func (c *combiner) init(writers int) {
@@ -334,6 +337,26 @@ func (s *Store) writeGroups() (parked bool) {
 const maxCombinedEntries = 10000
 
 func (s *Store) writeGroup(ctx context.Context, group []*pending) {
+	defer func() {
+		// One notification for the group's batches that settle says need
+		// one, on a goroutine of the writers' (so that the listeners the
+		// group holds are freed at once); the writer's own count keeps the
+		// WaitGroup above zero, so close cannot be waiting yet.
+		var ids []string
+		for _, p := range group {
+			if p.notifyLate {
+				ids = append(ids, p.ids...)
+			}
+		}
+		if len(ids) > 0 {
+			c := &s.cmb
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				s.notifyListeners(ctx, ids)
+			}()
+		}
+	}()
 	bs := make([]*moitessier.Batch, len(group))
 	self := group[0].self
 	for i, p := range group {
@@ -356,7 +379,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 		rest := make([]*pending, 0, len(group))
 		for i, p := range group {
 			if slices.Contains(se.batches, i) {
-				s.settle(ctx, p, nil, &staleError{batches: []int{0}}, self)
+				s.settle(p, nil, &staleError{batches: []int{0}}, self)
 			} else {
 				rest = append(rest, p)
 			}
@@ -378,16 +401,16 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 					return err
 				})
 			}))
-			s.settle(ctx, p, msgs, err, p.self)
+			s.settle(p, msgs, err, p.self)
 		}
 		return
 	}
 	err = outcome(err)
 	for i, p := range group {
 		if err != nil {
-			s.settle(ctx, p, nil, err, self)
+			s.settle(p, nil, err, self)
 		} else {
-			s.settle(ctx, p, out[i], nil, self)
+			s.settle(p, out[i], nil, self)
 		}
 	}
 }
@@ -395,24 +418,17 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 // settle hands a sent batch its outcome, written with self. If its caller
 // stopped waiting (abandoned) and it committed, or if its outcome is
 // unknown, its hub will not publish it, and self may have left that hub's
-// Watch out of the notification: settle then has its listeners' heads
-// notified, on a goroutine of the writers' (so that the listeners it
-// holds are freed at once).
-func (s *Store) settle(ctx context.Context, p *pending, msgs []moitessier.Message, err error, self string) {
+// Watch out of the notification: settle marks it notifyLate, and
+// writeGroup has its listeners' heads notified.
+func (s *Store) settle(p *pending, msgs []moitessier.Message, err error, self string) {
 	c := &s.cmb
 	p.msgs, p.err = msgs, err
 	c.mu.Lock()
 	p.settled = true
 	abandoned := p.abandoned
 	c.mu.Unlock()
+	p.notifyLate = isWatch(self) && (abandoned && err == nil && len(msgs) > 0 || errors.Is(err, moitessier.ErrOutcomeUnknown))
 	close(p.done)
-	if isWatch(self) && (abandoned && err == nil && len(msgs) > 0 || errors.Is(err, moitessier.ErrOutcomeUnknown)) {
-		c.wg.Add(1) // the writer's own count keeps it above zero: close cannot be waiting yet
-		go func() {
-			defer c.wg.Done()
-			s.notifyListeners(ctx, p.ids)
-		}()
-	}
 }
 
 // definite reports whether a failed append statement or transaction

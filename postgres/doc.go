@@ -155,27 +155,29 @@
 // registers in the schema's watchers table, and an append made by a hub's
 // Dispatch leaves out that hub's own Watch (the hub publishes what it
 // dispatches to its own subscribers; see moitessier.Origin). So the
-// dispatches of a hub alone on its schema send no NOTIFY (but those with
-// an idempotency key, below), and its server neither queues nor delivers
-// one; a second hub, on the same store or another, in this process or
-// another, makes every append notify again once its Watch registered. The append decides under a shared advisory lock, and a Watch
-// that starts takes it exclusively between registering and reading the
-// heads, so that no append falls between the two (the proof is in
-// migration 6). What the hub does not publish notifies its Watch too: a
-// direct Append, [Store.AppendTx] (which, like an Append with an
-// idempotency key, notifies without looking, since its transaction spans
-// round trips), and an Append whose outcome the hub does not learn
-// (moitessier.ErrOutcomeUnknown: its caller stopped waiting, or the
-// connection broke), after which the store notifies its listeners' current
-// heads (a MatchAppend's, whose listeners it does not know then, is left
-// to the hub's catch-up read). Once an append found a Watch to notify, the
-// store's appends notify without looking for a second. A hub that crashes leaves its registration
-// behind, and appends notify it until a Watch starts or [Store.Sweep]
-// runs, which delete the registrations of connections the server no
-// longer has. Migrate refuses to open a schema newer than the package, but
-// a hub of an older version already running on the schema during a
-// rolling upgrade does not register: until it stops, it hears of the newer
-// hubs' dispatches by its catch-up read (every 2 s by default).
+// dispatches of a hub alone on its schema send no NOTIFY (but those with an
+// idempotency key, below), and its server neither queues nor delivers one; a
+// second hub, on the same store or another, in this process or another,
+// makes every append notify again once its Watch registered. The append
+// decides under a shared advisory lock, and a Watch that starts takes it
+// exclusively between registering and reading the heads, so that no append
+// falls between the two (the proof is in migration 6). What the hub does not
+// publish notifies its Watch too: a direct Append, [Store.AppendTx] (which,
+// like an Append with an idempotency key, notifies without looking, since
+// its transaction spans round trips), and an Append whose outcome the hub
+// does not learn (moitessier.ErrOutcomeUnknown: its caller stopped waiting,
+// or the connection broke), after which the store notifies its listeners'
+// current heads, read once a statement still writing them ends, within a
+// second (past that, and for a MatchAppend, whose listeners it does not know
+// then, they are left to the hub's catch-up read). Once an append found a
+// Watch to notify, the store's appends notify without looking for a second.
+// A hub that crashes leaves its registration behind, and appends notify it
+// until a Watch starts or [Store.Sweep] runs, which delete the registrations
+// of connections the server no longer has. Migrate refuses to open a schema
+// newer than the package, but a hub of an older version already running on
+// the schema during a rolling upgrade does not register: until it stops, it
+// hears of the newer hubs' dispatches by its catch-up read (every 2 s by
+// default).
 //
 // # Transactional dispatch
 //

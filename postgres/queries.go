@@ -284,10 +284,15 @@ func buildQueries(schema string) queries {
 		deleteGoneWatchers: `DELETE FROM S.watchers w WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)`,
 		gate:               `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
 		// notifyHeadsOf notifies on channel $1 the heads of listeners $2,
-		// $3 of them per payload.
-		notifyHeadsOf: `SELECT count(pg_notify($1, p)) FROM (
+		// $3 of them per payload. FOR SHARE waits for an append still
+		// writing one of them (whose caller gave up) to end, and then
+		// reads the head it left.
+		notifyHeadsOf: `WITH l AS MATERIALIZED (
+				SELECT id, head FROM S.listeners WHERE id = ANY($2::text[]) FOR SHARE
+			)
+			SELECT count(pg_notify($1, p)) FROM (
 				SELECT string_agg(id || ' ' || head, ',') AS p
-				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM S.listeners WHERE id = ANY($2::text[])) x
+				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
 				GROUP BY chunk
 			) y`,
 	}

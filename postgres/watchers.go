@@ -149,8 +149,9 @@ func isWatch(self string) bool { return self != selfNone && self != selfAlways }
 // notifyListeners notifies the current heads of listeners ids, for an
 // append whose hub will not publish it (its caller stopped waiting, or its
 // outcome is unknown) and whose own notification may have left that hub's
-// Watch out. It gives up after cancelGrace, and a failure leaves them to
-// the hub's catch-up read: no one is waiting for an answer.
+// Watch out. It waits for an append still writing one of them (reading
+// with FOR SHARE), but gives up after cancelGrace, and a failure leaves
+// them to the hub's catch-up read: no one is waiting for an answer.
 func (s *Store) notifyListeners(ctx context.Context, ids []string) {
 	ctx, cancel := context.WithTimeout(ctx, cancelGrace)
 	defer cancel()
