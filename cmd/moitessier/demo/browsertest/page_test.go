@@ -96,6 +96,7 @@ func TestPage(t *testing.T) {
 			chromedp.Click(chromedp.ID("chat-send")))
 		sent = append(sent, "after the reload")
 		waitFor(t, bob, chat, "after the reload")
+		waitFor(t, alice, chat, "after the reload") // her own, back over her stream
 		checkLog(t, bob, chat, sent)
 		checkLog(t, alice, chat, sent)
 
