@@ -306,7 +306,7 @@ func New(store Store, opts Options) (*Hub, error) {
 	}
 	if w, ok := store.(Watcher); ok {
 		h.origin = new(Origin)
-		wctx := context.WithValue(ctx, originKey{}, h.origin)
+		wctx := h.originCtx(ctx)
 		h.wg.Add(1)
 		go func() {
 			defer h.wg.Done()

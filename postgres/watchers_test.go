@@ -71,18 +71,29 @@ func receive(t *testing.T, ch <-chan moitessier.Message, text string) {
 	}
 }
 
+// slow is the options of the tests' hubs: no catch-up poll, so that only a
+// notification wakes a hub for another's dispatch.
+var slow = moitessier.Options{CatchUpInterval: time.Hour}
+
+// firstHub starts a hub on a new schema, whose name it returns, and waits
+// until its Watch registered.
+func firstHub(t *testing.T) (string, *postgres.Store, *moitessier.Hub) {
+	t.Helper()
+	schema := newSchema(t)
+	s := openStore(t, schema)
+	hub := newHub(t, s, slow)
+	awaitWatchers(t, s, 1)
+	return schema, s, hub
+}
+
 // TestOneHubNotifiesNoOne: a hub alone on its schema sends no NOTIFY for
 // what it dispatches (it publishes to its own subscribers itself); once a
 // second hub watches, on another store, its dispatches notify, and that
 // hub's subscribers receive them with no catch-up poll; once the second
 // hub closes (and the appends look again), they notify no one again.
 func TestOneHubNotifiesNoOne(t *testing.T) {
-	schema := newSchema(t)
-	s1 := openStore(t, schema)
+	schema, s1, hub1 := firstHub(t)
 	ctx := ctxT(t)
-	slow := moitessier.Options{CatchUpInterval: time.Hour}
-	hub1 := newHub(t, s1, slow)
-	awaitWatchers(t, s1, 1)
 	notified := rawListen(t, s1)
 	cond := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"}
 	l1, err := hub1.NewListener(ctx, cond)
@@ -158,7 +169,7 @@ func waitingStream(t *testing.T, hub *moitessier.Hub, l *moitessier.Listener) <-
 func loneHub(t *testing.T) (*postgres.Store, *moitessier.Hub, *moitessier.Listener, <-chan moitessier.Message) {
 	t.Helper()
 	s := mustStore(t)
-	hub := newHub(t, s, moitessier.Options{CatchUpInterval: time.Hour})
+	hub := newHub(t, s, slow)
 	awaitWatchers(t, s, 1)
 	l, err := hub.NewListener(ctxT(t), moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
 	if err != nil {
@@ -185,8 +196,9 @@ func TestDirectAppendIsHeard(t *testing.T) {
 func TestClosedHubsDispatchIsHeard(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
-	slow := moitessier.Options{CatchUpInterval: time.Hour, HandlerBudget: -1}
-	hubA, hubB := newHub(t, s, slow), newHub(t, s, slow)
+	o := slow
+	o.HandlerBudget = -1 // the handler waits past the default budget
+	hubA, hubB := newHub(t, s, o), newHub(t, s, o)
 	awaitWatchers(t, s, 2)
 	if _, err := hubA.NewListener(ctx, moitessier.Conditions{Person: "h", Type: moitessier.Handler, Scope: "room"}); err != nil {
 		t.Fatal(err)
@@ -229,43 +241,19 @@ func TestClosedHubsDispatchIsHeard(t *testing.T) {
 func TestAbandonedAppendIsHeard(t *testing.T) {
 	s, hub, l, got := loneHub(t) // its first dispatch cached the match: the next is an Append
 	ctx := ctxT(t)
-	// Hold the listener's row, so that the append waits for it.
-	tx, err := s.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "SELECT id FROM "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" WHERE id = $1 FOR UPDATE", l.ID()); err != nil {
-		t.Fatal(err)
-	}
+	unlock := lockListener(t, s, l.ID()) // the append waits for the row
 	dctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := hub.Dispatch(dctx, "a", "room", "abandoned")
 		errc <- err
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var waiting bool
-		if err := s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%must_notify%' AND strpos(query, $1) > 0)`, s.Schema()).Scan(&waiting); err != nil {
-			t.Fatal(err)
-		}
-		if waiting {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the append never waited for the row")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitLocked(t, s, 1)
 	cancel()
 	if err := <-errc; !errors.Is(err, moitessier.ErrOutcomeUnknown) {
 		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	receive(t, got, "abandoned")
 }
 
@@ -273,12 +261,8 @@ func TestAbandonedAppendIsHeard(t *testing.T) {
 // reconnects and registers again, under the same id, and hears another
 // hub's dispatches.
 func TestWatchRegistersAgain(t *testing.T) {
-	schema := newSchema(t)
-	s1 := openStore(t, schema)
+	schema, s1, hub1 := firstHub(t)
 	ctx := ctxT(t)
-	slow := moitessier.Options{CatchUpInterval: time.Hour}
-	hub1 := newHub(t, s1, slow)
-	awaitWatchers(t, s1, 1)
 	table := pgx.Identifier{schema, "watchers"}.Sanitize()
 	var (
 		id  string
@@ -324,7 +308,6 @@ func TestWatchRegistersAgain(t *testing.T) {
 func TestTwoHubsOnOneStore(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
-	slow := moitessier.Options{CatchUpInterval: time.Hour}
 	hub1, hub2 := newHub(t, s, slow), newHub(t, s, slow)
 	awaitWatchers(t, s, 2)
 	cond := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"}
