@@ -95,9 +95,11 @@
 // matches through [Store.MatchCached] ([moitessier.MatchCacher]), which
 // answers from this process's cache of recent Match answers (up to 10 000
 // scopes), stamped with the pattern version and the scope's version they
-// were read at. A scope's version (table scope_versions) is the id of the
-// last transaction that created or deleted a listener on it, written in
-// that transaction under the row's lock. Append's statement checks the
+// were read at. A scope's version (table scope_versions) is a random
+// number that the last transaction that created or deleted a listener on
+// it wrote, under the row's lock (migration 7; it was that transaction's
+// id, which PostgreSQL can hand out again after a crash that lost the
+// transaction, as an asynchronous join can be, below). Append's statement checks the
 // stamp in its own snapshot: if a listener was created or deleted on the
 // scope since, it writes nothing and fails with moitessier.ErrStale, and
 // the hub matches again (refreshing the cache) and appends again. So a
@@ -131,10 +133,24 @@
 // statement with a snapshot of its own, so the joins of one person, from
 // any process, count in turn; a join that creates nothing (a lease
 // renewal) takes no lock. Past a quota the function raises SQLSTATE MQ001
-// and nothing is written. Each join commits durably, so one caller that
-// creates listeners one after the other is bounded by the server's commit
-// latency; callers joining at once share commits (PostgreSQL's group
-// commit).
+// and nothing is written.
+//
+// A join commits asynchronously (synchronous_commit off for its
+// transaction) unless it creates a pattern listener or
+// [Config.DurableJoins] is set: it does not wait for the flush of its
+// commit, which would bound one caller creating listeners one after the
+// other by the disk's flush latency. Its changes are visible to every
+// process at once, and PostgreSQL flushes them within three times
+// wal_writer_delay, or with the next durable commit of any transaction,
+// since the write-ahead log is flushed in order. A crash of the server
+// before that loses the join, and nothing else: a dispatch that wrote to
+// the listener committed durably after it, and flushed it; hubs find the
+// listener gone (a Listener handle's calls report moitessier.ErrClosed,
+// and joining again creates it anew); the scope's version goes back to
+// one a hub may have cached, but a cached answer read at that version is
+// that of the state the server went back to. A pattern listener's join
+// stays durable: the pattern version is compared by order, and a lost
+// raise would be handed out again for another set of patterns.
 //
 // # Wake-ups: LISTEN/NOTIFY
 //

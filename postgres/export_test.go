@@ -63,3 +63,10 @@ func (s *Store) AppendGatedTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batc
 // SeenFor is how long appends notify without looking after a look found a
 // Watch to notify.
 const SeenFor = seenFor
+
+// JoinTx runs Join's statement in tx, so that a test can read what it set
+// for the transaction.
+func (s *Store) JoinTx(ctx context.Context, tx pgx.Tx, l moitessier.ListenerInfo, sub moitessier.Subscriber) error {
+	_, _, _, err := s.join(ctx, tx, l, sub, moitessier.Quota{})
+	return err
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -22,6 +23,17 @@ import (
 // each seeing the ones committed before, and a join that creates nothing
 // (a lease renewal) takes no lock and counts nothing.
 func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
+	return s.join(ctx, s.pool, l, sub, q)
+}
+
+// rowQueryer runs a statement that returns one row: the store's pool, or a
+// transaction.
+type rowQueryer interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// join is Join on db.
+func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	const op = "join"
 	if err := s.check(op); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
@@ -30,6 +42,10 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 	for i, p := range l.Scopes {
 		wild[i] = moitessier.IsPattern(p)
 	}
+	// A pattern listener's join raises the pattern version, which hubs
+	// compare by order (see reloadPatterns): it must not come back after a
+	// crash, so that join stays durable.
+	async := !s.cfg.DurableJoins && !slices.Contains(wild, true)
 	kind, typeLimit := q.OfType(l.Type)
 	var (
 		info    = moitessier.ListenerInfo{ID: l.ID}
@@ -41,11 +57,11 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 			typ                                int
 			lcreated, head, cur, joined, lease int64
 		)
-		err := s.pool.QueryRow(ctx, s.q.join,
+		err := db.QueryRow(ctx, s.q.join,
 			l.ID, int(l.Type), l.Person, l.Client, l.Scopes, wild, toNS(l.Created),
 			sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires), toSeq(sub.Cursor),
 			quotaLimit(q.Listeners), quotaLimit(typeLimit), quotaLimit(q.Subscriptions),
-			advisoryKey("quota\x00"+l.Person, s.cfg.Schema), advisoryKey("quota\x00"+sub.Person, s.cfg.Schema),
+			advisoryKey("quota\x00"+l.Person, s.cfg.Schema), advisoryKey("quota\x00"+sub.Person, s.cfg.Schema), async,
 		).Scan(&created, &typ, &info.Person, &info.Client, &info.Scopes, &lcreated, &head, &cur, &joined, &lease)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// The listener was deleted after the insert found it:

@@ -27,8 +27,8 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 
 // MatchCached is Match answered from this process's cache of recent
 // answers, when it has one for scope; see moitessier.MatchCacher. The
-// stamp is the pattern version and the scope's version (the last
-// transaction that created or deleted a listener on it) the answer was
+// stamp is the pattern version and the scope's version (a random number
+// written by each creation or deletion of a listener on it) the answer was
 // read at; Append checks both in its statement, so a cached answer costs no
 // round trip and nothing is stored from one that is out of date.
 func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, moitessier.MatchStamp, error) {

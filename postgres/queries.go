@@ -27,9 +27,13 @@ func buildQueries(schema string) queries {
 	r := strings.NewReplacer("S.", schema+".")
 	q := queries{
 		// join is Store.Join: one call of the function of migration 5
-		// (join_listener), one round trip, its own transaction.
+		// (join_listener), one round trip, its own transaction. When $18
+		// is true it turns synchronous_commit off for that transaction
+		// (see Config.DurableJoins); the setting is read at commit, so
+		// where in the statement it is set does not matter.
 		join: `SELECT created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease
-			FROM S.join_listener($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			FROM S.join_listener($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+			CROSS JOIN (SELECT CASE WHEN $18::boolean THEN set_config('synchronous_commit', 'off', true) END) a`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
 		listener:     `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
 		// subscribers reads a page from the primary key's index (its

@@ -82,6 +82,21 @@ type Config struct {
 	// once, and Writers is ignored).
 	MaxCombine int
 
+	// DurableJoins makes every Join wait for its commit to be flushed to
+	// disk. By default a join that creates a listener with concrete scopes
+	// only, or adds a subscriber, commits asynchronously
+	// (synchronous_commit off for its transaction): it returns without
+	// waiting for the flush, which PostgreSQL makes within three times
+	// wal_writer_delay (200ms by default), or sooner with the next durable
+	// commit, such as a dispatch's. A crash of the database server in that
+	// time can lose the join; no message is lost with it (a dispatch that
+	// wrote to the listener committed after the join, and its flush covers
+	// the join's), and the listener then reads as deleted: a Listener
+	// handle's calls fail with an error wrapping moitessier.ErrClosed, and
+	// joining again creates it anew. A join that creates a listener with a
+	// pattern scope is always durable.
+	DurableJoins bool
+
 	// ReconnectMin and ReconnectMax bound the backoff between attempts of
 	// Watch to reconnect its LISTEN connection. Default 50ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
