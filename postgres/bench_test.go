@@ -123,3 +123,52 @@ func BenchmarkCrossHub(b *testing.B) {
 	time.Sleep(200 * time.Millisecond) // both hubs' Watch connections LISTEN
 	storetest.CrossHubLatency(ctx, b, hb, got)
 }
+
+// BenchmarkJoin measures creating listeners one after the other, each on a
+// scope of its own, as one caller does: Store.Join alone, and
+// Hub.NewListener (the scopes-10k workload's create_s). The "durable"
+// variants set Config.DurableJoins, so that each join waits for its
+// commit's flush.
+func BenchmarkJoin(b *testing.B) {
+	for _, durable := range []bool{false, true} {
+		name := ""
+		if durable {
+			name = "durable/"
+		}
+		open := func(b *testing.B) *postgres.Store {
+			s, err := postgres.New(context.Background(), postgres.Config{DSN: testDSN(), Schema: newSchema(b), DurableJoins: durable})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = s.Close() })
+			return s
+		}
+		b.Run(name+"Store.Join", func(b *testing.B) {
+			s := open(b)
+			ctx := context.Background()
+			now := time.Now()
+			sub := moitessier.Subscriber{Person: "p", Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
+			i := 0
+			for b.Loop() {
+				scope := "bench.join." + fmt.Sprint(i)
+				i++
+				l := moitessier.ListenerInfo{ID: "j" + scope, Type: moitessier.Shared, Person: "p", Scopes: []string{scope}, Created: now}
+				if _, _, _, err := s.Join(ctx, l, sub, moitessier.Quota{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(name+"Hub.NewListener", func(b *testing.B) {
+			h := newHub(b, open(b), moitessier.Options{Quota: moitessier.Quota{Listeners: -1, Shared: -1, Subscriptions: -1}})
+			ctx := context.Background()
+			i := 0
+			for b.Loop() {
+				scope := "bench.join." + fmt.Sprint(i)
+				i++
+				if _, err := h.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: scope}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
