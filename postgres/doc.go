@@ -46,7 +46,9 @@
 // removes the flush from the critical section, at the cost PostgreSQL
 // documents: a server crash may lose the last few hundred milliseconds of
 // commits, and with them sequence numbers that readers may already have
-// seen.
+// seen, and pattern versions that hubs have cached (every join is then
+// asynchronous, and so are the pattern version's raises by Leave and
+// Sweep).
 //
 // # Fan-out in one statement, and combined appends
 //
@@ -135,22 +137,31 @@
 // renewal) takes no lock. Past a quota the function raises SQLSTATE MQ001
 // and nothing is written.
 //
-// A join commits asynchronously (synchronous_commit off for its
-// transaction) unless it creates a pattern listener or
-// [Config.DurableJoins] is set: it does not wait for the flush of its
-// commit, which would bound one caller creating listeners one after the
-// other by the disk's flush latency. Its changes are visible to every
-// process at once, and PostgreSQL flushes them within three times
+// A join that creates a listener commits asynchronously
+// (synchronous_commit off for its transaction) unless the listener has a
+// pattern scope or [Config.DurableJoins] is set: it does not wait for the
+// flush of its commit, which would bound one caller creating listeners one
+// after the other by the disk's flush latency. Its changes are visible to
+// every process at once, and PostgreSQL flushes them within three times
 // wal_writer_delay, or with the next durable commit of any transaction,
 // since the write-ahead log is flushed in order. A crash of the server
-// before that loses the join, and nothing else: a dispatch that wrote to
-// the listener committed durably after it, and flushed it; hubs find the
-// listener gone (a Listener handle's calls report moitessier.ErrClosed,
-// and joining again creates it anew); the scope's version goes back to
-// one a hub may have cached, but a cached answer read at that version is
-// that of the state the server went back to. A pattern listener's join
-// stays durable: the pattern version is compared by order, and a lost
-// raise would be handed out again for another set of patterns.
+// before that loses the creation, with the subscriber it added, and
+// nothing else: a dispatch that wrote to the listener, or a subscriber's
+// later join, committed durably after it and flushed it; hubs find the
+// listener gone (a Listener handle's next calls report
+// moitessier.ErrClosed, and joining again creates it anew); the scope's
+// version goes back to one a hub may have cached, but an answer read at
+// that version is that of the state the server went back to. A listen
+// under way on the lost listener when the server crashed, if the listener
+// is created again under the same ID (a Shared listener's ID is its
+// scopes') before its hub's next catch-up read, goes on with the new
+// listener's messages, which its subscriber has not joined: it saves no
+// cursor until it ends, and its next call reports moitessier.ErrClosed.
+// Joins that create nothing (a subscriber added to an existing listener,
+// a lease renewal) and those of a pattern listener wait for the flush:
+// losing a subscriber of a listener that survives would move its cursor
+// when it joined again, and the pattern version is compared by order, so
+// a lost raise would be handed out again for another set of patterns.
 //
 // # Wake-ups: LISTEN/NOTIFY
 //

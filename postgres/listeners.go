@@ -42,9 +42,10 @@ func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerIn
 	for i, p := range l.Scopes {
 		wild[i] = moitessier.IsPattern(p)
 	}
-	// A pattern listener's join raises the pattern version, which hubs
-	// compare by order (see reloadPatterns): it must not come back after a
-	// crash, so that join stays durable.
+	// A join that creates a listener may commit asynchronously (see
+	// Config.DurableJoins), unless the listener has a pattern: that raises
+	// the pattern version, which hubs compare by order (see
+	// reloadPatterns), and which must not come back after a crash.
 	async := !s.cfg.DurableJoins && !slices.Contains(wild, true)
 	kind, typeLimit := q.OfType(l.Type)
 	var (
@@ -62,7 +63,7 @@ func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerIn
 			sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires), toSeq(sub.Cursor),
 			quotaLimit(q.Listeners), quotaLimit(typeLimit), quotaLimit(q.Subscriptions),
 			advisoryKey("quota\x00"+l.Person, s.cfg.Schema), advisoryKey("quota\x00"+sub.Person, s.cfg.Schema), async,
-		).Scan(&created, &typ, &info.Person, &info.Client, &info.Scopes, &lcreated, &head, &cur, &joined, &lease)
+		).Scan(&created, &typ, &info.Person, &info.Client, &info.Scopes, &lcreated, &head, &cur, &joined, &lease, nil)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// The listener was deleted after the insert found it:
 			// run again, creating it anew.

@@ -84,17 +84,20 @@ type Config struct {
 
 	// DurableJoins makes every Join wait for its commit to be flushed to
 	// disk. By default a join that creates a listener with concrete scopes
-	// only, or adds a subscriber, commits asynchronously
-	// (synchronous_commit off for its transaction): it returns without
-	// waiting for the flush, which PostgreSQL makes within three times
-	// wal_writer_delay (200ms by default), or sooner with the next durable
-	// commit, such as a dispatch's. A crash of the database server in that
-	// time can lose the join; no message is lost with it (a dispatch that
-	// wrote to the listener committed after the join, and its flush covers
-	// the join's), and the listener then reads as deleted: a Listener
-	// handle's calls fail with an error wrapping moitessier.ErrClosed, and
-	// joining again creates it anew. A join that creates a listener with a
-	// pattern scope is always durable.
+	// only commits asynchronously (synchronous_commit off for its
+	// transaction): it returns without waiting for the flush, which
+	// PostgreSQL makes within three times wal_writer_delay (200ms by
+	// default), or sooner with the next durable commit of any transaction.
+	// A crash of the database server in that time can lose the listener's
+	// creation, its first subscriber with it; no message is lost (a
+	// dispatch that wrote to the listener committed after the join, and its
+	// flush covers the join's), and hubs find the listener gone: a Listener
+	// handle's next calls fail with an error wrapping moitessier.ErrClosed,
+	// and joining again creates it anew. A moitessier.Hooks.Created call
+	// may then have reported a listener that the server no longer has.
+	// Joins that add a subscriber to an existing listener or renew a lease,
+	// and joins that create a listener with a pattern scope, wait for the
+	// flush.
 	DurableJoins bool
 
 	// ReconnectMin and ReconnectMax bound the backoff between attempts of
