@@ -101,10 +101,11 @@
 // number that the last transaction that created or deleted a listener on
 // it wrote, under the row's lock (migration 7; it was that transaction's
 // id, which PostgreSQL can hand out again after a crash that lost the
-// transaction, as an asynchronous join can be, below). Append's statement checks the
-// stamp in its own snapshot: if a listener was created or deleted on the
-// scope since, it writes nothing and fails with moitessier.ErrStale, and
-// the hub matches again (refreshing the cache) and appends again. So a
+// transaction, as an asynchronous join can be, below). Append's statement
+// checks the stamp in its own snapshot: if a listener was created or
+// deleted on the scope since, it writes nothing and fails with
+// moitessier.ErrStale, and the hub matches again (refreshing the cache)
+// and appends again. So a
 // dispatch to a known scope costs one round trip, the append, and nothing
 // is stored from a stale answer, whichever process changed the listeners.
 // A dispatch to a scope the cache has no answer for goes through
@@ -143,25 +144,28 @@
 // flush of its commit, which would bound one caller creating listeners one
 // after the other by the disk's flush latency. Its changes are visible to
 // every process at once, and PostgreSQL flushes them within three times
-// wal_writer_delay, or with the next durable commit of any transaction,
-// since the write-ahead log is flushed in order. A crash of the server
-// before that loses the creation, with the subscriber it added, and
-// nothing else: a dispatch that wrote to the listener, or a subscriber's
-// later join, committed durably after it and flushed it; hubs find the
-// listener gone (a Listener handle's next calls report
+// wal_writer_delay, or with the next durable commit of a later transaction
+// that writes, since the write-ahead log is flushed in order. Every other
+// join waits for its flush, and so does every use of the listener: a
+// dispatch that writes to it, another subscriber's join, Ack, and the join
+// (a lease renewal) with which ListenUntil and Messages(Resume) begin. So a
+// crash of the server can lose a creation only if nothing of the kind
+// happened after it, and loses the listener with its first subscriber and
+// nothing else: no message was written to it and no listen had begun on
+// it. Hubs find it gone (a Listener handle's next calls report
 // moitessier.ErrClosed, and joining again creates it anew); the scope's
 // version goes back to one a hub may have cached, but an answer read at
-// that version is that of the state the server went back to. A listen
-// under way on the lost listener when the server crashed, if the listener
-// is created again under the same ID (a Shared listener's ID is its
-// scopes') before its hub's next catch-up read, goes on with the new
-// listener's messages, which its subscriber has not joined: it saves no
-// cursor until it ends, and its next call reports moitessier.ErrClosed.
-// Joins that create nothing (a subscriber added to an existing listener,
-// a lease renewal) and those of a pattern listener wait for the flush:
-// losing a subscriber of a listener that survives would move its cursor
-// when it joined again, and the pattern version is compared by order, so
-// a lost raise would be handed out again for another set of patterns.
+// that version is that of the state the server went back to. What the
+// loss can cost is a listener created ahead of its readers (an inbox made
+// at sign-up, read later by its conditions): the next NewListener on its
+// conditions creates it again, empty, and what was dispatched to its
+// scopes between the server's recovery and that join reached no listener,
+// with no error to tell its subscriber. Set DurableJoins where listeners
+// are created ahead of their readers. A subscriber's join to an existing
+// listener stays durable because losing it would move that subscriber's
+// cursor when it joined again; a pattern listener's, because the pattern
+// version is compared by order, and a lost raise would be handed out again
+// for another set of patterns.
 //
 // # Wake-ups: LISTEN/NOTIFY
 //

@@ -21,7 +21,9 @@ import (
 // transaction, under a transaction-level advisory lock of the person taken
 // after the insert: every process's joins for one person count in turn,
 // each seeing the ones committed before, and a join that creates nothing
-// (a lease renewal) takes no lock and counts nothing.
+// (a lease renewal) takes no lock and counts nothing. A join that creates
+// a listener with concrete scopes commits asynchronously unless
+// Config.DurableJoins is set.
 func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	return s.join(ctx, s.pool, l, sub, q)
 }

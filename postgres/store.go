@@ -82,22 +82,26 @@ type Config struct {
 	// once, and Writers is ignored).
 	MaxCombine int
 
-	// DurableJoins makes every Join wait for its commit to be flushed to
-	// disk. By default a join that creates a listener with concrete scopes
-	// only commits asynchronously (synchronous_commit off for its
-	// transaction): it returns without waiting for the flush, which
-	// PostgreSQL makes within three times wal_writer_delay (200ms by
-	// default), or sooner with the next durable commit of any transaction.
-	// A crash of the database server in that time can lose the listener's
-	// creation, its first subscriber with it; no message is lost (a
-	// dispatch that wrote to the listener committed after the join, and its
-	// flush covers the join's), and hubs find the listener gone: a Listener
-	// handle's next calls fail with an error wrapping moitessier.ErrClosed,
-	// and joining again creates it anew. A moitessier.Hooks.Created call
-	// may then have reported a listener that the server no longer has.
-	// Joins that add a subscriber to an existing listener or renew a lease,
-	// and joins that create a listener with a pattern scope, wait for the
-	// flush.
+	// DurableJoins keeps every Join at the session's synchronous_commit
+	// (on, unless the DSN, role or database sets it otherwise: each join
+	// waits for its commit to be flushed to disk). By default a join that
+	// creates a listener with concrete scopes only commits asynchronously
+	// (synchronous_commit off for its transaction): it returns without
+	// waiting for the flush, which PostgreSQL makes within three times
+	// wal_writer_delay (200ms by default), or sooner with a later durable
+	// commit. Any use of the listener (a dispatch to it, ListenUntil, Ack,
+	// another subscriber's join) commits durably after it, and so flushes
+	// it; a crash of the database server before that loses the listener
+	// with its first subscriber, and no message. Hubs then find it gone: a
+	// Listener handle's next calls fail with an error wrapping
+	// moitessier.ErrClosed, and joining again creates it anew, empty; what
+	// was dispatched to its scopes in between reached no listener, without
+	// an error to anyone, and a moitessier.Hooks.Created call may have
+	// reported a listener that the server no longer has. Set DurableJoins
+	// where listeners are created well ahead of their first use (see the
+	// package docs, Joining in one round trip). Joins that add a
+	// subscriber to an existing listener or renew a lease, and joins that
+	// create a listener with a pattern scope, always wait for the flush.
 	DurableJoins bool
 
 	// ReconnectMin and ReconnectMax bound the backoff between attempts of
