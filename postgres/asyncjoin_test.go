@@ -22,11 +22,7 @@ import (
 func TestJoinCommitsAsynchronously(t *testing.T) {
 	schema := newSchema(t)
 	ctx := ctxT(t)
-	durable, err := postgres.New(ctx, postgres.Config{DSN: testDSN(), Schema: schema, DurableJoins: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = durable.Close() })
+	durable := openStoreWith(t, postgres.Config{Schema: schema, DurableJoins: true})
 	async := openStore(t, schema)
 	conn, err := async.Pool().Acquire(ctx)
 	if err != nil {

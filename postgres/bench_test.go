@@ -136,12 +136,7 @@ func BenchmarkJoin(b *testing.B) {
 			name = "durable/"
 		}
 		open := func(b *testing.B) *postgres.Store {
-			s, err := postgres.New(context.Background(), postgres.Config{DSN: testDSN(), Schema: newSchema(b), DurableJoins: durable})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = s.Close() })
-			return s
+			return openStoreWith(b, postgres.Config{Schema: newSchema(b), DurableJoins: durable})
 		}
 		b.Run(name+"Store.Join", func(b *testing.B) {
 			s := open(b)

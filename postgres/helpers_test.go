@@ -87,9 +87,17 @@ func newSchema(tb testing.TB) string {
 // openStore opens a store on schema, closed when the test ends.
 func openStore(tb testing.TB, schema string) *postgres.Store {
 	tb.Helper()
-	s, err := postgres.New(ctxT(tb), postgres.Config{DSN: testDSN(), Schema: schema})
+	return openStoreWith(tb, postgres.Config{Schema: schema})
+}
+
+// openStoreWith opens a store with cfg on the test server (cfg.DSN is
+// set), closed when the test ends.
+func openStoreWith(tb testing.TB, cfg postgres.Config) *postgres.Store {
+	tb.Helper()
+	cfg.DSN = testDSN()
+	s, err := postgres.New(ctxT(tb), cfg)
 	if err != nil {
-		tb.Fatalf("postgres.New(schema %s): %v", schema, err)
+		tb.Fatalf("postgres.New(schema %s): %v", cfg.Schema, err)
 	}
 	tb.Cleanup(func() { _ = s.Close() })
 	return s
