@@ -319,21 +319,21 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 func (c *benchConfig) newStore(ctx context.Context, workload string) (st *openedStore, cleanup func(), err error) {
 	switch {
 	case c.store == "memory":
-		st, err = openStore(ctx, "memory", "")
+		st, err = openStore(ctx, "memory", "", false)
 		return st, func() {}, err
 	case c.store == "sqlite":
 		dir, err := os.MkdirTemp(c.tmp, workload+"-")
 		if err != nil {
 			return nil, nil, err
 		}
-		st, err = openStore(ctx, filepath.Join(dir, "bench.db"), "")
+		st, err = openStore(ctx, filepath.Join(dir, "bench.db"), "", false)
 		if err != nil {
 			return nil, nil, err
 		}
 		return st, func() { st.Close(); os.RemoveAll(dir) }, nil
 	}
 	schema := "moitessier_bench_" + randomHex(6)
-	st, err = openStore(ctx, c.store, schema)
+	st, err = openStore(ctx, c.store, schema, false)
 	if err != nil {
 		return nil, nil, err
 	}

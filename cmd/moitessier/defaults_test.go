@@ -123,3 +123,31 @@ func TestBadEnv(t *testing.T) {
 		}
 	})
 }
+
+// TestDurableJoinsFlag: --durable-joins, or MOITESSIER_PG_DURABLE_JOINS,
+// reaches the Postgres store's configuration; by default it is off, as in
+// the library.
+func TestDurableJoinsFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  string
+		want bool
+	}{
+		{nil, "", false},
+		{[]string{"--durable-joins"}, "", true},
+		{nil, "true", true},
+		{[]string{"--durable-joins=false"}, "true", false},
+	} {
+		clearEnv(t)
+		if tc.env != "" {
+			t.Setenv("MOITESSIER_PG_DURABLE_JOINS", tc.env)
+		}
+		c, fs := serveFlags(io.Discard)
+		if err := parse(fs, tc.args, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		if got := postgresConfig("postgres://db/app", "s", c.durableJoins).DurableJoins; got != tc.want {
+			t.Errorf("serve %v with MOITESSIER_PG_DURABLE_JOINS=%q: DurableJoins %v, want %v", tc.args, tc.env, got, tc.want)
+		}
+	}
+}

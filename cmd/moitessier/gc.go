@@ -34,7 +34,7 @@ func runGC(ctx context.Context, args []string, stdin io.Reader, stdout, stderr i
 	if err := parse(fs, args, stdout); err != nil {
 		return err
 	}
-	st, err := openStore(ctx, store, schema)
+	st, err := openStore(ctx, store, schema, false)
 	if err != nil {
 		return err
 	}

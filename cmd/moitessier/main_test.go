@@ -462,7 +462,7 @@ func postgresDSN(t *testing.T) string {
 	dsn := env("MOITESSIER_POSTGRES_DSN", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable")
 	probe, cancel := context.WithTimeout(ctxT(t), 3*time.Second)
 	defer cancel()
-	st, err := openStore(probe, dsn, "moitessier_cmd_probe")
+	st, err := openStore(probe, dsn, "moitessier_cmd_probe", false)
 	if err != nil {
 		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
 			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)

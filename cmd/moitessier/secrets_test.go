@@ -100,7 +100,7 @@ func TestDSNPasswordNeverShown(t *testing.T) {
 	dsn := base + map[bool]string{true: "&", false: "?"}[strings.Contains(base, "?")] + "password=" + pw
 	probe, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	st, err := openStore(probe, dsn, "moitessier_cmd_probe")
+	st, err := openStore(probe, dsn, "moitessier_cmd_probe", false)
 	if err != nil {
 		if os.Getenv("MOITESSIER_REQUIRE_POSTGRES") == "1" {
 			t.Fatalf("PostgreSQL required but unreachable at MOITESSIER_POSTGRES_DSN: %v", err)

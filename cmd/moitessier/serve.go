@@ -86,6 +86,7 @@ type serveConfig struct {
 	maxScopes                   int
 	bodyTimeout                 time.Duration
 	devSecretFile               string
+	durableJoins                bool
 }
 
 func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
@@ -97,6 +98,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.StringVar(&c.addr, "addr", env("MOITESSIER_ADDR", "127.0.0.1:8080"), "address to listen on (env MOITESSIER_ADDR)")
 	fs.StringVar(&c.store, "store", env("MOITESSIER_STORE", "moitessier.db"), storeHelp)
 	fs.StringVar(&c.schema, "schema", env("MOITESSIER_PG_SCHEMA", ""), "PostgreSQL schema of the store (env MOITESSIER_PG_SCHEMA; default moitessier)")
+	fs.BoolVar(&c.durableJoins, "durable-joins", envBool("MOITESSIER_PG_DURABLE_JOINS", false), "PostgreSQL: creating a listener waits for its commit to reach the disk; without it a server crash can lose a listener created in its last few hundred milliseconds that nothing used yet, such as one made by POST /v1/listeners for later reading (env MOITESSIER_PG_DURABLE_JOINS)")
 	fs.StringVar(&c.secret, "secret", env("MOITESSIER_SECRET", ""), "HS256 secret that signs tokens, at least 32 bytes: make one with \"moitessier secret\" or \"openssl rand -base64 32\" (env MOITESSIER_SECRET); empty: a random one, and development mode")
 	fs.BoolVar(&c.devTokens, "dev-tokens", envBool("MOITESSIER_DEV_TOKENS", false), "serve POST /dev/token even with a secret (env MOITESSIER_DEV_TOKENS); always on without one")
 	fs.StringVar(&c.devSecretFile, "dev-secret-file", env("MOITESSIER_DEV_SECRET_FILE", ""), "development mode: the file that keeps the random secret (mode 0600), so that tokens survive a restart (env MOITESSIER_DEV_SECRET_FILE); empty: FILE.dev-secret beside a SQLite store FILE, none with other stores; \"none\": a new secret at every start")
@@ -202,7 +204,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		}
 		log.Warn("development mode: no --secret, so a random one; POST /dev/token mints tokens for anyone", "secret_file", secretFile)
 	}
-	st, err := openStore(ctx, c.store, c.schema)
+	st, err := openStore(ctx, c.store, c.schema, c.durableJoins)
 	if err != nil {
 		return nil, err
 	}

@@ -77,8 +77,8 @@ func datastoreConfig(spec string) (clouddatastore.Config, error) {
 
 // openStore opens the store a spec names. schema, if not "", is the
 // PostgreSQL schema, or for Datastore the namespace when the spec names
-// none.
-func openStore(ctx context.Context, spec, schema string) (*openedStore, error) {
+// none. durableJoins is postgres.Config.DurableJoins.
+func openStore(ctx context.Context, spec, schema string, durableJoins bool) (*openedStore, error) {
 	switch {
 	case spec == "memory" || spec == "mem":
 		return &openedStore{Store: memstore.New(), kind: "memory"}, nil
@@ -103,7 +103,7 @@ func openStore(ctx context.Context, spec, schema string) (*openedStore, error) {
 		}
 		return &openedStore{Store: s, kind: "datastore", where: where}, nil
 	case isPostgres(spec):
-		s, err := postgres.New(ctx, postgres.Config{DSN: spec, Schema: schema})
+		s, err := postgres.New(ctx, postgresConfig(spec, schema, durableJoins))
 		if err != nil {
 			return nil, redactErr(err, spec)
 		}
@@ -120,6 +120,12 @@ func openStore(ctx context.Context, spec, schema string) (*openedStore, error) {
 		return nil, err
 	}
 	return &openedStore{Store: s, kind: "sqlite", where: s.Path()}, nil
+}
+
+// postgresConfig is the configuration of a Postgres store opened from the
+// command line.
+func postgresConfig(dsn, schema string, durableJoins bool) postgres.Config {
+	return postgres.Config{DSN: dsn, Schema: schema, DurableJoins: durableJoins}
 }
 
 // redactDSN hides the passwords of a connection string: the user:pass@
