@@ -17,12 +17,7 @@ import (
 // store's own pool and its defaults.
 func benchStore(b testing.TB) *postgres.Store {
 	b.Helper()
-	s, err := postgres.New(context.Background(), postgres.Config{DSN: testDSN(), Schema: newSchema(b)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = s.Close() })
-	return s
+	return openStore(b, newSchema(b))
 }
 
 // BenchmarkAppend measures Store.Append: batches of 1 or 100 entries (one
@@ -102,12 +97,7 @@ func BenchmarkCrossHub(b *testing.B) {
 	schema := newSchema(b)
 	ctx := context.Background()
 	open := func() *moitessier.Hub {
-		s, err := postgres.New(ctx, postgres.Config{DSN: testDSN(), Schema: schema})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = s.Close() })
-		h, err := moitessier.New(s, moitessier.Options{CatchUpInterval: time.Hour, GCInterval: -1})
+		h, err := moitessier.New(openStore(b, schema), moitessier.Options{CatchUpInterval: time.Hour, GCInterval: -1})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -427,11 +427,7 @@ const cancelGraceBound = 800 * time.Millisecond
 // TestWritersBounded: however appends come, at most Config.Writers append
 // writers exist, and once the appends are done all of them are parked.
 func TestWritersBounded(t *testing.T) {
-	s, err := postgres.New(context.Background(), postgres.Config{DSN: testDSN(), Schema: newSchema(t), Writers: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openStoreWith(t, postgres.Config{Schema: newSchema(t), Writers: 2})
 	ctx := ctxT(t)
 	ls := make([]moitessier.ListenerInfo, 16)
 	for i := range ls {

@@ -109,12 +109,7 @@ func TestOneHubNotifiesNoOne(t *testing.T) {
 		t.Fatal("a dispatch of a hub alone on its schema sent a NOTIFY")
 	}
 
-	s2, err := postgres.New(ctx, postgres.Config{DSN: testDSN(), Schema: schema})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s2.Close()
-	hub2, err := moitessier.New(s2, moitessier.Options{CatchUpInterval: time.Hour, GCInterval: -1})
+	hub2, err := moitessier.New(openStore(t, schema), moitessier.Options{CatchUpInterval: time.Hour, GCInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
