@@ -224,16 +224,26 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	// runtime shrinks its stack to 4 KiB, most of what an idle subscriber
 	// costs (TestWaitingStack holds it to that). Code added to this frame,
 	// or a call that stays on the stack while it waits, would double it.
-	// After a delivery the loop looks again at once, through the same select
-	// with a ready channel: select picks among ready cases at random, so ctx,
-	// the deadline and check are still served while messages keep coming.
+	// After a delivery the loop looks again at once: the first time
+	// straight away (most often step then finds nothing and the loop waits
+	// in the select, which serves ctx, the deadline and check), the second
+	// through the same select with a ready channel: select picks among
+	// ready cases at random, so they are still served while messages keep
+	// coming. Each select locks every channel it names, and ctx's is often
+	// shared by many subscribers: a select skipped is contention saved.
+	again := false
 	for {
 		wake, err := l.step(ctx, lv, st, respond, &cur)
 		if err != nil {
 			return cur, err
 		}
 		if wake == nil {
+			if again = !again; again {
+				continue
+			}
 			wake = l.hub.ready
+		} else {
+			again = false
 		}
 		select {
 		case <-wake:

@@ -58,3 +58,52 @@ func TestListenUntilCheckAndTimeout(t *testing.T) {
 		t.Fatalf("timeout without check: %v", err)
 	}
 }
+
+// TestListenUntilServedWhileBusy: the timeout, ctx and check are served
+// while ListenUntil never runs out of messages (its respond dispatches the
+// next one), so that a busy subscriber cannot keep it from returning.
+func TestListenUntilServedWhileBusy(t *testing.T) {
+	ctx := context.Background()
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "busy"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hub.Dispatch(ctx, "p", "busy", "first"); err != nil {
+		t.Fatal(err)
+	}
+	errStarved := errors.New("never served while messages kept coming")
+	errStop := errors.New("stop")
+	calls := 0
+	respond := func(ctx context.Context, _ []moitessier.Message) error {
+		if calls++; calls > 100000 {
+			return errStarved
+		}
+		_, err := hub.Dispatch(ctx, "p", "busy", "next")
+		return err
+	}
+	cases := []struct {
+		name    string
+		ctx     func() (context.Context, context.CancelFunc)
+		check   moitessier.CheckFunc
+		timeout time.Duration
+		want    error
+	}{
+		{"timeout", func() (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }, nil, 20 * time.Millisecond, nil},
+		{"ctx", func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 20*time.Millisecond) }, nil, 0, context.DeadlineExceeded},
+		{"check", func() (context.Context, context.CancelFunc) { return context.WithCancel(ctx) }, func(context.Context) error { return errStop }, time.Hour, errStop},
+	}
+	for _, c := range cases {
+		calls = 0
+		cctx, cancel := c.ctx()
+		_, err := l.ListenUntil(cctx, c.check, respond, moitessier.Resume, 10*time.Millisecond, c.timeout)
+		cancel()
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: ListenUntil returned %v after %d respond calls, want %v", c.name, err, calls, c.want)
+		}
+	}
+}
