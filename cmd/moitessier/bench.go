@@ -68,6 +68,10 @@ report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a
 database server's own time is not.
+They also report how long each Hub.Dispatch call took, from the call to its
+return, at the 50th, 90th and 99th percentiles (dispatch_p50_ms,
+dispatch_p90_ms, dispatch_p99_ms): the dispatcher's side, where p50_ms and
+p99_ms are the subscribers'.
 
 Messages are 100 bytes. Deliveries are checked (right listener, in order, no
 duplicate); the wall time runs from the first dispatch to the last delivery.
@@ -126,6 +130,13 @@ type BenchResult struct {
 	// last delivery. Dispatchers, subscribers and the store's client are
 	// all in it; a database server's own time is not.
 	CPUPerDelivery float64 `json:"cpu_us_per_delivery,omitempty"`
+	// fanout-*, dispatch-8 and scopes-10k: how long a Hub.Dispatch call
+	// took, from the call to its return, at the 50th, 90th and 99th
+	// percentiles (milliseconds): the dispatcher's side, where p50_ms and
+	// p99_ms are the subscribers'.
+	DispatchP50ms float64 `json:"dispatch_p50_ms,omitempty"`
+	DispatchP90ms float64 `json:"dispatch_p90_ms,omitempty"`
+	DispatchP99ms float64 `json:"dispatch_p99_ms,omitempty"`
 
 	// The end-to-end workloads.
 	Publishers        int     `json:"publishers,omitempty"`
@@ -258,6 +269,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		if res.CPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
+		}
+		if res.DispatchP50ms > 0 {
+			extra = append(extra, fmt.Sprintf("Dispatch call p50/p90/p99 %.2f/%.2f/%.2f ms", res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms))
 		}
 		if res.HubCPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("hub CPU %.1f µs/delivery", res.HubCPUPerDelivery))
@@ -499,6 +513,7 @@ func (c *benchConfig) libraryResult(res *BenchResult, r workload.Result, cpu *cp
 	res.MsgsPerS = r.MsgsPerSecond()
 	res.DispatchesPerS = r.PerSecond(res.Messages)
 	res.P50ms, res.P99ms = r.Percentile(0.50), r.Percentile(0.99)
+	res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms = r.DispatchPercentile(0.50), r.DispatchPercentile(0.90), r.DispatchPercentile(0.99)
 	res.Seconds = max(r.Wall.Seconds(), 1e-9)
 	if c.baseline > 0 {
 		res.BaselinePerS = c.baseline

@@ -441,6 +441,15 @@ func TestBench(t *testing.T) {
 		if cpu, ok := r["cpu_us_per_delivery"].(float64); strings.HasPrefix(r["workload"].(string), "fanout-") && runtime.GOOS == "linux" && (!ok || cpu <= 0) {
 			t.Fatalf("no CPU per delivery: %s", line)
 		}
+		// And how long their Dispatch calls took, in order of percentile.
+		if w := r["workload"].(string); strings.HasPrefix(w, "fanout-") || w == "dispatch-8" {
+			p50, _ := r["dispatch_p50_ms"].(float64)
+			p90, _ := r["dispatch_p90_ms"].(float64)
+			p99, _ := r["dispatch_p99_ms"].(float64)
+			if p50 <= 0 || p90 < p50 || p99 < p90 {
+				t.Fatalf("Dispatch call percentiles: %s", line)
+			}
+		}
 	}
 	out, _, err = runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--messages", "20", "--idle", "200ms", "fanout-1", "idle-10k", "scopes-10k")
 	if err != nil || !strings.Contains(out, "msgs/s") || !strings.Contains(out, "fanout-1") || !strings.Contains(out, "store queries/s idle") ||
@@ -449,7 +458,7 @@ func TestBench(t *testing.T) {
 	}
 	out, _, err = runCmd(ctxT(t), t, "", "bench", "--store", "memory", "--messages", "20", "--json", "scopes-10k")
 	var r BenchResult
-	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.CreateS <= 0 || r.CreateConcurrentS <= 0 {
+	if err != nil || json.Unmarshal([]byte(out), &r) != nil || r.CreateS <= 0 || r.CreateConcurrentS <= 0 || r.DispatchP50ms <= 0 {
 		t.Fatalf("scopes-10k: %v\n%s", err, out)
 	}
 }

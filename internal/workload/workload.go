@@ -81,6 +81,10 @@ type Result struct {
 	StoreCalls int64
 	// Responds counts respond calls (wake-ups with messages).
 	Responds int64
+	// Dispatches are how long each Hub.Dispatch call took, from the call
+	// to its return, sorted (Fanout and Scopes): a dispatcher's view,
+	// where Latencies are the subscribers'.
+	Dispatches []time.Duration
 	// Create is how long creating the listeners took, one NewListener
 	// call after the other (a user's loop); Listen how long ListenUntil
 	// took to start on all of them.
@@ -101,6 +105,10 @@ func (r *Result) wall() float64 { return max(r.Wall.Seconds(), 1e-9) }
 
 // Percentile returns the p-th latency (0 ≤ p ≤ 1) in milliseconds.
 func (r *Result) Percentile(p float64) float64 { return Percentile(r.Latencies, p) }
+
+// DispatchPercentile returns the p-th Dispatch call duration (0 ≤ p ≤ 1)
+// in milliseconds.
+func (r *Result) DispatchPercentile(p float64) float64 { return Percentile(r.Dispatches, p) }
 
 // Percentile returns the p-th of the sorted latencies in milliseconds, or 0.
 func Percentile(sorted []time.Duration, p float64) float64 {
@@ -281,7 +289,9 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 	var wg sync.WaitGroup
 	var sent atomic.Int64
 	errc := make(chan error, dispatchers)
+	took := make([][]time.Duration, dispatchers)
 	for d := range dispatchers {
+		took[d] = make([]time.Duration, 0, n/dispatchers+1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -289,10 +299,12 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 				if k := sent.Add(1); k%16 == 0 {
 					waitWindow(ctx, k, func() int64 { return rs.lowest(int64(n)) }, int64(window))
 				}
-				if _, err := hub.Dispatch(ctx, Person, "bench.fanout", hubload.Text(time.Now())); err != nil {
+				t := time.Now()
+				if _, err := hub.Dispatch(ctx, Person, "bench.fanout", hubload.Text(t)); err != nil {
 					errc <- err
 					return
 				}
+				took[d] = append(took[d], time.Since(t))
 			}
 		}()
 	}
@@ -307,6 +319,7 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 	hooks.stop()
 	res, err := rs.result(start)
 	res.StoreCalls = calls.Load() - calls0
+	res.Dispatches = slices.Sorted(slices.Values(slices.Concat(took...)))
 	return res, err
 }
 
@@ -355,13 +368,16 @@ func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hook
 	hooks.start()
 	start := time.Now()
 	calls0 := calls.Load()
+	took := make([]time.Duration, 0, n)
 	for i := range n {
 		if i%256 == 0 {
 			waitWindow(ctx, int64(i), rs.delivered, 4*int64(window))
 		}
-		if _, err := hub.Dispatch(ctx, Person, names[i%scopes], hubload.Text(time.Now())); err != nil {
+		t := time.Now()
+		if _, err := hub.Dispatch(ctx, Person, names[i%scopes], hubload.Text(t)); err != nil {
 			return Result{}, err
 		}
+		took = append(took, time.Since(t))
 	}
 	if err := rs.wait(ctx); err != nil {
 		return Result{}, err
@@ -369,6 +385,8 @@ func Scopes(ctx context.Context, s moitessier.Store, scopes, n, window int, hook
 	hooks.stop()
 	res, err := rs.result(start)
 	res.Create, res.Listen, res.CreateConcurrent = created, listening, concurrent
+	slices.Sort(took)
+	res.Dispatches = took
 	res.StoreCalls = calls.Load() - calls0
 	return res, err
 }
