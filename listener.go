@@ -229,8 +229,9 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	// in the select, which serves ctx, the deadline and check), the second
 	// through the same select with a ready channel: select picks among
 	// ready cases at random, so they are still served while messages keep
-	// coming. Each select locks every channel it names, and ctx's is often
-	// shared by many subscribers: a select skipped is contention saved.
+	// coming. Each select locks every channel it names, among them the
+	// hub's ready channel, which every subscriber in the hub shares (and
+	// often ctx's): a select skipped is contention saved.
 	again := false
 	for {
 		wake, err := l.step(ctx, lv, st, respond, &cur)

@@ -68,7 +68,8 @@ report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a
 database server's own time is not.
-They also report how long each Hub.Dispatch call took, from the call to its
+The library workloads that dispatch (fanout-*, scopes-10k, dispatch-8)
+also report how long each Hub.Dispatch call took, from the call to its
 return, at the 50th, 90th and 99th percentiles (dispatch_p50_ms,
 dispatch_p90_ms, dispatch_p99_ms): the dispatcher's side, where p50_ms and
 p99_ms are the subscribers'.
@@ -271,7 +272,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
 		}
 		if res.DispatchP50ms > 0 {
-			extra = append(extra, fmt.Sprintf("Dispatch call p50/p90/p99 %.2f/%.2f/%.2f ms", res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms))
+			extra = append(extra, fmt.Sprintf("Dispatch call p50/p90/p99 %.3f/%.3f/%.3f ms", res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms))
 		}
 		if res.HubCPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("hub CPU %.1f µs/delivery", res.HubCPUPerDelivery))

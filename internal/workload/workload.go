@@ -291,10 +291,11 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 	errc := make(chan error, dispatchers)
 	took := make([][]time.Duration, dispatchers)
 	for d := range dispatchers {
-		took[d] = make([]time.Duration, 0, n/dispatchers+1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			mine := make([]time.Duration, 0, n/dispatchers+1)
+			defer func() { took[d] = mine }()
 			for i := d; i < n; i += dispatchers {
 				if k := sent.Add(1); k%16 == 0 {
 					waitWindow(ctx, k, func() int64 { return rs.lowest(int64(n)) }, int64(window))
@@ -304,7 +305,7 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 					errc <- err
 					return
 				}
-				took[d] = append(took[d], time.Since(t))
+				mine = append(mine, time.Since(t))
 			}
 		}()
 	}
@@ -319,7 +320,8 @@ func Fanout(ctx context.Context, s moitessier.Store, subs, dispatchers, n, windo
 	hooks.stop()
 	res, err := rs.result(start)
 	res.StoreCalls = calls.Load() - calls0
-	res.Dispatches = slices.Sorted(slices.Values(slices.Concat(took...)))
+	res.Dispatches = slices.Concat(took...)
+	slices.Sort(res.Dispatches)
 	return res, err
 }
 

@@ -32,6 +32,9 @@ func TestFanout(t *testing.T) {
 	if !slices.IsSorted(res.Latencies) || res.Latencies[0] < 0 || res.Latencies[149] > time.Minute {
 		t.Errorf("latencies not sorted, or not dispatch-to-delivery times: %v … %v", res.Latencies[0], res.Latencies[149])
 	}
+	if len(res.Dispatches) != 50 || !slices.IsSorted(res.Dispatches) || res.Dispatches[0] <= 0 {
+		t.Errorf("%d Dispatch call durations (want 50, sorted, positive)", len(res.Dispatches))
+	}
 	if !started || !stopped || total != 150 {
 		t.Errorf("hooks: started %v, stopped %v, progress total %d (want 150)", started, stopped, total)
 	}
@@ -58,6 +61,9 @@ func TestScopes(t *testing.T) {
 	}
 	if ls, err := s.Match(context.Background(), "bench.scope.9"); err != nil || len(ls) != 1 {
 		t.Errorf("Match(bench.scope.9) = %d listeners, %v; want the workload's one", len(ls), err)
+	}
+	if len(res.Dispatches) != 25 || !slices.IsSorted(res.Dispatches) {
+		t.Errorf("%d Dispatch call durations (want 25, sorted)", len(res.Dispatches))
 	}
 	if res.Deliveries != 25 || res.Create <= 0 || res.Listen <= 0 || res.CreateConcurrent <= 0 {
 		t.Errorf("%d deliveries (want 25), create %v, create concurrently %v, listen %v", res.Deliveries, res.Create, res.CreateConcurrent, res.Listen)
