@@ -422,11 +422,12 @@ func (w *Wake) flushLoop() {
 func (w *Wake) flush(ctx context.Context) {
 	w.mu.Lock()
 	pending, target := w.pending, w.queued
-	if len(pending) > 0 {
-		w.pending = make(map[string]moitessier.Cursor, len(pending))
+	n := len(pending) // read under mu: an empty map stays w.pending, which Publish writes
+	if n > 0 {
+		w.pending = make(map[string]moitessier.Cursor, n)
 	}
 	w.mu.Unlock()
-	if len(pending) == 0 {
+	if n == 0 {
 		return
 	}
 	heads := make([]moitessier.Head, 0, len(pending))
