@@ -16,16 +16,21 @@ import (
 
 var errNoGcloud = errors.New("not found in PATH")
 
-// watchdog starts a background shell that ends the whole process group
-// when its stdin (a pipe whose write end only the test binary holds) closes:
-// when stop closes it, or when the test binary ends in any way. Then it
-// execs the emulator command ("$@"), which keeps the shell's pid.
+// watchdog starts a background watcher that ends the whole process group
+// when its stdin (a pipe whose write end only the test binary holds)
+// closes: when stop closes it, or when the test binary ends in any way. It
+// sends SIGTERM, and 10 s later SIGKILL to whatever of the group is left
+// (a Java server with a backlog of requests from a test binary that timed
+// out was seen to outlive SIGTERM by many minutes, at full processor). It
+// runs in a session of its own (setsid), so that it is not of the group it
+// ends and stop does not wait for it. Then the shell execs the emulator
+// command ("$@"), which keeps the shell's pid: the group's id.
 //
 // The group is a new session (Setsid), and gcloud is its leader: gcloud's
 // emulator launcher moves itself into a process group of its own unless it
 // leads its session, and the Java server it starts inherits that group.
 const watchdog = `exec 3<&0
-{ read line <&3; kill -TERM 0; } </dev/null &
+setsid sh -c 'read line; kill -TERM -"$1" 2>/dev/null; sleep 10; kill -KILL -"$1" 2>/dev/null' sh $$ <&3 >/dev/null 2>&1 &
 exec "$@" </dev/null 3<&-
 `
 

@@ -170,6 +170,37 @@ func TestKilledBinaryLeavesNoEmulator(t *testing.T) {
 	}
 }
 
+// TestWatchdogKillsWhatIgnoresTERM: when the test binary's end closes the
+// watchdog's stdin, a process of the group that ignores SIGTERM (as a busy
+// emulator can, for minutes) is killed 10 s later, and the watchdog itself
+// is of another group, so stop does not wait for it.
+func TestWatchdogKillsWhatIgnoresTERM(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", watchdog, "sh", "/bin/sh", "-c", `trap "" TERM; sleep 60 & wait; sleep 60`)
+	cmd.Stdin = r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	pgid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	time.Sleep(200 * time.Millisecond) // let the shell trap TERM
+	w.Close()                          // as the end of the test binary does
+	if !waitGroupGone(pgid, 20*time.Second) {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		t.Fatalf("group %d still alive 20 s after the watchdog's stdin closed", pgid)
+	}
+	<-exited
+}
+
 func TestEnvHostDown(t *testing.T) {
 	port, err := freePort()
 	if err != nil {
