@@ -23,14 +23,20 @@ var errNoGcloud = errors.New("not found in PATH")
 // (a Java server with a backlog of requests from a test binary that timed
 // out was seen to outlive SIGTERM by many minutes, at full processor). It
 // runs in a session of its own (setsid), so that it is not of the group it
-// ends and stop does not wait for it. Then the shell execs the emulator
-// command ("$@"), which keeps the shell's pid: the group's id.
+// ends and stop does not wait for it; where there is no setsid command
+// (macOS), it sends SIGTERM alone, from within the group. Then the shell
+// execs the emulator command ("$@"), which keeps the shell's pid: the
+// group's id.
 //
 // The group is a new session (Setsid), and gcloud is its leader: gcloud's
 // emulator launcher moves itself into a process group of its own unless it
 // leads its session, and the Java server it starts inherits that group.
 const watchdog = `exec 3<&0
-setsid sh -c 'read line; kill -TERM -"$1" 2>/dev/null; sleep 10; kill -KILL -"$1" 2>/dev/null' sh $$ <&3 >/dev/null 2>&1 &
+if command -v setsid >/dev/null 2>&1; then
+	setsid sh -c 'read line; kill -TERM -"$1" 2>/dev/null; sleep 10; kill -KILL -"$1" 2>/dev/null' sh $$ <&3 >/dev/null 2>&1 &
+else
+	{ read line <&3; kill -TERM 0; } </dev/null &
+fi
 exec "$@" </dev/null 3<&-
 `
 
