@@ -328,6 +328,9 @@ func (s *Store) writeGroups() (parked bool) {
 		}
 		c.mu.Unlock()
 		s.writeGroup(c.ctx, group)
+		// After the whole group, not in writeGroup, which calls itself for
+		// the batches it sends again: each is notified once.
+		s.notifyLate(c.ctx, group)
 		last = group
 	}
 }
@@ -336,27 +339,28 @@ func (s *Store) writeGroups() (parked bool) {
 // larger than that is sent alone).
 const maxCombinedEntries = 10000
 
+// notifyLate sends one notification for the batches of a group written by
+// writeGroup that settle said need one, on a goroutine of the writers' (so
+// that the listeners the group holds are freed at once); the writer's own
+// count keeps the WaitGroup above zero, so close cannot be waiting yet.
+func (s *Store) notifyLate(ctx context.Context, group []*pending) {
+	var ids []string
+	for _, p := range group {
+		if p.notifyLate {
+			ids = append(ids, p.ids...)
+		}
+	}
+	if len(ids) > 0 {
+		c := &s.cmb
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			s.notifyListeners(ctx, ids)
+		}()
+	}
+}
+
 func (s *Store) writeGroup(ctx context.Context, group []*pending) {
-	defer func() {
-		// One notification for the group's batches that settle says need
-		// one, on a goroutine of the writers' (so that the listeners the
-		// group holds are freed at once); the writer's own count keeps the
-		// WaitGroup above zero, so close cannot be waiting yet.
-		var ids []string
-		for _, p := range group {
-			if p.notifyLate {
-				ids = append(ids, p.ids...)
-			}
-		}
-		if len(ids) > 0 {
-			c := &s.cmb
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				s.notifyListeners(ctx, ids)
-			}()
-		}
-	}()
 	bs := make([]*moitessier.Batch, len(group))
 	self := group[0].self
 	for i, p := range group {
@@ -419,7 +423,7 @@ func (s *Store) writeGroup(ctx context.Context, group []*pending) {
 // stopped waiting (abandoned) and it committed, or if its outcome is
 // unknown, its hub will not publish it, and self may have left that hub's
 // Watch out of the notification: settle marks it notifyLate, and
-// writeGroup has its listeners' heads notified.
+// writeGroups has its listeners' heads notified (notifyLate).
 func (s *Store) settle(p *pending, msgs []moitessier.Message, err error, self string) {
 	c := &s.cmb
 	p.msgs, p.err = msgs, err
