@@ -23,6 +23,22 @@ type queries struct {
 	registerWatcher, deleteWatcher, deleteGoneWatchers, gate, notifyHeadsOf          string
 }
 
+// notifyUp is the column of the append statements that sends the new
+// heads of the listeners in up (the statement's updated rows) by NOTIFY on
+// @channel, @notify_batch of them per payload, when mustNotifyUp says a
+// Watch is to hear of them (see watchers.go).
+const notifyUp = `(
+				SELECT count(pg_notify(@channel, p)) FROM (
+					SELECT string_agg(id || ' ' || head, ',') AS p
+					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
+					GROUP BY chunk
+				) y WHERE ` + mustNotifyUp + `
+			)`
+
+// mustNotifyUp asks S.must_notify whether the rows written to up are to be
+// notified; with none written, it is not asked at all.
+const mustNotifyUp = `(SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)`
+
 func buildQueries(schema string) queries {
 	r := strings.NewReplacer("S.", schema+".")
 	q := queries{
@@ -120,13 +136,7 @@ func buildQueries(schema string) queries {
 				JOIN up ON up.id = e.listener
 				JOIN bt ON bt.i = e.b
 			)
-			SELECT id, head, n, (
-				SELECT count(pg_notify(@channel, p)) FROM (
-					SELECT string_agg(id || ' ' || head, ',') AS p
-					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
-					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
-			), NULL::bigint FROM up
+			SELECT id, head, n, ` + notifyUp + `, NULL::bigint FROM up
 			UNION ALL
 			SELECT NULL, NULL, NULL, NULL, i FROM stale`,
 		// matchAppend is MatchAppend's one statement: match, then append
@@ -167,13 +177,7 @@ func buildQueries(schema string) queries {
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch, @scope, @sender, @body, @created FROM up
 			)
-			SELECT v.pv, v.sv, v.ok, m.id, m.type, m.person, m.client, m.scopes, m.created_ns, m.head, up.head, (
-				SELECT count(pg_notify(@channel, p)) FROM (
-					SELECT string_agg(id || ' ' || head, ',') AS p
-					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
-					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
-			)
+			SELECT v.pv, v.sv, v.ok, m.id, m.type, m.person, m.client, m.scopes, m.created_ns, m.head, up.head, ` + notifyUp + `
 			FROM v LEFT JOIN (m LEFT JOIN up ON up.id = m.id) ON true`,
 		// appendOne is append for at most @notify_batch listeners: their heads fit
 		// in one payload, which saves the chunking. appendSingle is
@@ -301,15 +305,9 @@ func buildQueries(schema string) queries {
 				GROUP BY chunk
 			) y`,
 	}
-	q.appendOne = strings.Replace(q.append, `(
-				SELECT count(pg_notify(@channel, p)) FROM (
-					SELECT string_agg(id || ' ' || head, ',') AS p
-					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
-					GROUP BY chunk
-				) y WHERE (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
-			)`, `(SELECT count(*) FROM (
+	q.appendOne = strings.Replace(q.append, notifyUp, `(SELECT count(*) FROM (
 				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0
-				HAVING count(*) > 0 AND (SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)
+				HAVING count(*) > 0 AND `+mustNotifyUp+`
 			) y)`, 1)
 	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
 	if q.appendOne == q.append || i < 0 || j < i {
