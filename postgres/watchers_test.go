@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -441,4 +443,73 @@ func TestNothingWrittenLooksForNoWatch(t *testing.T) {
 	if err != nil || len(d.Reached) != 0 {
 		t.Fatalf("Dispatch = %+v, %v; want nothing reached, at once", d, err)
 	}
+}
+
+// TestNotifyPayloadsInBatches: an append to more listeners than
+// NotifyBatch sends their new heads in payloads of at most NotifyBatch,
+// each listener's once, from Append and from MatchAppend alike. A raw
+// LISTEN connection, registered as a Watch of the schema, hears them.
+func TestNotifyPayloadsInBatches(t *testing.T) {
+	s := openStoreWith(t, postgres.Config{Schema: newSchema(t), NotifyBatch: 2})
+	ctx := ctxT(t)
+	var ids []string
+	for i := range 5 {
+		ids = append(ids, joinScopes(t, s, []string{"room", fmt.Sprint("other.", i)}).ID)
+	}
+	conn, err := pgx.Connect(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()+" (id, pid) VALUES ('raw', pg_backend_pid())"); err != nil {
+		t.Fatal(err)
+	}
+	// heard reads the notifications of one append: every listener's new
+	// head once, in payloads of at most 2.
+	heard := func(head int64) {
+		t.Helper()
+		want := make(map[string]bool)
+		for _, id := range ids {
+			want[fmt.Sprint(id, " ", head)] = true
+		}
+		for len(want) > 0 {
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			n, err := conn.WaitForNotification(wctx)
+			cancel()
+			if err != nil {
+				t.Fatalf("%d heads not heard: %v", len(want), err)
+			}
+			parts := strings.Split(n.Payload, ",")
+			if len(parts) > 2 {
+				t.Fatalf("payload %q: %d heads, NotifyBatch is 2", n.Payload, len(parts))
+			}
+			for _, p := range parts {
+				if !want[p] {
+					t.Fatalf("payload %q: %q not expected (or twice)", n.Payload, p)
+				}
+				delete(want, p)
+			}
+		}
+	}
+	texts := make(map[string]string)
+	for _, id := range ids {
+		texts[id] = "a"
+	}
+	if _, _, err := s.Append(ctx, batch("room", texts)); err != nil {
+		t.Fatal(err)
+	}
+	heard(1)
+	// The first look at a scope loads the store's index of pattern
+	// scopes; MatchAppend then matches and appends in one statement.
+	if _, _, err := s.MatchCached(ctx, "elsewhere"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, msgs, ok, err := s.MatchAppend(ctx, batch("room", nil), "b", moitessier.Selection{})
+	if err != nil || !ok || len(msgs) != len(ids) {
+		t.Fatalf("MatchAppend: %d messages, ok %v, %v; want %d", len(msgs), ok, err, len(ids))
+	}
+	heard(2)
 }
