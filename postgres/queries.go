@@ -26,13 +26,14 @@ type queries struct {
 // notifyUp is the column of the append statements that sends the new
 // heads of the listeners in up (the statement's updated rows) by NOTIFY on
 // @channel, @notify_batch of them per payload, when mustNotifyUp says a
-// Watch is to hear of them (see watchers.go).
+// Watch is to hear of them (see watchers.go). It cuts one array of them in
+// slices rather than grouping rows by row_number(): the server sets up a
+// plan's window and hash aggregations at every execution, even of a part
+// that does not run, as this one does not when no Watch is to hear.
 const notifyUp = `(
-				SELECT count(pg_notify(@channel, p)) FROM (
-					SELECT string_agg(id || ' ' || head, ',') AS p
-					FROM (SELECT id, head, (row_number() OVER () - 1) / @notify_batch AS chunk FROM up) x
-					GROUP BY chunk
-				) y WHERE ` + mustNotifyUp + `
+				SELECT count(pg_notify(@channel, array_to_string(x.a[k * @notify_batch + 1:(k + 1) * @notify_batch], ',')))
+				FROM (SELECT array_agg(id || ' ' || head) AS a FROM up) x, generate_series(0, (cardinality(x.a) - 1) / @notify_batch) k
+				WHERE ` + mustNotifyUp + `
 			)`
 
 // mustNotifyUp asks S.must_notify whether the rows written to up are to be
@@ -150,13 +151,13 @@ func buildQueries(schema string) queries {
 		// their heads and ins writes the messages, as append does. One
 		// row per matched listener (or one with no listener) comes back,
 		// with the versions, ok, and the new head where a message was
-		// written.
+		// written. Its sets of listeners are arrays (= ANY(ARRAY(…)))
+		// rather than IN (subquery) or UNION, whose generic plans set up a
+		// hash table at every execution: a cost of the statement's first
+		// dispatch to each scope that the README's benchmarks measured.
 		matchAppend: `WITH m AS MATERIALIZED (
 				SELECT l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head FROM S.listeners l
-				WHERE l.id IN (
-					SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild
-					UNION
-					SELECT unnest(@pattern_ids::text[]))
+				WHERE l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild) || @pattern_ids::text[])
 			), v AS MATERIALIZED (
 				SELECT x.pattern_version AS pv,
 					coalesce((SELECT sv.version FROM S.scope_versions sv WHERE sv.scope = @scope), 0) AS sv,
@@ -165,13 +166,13 @@ func buildQueries(schema string) queries {
 				FROM S.meta x
 			), lk AS MATERIALIZED (
 				SELECT l.id FROM S.listeners l
-				WHERE l.id IN (SELECT m.id FROM m WHERE CASE WHEN m.type = @private_type
+				WHERE l.id = ANY(ARRAY(SELECT m.id FROM m WHERE CASE WHEN m.type = @private_type
 						THEN m.person = @sender OR m.person = ANY(@recipients::text[])
-						ELSE NOT @addressed AND NOT (@handlers AND m.type = @handler_type) END)
+						ELSE NOT @addressed AND NOT (@handlers AND m.type = @handler_type) END))
 					AND (SELECT ok FROM v)
 				ORDER BY l.id FOR NO KEY UPDATE
 			), up AS (
-				UPDATE S.listeners l SET head = l.head + 1 WHERE l.id IN (SELECT id FROM lk)
+				UPDATE S.listeners l SET head = l.head + 1 WHERE l.id = ANY(ARRAY(SELECT id FROM lk))
 				RETURNING l.id, l.head
 			), ins AS (
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
