@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
 	"github.com/likestripes/moitessier/storetest"
@@ -152,6 +154,49 @@ func BenchmarkJoin(b *testing.B) {
 				i++
 				if _, err := h.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: scope}); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkMatchAppend measures Store.MatchAppend on scopes it has no
+// cached answer for, as a hub's first dispatch to each scope (scopes-10k)
+// calls it: one statement that matches the scope's one listener and
+// appends to it. Every iteration dispatches to a scope of its own, whose
+// listener the setup created. "fresh" dispatches right after the
+// creations, as a new schema's first minute does, before the server has
+// statistics of the tables; "analyzed" runs ANALYZE first.
+func BenchmarkMatchAppend(b *testing.B) {
+	for _, analyze := range []bool{false, true} {
+		name := "fresh"
+		if analyze {
+			name = "analyzed"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := benchStore(b)
+			ctx := context.Background()
+			scopes := make([]string, b.N)
+			for i := range scopes {
+				scopes[i] = fmt.Sprint("bench.first.", i)
+				joinScopes(b, s, []string{scopes[i]})
+			}
+			if analyze {
+				if _, err := s.Pool().Exec(ctx, "ANALYZE "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+", "+pgx.Identifier{s.Schema(), "listener_scopes"}.Sanitize()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			// The first look loads the index of pattern scopes, which
+			// MatchAppend's answers are checked against.
+			if _, _, err := s.MatchCached(ctx, "bench.none"); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				bt := &moitessier.Batch{Dispatch: fmt.Sprint("d", i), Scope: scopes[i], Sender: "p", Created: time.Now()}
+				_, _, msgs, ok, err := s.MatchAppend(ctx, bt, "hello", moitessier.Selection{})
+				if err != nil || !ok || len(msgs) != 1 {
+					b.Fatalf("MatchAppend(%s): %d messages, ok %v, %v", scopes[i], len(msgs), ok, err)
 				}
 			}
 		})
