@@ -167,3 +167,70 @@ func TestLostJoin(t *testing.T) {
 		t.Fatalf("the lost listener joined again holds %v, %v; want nothing", msgs, err)
 	}
 }
+
+// TestJoinWritesScopeVersions: a Join that creates a listener writes its
+// concrete scopes' versions without the trigger on listener_scopes (no call
+// of bump_scope_version in its transaction, counted with track_functions),
+// and leaves the trigger on for what follows in the transaction: scopes
+// inserted straight into the table, as a process running an earlier
+// version of this package inserts them, still get a version from it.
+func TestJoinWritesScopeVersions(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	q := pgx.Identifier{s.Schema()}.Sanitize()
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "SET LOCAL track_functions = 'pl'"); err != nil {
+		t.Fatal(err)
+	}
+	// calls is how many times the trigger's function ran in tx.
+	calls := func() int64 {
+		t.Helper()
+		var n int64
+		if err := tx.QueryRow(ctx, `SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_xact_user_functions
+			WHERE schemaname = $1 AND funcname = 'bump_scope_version'`, s.Schema()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	version := func(scope string) int64 {
+		t.Helper()
+		var v int64
+		if err := tx.QueryRow(ctx, `SELECT coalesce((SELECT version FROM `+q+`.scope_versions WHERE scope = $1), 0)`, scope).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	now := time.Now()
+	l := moitessier.ListenerInfo{ID: "versions", Type: moitessier.Shared, Person: "alice", Scopes: []string{"room.a", "room.b", "room.*"}, Created: now}
+	if err := s.JoinTx(ctx, tx, l, subscriberAt("alice", now)); err != nil {
+		t.Fatal(err)
+	}
+	if n := calls(); n != 0 {
+		t.Errorf("the join called the trigger's function %d times, want 0", n)
+	}
+	if version("room.a") == 0 || version("room.b") == 0 {
+		t.Errorf("versions after the join: room.a %d, room.b %d; want both set", version("room.a"), version("room.b"))
+	}
+	if v := version("room.*"); v != 0 {
+		t.Errorf("pattern scope room.* has version %d, want none", v)
+	}
+	before := version("room.a")
+	for _, stmt := range []string{
+		`INSERT INTO ` + q + `.listeners (id, type, person, client, scopes, created_ns) VALUES ('legacy', 1000, 'bob', '', '{room.a,room.c}', 1)`,
+		`INSERT INTO ` + q + `.listener_scopes (listener, scope, wild) VALUES ('legacy', 'room.a', false), ('legacy', 'room.c', false)`,
+	} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := calls(); n != 2 {
+		t.Errorf("a direct insert of two scopes called the trigger's function %d times, want 2", n)
+	}
+	if version("room.a") == before || version("room.c") == 0 {
+		t.Errorf("after a direct insert: room.a %d (was %d), room.c %d; want both changed", version("room.a"), before, version("room.c"))
+	}
+}
