@@ -116,10 +116,9 @@
 // append follows as above.
 // (Handlers may have run on it; they run again on the fresh one.) A
 // dispatch from a cached answer that stores nothing has no append to check
-// it, so the hub compares it with a fresh Match. join_listener writes the
-// versions of the scopes of a listener it creates (migration 8), and a
-// trigger on listener_scopes every other change's, so processes running an
-// earlier version of this package keep them too. Any creation or deletion of a pattern
+// it, so the hub compares it with a fresh Match. The versions are written
+// by a trigger on listener_scopes, so processes running an earlier version
+// of this package keep them too. Any creation or deletion of a pattern
 // listener changes the pattern version, which makes every cached answer
 // stale once: the cache suits listeners that change less often than
 // their scopes are dispatched to. Sweep removes the versions of scopes no
