@@ -27,9 +27,9 @@ type queries struct {
 // heads of the listeners in up (the statement's updated rows) by NOTIFY on
 // @channel, @notify_batch of them per payload, when mustNotifyUp says a
 // Watch is to hear of them (see watchers.go). It cuts one array of them in
-// slices rather than grouping rows by row_number(): the server sets up a
-// plan's window and hash aggregations at every execution, even of a part
-// that does not run, as this one does not when no Watch is to hear.
+// slices rather than grouping rows by row_number(), which set up a window
+// and a hash aggregation at every execution of the statement, even when
+// no Watch was to hear and that part did not run.
 const notifyUp = `(
 				SELECT count(pg_notify(@channel, array_to_string(x.a[k * @notify_batch + 1:(k + 1) * @notify_batch], ',')))
 				FROM (SELECT array_agg(id || ' ' || head) AS a FROM up) x, generate_series(0, (cardinality(x.a) - 1) / @notify_batch) k
@@ -152,9 +152,9 @@ func buildQueries(schema string) queries {
 		// which the server looks up in the primary key's index whatever
 		// its statistics of the tables, rather than IN (subquery) or
 		// UNION: a generic plan of those made before the server had
-		// statistics (a new schema's first minute, when an ANALYZE has
-		// not run yet) read every listener at every call, and otherwise
-		// set up hash tables at every call (BenchmarkMatchAppend).
+		// statistics (a new schema's first minute, before an ANALYZE)
+		// could read every listener at every call
+		// (BenchmarkMatchAppend/fresh).
 		matchAppend: `WITH m AS MATERIALIZED (
 				SELECT l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head FROM S.listeners l
 				WHERE l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild) || @pattern_ids::text[])

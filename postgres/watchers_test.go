@@ -447,13 +447,21 @@ func TestNothingWrittenLooksForNoWatch(t *testing.T) {
 
 // TestNotifyPayloadsInBatches: an append to more listeners than
 // NotifyBatch sends their new heads in payloads of at most NotifyBatch,
-// each listener's once, from Append and from MatchAppend alike. A raw
-// LISTEN connection, registered as a Watch of the schema, hears them.
+// each listener's once and no payload more, from Append and from
+// MatchAppend alike, whether NotifyBatch divides the number of listeners
+// (4) or not (5). A raw LISTEN connection, registered as a Watch of the
+// schema, hears them.
 func TestNotifyPayloadsInBatches(t *testing.T) {
+	for _, n := range []int{4, 5} {
+		t.Run(fmt.Sprint(n, " listeners"), func(t *testing.T) { notifyInBatches(t, n) })
+	}
+}
+
+func notifyInBatches(t *testing.T, n int) {
 	s := openStoreWith(t, postgres.Config{Schema: newSchema(t), NotifyBatch: 2})
 	ctx := ctxT(t)
 	var ids []string
-	for i := range 5 {
+	for i := range n {
 		ids = append(ids, joinScopes(t, s, []string{"room", fmt.Sprint("other.", i)}).ID)
 	}
 	conn, err := pgx.Connect(ctx, testDSN())
@@ -468,30 +476,35 @@ func TestNotifyPayloadsInBatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	// heard reads the notifications of one append: every listener's new
-	// head once, in payloads of at most 2.
+	// head once, in payloads of at most 2, (n+1)/2 payloads in all.
 	heard := func(head int64) {
 		t.Helper()
 		want := make(map[string]bool)
 		for _, id := range ids {
 			want[fmt.Sprint(id, " ", head)] = true
 		}
+		payloads := 0
 		for len(want) > 0 {
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			n, err := conn.WaitForNotification(wctx)
+			m, err := conn.WaitForNotification(wctx)
 			cancel()
 			if err != nil {
 				t.Fatalf("%d heads not heard: %v", len(want), err)
 			}
-			parts := strings.Split(n.Payload, ",")
+			payloads++
+			parts := strings.Split(m.Payload, ",")
 			if len(parts) > 2 {
-				t.Fatalf("payload %q: %d heads, NotifyBatch is 2", n.Payload, len(parts))
+				t.Fatalf("payload %q: %d heads, NotifyBatch is 2", m.Payload, len(parts))
 			}
 			for _, p := range parts {
 				if !want[p] {
-					t.Fatalf("payload %q: %q not expected (or twice)", n.Payload, p)
+					t.Fatalf("payload %q: %q not expected (or twice)", m.Payload, p)
 				}
 				delete(want, p)
 			}
+		}
+		if payloads != (n+1)/2 {
+			t.Fatalf("%d payloads, want %d", payloads, (n+1)/2)
 		}
 	}
 	texts := make(map[string]string)
@@ -512,4 +525,10 @@ func TestNotifyPayloadsInBatches(t *testing.T) {
 		t.Fatalf("MatchAppend: %d messages, ok %v, %v; want %d", len(msgs), ok, err, len(ids))
 	}
 	heard(2)
+	// No payload follows the last append's.
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if m, err := conn.WaitForNotification(wctx); err == nil {
+		t.Fatalf("payload %q after the last append's", m.Payload)
+	}
 }
