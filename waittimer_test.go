@@ -15,15 +15,7 @@ import (
 // nil; one timer serves both.
 func TestListenUntilCheckAndTimeout(t *testing.T) {
 	ctx := context.Background()
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
-	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "timer"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, l := memListener(t, "timer")
 	respond := func(context.Context, []moitessier.Message) error { return nil }
 
 	// The timeout, checks running meanwhile.
@@ -66,15 +58,7 @@ func TestListenUntilCheckAndTimeout(t *testing.T) {
 // before each respond, so its case holds without the select too.
 func TestListenUntilServedWhileBusy(t *testing.T) {
 	ctx := context.Background()
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
-	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "busy"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub, l := memListener(t, "busy")
 	if _, err := hub.Dispatch(ctx, "p", "busy", "first"); err != nil {
 		t.Fatal(err)
 	}
@@ -108,4 +92,20 @@ func TestListenUntilServedWhileBusy(t *testing.T) {
 			t.Errorf("%s: ListenUntil returned %v after %d respond calls, want %v", c.name, err, calls, c.want)
 		}
 	}
+}
+
+// memListener returns a hub on a new memory store, closed when t ends, and
+// a Shared listener of person "p" on scope.
+func memListener(t *testing.T, scope string) (*moitessier.Hub, *moitessier.Listener) {
+	t.Helper()
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hub.Close() })
+	l, err := hub.NewListener(context.Background(), moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: scope})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hub, l
 }

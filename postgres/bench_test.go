@@ -177,9 +177,9 @@ func BenchmarkMatchAppend(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			s := benchStore(b)
 			ctx := context.Background()
-			tables := pgx.Identifier{s.Schema(), "listeners"}.Sanitize() + ", " + pgx.Identifier{s.Schema(), "listener_scopes"}.Sanitize()
+			tables := []string{pgx.Identifier{s.Schema(), "listeners"}.Sanitize(), pgx.Identifier{s.Schema(), "listener_scopes"}.Sanitize()}
 			if !analyze {
-				for _, t := range strings.Split(tables, ", ") {
+				for _, t := range tables {
 					if _, err := s.Pool().Exec(ctx, "ALTER TABLE "+t+" SET (autovacuum_enabled = false)"); err != nil {
 						b.Fatal(err)
 					}
@@ -192,7 +192,7 @@ func BenchmarkMatchAppend(b *testing.B) {
 				ids[i] = joinScopes(b, s, []string{scopes[i]}).ID
 			}
 			if analyze {
-				if _, err := s.Pool().Exec(ctx, "ANALYZE "+tables); err != nil {
+				if _, err := s.Pool().Exec(ctx, "ANALYZE "+strings.Join(tables, ", ")); err != nil {
 					b.Fatal(err)
 				}
 			}
