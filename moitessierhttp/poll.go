@@ -38,17 +38,8 @@ var errGot = errors.New("got messages")
 // moves to N, so the messages of a poll whose answer was lost are not
 // skipped by a client that resumes.
 func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodHead {
-		s.serveHead(w, r, "application/json")
-		return
-	}
-	c, err := s.authenticate(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.drainBody(w, r); err != nil {
-		s.writeError(w, r, err)
+	c, ok := s.openListen(w, r, "application/json")
+	if !ok {
 		return
 	}
 	q := r.URL.Query()

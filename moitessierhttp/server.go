@@ -621,6 +621,26 @@ func (s *Server) mayRead(c *Claims, info moitessier.ListenerInfo) error {
 	return nil
 }
 
+// openListen begins a listening request (long-poll, SSE, WebSocket): it
+// answers HEAD itself (serveHead, with contentType), authenticates, and
+// reads and discards a body of at most 64 KiB. It returns the claims, or
+// false once it has written the error.
+func (s *Server) openListen(w http.ResponseWriter, r *http.Request, contentType string) (*Claims, bool) {
+	if r.Method == http.MethodHead {
+		s.serveHead(w, r, contentType)
+		return nil, false
+	}
+	c, err := s.authenticate(r)
+	if err == nil {
+		err = s.drainBody(w, r)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil, false
+	}
+	return c, true
+}
+
 // serveHead answers a HEAD request to a streaming endpoint as its GET would
 // begin, status and headers, after the same checks of the token and the
 // query, but without a body and without creating or joining a listener.

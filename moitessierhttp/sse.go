@@ -38,17 +38,8 @@ import (
 // (the listener was deleted and made anew) resumes from the server-held
 // cursor instead, with "reset":true in the ready event.
 func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodHead {
-		s.serveHead(w, r, "text/event-stream")
-		return
-	}
-	c, err := s.authenticate(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.drainBody(w, r); err != nil {
-		s.writeError(w, r, err)
+	c, ok := s.openListen(w, r, "text/event-stream")
+	if !ok {
 		return
 	}
 	q := r.URL.Query()

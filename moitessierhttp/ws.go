@@ -117,17 +117,8 @@ type WSFrame struct {
 // ends; elsewhere one goroutine reads. Pings and the close run on timers,
 // so that an idle connection holds one goroutine per listen and no buffer.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodHead {
-		s.serveHead(w, r, "application/json")
-		return
-	}
-	c, err := s.authenticate(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if err := s.drainBody(w, r); err != nil {
-		s.writeError(w, r, err)
+	c, ok := s.openListen(w, r, "application/json")
+	if !ok {
 		return
 	}
 	s.streams.Add(1)
