@@ -42,26 +42,33 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 	return res, nil
 }
 
+// affected returns how many rows the statement whose result and error it is
+// given changed.
+func affected(res sql.Result, err error) (int, error) {
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
 // deleteBatches runs the delete statement, whose last argument is the batch
 // size, in one transaction per batch until a batch removes fewer rows.
 func (s *Store) deleteBatches(ctx context.Context, batch int, query string, args ...any) (int, error) {
 	args = append(args, batch)
 	total := 0
 	for {
-		var n int64
+		var n int
 		err := s.writeSolo(ctx, func(ctx context.Context, tx *wtx) error {
-			res, err := tx.ExecContext(ctx, query, args...)
-			if err != nil {
-				return err
-			}
-			n, err = res.RowsAffected()
+			var err error
+			n, err = affected(tx.ExecContext(ctx, query, args...))
 			return err
 		}, nil)
 		if err != nil {
 			return total, err
 		}
-		total += int(n)
-		if n < int64(batch) {
+		total += n
+		if n < batch {
 			return total, nil
 		}
 	}
@@ -123,17 +130,13 @@ func (s *Store) sweepListeners(ctx context.Context, p moitessier.SweepParams, ba
 				if _, err := tx.StmtContext(ctx, s.stmts.keepHead).ExecContext(ctx, id); err != nil {
 					return err
 				}
-				r, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
-					SELECT listener_id, seq FROM messages WHERE listener_id = ? ORDER BY seq LIMIT ?)`, id, budget)
+				n, err := affected(tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
+					SELECT listener_id, seq FROM messages WHERE listener_id = ? ORDER BY seq LIMIT ?)`, id, budget))
 				if err != nil {
 					return err
 				}
-				n, err := r.RowsAffected()
-				if err != nil {
-					return err
-				}
-				messages += int(n)
-				budget -= int(n)
+				messages += n
+				budget -= n
 				if budget <= 0 {
 					break // more messages may remain: the next transaction goes on
 				}
@@ -230,18 +233,14 @@ func (s *Store) sweepRetention(ctx context.Context, p moitessier.SweepParams, ba
 				if _, err := tx.StmtContext(ctx, s.stmts.keepHead).ExecContext(ctx, t.id); err != nil {
 					return err
 				}
-				r, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
+				n, err := affected(tx.ExecContext(ctx, `DELETE FROM messages WHERE (listener_id, seq) IN (
 					SELECT listener_id, seq FROM messages WHERE listener_id = ? AND seq <= ? ORDER BY seq LIMIT ?)`,
-					t.id, seqArg(t.cut), budget)
+					t.id, seqArg(t.cut), budget))
 				if err != nil {
 					return err
 				}
-				n, err := r.RowsAffected()
-				if err != nil {
-					return err
-				}
-				messages += int(n)
-				budget -= int(n)
+				messages += n
+				budget -= n
 				if budget <= 0 {
 					break // the next transaction goes on with this listener
 				}
