@@ -422,6 +422,9 @@ func (h *Hub) saveCheckpoints(ctx context.Context, cps []cursors.Checkpoint) err
 	out := make([]Checkpoint, len(cps))
 	for i, c := range cps {
 		out[i] = Checkpoint{Listener: c.Listener, Person: c.Person, Client: c.Client, Cursor: Cursor(c.Cursor), LeaseExpires: c.LeaseExpires}
+		if c.Created != 0 {
+			out[i].Created = time.Unix(0, c.Created)
+		}
 	}
 	return h.store.Checkpoint(ctx, out)
 }

@@ -532,7 +532,7 @@ func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	if c > info.Head {
 		return fmt.Errorf("ack %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, c, info.Head)
 	}
-	cp := Checkpoint{Listener: l.info.ID, Person: l.person, Client: l.client, Cursor: c, LeaseExpires: l.hub.now().Add(l.lease)}
+	cp := Checkpoint{Listener: l.info.ID, Person: l.person, Client: l.client, Cursor: c, LeaseExpires: l.hub.now().Add(l.lease), Created: info.Created}
 	if err := l.hub.store.Checkpoint(ctx, []Checkpoint{cp}); err != nil {
 		return fmt.Errorf("ack %s: %w", l.info.ID, err)
 	}

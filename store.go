@@ -92,7 +92,8 @@ type Store interface {
 	// Checkpoint saves subscribers' positions and leases in one transaction.
 	// Each subscriber's Cursor becomes the larger of its stored cursor and
 	// c.Cursor; a non-zero c.LeaseExpires replaces its lease. Checkpoints of
-	// subscribers that no longer exist are ignored.
+	// subscribers that no longer exist, and of another incarnation of the
+	// listener than a non-zero c.Created names, are ignored.
 	Checkpoint(ctx context.Context, cps []Checkpoint) error
 
 	// Sweep removes what has expired: subscribers whose lease ended before
@@ -163,6 +164,14 @@ type Checkpoint struct {
 	Cursor Cursor
 	// LeaseExpires, if not zero, is the subscriber's new lease end.
 	LeaseExpires time.Time
+	// Created, if not zero, is the creation time of the incarnation of the
+	// listener the position belongs to ([ListenerInfo.Created]). A listener
+	// deleted and created again under the same ID starts its sequence anew,
+	// so a checkpoint of another incarnation (a ListenUntil that ended
+	// after the deletion, say) is ignored: its cursor would skip the new
+	// incarnation's first messages. Zero applies to whichever incarnation
+	// exists.
+	Created time.Time
 }
 
 // SweepParams says what [Store.Sweep] removes.

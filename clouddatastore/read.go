@@ -127,6 +127,35 @@ func (s *Store) Seek(ctx context.Context, listenerID string, t time.Time) (moite
 	return moitessier.Cursor(answer - 1), nil
 }
 
+// incarnations returns, in tx, the creation time (Unix ns) of each listener
+// that a checkpoint of cps names an incarnation of; a listener that does
+// not exist is missing from the map.
+func (s *Store) incarnations(tx *datastore.Transaction, cps []moitessier.Checkpoint) (map[string]int64, error) {
+	var ids []string
+	for _, c := range cps {
+		if !c.Created.IsZero() && (len(ids) == 0 || ids[len(ids)-1] != c.Listener) {
+			ids = append(ids, c.Listener) // cps is sorted by listener
+		}
+	}
+	keys := make([]*datastore.Key, len(ids))
+	ls := make([]listenerEnt, len(ids))
+	ents := make([]any, len(ids))
+	for i, id := range ids {
+		keys[i], ents[i] = s.listenerKey(id), &ls[i]
+	}
+	found, err := txLookup(tx, keys, ents)
+	if err != nil {
+		return nil, err
+	}
+	created := make(map[string]int64, len(ids))
+	for i, id := range ids {
+		if found[i] {
+			created[id] = ls[i].Created
+		}
+	}
+	return created, nil
+}
+
 // Checkpoint saves subscribers' cursors and leases. Each chunk of at most
 // Config.MaxMutations subscribers is one transaction that reads them and
 // writes those that moved; a Checkpoint of more is several transactions,
@@ -156,6 +185,10 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 			if err != nil {
 				return err
 			}
+			created, err := s.incarnations(tx, chunk)
+			if err != nil {
+				return err
+			}
 			var (
 				pk []*datastore.Key
 				pv []*subEnt
@@ -163,6 +196,9 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 			for k, c := range chunk {
 				if !found[k] {
 					continue // the subscriber no longer exists
+				}
+				if !c.Created.IsZero() && created[c.Listener] != toNS(c.Created) {
+					continue // another incarnation of the listener
 				}
 				se := &subs[k]
 				changed := false

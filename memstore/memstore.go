@@ -364,7 +364,7 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 	}
 	for _, cp := range cps {
 		l := s.listeners[cp.Listener]
-		if l == nil {
+		if l == nil || !cp.Created.IsZero() && !cp.Created.Equal(l.info.Created) {
 			continue
 		}
 		sub := l.subs[subID{cp.Person, cp.Client}]

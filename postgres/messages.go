@@ -426,12 +426,13 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 	all := checkpoints.Merge(cps)
 	n := len(all)
 	ls, ps, cs := make([]string, n), make([]string, n), make([]string, n)
-	curs, leases := make([]int64, n), make([]int64, n)
+	curs, leases, created := make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, c := range all {
 		ls[i], ps[i], cs[i], curs[i], leases[i] = c.Listener, c.Person, c.Client, toSeq(c.Cursor), toNS(c.LeaseExpires)
+		created[i] = toNS(c.Created)
 	}
 	err := retry(ctx, func() error {
-		_, err := s.pool.Exec(ctx, s.q.checkpoint, ls, ps, cs, curs, leases)
+		_, err := s.pool.Exec(ctx, s.q.checkpoint, ls, ps, cs, curs, leases, created)
 		return err
 	})
 	return s.wrap(op, err)

@@ -226,19 +226,22 @@ func buildQueries(schema string) queries {
 			WHERE listener = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
 		seek: `SELECT l.head, (SELECT min(m.seq) FROM S.messages m WHERE m.listener = l.id AND m.created_ns >= $2)
 			FROM S.listeners l WHERE l.id = $1`,
-		// checkpoint locks the rows in key order, then raises cursors.
+		// checkpoint locks the rows in key order, then raises cursors. A
+		// checkpoint applies only to the incarnation of the listener it
+		// names (created_ns), or to any (the zero time, math.MinInt64).
 		checkpoint: `WITH c AS MATERIALIZED (
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
-					AS c(listener, person, client, cursor, lease_ns)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+					AS c(listener, person, client, cursor, lease_ns, created_ns)
 			), lk AS MATERIALIZED (
-				SELECT s.listener, s.person, s.client FROM S.subscribers s JOIN c USING (listener, person, client)
+				SELECT s.listener, s.person, s.client, c.cursor, c.lease_ns FROM S.subscribers s JOIN c USING (listener, person, client)
+				WHERE c.created_ns = -9223372036854775808
+					OR c.created_ns = (SELECT l.created_ns FROM S.listeners l WHERE l.id = c.listener)
 				ORDER BY s.listener, s.person, s.client FOR NO KEY UPDATE OF s
 			)
 			UPDATE S.subscribers s SET
-				cursor = greatest(s.cursor, c.cursor),
-				lease_ns = CASE WHEN c.lease_ns = -9223372036854775808 THEN s.lease_ns ELSE c.lease_ns END
-			FROM c WHERE (s.listener, s.person, s.client) = (c.listener, c.person, c.client)
-				AND (s.listener, s.person, s.client) IN (SELECT listener, person, client FROM lk)`,
+				cursor = greatest(s.cursor, lk.cursor),
+				lease_ns = CASE WHEN lk.lease_ns = -9223372036854775808 THEN s.lease_ns ELSE lk.lease_ns END
+			FROM lk WHERE (s.listener, s.person, s.client) = (lk.listener, lk.person, lk.client)`,
 
 		// Sweep. expiredListeners finds listeners all of whose subscribers'
 		// leases ended; trimDoomed deletes a batch of their messages before

@@ -275,7 +275,8 @@ func (s *Store) Seek(ctx context.Context, listenerID string, t time.Time) (moite
 }
 
 // Checkpoint saves subscribers' positions and leases in one transaction,
-// ignoring subscribers that no longer exist.
+// ignoring subscribers that no longer exist and checkpoints of another
+// incarnation of their listener.
 func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) error {
 	if err := s.enter("checkpoint"); err != nil {
 		return err
@@ -292,12 +293,12 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 				if cursor == nil {
 					cursor = tx.StmtContext(ctx, s.stmts.checkpointCursor)
 				}
-				_, err = cursor.ExecContext(ctx, seqArg(cp.Cursor), cp.Listener, cp.Person, cp.Client)
+				_, err = cursor.ExecContext(ctx, seqArg(cp.Cursor), cp.Listener, cp.Person, cp.Client, toNanos(cp.Created))
 			} else {
 				if both == nil {
 					both = tx.StmtContext(ctx, s.stmts.checkpoint)
 				}
-				_, err = both.ExecContext(ctx, seqArg(cp.Cursor), toNanos(cp.LeaseExpires), cp.Listener, cp.Person, cp.Client)
+				_, err = both.ExecContext(ctx, seqArg(cp.Cursor), toNanos(cp.LeaseExpires), cp.Listener, cp.Person, cp.Client, toNanos(cp.Created))
 			}
 			if err != nil {
 				return err

@@ -36,6 +36,13 @@ type statements struct {
 // seq of its newest message, or listeners.head if that is larger (the
 // messages up to it deleted). Appends do not write listeners.head; the
 // store raises it (keepHead) before it deletes a listener's messages.
+// sameIncarnation is an UPDATE subscribers condition: the subscriber's
+// listener was created at the time in parameter p (Unix nanoseconds), or p
+// is the zero time (toNanos), which stands for any incarnation.
+func sameIncarnation(p string) string {
+	return `(` + p + ` = -9223372036854775808 OR ` + p + ` = (SELECT created FROM listeners WHERE id = subscribers.listener_id))`
+}
+
 const headExpr = `max(head, coalesce((SELECT max(seq) FROM messages WHERE listener_id = id), 0))`
 
 // preparer is a *sql.DB or a *sql.Conn.
@@ -72,13 +79,16 @@ func (st *statements) prepare(ctx context.Context, w *sql.Conn, r *sql.DB) error
 				fingerprint = excluded.fingerprint`},
 		{w, &st.getMessage, `SELECT dispatch, scope, sender, text, created FROM messages
 			WHERE listener_id = ? AND seq = ?`},
+		// A checkpoint applies to the incarnation of the listener it names
+		// (its creation time), or to any (the zero time): see
+		// sameIncarnation.
 		{w, &st.checkpoint, `UPDATE subscribers
-			SET cursor = max(cursor, ?), lease_expires = ?
-			WHERE listener_id = ? AND person = ? AND client = ?`},
+			SET cursor = max(cursor, ?1), lease_expires = ?2
+			WHERE listener_id = ?3 AND person = ?4 AND client = ?5 AND ` + sameIncarnation("?6")},
 		// Most checkpoints move cursors only: leaving lease_expires out of
 		// the SET spares its index (a third of the statement's cost).
-		{w, &st.checkpointCursor, `UPDATE subscribers SET cursor = max(cursor, ?)
-			WHERE listener_id = ? AND person = ? AND client = ?`},
+		{w, &st.checkpointCursor, `UPDATE subscribers SET cursor = max(cursor, ?1)
+			WHERE listener_id = ?2 AND person = ?3 AND client = ?4 AND ` + sameIncarnation("?5")},
 		{w, &st.insertListener, `INSERT INTO listeners (id, type, person, client, created, head)
 			VALUES (?, ?, ?, ?, ?, 0) ON CONFLICT (id) DO NOTHING`},
 		{w, &st.insertScope, `INSERT INTO listener_scopes (listener_id, ord, scope) VALUES (?, ?, ?)`},

@@ -311,6 +311,69 @@ func testStoreReadSeekCheckpoint(t *testing.T, h Harness) {
 	}
 }
 
+// testStoreCheckpointIncarnation: a checkpoint that names an incarnation
+// of its listener deleted since (another Created) is ignored: the new
+// incarnation's sequence starts anew, and the old cursor would skip its
+// first messages. One that names the incarnation that exists, or none,
+// applies.
+func testStoreCheckpointIncarnation(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	ctx := ctxT(t)
+	id := sid(1)
+	old := info(id, "room")
+	join(t, s, old, "alice")
+	for i := range 5 {
+		appendB(t, s, batchOf(fmt.Sprint("o", i), map[string]string{id: "old"}))
+	}
+	if deleted, err := s.Leave(ctx, id, "alice", ""); err != nil || !deleted {
+		t.Fatalf("Leave(alice) = %v, %v; want the listener deleted", deleted, err)
+	}
+	cur := old
+	cur.Created = st0.Add(time.Second)
+	join(t, s, cur, "alice")
+	for i := range 3 {
+		appendB(t, s, batchOf(fmt.Sprint("n", i), map[string]string{id: "new"}))
+	}
+	alice := func() moitessier.Subscriber {
+		t.Helper()
+		subs, err := s.Subscribers(ctx, id, moitessier.SubscriberRange{})
+		if err != nil || len(subs) != 1 {
+			t.Fatalf("Subscribers = %+v, %v; want alice alone", subs, err)
+		}
+		return subs[0]
+	}
+	joined := alice()
+	stale := moitessier.Checkpoint{Listener: id, Person: "alice", Cursor: 5, LeaseExpires: st0.Add(9 * time.Hour), Created: old.Created}
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{stale}); err != nil {
+		t.Fatal(err)
+	}
+	if got := alice(); got.Cursor != joined.Cursor || !got.LeaseExpires.Equal(joined.LeaseExpires) {
+		t.Fatalf("a checkpoint of the deleted incarnation moved alice to %d (lease %v); want %d (lease %v)",
+			got.Cursor, got.LeaseExpires, joined.Cursor, joined.LeaseExpires)
+	}
+	lease := st0.Add(2 * time.Hour)
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: id, Person: "alice", Cursor: 1, LeaseExpires: lease, Created: cur.Created}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := alice(); got.Cursor != 1 || !got.LeaseExpires.Equal(lease) {
+		t.Fatalf("a checkpoint of the incarnation that exists: cursor %d, lease %v; want 1, %v", got.Cursor, got.LeaseExpires, lease)
+	}
+	// Both in one call: only the current one applies.
+	stale.Cursor = 3
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{stale, {Listener: id, Person: "alice", Cursor: 2, Created: cur.Created}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := alice(); got.Cursor != 2 || !got.LeaseExpires.Equal(lease) {
+		t.Fatalf("checkpoints of both incarnations in one call: cursor %d, lease %v; want 2, %v", got.Cursor, got.LeaseExpires, lease)
+	}
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{{Listener: id, Person: "alice", Cursor: 3}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := alice(); got.Cursor != 3 {
+		t.Fatalf("a checkpoint that names no incarnation: cursor %d, want 3", got.Cursor)
+	}
+}
+
 // testStoreOddInput: quotes, SQL, backslashes, format verbs, unicode and
 // NUL bytes in every field the hub lets through are stored and returned
 // byte for byte, never interpreted.

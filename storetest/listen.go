@@ -438,6 +438,47 @@ func testLeaseRenewal(t *testing.T, h Harness) {
 	}
 }
 
+// testRecreateCheckpoint: a ListenUntil of a listener that another hub
+// deletes and creates again under the same ID saves its position, when it
+// ends, to the incarnation it read, not to the new one, whose first
+// messages that position would skip.
+func testRecreateCheckpoint(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	// hub1 saves positions only when its ListenUntil ends.
+	hub1 := newHub(t, s, moitessier.Options{AckInterval: time.Hour})
+	hub2 := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	c := moitessier.Conditions{Person: "alice", Client: "tab", Type: moitessier.Shared, Scope: "again"}
+	a := mustListener(t, hub1, c)
+	for i := range 5 {
+		mustDispatch(t, hub1, "alice", "again", fmt.Sprint("old", i))
+	}
+	old := newCollector()
+	stopOld := listen(t, a, old, 0)
+	old.waitFor(t, 5)
+	if err := hub2.Leave(ctx, a.ID(), "alice", "tab"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a creation time of its own
+	b := mustListener(t, hub2, c)
+	if b.ID() != a.ID() {
+		t.Fatal("the recreated listener has another ID")
+	}
+	for i := range 3 {
+		mustDispatch(t, hub2, "alice", "again", fmt.Sprint("new", i))
+	}
+	if _, err := stopOld(); err != nil && !errors.Is(err, moitessier.ErrClosed) {
+		t.Fatalf("the old listen: %v", err)
+	}
+	if cur, err := b.Cursor(ctx); err != nil || cur != 0 {
+		t.Fatalf("alice's position on the recreated listener = %d, %v; want 0", cur, err)
+	}
+	msgs, err := b.Messages(ctx, moitessier.Resume, 0)
+	if err != nil || !slices.Equal(textsOf(msgs), []string{"new0", "new1", "new2"}) {
+		t.Fatalf("Messages(Resume) on the recreated listener = %q, %v; want its three messages", textsOf(msgs), err)
+	}
+}
+
 // testRecreate deletes a listener through one hub while another hub still
 // caches its messages for a running ListenUntil, then creates it again under
 // the same ID: the new listener starts empty, and its subscribers never see

@@ -21,6 +21,10 @@ func TestMerge(t *testing.T) {
 		// Separated fields sort by field, not as one string: "a\x00b" > "a".
 		{Listener: "a\x00b", Person: "", Cursor: 8},
 		{Listener: "a", Person: "\x00", Cursor: 9},
+		// Another incarnation of listener c: kept apart, sorted by Created.
+		{Listener: "c", Person: "p", Cursor: 6, Created: t2},
+		{Listener: "c", Person: "p", Cursor: 3, Created: t1},
+		{Listener: "c", Person: "p", Cursor: 4, Created: t2},
 	}
 	orig := slices.Clone(in)
 	got := Merge(in)
@@ -31,6 +35,8 @@ func TestMerge(t *testing.T) {
 		{Listener: "a", Person: "q", Cursor: 1},
 		{Listener: "a\x00b", Person: "", Cursor: 8},
 		{Listener: "b", Person: "p", Client: "c", Cursor: 5, LeaseExpires: t2},
+		{Listener: "c", Person: "p", Cursor: 3, Created: t1},
+		{Listener: "c", Person: "p", Cursor: 6, Created: t2},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("Merge =\n%v\nwant\n%v", got, want)

@@ -38,6 +38,7 @@ type Key struct {
 // save: Store.Checkpoint's argument.
 type Checkpoint struct {
 	Listener, Person, Client string
+	Created                  int64 // the listener's incarnation, as in Key
 	Cursor                   uint64
 	LeaseExpires             time.Time
 }
@@ -149,7 +150,7 @@ func (t *Tracker) Release(ctx context.Context, s *Sub) error {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if err := t.save(ctx, []Checkpoint{{Listener: s.key.Listener, Person: s.key.Person, Client: s.key.Client, Cursor: acked}}); err != nil {
+	if err := t.save(ctx, []Checkpoint{{Listener: s.key.Listener, Person: s.key.Person, Client: s.key.Client, Created: s.key.Created, Cursor: acked}}); err != nil {
 		return fmt.Errorf("save cursor: %w", err)
 	}
 	storeMax(&s.saved, acked)
@@ -186,7 +187,7 @@ func (t *Tracker) Flush(ctx context.Context, all bool) error {
 	subs := make([]*Sub, 0, cap(cps))
 	add := func(s *Sub, lease bool) {
 		subs = append(subs, s)
-		cp := Checkpoint{Listener: s.key.Listener, Person: s.key.Person, Client: s.key.Client, Cursor: s.acked.Load()}
+		cp := Checkpoint{Listener: s.key.Listener, Person: s.key.Person, Client: s.key.Client, Created: s.key.Created, Cursor: s.acked.Load()}
 		if lease {
 			cp.LeaseExpires = now.Add(s.lease)
 		}
