@@ -551,6 +551,9 @@ func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, e
 	if err := checkName("client", client, true); err != nil {
 		return nil, fmt.Errorf("open listener: %w", err)
 	}
+	if err := checkID(id); err != nil {
+		return nil, fmt.Errorf("open listener: %w", err)
+	}
 	info, err := h.store.Listener(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("open listener %s: %w", id, err)
@@ -578,6 +581,15 @@ func (h *Hub) Leave(ctx context.Context, id, person, client string) error {
 	if err := h.checkOpen("leave"); err != nil {
 		return err
 	}
+	if err := checkID(id); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	if err := checkName("person", person, false); err != nil {
+		return fmt.Errorf("leave %s: %w", id, err)
+	}
+	if err := checkName("client", client, true); err != nil {
+		return fmt.Errorf("leave %s: %w", id, err)
+	}
 	info, err := h.store.Listener(ctx, id)
 	if err != nil {
 		return fmt.Errorf("leave %s: %w", id, err)
@@ -604,6 +616,12 @@ func (h *Hub) Options() Options { return h.opts }
 // returns ErrNotFound if there is none. It checks no ownership: callers that
 // serve other people check ListenerInfo.Person themselves.
 func (h *Hub) Info(ctx context.Context, id string) (ListenerInfo, error) {
+	if err := h.checkOpen("listener"); err != nil {
+		return ListenerInfo{}, err
+	}
+	if err := checkID(id); err != nil {
+		return ListenerInfo{}, fmt.Errorf("listener: %w", err)
+	}
 	info, err := h.store.Listener(ctx, id)
 	if err != nil {
 		return info, fmt.Errorf("listener %s: %w", id, err)
@@ -621,10 +639,23 @@ func (h *Hub) Subscribers(ctx context.Context, id string) ([]Subscriber, error) 
 // SubscriberPage returns the subscribers of listener id in the range r, in
 // (Person, Client) order, with their acknowledged cursors. To read the
 // next page, start a range at the last subscriber returned and skip it. It
-// checks no ownership. A negative r.Limit is ErrInvalidArgument.
+// checks no ownership. A negative r.Limit, or a person or client in r
+// that no subscriber could have, is ErrInvalidArgument.
 func (h *Hub) SubscriberPage(ctx context.Context, id string, r SubscriberRange) ([]Subscriber, error) {
+	if err := h.checkOpen("subscribers"); err != nil {
+		return nil, err
+	}
+	if err := checkID(id); err != nil {
+		return nil, fmt.Errorf("subscribers: %w", err)
+	}
 	if r.Limit < 0 {
 		return nil, fmt.Errorf("subscribers of %s: %w: negative limit", id, ErrInvalidArgument)
+	}
+	if err := checkName("person", r.Person, true); err != nil {
+		return nil, fmt.Errorf("subscribers of %s: %w", id, err)
+	}
+	if err := checkName("client", r.Client, true); err != nil {
+		return nil, fmt.Errorf("subscribers of %s: %w", id, err)
 	}
 	subs, err := h.store.Subscribers(ctx, id, r)
 	if err != nil {

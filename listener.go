@@ -488,7 +488,8 @@ func (l *Listener) closedErr() error {
 // subscriber's position, as ListenUntil resumes), oldest first, without
 // waiting and without acknowledging them (see Ack). limit 0 means
 // Options.BatchLimit. It returns ErrClosed if the handle was closed or its
-// listener deleted; with Resume it renews the subscriber's lease.
+// listener deleted; with Resume it renews the subscriber's lease. A since
+// past the listener's newest message is ErrInvalidArgument.
 func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Message, error) {
 	if err := l.checkOpen("messages"); err != nil {
 		return nil, err
@@ -505,8 +506,12 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 			return nil, err
 		}
 		since = min(max(sub.Cursor, Cursor(l.hub.cursors.Acked(l.subKey(info.Created)))), info.Head)
-	} else if _, err := l.current(ctx, "messages"); err != nil {
+	} else if info, err := l.current(ctx, "messages"); err != nil {
 		return nil, err
+	} else if since > info.Head {
+		// As ListenUntil: a cursor of an older incarnation of the listener
+		// would skip the first messages of this one.
+		return nil, fmt.Errorf("messages %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
 	}
 	msgs, err := l.hub.store.Read(ctx, l.info.ID, since, limit)
 	if err != nil {
@@ -517,7 +522,8 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 
 // Ack saves c as this subscriber's position (it never moves back) and
 // renews its lease. ListenUntil acknowledges by itself. It returns
-// ErrClosed if the handle was closed or its listener deleted.
+// ErrClosed if the handle was closed or its listener deleted, and
+// ErrNotFound if the subscriber is gone (its lease expired).
 func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	if err := l.checkOpen("ack"); err != nil {
 		return err
@@ -531,6 +537,15 @@ func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	}
 	if c > info.Head {
 		return fmt.Errorf("ack %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, c, info.Head)
+	}
+	// A checkpoint of a subscriber that is gone (its lease expired and GC
+	// removed it) saves nothing: say so rather than succeed.
+	subs, err := l.hub.store.Subscribers(ctx, l.info.ID, SubscriberRange{Person: l.person, Client: l.client, Limit: 1})
+	if err != nil {
+		return fmt.Errorf("ack %s: %w", l.info.ID, err)
+	}
+	if len(subs) == 0 || subs[0].Person != l.person || subs[0].Client != l.client {
+		return fmt.Errorf("ack %s: subscriber %q: %w", l.info.ID, l.person, ErrNotFound)
 	}
 	cp := Checkpoint{Listener: l.info.ID, Person: l.person, Client: l.client, Cursor: c, LeaseExpires: l.hub.now().Add(l.lease), Created: info.Created}
 	if err := l.hub.store.Checkpoint(ctx, []Checkpoint{cp}); err != nil {

@@ -183,6 +183,31 @@ func ListenerID(c Conditions) (string, error) {
 	return listenerID(c.Type, c.Person, c.Client, scopes), nil
 }
 
+// wellFormedID reports whether id has the form listenerID gives: a type
+// letter and 32 lowercase hexadecimal digits. No listener has another: an
+// id of another form is ErrNotFound without asking the store, which might
+// refuse it with an error of its own (invalid UTF-8, say).
+func wellFormedID(id string) bool {
+	if len(id) != 33 || strings.IndexByte("sph", id[0]) < 0 {
+		return false
+	}
+	for i := 1; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkID returns an error wrapping ErrNotFound for an id no listener can
+// have (see wellFormedID).
+func checkID(id string) error {
+	if !wellFormedID(id) {
+		return fmt.Errorf("%w: no listener has the ID %q", ErrNotFound, id)
+	}
+	return nil
+}
+
 func listenerID(t ListenerType, person, client string, scopes []string) string {
 	h := sha256.New()
 	// Every part is free of control characters, so \x00 and \x01 separate

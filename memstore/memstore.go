@@ -400,6 +400,7 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 		}
 		if len(l.subs) == 0 {
 			res.Expired = append(res.Expired, l.snapshot())
+			res.Messages += l.msgs.len() // removed with it, as the other stores count them
 			s.deleteListener(l)
 			continue
 		}

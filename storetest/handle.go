@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -118,6 +119,24 @@ func testDeletedListener(t *testing.T, h Harness) {
 			t.Fatalf("subscribers of the new listener: %+v, %v; want bob alone", subs, err)
 		}
 	})
+	t.Run("CreatedAgainBySamePerson", func(t *testing.T) {
+		// The same, made again by the old handle's own person: closing
+		// the old handle must not take her out of the new listener.
+		c := moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "deleted.mine"}
+		a := mustListener(t, hub, c)
+		if err := hub.Leave(ctx, a.ID(), "alice", ""); err != nil {
+			t.Fatal(err)
+		}
+		clk.Add(time.Second)
+		b := mustListener(t, hub, c)
+		if err := a.Close(ctx); !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("Close through the old handle: %v, want ErrClosed", err)
+		}
+		subs, err := b.Subscribers(ctx)
+		if err != nil || len(subs) != 1 || subs[0].Person != "alice" {
+			t.Fatalf("subscribers of the new listener: %+v, %v; want alice", subs, err)
+		}
+	})
 }
 
 // testCursorPastHead: ListenUntil with a cursor past the listener's head
@@ -146,6 +165,9 @@ func testCursorPastHead(t *testing.T, h Harness) {
 	}
 	if got := lease(); !got.Equal(before) {
 		t.Fatalf("a refused ListenUntil moved the lease from %v to %v", before, got)
+	}
+	if msgs, err := a.Messages(ctx, 2, 0); !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("Messages past the head = %d messages, %v; want ErrInvalidArgument", len(msgs), err)
 	}
 	// Deleted elsewhere: a cursor past the head is not a reason to create
 	// it again.
@@ -217,5 +239,56 @@ func testResumeInHub(t *testing.T, h Harness) {
 	}
 	if _, err := stopFirst(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// testBadIDs: the hub's calls that take a listener ID or a person refuse
+// what no listener or subscriber can have (a malformed ID is ErrNotFound,
+// a name of invalid UTF-8 or a control character ErrInvalidArgument)
+// before the store sees it, whatever the store would make of it. After
+// Shutdown they return ErrClosed.
+func testBadIDs(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	hub := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	l := mustListener(t, hub, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "ids"})
+	for _, id := range []string{"", "nope", "s\xff" + l.ID()[2:], l.ID() + "0", "S" + l.ID()[1:], "x" + l.ID()[1:], "s\x00" + l.ID()[2:]} {
+		if _, err := hub.Info(ctx, id); !errors.Is(err, moitessier.ErrNotFound) {
+			t.Errorf("Info(%q) = %v, want ErrNotFound", id, err)
+		}
+		if _, err := hub.Open(ctx, id, "alice", ""); !errors.Is(err, moitessier.ErrNotFound) {
+			t.Errorf("Open(%q) = %v, want ErrNotFound", id, err)
+		}
+		if err := hub.Leave(ctx, id, "alice", ""); !errors.Is(err, moitessier.ErrNotFound) {
+			t.Errorf("Leave(%q) = %v, want ErrNotFound", id, err)
+		}
+		if _, err := hub.Subscribers(ctx, id); !errors.Is(err, moitessier.ErrNotFound) {
+			t.Errorf("Subscribers(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+	for _, name := range []string{"\xff", "a\x00b", strings.Repeat("n", moitessier.MaxNameBytes+1)} {
+		if err := hub.Leave(ctx, l.ID(), name, ""); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Errorf("Leave(person %q) = %v, want ErrInvalidArgument", name, err)
+		}
+		if err := hub.Leave(ctx, l.ID(), "alice", name); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Errorf("Leave(client %q) = %v, want ErrInvalidArgument", name, err)
+		}
+		for _, r := range []moitessier.SubscriberRange{{Person: name}, {Person: "alice", Client: name}} {
+			if _, err := hub.SubscriberPage(ctx, l.ID(), r); !errors.Is(err, moitessier.ErrInvalidArgument) {
+				t.Errorf("SubscriberPage(%+v) = %v, want ErrInvalidArgument", r, err)
+			}
+		}
+	}
+	if _, err := hub.Info(ctx, l.ID()); err != nil {
+		t.Fatalf("Info of the listener after the refused calls: %v", err)
+	}
+	if err := hub.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hub.Info(ctx, l.ID()); !errors.Is(err, moitessier.ErrClosed) {
+		t.Errorf("Info after Shutdown = %v, want ErrClosed", err)
+	}
+	if _, err := hub.Subscribers(ctx, l.ID()); !errors.Is(err, moitessier.ErrClosed) {
+		t.Errorf("Subscribers after Shutdown = %v, want ErrClosed", err)
 	}
 }

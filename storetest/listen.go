@@ -379,14 +379,19 @@ func testGC(t *testing.T, h Harness) {
 	if err != nil || len(msgs) != 5 || msgs[0].Seq != 11 || msgs[4].Seq != 15 {
 		t.Fatalf("kept %s, %v; want seqs 11..15", seqs(msgs), err)
 	}
-	// 70 minutes in: a's leases (1h) have ended, b's has not.
-	clk.Add(20 * time.Minute)
+	clk.Add(15 * time.Minute)
+	for i := range 3 {
+		mustDispatch(t, hub, "a", "gc.short", fmt.Sprint("short", i))
+	}
+	// 70 minutes in: a's leases (1h) have ended, b's has not. short goes
+	// with its 3 messages, and long's 5 are past the age.
+	clk.Add(5 * time.Minute)
 	res, err = hub.GC(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Expired) != 1 || res.Expired[0].ID != short.ID() || res.Subscribers != 2 {
-		t.Fatalf("GC at 70m: %+v, want short expired and 2 subscribers removed", res)
+	if len(res.Expired) != 1 || res.Expired[0].ID != short.ID() || res.Subscribers != 2 || res.Messages != 8 {
+		t.Fatalf("GC at 70m: %+v, want short expired, 2 subscribers and 8 messages removed", res)
 	}
 	if !slices.Equal(expired, []string{short.ID()}) {
 		t.Fatalf("Expired hook: %v", expired)
@@ -400,6 +405,10 @@ func testGC(t *testing.T, h Harness) {
 	subs, err := hub.Subscribers(ctx, mixed.ID())
 	if err != nil || len(subs) != 1 || subs[0].Person != "b" {
 		t.Fatalf("mixed listener's subscribers %+v, %v; want b alone", subs, err)
+	}
+	// a's handle on it: the listener lives on, a's subscription does not.
+	if err := mixed.Ack(ctx, 0); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("Ack of an expired subscriber: %v, want ErrNotFound", err)
 	}
 }
 

@@ -79,6 +79,7 @@ func Run(t *testing.T, h Harness) {
 		{"RecreateCheckpoint", testRecreateCheckpoint},
 		{"DeletedListener", testDeletedListener},
 		{"CursorPastHead", testCursorPastHead},
+		{"BadIDs", testBadIDs},
 		{"ResumeInHub", testResumeInHub},
 		{"ListenersChange", testListenersChange},
 		{"GC", testGC},
