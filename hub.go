@@ -55,7 +55,10 @@ type Options struct {
 	// Lease is how long a subscriber stays subscribed after it last listened
 	// (ListenUntil renews it while running) before GC removes it, and with
 	// its last subscriber the listener. Conditions.Lease overrides it per
-	// subscriber. Default 24 hours.
+	// subscriber. Default 24 hours. It (and a Conditions.Lease) must be at
+	// least twice AckInterval: a running ListenUntil renews its lease only
+	// when positions are saved, a third of a lease after the last renewal
+	// at the first save from then on.
 	Lease time.Duration
 	// AckInterval is how often acknowledged cursors and lease renewals of
 	// running ListenUntil calls are saved, all in one Store.Checkpoint. A
@@ -230,6 +233,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("options: %w: negative MaxHandlers or MaxRecipients", ErrInvalidArgument)
 	case o.Lease < 0, o.AckInterval < 0, o.IdempotencyWindow < 0, o.CatchUpInterval < 0:
 		return fmt.Errorf("options: %w: negative duration", ErrInvalidArgument)
+	case o.Lease < 2*o.AckInterval:
+		return fmt.Errorf("options: %w: Lease %v is shorter than twice AckInterval %v", ErrInvalidArgument, o.Lease, o.AckInterval)
 	case o.CacheSize < 2, o.BatchLimit < 1, o.Retention.MaxCount < 0, o.MaxScopesPerListener < 1:
 		return fmt.Errorf("options: %w: CacheSize, BatchLimit, Retention.MaxCount or MaxScopesPerListener out of range", ErrInvalidArgument)
 	}
@@ -518,6 +523,9 @@ func (h *Hub) NewListener(ctx context.Context, c Conditions) (*Listener, error) 
 	scopes, err := c.normalize(h.opts.MaxScopesPerListener)
 	if err != nil {
 		return nil, fmt.Errorf("new listener: %w", err)
+	}
+	if c.Lease > 0 && c.Lease < 2*h.opts.AckInterval {
+		return nil, fmt.Errorf("new listener: lease %v: %w: shorter than twice the hub's AckInterval %v", c.Lease, ErrInvalidArgument, h.opts.AckInterval)
 	}
 	l := &Listener{hub: h, person: c.Person, client: c.Client, lease: c.Lease, done: make(chan struct{})}
 	if l.lease == 0 {

@@ -1,6 +1,8 @@
 package moitessier_test
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -27,5 +29,27 @@ func TestDefaultOptions(t *testing.T) {
 	}
 	if err := hub.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLeaseAtLeastTwoAckIntervals: a lease a running ListenUntil could not
+// renew in time (it renews when positions are saved, every AckInterval) is
+// refused, for the hub and for one subscriber.
+func TestLeaseAtLeastTwoAckIntervals(t *testing.T) {
+	if _, err := moitessier.New(memstore.New(), moitessier.Options{Lease: time.Second, AckInterval: time.Second}); !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("New with Lease = AckInterval: %v, want ErrInvalidArgument", err)
+	}
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{Lease: 2 * time.Second, AckInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	c := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "s", Lease: 1500 * time.Millisecond}
+	if _, err := hub.NewListener(context.Background(), c); !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("NewListener with a lease under two AckIntervals: %v, want ErrInvalidArgument", err)
+	}
+	c.Lease = 2 * time.Second
+	if _, err := hub.NewListener(context.Background(), c); err != nil {
+		t.Fatalf("NewListener with a lease of two AckIntervals: %v", err)
 	}
 }
