@@ -535,7 +535,7 @@ func (h *Hub) NewListener(ctx context.Context, c Conditions) (*Listener, error) 
 	if c.Type != Shared {
 		l.info.Client = c.Client
 	}
-	info, _, err := l.join(ctx, h.now(), c.Start)
+	info, _, err := l.join(ctx, h.now(), c.Start, true)
 	if err != nil {
 		return nil, fmt.Errorf("new listener: %w", err)
 	}
@@ -570,9 +570,13 @@ func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, e
 		return nil, fmt.Errorf("open listener %s: %w", id, ErrNotOwner)
 	}
 	l := &Listener{hub: h, info: info, person: person, client: client, lease: h.opts.Lease, done: make(chan struct{})}
-	if _, _, err := l.join(ctx, h.now(), Start{}); err != nil {
+	joined, _, err := l.join(ctx, h.now(), Start{}, false)
+	if err != nil {
 		return nil, fmt.Errorf("open listener %s: %w", id, err)
 	}
+	// Deleted and made again (by another) since it was looked up: the
+	// handle belongs to the incarnation it joined.
+	l.info = joined
 	return l, nil
 }
 

@@ -75,10 +75,14 @@ func (l *Listener) checkOpen(op string) error {
 	return l.hub.checkOpen(op)
 }
 
-// join subscribes for NewListener and Open: it creates the listener if it
-// is missing and renews the subscriber's lease, returning the stored
-// listener and subscriber. A subscriber it creates starts at start.
-func (l *Listener) join(ctx context.Context, now time.Time, start Start) (ListenerInfo, Subscriber, error) {
+// join subscribes for NewListener and Open: it renews the subscriber's
+// lease, returning the stored listener and subscriber, and creates the
+// listener if it is missing and create is set (NewListener). For Open,
+// which found the listener, a listener deleted since is not created again
+// (under the Created of the incarnation that was deleted): join undoes
+// what Join created and returns ErrNotFound. A subscriber it creates
+// starts at start.
+func (l *Listener) join(ctx context.Context, now time.Time, start Start, create bool) (ListenerInfo, Subscriber, error) {
 	h := l.hub
 	from, err := l.startCursor(ctx, start)
 	if err != nil {
@@ -88,6 +92,10 @@ func (l *Listener) join(ctx context.Context, now time.Time, start Start) (Listen
 	info, stored, created, err := h.store.Join(ctx, l.info, sub, h.joinQuota(l.info.Person, l.person))
 	if err != nil {
 		return info, stored, err
+	}
+	if created && !create {
+		l.undoCreate(ctx)
+		return info, stored, fmt.Errorf("%w: the listener was deleted", ErrNotFound)
 	}
 	if created && h.opts.Hooks.Created != nil {
 		h.opts.Hooks.Created(ctx, info)
@@ -136,6 +144,16 @@ func (l *Listener) deletedErr(op string) error {
 	return fmt.Errorf("%s %s: %w: the listener was deleted", op, l.info.ID, ErrClosed)
 }
 
+// undoCreate removes the subscriber, and so the listener, that a Join meant
+// to join an existing listener created because it had been deleted.
+func (l *Listener) undoCreate(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := l.hub.store.Leave(ctx, l.info.ID, l.person, l.client); err != nil {
+		l.hub.log.Warn("moitessier: undo the join of a deleted listener", "listener", l.info.ID, "err", err)
+	}
+}
+
 // rejoin renews this subscriber's lease on the handle's own listener, for
 // ListenUntil and Messages(Resume), and returns the stored listener and
 // subscriber. It never creates the listener: if it was deleted it returns
@@ -162,11 +180,7 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 	if created {
 		// Deleted between the two calls, and so created again by Join:
 		// undo that, and announce nothing.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, err := h.store.Leave(uctx, l.info.ID, l.person, l.client); err != nil {
-			h.log.Warn("moitessier: undo the join of a deleted listener", "listener", l.info.ID, "err", err)
-		}
+		l.undoCreate(ctx)
 		return info, stored, l.deletedErr(op)
 	}
 	if !info.Created.Equal(l.info.Created) {
