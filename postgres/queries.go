@@ -242,12 +242,29 @@ func buildQueries(schema string) queries {
 
 		// Sweep. expiredListeners finds listeners all of whose subscribers'
 		// leases ended; trimDoomed deletes a batch of their messages before
-		// the listeners themselves go.
+		// the listeners themselves go. It asks again, at every batch, which
+		// of them still have no subscriber with a lease running at $3 (the
+		// sweep's now): one that somebody joined (or whose lease was
+		// renewed) since expiredListeners read it survives the sweep, and
+		// its messages must too. The check runs in the statement's own
+		// snapshot, so a join committed before the batch began stops it;
+		// a message appended after such a join commits after it, so any
+		// batch that can see the message also sees the subscriber. (A
+		// bound on seq, the head read when the listener was chosen, would
+		// spare only what came after the choice, and go on deleting what a
+		// renewed subscriber has yet to read.) What is left open: a
+		// message appended while a join is under way, after join_listener
+		// read the head it starts the new subscriber at and before it
+		// committed, can still be deleted, as the join does not keep
+		// appends out of the listener's row.
 		expiredListeners: `SELECT DISTINCT s.listener FROM S.subscribers s WHERE s.lease_ns < $1
 			AND NOT EXISTS (SELECT 1 FROM S.subscribers t WHERE t.listener = s.listener AND t.lease_ns >= $1)
 			ORDER BY 1 LIMIT $2`,
 		trimDoomed: `DELETE FROM S.messages WHERE (listener, seq) IN (
-				SELECT listener, seq FROM S.messages WHERE listener = ANY($1::text[]) LIMIT $2)`,
+				SELECT listener, seq FROM S.messages
+				WHERE listener = ANY(ARRAY(SELECT d.id FROM unnest($1::text[]) AS d(id)
+					WHERE NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = d.id AND s.lease_ns >= $3)))
+				LIMIT $2)`,
 		expireSubscribers: `DELETE FROM S.subscribers s USING (
 				SELECT listener, person, client FROM S.subscribers WHERE lease_ns < $1 ORDER BY lease_ns LIMIT $2
 			) x WHERE (s.listener, s.person, s.client) = (x.listener, x.person, x.client) AND s.lease_ns < $1
