@@ -307,9 +307,21 @@ func buildQueries(schema string) queries {
 		// for the appends that hold it and lets it go at once.
 		registerWatcher: `INSERT INTO S.watchers (id, pid) VALUES ($1, pg_backend_pid())
 			ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid`,
-		deleteWatcher:      `DELETE FROM S.watchers WHERE id = $1`,
-		deleteGoneWatchers: `DELETE FROM S.watchers w WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)`,
-		gate:               `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
+		deleteWatcher: `DELETE FROM S.watchers WHERE id = $1`,
+		// deleteGoneWatchers finds the rows whose process is gone first,
+		// and deletes each only if it still names that process. A Watch
+		// that registers again meanwhile updates its row's pid; the
+		// DELETE, finding the row locked, waits for it and then rechecks
+		// the new row version against the rest of the statement as first
+		// evaluated, not against the server's processes again: with NOT
+		// EXISTS tested on the row itself, that recheck deleted the row
+		// of a live Watch, which appends then left out. Compared with the
+		// pid it found, the new version fails the recheck and stays.
+		deleteGoneWatchers: `WITH d AS MATERIALIZED (
+				SELECT id, pid FROM S.watchers x WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = x.pid)
+			)
+			DELETE FROM S.watchers w USING d WHERE w.id = d.id AND w.pid = d.pid`,
+		gate: `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
 		// notifyHeadsOf notifies on channel $1 the heads of listeners $2,
 		// $3 of them per payload. FOR SHARE waits for an append still
 		// writing one of them (whose caller gave up) to end, and then
