@@ -30,8 +30,13 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 // stamp is the pattern version and the scope's version (a random number
 // written by each creation or deletion of a listener on it) the answer was
 // read at; Append checks both in its statement, so a cached answer costs no
-// round trip and nothing is stored from one that is out of date.
+// round trip and nothing is stored from one that is out of date. A closed
+// store answers ErrClosed, as every method does, even with an answer
+// cached.
 func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, moitessier.MatchStamp, error) {
+	if err := s.check("match"); err != nil {
+		return nil, nil, err
+	}
 	if e, ok := s.mc.Get(scope); ok {
 		return e.ls, e.stamp, nil
 	}
@@ -155,14 +160,15 @@ func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {
 // moitessier.MatchAppender. Its answer is cached as Match's is. If the
 // pattern index is out of date, or a Handler listener matched a dispatch
 // with handlers, nothing is appended: it then answers as MatchCached does
-// (reloading the index for the first).
+// (reloading the index for the first). A closed store answers ErrClosed,
+// even with an answer cached.
 func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text string, sel moitessier.Selection) ([]moitessier.ListenerInfo, moitessier.MatchStamp, []moitessier.Message, bool, error) {
-	if e, ok := s.mc.Get(b.Scope); ok {
-		return e.ls, e.stamp, nil, false, nil
-	}
 	const op = "match and append"
 	if err := s.check(op); err != nil {
 		return nil, nil, nil, false, err
+	}
+	if e, ok := s.mc.Get(b.Scope); ok {
+		return e.ls, e.stamp, nil, false, nil
 	}
 	ids, version := s.pat.Match(b.Scope)
 	if ids == nil {
