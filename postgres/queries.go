@@ -20,7 +20,8 @@ type queries struct {
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                                string
 	deleteOld, listenerPage, trimPage, deleteKeys                                    string
 	lockUnusedScopes, deleteUnusedScopes                                             string
-	registerWatcher, deleteWatcher, deleteGoneWatchers, gate, notifyHeadsOf          string
+	registerWatcher, deleteWatcher, deleteGoneWatchers, gate                         string
+	notifyHeadsOf, notifyScopeHeads                                                  string
 }
 
 // notifyUp is the column of the append statements that sends the new
@@ -322,18 +323,12 @@ func buildQueries(schema string) queries {
 			)
 			DELETE FROM S.watchers w USING d WHERE w.id = d.id AND w.pid = d.pid`,
 		gate: `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
-		// notifyHeadsOf notifies on channel $1 the heads of listeners $2,
-		// $3 of them per payload. FOR SHARE waits for an append still
-		// writing one of them (whose caller gave up) to end, and then
-		// reads the head it left.
-		notifyHeadsOf: `WITH l AS MATERIALIZED (
-				SELECT id, head FROM S.listeners WHERE id = ANY($2::text[]) FOR SHARE
-			)
-			SELECT count(pg_notify($1, p)) FROM (
-				SELECT string_agg(id || ' ' || head, ',') AS p
-				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
-				GROUP BY chunk
-			) y`,
+		// notifyHeadsOf notifies the heads of listeners $2 (see
+		// notifyHeads); notifyScopeHeads, those of the listeners of scope
+		// $4 and of listeners $2 (the ones whose patterns match it): the
+		// listeners a matchAppend statement with them can have written to.
+		notifyHeadsOf:    notifyHeads(`id = ANY($2::text[])`),
+		notifyScopeHeads: notifyHeads(`id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = $4 AND NOT wild) || $2::text[])`),
 	}
 	q.appendOne = strings.Replace(q.append, notifyUp, `(SELECT count(*) FROM (
 				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0
@@ -362,11 +357,27 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
-		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyHeadsOf,
+		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyHeadsOf, &q.notifyScopeHeads,
 	} {
 		*p = r.Replace(*p)
 	}
 	return q
+}
+
+// notifyHeads returns a statement that notifies on channel $1 the heads
+// of the listeners that where selects, $3 of them per payload. FOR SHARE
+// waits for an append still writing one of them (whose caller gave up) to
+// end, and then reads the head it left; it locks them in id order, as the
+// appends do, so that the two cannot deadlock.
+func notifyHeads(where string) string {
+	return `WITH l AS MATERIALIZED (
+				SELECT id, head FROM S.listeners WHERE ` + where + ` ORDER BY id FOR SHARE
+			)
+			SELECT count(pg_notify($1, p)) FROM (
+				SELECT string_agg(id || ' ' || head, ',') AS p
+				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
+				GROUP BY chunk
+			) y`
 }
 
 // appendParams names the append statement's parameters in the order
