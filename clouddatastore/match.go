@@ -39,6 +39,9 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 // at; Append reads both in its transaction and fails with ErrStale, writing
 // nothing, if either changed.
 func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, any, error) {
+	if err := s.check("match"); err != nil {
+		return nil, nil, err
+	}
 	if e, ok := s.mc.Get(scope); ok {
 		return e.ls, e.stamp, nil
 	}

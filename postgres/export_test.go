@@ -70,3 +70,10 @@ func (s *Store) JoinTx(ctx context.Context, tx pgx.Tx, l moitessier.ListenerInfo
 	_, _, _, err := s.join(ctx, tx, l, sub, moitessier.Quota{})
 	return err
 }
+
+// DeleteGoneWatchers runs, in tx, the statement that deletes the
+// registrations of Watch calls whose connection is gone.
+func (s *Store) DeleteGoneWatchers(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, s.q.deleteGoneWatchers)
+	return err
+}

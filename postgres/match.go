@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -30,8 +31,13 @@ func (s *Store) Match(ctx context.Context, scope string) ([]moitessier.ListenerI
 // stamp is the pattern version and the scope's version (a random number
 // written by each creation or deletion of a listener on it) the answer was
 // read at; Append checks both in its statement, so a cached answer costs no
-// round trip and nothing is stored from one that is out of date.
+// round trip and nothing is stored from one that is out of date. A closed
+// store answers ErrClosed, as every method does, even with an answer
+// cached.
 func (s *Store) MatchCached(ctx context.Context, scope string) ([]moitessier.ListenerInfo, moitessier.MatchStamp, error) {
+	if err := s.check("match"); err != nil {
+		return nil, nil, err
+	}
 	if e, ok := s.mc.Get(scope); ok {
 		return e.ls, e.stamp, nil
 	}
@@ -155,14 +161,18 @@ func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {
 // moitessier.MatchAppender. Its answer is cached as Match's is. If the
 // pattern index is out of date, or a Handler listener matched a dispatch
 // with handlers, nothing is appended: it then answers as MatchCached does
-// (reloading the index for the first).
+// (reloading the index for the first). A closed store answers ErrClosed,
+// even with an answer cached. When the statement's outcome is unknown
+// (the caller gave up while it ran), the heads of the listeners it may
+// have written to are notified (see notifyScopeLater): the hub will not
+// publish what it wrote, and its own Watch may not have heard of it.
 func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text string, sel moitessier.Selection) ([]moitessier.ListenerInfo, moitessier.MatchStamp, []moitessier.Message, bool, error) {
-	if e, ok := s.mc.Get(b.Scope); ok {
-		return e.ls, e.stamp, nil, false, nil
-	}
 	const op = "match and append"
 	if err := s.check(op); err != nil {
 		return nil, nil, nil, false, err
+	}
+	if e, ok := s.mc.Get(b.Scope); ok {
+		return e.ls, e.stamp, nil, false, nil
 	}
 	ids, version := s.pat.Match(b.Scope)
 	if ids == nil {
@@ -177,12 +187,13 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 		msgs []moitessier.Message
 		st   matchStamp
 		ok   bool
+		self string // of the last statement sent
 	)
 	bctx, cancel := s.cmb.bound(ctx)
 	defer cancel()
 	err := retry(bctx, func() error {
 		return s.onConn(bctx, func(q queryer) error {
-			self := s.watchers.selfFor(ctx)
+			self = s.watchers.selfFor(ctx)
 			rows, err := q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
 				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch, self)
 			if err != nil {
@@ -196,8 +207,11 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 			return err
 		})
 	})
-	if err != nil {
-		return nil, nil, nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, outcome(err)))
+	if err = outcome(err); err != nil {
+		if isWatch(self) && errors.Is(err, moitessier.ErrOutcomeUnknown) {
+			s.notifyScopeLater(b.Scope, ids)
+		}
+		return nil, nil, nil, false, s.wrap(op, fmt.Errorf("dispatch %s to %q: %w", b.Dispatch, b.Scope, err))
 	}
 	if st.patterns != version {
 		// The index missed a pattern listener: nothing was written.

@@ -2,15 +2,19 @@ package postgres_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/likestripes/moitessier"
@@ -69,12 +73,7 @@ func waitLocked(t *testing.T, s *postgres.Store, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		var waiting int
-		err := s.Pool().QueryRow(ctxT(t), `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%'||$1||'%'`, s.Schema()).Scan(&waiting)
-		if err != nil {
-			t.Fatal(err)
-		}
+		waiting := lockWaiters(t, s)
 		if waiting >= n {
 			return
 		}
@@ -83,6 +82,18 @@ func waitLocked(t *testing.T, s *postgres.Store, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// lockWaiters counts the statements of the store that wait on a lock.
+func lockWaiters(t *testing.T, s *postgres.Store) int {
+	t.Helper()
+	var waiting int
+	err := s.Pool().QueryRow(ctxT(t), `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%'||$1||'%'`, s.Schema()).Scan(&waiting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return waiting
 }
 
 // TestDispatchOutcome: a dispatch whose context ends while its batch is
@@ -357,4 +368,102 @@ func TestCancelledTransactionKeepsConnection(t *testing.T) {
 			t.Fatalf("the pool holds %d connections after a caller gave up during its transaction, %d before", n, conns)
 		}
 	}
+}
+
+// lostCancels dials the server as pgx does, but the connections it makes
+// drop the cancel request pgx sends when it gives a connection up: the
+// server then runs the statement on, as it does when the request comes
+// too late or the network between them fails.
+func lostCancels(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &cancelDropper{Conn: c}, nil
+}
+
+// cancelRequestCode opens a cancel request (the protocol's CancelRequest).
+const cancelRequestCode = 80877102
+
+// cancelDropper is a connection whose first write, if a cancel request,
+// is dropped and closes it.
+type cancelDropper struct {
+	net.Conn
+	wrote bool
+}
+
+func (c *cancelDropper) Write(b []byte) (int, error) {
+	if !c.wrote && len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) == cancelRequestCode {
+		_ = c.Conn.Close()
+		return len(b), nil
+	}
+	c.wrote = true
+	return c.Conn.Write(b)
+}
+
+// storeLosingCancels opens a store on a new schema, on a pool of its own
+// whose cancel requests are lost (see lostCancels), closed when the test
+// ends.
+func storeLosingCancels(t *testing.T) *postgres.Store {
+	t.Helper()
+	schema := newSchema(t)
+	cfg, err := pgxpool.ParseConfig(testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.DialFunc = lostCancels
+	pool, err := pgxpool.NewWithConfig(ctxT(t), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return openStoreWith(t, postgres.Config{Schema: schema, Pool: pool})
+}
+
+// TestAbandonedMatchAppendIsHeard is TestAbandonedAppendIsHeard for a
+// dispatch to a scope the hub has no match cached for, which matches and
+// appends in one statement (MatchAppend): its caller gave up while the
+// statement waited (ErrOutcomeUnknown, not knowing which listeners it
+// matched), the statement committed after, and the hub's subscribers
+// receive its message at once (no catch-up poll), though the hub does not
+// publish it and the statement left the hub's Watch out.
+func TestAbandonedMatchAppendIsHeard(t *testing.T) {
+	s := storeLosingCancels(t)
+	ctx := ctxT(t)
+	hub := newHub(t, s, slow)
+	awaitWatchers(t, s, 1)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scopes: []string{"warm", "room"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := stream(t, l)
+	if _, err := hub.Dispatch(ctx, "a", "warm", "first"); err != nil {
+		t.Fatal(err)
+	}
+	receive(t, got, "first")
+	unlock := lockListener(t, s, l.ID()) // the statement waits for the row
+	dctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(dctx, "a", "room", "abandoned")
+		errc <- err
+	}()
+	waitLocked(t, s, 1)
+	cancel()
+	err = <-errc
+	if !errors.Is(err, moitessier.ErrOutcomeUnknown) {
+		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown", err)
+	}
+	if !strings.Contains(err.Error(), "match and append") {
+		t.Fatalf("Dispatch = %v, not from MatchAppend", err)
+	}
+	// A late notification that reads the head under a row lock waits
+	// behind the statement only once it waits for the lock too: released
+	// before that, the lock could go to it first, and it would read the
+	// head the statement has yet to raise. Give one the time to queue.
+	for deadline := time.Now().Add(3 * time.Second); lockWaiters(t, s) < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	unlock()
+	receive(t, got, "abandoned")
 }

@@ -20,7 +20,8 @@ type queries struct {
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                                string
 	deleteOld, listenerPage, trimPage, deleteKeys                                    string
 	lockUnusedScopes, deleteUnusedScopes                                             string
-	registerWatcher, deleteWatcher, deleteGoneWatchers, gate, notifyHeadsOf          string
+	registerWatcher, deleteWatcher, deleteGoneWatchers, gate                         string
+	notifyHeadsOf, notifyScopeHeads                                                  string
 }
 
 // notifyUp is the column of the append statements that sends the new
@@ -245,12 +246,29 @@ func buildQueries(schema string) queries {
 
 		// Sweep. expiredListeners finds listeners all of whose subscribers'
 		// leases ended; trimDoomed deletes a batch of their messages before
-		// the listeners themselves go.
+		// the listeners themselves go. It asks again, at every batch, which
+		// of them still have no subscriber with a lease running at $3 (the
+		// sweep's now): one that somebody joined (or whose lease was
+		// renewed) since expiredListeners read it survives the sweep, and
+		// its messages must too. The check runs in the statement's own
+		// snapshot, so a join committed before the batch began stops it;
+		// a message appended after such a join commits after it, so any
+		// batch that can see the message also sees the subscriber. (A
+		// bound on seq, the head read when the listener was chosen, would
+		// spare only what came after the choice, and go on deleting what a
+		// renewed subscriber has yet to read.) What is left open: a
+		// message appended while a join is under way, after join_listener
+		// read the head it starts the new subscriber at and before it
+		// committed, can still be deleted, as the join does not keep
+		// appends out of the listener's row.
 		expiredListeners: `SELECT DISTINCT s.listener FROM S.subscribers s WHERE s.lease_ns < $1
 			AND NOT EXISTS (SELECT 1 FROM S.subscribers t WHERE t.listener = s.listener AND t.lease_ns >= $1)
 			ORDER BY 1 LIMIT $2`,
 		trimDoomed: `DELETE FROM S.messages WHERE (listener, seq) IN (
-				SELECT listener, seq FROM S.messages WHERE listener = ANY($1::text[]) LIMIT $2)`,
+				SELECT listener, seq FROM S.messages
+				WHERE listener = ANY(ARRAY(SELECT d.id FROM unnest($1::text[]) AS d(id)
+					WHERE NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = d.id AND s.lease_ns >= $3)))
+				LIMIT $2)`,
 		expireSubscribers: `DELETE FROM S.subscribers s USING (
 				SELECT listener, person, client FROM S.subscribers WHERE lease_ns < $1 ORDER BY lease_ns LIMIT $2
 			) x WHERE (s.listener, s.person, s.client) = (x.listener, x.person, x.client) AND s.lease_ns < $1
@@ -293,21 +311,27 @@ func buildQueries(schema string) queries {
 		// for the appends that hold it and lets it go at once.
 		registerWatcher: `INSERT INTO S.watchers (id, pid) VALUES ($1, pg_backend_pid())
 			ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid`,
-		deleteWatcher:      `DELETE FROM S.watchers WHERE id = $1`,
-		deleteGoneWatchers: `DELETE FROM S.watchers w WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)`,
-		gate:               `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
-		// notifyHeadsOf notifies on channel $1 the heads of listeners $2,
-		// $3 of them per payload. FOR SHARE waits for an append still
-		// writing one of them (whose caller gave up) to end, and then
-		// reads the head it left.
-		notifyHeadsOf: `WITH l AS MATERIALIZED (
-				SELECT id, head FROM S.listeners WHERE id = ANY($2::text[]) FOR SHARE
+		deleteWatcher: `DELETE FROM S.watchers WHERE id = $1`,
+		// deleteGoneWatchers finds the rows whose process is gone first,
+		// and deletes each only if it still names that process. A Watch
+		// that registers again meanwhile updates its row's pid; the
+		// DELETE, finding the row locked, waits for it and then rechecks
+		// the new row version against the rest of the statement as first
+		// evaluated, not against the server's processes again: with NOT
+		// EXISTS tested on the row itself, that recheck deleted the row
+		// of a live Watch, which appends then left out. Compared with the
+		// pid it found, the new version fails the recheck and stays.
+		deleteGoneWatchers: `WITH d AS MATERIALIZED (
+				SELECT id, pid FROM S.watchers x WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = x.pid)
 			)
-			SELECT count(pg_notify($1, p)) FROM (
-				SELECT string_agg(id || ' ' || head, ',') AS p
-				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
-				GROUP BY chunk
-			) y`,
+			DELETE FROM S.watchers w USING d WHERE w.id = d.id AND w.pid = d.pid`,
+		gate: `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
+		// notifyHeadsOf notifies the heads of listeners $2 (see
+		// notifyHeads); notifyScopeHeads, those of the listeners of scope
+		// $4 and of listeners $2 (the ones whose patterns match it): the
+		// listeners a matchAppend statement with them can have written to.
+		notifyHeadsOf:    notifyHeads(`id = ANY($2::text[])`),
+		notifyScopeHeads: notifyHeads(`id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = $4 AND NOT wild) || $2::text[])`),
 	}
 	q.appendOne = strings.Replace(q.append, notifyUp, `(SELECT count(*) FROM (
 				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0
@@ -336,11 +360,27 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
-		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyHeadsOf,
+		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyHeadsOf, &q.notifyScopeHeads,
 	} {
 		*p = r.Replace(*p)
 	}
 	return q
+}
+
+// notifyHeads returns a statement that notifies on channel $1 the heads
+// of the listeners that where selects, $3 of them per payload. FOR SHARE
+// waits for an append still writing one of them (whose caller gave up) to
+// end, and then reads the head it left; it locks them in id order, as the
+// appends do, so that the two cannot deadlock.
+func notifyHeads(where string) string {
+	return `WITH l AS MATERIALIZED (
+				SELECT id, head FROM S.listeners WHERE ` + where + ` ORDER BY id FOR SHARE
+			)
+			SELECT count(pg_notify($1, p)) FROM (
+				SELECT string_agg(id || ' ' || head, ',') AS p
+				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
+				GROUP BY chunk
+			) y`
 }
 
 // appendParams names the append statement's parameters in the order

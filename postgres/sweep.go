@@ -71,7 +71,10 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 
 // trimDoomed deletes, in batches, the messages of listeners whose every
 // subscriber's lease has ended, so that deleting those listeners afterwards
-// is a small transaction.
+// is a small transaction. The listeners are chosen once, but every batch
+// checks again that they are still doomed (see trimDoomed in queries.go):
+// a subscriber may join one of them between two batches, and expire then
+// keeps the listener, which must keep what was dispatched to it.
 func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moitessier.SweepResult) error {
 	if now == math.MinInt64 {
 		return nil
@@ -85,7 +88,7 @@ func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moite
 		return err
 	}
 	for {
-		tag, err := s.pool.Exec(ctx, s.q.trimDoomed, ids, batch)
+		tag, err := s.pool.Exec(ctx, s.q.trimDoomed, ids, batch, now)
 		if err != nil {
 			return err
 		}

@@ -157,3 +157,35 @@ func (s *Store) notifyListeners(ctx context.Context, ids []string) {
 	defer cancel()
 	_, _ = s.pool.Exec(ctx, s.q.notifyHeadsOf, s.channel, ids, s.cfg.NotifyBatch)
 }
+
+// notifyScopeLater notifies, on a goroutine of the store's, the current
+// heads of the listeners of scope and of patternIDs (those whose patterns
+// match it), for a matchAppend statement whose outcome is unknown: it
+// may commit, its hub will not publish it, and its self may have left
+// that hub's Watch out. Its caller knows neither whether it wrote nor to
+// which listeners, so every listener it could have written to is
+// notified; one it did not write to costs the Watch a head it already
+// has. Its statement waits, as notifyListeners' does, for the abandoned
+// statement to end, which the caller that gave up is not to wait for: it
+// runs on a goroutine, which Close waits for (and ends). It waits only if
+// that statement holds a listener's row lock, or waits in line for it,
+// when it asks: one that waits for another transaction's lock can lose
+// the row to it when that transaction ends, and what it then writes is
+// heard at the hub's next catch-up, as it is when the wait outlasts
+// cancelGrace.
+func (s *Store) notifyScopeLater(scope string, patternIDs []string) {
+	c := &s.cmb
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.wg.Add(1) // under c.mu, before close can be waiting
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(c.ctx, cancelGrace)
+		defer cancel()
+		_, _ = s.pool.Exec(ctx, s.q.notifyScopeHeads, s.channel, patternIDs, s.cfg.NotifyBatch, scope)
+	}()
+}

@@ -532,3 +532,86 @@ func notifyInBatches(t *testing.T, n int) {
 		t.Fatalf("payload %q after the last append's", m.Payload)
 	}
 }
+
+// TestReregisteredWatcherNotDeleted: a Watch that registers again (its
+// connection was gone, so its row names a dead process) while another
+// connection deletes the rows of gone watchers keeps its row. The
+// deletion reads the row with the dead pid and waits for the
+// registration's lock; when the registration commits, the row version it
+// then rechecks names a live process, one that started after the
+// deletion's transaction first read the server's processes (which it
+// keeps reading until it ends), as a Watch's new connection can.
+func TestReregisteredWatcherNotDeleted(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	table := pgx.Identifier{s.Schema(), "watchers"}.Sanitize()
+	// No server process has this pid: it is above the largest a Linux
+	// pid can be.
+	if _, err := s.Pool().Exec(ctx, "INSERT INTO "+table+" (id, pid) VALUES ('w', 2147483647)"); err != nil {
+		t.Fatal(err)
+	}
+	// The deleting transaction reads the server's processes first: it
+	// keeps that view until it ends.
+	del, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer del.Rollback(ctx)
+	var delPID int
+	if err := del.QueryRow(ctx, "SELECT pg_backend_pid() FROM pg_stat_activity LIMIT 1").Scan(&delPID); err != nil {
+		t.Fatal(err)
+	}
+	// The Watch's new connection registers, and holds the row's lock.
+	conn, err := pgx.Connect(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	reg, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Rollback(ctx)
+	var livePID int
+	if err := reg.QueryRow(ctx, "UPDATE "+table+" SET pid = pg_backend_pid() WHERE id = 'w' RETURNING pid").Scan(&livePID); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- s.DeleteGoneWatchers(ctx, del) }()
+	awaitLockWait(t, s, delPID)
+	if err := reg.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if err := del.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if err := s.Pool().QueryRow(ctx, "SELECT pid FROM "+table+" WHERE id = 'w'").Scan(&pid); err != nil {
+		t.Fatalf("the row of the Watch registered again: %v", err)
+	}
+	if pid != livePID {
+		t.Fatalf("the row names pid %d, want %d", pid, livePID)
+	}
+}
+
+// awaitLockWait waits until server process pid waits for a lock.
+func awaitLockWait(t *testing.T, s *postgres.Store, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting bool
+		if err := s.Pool().QueryRow(ctxT(t), "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false) FROM pg_stat_activity WHERE pid = $1", pid).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d is not waiting for a lock", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

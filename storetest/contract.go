@@ -107,6 +107,15 @@ func testStoreClose(t *testing.T, h Harness) {
 	ctx := ctxT(t)
 	l := info(sid(1), "x")
 	join(t, s, l, "alice")
+	mc, caches := s.(moitessier.MatchCacher)
+	if caches {
+		// With an answer cached for "x", a store that answered from its
+		// cache without checking that it is open would pass MatchCached
+		// and MatchAppend below.
+		if _, _, err := mc.MatchCached(ctx, "x"); err != nil {
+			t.Fatalf("MatchCached before Close: %v", err)
+		}
+	}
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -128,11 +137,13 @@ func testStoreClose(t *testing.T, h Harness) {
 		_, errs["Heads"] = w.Heads(ctx, []string{l.ID})
 		errs["Watch"] = w.Watch(ctx, func([]moitessier.Head) {})
 	}
-	if mc, ok := s.(moitessier.MatchCacher); ok {
+	if caches {
 		_, _, errs["MatchCached"] = mc.MatchCached(ctx, "x")
 	}
 	if ma, ok := s.(moitessier.MatchAppender); ok {
-		_, _, _, _, errs["MatchAppend"] = ma.MatchAppend(ctx, batchOf("d", nil), "t", moitessier.Selection{Sender: "bob"})
+		b := batchOf("d", nil)
+		b.Scope = "x"
+		_, _, _, _, errs["MatchAppend"] = ma.MatchAppend(ctx, b, "t", moitessier.Selection{Sender: "bob"})
 	}
 	for name, err := range errs {
 		if !errors.Is(err, moitessier.ErrClosed) {

@@ -1,0 +1,120 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/postgres"
+)
+
+// doomedMessages is how many messages trimmingSweep gives its listener:
+// enough that deleting them one per statement is still under way when the
+// test joins.
+const doomedMessages = 3000
+
+// trimmingSweep stores listener "L" of scope "room", whose one subscriber
+// ("old") has a lease that ended an hour ago, with doomedMessages messages,
+// and starts a Sweep that deletes them one per statement. It returns once
+// the sweep has deleted some of them; the function it returns waits for
+// the sweep's end.
+func trimmingSweep(t *testing.T, s *postgres.Store) (moitessier.ListenerInfo, func()) {
+	t.Helper()
+	ctx := ctxT(t)
+	now := time.Now()
+	l := moitessier.ListenerInfo{ID: "L", Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
+	old := moitessier.Subscriber{Person: "old", Joined: now.Add(-2 * time.Hour), LeaseExpires: now.Add(-time.Hour), Cursor: moitessier.Resume}
+	if _, _, _, err := s.Join(ctx, l, old, moitessier.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	b := &moitessier.Batch{Dispatch: "d0", Scope: "room", Sender: "x", Created: now}
+	for i := range doomedMessages {
+		b.Entries = append(b.Entries, moitessier.Entry{Listener: l.ID, Text: fmt.Sprint(i)})
+	}
+	if _, _, err := s.Append(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := s.Sweep(context.Background(), moitessier.SweepParams{Now: time.Now(), BatchSize: 1}); err != nil {
+			t.Error(err)
+		}
+	}()
+	for storedMessages(t, s, l.ID) == doomedMessages {
+		select {
+		case <-done:
+			t.Fatal("the sweep ended before it deleted a message")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return l, func() { <-done }
+}
+
+// storedMessages counts the messages stored for listener id.
+func storedMessages(t *testing.T, s *postgres.Store, id string) int {
+	t.Helper()
+	var n int
+	q := "SELECT count(*) FROM " + pgx.Identifier{s.Schema(), "messages"}.Sanitize() + " WHERE listener = $1"
+	if err := s.Pool().QueryRow(ctxT(t), q, id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestSweepKeepsMessagesOfListenerJoinedDuringSweep: a subscriber that
+// joins a listener while a sweep deletes its messages (its only other
+// subscriber's lease having ended) keeps the listener, and what is
+// dispatched to it after the join is not deleted.
+func TestSweepKeepsMessagesOfListenerJoinedDuringSweep(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	l, wait := trimmingSweep(t, s)
+	now := time.Now()
+	_, sub, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: "new", Joined: now, LeaseExpires: now.Add(time.Hour), Cursor: moitessier.Resume}, moitessier.Quota{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, err := s.Append(ctx, &moitessier.Batch{Dispatch: "d1", Scope: "room", Sender: "x", Created: time.Now(),
+		Entries: []moitessier.Entry{{Listener: l.ID, Text: "for new"}}})
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("Append: %v, %v", msgs, err)
+	}
+	wait()
+	if _, err := s.Listener(ctx, l.ID); err != nil {
+		t.Fatalf("the listener joined during the sweep: %v", err)
+	}
+	got, err := s.Read(ctx, l.ID, sub.Cursor, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Text != "for new" {
+		t.Fatalf("after the new subscriber's cursor %d: %v, want message %d", sub.Cursor, got, msgs[0].Seq)
+	}
+}
+
+// TestSweepKeepsUnreadMessagesOfRenewedSubscriber: a subscriber whose
+// lease had ended and that renews it while a sweep deletes its listener's
+// messages keeps its listener and the messages still there when it
+// renewed (all but the one batch that may be under way then).
+func TestSweepKeepsUnreadMessagesOfRenewedSubscriber(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	l, wait := trimmingSweep(t, s)
+	now := time.Now()
+	if _, _, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: "old", Joined: now, LeaseExpires: now.Add(time.Hour), Cursor: moitessier.Resume}, moitessier.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	left := storedMessages(t, s, l.ID)
+	wait()
+	if _, err := s.Listener(ctx, l.ID); err != nil {
+		t.Fatalf("the listener of the renewed subscriber: %v", err)
+	}
+	if n := storedMessages(t, s, l.ID); n < left-1 {
+		t.Fatalf("%d messages after the sweep, %d when the subscriber renewed its lease", n, left)
+	}
+}
