@@ -439,8 +439,11 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 			h0  uint64
 			err error
 		)
-		if msgs, h0, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); err != nil {
+		if msgs, h0, gone, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); err != nil {
 			return nil, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
+		}
+		if gone {
+			return nil, l.closedErr()
 		}
 		if len(msgs) == 0 {
 			// What lay between cur and the head known before the read

@@ -47,7 +47,7 @@ func TestNextBackAllocs(t *testing.T) {
 	read := func(ctx context.Context, id string, after uint64, limit int) ([]Message, error) {
 		return older[after:min(len(older), int(after)+limit)], nil
 	}
-	if got, _, err := lv.Fill(context.Background(), read, 0, 100, 1024); err != nil || len(got) != 100 {
+	if got, _, _, err := lv.Fill(context.Background(), read, 0, 100, 1024); err != nil || len(got) != 100 {
 		t.Fatalf("Fill: %d messages, %v", len(got), err)
 	}
 	var got []Message

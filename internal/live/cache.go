@@ -135,6 +135,11 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	return lv.add(msgs, maxBuf)
+}
+
+// add is Add with lv.mu held.
+func (lv *Cache[M]) add(msgs []M, maxBuf int) (behind bool) {
 	if lv.waiting >= lv.subs.Load() {
 		lv.busy = 0
 	} else {
@@ -382,25 +387,32 @@ type ReadFunc[M any] func(ctx context.Context, id string, after uint64, limit in
 // Fill reads messages after cur from the store, once for all local
 // subscribers that need the same rows, and caches them. It also returns the
 // head known before the read: every message up to it was committed before
-// the read began, so an empty read means they are gone (retention).
-func (lv *Cache[M]) Fill(ctx context.Context, read ReadFunc[M], cur uint64, limit, maxBuf int) ([]M, uint64, error) {
+// the read began, so an empty read means they are gone (retention). It
+// reports gone, handing over nothing, if the cache is gone before the read
+// (it may have waited for another subscriber's) or after it: an empty
+// answer must not pass for an empty read, from which the caller would
+// move its cursor past messages it never delivered.
+func (lv *Cache[M]) Fill(ctx context.Context, read ReadFunc[M], cur uint64, limit, maxBuf int) (msgs []M, h0 uint64, gone bool, err error) {
 	lv.fillMu.Lock()
 	defer lv.fillMu.Unlock()
-	h0 := lv.Head()
-	if msgs, _, need, _ := lv.Next(cur, limit); !need {
-		return msgs, h0, nil
+	h0 = lv.Head()
+	msgs, _, need, gone := lv.Next(cur, limit)
+	if gone || !need {
+		return msgs, h0, gone, nil
 	}
-	msgs, err := read(ctx, lv.id, cur, limit)
-	if err != nil {
-		return nil, h0, err
+	if msgs, err = read(ctx, lv.id, cur, limit); err != nil {
+		return nil, h0, false, err
 	}
-	lv.Add(msgs, maxBuf)
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.gone {
+		return nil, h0, true, nil
+	}
+	lv.add(msgs, maxBuf)
 	if len(msgs) > 0 {
-		lv.mu.Lock()
 		lv.back, lv.backFrom = msgs, cur
-		lv.mu.Unlock()
 	}
-	return msgs, h0, nil
+	return msgs, h0, false, nil
 }
 
 // Bind ties the cache to one incarnation of the listener (its creation

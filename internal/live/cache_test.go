@@ -97,7 +97,7 @@ func TestLiveBehindShareReads(t *testing.T) {
 		msgs, _, need, _ := lv.Next(cur, 100)
 		if need {
 			var err error
-			if msgs, _, err = lv.Fill(context.Background(), st.Read, cur, 100, 1024); err != nil {
+			if msgs, _, _, err = lv.Fill(context.Background(), st.Read, cur, 100, 1024); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -258,5 +258,48 @@ func TestLiveCoalesceFullBatch(t *testing.T) {
 	}
 	if msgs, _, need, _ := lv.Next(1, 1000); need || len(msgs) != wakeBatch {
 		t.Fatalf("after the wake-up: %d messages, need %v", len(msgs), need)
+	}
+}
+
+// TestFillGone: a Fill that finds its cache gone, whether it waited for
+// another subscriber's read or its own read was under way, reports it and
+// hands over nothing. An empty answer without the report would read as
+// "retention removed what lay below the head", and the caller would move
+// its cursor past messages it never delivered.
+func TestFillGone(t *testing.T) {
+	lv := newLive("l")
+	lv.Observe(10)
+	st := &readCounter{n: 10}
+	entered, release := make(chan struct{}), make(chan struct{})
+	first := true // read under the fill lock only
+	read := func(ctx context.Context, id string, after Cursor, limit int) ([]Message, error) {
+		if first {
+			first = false
+			close(entered)
+			<-release
+		}
+		return st.Read(ctx, id, after, limit)
+	}
+	type result struct {
+		msgs []Message
+		gone bool
+		err  error
+	}
+	results := make(chan result, 2)
+	fill := func() {
+		msgs, _, gone, err := lv.Fill(context.Background(), read, 0, 100, 1024)
+		results <- result{msgs, gone, err}
+	}
+	go fill()
+	<-entered // the first Fill reads, holding the fill lock
+	go fill()
+	time.Sleep(50 * time.Millisecond) // the second waits for the lock
+	lv.MarkGone()
+	close(release)
+	for range 2 {
+		r := <-results
+		if r.err != nil || !r.gone || len(r.msgs) > 0 {
+			t.Errorf("Fill of a gone cache: %d messages, gone %v, err %v; want none, gone", len(r.msgs), r.gone, r.err)
+		}
 	}
 }

@@ -130,7 +130,7 @@ func TestCacheKeepsHandedSlices(t *testing.T) {
 					m, _, need, _ := c.Next(cur, limit)
 					if need {
 						var err error
-						if m, _, err = c.Fill(context.Background(), s.Read, cur, limit, maxBuf); err != nil {
+						if m, _, _, err = c.Fill(context.Background(), s.Read, cur, limit, maxBuf); err != nil {
 							t.Fatal(err)
 						}
 						// Fill's result is the store's slice: not capped.

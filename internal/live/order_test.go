@@ -55,8 +55,8 @@ func (r *reader) step(t testing.TB, c *Cache[Message], s *store) <-chan struct{}
 	if need {
 		var h0 uint64
 		var err error
-		if msgs, h0, err = c.Fill(context.Background(), s.Read, r.cur, 16, 64); err != nil {
-			t.Fatal(err)
+		if msgs, h0, gone, err = c.Fill(context.Background(), s.Read, r.cur, 16, 64); err != nil || gone {
+			t.Fatal("fill:", err, gone)
 		}
 		if len(msgs) == 0 {
 			r.cur = max(r.cur, h0)

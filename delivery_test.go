@@ -1,0 +1,91 @@
+package moitessier_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
+)
+
+// slowRead is a memory store whose Read, once armed, says that it began
+// and waits for release.
+type slowRead struct {
+	moitessier.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowRead) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Store.Read(ctx, id, after, limit)
+}
+
+// TestListenClosedDuringReadKeepsCursor: ListenUntil calls that are
+// reading the store, or waiting for another subscriber's read, when the
+// hub closes return ErrClosed with their cursor where it was: they
+// delivered nothing, and a client that resumes from the cursor returned
+// (as the long-poll handler's clients do) must miss nothing.
+func TestListenClosedDuringReadKeepsCursor(t *testing.T) {
+	ctx := context.Background()
+	st := &slowRead{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	var ls [2]*moitessier.Listener
+	for i, p := range []string{"x", "y"} { // two subscribers of one Shared listener
+		if ls[i], err = hub.NewListener(ctx, moitessier.Conditions{Person: p, Type: moitessier.Shared, Scope: "room"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 10 {
+		if _, err := hub.Dispatch(ctx, "s", "room", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type result struct {
+		cur moitessier.Cursor
+		n   int
+		err error
+	}
+	results := make(chan result, 2)
+	listen := func(l *moitessier.Listener) {
+		n := 0
+		cur, err := l.ListenUntil(ctx, nil, func(_ context.Context, msgs []moitessier.Message) error {
+			n += len(msgs)
+			return nil
+		}, 0, 0, 0)
+		results <- result{cur, n, err}
+	}
+	st.armed.Store(true)
+	go listen(ls[0])
+	<-st.entered // x reads the store, holding the cache's fill lock
+	go listen(ls[1])
+	for hub.Stats().Listening < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // y waits for x's read
+	if err := hub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(st.release)
+	for range 2 {
+		r := <-results
+		if !errors.Is(r.err, moitessier.ErrClosed) {
+			t.Errorf("ListenUntil = %d, %v; want ErrClosed", r.cur, r.err)
+		}
+		if r.cur != moitessier.Cursor(r.n) {
+			t.Errorf("ListenUntil returned cursor %d having delivered %d messages from 0", r.cur, r.n)
+		}
+	}
+}
