@@ -89,3 +89,70 @@ func TestListenClosedDuringReadKeepsCursor(t *testing.T) {
 		}
 	}
 }
+
+// TestBehindSubscriberDoesNotStallOthers: a subscriber far behind reads
+// its backlog from the store into the listener's cache, and its client
+// stalls on the first batch; a message dispatched then still reaches at
+// once the subscriber that waits at the head (the memory store has no
+// notifications or catch-up to make up for a message held back).
+func TestBehindSubscriberDoesNotStallOthers(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	behind, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		if _, err := hub.Dispatch(ctx, "s", "room", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upToDate, err := hub.NewListener(ctx, moitessier.Conditions{Person: "b", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{}, 2)
+	got := make(chan moitessier.Message, 16)
+	go func() {
+		defer func() { done <- struct{}{} }()
+		_, _ = upToDate.ListenUntil(ctx, nil, func(_ context.Context, msgs []moitessier.Message) error {
+			for _, m := range msgs {
+				got <- m
+			}
+			return nil
+		}, moitessier.Resume, 0, 0)
+	}()
+	for hub.Stats().Listening < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	first := make(chan struct{})
+	go func() {
+		defer func() { done <- struct{}{} }()
+		_, _ = behind.ListenUntil(ctx, nil, func(ctx context.Context, msgs []moitessier.Message) error {
+			close(first)
+			<-ctx.Done() // a stalled client
+			return ctx.Err()
+		}, 0, 0, 0)
+	}()
+	<-first
+	d, err := hub.Dispatch(ctx, "s", "room", "new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.Seq != d.Messages[0].Seq {
+			t.Errorf("the subscriber at the head got seq %d, want %d", m.Seq, d.Messages[0].Seq)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the subscriber waiting at the head was not woken for seq %d", d.Messages[0].Seq)
+	}
+	cancel()
+	<-done
+	<-done
+}

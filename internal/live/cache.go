@@ -3,16 +3,19 @@
 // shared by all of them, and the broadcast that wakes them. The Registry
 // maps listener IDs to Caches under one lock.
 //
-// The ordering rules the cache keeps (live_test.go states them as code):
+// The ordering rules the cache keeps (order_test.go states them as code):
 //
 //   - A Cache's messages are contiguous and ascending: Next hands a
 //     subscriber at cursor c exactly the messages c+1, c+2, … it holds,
 //     never one past a gap, never one twice.
 //   - Messages may be added in any order (concurrent dispatchers publish
-//     their commits microseconds apart): one past a gap is held back until
-//     the gap fills; if it does not fill (more than maxHeld wait), the
-//     cache restarts at the held messages and readers below them read the
-//     store.
+//     their commits microseconds apart): one past a gap above head (whose
+//     messages may still be on their way) is held back until the gap
+//     fills; if it does not fill (more than maxHeld wait), the cache
+//     restarts at the held messages and readers below them read the
+//     store. One past a gap below head+1 is never held: every message of
+//     the gap is committed, so the cache restarts at it at once, and
+//     readers in the gap read the store.
 //   - head is the highest sequence number known to be committed (added, or
 //     observed from a store's notification). A reader below head whose
 //     messages are not cached is told to read the store (need), and Fill
@@ -186,9 +189,15 @@ const yieldAfter = 32
 // maxHeld bounds the messages a listener holds back waiting for a gap.
 const maxHeld = 64
 
-// put adds one message; it reports whether the cache grew. An empty cache
-// starts at a message no higher than head+1: below that, every message is
-// in the store; above it, the ones between are still on their way.
+// put adds one message; it reports whether the cache grew. A message that
+// follows on from the newest is added; so is one no higher than head+1,
+// every message before which is committed: an empty cache starts at it,
+// and a cache whose newest message lies below head (a store read of a
+// subscriber behind, say) starts again at it, readers below it reading
+// the store. Only a message past head+1, the messages before which may
+// still be on their way, is held back: holding one whose gap is committed
+// would leave the head where it was, and up-to-date subscribers asleep,
+// until a reader behind caught up.
 //
 // m points into the caller's slice, not at a copy: the address of a local
 // copy given to seq, a function the compiler cannot see into, would move
@@ -201,6 +210,8 @@ func (lv *Cache[M]) put(m *M) bool {
 		return false
 	case n > 0 && s == lv.seq(lv.buf.last())+1, n == 0 && s <= lv.head+1:
 		lv.buf.push(m)
+	case s <= lv.head+1:
+		lv.buf.reset(m)
 	default:
 		lv.held = append(lv.held, *m)
 		return false
@@ -210,7 +221,8 @@ func (lv *Cache[M]) put(m *M) bool {
 	return true
 }
 
-// release moves held messages that now follow on into the cache.
+// release moves held messages that may now join the cache (see put) into
+// it.
 func (lv *Cache[M]) release() bool {
 	moved := false
 	for i := 0; i < len(lv.held); {
@@ -219,14 +231,18 @@ func (lv *Cache[M]) release() bool {
 		switch {
 		case n > 0 && h <= lv.seq(lv.buf.last()):
 			lv.held = slices.Delete(lv.held, i, i+1)
+			continue
 		case n > 0 && h == lv.seq(lv.buf.last())+1, n == 0 && h <= lv.head+1:
 			lv.buf.push(&lv.held[i])
-			lv.head = max(lv.head, h)
-			lv.held = slices.Delete(lv.held, i, i+1)
-			moved, i = true, 0
+		case h <= lv.head+1:
+			lv.buf.reset(&lv.held[i])
 		default:
 			i++
+			continue
 		}
+		lv.head = max(lv.head, h)
+		lv.held = slices.Delete(lv.held, i, i+1)
+		moved, i = true, 0
 	}
 	return moved
 }

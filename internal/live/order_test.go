@@ -89,7 +89,9 @@ func checkOnceInOrder(t testing.TB, got []Cursor, n int) {
 
 // checkNext states what Next promises at any cursor: messages that follow
 // the cursor contiguously, none past the head; the store only below the
-// head; a wait only at or past it.
+// head; a wait only at or past it. And what the cache holds: its buffer
+// contiguous, and no message held back that may join it (one at most
+// head+1 has every message before it committed).
 func checkNext(t testing.TB, c *Cache[Message], cur Cursor) {
 	t.Helper()
 	head := c.Head()
@@ -115,6 +117,12 @@ func checkNext(t testing.TB, c *Cache[Message], cur Cursor) {
 		if buf[i].Seq != buf[i-1].Seq+1 {
 			c.mu.Unlock()
 			t.Fatalf("cache not contiguous at %d: %d after %d", i, buf[i].Seq, buf[i-1].Seq)
+		}
+	}
+	for _, m := range c.held {
+		if h := c.head; m.Seq <= h+1 {
+			c.mu.Unlock()
+			t.Fatalf("message %d held back with head %d: nothing before it is on its way", m.Seq, h)
 		}
 	}
 	c.mu.Unlock()
@@ -267,6 +275,41 @@ func TestRace(t *testing.T) {
 			t.Errorf("subscriber %d returned nothing", i)
 		}
 	}
+}
+
+// TestBehindReadHoldsNothingBack: a subscriber behind reads its backlog
+// from the store into an empty cache, far below the head; the next message
+// committed, just past the head, is not held back as if a gap before it
+// were still on its way: it joins the cache at once and wakes the
+// subscriber waiting at the head, and the one behind still reads every
+// message once, in order.
+func TestBehindReadHoldsNothingBack(t *testing.T) {
+	c := newLive("l")
+	s := &store{}
+	s.commit(300)
+	c.Observe(300)
+	_, wake, _, _ := c.Next(300, 16) // up to date: waits
+	behind := &reader{}
+	if behind.step(t, c, s) != nil || len(behind.got) == 0 {
+		t.Fatal("the subscriber at 0 read nothing")
+	}
+	checkNext(t, c, behind.cur)
+	c.Add(s.commit(1), 64)
+	checkNext(t, c, 300)
+	select {
+	case <-wake:
+	default:
+		t.Fatal("message 301 did not wake the subscriber waiting at 300")
+	}
+	if msgs, _, need, _ := c.Next(300, 16); need || len(msgs) != 1 || msgs[0].Seq != 301 {
+		t.Fatalf("at 300: %v, need %v; want message 301 from the cache", msgs, need)
+	}
+	for range 100 {
+		if behind.step(t, c, s) != nil {
+			break
+		}
+	}
+	checkOnceInOrder(t, behind.got, 301)
 }
 
 // TestHoldKeepsHeadAside: while this process appends, an observed head does
