@@ -156,3 +156,97 @@ func TestBehindSubscriberDoesNotStallOthers(t *testing.T) {
 	<-done
 	<-done
 }
+
+// slowAppend is a memory store whose Append, once armed, commits and then
+// says so and waits for release before it returns: a dispatcher
+// descheduled between its commit and its publish.
+type slowAppend struct {
+	moitessier.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowAppend) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.Message, bool, error) {
+	msgs, replayed, err := s.Store.Append(ctx, b)
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return msgs, replayed, err
+}
+
+// TestLatePublishOfDeletedIncarnation: a dispatch that commits a message
+// to a listener and publishes it only after the listener was deleted and
+// created again under its ID does not hand the old message, numbered as
+// the old incarnation numbered it, to the new incarnation's subscribers
+// in place of the new one's message of that number.
+func TestLatePublishOfDeletedIncarnation(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st := &slowAppend{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
+	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	cond := moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "room"}
+	l, err := hub.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if _, err := hub.Dispatch(ctx, "s", "room", fmt.Sprint("old ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.armed.Store(true)
+	late := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(ctx, "s", "room", "old 3")
+		late <- err
+	}()
+	<-st.entered // "old 3" is committed as message 3, not yet published
+	if err := hub.Leave(ctx, l.ID(), "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := hub.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan moitessier.Message, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = l2.ListenUntil(ctx, nil, func(_ context.Context, msgs []moitessier.Message) error {
+			for _, m := range msgs {
+				got <- m
+			}
+			return nil
+		}, moitessier.Resume, 0, 0)
+	}()
+	for hub.Stats().Listening < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(st.release)
+	if err := <-late; err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		if _, err := hub.Dispatch(ctx, "s", "room", fmt.Sprint("new ", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 4; i++ {
+		select {
+		case m := <-got:
+			if want := fmt.Sprint("new ", i); m.Seq != moitessier.Cursor(i) || m.Text != want {
+				t.Errorf("message %d: seq %d %q, want seq %d %q", i, m.Seq, m.Text, i, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d not delivered", i)
+		}
+	}
+	cancel()
+	<-done
+}

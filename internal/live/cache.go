@@ -23,8 +23,9 @@
 //   - While this process appends to the listener (Hold … Unhold), an
 //     observed head is kept aside: the append's own messages, about to be
 //     added, must not send readers to the store first.
-//   - A cache belongs to one incarnation of its listener (Bind); a deleted
-//     listener's cache is marked gone and wakes its readers at once.
+//   - A cache belongs to one incarnation of its listener (Bind), and
+//     ignores messages added for another (Add); a deleted listener's
+//     cache is marked gone and wakes its readers at once.
 //
 // The package knows nothing of the moitessier types: a Cache holds
 // messages of any type M, whose sequence number and listener it reads
@@ -135,10 +136,35 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 // publish their commits in any order, microseconds apart); if the gap does
 // not fill soon, the cache restarts at the new messages and readers behind
 // them use the store.
-func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
+//
+// created is the incarnation of the listener the messages were written to
+// (see Bind): a dispatch may publish its commit late, after the listener
+// was deleted and created again under the same ID, and the old
+// incarnation's messages, numbered from where it stood, must not pass for
+// the new one's. Messages of another incarnation than the cache's are
+// ignored; a cache not yet bound is bound to theirs (its subscriber's Bind
+// then fails, and it starts over with a fresh cache). A zero created is
+// unknown, and taken as the cache's.
+func (lv *Cache[M]) Add(msgs []M, created time.Time, maxBuf int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	if !lv.belongs(created) {
+		return false
+	}
 	return lv.add(msgs, maxBuf)
+}
+
+// belongs reports whether messages of the incarnation created go in the
+// cache (see Add), binding it to created if it is not bound; lv.mu is held.
+func (lv *Cache[M]) belongs(created time.Time) bool {
+	switch {
+	case created.IsZero() || lv.created.Equal(created):
+		return true
+	case lv.created.IsZero():
+		lv.created = created
+		return true
+	}
+	return false
 }
 
 // add is Add with lv.mu held.

@@ -111,7 +111,7 @@ func TestCacheKeepsHandedSlices(t *testing.T) {
 					if len(pending) > 0 {
 						i := r.IntN(len(pending))
 						j := min(len(pending), i+r.IntN(3)+1)
-						c.Add(pending[i:j], maxBuf)
+						c.Add(pending[i:j], anyInc, maxBuf)
 						if r.IntN(5) != 0 {
 							pending = append(pending[:i:i], pending[j:]...)
 						}

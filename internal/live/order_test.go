@@ -153,7 +153,7 @@ func FuzzOrder(f *testing.F) {
 			case 2: // publish a pending message, chosen by the input
 				if len(pending) > 0 {
 					i := int(op/6) % len(pending)
-					c.Add(pending[i:i+1], 64)
+					c.Add(pending[i:i+1], anyInc, 64)
 					if op&0x80 == 0 {
 						pending = slices.Delete(pending, i, i+1)
 					} // else: published again later, a duplicate
@@ -182,7 +182,7 @@ func FuzzOrder(f *testing.F) {
 		for ; holds > 0; holds-- {
 			c.Unhold()
 		}
-		c.Add(pending, 64)
+		c.Add(pending, anyInc, 64)
 		n := len(s.msgs)
 		c.Observe(uint64(n))
 		for range 4*n + 4 {
@@ -259,7 +259,7 @@ func TestRace(t *testing.T) {
 				if rand.IntN(8) == 0 {
 					time.Sleep(time.Microsecond) // the commit's notification overtakes it
 				}
-				c.Add(msgs, 64)
+				c.Add(msgs, anyInc, 64)
 				c.Unhold()
 			}
 		}()
@@ -294,7 +294,7 @@ func TestBehindReadHoldsNothingBack(t *testing.T) {
 		t.Fatal("the subscriber at 0 read nothing")
 	}
 	checkNext(t, c, behind.cur)
-	c.Add(s.commit(1), 64)
+	c.Add(s.commit(1), anyInc, 64)
 	checkNext(t, c, 300)
 	select {
 	case <-wake:
@@ -317,7 +317,7 @@ func TestBehindReadHoldsNothingBack(t *testing.T) {
 // about to be added); Unhold applies it.
 func TestHoldKeepsHeadAside(t *testing.T) {
 	c := newLive("l")
-	c.Add([]Message{{Listener: "l", Seq: 1}}, 64)
+	c.Add([]Message{{Listener: "l", Seq: 1}}, anyInc, 64)
 	c.Hold()
 	c.Observe(3)
 	if h := c.Head(); h != 1 {
@@ -326,7 +326,7 @@ func TestHoldKeepsHeadAside(t *testing.T) {
 	if _, _, need, _ := c.Next(1, 10); need {
 		t.Fatal("a reader at the cache's end sent to the store while the append is held")
 	}
-	c.Add([]Message{{Listener: "l", Seq: 2}}, 64)
+	c.Add([]Message{{Listener: "l", Seq: 2}}, anyInc, 64)
 	c.Unhold()
 	if h := c.Head(); h != 3 {
 		t.Fatalf("head %d after Unhold, want the noticed 3", h)
@@ -345,7 +345,7 @@ func TestRegistry(t *testing.T) {
 	if a1 != a2 || r.Len() != 1 {
 		t.Fatalf("two Acquires of one listener: same %v, %d caches", a1 == a2, r.Len())
 	}
-	r.Publish([]Message{{Listener: "a", Seq: 1}, {Listener: "b", Seq: 1}}, 64)
+	r.Publish([]Message{{Listener: "a", Seq: 1}, {Listener: "b", Seq: 1}}, func(int) time.Time { return anyInc }, 64)
 	if msgs, _, _, _ := a1.Next(0, 10); len(msgs) != 1 {
 		t.Fatalf("published message not cached: %v", msgs)
 	}
