@@ -250,3 +250,49 @@ func TestLatePublishOfDeletedIncarnation(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestListenSkipsRemovedMessages: a subscriber whose messages retention
+// removed moves its cursor past them, delivering nothing, and is then
+// handed the next message stored.
+func TestListenSkipsRemovedMessages(t *testing.T) {
+	ctx := context.Background()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1, Retention: moitessier.Retention{MaxAge: time.Hour}, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := hub.Dispatch(ctx, "s", "room", fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Add(int64(2 * time.Hour))
+	if res, err := hub.GC(ctx); err != nil || res.Messages != 10 {
+		t.Fatalf("GC = %+v, %v; want the 10 messages removed", res, err)
+	}
+	var got []moitessier.Message
+	respond := func(_ context.Context, msgs []moitessier.Message) error {
+		got = append(got, msgs...)
+		return nil
+	}
+	cur, err := l.ListenUntil(ctx, nil, respond, 0, 0, 100*time.Millisecond)
+	if err != nil || cur != 10 || len(got) > 0 {
+		t.Fatalf("ListenUntil from 0 = %d, %v, delivering %d messages; want 10, nil, none", cur, err, len(got))
+	}
+	if _, err := hub.Dispatch(ctx, "s", "room", "after"); err != nil {
+		t.Fatal(err)
+	}
+	if cur, err = l.ListenUntil(ctx, nil, respond, cur, 0, 100*time.Millisecond); err != nil || cur != 11 {
+		t.Fatalf("ListenUntil from 10 = %d, %v; want 11", cur, err)
+	}
+	if len(got) != 1 || got[0].Text != "after" {
+		t.Fatalf("delivered %v, want the message stored after the removed ones", got)
+	}
+}

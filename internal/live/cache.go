@@ -19,7 +19,9 @@
 //   - head is the highest sequence number known to be committed (added, or
 //     observed from a store's notification). A reader below head whose
 //     messages are not cached is told to read the store (need), and Fill
-//     makes one read for every reader that needs the same rows.
+//     makes one read for every reader that needs the same rows. A head
+//     observed for a deleted incarnation of the listener is put right
+//     (Correct) when a read shows it stale.
 //   - While this process appends to the listener (Hold … Unhold), an
 //     observed head is kept aside: the append's own messages, about to be
 //     added, must not send readers to the store first.
@@ -332,6 +334,29 @@ func (lv *Cache[M]) raise(h uint64) {
 		lv.release()
 		lv.broadcast()
 	}
+}
+
+// Correct puts right a head that the store showed stale: a read found
+// nothing after a cursor below seen, the head it went by, and the store
+// then gave the listener's head as h, lower. Heads reach the cache without
+// an incarnation, and one of a deleted incarnation of the listener can
+// come late (a notification late in its queue, a catch-up read taken
+// before the deletion); the messages the cache holds are this
+// incarnation's (see Add), so the head goes back to the newest of them,
+// or h. A head raised since seen is left as it is.
+func (lv *Cache[M]) Correct(seen, h uint64) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.head != seen || h >= seen {
+		return
+	}
+	if lv.buf.len() > 0 {
+		h = max(h, lv.seq(lv.buf.last()))
+	}
+	if n := len(lv.back); n > 0 {
+		h = max(h, lv.seq(&lv.back[n-1]))
+	}
+	lv.head = min(h, seen)
 }
 
 // Head returns the highest sequence number known to be committed.

@@ -340,3 +340,31 @@ func TestAddOtherIncarnation(t *testing.T) {
 		t.Fatal("a cache that took the old incarnation's message was bound to the new one")
 	}
 }
+
+// TestCorrectStaleHead: a head that the store shows stale (a deleted
+// incarnation's, observed late) goes back to the store's head, or to the
+// newest message the cache holds if that is higher, and the readers at it
+// wait; a head raised since the read that showed it stale, or not above
+// the store's, is left as it is.
+func TestCorrectStaleHead(t *testing.T) {
+	c := newLive("l")
+	c.Observe(5) // the old incarnation's head
+	c.Add([]Message{{Listener: "l", Seq: 1}}, anyInc, 64)
+	c.Correct(5, 0)
+	if h := c.Head(); h != 1 {
+		t.Fatalf("head %d after Correct(5, 0) with message 1 cached, want 1", h)
+	}
+	if msgs, wake, need, _ := c.Next(1, 16); need || len(msgs) > 0 || wake == nil {
+		t.Fatalf("at the corrected head: %v, need %v; want a wait", msgs, need)
+	}
+	c.Add([]Message{{Listener: "l", Seq: 2}}, anyInc, 64)
+	if msgs, _, need, _ := c.Next(1, 16); need || len(msgs) != 1 || msgs[0].Seq != 2 {
+		t.Fatalf("at 1 after message 2: %v, need %v", msgs, need)
+	}
+	c.Observe(9)
+	c.Correct(5, 2)
+	c.Correct(9, 12)
+	if h := c.Head(); h != 9 {
+		t.Fatalf("head %d, want 9: raised since the read, and not above the store's", h)
+	}
+}
