@@ -208,7 +208,7 @@ func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text stri
 	d = Dispatched{ID: b.Dispatch, Reached: dr.reached, Owners: dr.owners}
 	if dr.appended {
 		defer h.lives.UnholdAll() // prepare's matchAppend left it held
-		h.lives.Publish(dr.msgs, h.opts.CacheSize)
+		h.publish(dr.msgs, dr.ls)
 		return d, dr.msgs, false, nil
 	}
 	if len(b.Entries) == 0 && b.Key == "" {
@@ -241,9 +241,41 @@ func (h *Hub) dispatch(ctx context.Context, bg *budget, sender, scope, text stri
 		return d, nil, false, fmt.Errorf("dispatch to %q: %w", scope, err)
 	}
 	if !replayed {
-		h.lives.Publish(msgs, h.opts.CacheSize)
+		h.publish(msgs, dr.ls)
 	}
 	return d, msgs, replayed, nil
+}
+
+// publish hands a dispatch's messages to the caches of their listeners'
+// local subscribers, each with the incarnation of its listener in ls, the
+// match the dispatch was made from (see live.Cache.Add).
+func (h *Hub) publish(msgs []Message, ls []ListenerInfo) {
+	inc := incarnations{ls: ls}
+	h.lives.Publish(msgs, func(i int) time.Time { return inc.of(msgs[i].Listener) }, h.opts.CacheSize)
+}
+
+// incarnations finds a listener's creation time in a match. A dispatch's
+// messages come in the order of its match (Append keeps the order of its
+// entries, made in that order), so each search starts where the last one
+// ended: one pass over the match in all, with no map to make.
+type incarnations struct {
+	ls []ListenerInfo
+	at int
+}
+
+// of returns the creation time of listener id, zero (unknown) if the
+// match does not hold it.
+func (c *incarnations) of(id string) time.Time {
+	for range len(c.ls) {
+		l := &c.ls[c.at]
+		if c.at++; c.at == len(c.ls) {
+			c.at = 0
+		}
+		if l.ID == id {
+			return l.Created
+		}
+	}
+	return time.Time{}
 }
 
 // Prepare does the first half of Dispatch: it validates the dispatch, finds

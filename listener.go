@@ -453,15 +453,15 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 			h0  uint64
 			err error
 		)
-		if msgs, h0, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); err != nil {
+		if msgs, h0, gone, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); err != nil {
 			return nil, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 		}
+		if gone {
+			return nil, l.closedErr()
+		}
 		if len(msgs) == 0 {
-			// What lay between cur and the head known before the read
-			// was removed by retention: move on to that head (a message
-			// committed during the read is above it, and comes next).
-			*cur = max(*cur, Cursor(h0))
-			return nil, nil
+			*cur, err = l.skipRemoved(ctx, lv, *cur, h0)
+			return nil, err
 		}
 	}
 	if len(msgs) == 0 {
@@ -485,6 +485,46 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 		h.cursors.Ack(st, uint64(*cur))
 	}
 	return nil, nil
+}
+
+// skipRemoved is step's answer to a store read that found nothing after
+// cur though the cache's head h0, known before the read, lay beyond it:
+// it returns the cursor to go on from. Either retention removed those
+// messages (move on past them), or h0 is not this incarnation's head: a
+// store's heads carry no incarnation, and one of a deleted incarnation of
+// the listener can come late (a notification late in the Watch's queue, a
+// catch-up read taken before the deletion); moving to it would skip the
+// new incarnation's first messages. So, on this rare path only, it asks
+// the store for the listener before it moves the cursor, puts a stale
+// cache head right, and moves only past what a read after that answer
+// still does not find. A listener deleted meanwhile ends every local
+// subscriber of its cache with ErrClosed.
+func (l *Listener) skipRemoved(ctx context.Context, lv *live.Cache[Message], cur Cursor, h0 uint64) (Cursor, error) {
+	if uint64(cur) >= h0 {
+		return cur, nil
+	}
+	info, err := l.current(ctx, "listen")
+	if errors.Is(err, ErrClosed) {
+		l.hub.lives.Replace(lv)
+	}
+	if err != nil {
+		return cur, err
+	}
+	lv.Correct(h0, uint64(info.Head))
+	if info.Head <= cur {
+		return cur, nil
+	}
+	// Every message up to info.Head was committed before this read: if it
+	// finds none after cur, they were removed.
+	msgs, err := l.hub.read(ctx, l.info.ID, uint64(cur), 1)
+	switch {
+	case err != nil:
+		return cur, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
+	case len(msgs) > 0:
+		return cur, nil // stored since the first read: the next step reads them
+	}
+	// Not past the cache's head, which a message stored next must follow.
+	return max(cur, min(info.Head, Cursor(lv.Head()))), nil
 }
 
 func (l *Listener) argErr(noRespond bool) error {

@@ -18,7 +18,7 @@ func TestAddAllocs(t *testing.T) {
 	}
 	i := 0
 	allocs := testing.AllocsPerRun(1000, func() {
-		lv.Add(msgs[i:i+1], 1<<20)
+		lv.Add(msgs[i:i+1], anyInc, 1<<20)
 		i++
 	})
 	if allocs > 1.5 {
@@ -39,7 +39,7 @@ func TestNextBackAllocs(t *testing.T) {
 	for s := Cursor(201); s <= 300; s++ {
 		newer = append(newer, Message{Listener: "l", Seq: s})
 	}
-	lv.Add(newer, 1024)
+	lv.Add(newer, anyInc, 1024)
 	var older []Message
 	for s := Cursor(1); s <= 100; s++ {
 		older = append(older, Message{Listener: "l", Seq: s})
@@ -47,7 +47,7 @@ func TestNextBackAllocs(t *testing.T) {
 	read := func(ctx context.Context, id string, after uint64, limit int) ([]Message, error) {
 		return older[after:min(len(older), int(after)+limit)], nil
 	}
-	if got, _, err := lv.Fill(context.Background(), read, 0, 100, 1024); err != nil || len(got) != 100 {
+	if got, _, _, err := lv.Fill(context.Background(), read, 0, 100, 1024); err != nil || len(got) != 100 {
 		t.Fatalf("Fill: %d messages, %v", len(got), err)
 	}
 	var got []Message

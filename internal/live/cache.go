@@ -3,25 +3,31 @@
 // shared by all of them, and the broadcast that wakes them. The Registry
 // maps listener IDs to Caches under one lock.
 //
-// The ordering rules the cache keeps (live_test.go states them as code):
+// The ordering rules the cache keeps (order_test.go states them as code):
 //
 //   - A Cache's messages are contiguous and ascending: Next hands a
 //     subscriber at cursor c exactly the messages c+1, c+2, … it holds,
 //     never one past a gap, never one twice.
 //   - Messages may be added in any order (concurrent dispatchers publish
-//     their commits microseconds apart): one past a gap is held back until
-//     the gap fills; if it does not fill (more than maxHeld wait), the
-//     cache restarts at the held messages and readers below them read the
-//     store.
+//     their commits microseconds apart): one past a gap above head (whose
+//     messages may still be on their way) is held back until the gap
+//     fills; if it does not fill (more than maxHeld wait), the cache
+//     restarts at the held messages and readers below them read the
+//     store. One past a gap below head+1 is never held: every message of
+//     the gap is committed, so the cache restarts at it at once, and
+//     readers in the gap read the store.
 //   - head is the highest sequence number known to be committed (added, or
 //     observed from a store's notification). A reader below head whose
 //     messages are not cached is told to read the store (need), and Fill
-//     makes one read for every reader that needs the same rows.
+//     makes one read for every reader that needs the same rows. A head
+//     observed for a deleted incarnation of the listener is put right
+//     (Correct) when a read shows it stale.
 //   - While this process appends to the listener (Hold … Unhold), an
 //     observed head is kept aside: the append's own messages, about to be
 //     added, must not send readers to the store first.
-//   - A cache belongs to one incarnation of its listener (Bind); a deleted
-//     listener's cache is marked gone and wakes its readers at once.
+//   - A cache belongs to one incarnation of its listener (Bind), and
+//     ignores messages added for another (Add); a deleted listener's
+//     cache is marked gone and wakes its readers at once.
 //
 // The package knows nothing of the moitessier types: a Cache holds
 // messages of any type M, whose sequence number and listener it reads
@@ -132,9 +138,39 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 // publish their commits in any order, microseconds apart); if the gap does
 // not fill soon, the cache restarts at the new messages and readers behind
 // them use the store.
-func (lv *Cache[M]) Add(msgs []M, maxBuf int) (behind bool) {
+//
+// created is the incarnation of the listener the messages were written to
+// (see Bind): a dispatch may publish its commit late, after the listener
+// was deleted and created again under the same ID, and the old
+// incarnation's messages, numbered from where it stood, must not pass for
+// the new one's. Messages of another incarnation than the cache's are
+// ignored; a cache not yet bound is bound to theirs (its subscriber's Bind
+// then fails, and it starts over with a fresh cache). A zero created is
+// unknown, and taken as the cache's.
+func (lv *Cache[M]) Add(msgs []M, created time.Time, maxBuf int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	if !lv.belongs(created) {
+		return false
+	}
+	return lv.add(msgs, maxBuf)
+}
+
+// belongs reports whether messages of the incarnation created go in the
+// cache (see Add), binding it to created if it is not bound; lv.mu is held.
+func (lv *Cache[M]) belongs(created time.Time) bool {
+	switch {
+	case created.IsZero() || lv.created.Equal(created):
+		return true
+	case lv.created.IsZero():
+		lv.created = created
+		return true
+	}
+	return false
+}
+
+// add is Add with lv.mu held.
+func (lv *Cache[M]) add(msgs []M, maxBuf int) (behind bool) {
 	if lv.waiting >= lv.subs.Load() {
 		lv.busy = 0
 	} else {
@@ -181,9 +217,15 @@ const yieldAfter = 32
 // maxHeld bounds the messages a listener holds back waiting for a gap.
 const maxHeld = 64
 
-// put adds one message; it reports whether the cache grew. An empty cache
-// starts at a message no higher than head+1: below that, every message is
-// in the store; above it, the ones between are still on their way.
+// put adds one message; it reports whether the cache grew. A message that
+// follows on from the newest is added; so is one no higher than head+1,
+// every message before which is committed: an empty cache starts at it,
+// and a cache whose newest message lies below head (a store read of a
+// subscriber behind, say) starts again at it, readers below it reading
+// the store. Only a message past head+1, the messages before which may
+// still be on their way, is held back: holding one whose gap is committed
+// would leave the head where it was, and up-to-date subscribers asleep,
+// until a reader behind caught up.
 //
 // m points into the caller's slice, not at a copy: the address of a local
 // copy given to seq, a function the compiler cannot see into, would move
@@ -196,6 +238,8 @@ func (lv *Cache[M]) put(m *M) bool {
 		return false
 	case n > 0 && s == lv.seq(lv.buf.last())+1, n == 0 && s <= lv.head+1:
 		lv.buf.push(m)
+	case s <= lv.head+1:
+		lv.buf.reset(m)
 	default:
 		lv.held = append(lv.held, *m)
 		return false
@@ -205,7 +249,8 @@ func (lv *Cache[M]) put(m *M) bool {
 	return true
 }
 
-// release moves held messages that now follow on into the cache.
+// release moves held messages that may now join the cache (see put) into
+// it.
 func (lv *Cache[M]) release() bool {
 	moved := false
 	for i := 0; i < len(lv.held); {
@@ -214,14 +259,18 @@ func (lv *Cache[M]) release() bool {
 		switch {
 		case n > 0 && h <= lv.seq(lv.buf.last()):
 			lv.held = slices.Delete(lv.held, i, i+1)
+			continue
 		case n > 0 && h == lv.seq(lv.buf.last())+1, n == 0 && h <= lv.head+1:
 			lv.buf.push(&lv.held[i])
-			lv.head = max(lv.head, h)
-			lv.held = slices.Delete(lv.held, i, i+1)
-			moved, i = true, 0
+		case h <= lv.head+1:
+			lv.buf.reset(&lv.held[i])
 		default:
 			i++
+			continue
 		}
+		lv.head = max(lv.head, h)
+		lv.held = slices.Delete(lv.held, i, i+1)
+		moved, i = true, 0
 	}
 	return moved
 }
@@ -285,6 +334,29 @@ func (lv *Cache[M]) raise(h uint64) {
 		lv.release()
 		lv.broadcast()
 	}
+}
+
+// Correct puts right a head that the store showed stale: a read found
+// nothing after a cursor below seen, the head it went by, and the store
+// then gave the listener's head as h, lower. Heads reach the cache without
+// an incarnation, and one of a deleted incarnation of the listener can
+// come late (a notification late in its queue, a catch-up read taken
+// before the deletion); the messages the cache holds are this
+// incarnation's (see Add), so the head goes back to the newest of them,
+// or h. A head raised since seen is left as it is.
+func (lv *Cache[M]) Correct(seen, h uint64) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.head != seen || h >= seen {
+		return
+	}
+	if lv.buf.len() > 0 {
+		h = max(h, lv.seq(lv.buf.last()))
+	}
+	if n := len(lv.back); n > 0 {
+		h = max(h, lv.seq(&lv.back[n-1]))
+	}
+	lv.head = min(h, seen)
 }
 
 // Head returns the highest sequence number known to be committed.
@@ -382,25 +454,32 @@ type ReadFunc[M any] func(ctx context.Context, id string, after uint64, limit in
 // Fill reads messages after cur from the store, once for all local
 // subscribers that need the same rows, and caches them. It also returns the
 // head known before the read: every message up to it was committed before
-// the read began, so an empty read means they are gone (retention).
-func (lv *Cache[M]) Fill(ctx context.Context, read ReadFunc[M], cur uint64, limit, maxBuf int) ([]M, uint64, error) {
+// the read began, so an empty read means they are gone (retention). It
+// reports gone, handing over nothing, if the cache is gone before the read
+// (it may have waited for another subscriber's) or after it: an empty
+// answer must not pass for an empty read, from which the caller would
+// move its cursor past messages it never delivered.
+func (lv *Cache[M]) Fill(ctx context.Context, read ReadFunc[M], cur uint64, limit, maxBuf int) (msgs []M, h0 uint64, gone bool, err error) {
 	lv.fillMu.Lock()
 	defer lv.fillMu.Unlock()
-	h0 := lv.Head()
-	if msgs, _, need, _ := lv.Next(cur, limit); !need {
-		return msgs, h0, nil
+	h0 = lv.Head()
+	msgs, _, need, gone := lv.Next(cur, limit)
+	if gone || !need {
+		return msgs, h0, gone, nil
 	}
-	msgs, err := read(ctx, lv.id, cur, limit)
-	if err != nil {
-		return nil, h0, err
+	if msgs, err = read(ctx, lv.id, cur, limit); err != nil {
+		return nil, h0, false, err
 	}
-	lv.Add(msgs, maxBuf)
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.gone {
+		return nil, h0, true, nil
+	}
+	lv.add(msgs, maxBuf)
 	if len(msgs) > 0 {
-		lv.mu.Lock()
 		lv.back, lv.backFrom = msgs, cur
-		lv.mu.Unlock()
 	}
-	return msgs, h0, nil
+	return msgs, h0, false, nil
 }
 
 // Bind ties the cache to one incarnation of the listener (its creation

@@ -18,6 +18,10 @@ type Message struct {
 // Cursor is a sequence number, as the hub's Cursor.
 type Cursor = uint64
 
+// anyInc is the incarnation of the messages the tests add: unknown, so
+// taken as the cache's (see Cache.Add).
+var anyInc time.Time
+
 func seqOf(m *Message) uint64           { return m.Seq }
 func listenerOf(m *Message) string      { return m.Listener }
 func newLive(id string) *Cache[Message] { return NewCache(id, seqOf) }
@@ -39,7 +43,7 @@ func TestLiveOutOfOrder(t *testing.T) {
 			rand.Shuffle(len(w), func(a, b int) { w[a], w[b] = w[b], w[a] })
 		}
 		for _, s := range seqs {
-			lv.Add([]Message{{Listener: "l", Seq: s}}, 1024)
+			lv.Add([]Message{{Listener: "l", Seq: s}}, anyInc, 1024)
 		}
 		msgs, _, need, _ := lv.Next(0, n)
 		if need || len(msgs) != n {
@@ -57,9 +61,9 @@ func TestLiveOutOfOrder(t *testing.T) {
 // cache, so that readers are sent to the store instead of waiting forever.
 func TestLiveGapNeverFills(t *testing.T) {
 	lv := newLive("l")
-	lv.Add([]Message{{Seq: 1}}, 1024)
+	lv.Add([]Message{{Seq: 1}}, anyInc, 1024)
 	for s := Cursor(3); s < 3+maxHeld+1; s++ {
-		lv.Add([]Message{{Seq: s}}, 1024)
+		lv.Add([]Message{{Seq: s}}, anyInc, 1024)
 	}
 	if _, _, need, _ := lv.Next(1, 10); !need {
 		t.Fatal("a reader at 1 is not sent to the store for the missing 2")
@@ -92,12 +96,12 @@ func TestLiveBehindShareReads(t *testing.T) {
 	lv := newLive("l")
 	st := &readCounter{n: 200}
 	lv.Observe(200)
-	lv.Add([]Message{{Listener: "l", Seq: 150}}, 1024) // the cache restarted at 150
+	lv.Add([]Message{{Listener: "l", Seq: 150}}, anyInc, 1024) // the cache restarted at 150
 	for _, cur := range []Cursor{10, 10, 11, 40, 10} {
 		msgs, _, need, _ := lv.Next(cur, 100)
 		if need {
 			var err error
-			if msgs, _, err = lv.Fill(context.Background(), st.Read, cur, 100, 1024); err != nil {
+			if msgs, _, _, err = lv.Fill(context.Background(), st.Read, cur, 100, 1024); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -125,7 +129,7 @@ func TestLiveBehind(t *testing.T) {
 	seq := Cursor(0)
 	add := func() bool {
 		seq++
-		return lv.Add([]Message{{Listener: "l", Seq: seq}}, 1024)
+		return lv.Add([]Message{{Listener: "l", Seq: seq}}, anyInc, 1024)
 	}
 	// Both wait: never behind.
 	for range 3 * yieldAfter {
@@ -178,7 +182,7 @@ func TestLiveCoalesce(t *testing.T) {
 		}
 	}
 	w := wait(0)
-	lv.Add([]Message{{Listener: "l", Seq: 1}}, 1024)
+	lv.Add([]Message{{Listener: "l", Seq: 1}}, anyInc, 1024)
 	if !closed(w) {
 		t.Fatal("the first message after a quiet spell did not wake the subscribers at once")
 	}
@@ -192,7 +196,7 @@ func TestLiveCoalesce(t *testing.T) {
 	lv.lastWake = time.Now()
 	lv.mu.Unlock()
 	start := time.Now()
-	lv.Add([]Message{{Listener: "l", Seq: 2}}, 1024)
+	lv.Add([]Message{{Listener: "l", Seq: 2}}, anyInc, 1024)
 	if closed(w) && time.Since(start) < maxWakeEvery {
 		t.Fatal("a message right after another woke 1 000 subscribers again at once")
 	}
@@ -205,7 +209,7 @@ func TestLiveCoalesce(t *testing.T) {
 		t.Fatalf("after the wake-up: %d messages, need %v", len(msgs), need)
 	}
 	w = wait(2)
-	lv.Add([]Message{{Listener: "l", Seq: 3}}, 1024)
+	lv.Add([]Message{{Listener: "l", Seq: 3}}, anyInc, 1024)
 	lv.MarkGone()
 	if !closed(w) {
 		t.Fatal("deleting the listener did not wake its subscribers at once")
@@ -213,9 +217,9 @@ func TestLiveCoalesce(t *testing.T) {
 	// Few subscribers are woken at once, always.
 	lv = newLive("m")
 	lv.subs.Store(2)
-	lv.Add([]Message{{Listener: "m", Seq: 1}}, 1024)
+	lv.Add([]Message{{Listener: "m", Seq: 1}}, anyInc, 1024)
 	_, w, _, _ = lv.Next(1, 10)
-	lv.Add([]Message{{Listener: "m", Seq: 2}}, 1024)
+	lv.Add([]Message{{Listener: "m", Seq: 2}}, anyInc, 1024)
 	if !closed(w) {
 		t.Fatal("two subscribers were not woken at once")
 	}
@@ -228,7 +232,7 @@ func TestLiveCoalesceFullBatch(t *testing.T) {
 	lv := newLive("l")
 	const n = 1000
 	lv.subs.Store(n)
-	lv.Add([]Message{{Listener: "l", Seq: 1}}, 1024)
+	lv.Add([]Message{{Listener: "l", Seq: 1}}, anyInc, 1024)
 	var w <-chan struct{}
 	for range n {
 		_, w, _, _ = lv.Next(1, 10)
@@ -239,7 +243,7 @@ func TestLiveCoalesceFullBatch(t *testing.T) {
 	lv.lastWake = time.Now().Add(time.Hour)
 	lv.mu.Unlock()
 	for seq := uint64(2); seq <= wakeBatch; seq++ {
-		if behind := lv.Add([]Message{{Listener: "l", Seq: seq}}, 1024); behind {
+		if behind := lv.Add([]Message{{Listener: "l", Seq: seq}}, anyInc, 1024); behind {
 			t.Fatalf("message %d: the dispatcher was told to yield before a full batch waited", seq)
 		}
 		select {
@@ -248,7 +252,7 @@ func TestLiveCoalesceFullBatch(t *testing.T) {
 		default:
 		}
 	}
-	if behind := lv.Add([]Message{{Listener: "l", Seq: wakeBatch + 1}}, 1024); !behind {
+	if behind := lv.Add([]Message{{Listener: "l", Seq: wakeBatch + 1}}, anyInc, 1024); !behind {
 		t.Fatal("a full batch woke no one, or the dispatcher was not told to yield")
 	}
 	select {
@@ -258,5 +262,109 @@ func TestLiveCoalesceFullBatch(t *testing.T) {
 	}
 	if msgs, _, need, _ := lv.Next(1, 1000); need || len(msgs) != wakeBatch {
 		t.Fatalf("after the wake-up: %d messages, need %v", len(msgs), need)
+	}
+}
+
+// TestFillGone: a Fill that finds its cache gone, whether it waited for
+// another subscriber's read or its own read was under way, reports it and
+// hands over nothing. An empty answer without the report would read as
+// "retention removed what lay below the head", and the caller would move
+// its cursor past messages it never delivered.
+func TestFillGone(t *testing.T) {
+	lv := newLive("l")
+	lv.Observe(10)
+	st := &readCounter{n: 10}
+	entered, release := make(chan struct{}), make(chan struct{})
+	first := true // read under the fill lock only
+	read := func(ctx context.Context, id string, after Cursor, limit int) ([]Message, error) {
+		if first {
+			first = false
+			close(entered)
+			<-release
+		}
+		return st.Read(ctx, id, after, limit)
+	}
+	type result struct {
+		msgs []Message
+		gone bool
+		err  error
+	}
+	results := make(chan result, 2)
+	fill := func() {
+		msgs, _, gone, err := lv.Fill(context.Background(), read, 0, 100, 1024)
+		results <- result{msgs, gone, err}
+	}
+	go fill()
+	<-entered // the first Fill reads, holding the fill lock
+	go fill()
+	time.Sleep(50 * time.Millisecond) // the second waits for the lock
+	lv.MarkGone()
+	close(release)
+	for range 2 {
+		r := <-results
+		if r.err != nil || !r.gone || len(r.msgs) > 0 {
+			t.Errorf("Fill of a gone cache: %d messages, gone %v, err %v; want none, gone", len(r.msgs), r.gone, r.err)
+		}
+	}
+}
+
+// TestAddOtherIncarnation: messages of another incarnation of the
+// listener than the cache's (a dispatch that published its commit late,
+// after the listener was deleted and created again under its ID) are
+// ignored; a cache not yet bound is bound by the first messages it takes,
+// so that a subscriber of another incarnation does not bind to it.
+func TestAddOtherIncarnation(t *testing.T) {
+	old, cur := time.Unix(1, 0), time.Unix(2, 0)
+	lv := newLive("l")
+	lv.Bind(cur)
+	lv.Add([]Message{{Listener: "l", Seq: 3, Text: "old"}}, old, 64)
+	lv.Add([]Message{{Listener: "l", Seq: 1, Text: "old"}}, old, 64)
+	if h := lv.Head(); h != 0 {
+		t.Fatalf("head %d after the old incarnation's messages, want 0", h)
+	}
+	for s := Cursor(1); s <= 3; s++ {
+		lv.Add([]Message{{Listener: "l", Seq: s, Text: "new"}}, cur, 64)
+	}
+	msgs, _, need, _ := lv.Next(0, 10)
+	if need || len(msgs) != 3 {
+		t.Fatalf("after the new incarnation's messages 1-3: %v, need %v", msgs, need)
+	}
+	for _, m := range msgs {
+		if m.Text != "new" {
+			t.Fatalf("message %d is the old incarnation's", m.Seq)
+		}
+	}
+	fresh := newLive("l")
+	fresh.Add([]Message{{Listener: "l", Seq: 1, Text: "old"}}, old, 64)
+	if fresh.Bind(cur) {
+		t.Fatal("a cache that took the old incarnation's message was bound to the new one")
+	}
+}
+
+// TestCorrectStaleHead: a head that the store shows stale (a deleted
+// incarnation's, observed late) goes back to the store's head, or to the
+// newest message the cache holds if that is higher, and the readers at it
+// wait; a head raised since the read that showed it stale, or not above
+// the store's, is left as it is.
+func TestCorrectStaleHead(t *testing.T) {
+	c := newLive("l")
+	c.Observe(5) // the old incarnation's head
+	c.Add([]Message{{Listener: "l", Seq: 1}}, anyInc, 64)
+	c.Correct(5, 0)
+	if h := c.Head(); h != 1 {
+		t.Fatalf("head %d after Correct(5, 0) with message 1 cached, want 1", h)
+	}
+	if msgs, wake, need, _ := c.Next(1, 16); need || len(msgs) > 0 || wake == nil {
+		t.Fatalf("at the corrected head: %v, need %v; want a wait", msgs, need)
+	}
+	c.Add([]Message{{Listener: "l", Seq: 2}}, anyInc, 64)
+	if msgs, _, need, _ := c.Next(1, 16); need || len(msgs) != 1 || msgs[0].Seq != 2 {
+		t.Fatalf("at 1 after message 2: %v, need %v", msgs, need)
+	}
+	c.Observe(9)
+	c.Correct(5, 2)
+	c.Correct(9, 12)
+	if h := c.Head(); h != 9 {
+		t.Fatalf("head %d, want 9: raised since the read, and not above the store's", h)
 	}
 }

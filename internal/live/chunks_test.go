@@ -111,7 +111,7 @@ func TestCacheKeepsHandedSlices(t *testing.T) {
 					if len(pending) > 0 {
 						i := r.IntN(len(pending))
 						j := min(len(pending), i+r.IntN(3)+1)
-						c.Add(pending[i:j], maxBuf)
+						c.Add(pending[i:j], anyInc, maxBuf)
 						if r.IntN(5) != 0 {
 							pending = append(pending[:i:i], pending[j:]...)
 						}
@@ -130,7 +130,7 @@ func TestCacheKeepsHandedSlices(t *testing.T) {
 					m, _, need, _ := c.Next(cur, limit)
 					if need {
 						var err error
-						if m, _, err = c.Fill(context.Background(), s.Read, cur, limit, maxBuf); err != nil {
+						if m, _, _, err = c.Fill(context.Background(), s.Read, cur, limit, maxBuf); err != nil {
 							t.Fatal(err)
 						}
 						// Fill's result is the store's slice: not capped.

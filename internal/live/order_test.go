@@ -55,8 +55,8 @@ func (r *reader) step(t testing.TB, c *Cache[Message], s *store) <-chan struct{}
 	if need {
 		var h0 uint64
 		var err error
-		if msgs, h0, err = c.Fill(context.Background(), s.Read, r.cur, 16, 64); err != nil {
-			t.Fatal(err)
+		if msgs, h0, gone, err = c.Fill(context.Background(), s.Read, r.cur, 16, 64); err != nil || gone {
+			t.Fatal("fill:", err, gone)
 		}
 		if len(msgs) == 0 {
 			r.cur = max(r.cur, h0)
@@ -89,7 +89,9 @@ func checkOnceInOrder(t testing.TB, got []Cursor, n int) {
 
 // checkNext states what Next promises at any cursor: messages that follow
 // the cursor contiguously, none past the head; the store only below the
-// head; a wait only at or past it.
+// head; a wait only at or past it. And what the cache holds: its buffer
+// contiguous, and no message held back that may join it (one at most
+// head+1 has every message before it committed).
 func checkNext(t testing.TB, c *Cache[Message], cur Cursor) {
 	t.Helper()
 	head := c.Head()
@@ -115,6 +117,12 @@ func checkNext(t testing.TB, c *Cache[Message], cur Cursor) {
 		if buf[i].Seq != buf[i-1].Seq+1 {
 			c.mu.Unlock()
 			t.Fatalf("cache not contiguous at %d: %d after %d", i, buf[i].Seq, buf[i-1].Seq)
+		}
+	}
+	for _, m := range c.held {
+		if h := c.head; m.Seq <= h+1 {
+			c.mu.Unlock()
+			t.Fatalf("message %d held back with head %d: nothing before it is on its way", m.Seq, h)
 		}
 	}
 	c.mu.Unlock()
@@ -145,7 +153,7 @@ func FuzzOrder(f *testing.F) {
 			case 2: // publish a pending message, chosen by the input
 				if len(pending) > 0 {
 					i := int(op/6) % len(pending)
-					c.Add(pending[i:i+1], 64)
+					c.Add(pending[i:i+1], anyInc, 64)
 					if op&0x80 == 0 {
 						pending = slices.Delete(pending, i, i+1)
 					} // else: published again later, a duplicate
@@ -174,7 +182,7 @@ func FuzzOrder(f *testing.F) {
 		for ; holds > 0; holds-- {
 			c.Unhold()
 		}
-		c.Add(pending, 64)
+		c.Add(pending, anyInc, 64)
 		n := len(s.msgs)
 		c.Observe(uint64(n))
 		for range 4*n + 4 {
@@ -251,7 +259,7 @@ func TestRace(t *testing.T) {
 				if rand.IntN(8) == 0 {
 					time.Sleep(time.Microsecond) // the commit's notification overtakes it
 				}
-				c.Add(msgs, 64)
+				c.Add(msgs, anyInc, 64)
 				c.Unhold()
 			}
 		}()
@@ -269,12 +277,47 @@ func TestRace(t *testing.T) {
 	}
 }
 
+// TestBehindReadHoldsNothingBack: a subscriber behind reads its backlog
+// from the store into an empty cache, far below the head; the next message
+// committed, just past the head, is not held back as if a gap before it
+// were still on its way: it joins the cache at once and wakes the
+// subscriber waiting at the head, and the one behind still reads every
+// message once, in order.
+func TestBehindReadHoldsNothingBack(t *testing.T) {
+	c := newLive("l")
+	s := &store{}
+	s.commit(300)
+	c.Observe(300)
+	_, wake, _, _ := c.Next(300, 16) // up to date: waits
+	behind := &reader{}
+	if behind.step(t, c, s) != nil || len(behind.got) == 0 {
+		t.Fatal("the subscriber at 0 read nothing")
+	}
+	checkNext(t, c, behind.cur)
+	c.Add(s.commit(1), anyInc, 64)
+	checkNext(t, c, 300)
+	select {
+	case <-wake:
+	default:
+		t.Fatal("message 301 did not wake the subscriber waiting at 300")
+	}
+	if msgs, _, need, _ := c.Next(300, 16); need || len(msgs) != 1 || msgs[0].Seq != 301 {
+		t.Fatalf("at 300: %v, need %v; want message 301 from the cache", msgs, need)
+	}
+	for range 100 {
+		if behind.step(t, c, s) != nil {
+			break
+		}
+	}
+	checkOnceInOrder(t, behind.got, 301)
+}
+
 // TestHoldKeepsHeadAside: while this process appends, an observed head does
 // not move the cache (its readers would be sent to the store for messages
 // about to be added); Unhold applies it.
 func TestHoldKeepsHeadAside(t *testing.T) {
 	c := newLive("l")
-	c.Add([]Message{{Listener: "l", Seq: 1}}, 64)
+	c.Add([]Message{{Listener: "l", Seq: 1}}, anyInc, 64)
 	c.Hold()
 	c.Observe(3)
 	if h := c.Head(); h != 1 {
@@ -283,7 +326,7 @@ func TestHoldKeepsHeadAside(t *testing.T) {
 	if _, _, need, _ := c.Next(1, 10); need {
 		t.Fatal("a reader at the cache's end sent to the store while the append is held")
 	}
-	c.Add([]Message{{Listener: "l", Seq: 2}}, 64)
+	c.Add([]Message{{Listener: "l", Seq: 2}}, anyInc, 64)
 	c.Unhold()
 	if h := c.Head(); h != 3 {
 		t.Fatalf("head %d after Unhold, want the noticed 3", h)
@@ -302,7 +345,7 @@ func TestRegistry(t *testing.T) {
 	if a1 != a2 || r.Len() != 1 {
 		t.Fatalf("two Acquires of one listener: same %v, %d caches", a1 == a2, r.Len())
 	}
-	r.Publish([]Message{{Listener: "a", Seq: 1}, {Listener: "b", Seq: 1}}, 64)
+	r.Publish([]Message{{Listener: "a", Seq: 1}, {Listener: "b", Seq: 1}}, func(int) time.Time { return anyInc }, 64)
 	if msgs, _, _, _ := a1.Next(0, 10); len(msgs) != 1 {
 		t.Fatalf("published message not cached: %v", msgs)
 	}

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Registry holds the Caches of the listeners that have subscribers in
@@ -116,13 +117,15 @@ func (r *Registry[M]) IDs() []string {
 }
 
 // Publish hands committed messages, of any listeners, to their caches (see
-// Cache.Add; maxBuf bounds a cache). If local subscribers of a listener are
-// still busy with earlier messages it yields the processor to them before
-// it returns: the dispatcher never waits for a subscriber, but it lets
-// those that can run (not those blocked writing to a slow client) catch
-// up, so that an in-memory dispatcher cannot outrun its subscribers by an
-// ever-growing backlog, and they read from the cache, not the store.
-func (r *Registry[M]) Publish(msgs []M, maxBuf int) {
+// Cache.Add; maxBuf bounds a cache): created(i) is the incarnation of the
+// listener of msgs[i], asked only of messages whose listener has a cache.
+// If local subscribers of a listener are still busy with earlier messages
+// it yields the processor to them before it returns: the dispatcher never
+// waits for a subscriber, but it lets those that can run (not those
+// blocked writing to a slow client) catch up, so that an in-memory
+// dispatcher cannot outrun its subscribers by an ever-growing backlog, and
+// they read from the cache, not the store.
+func (r *Registry[M]) Publish(msgs []M, created func(i int) time.Time, maxBuf int) {
 	if len(msgs) == 0 {
 		return
 	}
@@ -130,7 +133,7 @@ func (r *Registry[M]) Publish(msgs []M, maxBuf int) {
 	r.mu.RLock()
 	for i := range msgs {
 		if c := r.caches[r.listener(&msgs[i])]; c != nil {
-			behind = c.Add(msgs[i:i+1], maxBuf) || behind
+			behind = c.Add(msgs[i:i+1], created(i), maxBuf) || behind
 		}
 	}
 	r.mu.RUnlock()
