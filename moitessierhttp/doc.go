@@ -83,7 +83,11 @@
 // without waiting for anyone, each connection writes from its own
 // goroutine through bounded buffers (the socket's, in chunks of 32 KiB),
 // and a connection that takes no chunk within Config.WriteTimeout is
-// dropped, not its messages; the client resumes from its cursor.
+// dropped, not its messages; the client resumes from its cursor. A
+// long-poll answer holds at most Config.MaxPollBytes of messages (at least
+// one; the next poll continues from its cursor), and an answer that is not
+// a stream must be taken within Config.ResponseTimeout, or its connection
+// is closed.
 //
 // With many SSE streams busy, a stream that has just written waits a little
 // (Config.SSEBatchInterval; by default 40 µs per stream that wrote in the

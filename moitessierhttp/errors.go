@@ -247,19 +247,33 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if b.Status == statusClientClosed {
 		return
 	}
-	writeJSON(w, b.Status, b)
+	s.writeJSON(w, b.Status, b)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON writes v as the answer, within Config.ResponseTimeout (see
+// answerDeadline).
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		http.Error(w, `{"status":500,"code":"internal","error":"internal error"}`, http.StatusInternalServerError)
 		return
 	}
+	s.answerDeadline(w)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// answerDeadline sets the write deadline of an answer that is not a
+// stream to Config.ResponseTimeout from now. Without it a client that
+// does not read would hold the answer, and the handler, for as long as it
+// keeps its connection open. net/http clears the deadline once the answer
+// is sent, before it reads the next request on the connection.
+func (s *Server) answerDeadline(w http.ResponseWriter) *http.ResponseController {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.ResponseTimeout))
+	return rc
 }
 
 // sentinelFor returns the sentinel error a client should see for a code,

@@ -63,7 +63,7 @@ func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, JoinResult{Listener: wireInfo(info), Cursor: uint64(cur)})
+	s.writeJSON(w, http.StatusOK, JoinResult{Listener: wireInfo(info), Cursor: uint64(cur)})
 }
 
 func listenerParam(r *http.Request) string {
@@ -96,7 +96,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wireInfo(info))
+	s.writeJSON(w, http.StatusOK, wireInfo(info))
 }
 
 // ReadState answers GET /v1/listeners/{id}/subscribers: a page of the
@@ -197,7 +197,7 @@ func (s *Server) serveReadState(w http.ResponseWriter, r *http.Request) {
 		}
 		rs.Subscribers = append(rs.Subscribers, Subscriber{Person: sub.Person, Client: sub.Client, Cursor: uint64(sub.Cursor), Joined: sub.Joined.UTC(), LeaseExpires: sub.LeaseExpires.UTC()})
 	}
-	writeJSON(w, http.StatusOK, rs)
+	s.writeJSON(w, http.StatusOK, rs)
 }
 
 // serveLeave handles DELETE /v1/listeners/{id}?client=…: the caller stops

@@ -45,6 +45,8 @@ func TestReadmeLimits(t *testing.T) {
 		{"`Config.MaxListenersPerConn`", strconv.Itoa(cfg.MaxListenersPerConn)},
 		{"`Config.BodyTimeout`", secs(cfg.BodyTimeout)},
 		{"`Config.WriteTimeout`", secs(cfg.WriteTimeout)},
+		{"`Config.ResponseTimeout`", secs(cfg.ResponseTimeout)},
+		{"`Config.MaxPollBytes`", strconv.Itoa(cfg.MaxPollBytes>>20) + " MiB"},
 		{"bytes of a token", strconv.Itoa(maxTokenBytes>>10) + " KiB"},
 		{"bytes of the HS256 secret", strconv.Itoa(MinSecretBytes)},
 		{"subscribers per page", strconv.Itoa(DefaultReadStateLimit)},

@@ -124,6 +124,22 @@ type Config struct {
 	PollTimeout time.Duration
 	// MaxPollTimeout bounds the timeout a long-poll may ask for. Default 60 s.
 	MaxPollTimeout time.Duration
+	// MaxPollBytes bounds the messages of one long-poll answer, in bytes of
+	// their JSON: an answer holds the messages up to it, and always at
+	// least one (a message larger than it goes alone); its cursor is the
+	// last one's, and the next poll continues from there. JSON may spell a
+	// byte of text in 6, so without it the hub's BatchLimit messages of the
+	// largest size would make one answer of about a hundred times
+	// MaxMessageBytes. Default [DefaultMaxPollBytes], 1 MiB.
+	MaxPollBytes int
+	// ResponseTimeout bounds the writing of every answer that is not a
+	// stream (a long-poll's messages, a dispatch's result, an error): a
+	// client that has not taken it by then has its connection closed, so
+	// that it holds neither the answer nor the handler. It runs from when
+	// the answer is written, not from the request: a long-poll's wait does
+	// not count. Default 30 s: a whole long-poll answer (MaxPollBytes) at
+	// 35 KB/s.
+	ResponseTimeout time.Duration
 
 	// Handlers are the handler functions a dispatch may name ("handlers":
 	// ["name"]) to compute the messages of Handler listeners.
@@ -142,6 +158,10 @@ type Config struct {
 // DefaultDispatchRate is Config.DispatchRate's default: dispatches per
 // second per person.
 const DefaultDispatchRate = 50
+
+// DefaultMaxPollBytes is Config.MaxPollBytes's default: the bytes of
+// messages in one long-poll answer.
+const DefaultMaxPollBytes = 1 << 20
 
 // Defaults of the per-person handler time bucket (Config.HandlerTimeRate,
 // Config.HandlerTimeBurst).
@@ -194,6 +214,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxPollTimeout == 0 {
 		c.MaxPollTimeout = 60 * time.Second
 	}
+	if c.MaxPollBytes == 0 {
+		c.MaxPollBytes = DefaultMaxPollBytes
+	}
+	if c.ResponseTimeout == 0 {
+		c.ResponseTimeout = 30 * time.Second
+	}
 	if c.TCPAckInterval == 0 {
 		c.TCPAckInterval = 100 * time.Millisecond
 	}
@@ -215,11 +241,11 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: %w: Secret or Authenticate is required", moitessier.ErrInvalidArgument)
 	case len(c.Secret) > 0 && CheckSecret(c.Secret) != nil:
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
-	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.HandlerTimeBurst < 0:
+	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.HandlerTimeBurst < 0, c.MaxPollBytes < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
 	case c.HandlerTimeRate > 0 && c.HandlerTimeBurst < 2*minHandlerShare:
 		return fmt.Errorf("config: %w: HandlerTimeBurst under %v", moitessier.ErrInvalidArgument, 2*minHandlerShare)
-	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0:
+	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0, c.ResponseTimeout < 0:
 		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)
 	case c.PollTimeout > c.MaxPollTimeout:
 		return fmt.Errorf("config: %w: PollTimeout above MaxPollTimeout", moitessier.ErrInvalidArgument)
@@ -370,10 +396,10 @@ func (s *Server) serveNoRoute(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Error: r.Method + " " + r.URL.Path + ": allowed: " + strings.Join(allow, ", ")})
+		s.writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Error: r.Method + " " + r.URL.Path + ": allowed: " + strings.Join(allow, ", ")})
 		return
 	}
-	writeJSON(w, http.StatusNotFound, ErrorBody{Status: http.StatusNotFound, Code: "not_found", Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	s.writeJSON(w, http.StatusNotFound, ErrorBody{Status: http.StatusNotFound, Code: "not_found", Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 // SSE returns the Server-Sent Events handler alone, to mount elsewhere.

@@ -57,6 +57,7 @@ func TestServeDefaultsAreTheLibrarys(t *testing.T) {
 		{"handler-rate", c.handlerRate, hd.HandlerTimeRate},
 		{"handler-burst", c.handlerBurst, hd.HandlerTimeBurst},
 		{"write-timeout", c.writeTimeout, hd.WriteTimeout},
+		{"response-timeout", c.responseTimeout, hd.ResponseTimeout},
 		{"sse-batch-interval", c.sseBatch, hd.SSEBatchInterval},
 	} {
 		if tc.got != tc.want {

@@ -62,6 +62,7 @@ func TestLimitsDocumented(t *testing.T) {
 		"handler-burst":           seconds,
 		"body-timeout":            seconds,
 		"write-timeout":           seconds,
+		"response-timeout":        seconds,
 		"rate":                    func(v string) string { return v + "/s" },
 		"burst":                   func(v string) string { return "bursts of " + v },
 		"lease":                   func(v string) string { d, _ := time.ParseDuration(v); return strconv.Itoa(int(d.Hours())) + " h" },

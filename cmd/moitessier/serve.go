@@ -47,15 +47,16 @@ Never expose that mode. The random secret is kept in FILE.dev-secret beside
 a SQLite store FILE, so that tokens survive a restart (see --dev-secret-file).
 
 Limits without a flag: a long-poll waits 25s unless it asks (?timeout=, at
-most 60s) and answers at most 256 messages; a read-state page holds 100
-subscribers (?limit=, at most 1000); a token is at most 16 KiB; a request
-has at most 10000 query parameters. The flags below set the others: the
-quotas per person (--quota-*), --max-handlers, --max-recipients,
---handler-budget, --max-message-bytes, --max-scopes-per-listener,
---max-listeners, --rate and --burst, --handler-rate and --handler-burst
-(these four per hub process: N hubs on one store allow N times),
---body-timeout and --write-timeout. The README's "Limits and quotas" lists
-them all with their defaults.
+most 60s) and answers at most 256 messages, and 1 MiB of them; a
+read-state page holds 100 subscribers (?limit=, at most 1000); a token is
+at most 16 KiB; a request has at most 10000 query parameters. The flags
+below set the others: the quotas per person (--quota-*), --max-handlers,
+--max-recipients, --handler-budget, --max-message-bytes,
+--max-scopes-per-listener, --max-listeners, --rate and --burst,
+--handler-rate and --handler-burst (these four per hub process: N hubs on
+one store allow N times), --body-timeout, --write-timeout and
+--response-timeout. The README's "Limits and quotas" lists them all with
+their defaults.
 
 SIGINT or SIGTERM shut the hub down gracefully: streams get a clean close
 (SSE "close" event, WebSocket 1001) and clients resume elsewhere.`
@@ -75,6 +76,7 @@ type serveConfig struct {
 	burst                       int
 	handlerRate, handlerBurst   time.Duration
 	heartbeat, writeTimeout     time.Duration
+	responseTimeout             time.Duration
 	sseBatch                    time.Duration
 	lease, retention, gcEvery   time.Duration
 	shutdownTimeout             time.Duration
@@ -117,6 +119,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", hd.Heartbeat), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
 	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("MOITESSIER_BODY_TIMEOUT", hd.BodyTimeout), "a request body must arrive within this; slower gets 408 and its connection closed (env MOITESSIER_BODY_TIMEOUT)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("MOITESSIER_WRITE_TIMEOUT", hd.WriteTimeout), "a client that takes no data for this long is dropped as a slow consumer (env MOITESSIER_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.responseTimeout, "response-timeout", envDuration("MOITESSIER_RESPONSE_TIMEOUT", hd.ResponseTimeout), "an answer that is not a stream (a long-poll's messages, a dispatch's result, an error) must be taken by the client within this, or its connection is closed (env MOITESSIER_RESPONSE_TIMEOUT)")
 	fs.DurationVar(&c.sseBatch, "sse-batch-interval", envDuration("MOITESSIER_SSE_BATCH_INTERVAL", hd.SSEBatchInterval), "least time between two writes to one SSE stream or of one WebSocket listen; what comes meanwhile goes in one write (env MOITESSIER_SSE_BATCH_INTERVAL); 0: 40µs per busy stream (one that wrote in the last 100-200ms), at most 150ms; negative: none")
 	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", d.Lease), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
 	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", d.Retention.MaxAge), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
@@ -244,6 +247,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		HandlerTimeBurst:    c.handlerBurst,
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
+		ResponseTimeout:     c.responseTimeout,
 		SSEBatchInterval:    c.sseBatch,
 		BodyTimeout:         c.bodyTimeout,
 		NoTCPAcks:           c.noTCPAcks,
