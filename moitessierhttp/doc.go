@@ -74,8 +74,10 @@
 //
 // # Limits and slow consumers
 //
-// Config bounds message size (413), listeners per WebSocket connection and
-// dispatches per person per second (429 with Retry-After). Read state
+// Config bounds message size (413), listeners per WebSocket connection,
+// open streams per person (SSE, WebSocket and long-poll together: 429
+// too_many_streams) and dispatches per person per second (429 with
+// Retry-After). Read state
 // (GET /v1/listeners/{id}/subscribers) comes a page at a time: ?limit=
 // (default [DefaultReadStateLimit], at most [MaxReadStateLimit]) and
 // ?after= the previous page's next. A slow consumer
@@ -105,7 +107,9 @@
 // ErrNotOwner 403, ErrNotFound 404, ErrRateLimited 429 (rate_limited, with
 // Retry-After: a person's dispatch rate), ErrHandlerBudget 429
 // (handler_budget, with Retry-After: a person's handler time, see
-// Config.HandlerTimeRate), ErrQuotaExceeded 429 (quota_exceeded,
+// Config.HandlerTimeRate), ErrTooManyStreams 429 (too_many_streams,
+// without Retry-After: a person holds Config.MaxStreamsPerPerson open
+// streams), ErrQuotaExceeded 429 (quota_exceeded,
 // without Retry-After: a person holds as many listeners or subscriptions as
 // the hub allows), ErrClosed 410 (a listener deleted) or
 // 503 (shutting down), and moitessier.ErrOutcomeUnknown 503 with code

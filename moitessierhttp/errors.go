@@ -44,6 +44,10 @@ var (
 	ErrHandlerBudget = errors.New("moitessierhttp: handler time used up")
 	// ErrTooManyListeners reports a connection over Config.MaxListenersPerConn (429).
 	ErrTooManyListeners = errors.New("moitessierhttp: too many listeners on this connection")
+	// ErrTooManyStreams reports a person who holds Config.MaxStreamsPerPerson
+	// open streams (SSE, WebSocket, long-poll) already (429). It clears
+	// when one of them ends.
+	ErrTooManyStreams = errors.New("moitessierhttp: too many open streams")
 	// ErrSlowConsumer reports a connection dropped because it did not take
 	// its messages within Config.WriteTimeout. The client resumes from its cursor.
 	ErrSlowConsumer = errors.New("moitessierhttp: slow consumer")
@@ -143,6 +147,8 @@ var errorTable = []errorClass{
 	{err: ErrRateLimited, status: http.StatusTooManyRequests, code: "rate_limited", client: true},
 	{err: ErrHandlerBudget, status: http.StatusTooManyRequests, code: "handler_budget", client: true},
 	{err: ErrTooManyListeners, status: http.StatusTooManyRequests, code: "too_many_listeners", client: true},
+	// A count, as the quotas are: room comes back when a stream ends.
+	{err: ErrTooManyStreams, status: http.StatusTooManyRequests, code: "too_many_streams", client: true},
 	// A count, not a rate: it clears when the person leaves or a lease
 	// expires, so there is no Retry-After.
 	{err: moitessier.ErrQuotaExceeded, status: http.StatusTooManyRequests, code: "quota_exceeded", client: true},

@@ -170,7 +170,8 @@ func TestLoadServerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hub.Close()
-	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{Secret: secret, DispatchRate: -1})
+	// One person holds all the streams, past the default limit.
+	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{Secret: secret, DispatchRate: -1, MaxStreamsPerPerson: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

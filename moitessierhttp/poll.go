@@ -67,6 +67,11 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		timeout = life
 	}
 	timeout = max(timeout, time.Millisecond) // 0 would mean no timeout at all
+	if err := s.holdStream(c.Subject); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer s.releaseStream(c.Subject)
 	ctx, end, err := s.beginStream(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)

@@ -43,6 +43,7 @@ func TestReadmeLimits(t *testing.T) {
 		{"`Config.PollTimeout`", secs(cfg.PollTimeout)},
 		{"`Config.MaxPollTimeout`", secs(cfg.MaxPollTimeout)},
 		{"`Config.MaxListenersPerConn`", strconv.Itoa(cfg.MaxListenersPerConn)},
+		{"`Config.MaxStreamsPerPerson`", strconv.Itoa(cfg.MaxStreamsPerPerson)},
 		{"`Config.BodyTimeout`", secs(cfg.BodyTimeout)},
 		{"`Config.WriteTimeout`", secs(cfg.WriteTimeout)},
 		{"`Config.ResponseTimeout`", secs(cfg.ResponseTimeout)},

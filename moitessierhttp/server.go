@@ -42,6 +42,16 @@ type Config struct {
 	// may listen to at once; one more gets a too_many_listeners error.
 	// (An SSE or long-poll request always has exactly one.) Default 16.
 	MaxListenersPerConn int
+	// MaxStreamsPerPerson is the most streams one person may hold open at
+	// once in this process: SSE streams, WebSocket connections (each with
+	// up to MaxListenersPerConn listens) and waiting long-polls together.
+	// One more gets 429 too_many_streams ([ErrTooManyStreams]) before
+	// anything is joined; room comes back when one of them ends. Every
+	// open stream holds a connection, a goroutine and its buffers, so
+	// without it one token could hold as many as the hub has file
+	// descriptors. Default [DefaultMaxStreamsPerPerson], 32 (several tabs
+	// on several devices); negative: no limit.
+	MaxStreamsPerPerson int
 	// DispatchRate is how many dispatches per second one person may make,
 	// over HTTP and WebSocket together; more get 429 with Retry-After. It
 	// is counted in this process: N hubs on one store allow N times it.
@@ -159,6 +169,9 @@ type Config struct {
 // second per person.
 const DefaultDispatchRate = 50
 
+// DefaultMaxStreamsPerPerson is Config.MaxStreamsPerPerson's default.
+const DefaultMaxStreamsPerPerson = 32
+
 // DefaultMaxPollBytes is Config.MaxPollBytes's default: the bytes of
 // messages in one long-poll answer.
 const DefaultMaxPollBytes = 1 << 20
@@ -186,6 +199,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxListenersPerConn == 0 {
 		c.MaxListenersPerConn = 16
+	}
+	if c.MaxStreamsPerPerson == 0 {
+		c.MaxStreamsPerPerson = DefaultMaxStreamsPerPerson
 	}
 	if c.DispatchRate == 0 {
 		c.DispatchRate = DefaultDispatchRate
@@ -301,6 +317,7 @@ type Server struct {
 	closeOnce sync.Once
 	ws        wsConns // open WebSockets, stopped by Close
 	tokens    tokenCache
+	held      streamCounts // each person's open streams, for Config.MaxStreamsPerPerson
 }
 
 // New returns a Server for hub. The Server does not own the hub: close the
@@ -485,6 +502,50 @@ func (s *Server) beginCancelableStream(parent context.Context) (context.Context,
 		cancel()
 		s.streams.Done()
 	}, nil
+}
+
+// streamCounts counts each person's open streams in this process.
+type streamCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// holdStream counts a stream that person opens, or returns an error
+// wrapping ErrTooManyStreams if they hold Config.MaxStreamsPerPerson
+// already. Every stream it counts is released with releaseStream, on
+// every path by which the stream ends or fails to begin.
+func (s *Server) holdStream(person string) error {
+	most := s.cfg.MaxStreamsPerPerson
+	if most < 0 {
+		return nil
+	}
+	h := &s.held
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := h.m[person]; n >= most {
+		return fmt.Errorf("%w: %q holds %d streams (SSE, WebSocket, long-poll), the most allowed", ErrTooManyStreams, person, n)
+	}
+	if h.m == nil {
+		h.m = make(map[string]int)
+	}
+	h.m[person]++
+	return nil
+}
+
+// releaseStream ends what holdStream counted.
+func (s *Server) releaseStream(person string) {
+	if s.cfg.MaxStreamsPerPerson < 0 {
+		return
+	}
+	h := &s.held
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// Deleted at zero, so that the map holds only persons with streams.
+	if n := h.m[person] - 1; n > 0 {
+		h.m[person] = n
+	} else {
+		delete(h.m, person)
+	}
 }
 
 // cors sets the CORS headers of an allowed origin and answers preflight

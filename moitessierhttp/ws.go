@@ -121,9 +121,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := s.holdStream(c.Subject); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	s.streams.Add(1)
 	if s.closing.Load() {
 		s.streams.Done()
+		s.releaseStream(c.Subject)
 		s.writeError(w, r, errServerClosing)
 		return
 	}
@@ -134,6 +139,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			_ = hj.conn.Close()
 		}
 		s.streams.Done()
+		s.releaseStream(c.Subject)
 		return // Accept answered the request
 	}
 	// The library's connection is dropped, the hub has the socket: without
@@ -149,7 +155,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// (pgx watches a statement's context with context.AfterFunc).
 	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{
-		s: s, nc: hj.conn, claims: c, ctx: ctx, cancel: cancel,
+		s: s, nc: hj.conn, claims: c, holder: c.Subject, ctx: ctx, cancel: cancel,
 		rbuf: hj.left,
 	}
 	now := time.Now()
@@ -481,6 +487,7 @@ type wsConn struct {
 	s         *Server
 	nc        net.Conn
 	claims    *Claims
+	holder    string // the person whose stream it counts as (see holdStream)
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // the listens, and the reads
@@ -752,6 +759,9 @@ func (wc *wsConn) finish() {
 	wc.rbuf, wc.rbox, wc.msg = nil, nil, nil
 	closeConn(wc.nc)
 	wc.s.metrics.open[transportWS].Add(-1)
+	if wc.holder != "" {
+		wc.s.releaseStream(wc.holder)
+	}
 	wc.s.streams.Done()
 }
 

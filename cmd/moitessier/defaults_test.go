@@ -51,6 +51,7 @@ func TestServeDefaultsAreTheLibrarys(t *testing.T) {
 		{"quota-subscriptions", c.quota.Subscriptions, d.Quota.Subscriptions},
 		{"max-scopes-per-listener", c.maxScopes, d.MaxScopesPerListener},
 		{"max-listeners", c.maxListeners, hd.MaxListenersPerConn},
+		{"max-streams", c.maxStreams, hd.MaxStreamsPerPerson},
 		{"rate", c.rate, hd.DispatchRate},
 		{"heartbeat", c.heartbeat, hd.Heartbeat},
 		{"body-timeout", c.bodyTimeout, hd.BodyTimeout},

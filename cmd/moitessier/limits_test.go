@@ -56,6 +56,7 @@ func TestLimitsDocumented(t *testing.T) {
 		"max-handlers":            func(v string) string { return v },
 		"max-recipients":          func(v string) string { return v },
 		"max-listeners":           func(v string) string { return v },
+		"max-streams":             func(v string) string { return v },
 		"max-message-bytes":       func(v string) string { n, _ := strconv.Atoi(v); return strconv.Itoa(n>>10) + " KiB" },
 		"handler-budget":          seconds,
 		"handler-rate":            seconds,

@@ -52,9 +52,9 @@ read-state page holds 100 subscribers (?limit=, at most 1000); a token is
 at most 16 KiB; a request has at most 10000 query parameters. The flags
 below set the others: the quotas per person (--quota-*), --max-handlers,
 --max-recipients, --handler-budget, --max-message-bytes,
---max-scopes-per-listener, --max-listeners, --rate and --burst,
---handler-rate and --handler-burst (these four per hub process: N hubs on
-one store allow N times), --body-timeout, --write-timeout and
+--max-scopes-per-listener, --max-listeners, --max-streams, --rate and
+--burst, --handler-rate and --handler-burst (these five per hub process:
+N hubs on one store allow N times), --body-timeout, --write-timeout and
 --response-timeout. The README's "Limits and quotas" lists them all with
 their defaults.
 
@@ -72,6 +72,7 @@ type serveConfig struct {
 	handlerBudget               time.Duration
 	demoHandlers                bool
 	maxListeners                int
+	maxStreams                  int
 	rate                        float64
 	burst                       int
 	handlerRate, handlerBurst   time.Duration
@@ -112,6 +113,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.DurationVar(&c.handlerBudget, "handler-budget", envDuration("MOITESSIER_HANDLER_BUDGET", d.HandlerBudget), "time all handler calls of one dispatch may take together; past it the dispatch stores nothing and gets 422 budget_exceeded (env MOITESSIER_HANDLER_BUDGET); negative: no budget")
 	fs.BoolVar(&c.demoHandlers, "demo-handlers", envBool("MOITESSIER_DEMO_HANDLERS", false), "offer the demo page's handlers, greet and upper, to dispatches (env MOITESSIER_DEMO_HANDLERS); always on in development mode")
 	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", hd.MaxListenersPerConn), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
+	fs.IntVar(&c.maxStreams, "max-streams", envInt("MOITESSIER_MAX_STREAMS", hd.MaxStreamsPerPerson), "most streams (SSE streams, WebSocket connections, waiting long-polls) one person may hold open at once, counted in this process; more get 429 too_many_streams; 0 or negative for no limit (env MOITESSIER_MAX_STREAMS)")
 	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", hd.DispatchRate), "dispatches per second per person, counted in this process (N hubs on one store allow N times); more get 429; 0 or negative for no limit (env MOITESSIER_RATE)")
 	fs.DurationVar(&c.handlerRate, "handler-rate", envDuration("MOITESSIER_HANDLER_RATE", hd.HandlerTimeRate), "handler time per second one person's dispatches may use on average, counted in this process; past it a dispatch naming handlers gets 429 handler_budget; 0 or negative for no limit (env MOITESSIER_HANDLER_RATE)")
 	fs.DurationVar(&c.handlerBurst, "handler-burst", envDuration("MOITESSIER_HANDLER_BURST", hd.HandlerTimeBurst), "the most handler time one person's dispatches may hold at once; a dispatch naming handlers runs on half of what is left, at most --handler-budget; at least 20ms (env MOITESSIER_HANDLER_BURST)")
@@ -241,6 +243,7 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		AllowedOrigins:      c.cors,
 		MaxMessageBytes:     c.maxMessageBytes,
 		MaxListenersPerConn: c.maxListeners,
+		MaxStreamsPerPerson: cliCount(c.maxStreams),
 		DispatchRate:        cliRate(c.rate),
 		DispatchBurst:       c.burst,
 		HandlerTimeRate:     cliDuration(c.handlerRate),
@@ -564,9 +567,6 @@ func rssOfPid(pid int) int64 {
 	return 0
 }
 
-// cliRate maps --rate to Config.DispatchRate: on the command line 0 means
-// no limit, as it reads; in Config a zero field takes the default and a
-// negative one means no limit.
 // cliDuration maps a rate flag given as a duration to its Config field:
 // on the command line 0 means no limit, in Config a negative value does.
 func cliDuration(d time.Duration) time.Duration {
@@ -576,6 +576,18 @@ func cliDuration(d time.Duration) time.Duration {
 	return d
 }
 
+// cliCount maps a count flag whose 0 means no limit to its Config field,
+// where a negative value does.
+func cliCount(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// cliRate maps --rate to Config.DispatchRate: on the command line 0 means
+// no limit, as it reads; in Config a zero field takes the default and a
+// negative one means no limit.
 func cliRate(r float64) float64 {
 	if r <= 0 {
 		return -1
