@@ -50,6 +50,7 @@ func TestReadmeLimits(t *testing.T) {
 		{"`Config.MaxPollBytes`", strconv.Itoa(cfg.MaxPollBytes>>20) + " MiB"},
 		{"bytes of a token", strconv.Itoa(maxTokenBytes>>10) + " KiB"},
 		{"bytes of the HS256 secret", strconv.Itoa(MinSecretBytes)},
+		{"`moitessierhttp.MaxRefBytes`", strconv.Itoa(MaxRefBytes)},
 		{"subscribers per page", strconv.Itoa(DefaultReadStateLimit)},
 	} {
 		var row string

@@ -34,10 +34,11 @@ const StatusTokenExpired websocket.StatusCode = 4001
 //	{"op":"unlisten","ref":"chat"}                  (add "leave":true to stop being a subscriber)
 //	{"op":"dispatch","ref":"d1","scope":"room.1","text":"hi","to":["bob"],"idempotency_key":"k1"}
 //
-// since is a sequence number, "resume" (the default: the server-held
-// cursor) or "head" (only new messages). A listen with since=N
-// acknowledges N. start, as in the query of the other endpoints (see
-// [ParseStart]), is where a subscriber that the listen makes starts.
+// ref is the client's name for a listen or a dispatch, at most
+// MaxRefBytes. since is a sequence number, "resume" (the default: the
+// server-held cursor) or "head" (only new messages). A listen with
+// since=N acknowledges N. start, as in the query of the other endpoints
+// (see [ParseStart]), is where a subscriber that the listen makes starts.
 //
 // ack acknowledges the messages of a ref up to seq: the client has them.
 // The server-held cursor moves only on acks (and on a listen's since=N),
@@ -62,6 +63,12 @@ type WSRequest struct {
 
 	DispatchRequest
 }
+
+// MaxRefBytes is the longest ref a WebSocket request may carry, in bytes,
+// as long as a name (moitessier.MaxNameBytes): a listen keeps its ref and
+// repeats it in every frame it sends. A longer one gets an error frame,
+// bad_request, with no ref.
+const MaxRefBytes = moitessier.MaxNameBytes
 
 // CursorParam is a cursor given in JSON as a number or a string ("resume", "head", "12").
 type CursorParam string
@@ -408,6 +415,11 @@ func (wc *wsConn) message(op byte, data []byte, inline bool) bool {
 	var req WSRequest
 	if err := decodeJSON("frame", data, &req); err != nil {
 		wc.sendError("", err)
+		return true
+	}
+	if len(req.Ref) > MaxRefBytes {
+		// Not repeated back: the error frame goes with no ref.
+		wc.sendError("", fmt.Errorf("%w: ref of %d bytes, more than %d", ErrBadRequest, len(req.Ref), MaxRefBytes))
 		return true
 	}
 	run := apart
