@@ -1,6 +1,7 @@
 package moitessierhttp
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -52,6 +53,8 @@ func TestReadmeLimits(t *testing.T) {
 		{"bytes of the HS256 secret", strconv.Itoa(MinSecretBytes)},
 		{"`moitessierhttp.MaxRefBytes`", strconv.Itoa(MaxRefBytes)},
 		{"subscribers per page", strconv.Itoa(DefaultReadStateLimit)},
+		{"keeps encoded as JSON", strconv.Itoa(encCacheBytes>>20) + " MiB"},
+		{"keeps encoded as JSON", fmt.Sprintf("%d %03d messages", encCacheSlots/1000, encCacheSlots%1000)},
 	} {
 		var row string
 		for _, line := range strings.Split(sec, "\n") {
@@ -62,6 +65,9 @@ func TestReadmeLimits(t *testing.T) {
 		if cols := strings.Split(row, " | "); len(cols) < 3 || !strings.Contains(cols[1], tc.want) {
 			t.Errorf("README limits: the row of %s is %q, want %q in its default", tc.names, row, tc.want)
 		}
+	}
+	if want := fmt.Sprintf("JSON is over %d MiB is not kept", encCacheMaxEntry>>20); !strings.Contains(sec, want) {
+		t.Errorf("README limits: the encoding cache's row does not say %q", want)
 	}
 }
 
