@@ -76,8 +76,9 @@
 //
 // Config bounds message size (413), listeners per WebSocket connection,
 // open streams per person (SSE, WebSocket and long-poll together: 429
-// too_many_streams) and dispatches per person per second (429 with
-// Retry-After). Read state
+// too_many_streams), dispatches per person per second, and joins and
+// leaves of listeners per person per second (every stream and listen joins
+// its listener: a write to the store) (429 rate_limited with Retry-After). Read state
 // (GET /v1/listeners/{id}/subscribers) comes a page at a time: ?limit=
 // (default [DefaultReadStateLimit], at most [MaxReadStateLimit]) and
 // ?after= the previous page's next. A slow consumer
@@ -105,7 +106,8 @@
 // request would again, so it is not worth a retry),
 // ErrIdempotencyMismatch 422 (an idempotency key reused for another request),
 // ErrNotOwner 403, ErrNotFound 404, ErrRateLimited 429 (rate_limited, with
-// Retry-After: a person's dispatch rate), ErrHandlerBudget 429
+// Retry-After: a person's dispatch rate, or rate of joins and leaves),
+// ErrHandlerBudget 429
 // (handler_budget, with Retry-After: a person's handler time, see
 // Config.HandlerTimeRate), ErrTooManyStreams 429 (too_many_streams,
 // without Retry-After: a person holds Config.MaxStreamsPerPerson open

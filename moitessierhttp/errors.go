@@ -35,8 +35,10 @@ var (
 	ErrWeakSecret = fmt.Errorf("moitessierhttp: secret too short: %w", moitessier.ErrInvalidArgument)
 	// ErrForbidden reports a scope or listener the token does not grant (403).
 	ErrForbidden = errors.New("moitessierhttp: forbidden")
-	// ErrRateLimited reports a person over the dispatch rate limit (429).
-	// The error is a *RateLimitError, which says when to retry.
+	// ErrRateLimited reports a person over the dispatch rate limit
+	// (Config.DispatchRate) or the rate of joins and leaves
+	// (Config.JoinRate) (429). The error is a *RateLimitError, which says
+	// when to retry.
 	ErrRateLimited = errors.New("moitessierhttp: rate limited")
 	// ErrHandlerBudget reports a person whose dispatches' handlers used up
 	// their handler time (Config.HandlerTimeRate) (429). The error is a
@@ -78,11 +80,11 @@ func tokenErr(reason error, format string, args ...any) error {
 	return &tokenError{reason: reason, detail: fmt.Sprintf(format, args...)}
 }
 
-// RateLimitError is returned for a dispatch over a per-person limit: the
-// dispatch rate (it wraps ErrRateLimited) or the handler time
-// (ErrHandlerBudget).
+// RateLimitError is returned for a request over a per-person limit: the
+// dispatch rate or the rate of joins and leaves (it wraps ErrRateLimited),
+// or the handler time (ErrHandlerBudget).
 type RateLimitError struct {
-	// RetryAfter is how long until a dispatch would be allowed.
+	// RetryAfter is how long until the request would be allowed.
 	RetryAfter time.Duration
 	// Limit is the limit passed: ErrRateLimited, or ErrHandlerBudget.
 	// Nil means ErrRateLimited.
@@ -108,7 +110,7 @@ type ErrorBody struct {
 	Status int    `json:"status"`
 	Code   string `json:"code"`
 	Error  string `json:"error"`
-	// RetryAfter is set, in seconds, on 429 responses to a dispatch past a
+	// RetryAfter is set, in seconds, on 429 responses to a request past a
 	// rate limit (rate_limited, handler_budget).
 	RetryAfter float64 `json:"retry_after,omitempty"`
 }

@@ -72,6 +72,10 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.releaseStream(c.Subject)
+	if err := s.allowJoin(c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ctx, end, err := s.beginStream(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)

@@ -62,6 +62,24 @@ type Config struct {
 	// DispatchRate. Default: twice DispatchRate rounded up, at least 1 (100
 	// with the default rate).
 	DispatchBurst int
+	// JoinRate is how many listener operations per second one person may
+	// make, counted in this process: joining or creating a listener (POST
+	// /v1/listeners, and every SSE stream, long-poll and WebSocket listen,
+	// each of which joins the listener it names) and leaving one (DELETE
+	// /v1/listeners/{id}, a WebSocket unlisten with leave). Each is a
+	// write to the store. More get 429 rate_limited with Retry-After,
+	// before anything is read or written. Default [DefaultJoinRate], 20 a
+	// second: a page that joins a few listeners is far below it, and so is
+	// a long-poll client, which joins with every poll, unless it polls
+	// more than 20 times a second (a poll past it gets 429 with
+	// Retry-After, and the poll after that what came meanwhile); a script
+	// that loops is not. Negative: no limit.
+	JoinRate float64
+	// JoinBurst is how many listener operations a person may make at once
+	// above JoinRate: every tab of a person reconnecting at once after a
+	// restart, say. Default: five times JoinRate rounded up, at least 1
+	// (100 with the default rate).
+	JoinBurst int
 	// HandlerTimeRate is how much handler time (the wall time of the
 	// handler calls of a person's dispatches, moitessier.Dispatched's
 	// HandlerTime) one person may use per second on average, counted in
@@ -169,6 +187,10 @@ type Config struct {
 // second per person.
 const DefaultDispatchRate = 50
 
+// DefaultJoinRate is Config.JoinRate's default: joins and leaves per
+// second per person.
+const DefaultJoinRate = 20
+
 // DefaultMaxStreamsPerPerson is Config.MaxStreamsPerPerson's default.
 const DefaultMaxStreamsPerPerson = 32
 
@@ -208,6 +230,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DispatchBurst == 0 && c.DispatchRate > 0 {
 		c.DispatchBurst = max(1, int(math.Ceil(2*c.DispatchRate)))
+	}
+	if c.JoinRate == 0 {
+		c.JoinRate = DefaultJoinRate
+	}
+	if c.JoinBurst == 0 && c.JoinRate > 0 {
+		c.JoinBurst = max(1, int(math.Ceil(5*c.JoinRate)))
 	}
 	if c.HandlerTimeRate == 0 {
 		c.HandlerTimeRate = DefaultHandlerTimeRate
@@ -257,7 +285,7 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: %w: Secret or Authenticate is required", moitessier.ErrInvalidArgument)
 	case len(c.Secret) > 0 && CheckSecret(c.Secret) != nil:
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
-	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.HandlerTimeBurst < 0, c.MaxPollBytes < 0:
+	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.JoinBurst < 0, c.HandlerTimeBurst < 0, c.MaxPollBytes < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
 	case c.HandlerTimeRate > 0 && c.HandlerTimeBurst < 2*minHandlerShare:
 		return fmt.Errorf("config: %w: HandlerTimeBurst under %v", moitessier.ErrInvalidArgument, 2*minHandlerShare)
@@ -298,6 +326,9 @@ type Server struct {
 	metrics *Metrics
 	mux     *http.ServeMux
 	limiter *limiter
+	// joins is the per-person bucket of listener operations; nil when
+	// Config.JoinRate is negative.
+	joins *limiter
 	// handlerTime is the per-person bucket of handler time, in seconds;
 	// nil when Config.HandlerTimeRate is negative.
 	handlerTime *limiter
@@ -347,6 +378,9 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 	}
 	if cfg.DispatchRate > 0 {
 		s.limiter = newLimiter(cfg.DispatchRate, cfg.DispatchBurst)
+	}
+	if cfg.JoinRate > 0 {
+		s.joins = newLimiter(cfg.JoinRate, cfg.JoinBurst)
 	}
 	if cfg.HandlerTimeRate > 0 {
 		s.handlerTime = &limiter{rate: cfg.HandlerTimeRate.Seconds(), burst: cfg.HandlerTimeBurst.Seconds(), buckets: map[string]*bucket{}}

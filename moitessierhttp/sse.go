@@ -70,6 +70,10 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 			s.releaseStream(c.Subject)
 		}
 	}()
+	if err := s.allowJoin(c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	l, info, err := s.openListener(r.Context(), c, spec)
 	if err != nil {
 		s.writeError(w, r, err)

@@ -913,6 +913,10 @@ func (wc *wsConn) listen(req WSRequest) {
 		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
 		return
 	}
+	if err := s.allowJoin(wc.claims); err != nil {
+		wc.sendError(req.Ref, err)
+		return
+	}
 	// The listen's own context, which stop cancels, serves the join and
 	// the ack as well as the listen: a store's client may watch the context
 	// of each statement (pgx does, with context.AfterFunc), which gives
@@ -1062,7 +1066,11 @@ func (wc *wsConn) unlisten(req WSRequest) {
 	sub.cancel()
 	if req.Leave {
 		// Stop being a subscriber: the last one out deletes the listener.
-		if err := sub.l.Close(wc.ctx); err != nil {
+		err := wc.s.allowJoin(wc.claims)
+		if err == nil {
+			err = sub.l.Close(wc.ctx)
+		}
+		if err != nil {
 			wc.sendError(req.Ref, err)
 		}
 	}

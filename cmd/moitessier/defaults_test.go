@@ -53,6 +53,8 @@ func TestServeDefaultsAreTheLibrarys(t *testing.T) {
 		{"max-listeners", c.maxListeners, hd.MaxListenersPerConn},
 		{"max-streams", c.maxStreams, hd.MaxStreamsPerPerson},
 		{"rate", c.rate, hd.DispatchRate},
+		{"join-rate", c.joinRate, hd.JoinRate},
+		{"join-burst", c.joinBurst, hd.JoinBurst},
 		{"heartbeat", c.heartbeat, hd.Heartbeat},
 		{"body-timeout", c.bodyTimeout, hd.BodyTimeout},
 		{"handler-rate", c.handlerRate, hd.HandlerTimeRate},

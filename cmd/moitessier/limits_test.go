@@ -66,6 +66,8 @@ func TestLimitsDocumented(t *testing.T) {
 		"response-timeout":        seconds,
 		"rate":                    func(v string) string { return v + "/s" },
 		"burst":                   func(v string) string { return "bursts of " + v },
+		"join-rate":               func(v string) string { return v + "/s" },
+		"join-burst":              func(v string) string { return "bursts of " + v },
 		"lease":                   func(v string) string { d, _ := time.ParseDuration(v); return strconv.Itoa(int(d.Hours())) + " h" },
 		"retention":               func(v string) string { d, _ := time.ParseDuration(v); return strconv.Itoa(int(d.Hours()/24)) + " days" },
 	} {

@@ -53,9 +53,9 @@ at most 16 KiB; a request has at most 10000 query parameters. The flags
 below set the others: the quotas per person (--quota-*), --max-handlers,
 --max-recipients, --handler-budget, --max-message-bytes,
 --max-scopes-per-listener, --max-listeners, --max-streams, --rate and
---burst, --handler-rate and --handler-burst (these five per hub process:
-N hubs on one store allow N times), --body-timeout, --write-timeout and
---response-timeout. The README's "Limits and quotas" lists them all with
+--burst, --join-rate and --join-burst, --handler-rate and --handler-burst
+(these seven per hub process: N hubs on one store allow N times),
+--body-timeout, --write-timeout and --response-timeout. The README's "Limits and quotas" lists them all with
 their defaults.
 
 SIGINT or SIGTERM shut the hub down gracefully: streams get a clean close
@@ -75,6 +75,8 @@ type serveConfig struct {
 	maxStreams                  int
 	rate                        float64
 	burst                       int
+	joinRate                    float64
+	joinBurst                   int
 	handlerRate, handlerBurst   time.Duration
 	heartbeat, writeTimeout     time.Duration
 	responseTimeout             time.Duration
@@ -115,6 +117,8 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", hd.MaxListenersPerConn), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
 	fs.IntVar(&c.maxStreams, "max-streams", envInt("MOITESSIER_MAX_STREAMS", hd.MaxStreamsPerPerson), "most streams (SSE streams, WebSocket connections, waiting long-polls) one person may hold open at once, counted in this process; more get 429 too_many_streams; 0 or negative for no limit (env MOITESSIER_MAX_STREAMS)")
 	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", hd.DispatchRate), "dispatches per second per person, counted in this process (N hubs on one store allow N times); more get 429; 0 or negative for no limit (env MOITESSIER_RATE)")
+	fs.Float64Var(&c.joinRate, "join-rate", envFloat("MOITESSIER_JOIN_RATE", hd.JoinRate), "joins and leaves of listeners per second per person (POST and DELETE /v1/listeners, and every SSE stream, long-poll and WebSocket listen, each a write to the store), counted in this process; more get 429; 0 or negative for no limit (env MOITESSIER_JOIN_RATE)")
+	fs.IntVar(&c.joinBurst, "join-burst", envInt("MOITESSIER_JOIN_BURST", hd.JoinBurst), "joins and leaves a person may make at once above --join-rate (env MOITESSIER_JOIN_BURST); 0: five times --join-rate")
 	fs.DurationVar(&c.handlerRate, "handler-rate", envDuration("MOITESSIER_HANDLER_RATE", hd.HandlerTimeRate), "handler time per second one person's dispatches may use on average, counted in this process; past it a dispatch naming handlers gets 429 handler_budget; 0 or negative for no limit (env MOITESSIER_HANDLER_RATE)")
 	fs.DurationVar(&c.handlerBurst, "handler-burst", envDuration("MOITESSIER_HANDLER_BURST", hd.HandlerTimeBurst), "the most handler time one person's dispatches may hold at once; a dispatch naming handlers runs on half of what is left, at most --handler-budget; at least 20ms (env MOITESSIER_HANDLER_BURST)")
 	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", hd.DispatchBurst), "dispatches a person may make at once above --rate (env MOITESSIER_BURST); 0: twice --rate")
@@ -246,6 +250,8 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		MaxStreamsPerPerson: cliCount(c.maxStreams),
 		DispatchRate:        cliRate(c.rate),
 		DispatchBurst:       c.burst,
+		JoinRate:            cliRate(c.joinRate),
+		JoinBurst:           c.joinBurst,
 		HandlerTimeRate:     cliDuration(c.handlerRate),
 		HandlerTimeBurst:    c.handlerBurst,
 		Heartbeat:           c.heartbeat,
