@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/likestripes/moitessier"
 )
 
 // readme returns the README's section under heading (up to the next
@@ -53,6 +55,8 @@ func TestReadmeLimits(t *testing.T) {
 		{"bytes of the HS256 secret", strconv.Itoa(MinSecretBytes)},
 		{"`moitessierhttp.MaxRefBytes`", strconv.Itoa(MaxRefBytes)},
 		{"subscribers per page", strconv.Itoa(DefaultReadStateLimit)},
+		{"`moitessier.MaxScopeBytes`", strconv.Itoa(moitessier.MaxScopeBytes>>10) + " KiB"},
+		{"`moitessier.MaxNameBytes`", strconv.Itoa(moitessier.MaxNameBytes)},
 		{"keeps encoded as JSON", strconv.Itoa(encCacheBytes>>20) + " MiB"},
 		{"keeps encoded as JSON", fmt.Sprintf("%d %03d messages", encCacheSlots/1000, encCacheSlots%1000)},
 	} {
