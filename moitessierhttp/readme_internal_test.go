@@ -58,6 +58,7 @@ func TestReadmeLimits(t *testing.T) {
 		{"`moitessier.MaxScopeBytes`", strconv.Itoa(moitessier.MaxScopeBytes>>10) + " KiB"},
 		{"`moitessier.MaxNameBytes`", strconv.Itoa(moitessier.MaxNameBytes)},
 		{"keeps encoded as JSON", strconv.Itoa(encCacheBytes>>20) + " MiB"},
+		{"remembers as verified", fmt.Sprintf("%d %03d, and %d MiB", tokenCacheSize/1000, tokenCacheSize%1000, tokenCacheBytes>>20)},
 		{"keeps encoded as JSON", fmt.Sprintf("%d %03d messages", encCacheSlots/1000, encCacheSlots%1000)},
 	} {
 		var row string
