@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -30,9 +31,15 @@ type Config struct {
 	Authenticate func(r *http.Request) (*Claims, error)
 
 	// AllowedOrigins are the origins allowed to call the server from a
-	// browser on another origin (CORS, and the Origin check of WebSockets),
-	// as "https://app.example.com", or "*" for any. Default: none, so only
-	// same-origin pages and non-browser clients.
+	// browser on another origin, as "https://app.example.com", or "*" for
+	// any. Each is a pattern matched against the whole origin
+	// (scheme://host[:port]), case-insensitively, with [path.Match]:
+	// "https://*.example.com" allows every subdomain of example.com over
+	// https on its default port. The same patterns serve CORS and the
+	// Origin check of WebSockets, so that a page allowed one is allowed
+	// the other; a WebSocket from a page on the server's own host is
+	// always allowed. Default: none, so only same-origin pages and
+	// non-browser clients.
 	AllowedOrigins []string
 
 	// MaxMessageBytes is the largest message text a dispatch may carry;
@@ -298,6 +305,9 @@ func (c Config) validate() error {
 		if o != "*" && !strings.Contains(o, "://") {
 			return fmt.Errorf("config: %w: allowed origin %q: want scheme://host[:port] or *", moitessier.ErrInvalidArgument, o)
 		}
+		if _, err := path.Match(o, ""); err != nil {
+			return fmt.Errorf("config: %w: allowed origin %q: %w", moitessier.ErrInvalidArgument, o, err)
+		}
 	}
 	return nil
 }
@@ -336,7 +346,7 @@ type Server struct {
 	busy        busyStreams // the streams that write, which the default batch interval is sized by
 
 	anyOrigin bool
-	origins   []string
+	origins   []string // AllowedOrigins but "*", lower case, as originAllowed matches them
 
 	// ctx is cancelled by Close: every stream ends.
 	ctx       context.Context
@@ -373,7 +383,7 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 	}
 	for _, o := range cfg.AllowedOrigins {
 		if o != "*" {
-			s.origins = append(s.origins, strings.TrimRight(o, "/"))
+			s.origins = append(s.origins, strings.ToLower(strings.TrimRight(o, "/")))
 		}
 	}
 	if cfg.DispatchRate > 0 {
@@ -591,7 +601,7 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	}
 	h := w.Header()
 	h.Add("Vary", "Origin")
-	allowed := s.anyOrigin || slices.Contains(s.origins, origin)
+	allowed := s.originAllowed(origin)
 	if allowed {
 		if s.anyOrigin {
 			h.Set("Access-Control-Allow-Origin", "*")
@@ -610,6 +620,40 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return true
+}
+
+// originAllowed reports whether a page of origin, as a browser sends it in
+// its Origin header, may call the server from another origin: whether it
+// matches one of Config.AllowedOrigins.
+func (s *Server) originAllowed(origin string) bool {
+	if s.anyOrigin {
+		return true
+	}
+	origin = strings.ToLower(origin)
+	for _, p := range s.origins {
+		if ok, _ := path.Match(p, origin); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// wsOriginAllowed is the Origin check of a WebSocket handshake: a request
+// without Origin (not from a browser) or from a page on the server's own
+// host, as the WebSocket library would allow, or from an allowed origin,
+// matched as CORS matches it.
+func (s *Server) wsOriginAllowed(r *http.Request) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return nil
+	}
+	if s.originAllowed(origin) {
+		return nil
+	}
+	return fmt.Errorf("origin %.128q: %w: not an allowed origin", origin, ErrForbidden)
 }
 
 // authenticate returns the claims of the request's token.

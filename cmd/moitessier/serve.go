@@ -108,7 +108,7 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.BoolVar(&c.devTokens, "dev-tokens", envBool("MOITESSIER_DEV_TOKENS", false), "serve POST /dev/token even with a secret (env MOITESSIER_DEV_TOKENS); always on without one")
 	fs.StringVar(&c.devSecretFile, "dev-secret-file", env("MOITESSIER_DEV_SECRET_FILE", ""), "development mode: the file that keeps the random secret (mode 0600), so that tokens survive a restart (env MOITESSIER_DEV_SECRET_FILE); empty: FILE.dev-secret beside a SQLite store FILE, none with other stores; \"none\": a new secret at every start")
 	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
-	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
+	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser page elsewhere, for CORS and WebSockets alike, as https://app.example, a pattern as https://*.example.com (Go's path.Match, case-insensitive), or * (repeatable or comma-separated; env MOITESSIER_CORS)")
 	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", d.MaxMessageBytes), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
 	fs.IntVar(&c.maxRecipients, "max-recipients", envInt("MOITESSIER_MAX_RECIPIENTS", d.MaxRecipients), "most persons one dispatch may address (to); more get 400 (env MOITESSIER_MAX_RECIPIENTS)")
 	fs.IntVar(&c.maxHandlers, "max-handlers", envInt("MOITESSIER_MAX_HANDLERS", d.MaxHandlers), "most handlers one dispatch may name; more get 400 (env MOITESSIER_MAX_HANDLERS)")
