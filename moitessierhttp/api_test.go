@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/moitessierhttp"
 )
@@ -555,4 +557,59 @@ func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set(h.k, h.v)
 	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestAllowedOriginsAgree: CORS and the Origin check of WebSockets match
+// Config.AllowedOrigins alike, as patterns (path.Match) on the whole
+// origin, case-insensitively; a page allowed one is allowed the other.
+func TestAllowedOriginsAgree(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{AllowedOrigins: []string{"https://*.example.com", "https://App.Example.org/"}})
+	tok := all(t, "alice")
+	cors := func(origin string) bool {
+		_, h, _ := do(t, "GET", e.ts.URL+"/v1/whoami", tok, "", "Origin", origin)
+		switch got := h.Get("Access-Control-Allow-Origin"); got {
+		case origin:
+			return true
+		case "":
+			return false
+		default:
+			t.Fatalf("origin %s: Allow-Origin %q", origin, got)
+			return false
+		}
+	}
+	ws := func(origin string) bool {
+		u := "ws" + strings.TrimPrefix(e.ts.URL, "http") + "/v1/ws"
+		conn, resp, err := websocket.Dial(ctxT(t), u, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}, "Origin": {origin}}})
+		if err != nil {
+			if resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("origin %s: WebSocket: %v", origin, err)
+			}
+			return false
+		}
+		conn.CloseNow()
+		return true
+	}
+	for origin, want := range map[string]bool{
+		"https://a.example.com":           true,
+		"https://a.b.example.com":         true,
+		"https://app.example.org":         true, // the pattern in capitals, and with a slash
+		"HTTPS://APP.EXAMPLE.ORG":         true,
+		"https://example.com":             false,
+		"http://a.example.com":            false,
+		"https://a.example.com:8443":      false,
+		"https://a.example.com.evil.test": false,
+		"https://evil.test":               false,
+		"null":                            false,
+	} {
+		if c, w := cors(origin), ws(origin); c != want || w != want {
+			t.Errorf("origin %s: CORS allows it %v, WebSocket %v; want %v for both", origin, c, w, want)
+		}
+	}
+	// A WebSocket from a page on the hub's own host needs no pattern.
+	if !ws("http://" + strings.TrimPrefix(e.ts.URL, "http://")) {
+		t.Error("a WebSocket from the hub's own origin was refused")
+	}
+	if _, err := moitessierhttp.New(e.hub, moitessierhttp.Config{Secret: secret, AllowedOrigins: []string{"https://[a.example.com"}}); !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("a malformed pattern: %v", err)
+	}
 }

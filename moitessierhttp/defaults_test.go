@@ -2,6 +2,7 @@ package moitessierhttp_test
 
 import (
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/likestripes/moitessier/moitessierhttp"
@@ -35,5 +36,34 @@ func TestDefaultDispatchRate(t *testing.T) {
 	}
 	if ok, limited := count(moitessierhttp.Config{DispatchRate: -1}); limited != 0 || ok != 150 {
 		t.Fatalf("DispatchRate -1: %d went, %d limited; want all 150", ok, limited)
+	}
+}
+
+// TestDefaultJoinRate: with the default Config, a page that joins a good
+// many listeners at once is never limited, and a person who joins in a
+// loop is; DefaultConfig says so.
+func TestDefaultJoinRate(t *testing.T) {
+	if d := moitessierhttp.DefaultConfig(); d.JoinRate != moitessierhttp.DefaultJoinRate || d.JoinBurst != 5*moitessierhttp.DefaultJoinRate {
+		t.Fatalf("DefaultConfig: join rate %v, burst %d", d.JoinRate, d.JoinBurst)
+	}
+	e := newEnv(t, moitessierhttp.Config{})
+	c := e.client(all(t, "alice"))
+	ok, limited := 0, 0
+	for i := range 150 {
+		_, err := c.Join(ctxT(t), moitessierhttp.Query{Scopes: []string{"page." + strconv.Itoa(i%20)}})
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, moitessierhttp.ErrRateLimited):
+			limited++
+		default:
+			t.Fatal(err)
+		}
+		if i < 50 && err != nil {
+			t.Fatalf("join %d of a page load: %v", i, err)
+		}
+	}
+	if limited == 0 || ok < 5*moitessierhttp.DefaultJoinRate {
+		t.Fatalf("150 joins in a loop: %d went, %d limited; want the burst and some limited", ok, limited)
 	}
 }

@@ -80,6 +80,21 @@ func (s *Server) allowDispatch(c *Claims) error {
 	return nil
 }
 
+// allowJoin takes one listener operation (a join or a leave, each a write
+// to the store) from the person's bucket (Config.JoinRate), or returns an
+// error wrapping a *RateLimitError. Callers run it before they read or
+// write anything of the operation.
+func (s *Server) allowJoin(c *Claims) error {
+	if s.joins == nil {
+		return nil
+	}
+	if ok, wait := s.joins.allow(c.Subject, s.cfg.Now()); !ok {
+		s.metrics.rateLimited.Add(1)
+		return fmt.Errorf("joins and leaves: %w", &RateLimitError{RetryAfter: wait})
+	}
+	return nil
+}
+
 // minHandlerShare is the least handler time a dispatch naming handlers is
 // given; a person whose bucket cannot give it is refused.
 const minHandlerShare = 10 * time.Millisecond
@@ -272,5 +287,5 @@ func (s *Server) serveDispatch(w http.ResponseWriter, r *http.Request) {
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	writeJSON(w, http.StatusOK, res)
+	s.writeJSON(w, http.StatusOK, res)
 }

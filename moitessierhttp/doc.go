@@ -74,8 +74,11 @@
 //
 // # Limits and slow consumers
 //
-// Config bounds message size (413), listeners per WebSocket connection and
-// dispatches per person per second (429 with Retry-After). Read state
+// Config bounds message size (413), listeners per WebSocket connection,
+// open streams per person (SSE, WebSocket and long-poll together: 429
+// too_many_streams), dispatches per person per second, and joins and
+// leaves of listeners per person per second (every stream and listen joins
+// its listener: a write to the store) (429 rate_limited with Retry-After). Read state
 // (GET /v1/listeners/{id}/subscribers) comes a page at a time: ?limit=
 // (default [DefaultReadStateLimit], at most [MaxReadStateLimit]) and
 // ?after= the previous page's next. A slow consumer
@@ -83,7 +86,11 @@
 // without waiting for anyone, each connection writes from its own
 // goroutine through bounded buffers (the socket's, in chunks of 32 KiB),
 // and a connection that takes no chunk within Config.WriteTimeout is
-// dropped, not its messages; the client resumes from its cursor.
+// dropped, not its messages; the client resumes from its cursor. A
+// long-poll answer holds at most Config.MaxPollBytes of messages (at least
+// one; the next poll continues from its cursor), and an answer that is not
+// a stream must be taken within Config.ResponseTimeout, or its connection
+// is closed.
 //
 // With many SSE streams busy, a stream that has just written waits a little
 // (Config.SSEBatchInterval; by default 40 µs per stream that wrote in the
@@ -99,9 +106,12 @@
 // request would again, so it is not worth a retry),
 // ErrIdempotencyMismatch 422 (an idempotency key reused for another request),
 // ErrNotOwner 403, ErrNotFound 404, ErrRateLimited 429 (rate_limited, with
-// Retry-After: a person's dispatch rate), ErrHandlerBudget 429
+// Retry-After: a person's dispatch rate, or rate of joins and leaves),
+// ErrHandlerBudget 429
 // (handler_budget, with Retry-After: a person's handler time, see
-// Config.HandlerTimeRate), ErrQuotaExceeded 429 (quota_exceeded,
+// Config.HandlerTimeRate), ErrTooManyStreams 429 (too_many_streams,
+// without Retry-After: a person holds Config.MaxStreamsPerPerson open
+// streams), ErrQuotaExceeded 429 (quota_exceeded,
 // without Retry-After: a person holds as many listeners or subscriptions as
 // the hub allows), ErrClosed 410 (a listener deleted) or
 // 503 (shutting down), and moitessier.ErrOutcomeUnknown 503 with code

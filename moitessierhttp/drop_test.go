@@ -222,7 +222,10 @@ func trialShape(trial int) (k int, waitAck, reset bool) {
 // reads for 300 ms before it drops, to hold the stream to that bound.
 func TestSSEDropResume(t *testing.T) {
 	const every = 10 * time.Millisecond
-	e := newEnv(t, moitessierhttp.Config{TCPAckInterval: every})
+	// A hundred reconnects in a few seconds, each a join: about the
+	// default join burst, which a slower machine would refill and a faster
+	// one not.
+	e := newEnv(t, moitessierhttp.Config{TCPAckInterval: every, JoinRate: -1})
 	r := newDropRun(t, e, "drop.sse")
 	r.window = 2*every + 150*time.Millisecond
 	addr := strings.TrimPrefix(e.ts.URL, "http://")
@@ -323,7 +326,8 @@ func sseConn(tb testing.TB, addr string, r *dropRun, until func(*received, <-cha
 // TestWebSocketDropResume: WebSocket, acknowledging each frame it reads
 // with an ack frame, read in part and dropped.
 func TestWebSocketDropResume(t *testing.T) {
-	e := newEnv(t, moitessierhttp.Config{})
+	// A hundred reconnects, each a join: see TestSSEDropResume.
+	e := newEnv(t, moitessierhttp.Config{JoinRate: -1})
 	r := newDropRun(t, e, "drop.ws")
 	for trial := range dropTrials {
 		k, waitAck, _ := trialShape(trial)
@@ -397,7 +401,8 @@ func wsConn(tb testing.TB, e *env, r *dropRun, until func(*received, <-chan stru
 // TestPollDropResume: long-poll, each answer's cursor sent back with the
 // next poll, and a poll dropped before its answer is read.
 func TestPollDropResume(t *testing.T) {
-	e := newEnv(t, moitessierhttp.Config{})
+	// Hundreds of polls a second, each a join: past the default join rate.
+	e := newEnv(t, moitessierhttp.Config{JoinRate: -1})
 	r := newDropRun(t, e, "drop.poll")
 	addr := strings.TrimPrefix(e.ts.URL, "http://")
 	base := e.ts.URL + "/v1/poll?client=tab&timeout=5&scope=" + r.scope

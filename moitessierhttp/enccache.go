@@ -21,8 +21,10 @@ type encCache struct {
 	byAddr sync.Map // *moitessier.Message -> *encEntry
 	byID   sync.Map // encKey -> *encEntry
 	mu     sync.Mutex
-	ring   []encSlot
-	next   int
+	ring   []encSlot // the entries cached, oldest at head
+	head   int
+	n      int // slots in use
+	bytes  int // of the encodings cached
 }
 
 type encKey struct {
@@ -35,15 +37,27 @@ type encEntry struct {
 	b []byte
 }
 
-// encSlot is one cached key, in the order they were added.
+// encSlot is one cached entry, in the order they were added, and the
+// address it is also cached by, if any.
 type encSlot struct {
+	e    *encEntry
 	addr *moitessier.Message
-	id   encKey
 }
 
-const encCacheSize = 4096
+// The cache's bounds. It holds at most encCacheSlots entries and
+// encCacheBytes of encodings, dropping the oldest first, and does not
+// cache an encoding larger than encCacheMaxEntry: counted in entries
+// alone, messages of the largest size (JSON may spell a byte of text in
+// 6) would pin gigabytes. With the default message limit every message
+// fits; an operator who raises it far gets the largest messages encoded
+// again for each subscriber that sends them, which costs time, not memory.
+const (
+	encCacheSlots    = 4096
+	encCacheBytes    = 64 << 20
+	encCacheMaxEntry = 1 << 20
+)
 
-func newEncCache() *encCache { return &encCache{ring: make([]encSlot, 0, encCacheSize)} }
+func newEncCache() *encCache { return &encCache{ring: make([]encSlot, encCacheSlots)} }
 
 // json returns the encoded message.
 func (c *encCache) json(m *moitessier.Message) []byte {
@@ -58,31 +72,40 @@ func (c *encCache) json(m *moitessier.Message) []byte {
 	if v, ok := c.byID.Load(k); ok {
 		return v.(*encEntry).b
 	}
-	e := &encEntry{encKey: k, b: encode(m)}
+	b := encode(m)
+	if len(b) > encCacheMaxEntry {
+		return b
+	}
+	e := &encEntry{encKey: k, b: b}
 	if v, loaded := c.byID.LoadOrStore(k, e); loaded {
 		return v.(*encEntry).b
 	}
-	c.add(encSlot{id: k})
+	var addr *moitessier.Message
 	if _, loaded := c.byAddr.LoadOrStore(m, e); !loaded {
-		c.add(encSlot{addr: m})
+		addr = m
 	}
+	c.add(encSlot{e: e, addr: addr})
 	return e.b
 }
 
-// add records a new key, dropping the oldest when the cache is full.
+// add records a new entry, dropping the oldest until it fits.
 func (c *encCache) add(s encSlot) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.ring) < cap(c.ring) {
-		c.ring = append(c.ring, s)
-		return
+	for c.n == len(c.ring) || c.n > 0 && c.bytes+len(s.e.b) > encCacheBytes {
+		old := c.ring[c.head]
+		c.ring[c.head] = encSlot{}
+		c.head = (c.head + 1) % len(c.ring)
+		c.n--
+		c.bytes -= len(old.e.b)
+		// Only if they still map to it: a key's entry may have been
+		// replaced since.
+		c.byID.CompareAndDelete(old.e.encKey, old.e)
+		if old.addr != nil {
+			c.byAddr.CompareAndDelete(old.addr, old.e)
+		}
 	}
-	old := c.ring[c.next]
-	if old.addr != nil {
-		c.byAddr.Delete(old.addr)
-	} else {
-		c.byID.Delete(old.id)
-	}
-	c.ring[c.next] = s
-	c.next = (c.next + 1) % len(c.ring)
+	c.ring[(c.head+c.n)%len(c.ring)] = s
+	c.n++
+	c.bytes += len(s.e.b)
 }

@@ -35,8 +35,10 @@ var (
 	ErrWeakSecret = fmt.Errorf("moitessierhttp: secret too short: %w", moitessier.ErrInvalidArgument)
 	// ErrForbidden reports a scope or listener the token does not grant (403).
 	ErrForbidden = errors.New("moitessierhttp: forbidden")
-	// ErrRateLimited reports a person over the dispatch rate limit (429).
-	// The error is a *RateLimitError, which says when to retry.
+	// ErrRateLimited reports a person over the dispatch rate limit
+	// (Config.DispatchRate) or the rate of joins and leaves
+	// (Config.JoinRate) (429). The error is a *RateLimitError, which says
+	// when to retry.
 	ErrRateLimited = errors.New("moitessierhttp: rate limited")
 	// ErrHandlerBudget reports a person whose dispatches' handlers used up
 	// their handler time (Config.HandlerTimeRate) (429). The error is a
@@ -44,6 +46,10 @@ var (
 	ErrHandlerBudget = errors.New("moitessierhttp: handler time used up")
 	// ErrTooManyListeners reports a connection over Config.MaxListenersPerConn (429).
 	ErrTooManyListeners = errors.New("moitessierhttp: too many listeners on this connection")
+	// ErrTooManyStreams reports a person who holds Config.MaxStreamsPerPerson
+	// open streams (SSE, WebSocket, long-poll) already (429). It clears
+	// when one of them ends.
+	ErrTooManyStreams = errors.New("moitessierhttp: too many open streams")
 	// ErrSlowConsumer reports a connection dropped because it did not take
 	// its messages within Config.WriteTimeout. The client resumes from its cursor.
 	ErrSlowConsumer = errors.New("moitessierhttp: slow consumer")
@@ -74,11 +80,11 @@ func tokenErr(reason error, format string, args ...any) error {
 	return &tokenError{reason: reason, detail: fmt.Sprintf(format, args...)}
 }
 
-// RateLimitError is returned for a dispatch over a per-person limit: the
-// dispatch rate (it wraps ErrRateLimited) or the handler time
-// (ErrHandlerBudget).
+// RateLimitError is returned for a request over a per-person limit: the
+// dispatch rate or the rate of joins and leaves (it wraps ErrRateLimited),
+// or the handler time (ErrHandlerBudget).
 type RateLimitError struct {
-	// RetryAfter is how long until a dispatch would be allowed.
+	// RetryAfter is how long until the request would be allowed.
 	RetryAfter time.Duration
 	// Limit is the limit passed: ErrRateLimited, or ErrHandlerBudget.
 	// Nil means ErrRateLimited.
@@ -104,7 +110,7 @@ type ErrorBody struct {
 	Status int    `json:"status"`
 	Code   string `json:"code"`
 	Error  string `json:"error"`
-	// RetryAfter is set, in seconds, on 429 responses to a dispatch past a
+	// RetryAfter is set, in seconds, on 429 responses to a request past a
 	// rate limit (rate_limited, handler_budget).
 	RetryAfter float64 `json:"retry_after,omitempty"`
 }
@@ -143,6 +149,8 @@ var errorTable = []errorClass{
 	{err: ErrRateLimited, status: http.StatusTooManyRequests, code: "rate_limited", client: true},
 	{err: ErrHandlerBudget, status: http.StatusTooManyRequests, code: "handler_budget", client: true},
 	{err: ErrTooManyListeners, status: http.StatusTooManyRequests, code: "too_many_listeners", client: true},
+	// A count, as the quotas are: room comes back when a stream ends.
+	{err: ErrTooManyStreams, status: http.StatusTooManyRequests, code: "too_many_streams", client: true},
 	// A count, not a rate: it clears when the person leaves or a lease
 	// expires, so there is no Retry-After.
 	{err: moitessier.ErrQuotaExceeded, status: http.StatusTooManyRequests, code: "quota_exceeded", client: true},
@@ -247,19 +255,33 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if b.Status == statusClientClosed {
 		return
 	}
-	writeJSON(w, b.Status, b)
+	s.writeJSON(w, b.Status, b)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON writes v as the answer, within Config.ResponseTimeout (see
+// answerDeadline).
+func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		http.Error(w, `{"status":500,"code":"internal","error":"internal error"}`, http.StatusInternalServerError)
 		return
 	}
+	s.answerDeadline(w)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// answerDeadline sets the write deadline of an answer that is not a
+// stream to Config.ResponseTimeout from now. Without it a client that
+// does not read would hold the answer, and the handler, for as long as it
+// keeps its connection open. net/http clears the deadline once the answer
+// is sent, before it reads the next request on the connection.
+func (s *Server) answerDeadline(w http.ResponseWriter) *http.ResponseController {
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.ResponseTimeout))
+	return rc
 }
 
 // sentinelFor returns the sentinel error a client should see for a code,

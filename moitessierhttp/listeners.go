@@ -25,6 +25,9 @@ type JoinResult struct {
 // names, for the token's person ("start" as in the query: see ParseStart).
 func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
 	c, err := s.authenticate(r)
+	if err == nil {
+		err = s.allowJoin(c)
+	}
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -63,7 +66,7 @@ func (s *Server) serveJoin(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, JoinResult{Listener: wireInfo(info), Cursor: uint64(cur)})
+	s.writeJSON(w, http.StatusOK, JoinResult{Listener: wireInfo(info), Cursor: uint64(cur)})
 }
 
 func listenerParam(r *http.Request) string {
@@ -79,15 +82,20 @@ func (s *Server) readable(r *http.Request) (*Claims, moitessier.ListenerInfo, er
 	if err != nil {
 		return nil, moitessier.ListenerInfo{}, err
 	}
-	id := listenerParam(r)
-	if id == "" {
-		return nil, moitessier.ListenerInfo{}, fmt.Errorf("%w: no listener", ErrBadRequest)
-	}
-	info, err := s.lookup(r.Context(), c, id)
+	info, err := s.readableBy(r, c)
 	if err != nil {
 		return nil, info, err
 	}
 	return c, info, nil
+}
+
+// readableBy is readable for claims already authenticated.
+func (s *Server) readableBy(r *http.Request, c *Claims) (moitessier.ListenerInfo, error) {
+	id := listenerParam(r)
+	if id == "" {
+		return moitessier.ListenerInfo{}, fmt.Errorf("%w: no listener", ErrBadRequest)
+	}
+	return s.lookup(r.Context(), c, id)
 }
 
 func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
@@ -96,7 +104,7 @@ func (s *Server) serveInfo(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, wireInfo(info))
+	s.writeJSON(w, http.StatusOK, wireInfo(info))
 }
 
 // ReadState answers GET /v1/listeners/{id}/subscribers: a page of the
@@ -197,13 +205,21 @@ func (s *Server) serveReadState(w http.ResponseWriter, r *http.Request) {
 		}
 		rs.Subscribers = append(rs.Subscribers, Subscriber{Person: sub.Person, Client: sub.Client, Cursor: uint64(sub.Cursor), Joined: sub.Joined.UTC(), LeaseExpires: sub.LeaseExpires.UTC()})
 	}
-	writeJSON(w, http.StatusOK, rs)
+	s.writeJSON(w, http.StatusOK, rs)
 }
 
 // serveLeave handles DELETE /v1/listeners/{id}?client=…: the caller stops
 // being a subscriber; the last subscriber out deletes the listener.
 func (s *Server) serveLeave(w http.ResponseWriter, r *http.Request) {
-	c, info, err := s.readable(r)
+	c, err := s.authenticate(r)
+	if err == nil {
+		err = s.allowJoin(c)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	info, err := s.readableBy(r, c)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

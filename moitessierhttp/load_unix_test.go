@@ -170,7 +170,9 @@ func TestLoadServerProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hub.Close()
-	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{Secret: secret, DispatchRate: -1})
+	// One person holds all the streams, and joins them all at once, past
+	// the default limits.
+	srv, err := moitessierhttp.New(hub, moitessierhttp.Config{Secret: secret, DispatchRate: -1, MaxStreamsPerPerson: -1, JoinRate: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -19,7 +19,9 @@ import (
 type PollResult struct {
 	Listener string `json:"listener"`
 	// Cursor is where the next poll continues: the last message's seq, or
-	// the asked cursor when there was none.
+	// the asked cursor when there was none. An answer holds at most
+	// Config.MaxPollBytes of messages (and the hub's BatchLimit of them),
+	// and at least one: a listener with more continues from Cursor.
 	Cursor   uint64    `json:"cursor"`
 	Messages []Message `json:"messages"`
 	// Reset is true when the asked cursor was past the listener's newest
@@ -65,6 +67,15 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		timeout = life
 	}
 	timeout = max(timeout, time.Millisecond) // 0 would mean no timeout at all
+	if err := s.holdStream(c.Subject); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	defer s.releaseStream(c.Subject)
+	if err := s.allowJoin(c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	ctx, end, err := s.beginStream(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)
@@ -86,9 +97,25 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 	s.metrics.open[transportPoll].Add(1)
 	defer s.metrics.open[transportPoll].Add(-1)
 
-	var got []moitessier.Message
+	var (
+		enc  [][]byte // the answer's messages, encoded
+		last moitessier.Cursor
+	)
 	cur, err := l.ListenUntil(ctx, nil, func(ctx context.Context, msgs []moitessier.Message) error {
-		got = slices.Clone(msgs)
+		// As many as fit in MaxPollBytes, and at least one; the rest come
+		// with the next poll, which continues from the last one taken.
+		size := 0
+		for i := range msgs {
+			b := s.enc.json(&msgs[i])
+			if i > 0 && size+len(b) > s.cfg.MaxPollBytes {
+				break
+			}
+			size += len(b)
+			enc = append(enc, b)
+		}
+		last = msgs[len(enc)-1].Seq
+		s.metrics.delivered(transportPoll, msgs[:len(enc)], s.cfg.Now())
+		// Not acknowledged: the next poll's since=N says the client has them.
 		return errGot
 	}, since, 0, timeout)
 	switch {
@@ -99,16 +126,69 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	res := PollResult{Listener: info.ID, Cursor: uint64(cur), Messages: make([]Message, len(got)), Reset: reset}
-	for i := range got {
-		res.Messages[i] = wireMessage(&got[i])
+	if len(enc) > 0 {
+		cur = last
 	}
-	if n := len(got); n > 0 {
-		res.Cursor = uint64(got[n-1].Seq)
-		s.metrics.delivered(transportPoll, got, s.cfg.Now())
-	}
-	writeJSON(w, http.StatusOK, res)
+	s.writePoll(w, PollResult{Listener: info.ID, Cursor: uint64(cur), Reset: reset}, enc)
 }
+
+// writePoll writes a long-poll answer, res with the messages enc (their
+// JSON), as json.Marshal would, without building it whole in memory: the
+// messages are written as they are, from the encoding cache. It is written
+// within Config.ResponseTimeout, and cut short once the Server closes
+// (closeGrace later), so that a client that does not read holds up
+// neither the answer nor a shutdown; an answer cut short acknowledges
+// nothing, and the client polls again from the same cursor.
+func (s *Server) writePoll(w http.ResponseWriter, res PollResult, enc [][]byte) {
+	head := make([]byte, 0, 64+len(res.Listener))
+	head = append(head, `{"listener":`...)
+	head = appendJSONString(head, res.Listener)
+	head = append(head, `,"cursor":`...)
+	head = strconv.AppendUint(head, res.Cursor, 10)
+	head = append(head, `,"messages":[`...)
+	tail := "]}\n"
+	if res.Reset {
+		tail = `],"reset":true}` + "\n"
+	}
+	n := len(head) + max(len(enc)-1, 0) + len(tail)
+	for _, b := range enc {
+		n += len(b)
+	}
+	rc := s.answerDeadline(w)
+	cut := make(chan struct{})
+	stop := context.AfterFunc(s.ctx, func() {
+		defer close(cut)
+		_ = rc.SetWriteDeadline(time.Now().Add(min(closeGrace, s.cfg.ResponseTimeout)))
+	})
+	defer func() {
+		if !stop() {
+			<-cut // the ResponseWriter is not to be used once the handler returns
+		}
+	}()
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(n))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(head); err != nil {
+		return
+	}
+	for i, b := range enc {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return
+			}
+		}
+		if _, err := w.Write(b); err != nil {
+			return
+		}
+	}
+	_, _ = io.WriteString(w, tail)
+}
+
+// closeGrace is how long an answer being written when the Server closes
+// may still take.
+const closeGrace = time.Second
 
 // parseTimeout reads a duration as seconds ("25", "0.5") or Go syntax ("25s").
 func parseTimeout(v string) (time.Duration, error) {

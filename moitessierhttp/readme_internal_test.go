@@ -1,11 +1,14 @@
 package moitessierhttp
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/likestripes/moitessier"
 )
 
 // readme returns the README's section under heading (up to the next
@@ -43,11 +46,20 @@ func TestReadmeLimits(t *testing.T) {
 		{"`Config.PollTimeout`", secs(cfg.PollTimeout)},
 		{"`Config.MaxPollTimeout`", secs(cfg.MaxPollTimeout)},
 		{"`Config.MaxListenersPerConn`", strconv.Itoa(cfg.MaxListenersPerConn)},
+		{"`Config.MaxStreamsPerPerson`", strconv.Itoa(cfg.MaxStreamsPerPerson)},
 		{"`Config.BodyTimeout`", secs(cfg.BodyTimeout)},
 		{"`Config.WriteTimeout`", secs(cfg.WriteTimeout)},
+		{"`Config.ResponseTimeout`", secs(cfg.ResponseTimeout)},
+		{"`Config.MaxPollBytes`", strconv.Itoa(cfg.MaxPollBytes>>20) + " MiB"},
 		{"bytes of a token", strconv.Itoa(maxTokenBytes>>10) + " KiB"},
 		{"bytes of the HS256 secret", strconv.Itoa(MinSecretBytes)},
+		{"`moitessierhttp.MaxRefBytes`", strconv.Itoa(MaxRefBytes)},
 		{"subscribers per page", strconv.Itoa(DefaultReadStateLimit)},
+		{"`moitessier.MaxScopeBytes`", strconv.Itoa(moitessier.MaxScopeBytes>>10) + " KiB"},
+		{"`moitessier.MaxNameBytes`", strconv.Itoa(moitessier.MaxNameBytes)},
+		{"keeps encoded as JSON", strconv.Itoa(encCacheBytes>>20) + " MiB"},
+		{"remembers as verified", fmt.Sprintf("%d %03d, and %d MiB", tokenCacheSize/1000, tokenCacheSize%1000, tokenCacheBytes>>20)},
+		{"keeps encoded as JSON", fmt.Sprintf("%d %03d messages", encCacheSlots/1000, encCacheSlots%1000)},
 	} {
 		var row string
 		for _, line := range strings.Split(sec, "\n") {
@@ -58,6 +70,9 @@ func TestReadmeLimits(t *testing.T) {
 		if cols := strings.Split(row, " | "); len(cols) < 3 || !strings.Contains(cols[1], tc.want) {
 			t.Errorf("README limits: the row of %s is %q, want %q in its default", tc.names, row, tc.want)
 		}
+	}
+	if want := fmt.Sprintf("JSON is over %d MiB is not kept", encCacheMaxEntry>>20); !strings.Contains(sec, want) {
+		t.Errorf("README limits: the encoding cache's row does not say %q", want)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -30,9 +31,15 @@ type Config struct {
 	Authenticate func(r *http.Request) (*Claims, error)
 
 	// AllowedOrigins are the origins allowed to call the server from a
-	// browser on another origin (CORS, and the Origin check of WebSockets),
-	// as "https://app.example.com", or "*" for any. Default: none, so only
-	// same-origin pages and non-browser clients.
+	// browser on another origin, as "https://app.example.com", or "*" for
+	// any. Each is a pattern matched against the whole origin
+	// (scheme://host[:port]), case-insensitively, with [path.Match]:
+	// "https://*.example.com" allows every subdomain of example.com over
+	// https on its default port. The same patterns serve CORS and the
+	// Origin check of WebSockets, so that a page allowed one is allowed
+	// the other; a WebSocket from a page on the server's own host is
+	// always allowed. Default: none, so only same-origin pages and
+	// non-browser clients.
 	AllowedOrigins []string
 
 	// MaxMessageBytes is the largest message text a dispatch may carry;
@@ -42,6 +49,16 @@ type Config struct {
 	// may listen to at once; one more gets a too_many_listeners error.
 	// (An SSE or long-poll request always has exactly one.) Default 16.
 	MaxListenersPerConn int
+	// MaxStreamsPerPerson is the most streams one person may hold open at
+	// once in this process: SSE streams, WebSocket connections (each with
+	// up to MaxListenersPerConn listens) and waiting long-polls together.
+	// One more gets 429 too_many_streams ([ErrTooManyStreams]) before
+	// anything is joined; room comes back when one of them ends. Every
+	// open stream holds a connection, a goroutine and its buffers, so
+	// without it one token could hold as many as the hub has file
+	// descriptors. Default [DefaultMaxStreamsPerPerson], 32 (several tabs
+	// on several devices); negative: no limit.
+	MaxStreamsPerPerson int
 	// DispatchRate is how many dispatches per second one person may make,
 	// over HTTP and WebSocket together; more get 429 with Retry-After. It
 	// is counted in this process: N hubs on one store allow N times it.
@@ -52,6 +69,24 @@ type Config struct {
 	// DispatchRate. Default: twice DispatchRate rounded up, at least 1 (100
 	// with the default rate).
 	DispatchBurst int
+	// JoinRate is how many listener operations per second one person may
+	// make, counted in this process: joining or creating a listener (POST
+	// /v1/listeners, and every SSE stream, long-poll and WebSocket listen,
+	// each of which joins the listener it names) and leaving one (DELETE
+	// /v1/listeners/{id}, a WebSocket unlisten with leave). Each is a
+	// write to the store. More get 429 rate_limited with Retry-After,
+	// before anything is read or written. Default [DefaultJoinRate], 20 a
+	// second: a page that joins a few listeners is far below it, and so is
+	// a long-poll client, which joins with every poll, unless it polls
+	// more than 20 times a second (a poll past it gets 429 with
+	// Retry-After, and the poll after that what came meanwhile); a script
+	// that loops is not. Negative: no limit.
+	JoinRate float64
+	// JoinBurst is how many listener operations a person may make at once
+	// above JoinRate: every tab of a person reconnecting at once after a
+	// restart, say. Default: five times JoinRate rounded up, at least 1
+	// (100 with the default rate).
+	JoinBurst int
 	// HandlerTimeRate is how much handler time (the wall time of the
 	// handler calls of a person's dispatches, moitessier.Dispatched's
 	// HandlerTime) one person may use per second on average, counted in
@@ -124,6 +159,22 @@ type Config struct {
 	PollTimeout time.Duration
 	// MaxPollTimeout bounds the timeout a long-poll may ask for. Default 60 s.
 	MaxPollTimeout time.Duration
+	// MaxPollBytes bounds the messages of one long-poll answer, in bytes of
+	// their JSON: an answer holds the messages up to it, and always at
+	// least one (a message larger than it goes alone); its cursor is the
+	// last one's, and the next poll continues from there. JSON may spell a
+	// byte of text in 6, so without it the hub's BatchLimit messages of the
+	// largest size would make one answer of about a hundred times
+	// MaxMessageBytes. Default [DefaultMaxPollBytes], 1 MiB.
+	MaxPollBytes int
+	// ResponseTimeout bounds the writing of every answer that is not a
+	// stream (a long-poll's messages, a dispatch's result, an error): a
+	// client that has not taken it by then has its connection closed, so
+	// that it holds neither the answer nor the handler. It runs from when
+	// the answer is written, not from the request: a long-poll's wait does
+	// not count. Default 30 s: a whole long-poll answer (MaxPollBytes) at
+	// 35 KB/s.
+	ResponseTimeout time.Duration
 
 	// Handlers are the handler functions a dispatch may name ("handlers":
 	// ["name"]) to compute the messages of Handler listeners.
@@ -142,6 +193,17 @@ type Config struct {
 // DefaultDispatchRate is Config.DispatchRate's default: dispatches per
 // second per person.
 const DefaultDispatchRate = 50
+
+// DefaultJoinRate is Config.JoinRate's default: joins and leaves per
+// second per person.
+const DefaultJoinRate = 20
+
+// DefaultMaxStreamsPerPerson is Config.MaxStreamsPerPerson's default.
+const DefaultMaxStreamsPerPerson = 32
+
+// DefaultMaxPollBytes is Config.MaxPollBytes's default: the bytes of
+// messages in one long-poll answer.
+const DefaultMaxPollBytes = 1 << 20
 
 // Defaults of the per-person handler time bucket (Config.HandlerTimeRate,
 // Config.HandlerTimeBurst).
@@ -167,11 +229,20 @@ func (c Config) withDefaults() Config {
 	if c.MaxListenersPerConn == 0 {
 		c.MaxListenersPerConn = 16
 	}
+	if c.MaxStreamsPerPerson == 0 {
+		c.MaxStreamsPerPerson = DefaultMaxStreamsPerPerson
+	}
 	if c.DispatchRate == 0 {
 		c.DispatchRate = DefaultDispatchRate
 	}
 	if c.DispatchBurst == 0 && c.DispatchRate > 0 {
 		c.DispatchBurst = max(1, int(math.Ceil(2*c.DispatchRate)))
+	}
+	if c.JoinRate == 0 {
+		c.JoinRate = DefaultJoinRate
+	}
+	if c.JoinBurst == 0 && c.JoinRate > 0 {
+		c.JoinBurst = max(1, int(math.Ceil(5*c.JoinRate)))
 	}
 	if c.HandlerTimeRate == 0 {
 		c.HandlerTimeRate = DefaultHandlerTimeRate
@@ -194,6 +265,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxPollTimeout == 0 {
 		c.MaxPollTimeout = 60 * time.Second
 	}
+	if c.MaxPollBytes == 0 {
+		c.MaxPollBytes = DefaultMaxPollBytes
+	}
+	if c.ResponseTimeout == 0 {
+		c.ResponseTimeout = 30 * time.Second
+	}
 	if c.TCPAckInterval == 0 {
 		c.TCPAckInterval = 100 * time.Millisecond
 	}
@@ -215,11 +292,11 @@ func (c Config) validate() error {
 		return fmt.Errorf("config: %w: Secret or Authenticate is required", moitessier.ErrInvalidArgument)
 	case len(c.Secret) > 0 && CheckSecret(c.Secret) != nil:
 		return fmt.Errorf("config: Secret: %w", CheckSecret(c.Secret))
-	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.HandlerTimeBurst < 0:
+	case c.MaxMessageBytes < 0, c.MaxListenersPerConn < 0, c.DispatchBurst < 0, c.JoinBurst < 0, c.HandlerTimeBurst < 0, c.MaxPollBytes < 0:
 		return fmt.Errorf("config: %w: negative limit", moitessier.ErrInvalidArgument)
 	case c.HandlerTimeRate > 0 && c.HandlerTimeBurst < 2*minHandlerShare:
 		return fmt.Errorf("config: %w: HandlerTimeBurst under %v", moitessier.ErrInvalidArgument, 2*minHandlerShare)
-	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0:
+	case c.Heartbeat < 0, c.WriteTimeout < 0, c.PollTimeout < 0, c.MaxPollTimeout < 0, c.BodyTimeout < 0, c.TCPAckInterval < 0, c.ResponseTimeout < 0:
 		return fmt.Errorf("config: %w: negative duration", moitessier.ErrInvalidArgument)
 	case c.PollTimeout > c.MaxPollTimeout:
 		return fmt.Errorf("config: %w: PollTimeout above MaxPollTimeout", moitessier.ErrInvalidArgument)
@@ -227,6 +304,9 @@ func (c Config) validate() error {
 	for _, o := range c.AllowedOrigins {
 		if o != "*" && !strings.Contains(o, "://") {
 			return fmt.Errorf("config: %w: allowed origin %q: want scheme://host[:port] or *", moitessier.ErrInvalidArgument, o)
+		}
+		if _, err := path.Match(o, ""); err != nil {
+			return fmt.Errorf("config: %w: allowed origin %q: %w", moitessier.ErrInvalidArgument, o, err)
 		}
 	}
 	return nil
@@ -256,6 +336,9 @@ type Server struct {
 	metrics *Metrics
 	mux     *http.ServeMux
 	limiter *limiter
+	// joins is the per-person bucket of listener operations; nil when
+	// Config.JoinRate is negative.
+	joins *limiter
 	// handlerTime is the per-person bucket of handler time, in seconds;
 	// nil when Config.HandlerTimeRate is negative.
 	handlerTime *limiter
@@ -263,7 +346,7 @@ type Server struct {
 	busy        busyStreams // the streams that write, which the default batch interval is sized by
 
 	anyOrigin bool
-	origins   []string
+	origins   []string // AllowedOrigins but "*", lower case, as originAllowed matches them
 
 	// ctx is cancelled by Close: every stream ends.
 	ctx       context.Context
@@ -275,6 +358,7 @@ type Server struct {
 	closeOnce sync.Once
 	ws        wsConns // open WebSockets, stopped by Close
 	tokens    tokenCache
+	held      streamCounts // each person's open streams, for Config.MaxStreamsPerPerson
 }
 
 // New returns a Server for hub. The Server does not own the hub: close the
@@ -299,11 +383,14 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 	}
 	for _, o := range cfg.AllowedOrigins {
 		if o != "*" {
-			s.origins = append(s.origins, strings.TrimRight(o, "/"))
+			s.origins = append(s.origins, strings.ToLower(strings.TrimRight(o, "/")))
 		}
 	}
 	if cfg.DispatchRate > 0 {
 		s.limiter = newLimiter(cfg.DispatchRate, cfg.DispatchBurst)
+	}
+	if cfg.JoinRate > 0 {
+		s.joins = newLimiter(cfg.JoinRate, cfg.JoinBurst)
 	}
 	if cfg.HandlerTimeRate > 0 {
 		s.handlerTime = &limiter{rate: cfg.HandlerTimeRate.Seconds(), burst: cfg.HandlerTimeBurst.Seconds(), buckets: map[string]*bucket{}}
@@ -370,10 +457,10 @@ func (s *Server) serveNoRoute(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Error: r.Method + " " + r.URL.Path + ": allowed: " + strings.Join(allow, ", ")})
+		s.writeJSON(w, http.StatusMethodNotAllowed, ErrorBody{Status: http.StatusMethodNotAllowed, Code: "method_not_allowed", Error: r.Method + " " + r.URL.Path + ": allowed: " + strings.Join(allow, ", ")})
 		return
 	}
-	writeJSON(w, http.StatusNotFound, ErrorBody{Status: http.StatusNotFound, Code: "not_found", Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
+	s.writeJSON(w, http.StatusNotFound, ErrorBody{Status: http.StatusNotFound, Code: "not_found", Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 }
 
 // SSE returns the Server-Sent Events handler alone, to mount elsewhere.
@@ -461,6 +548,50 @@ func (s *Server) beginCancelableStream(parent context.Context) (context.Context,
 	}, nil
 }
 
+// streamCounts counts each person's open streams in this process.
+type streamCounts struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+// holdStream counts a stream that person opens, or returns an error
+// wrapping ErrTooManyStreams if they hold Config.MaxStreamsPerPerson
+// already. Every stream it counts is released with releaseStream, on
+// every path by which the stream ends or fails to begin.
+func (s *Server) holdStream(person string) error {
+	most := s.cfg.MaxStreamsPerPerson
+	if most < 0 {
+		return nil
+	}
+	h := &s.held
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if n := h.m[person]; n >= most {
+		return fmt.Errorf("%w: %q holds %d streams (SSE, WebSocket, long-poll), the most allowed", ErrTooManyStreams, person, n)
+	}
+	if h.m == nil {
+		h.m = make(map[string]int)
+	}
+	h.m[person]++
+	return nil
+}
+
+// releaseStream ends what holdStream counted.
+func (s *Server) releaseStream(person string) {
+	if s.cfg.MaxStreamsPerPerson < 0 {
+		return
+	}
+	h := &s.held
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// Deleted at zero, so that the map holds only persons with streams.
+	if n := h.m[person] - 1; n > 0 {
+		h.m[person] = n
+	} else {
+		delete(h.m, person)
+	}
+}
+
 // cors sets the CORS headers of an allowed origin and answers preflight
 // requests. It reports whether it answered the request.
 func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
@@ -470,7 +601,7 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	}
 	h := w.Header()
 	h.Add("Vary", "Origin")
-	allowed := s.anyOrigin || slices.Contains(s.origins, origin)
+	allowed := s.originAllowed(origin)
 	if allowed {
 		if s.anyOrigin {
 			h.Set("Access-Control-Allow-Origin", "*")
@@ -489,6 +620,40 @@ func (s *Server) cors(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return true
+}
+
+// originAllowed reports whether a page of origin, as a browser sends it in
+// its Origin header, may call the server from another origin: whether it
+// matches one of Config.AllowedOrigins.
+func (s *Server) originAllowed(origin string) bool {
+	if s.anyOrigin {
+		return true
+	}
+	origin = strings.ToLower(origin)
+	for _, p := range s.origins {
+		if ok, _ := path.Match(p, origin); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// wsOriginAllowed is the Origin check of a WebSocket handshake: a request
+// without Origin (not from a browser) or from a page on the server's own
+// host, as the WebSocket library would allow, or from an allowed origin,
+// matched as CORS matches it.
+func (s *Server) wsOriginAllowed(r *http.Request) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return nil
+	}
+	if s.originAllowed(origin) {
+		return nil
+	}
+	return fmt.Errorf("origin %.128q: %w: not an allowed origin", origin, ErrForbidden)
 }
 
 // authenticate returns the claims of the request's token.

@@ -60,6 +60,20 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if err := s.holdStream(c.Subject); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	held := true // until a stream of its own takes it over
+	defer func() {
+		if held {
+			s.releaseStream(c.Subject)
+		}
+	}()
+	if err := s.allowJoin(c); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	l, info, err := s.openListener(r.Context(), c, spec)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -111,6 +125,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 					job.ack = &sseAck{l: l, conn: tc, acks: s.tcpAcks}
 				}
 			}
+			held = false
 			go job.runHijacked(ctx, cancel, end, conn)
 			return
 		}
@@ -201,6 +216,7 @@ func (st *sseJob) release() {
 // connection that is gone: through the Server's closeWatcher where it can, else with a
 // goroutine reading conn.
 func (st *sseJob) runHijacked(ctx context.Context, cancel context.CancelFunc, end func(), conn net.Conn) {
+	defer st.s.releaseStream(st.claims.Subject)
 	defer end() // cancels ctx
 	defer closeConn(conn)
 	var gone atomic.Bool

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -329,16 +330,43 @@ func bearer(r *http.Request) string {
 // by the token's SHA-256, so that a hit is the very token verified; a hit
 // is still checked against the time (exp, nbf) on every use, and one that
 // has expired is verified again, which gives the error. It holds at most
-// tokenCacheSize tokens and drops one at random when full. The claims it
-// returns are shared by every request that sent the token, and by the
-// streams that hold them: the Server never changes claims.
+// tokenCacheSize tokens and tokenCacheBytes of their claims, and drops
+// tokens at random until a new one fits. The claims it returns are shared
+// by every request that sent the token, and by the streams that hold
+// them: the Server never changes claims.
 type tokenCache struct {
-	mu sync.Mutex
-	m  map[[sha256.Size]byte]*Claims
+	mu    sync.Mutex
+	m     map[[sha256.Size]byte]cachedClaims
+	bytes int // the sizes of the claims in m
 }
 
-// tokenCacheSize bounds the tokens a Server remembers (about 300 bytes each).
-const tokenCacheSize = 1024
+type cachedClaims struct {
+	c    *Claims
+	size int // see claimsBytes
+}
+
+// The bounds of tokenCache. A token's claims are a few hundred bytes when
+// it grants a few patterns, but one of maxTokenBytes may grant thousands,
+// each a string of its own: counted in tokens alone, the cache could hold
+// tens of megabytes.
+const (
+	tokenCacheSize  = 1024
+	tokenCacheBytes = 4 << 20
+)
+
+// claimsBytes is the memory c holds, near enough: its strings, their
+// headers, and the entry that keeps it.
+func claimsBytes(c *Claims) int {
+	const str = int(unsafe.Sizeof(""))
+	n := int(unsafe.Sizeof(Claims{})+unsafe.Sizeof(cachedClaims{})) + sha256.Size + len(c.Subject)
+	for _, p := range c.Listen {
+		n += str + len(p)
+	}
+	for _, p := range c.Dispatch {
+		n += str + len(p)
+	}
+	return n
+}
 
 // verify is Verify, remembering tokens that verified.
 func (tc *tokenCache) verify(secret []byte, token string, now time.Time) (*Claims, error) {
@@ -347,7 +375,7 @@ func (tc *tokenCache) verify(secret []byte, token string, now time.Time) (*Claim
 	}
 	key := sha256.Sum256([]byte(token))
 	tc.mu.Lock()
-	c := tc.m[key]
+	c := tc.m[key].c
 	tc.mu.Unlock()
 	if c != nil && now.Before(time.Unix(c.ExpiresAt, 0)) && (c.NotBefore == 0 || !now.Before(time.Unix(c.NotBefore, 0))) {
 		return c, nil
@@ -356,18 +384,29 @@ func (tc *tokenCache) verify(secret []byte, token string, now time.Time) (*Claim
 	if err != nil {
 		return nil, err
 	}
-	tc.mu.Lock()
-	if tc.m == nil {
-		tc.m = make(map[[sha256.Size]byte]*Claims)
+	size := claimsBytes(c)
+	if size > tokenCacheBytes {
+		return c, nil
 	}
-	if len(tc.m) >= tokenCacheSize {
-		for k := range tc.m {
-			delete(tc.m, k)
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.m == nil {
+		tc.m = make(map[[sha256.Size]byte]cachedClaims)
+	}
+	if old, ok := tc.m[key]; ok {
+		// Verified again (it had expired, or two requests raced): replaced.
+		delete(tc.m, key)
+		tc.bytes -= old.size
+	}
+	for k, old := range tc.m {
+		if len(tc.m) < tokenCacheSize && tc.bytes+size <= tokenCacheBytes {
 			break
 		}
+		delete(tc.m, k)
+		tc.bytes -= old.size
 	}
-	tc.m[key] = c
-	tc.mu.Unlock()
+	tc.m[key] = cachedClaims{c: c, size: size}
+	tc.bytes += size
 	return c, nil
 }
 
@@ -378,5 +417,5 @@ func (s *Server) serveWhoami(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	s.writeJSON(w, http.StatusOK, c)
 }

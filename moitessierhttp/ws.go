@@ -34,10 +34,11 @@ const StatusTokenExpired websocket.StatusCode = 4001
 //	{"op":"unlisten","ref":"chat"}                  (add "leave":true to stop being a subscriber)
 //	{"op":"dispatch","ref":"d1","scope":"room.1","text":"hi","to":["bob"],"idempotency_key":"k1"}
 //
-// since is a sequence number, "resume" (the default: the server-held
-// cursor) or "head" (only new messages). A listen with since=N
-// acknowledges N. start, as in the query of the other endpoints (see
-// [ParseStart]), is where a subscriber that the listen makes starts.
+// ref is the client's name for a listen or a dispatch, at most
+// MaxRefBytes. since is a sequence number, "resume" (the default: the
+// server-held cursor) or "head" (only new messages). A listen with
+// since=N acknowledges N. start, as in the query of the other endpoints
+// (see [ParseStart]), is where a subscriber that the listen makes starts.
 //
 // ack acknowledges the messages of a ref up to seq: the client has them.
 // The server-held cursor moves only on acks (and on a listen's since=N),
@@ -62,6 +63,12 @@ type WSRequest struct {
 
 	DispatchRequest
 }
+
+// MaxRefBytes is the longest ref a WebSocket request may carry, in bytes,
+// as long as a name (moitessier.MaxNameBytes): a listen keeps its ref and
+// repeats it in every frame it sends. A longer one gets an error frame,
+// bad_request, with no ref.
+const MaxRefBytes = moitessier.MaxNameBytes
 
 // CursorParam is a cursor given in JSON as a number or a string ("resume", "head", "12").
 type CursorParam string
@@ -121,19 +128,30 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if err := s.wsOriginAllowed(r); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.holdStream(c.Subject); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
 	s.streams.Add(1)
 	if s.closing.Load() {
 		s.streams.Done()
+		s.releaseStream(c.Subject)
 		s.writeError(w, r, errServerClosing)
 		return
 	}
 	hj := &wsHijack{ResponseWriter: w}
-	lib, err := websocket.Accept(hj, r, &websocket.AcceptOptions{OriginPatterns: s.origins, InsecureSkipVerify: s.anyOrigin})
+	// The origin is checked above, as CORS checks it.
+	lib, err := websocket.Accept(hj, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil || hj.conn == nil {
 		if hj.conn != nil {
 			_ = hj.conn.Close()
 		}
 		s.streams.Done()
+		s.releaseStream(c.Subject)
 		return // Accept answered the request
 	}
 	// The library's connection is dropped, the hub has the socket: without
@@ -149,7 +167,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// (pgx watches a statement's context with context.AfterFunc).
 	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{
-		s: s, nc: hj.conn, claims: c, ctx: ctx, cancel: cancel,
+		s: s, nc: hj.conn, claims: c, holder: c.Subject, ctx: ctx, cancel: cancel,
 		rbuf: hj.left,
 	}
 	now := time.Now()
@@ -404,6 +422,11 @@ func (wc *wsConn) message(op byte, data []byte, inline bool) bool {
 		wc.sendError("", err)
 		return true
 	}
+	if len(req.Ref) > MaxRefBytes {
+		// Not repeated back: the error frame goes with no ref.
+		wc.sendError("", fmt.Errorf("%w: ref of %d bytes, more than %d", ErrBadRequest, len(req.Ref), MaxRefBytes))
+		return true
+	}
 	run := apart
 	if inline {
 		run = func(f func()) { f() }
@@ -481,6 +504,7 @@ type wsConn struct {
 	s         *Server
 	nc        net.Conn
 	claims    *Claims
+	holder    string // the person whose stream it counts as (see holdStream)
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
 	wg        sync.WaitGroup // the listens, and the reads
@@ -752,6 +776,9 @@ func (wc *wsConn) finish() {
 	wc.rbuf, wc.rbox, wc.msg = nil, nil, nil
 	closeConn(wc.nc)
 	wc.s.metrics.open[transportWS].Add(-1)
+	if wc.holder != "" {
+		wc.s.releaseStream(wc.holder)
+	}
 	wc.s.streams.Done()
 }
 
@@ -889,6 +916,10 @@ func (wc *wsConn) listen(req WSRequest) {
 		return
 	case n >= s.cfg.MaxListenersPerConn:
 		wc.sendError(req.Ref, fmt.Errorf("%w: at most %d", ErrTooManyListeners, s.cfg.MaxListenersPerConn))
+		return
+	}
+	if err := s.allowJoin(wc.claims); err != nil {
+		wc.sendError(req.Ref, err)
 		return
 	}
 	// The listen's own context, which stop cancels, serves the join and
@@ -1040,7 +1071,11 @@ func (wc *wsConn) unlisten(req WSRequest) {
 	sub.cancel()
 	if req.Leave {
 		// Stop being a subscriber: the last one out deletes the listener.
-		if err := sub.l.Close(wc.ctx); err != nil {
+		err := wc.s.allowJoin(wc.claims)
+		if err == nil {
+			err = sub.l.Close(wc.ctx)
+		}
+		if err != nil {
 			wc.sendError(req.Ref, err)
 		}
 	}

@@ -429,3 +429,33 @@ func TestWebSocketEndEndsJoin(t *testing.T) {
 		t.Fatal("the Join's context did not end with the connection")
 	}
 }
+
+// TestWebSocketRefBytes: a ref is at most MaxRefBytes, as long as a name;
+// a longer one, which a listen would keep and repeat in every frame, gets
+// a bad_request error frame without it, for every op, and the connection
+// goes on.
+func TestWebSocketRefBytes(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	c := dialWS(t, e, all(t, "alice"), "")
+	long := strings.Repeat("r", moitessierhttp.MaxRefBytes+1)
+	for _, req := range []moitessierhttp.WSRequest{
+		{Op: "listen", Ref: long, Scopes: []string{"ref.room"}},
+		{Op: "dispatch", Ref: long, DispatchRequest: moitessierhttp.DispatchRequest{Scope: "ref.room", Text: "x"}},
+		{Op: "ack", Ref: long, Seq: 1},
+		{Op: "unlisten", Ref: long},
+	} {
+		c.send(req)
+		f := c.read()
+		if f.Type != "error" || f.Ref != "" || f.Error == nil || f.Error.Code != "bad_request" || f.Error.Status != http.StatusBadRequest {
+			t.Fatalf("%s with a ref of %d bytes: frame %+v, want a bad_request error without the ref", req.Op, len(long), f)
+		}
+	}
+	// The longest ref allowed listens, and comes back in its frames.
+	ref := long[1:]
+	c.send(moitessierhttp.WSRequest{Op: "listen", Ref: ref, Scopes: []string{"ref.room"}})
+	c.expect("listening", ref)
+	dispatch(t, e.client(all(t, "alice")), "ref.room", "hi")
+	if f := c.expect("messages", ref); f.Messages[0].Text != "hi" {
+		t.Fatalf("messages %+v", f.Messages)
+	}
+}

@@ -91,7 +91,7 @@ func (c *benchConfig) startHub(ctx context.Context, name string) (*hubProc, erro
 // environment only to its owner.
 func (c *benchConfig) hubCommand(name, secret string) (args, env []string, drop func()) {
 	// Every connection subscribes as one person, "bench": no quotas.
-	args = []string{"serve", "--addr", "127.0.0.1:0", "--rate", "0", "--quota-subscriptions", "-1", "--quota-listeners", "-1", "--quota-shared", "-1", "--log-level", "warn", "--write-timeout", "30s"}
+	args = []string{"serve", "--addr", "127.0.0.1:0", "--rate", "0", "--quota-subscriptions", "-1", "--quota-listeners", "-1", "--quota-shared", "-1", "--max-streams", "0", "--join-rate", "0", "--log-level", "warn", "--write-timeout", "30s"}
 	if v := os.Getenv("MOITESSIER_BENCH_SERVE_ARGS"); v != "" {
 		args = append(args, strings.Fields(v)...) // e.g. --pprof, --ack-interval 1s
 	}

@@ -51,12 +51,16 @@ func TestServeDefaultsAreTheLibrarys(t *testing.T) {
 		{"quota-subscriptions", c.quota.Subscriptions, d.Quota.Subscriptions},
 		{"max-scopes-per-listener", c.maxScopes, d.MaxScopesPerListener},
 		{"max-listeners", c.maxListeners, hd.MaxListenersPerConn},
+		{"max-streams", c.maxStreams, hd.MaxStreamsPerPerson},
 		{"rate", c.rate, hd.DispatchRate},
+		{"join-rate", c.joinRate, hd.JoinRate},
+		{"join-burst", c.joinBurst, hd.JoinBurst},
 		{"heartbeat", c.heartbeat, hd.Heartbeat},
 		{"body-timeout", c.bodyTimeout, hd.BodyTimeout},
 		{"handler-rate", c.handlerRate, hd.HandlerTimeRate},
 		{"handler-burst", c.handlerBurst, hd.HandlerTimeBurst},
 		{"write-timeout", c.writeTimeout, hd.WriteTimeout},
+		{"response-timeout", c.responseTimeout, hd.ResponseTimeout},
 		{"sse-batch-interval", c.sseBatch, hd.SSEBatchInterval},
 	} {
 		if tc.got != tc.want {

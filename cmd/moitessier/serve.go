@@ -47,15 +47,16 @@ Never expose that mode. The random secret is kept in FILE.dev-secret beside
 a SQLite store FILE, so that tokens survive a restart (see --dev-secret-file).
 
 Limits without a flag: a long-poll waits 25s unless it asks (?timeout=, at
-most 60s) and answers at most 256 messages; a read-state page holds 100
-subscribers (?limit=, at most 1000); a token is at most 16 KiB; a request
-has at most 10000 query parameters. The flags below set the others: the
-quotas per person (--quota-*), --max-handlers, --max-recipients,
---handler-budget, --max-message-bytes, --max-scopes-per-listener,
---max-listeners, --rate and --burst, --handler-rate and --handler-burst
-(these four per hub process: N hubs on one store allow N times),
---body-timeout and --write-timeout. The README's "Limits and quotas" lists
-them all with their defaults.
+most 60s) and answers at most 256 messages, and 1 MiB of them; a
+read-state page holds 100 subscribers (?limit=, at most 1000); a token is
+at most 16 KiB; a request has at most 10000 query parameters. The flags
+below set the others: the quotas per person (--quota-*), --max-handlers,
+--max-recipients, --handler-budget, --max-message-bytes,
+--max-scopes-per-listener, --max-listeners, --max-streams, --rate and
+--burst, --join-rate and --join-burst, --handler-rate and --handler-burst
+(these seven per hub process: N hubs on one store allow N times),
+--body-timeout, --write-timeout and --response-timeout. The README's "Limits and quotas" lists them all with
+their defaults.
 
 SIGINT or SIGTERM shut the hub down gracefully: streams get a clean close
 (SSE "close" event, WebSocket 1001) and clients resume elsewhere.`
@@ -71,10 +72,14 @@ type serveConfig struct {
 	handlerBudget               time.Duration
 	demoHandlers                bool
 	maxListeners                int
+	maxStreams                  int
 	rate                        float64
 	burst                       int
+	joinRate                    float64
+	joinBurst                   int
 	handlerRate, handlerBurst   time.Duration
 	heartbeat, writeTimeout     time.Duration
+	responseTimeout             time.Duration
 	sseBatch                    time.Duration
 	lease, retention, gcEvery   time.Duration
 	shutdownTimeout             time.Duration
@@ -103,20 +108,24 @@ func serveFlags(stderr io.Writer) (*serveConfig, *flag.FlagSet) {
 	fs.BoolVar(&c.devTokens, "dev-tokens", envBool("MOITESSIER_DEV_TOKENS", false), "serve POST /dev/token even with a secret (env MOITESSIER_DEV_TOKENS); always on without one")
 	fs.StringVar(&c.devSecretFile, "dev-secret-file", env("MOITESSIER_DEV_SECRET_FILE", ""), "development mode: the file that keeps the random secret (mode 0600), so that tokens survive a restart (env MOITESSIER_DEV_SECRET_FILE); empty: FILE.dev-secret beside a SQLite store FILE, none with other stores; \"none\": a new secret at every start")
 	fs.DurationVar(&c.devTokenTTL, "dev-token-ttl", envDuration("MOITESSIER_DEV_TOKEN_TTL", 24*time.Hour), "lifetime of development tokens (env MOITESSIER_DEV_TOKEN_TTL)")
-	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser, as https://app.example, or * (repeatable or comma-separated; env MOITESSIER_CORS)")
+	fs.Var(&c.cors, "cors", "origin allowed to call the hub from a browser page elsewhere, for CORS and WebSockets alike, as https://app.example, a pattern as https://*.example.com (Go's path.Match, case-insensitive), or * (repeatable or comma-separated; env MOITESSIER_CORS)")
 	fs.IntVar(&c.maxMessageBytes, "max-message-bytes", envInt("MOITESSIER_MAX_MESSAGE_BYTES", d.MaxMessageBytes), "largest message text; larger get 413 (env MOITESSIER_MAX_MESSAGE_BYTES)")
 	fs.IntVar(&c.maxRecipients, "max-recipients", envInt("MOITESSIER_MAX_RECIPIENTS", d.MaxRecipients), "most persons one dispatch may address (to); more get 400 (env MOITESSIER_MAX_RECIPIENTS)")
 	fs.IntVar(&c.maxHandlers, "max-handlers", envInt("MOITESSIER_MAX_HANDLERS", d.MaxHandlers), "most handlers one dispatch may name; more get 400 (env MOITESSIER_MAX_HANDLERS)")
 	fs.DurationVar(&c.handlerBudget, "handler-budget", envDuration("MOITESSIER_HANDLER_BUDGET", d.HandlerBudget), "time all handler calls of one dispatch may take together; past it the dispatch stores nothing and gets 422 budget_exceeded (env MOITESSIER_HANDLER_BUDGET); negative: no budget")
 	fs.BoolVar(&c.demoHandlers, "demo-handlers", envBool("MOITESSIER_DEMO_HANDLERS", false), "offer the demo page's handlers, greet and upper, to dispatches (env MOITESSIER_DEMO_HANDLERS); always on in development mode")
 	fs.IntVar(&c.maxListeners, "max-listeners", envInt("MOITESSIER_MAX_LISTENERS", hd.MaxListenersPerConn), "most listeners per WebSocket connection (env MOITESSIER_MAX_LISTENERS)")
+	fs.IntVar(&c.maxStreams, "max-streams", envInt("MOITESSIER_MAX_STREAMS", hd.MaxStreamsPerPerson), "most streams (SSE streams, WebSocket connections, waiting long-polls) one person may hold open at once, counted in this process; more get 429 too_many_streams; 0 or negative for no limit (env MOITESSIER_MAX_STREAMS)")
 	fs.Float64Var(&c.rate, "rate", envFloat("MOITESSIER_RATE", hd.DispatchRate), "dispatches per second per person, counted in this process (N hubs on one store allow N times); more get 429; 0 or negative for no limit (env MOITESSIER_RATE)")
+	fs.Float64Var(&c.joinRate, "join-rate", envFloat("MOITESSIER_JOIN_RATE", hd.JoinRate), "joins and leaves of listeners per second per person (POST and DELETE /v1/listeners, and every SSE stream, long-poll and WebSocket listen, each a write to the store), counted in this process; more get 429; 0 or negative for no limit (env MOITESSIER_JOIN_RATE)")
+	fs.IntVar(&c.joinBurst, "join-burst", envInt("MOITESSIER_JOIN_BURST", hd.JoinBurst), "joins and leaves a person may make at once above --join-rate (env MOITESSIER_JOIN_BURST); 0: five times --join-rate")
 	fs.DurationVar(&c.handlerRate, "handler-rate", envDuration("MOITESSIER_HANDLER_RATE", hd.HandlerTimeRate), "handler time per second one person's dispatches may use on average, counted in this process; past it a dispatch naming handlers gets 429 handler_budget; 0 or negative for no limit (env MOITESSIER_HANDLER_RATE)")
 	fs.DurationVar(&c.handlerBurst, "handler-burst", envDuration("MOITESSIER_HANDLER_BURST", hd.HandlerTimeBurst), "the most handler time one person's dispatches may hold at once; a dispatch naming handlers runs on half of what is left, at most --handler-budget; at least 20ms (env MOITESSIER_HANDLER_BURST)")
 	fs.IntVar(&c.burst, "burst", envInt("MOITESSIER_BURST", hd.DispatchBurst), "dispatches a person may make at once above --rate (env MOITESSIER_BURST); 0: twice --rate")
 	fs.DurationVar(&c.heartbeat, "heartbeat", envDuration("MOITESSIER_HEARTBEAT", hd.Heartbeat), "SSE heartbeat and WebSocket ping interval (env MOITESSIER_HEARTBEAT)")
 	fs.DurationVar(&c.bodyTimeout, "body-timeout", envDuration("MOITESSIER_BODY_TIMEOUT", hd.BodyTimeout), "a request body must arrive within this; slower gets 408 and its connection closed (env MOITESSIER_BODY_TIMEOUT)")
 	fs.DurationVar(&c.writeTimeout, "write-timeout", envDuration("MOITESSIER_WRITE_TIMEOUT", hd.WriteTimeout), "a client that takes no data for this long is dropped as a slow consumer (env MOITESSIER_WRITE_TIMEOUT)")
+	fs.DurationVar(&c.responseTimeout, "response-timeout", envDuration("MOITESSIER_RESPONSE_TIMEOUT", hd.ResponseTimeout), "an answer that is not a stream (a long-poll's messages, a dispatch's result, an error) must be taken by the client within this, or its connection is closed (env MOITESSIER_RESPONSE_TIMEOUT)")
 	fs.DurationVar(&c.sseBatch, "sse-batch-interval", envDuration("MOITESSIER_SSE_BATCH_INTERVAL", hd.SSEBatchInterval), "least time between two writes to one SSE stream or of one WebSocket listen; what comes meanwhile goes in one write (env MOITESSIER_SSE_BATCH_INTERVAL); 0: 40µs per busy stream (one that wrote in the last 100-200ms), at most 150ms; negative: none")
 	fs.DurationVar(&c.lease, "lease", envDuration("MOITESSIER_LEASE", d.Lease), "how long a subscriber stays subscribed without listening (env MOITESSIER_LEASE)")
 	fs.DurationVar(&c.retention, "retention", envDuration("MOITESSIER_RETENTION", d.Retention.MaxAge), "how long messages are kept; negative keeps all (env MOITESSIER_RETENTION)")
@@ -238,12 +247,16 @@ func startHub(ctx context.Context, c *serveConfig, log *slog.Logger) (*hubServer
 		AllowedOrigins:      c.cors,
 		MaxMessageBytes:     c.maxMessageBytes,
 		MaxListenersPerConn: c.maxListeners,
+		MaxStreamsPerPerson: cliCount(c.maxStreams),
 		DispatchRate:        cliRate(c.rate),
 		DispatchBurst:       c.burst,
+		JoinRate:            cliRate(c.joinRate),
+		JoinBurst:           c.joinBurst,
 		HandlerTimeRate:     cliDuration(c.handlerRate),
 		HandlerTimeBurst:    c.handlerBurst,
 		Heartbeat:           c.heartbeat,
 		WriteTimeout:        c.writeTimeout,
+		ResponseTimeout:     c.responseTimeout,
 		SSEBatchInterval:    c.sseBatch,
 		BodyTimeout:         c.bodyTimeout,
 		NoTCPAcks:           c.noTCPAcks,
@@ -560,9 +573,6 @@ func rssOfPid(pid int) int64 {
 	return 0
 }
 
-// cliRate maps --rate to Config.DispatchRate: on the command line 0 means
-// no limit, as it reads; in Config a zero field takes the default and a
-// negative one means no limit.
 // cliDuration maps a rate flag given as a duration to its Config field:
 // on the command line 0 means no limit, in Config a negative value does.
 func cliDuration(d time.Duration) time.Duration {
@@ -572,6 +582,18 @@ func cliDuration(d time.Duration) time.Duration {
 	return d
 }
 
+// cliCount maps a count flag whose 0 means no limit to its Config field,
+// where a negative value does.
+func cliCount(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// cliRate maps --rate to Config.DispatchRate: on the command line 0 means
+// no limit, as it reads; in Config a zero field takes the default and a
+// negative one means no limit.
 func cliRate(r float64) float64 {
 	if r <= 0 {
 		return -1
