@@ -181,8 +181,9 @@ func TestRaceAckFlush(t *testing.T) {
 	tr := New(sv.save, ck.now, time.Hour)
 	const subs, acks = 8, 500
 	var wg sync.WaitGroup
-	stop := make(chan struct{})
+	stop, flushed := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(flushed)
 		for {
 			select {
 			case <-stop:
@@ -206,10 +207,15 @@ func TestRaceAckFlush(t *testing.T) {
 		}
 	}
 	wg.Wait()
+	// The background Flush may hold positions it took and has yet to
+	// save: it must be done before the last one and the reads below.
 	close(stop)
+	<-flushed
 	if err := tr.Flush(context.Background(), false); err != nil {
 		t.Fatal(err)
 	}
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
 	for i := range subs {
 		if got := sv.cursor[fmt.Sprintf("l/%d/", i)]; got != acks {
 			t.Errorf("subscriber %d saved at %d, want %d", i, got, acks)
