@@ -98,11 +98,7 @@ func TestListenClosedDuringReadKeepsCursor(t *testing.T) {
 func TestBehindSubscriberDoesNotStallOthers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
+	hub := memHub(t, moitessier.Options{})
 	behind, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
 	if err != nil {
 		t.Fatal(err)
@@ -259,11 +255,7 @@ func TestListenSkipsRemovedMessages(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1, Retention: moitessier.Retention{MaxAge: time.Hour}, Now: now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
+	hub := memHub(t, moitessier.Options{Retention: moitessier.Retention{MaxAge: time.Hour}, Now: now})
 	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: "room"})
 	if err != nil {
 		t.Fatal(err)

@@ -94,15 +94,26 @@ func TestListenUntilServedWhileBusy(t *testing.T) {
 	}
 }
 
-// memListener returns a hub on a new memory store, closed when t ends, and
-// a Shared listener of person "p" on scope.
-func memListener(t *testing.T, scope string) (*moitessier.Hub, *moitessier.Listener) {
+// memHub returns a hub with opts (GC off unless opts set it) on a new
+// memory store, closed when t ends.
+func memHub(t *testing.T, opts moitessier.Options) *moitessier.Hub {
 	t.Helper()
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{GCInterval: -1})
+	if opts.GCInterval == 0 {
+		opts.GCInterval = -1
+	}
+	hub, err := moitessier.New(memstore.New(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { hub.Close() })
+	return hub
+}
+
+// memListener returns a hub on a new memory store, closed when t ends, and
+// a Shared listener of person "p" on scope.
+func memListener(t *testing.T, scope string) (*moitessier.Hub, *moitessier.Listener) {
+	t.Helper()
+	hub := memHub(t, moitessier.Options{})
 	l, err := hub.NewListener(context.Background(), moitessier.Conditions{Person: "p", Type: moitessier.Shared, Scope: scope})
 	if err != nil {
 		t.Fatal(err)

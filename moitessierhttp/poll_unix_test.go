@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,18 +30,7 @@ func stuckPoll(t *testing.T, e *env) net.Conn {
 			t.Fatal(err)
 		}
 	}
-	d := net.Dialer{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	conn, err := d.DialContext(ctx, "tcp", e.ts.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := dialSmallBuffer(t, ctx, e.ts.Listener.Addr().String())
 	t.Cleanup(func() { conn.Close() })
 	fmt.Fprintf(conn, "GET /v1/poll?scope=stuck&client=p&since=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", tok)
 	waitFor(t, "the poll", func() bool { return e.srv.Metrics().Snapshot().Open["poll"] == 1 })

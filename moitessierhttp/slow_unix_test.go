@@ -28,18 +28,7 @@ func TestSlowConsumer(t *testing.T) {
 
 	// The slow client: a raw socket with a small receive buffer that reads
 	// the response head and then nothing.
-	d := net.Dialer{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	slow, err := d.DialContext(ctx, "tcp", e.ts.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	slow := dialSmallBuffer(t, ctx, e.ts.Listener.Addr().String())
 	defer slow.Close()
 	fmt.Fprintf(slow, "GET /v1/events?scope=slow.room&client=slow HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", all(t, "slowpoke"))
 	br := bufio.NewReaderSize(slow, 512)
@@ -148,4 +137,23 @@ func TestSSEShutdown(t *testing.T) {
 	if code != 503 || errorCode(t, body) != "shutting_down" {
 		t.Fatalf("after shutdown: %d %s", code, body)
 	}
+}
+
+// dialSmallBuffer connects to addr with a 4 KiB receive buffer: a client
+// that reads nothing soon stops the server's writes.
+func dialSmallBuffer(t *testing.T, ctx context.Context, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }
