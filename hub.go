@@ -457,7 +457,10 @@ func (h *Hub) observeHeads(heads []Head) {
 
 // catchUp re-reads the heads of listeners with local subscribers, in one
 // call, to cover a lost notification; a listener missing from the answer
-// was deleted elsewhere.
+// was deleted elsewhere, and so was one whose answer names another
+// incarnation than the local subscribers': it was made again under its ID,
+// and their ListenUntil calls end with ErrClosed, as for a deletion,
+// rather than read on in the new one's messages.
 func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 	ids := h.lives.IDs()
 	if len(ids) == 0 {
@@ -470,11 +473,16 @@ func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 		}
 		return
 	}
-	h.observeHeads(heads)
 	found := make(map[string]bool, len(heads))
+	same := heads[:0]
 	for _, hd := range heads {
 		found[hd.Listener] = true
+		if !hd.Created.IsZero() && h.lives.DropOther(hd.Listener, hd.Created) {
+			continue
+		}
+		same = append(same, hd)
 	}
+	h.observeHeads(same)
 	for _, id := range ids {
 		if !found[id] {
 			h.dropLive(id)

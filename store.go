@@ -201,6 +201,10 @@ type SweepResult struct {
 type Head struct {
 	Listener string
 	Seq      Cursor
+	// Created is the listener's creation time, which tells its incarnations
+	// apart (a listener deleted and made again keeps its ID), if the store
+	// says; zero if not (a notification, say).
+	Created time.Time
 }
 
 // Watcher is implemented by stores shared by several processes (Postgres).

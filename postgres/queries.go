@@ -85,8 +85,8 @@ func buildQueries(schema string) queries {
 				ON l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = $1 AND NOT wild) || $2::text[])`,
 		loadPatterns: `SELECT m.pattern_version, x.listener, x.scope
 			FROM S.meta m LEFT JOIN S.listener_scopes x ON x.wild`,
-		heads:    `SELECT id, head FROM S.listeners WHERE id = ANY($1::text[])`,
-		allHeads: `SELECT id, head FROM S.listeners WHERE id > $1 AND head > 0 ORDER BY id LIMIT $2`,
+		heads:    `SELECT id, head, created_ns FROM S.listeners WHERE id = ANY($1::text[])`,
+		allHeads: `SELECT id, head, created_ns FROM S.listeners WHERE id > $1 AND head > 0 ORDER BY id LIMIT $2`,
 
 		// append is Append's one statement; it may carry several batches
 		// (see combine.go). Its parameters are named (appendArgs builds

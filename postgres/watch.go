@@ -15,8 +15,8 @@ import (
 	"github.com/likestripes/moitessier/internal/donectx"
 )
 
-// Heads returns the current heads of the given listeners in one query,
-// omitting those that do not exist.
+// Heads returns the current heads of the given listeners, with their
+// creation times, in one query, omitting those that do not exist.
 func (s *Store) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
 	const op = "heads"
 	if err := s.check(op); err != nil {
@@ -41,13 +41,14 @@ func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
 	var heads []moitessier.Head
 	for rows.Next() {
 		var (
-			id   string
-			head int64
+			id      string
+			head    int64
+			created int64
 		)
-		if err := rows.Scan(&id, &head); err != nil {
+		if err := rows.Scan(&id, &head, &created); err != nil {
 			return nil, err
 		}
-		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(head)})
+		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(head), Created: fromNS(created)})
 	}
 	return heads, rows.Err()
 }

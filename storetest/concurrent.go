@@ -288,6 +288,50 @@ func testShare(t *testing.T, h Harness) {
 	c.wait(t, 150)
 }
 
+// testRecreateElsewhere: a ListenUntil in one process on a listener that
+// another process deletes and makes again under the same ID ends with
+// ErrClosed, at the latest at its hub's next catch-up, as for a deletion,
+// rather than read on in the new listener's messages as if they were the
+// old one's.
+func testRecreateElsewhere(t *testing.T, h Harness) {
+	if h.Share == nil {
+		t.Skip("storetest: RecreateElsewhere: the store serves one process (Harness.Share is nil)")
+	}
+	s1 := newStore(t, h)
+	s2 := shareStore(t, h, s1)
+	hubA := newHub(t, s1, moitessier.Options{CatchUpInterval: 20 * time.Millisecond})
+	hubB := newHub(t, s2, moitessier.Options{})
+	ctx := ctxT(t)
+	a := mustListener(t, hubA, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "again.elsewhere"})
+	mustDispatch(t, hubA, "alice", "again.elsewhere", "old")
+	old := newCollector()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.ListenUntil(ctx, nil, old.respond, 0, 0, 0)
+		done <- err
+	}()
+	old.waitFor(t, 1)
+	if err := hubB.Leave(ctx, a.ID(), "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a creation time of its own
+	b := mustListener(t, hubB, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "again.elsewhere"})
+	if b.ID() != a.ID() {
+		t.Fatal("the recreated listener has another ID")
+	}
+	for i := range 5 {
+		mustDispatch(t, hubB, "bob", "again.elsewhere", fmt.Sprint("new", i))
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("ListenUntil on the deleted listener = %v, want ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ListenUntil on the deleted listener still runs; it delivered %q", old.texts())
+	}
+}
+
 // lateWatch is a store whose Watch starts only once gate is closed, as a
 // hub's Watch may start late (a loaded machine, a LISTEN connection slow
 // to open): the hub runs, and its listeners have joined, before the store

@@ -87,6 +87,7 @@ func Run(t *testing.T, h Harness) {
 		{"Concurrent", testConcurrent},
 		{"Reopen", testReopen},
 		{"Share", testShare},
+		{"RecreateElsewhere", testRecreateElsewhere},
 		{"ShareWatchStartsLate", testShareWatchStartsLate},
 	}
 	for _, tt := range tests {

@@ -494,3 +494,11 @@ func (lv *Cache[M]) Bind(created time.Time) bool {
 	}
 	return lv.created.Equal(created)
 }
+
+// boundElsewhere reports whether the cache is bound to another incarnation
+// than created (neither zero).
+func (lv *Cache[M]) boundElsewhere(created time.Time) bool {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	return !created.IsZero() && !lv.created.IsZero() && !lv.created.Equal(created)
+}

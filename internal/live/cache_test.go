@@ -368,3 +368,29 @@ func TestCorrectStaleHead(t *testing.T) {
 		t.Fatalf("head %d, want 9: raised since the read, and not above the store's", h)
 	}
 }
+
+// TestDropOther: a catch-up that shows another incarnation of a listener
+// drops a cache bound to the old one (its subscribers are woken to find it
+// gone), and leaves alone one bound to the same incarnation or to none.
+func TestDropOther(t *testing.T) {
+	r := NewRegistry(seqOf, listenerOf)
+	t1 := time.Unix(1, 0)
+	t2 := t1.Add(time.Second)
+	c := r.Acquire("a")
+	if r.DropOther("a", t2) {
+		t.Fatal("dropped a cache bound to no incarnation")
+	}
+	c.Bind(t1)
+	if r.DropOther("a", t1) || r.DropOther("a", time.Time{}) || r.DropOther("b", t2) {
+		t.Fatal("dropped a cache of the same incarnation, for an unknown one, or a missing one")
+	}
+	if !r.DropOther("a", t2) {
+		t.Fatal("kept a cache of another incarnation")
+	}
+	if _, _, _, gone := c.Next(0, 10); !gone {
+		t.Fatal("the dropped cache is not gone")
+	}
+	if r.Len() != 0 {
+		t.Fatalf("%d caches left", r.Len())
+	}
+}

@@ -87,6 +87,22 @@ func (r *Registry[M]) Drop(id string) {
 	}
 }
 
+// DropOther drops, as Drop does, the cache of listener id if it is bound to
+// another incarnation of the listener than created (the store shows it
+// deleted and made again elsewhere); it reports whether it did.
+func (r *Registry[M]) DropOther(id string, created time.Time) bool {
+	r.mu.Lock()
+	c := r.caches[id]
+	if c == nil || !c.boundElsewhere(created) {
+		r.mu.Unlock()
+		return false
+	}
+	delete(r.caches, id)
+	r.mu.Unlock()
+	c.MarkGone()
+	return true
+}
+
 // Close marks every cache gone, waking its subscribers, and makes Acquire
 // return nil from now on.
 func (r *Registry[M]) Close() {
