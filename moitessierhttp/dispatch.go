@@ -95,6 +95,37 @@ func (s *Server) allowJoin(c *Claims) error {
 	return nil
 }
 
+// waitJoin is allowJoin for a request that may as well wait for its turn:
+// a long-poll or an SSE stream, which holds one of the person's streams
+// (Config.MaxStreamsPerPerson) while it waits. If the next token comes
+// within max, it waits for it (once; if another request of the person
+// took it meanwhile, it is refused), so that a client that polls again
+// after every answer in a busy room is slowed to the rate, its next answer
+// holding more messages, rather than refused.
+func (s *Server) waitJoin(ctx context.Context, c *Claims, max time.Duration) error {
+	if s.joins == nil {
+		return nil
+	}
+	ok, wait := s.joins.allow(c.Subject, s.cfg.Now())
+	if ok {
+		return nil
+	}
+	if wait <= max {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		if ok, wait = s.joins.allow(c.Subject, s.cfg.Now()); ok {
+			return nil
+		}
+	}
+	s.metrics.rateLimited.Add(1)
+	return fmt.Errorf("joins and leaves: %w", &RateLimitError{RetryAfter: wait})
+}
+
 // minHandlerShare is the least handler time a dispatch naming handlers is
 // given; a person whose bucket cannot give it is refused.
 const minHandlerShare = 10 * time.Millisecond

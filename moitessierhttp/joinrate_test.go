@@ -131,3 +131,38 @@ func TestJoinRate(t *testing.T) {
 		return err != nil || len(subs) == 0
 	})
 }
+
+// TestPollWaitsForJoinRate: a long-poll client that polls again after
+// every answer, faster than the join rate (messages are always there), is
+// slowed to the rate, not refused: each poll past the burst waits for its
+// token, and every poll answers with messages.
+func TestPollWaitsForJoinRate(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{JoinRate: 50, JoinBurst: 5})
+	alice := e.client(all(t, "alice"))
+	ctx := ctxT(t)
+	q := moitessierhttp.Query{Scopes: []string{"busy"}, Since: "head"}
+	if _, err := alice.Poll(ctx, q, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	const polls = 30
+	for i := range polls {
+		if _, err := e.hub.Dispatch(ctx, "bob", "busy", strconv.Itoa(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := time.Now()
+	for i := range polls {
+		q.Since = strconv.Itoa(i)
+		res, err := alice.Poll(ctx, q, 5*time.Second)
+		if err != nil {
+			t.Fatalf("poll %d: %v", i, err)
+		}
+		if len(res.Messages) == 0 {
+			t.Fatalf("poll %d answered nothing", i)
+		}
+	}
+	// The burst, then a token every 20 ms.
+	if el := time.Since(start); el < (polls-5-2)*20*time.Millisecond {
+		t.Fatalf("%d polls took %v: faster than the rate", polls, el)
+	}
+}

@@ -72,7 +72,7 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.releaseStream(c.Subject)
-	if err := s.allowJoin(c); err != nil {
+	if err := s.waitJoin(r.Context(), c, timeout); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

@@ -76,11 +76,13 @@ type Config struct {
 	// /v1/listeners/{id}, a WebSocket unlisten with leave). Each is a
 	// write to the store. More get 429 rate_limited with Retry-After,
 	// before anything is read or written. Default [DefaultJoinRate], 20 a
-	// second: a page that joins a few listeners is far below it, and so is
-	// a long-poll client, which joins with every poll, unless it polls
-	// more than 20 times a second (a poll past it gets 429 with
-	// Retry-After, and the poll after that what came meanwhile); a script
-	// that loops is not. Negative: no limit.
+	// second: a page that joins a few listeners is far below it. A
+	// long-poll client joins with every poll: a poll past the rate whose
+	// token comes within its timeout waits for it (as an SSE stream waits
+	// up to 5 s), so that a client polling again after every answer in a
+	// busy room is slowed to the rate, each answer holding more messages,
+	// rather than refused; a script that loops is slowed or refused.
+	// Negative: no limit.
 	JoinRate float64
 	// JoinBurst is how many listener operations a person may make at once
 	// above JoinRate: every tab of a person reconnecting at once after a

@@ -16,6 +16,10 @@ import (
 	"github.com/likestripes/moitessier"
 )
 
+// sseJoinWait is the longest an SSE request waits for the join rate (see
+// waitJoin) before it is refused.
+const sseJoinWait = 5 * time.Second
+
 // serveSSE streams one listener as Server-Sent Events.
 //
 // The query names the listener (scope=…&type=…&client=…, or listener=ID)
@@ -70,7 +74,9 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 			s.releaseStream(c.Subject)
 		}
 	}()
-	if err := s.allowJoin(c); err != nil {
+	// An EventSource that an error answers does not reconnect: wait a
+	// while for the rate rather than refuse a reconnecting tab.
+	if err := s.waitJoin(r.Context(), c, sseJoinWait); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
