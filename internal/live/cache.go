@@ -143,14 +143,22 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 // (see Bind): a dispatch may publish its commit late, after the listener
 // was deleted and created again under the same ID, and the old
 // incarnation's messages, numbered from where it stood, must not pass for
-// the new one's. Messages of another incarnation than the cache's are
-// ignored; a cache not yet bound is bound to theirs (its subscriber's Bind
-// then fails, and it starts over with a fresh cache). A zero created is
-// unknown, and taken as the cache's.
+// the new one's. Messages of another incarnation than the cache's are not
+// cached; a cache not yet bound is bound to theirs (its subscriber's Bind
+// then fails, and it starts over with a fresh cache). Yet the store may
+// have written them to the cache's incarnation (stores append by ID, and
+// the listener may have been made again between the dispatch's match and
+// its append), so their newest sequence number is taken as a head
+// observed, as a notification's is: readers below it ask the store, which
+// has the truth, and a head that turns out stale is put right (Correct).
+// A zero created is unknown, and taken as the cache's.
 func (lv *Cache[M]) Add(msgs []M, created time.Time, maxBuf int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if !lv.belongs(created) {
+		if len(msgs) > 0 {
+			lv.observe(lv.seq(&msgs[len(msgs)-1]))
+		}
 		return false
 	}
 	return lv.add(msgs, maxBuf)
@@ -279,6 +287,11 @@ func (lv *Cache[M]) release() bool {
 func (lv *Cache[M]) Observe(h uint64) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	lv.observe(h)
+}
+
+// observe is Observe with lv.mu held.
+func (lv *Cache[M]) observe(h uint64) {
 	if lv.local > 0 {
 		lv.noticed = max(lv.noticed, h)
 		return
