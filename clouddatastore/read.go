@@ -193,6 +193,13 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 				pk []*datastore.Key
 				pv []*subEnt
 			)
+			// Checkpoints of one subscriber (one naming its incarnation,
+			// one none) are next to each other (Merge sorts them): they
+			// change one copy of it, written once.
+			same := func(k int) bool {
+				a, b := chunk[k-1], chunk[k]
+				return a.Listener == b.Listener && a.Person == b.Person && a.Client == b.Client
+			}
 			for k, c := range chunk {
 				if !found[k] {
 					continue // the subscriber no longer exists
@@ -201,6 +208,9 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 					continue // another incarnation of the listener
 				}
 				se := &subs[k]
+				if n := len(pv); n > 0 && k > 0 && same(k) && pk[n-1] == keys[k-1] {
+					se = pv[n-1]
+				}
 				changed := false
 				if cur := toSeq(c.Cursor); cur > se.Cursor {
 					se.Cursor, changed = cur, true
@@ -208,7 +218,7 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 				if !c.LeaseExpires.IsZero() && toNS(c.LeaseExpires) != se.Lease {
 					se.Lease, changed = toNS(c.LeaseExpires), true
 				}
-				if changed {
+				if changed && (len(pv) == 0 || pv[len(pv)-1] != se) {
 					pk, pv = append(pk, keys[k]), append(pv, se)
 				}
 			}

@@ -230,19 +230,28 @@ func buildQueries(schema string) queries {
 		// checkpoint locks the rows in key order, then raises cursors. A
 		// checkpoint applies only to the incarnation of the listener it
 		// names (created_ns), or to any (the zero time, math.MinInt64).
+		// One subscriber may have two that apply (one naming its
+		// incarnation, one none): a folds them into one row, the larger
+		// cursor and the last lease given, as UPDATE … FROM applies only
+		// one row per target.
 		checkpoint: `WITH c AS MATERIALIZED (
 				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
-					AS c(listener, person, client, cursor, lease_ns, created_ns)
+					WITH ORDINALITY AS c(listener, person, client, cursor, lease_ns, created_ns, ord)
 			), lk AS MATERIALIZED (
-				SELECT s.listener, s.person, s.client, c.cursor, c.lease_ns FROM S.subscribers s JOIN c USING (listener, person, client)
+				SELECT s.listener, s.person, s.client, c.cursor, c.lease_ns, c.ord FROM S.subscribers s JOIN c USING (listener, person, client)
 				WHERE c.created_ns = -9223372036854775808
 					OR c.created_ns = (SELECT l.created_ns FROM S.listeners l WHERE l.id = c.listener)
 				ORDER BY s.listener, s.person, s.client FOR NO KEY UPDATE OF s
+			), a AS (
+				SELECT listener, person, client, max(cursor) AS cursor,
+					coalesce((array_agg(lease_ns ORDER BY ord DESC) FILTER (WHERE lease_ns <> -9223372036854775808))[1],
+						-9223372036854775808) AS lease_ns
+				FROM lk GROUP BY listener, person, client
 			)
 			UPDATE S.subscribers s SET
-				cursor = greatest(s.cursor, lk.cursor),
-				lease_ns = CASE WHEN lk.lease_ns = -9223372036854775808 THEN s.lease_ns ELSE lk.lease_ns END
-			FROM lk WHERE (s.listener, s.person, s.client) = (lk.listener, lk.person, lk.client)`,
+				cursor = greatest(s.cursor, a.cursor),
+				lease_ns = CASE WHEN a.lease_ns = -9223372036854775808 THEN s.lease_ns ELSE a.lease_ns END
+			FROM a WHERE (s.listener, s.person, s.client) = (a.listener, a.person, a.client)`,
 
 		// Sweep. expiredListeners finds listeners all of whose subscribers'
 		// leases ended; trimDoomed deletes a batch of their messages before

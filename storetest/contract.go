@@ -383,6 +383,19 @@ func testStoreCheckpointIncarnation(t *testing.T, h Harness) {
 	if got := alice(); got.Cursor != 3 {
 		t.Fatalf("a checkpoint that names no incarnation: cursor %d, want 3", got.Cursor)
 	}
+	// One that names none and one that names this incarnation, in one
+	// call: both apply.
+	appendB(t, s, batchOf("n3", map[string]string{id: "new"}))
+	lease = st0.Add(3 * time.Hour)
+	if err := s.Checkpoint(ctx, []moitessier.Checkpoint{
+		{Listener: id, Person: "alice", Cursor: 4},
+		{Listener: id, Person: "alice", Cursor: 2, LeaseExpires: lease, Created: cur.Created},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := alice(); got.Cursor != 4 || !got.LeaseExpires.Equal(lease) {
+		t.Fatalf("checkpoints naming no incarnation and this one: cursor %d, lease %v; want 4, %v", got.Cursor, got.LeaseExpires, lease)
+	}
 }
 
 // testStoreOddInput: quotes, SQL, backslashes, format verbs, unicode and
