@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/likestripes/moitessier/internal/cursors"
@@ -49,6 +50,9 @@ type Listener struct {
 
 	closeMu sync.Mutex // serialises Close
 	done    chan struct{}
+	// joined is when this handle's subscriber was last joined (created
+	// or renewed) in the store, in Unix nanoseconds: see Ack.
+	joined atomic.Int64
 }
 
 // ID returns the listener's ID.
@@ -97,6 +101,7 @@ func (l *Listener) join(ctx context.Context, now time.Time, start Start, create 
 		l.undoCreate(ctx)
 		return info, stored, fmt.Errorf("%w: the listener was deleted", ErrNotFound)
 	}
+	l.joined.Store(now.UnixNano())
 	if created && h.opts.Hooks.Created != nil {
 		h.opts.Hooks.Created(ctx, info)
 	}
@@ -144,6 +149,19 @@ func (l *Listener) deletedErr(op string) error {
 	return fmt.Errorf("%s %s: %w: the listener was deleted", op, l.info.ID, ErrClosed)
 }
 
+// subscribed returns ErrNotFound if this handle's subscriber is not in the
+// store.
+func (l *Listener) subscribed(ctx context.Context, op string) error {
+	subs, err := l.hub.store.Subscribers(ctx, l.info.ID, SubscriberRange{Person: l.person, Client: l.client, Limit: 1})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", op, l.info.ID, err)
+	}
+	if len(subs) == 0 || subs[0].Person != l.person || subs[0].Client != l.client {
+		return fmt.Errorf("%s %s: subscriber %q: %w", op, l.info.ID, l.person, ErrNotFound)
+	}
+	return nil
+}
+
 // undoCreate removes the subscriber, and so the listener, that a Join meant
 // to join an existing listener created because it had been deleted.
 func (l *Listener) undoCreate(ctx context.Context) {
@@ -186,6 +204,7 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 	if !info.Created.Equal(l.info.Created) {
 		return info, stored, l.deletedErr(op)
 	}
+	l.joined.Store(now.UnixNano())
 	return info, stored, nil
 }
 
@@ -593,13 +612,14 @@ func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 		return fmt.Errorf("ack %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, c, info.Head)
 	}
 	// A checkpoint of a subscriber that is gone (its lease expired and GC
-	// removed it) saves nothing: say so rather than succeed.
-	subs, err := l.hub.store.Subscribers(ctx, l.info.ID, SubscriberRange{Person: l.person, Client: l.client, Limit: 1})
-	if err != nil {
-		return fmt.Errorf("ack %s: %w", l.info.ID, err)
-	}
-	if len(subs) == 0 || subs[0].Person != l.person || subs[0].Client != l.client {
-		return fmt.Errorf("ack %s: subscriber %q: %w", l.info.ID, l.person, ErrNotFound)
+	// removed it) saves nothing: say so rather than succeed. A handle
+	// that joined within AckInterval (an HTTP poll that acknowledges what
+	// it resumes from, just after it joined) skips the look: no lease,
+	// at least two AckIntervals long, ended since.
+	if now := l.hub.now(); now.Sub(time.Unix(0, l.joined.Load())) > l.hub.opts.AckInterval {
+		if err := l.subscribed(ctx, "ack"); err != nil {
+			return err
+		}
 	}
 	cp := Checkpoint{Listener: l.info.ID, Person: l.person, Client: l.client, Cursor: c, LeaseExpires: l.hub.now().Add(l.lease), Created: info.Created}
 	if err := l.hub.store.Checkpoint(ctx, []Checkpoint{cp}); err != nil {
