@@ -32,10 +32,6 @@ type statements struct {
 	subs *sql.Stmt
 }
 
-// headExpr is the head of the listener whose row is in scope (id, head): the
-// seq of its newest message, or listeners.head if that is larger (the
-// messages up to it deleted). Appends do not write listeners.head; the
-// store raises it (keepHead) before it deletes a listener's messages.
 // sameIncarnation is an UPDATE subscribers condition: the subscriber's
 // listener was created at the time in parameter p (Unix nanoseconds), or p
 // is the zero time (toNanos), which stands for any incarnation.
@@ -43,6 +39,10 @@ func sameIncarnation(p string) string {
 	return `(` + p + ` = -9223372036854775808 OR ` + p + ` = (SELECT created FROM listeners WHERE id = subscribers.listener_id))`
 }
 
+// headExpr is the head of the listener whose row is in scope (id, head): the
+// seq of its newest message, or listeners.head if that is larger (the
+// messages up to it deleted). Appends do not write listeners.head; the
+// store raises it (keepHead) before it deletes a listener's messages.
 const headExpr = `max(head, coalesce((SELECT max(seq) FROM messages WHERE listener_id = id), 0))`
 
 // preparer is a *sql.DB or a *sql.Conn.
