@@ -63,13 +63,15 @@ func TestMatchOldAppendNew(t *testing.T) {
 	}
 	got := make(chan []moitessier.Message, 1)
 	errGot := errors.New("got")
-	listened := make(chan error, 1)
 	go func() {
 		_, err := l2.ListenUntil(ctx, nil, func(_ context.Context, m []moitessier.Message) error {
 			got <- m
 			return errGot
 		}, 0, 0, 10*time.Second)
-		listened <- err
+		if !errors.Is(err, errGot) {
+			t.Errorf("ListenUntil = %v before the message stored for it", err)
+			close(got)
+		}
 	}()
 	for hub.Stats().Listening < 1 {
 		time.Sleep(time.Millisecond)
@@ -78,12 +80,7 @@ func TestMatchOldAppendNew(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case m := <-got:
-		if len(m) == 0 || m[0].Seq != 1 || m[0].Text != "hello" {
-			t.Fatalf("the new listener's subscriber got %+v, want hello at seq 1", m)
-		}
-	case err := <-listened:
-		t.Fatalf("ListenUntil returned %v before the message stored for it", err)
+	if m := <-got; len(m) == 0 || m[0].Seq != 1 || m[0].Text != "hello" {
+		t.Fatalf("the new listener's subscriber got %+v, want hello at seq 1", m)
 	}
 }

@@ -58,8 +58,9 @@ type headTracker struct {
 }
 
 type knownHead struct {
-	inc  string
-	head int64
+	inc     string
+	head    int64
+	created int64 // the incarnation's creation time, for moitessier.Head
 }
 
 // Heads returns the current heads of the given listeners, omitting those
@@ -141,7 +142,7 @@ func (s *Store) Heads(ctx context.Context, ids []string) ([]moitessier.Head, err
 		}
 		for i, id := range missing {
 			if found[i] {
-				t.known[id] = knownHead{inc: les[i].Inc, head: les[i].Head}
+				t.known[id] = knownHead{inc: les[i].Inc, head: les[i].Head, created: les[i].Created}
 			} else {
 				delete(t.known, id)
 			}
@@ -156,7 +157,7 @@ func (s *Store) Heads(ctx context.Context, ids []string) ([]moitessier.Head, err
 	heads := make([]moitessier.Head, 0, len(ids))
 	for _, id := range ids {
 		if k, ok := t.known[id]; ok {
-			heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(k.head)})
+			heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(k.head), Created: fromNS(k.created)})
 		}
 	}
 	return heads, nil
