@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/likestripes/moitessier/internal/cursors"
@@ -50,9 +49,6 @@ type Listener struct {
 
 	closeMu sync.Mutex // serialises Close
 	done    chan struct{}
-	// joined is when this handle's subscriber was last joined (created
-	// or renewed) in the store, in Unix nanoseconds: see Ack.
-	joined atomic.Int64
 }
 
 // ID returns the listener's ID.
@@ -101,7 +97,6 @@ func (l *Listener) join(ctx context.Context, now time.Time, start Start, create 
 		l.undoCreate(ctx)
 		return info, stored, fmt.Errorf("%w: the listener was deleted", ErrNotFound)
 	}
-	l.joined.Store(now.UnixNano())
 	if created && h.opts.Hooks.Created != nil {
 		h.opts.Hooks.Created(ctx, info)
 	}
@@ -204,7 +199,6 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 	if !info.Created.Equal(l.info.Created) {
 		return info, stored, l.deletedErr(op)
 	}
-	l.joined.Store(now.UnixNano())
 	return info, stored, nil
 }
 
@@ -612,14 +606,10 @@ func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 		return fmt.Errorf("ack %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, c, info.Head)
 	}
 	// A checkpoint of a subscriber that is gone (its lease expired and GC
-	// removed it) saves nothing: say so rather than succeed. A handle
-	// that joined within AckInterval (an HTTP poll that acknowledges what
-	// it resumes from, just after it joined) skips the look: no lease,
-	// at least two AckIntervals long, ended since.
-	if now := l.hub.now(); now.Sub(time.Unix(0, l.joined.Load())) > l.hub.opts.AckInterval {
-		if err := l.subscribed(ctx, "ack"); err != nil {
-			return err
-		}
+	// removed it, or it left through another handle) saves nothing: say
+	// so rather than succeed.
+	if err := l.subscribed(ctx, "ack"); err != nil {
+		return err
 	}
 	cp := Checkpoint{Listener: l.info.ID, Person: l.person, Client: l.client, Cursor: c, LeaseExpires: l.hub.now().Add(l.lease), Created: info.Created}
 	if err := l.hub.store.Checkpoint(ctx, []Checkpoint{cp}); err != nil {

@@ -193,13 +193,11 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 				pk []*datastore.Key
 				pv []*subEnt
 			)
-			// Checkpoints of one subscriber (one naming its incarnation,
-			// one none) are next to each other (Merge sorts them): they
-			// change one copy of it, written once.
-			same := func(k int) bool {
-				a, b := chunk[k-1], chunk[k]
-				return a.Listener == b.Listener && a.Person == b.Person && a.Client == b.Client
-			}
+			// Checkpoints of one subscriber (of incarnations named and
+			// not) change one copy of it, written once.
+			type subscriber struct{ l, p, c string }
+			copyOf := make(map[subscriber]int, len(chunk)) // index in subs
+			put := make(map[int]bool, len(chunk))
 			for k, c := range chunk {
 				if !found[k] {
 					continue // the subscriber no longer exists
@@ -207,10 +205,12 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 				if !c.Created.IsZero() && created[c.Listener] != toNS(c.Created) {
 					continue // another incarnation of the listener
 				}
-				se := &subs[k]
-				if n := len(pv); n > 0 && k > 0 && same(k) && pk[n-1] == keys[k-1] {
-					se = pv[n-1]
+				i, ok := copyOf[subscriber{c.Listener, c.Person, c.Client}]
+				if !ok {
+					i = k
+					copyOf[subscriber{c.Listener, c.Person, c.Client}] = k
 				}
+				se := &subs[i]
 				changed := false
 				if cur := toSeq(c.Cursor); cur > se.Cursor {
 					se.Cursor, changed = cur, true
@@ -218,8 +218,9 @@ func (s *Store) Checkpoint(ctx context.Context, cps []moitessier.Checkpoint) err
 				if !c.LeaseExpires.IsZero() && toNS(c.LeaseExpires) != se.Lease {
 					se.Lease, changed = toNS(c.LeaseExpires), true
 				}
-				if changed && (len(pv) == 0 || pv[len(pv)-1] != se) {
-					pk, pv = append(pk, keys[k]), append(pv, se)
+				if changed && !put[i] {
+					put[i] = true
+					pk, pv = append(pk, keys[i]), append(pv, se)
 				}
 			}
 			if len(pk) == 0 {

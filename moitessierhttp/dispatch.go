@@ -116,6 +116,9 @@ func (s *Server) waitJoin(ctx context.Context, c *Claims, max time.Duration) err
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
+		case <-s.ctx.Done(): // Close: answer now, as waiting polls are
+			t.Stop()
+			return errServerClosing
 		case <-t.C:
 		}
 		if ok, wait = s.joins.allow(c.Subject, s.cfg.Now()); ok {

@@ -166,3 +166,36 @@ func TestPollWaitsForJoinRate(t *testing.T) {
 		t.Fatalf("%d polls took %v: faster than the rate", polls, el)
 	}
 }
+
+// TestWaitJoinClose: a long-poll waiting for its join token is answered
+// when the Server closes, as a waiting long-poll is, not held until its
+// token comes.
+func TestWaitJoinClose(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{JoinRate: 0.1, JoinBurst: 1})
+	alice := e.client(all(t, "alice"))
+	ctx := ctxT(t)
+	q := moitessierhttp.Query{Scopes: []string{"busy"}, Since: "head"}
+	if _, err := alice.Poll(ctx, q, 10*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := alice.Poll(ctx, q, 20*time.Second) // its token comes in 10 s: it waits
+		done <- err
+	}()
+	waitFor(t, "the poll to wait", func() bool { return e.srv.Metrics().Snapshot().Open["poll"] == 0 })
+	time.Sleep(100 * time.Millisecond)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.srv.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "503") {
+			t.Fatalf("the waiting poll after Shutdown: %v, want a 503", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("a poll waiting for its join token still waits after Shutdown returned")
+	}
+}

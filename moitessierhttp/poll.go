@@ -72,10 +72,14 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.releaseStream(c.Subject)
+	waited := time.Now()
 	if err := s.waitJoin(r.Context(), c, timeout); err != nil {
 		s.writeError(w, r, err)
 		return
 	}
+	// The wait for the rate is part of the poll's time (and of the
+	// token's life).
+	timeout = max(timeout-time.Since(waited), time.Millisecond)
 	ctx, end, err := s.beginStream(r.Context())
 	if err != nil {
 		s.writeError(w, r, err)

@@ -145,18 +145,21 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 // incarnation's messages, numbered from where it stood, must not pass for
 // the new one's. Messages of another incarnation than the cache's are not
 // cached; a cache not yet bound is bound to theirs (its subscriber's Bind
-// then fails, and it starts over with a fresh cache). Yet the store may
-// have written them to the cache's incarnation (stores append by ID, and
-// the listener may have been made again between the dispatch's match and
-// its append), so their newest sequence number is taken as a head
-// observed, as a notification's is: readers below it ask the store, which
-// has the truth, and a head that turns out stale is put right (Correct).
-// A zero created is unknown, and taken as the cache's.
+// then fails, and it starts over with a fresh cache). Yet messages of an
+// older incarnation than the cache's may have been written to the cache's
+// (stores append by ID, and the listener may have been made again between
+// the dispatch's match and its append), so their newest sequence number is
+// taken as a head observed, as a notification's is: readers below it ask
+// the store, which has the truth, and a head that turns out stale is put
+// right (Correct). Messages of a newer incarnation (the cache's listener
+// was deleted and made again elsewhere) are ignored: its subscribers are
+// ended at the next catch-up (Registry.DropOther). A zero created is
+// unknown, and taken as the cache's.
 func (lv *Cache[M]) Add(msgs []M, created time.Time, maxBuf int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if !lv.belongs(created) {
-		if len(msgs) > 0 {
+		if len(msgs) > 0 && created.Before(lv.created) {
 			lv.observe(lv.seq(&msgs[len(msgs)-1]))
 		}
 		return false
@@ -508,10 +511,12 @@ func (lv *Cache[M]) Bind(created time.Time) bool {
 	return lv.created.Equal(created)
 }
 
-// boundElsewhere reports whether the cache is bound to another incarnation
-// than created (neither zero).
-func (lv *Cache[M]) boundElsewhere(created time.Time) bool {
+// boundBefore reports whether the cache is bound to an incarnation created
+// before created (neither zero): one that a later one replaced. An older
+// created, from a store answer read before the cache's incarnation was
+// made, says nothing of it.
+func (lv *Cache[M]) boundBefore(created time.Time) bool {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	return !created.IsZero() && !lv.created.IsZero() && !lv.created.Equal(created)
+	return !created.IsZero() && !lv.created.IsZero() && lv.created.Before(created)
 }

@@ -337,6 +337,13 @@ func TestAddOtherIncarnation(t *testing.T) {
 			t.Fatalf("message %d is the old incarnation's", m.Seq)
 		}
 	}
+	// A newer incarnation's (the listener was made again elsewhere, and
+	// this cache's subscribers are to be ended): ignored, head unmoved.
+	newer := time.Unix(3, 0)
+	lv.Add([]Message{{Listener: "l", Seq: 9, Text: "newer"}}, newer, 64)
+	if h := lv.Head(); h != 3 {
+		t.Fatalf("head %d after a newer incarnation's message, want 3", h)
+	}
 	fresh := newLive("l")
 	fresh.Add([]Message{{Listener: "l", Seq: 1, Text: "old"}}, old, 64)
 	if fresh.Bind(cur) {
@@ -372,9 +379,10 @@ func TestCorrectStaleHead(t *testing.T) {
 	}
 }
 
-// TestDropOther: a catch-up that shows another incarnation of a listener
+// TestDropOther: a catch-up that shows a newer incarnation of a listener
 // drops a cache bound to the old one (its subscribers are woken to find it
-// gone), and leaves alone one bound to the same incarnation or to none.
+// gone), and leaves alone one bound to the same incarnation, to none, or to
+// a newer one than the answer's (read before a re-creation).
 func TestDropOther(t *testing.T) {
 	r := NewRegistry(seqOf, listenerOf)
 	t1 := time.Unix(1, 0)
@@ -384,8 +392,8 @@ func TestDropOther(t *testing.T) {
 		t.Fatal("dropped a cache bound to no incarnation")
 	}
 	c.Bind(t1)
-	if r.DropOther("a", t1) || r.DropOther("a", time.Time{}) || r.DropOther("b", t2) {
-		t.Fatal("dropped a cache of the same incarnation, for an unknown one, or a missing one")
+	if r.DropOther("a", t1) || r.DropOther("a", time.Time{}) || r.DropOther("b", t2) || r.DropOther("a", t1.Add(-time.Second)) {
+		t.Fatal("dropped a cache of the same incarnation, for an unknown one, a missing one, or an older one")
 	}
 	if !r.DropOther("a", t2) {
 		t.Fatal("kept a cache of another incarnation")

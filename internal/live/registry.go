@@ -88,12 +88,14 @@ func (r *Registry[M]) Drop(id string) {
 }
 
 // DropOther drops, as Drop does, the cache of listener id if it is bound to
-// another incarnation of the listener than created (the store shows it
-// deleted and made again elsewhere); it reports whether it did.
+// an incarnation of the listener older than created (the store shows it
+// deleted and made again since); it reports whether it did. A created older
+// than the cache's (an answer read before a re-creation in this process)
+// drops nothing.
 func (r *Registry[M]) DropOther(id string, created time.Time) bool {
 	r.mu.Lock()
 	c := r.caches[id]
-	if c == nil || !c.boundElsewhere(created) {
+	if c == nil || !c.boundBefore(created) {
 		r.mu.Unlock()
 		return false
 	}
