@@ -456,15 +456,22 @@ func (h *Hub) observeHeads(heads []Head) {
 }
 
 // catchUp re-reads the heads of listeners with local subscribers, in one
-// call, to cover a lost notification; a listener missing from the answer
-// was deleted elsewhere, and so was one whose answer names another
-// incarnation than the local subscribers': it was made again under its ID,
-// and their ListenUntil calls end with ErrClosed, as for a deletion,
-// rather than read on in the new one's messages.
+// call, to cover a lost notification. A listener missing from the answer
+// was deleted elsewhere, and one whose answer names another incarnation
+// than the one its local subscribers' cache was bound to was deleted and
+// made again under its ID: their ListenUntil calls end with ErrClosed
+// rather than read on in the new one's messages. Only a cache that was
+// there before the answer was read, and still is, is dropped: one made
+// since (a new incarnation's, in this process) is not the answer's to
+// judge.
 func (h *Hub) catchUp(ctx context.Context, w Watcher) {
-	ids := h.lives.IDs()
-	if len(ids) == 0 {
+	caches := h.lives.Caches()
+	if len(caches) == 0 {
 		return
+	}
+	ids := make([]string, len(caches))
+	for i, c := range caches {
+		ids[i] = c.ID
 	}
 	heads, err := w.Heads(ctx, ids)
 	if err != nil {
@@ -473,21 +480,21 @@ func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 		}
 		return
 	}
-	found := make(map[string]bool, len(heads))
-	same := heads[:0]
+	byID := make(map[string]Head, len(heads))
 	for _, hd := range heads {
-		found[hd.Listener] = true
-		if !hd.Created.IsZero() && h.lives.DropOther(hd.Listener, hd.Created) {
-			continue
+		byID[hd.Listener] = hd
+	}
+	same := heads[:0]
+	for _, c := range caches {
+		hd, ok := byID[c.ID]
+		switch {
+		case !ok, !hd.Created.IsZero() && !c.Created.IsZero() && !hd.Created.Equal(c.Created):
+			h.lives.DropIf(c.Cache)
+		default:
+			same = append(same, hd)
 		}
-		same = append(same, hd)
 	}
 	h.observeHeads(same)
-	for _, id := range ids {
-		if !found[id] {
-			h.dropLive(id)
-		}
-	}
 }
 
 // GC removes expired subscribers, listeners left without one (calling

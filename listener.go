@@ -466,6 +466,11 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 			h0  uint64
 			err error
 		)
+		if lv.Suspect() {
+			if err := l.confirm(ctx, lv); err != nil {
+				return nil, err
+			}
+		}
 		if msgs, h0, gone, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); err != nil {
 			return nil, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 		}
@@ -498,6 +503,24 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 		h.cursors.Ack(st, uint64(*cur))
 	}
 	return nil, nil
+}
+
+// confirm is step's answer to a cache marked Suspect (it was handed
+// messages of another incarnation of the listener than its own; see
+// live.Cache.Add): before it reads, it checks that the handle's
+// incarnation, which is the cache's, is the store's. If not (the listener
+// was deleted, and maybe made again elsewhere), it retires the cache, which
+// ends every local subscriber of it with ErrClosed, rather than read the
+// new incarnation's messages as the old one's.
+func (l *Listener) confirm(ctx context.Context, lv *live.Cache[Message]) error {
+	if _, err := l.current(ctx, "listen"); err != nil {
+		if errors.Is(err, ErrClosed) {
+			l.hub.lives.Replace(lv)
+		}
+		return err
+	}
+	lv.Confirmed()
+	return nil
 }
 
 // skipRemoved is step's answer to a store read that found nothing after
@@ -590,7 +613,8 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 // Ack saves c as this subscriber's position (it never moves back) and
 // renews its lease. ListenUntil acknowledges by itself. It returns
 // ErrClosed if the handle was closed or its listener deleted, and
-// ErrNotFound if the subscriber is gone (its lease expired).
+// ErrNotFound if the subscriber is gone (its lease expired, or it left
+// through another handle).
 func (l *Listener) Ack(ctx context.Context, c Cursor) error {
 	if err := l.checkOpen("ack"); err != nil {
 		return err

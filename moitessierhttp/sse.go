@@ -76,7 +76,11 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 	}()
 	// An EventSource that an error answers does not reconnect: wait a
 	// while for the rate rather than refuse a reconnecting tab.
-	if err := s.waitJoin(r.Context(), c, sseJoinWait); err != nil {
+	wait := sseJoinWait
+	if life := s.tokenLife(c); life > 0 && life < wait {
+		wait = life // not past the token's expiry
+	}
+	if err := s.waitJoin(r.Context(), c, wait); err != nil {
 		s.writeError(w, r, err)
 		return
 	}

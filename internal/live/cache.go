@@ -26,8 +26,10 @@
 //     observed head is kept aside: the append's own messages, about to be
 //     added, must not send readers to the store first.
 //   - A cache belongs to one incarnation of its listener (Bind), and
-//     ignores messages added for another (Add); a deleted listener's
-//     cache is marked gone and wakes its readers at once.
+//     caches no message added for another (Add), whose number it takes
+//     as a head observed, marking itself Suspect until a reader confirms
+//     its incarnation in the store; a deleted listener's cache is marked
+//     gone and wakes its readers at once.
 //
 // The package knows nothing of the moitessier types: a Cache holds
 // messages of any type M, whose sequence number and listener it reads
@@ -74,6 +76,7 @@ type Cache[M any] struct {
 	noticed uint64
 
 	created time.Time // the incarnation the cache belongs to; see bind
+	suspect bool      // see Suspect
 
 	// waiting counts the subscribers that found nothing new since the
 	// last wake-up: they wait on wake. subs mirrors refs, for add and
@@ -145,21 +148,22 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 // incarnation's messages, numbered from where it stood, must not pass for
 // the new one's. Messages of another incarnation than the cache's are not
 // cached; a cache not yet bound is bound to theirs (its subscriber's Bind
-// then fails, and it starts over with a fresh cache). Yet messages of an
-// older incarnation than the cache's may have been written to the cache's
-// (stores append by ID, and the listener may have been made again between
-// the dispatch's match and its append), so their newest sequence number is
-// taken as a head observed, as a notification's is: readers below it ask
-// the store, which has the truth, and a head that turns out stale is put
-// right (Correct). Messages of a newer incarnation (the cache's listener
-// was deleted and made again elsewhere) are ignored: its subscribers are
-// ended at the next catch-up (Registry.DropOther). A zero created is
-// unknown, and taken as the cache's.
+// then fails, and it starts over with a fresh cache). Yet they may have
+// been written to the cache's incarnation (stores append by ID, and the
+// listener may have been made again between the dispatch's match and its
+// append), or the cache's may be the deleted one (made again elsewhere):
+// which, only the store knows. So their newest sequence number is taken as
+// a head observed, as a notification's is, and the cache is marked
+// Suspect: readers below that head ask the store, and the first confirms
+// that the cache's incarnation is the store's before it reads (see
+// Listener.step), or ends them all. A zero created is unknown, and taken as
+// the cache's.
 func (lv *Cache[M]) Add(msgs []M, created time.Time, maxBuf int) (behind bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if !lv.belongs(created) {
-		if len(msgs) > 0 && created.Before(lv.created) {
+		if len(msgs) > 0 {
+			lv.suspect = true
 			lv.observe(lv.seq(&msgs[len(msgs)-1]))
 		}
 		return false
@@ -511,12 +515,26 @@ func (lv *Cache[M]) Bind(created time.Time) bool {
 	return lv.created.Equal(created)
 }
 
-// boundBefore reports whether the cache is bound to an incarnation created
-// before created (neither zero): one that a later one replaced. An older
-// created, from a store answer read before the cache's incarnation was
-// made, says nothing of it.
-func (lv *Cache[M]) boundBefore(created time.Time) bool {
+// bound returns the incarnation the cache is bound to, zero if none.
+func (lv *Cache[M]) bound() time.Time {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	return !created.IsZero() && !lv.created.IsZero() && lv.created.Before(created)
+	return lv.created
+}
+
+// Suspect reports whether messages of another incarnation than the cache's
+// were added since its subscribers last confirmed it (see Add and
+// Confirmed).
+func (lv *Cache[M]) Suspect() bool {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	return lv.suspect
+}
+
+// Confirmed says a subscriber found the cache's incarnation in the store
+// (after Suspect): its reads may go on.
+func (lv *Cache[M]) Confirmed() {
+	lv.mu.Lock()
+	lv.suspect = false
+	lv.mu.Unlock()
 }

@@ -3,6 +3,8 @@ package live
 import (
 	"context"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -337,12 +339,12 @@ func TestAddOtherIncarnation(t *testing.T) {
 			t.Fatalf("message %d is the old incarnation's", m.Seq)
 		}
 	}
-	// A newer incarnation's (the listener was made again elsewhere, and
-	// this cache's subscribers are to be ended): ignored, head unmoved.
-	newer := time.Unix(3, 0)
-	lv.Add([]Message{{Listener: "l", Seq: 9, Text: "newer"}}, newer, 64)
-	if h := lv.Head(); h != 3 {
-		t.Fatalf("head %d after a newer incarnation's message, want 3", h)
+	// A newer incarnation's (the listener was made again elsewhere):
+	// not cached either; readers past head 3 ask the store, after
+	// confirming the cache (see TestAddSuspect).
+	lv.Add([]Message{{Listener: "l", Seq: 9, Text: "newer"}}, time.Unix(3, 0), 64)
+	if msgs, _, need, _ := lv.Next(3, 10); lv.Head() != 9 || !need || len(msgs) != 0 || !lv.Suspect() {
+		t.Fatalf("after a newer incarnation's message: head %d, %v, need %v, suspect %v", lv.Head(), msgs, need, lv.Suspect())
 	}
 	fresh := newLive("l")
 	fresh.Add([]Message{{Listener: "l", Seq: 1, Text: "old"}}, old, 64)
@@ -379,29 +381,57 @@ func TestCorrectStaleHead(t *testing.T) {
 	}
 }
 
-// TestDropOther: a catch-up that shows a newer incarnation of a listener
-// drops a cache bound to the old one (its subscribers are woken to find it
-// gone), and leaves alone one bound to the same incarnation, to none, or to
-// a newer one than the answer's (read before a re-creation).
-func TestDropOther(t *testing.T) {
+// TestCachesDropIf: Caches reports each cache with the incarnation it is
+// bound to, and DropIf drops a cache (its subscribers are woken to find it
+// gone) only while it is still its listener's: one that replaced it since
+// is left alone.
+func TestCachesDropIf(t *testing.T) {
 	r := NewRegistry(seqOf, listenerOf)
 	t1 := time.Unix(1, 0)
-	t2 := t1.Add(time.Second)
 	c := r.Acquire("a")
-	if r.DropOther("a", t2) {
-		t.Fatal("dropped a cache bound to no incarnation")
-	}
 	c.Bind(t1)
-	if r.DropOther("a", t1) || r.DropOther("a", time.Time{}) || r.DropOther("b", t2) || r.DropOther("a", t1.Add(-time.Second)) {
-		t.Fatal("dropped a cache of the same incarnation, for an unknown one, a missing one, or an older one")
+	r.Acquire("b")
+	got := r.Caches()
+	slices.SortFunc(got, func(x, y Bound[Message]) int { return strings.Compare(x.ID, y.ID) })
+	if len(got) != 2 || got[0].Cache != c || !got[0].Created.Equal(t1) || got[1].ID != "b" || !got[1].Created.IsZero() {
+		t.Fatalf("Caches = %+v", got)
 	}
-	if !r.DropOther("a", t2) {
-		t.Fatal("kept a cache of another incarnation")
+	r.Replace(c)
+	fresh := r.Acquire("a")
+	if r.DropIf(c) {
+		t.Fatal("dropped a cache that another replaced")
 	}
-	if _, _, _, gone := c.Next(0, 10); !gone {
+	if _, _, _, gone := fresh.Next(0, 10); gone {
+		t.Fatal("the cache that replaced it is gone")
+	}
+	if !r.DropIf(fresh) {
+		t.Fatal("kept a cache that is still its listener's")
+	}
+	if _, _, _, gone := fresh.Next(0, 10); !gone {
 		t.Fatal("the dropped cache is not gone")
 	}
-	if r.Len() != 0 {
-		t.Fatalf("%d caches left", r.Len())
+	if r.Len() != 1 {
+		t.Fatalf("%d caches left, want b's", r.Len())
+	}
+}
+
+// TestAddSuspect: messages of another incarnation than a bound cache's
+// mark it Suspect, until a subscriber says it Confirmed it.
+func TestAddSuspect(t *testing.T) {
+	lv := newLive("l")
+	lv.Bind(time.Unix(2, 0))
+	lv.Add([]Message{{Listener: "l", Seq: 1}}, time.Unix(2, 0), 64)
+	if lv.Suspect() {
+		t.Fatal("suspect after its own incarnation's message")
+	}
+	for _, other := range []time.Time{time.Unix(1, 0), time.Unix(3, 0)} {
+		lv.Add([]Message{{Listener: "l", Seq: 4}}, other, 64)
+		if !lv.Suspect() || lv.Head() != 4 {
+			t.Fatalf("after a message of incarnation %v: suspect %v, head %d; want suspect, head 4", other, lv.Suspect(), lv.Head())
+		}
+		lv.Confirmed()
+		if lv.Suspect() {
+			t.Fatal("suspect after Confirmed")
+		}
 	}
 }

@@ -87,19 +87,38 @@ func (r *Registry[M]) Drop(id string) {
 	}
 }
 
-// DropOther drops, as Drop does, the cache of listener id if it is bound to
-// an incarnation of the listener older than created (the store shows it
-// deleted and made again since); it reports whether it did. A created older
-// than the cache's (an answer read before a re-creation in this process)
-// drops nothing.
-func (r *Registry[M]) DropOther(id string, created time.Time) bool {
+// Bound is a cache as Caches found it: its listener, and the incarnation it
+// was bound to then (zero: none yet).
+type Bound[M any] struct {
+	ID      string
+	Created time.Time
+	Cache   *Cache[M]
+}
+
+// Caches returns the caches with the incarnations they are bound to, for a
+// catch-up: it reads the store's answer for them, and then drops with
+// DropIf those the answer shows deleted, or made again, since.
+func (r *Registry[M]) Caches() []Bound[M] {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Bound[M], 0, len(r.caches))
+	for id, c := range r.caches {
+		out = append(out, Bound[M]{ID: id, Created: c.bound(), Cache: c})
+	}
+	return out
+}
+
+// DropIf drops, as Drop does, cache c if it is still its listener's: a
+// cache that replaced it since Caches (a new incarnation's, made in this
+// process after the store's answer was read) is left alone. It reports
+// whether it dropped c.
+func (r *Registry[M]) DropIf(c *Cache[M]) bool {
 	r.mu.Lock()
-	c := r.caches[id]
-	if c == nil || !c.boundBefore(created) {
+	if r.caches[c.id] != c {
 		r.mu.Unlock()
 		return false
 	}
-	delete(r.caches, id)
+	delete(r.caches, c.id)
 	r.mu.Unlock()
 	c.MarkGone()
 	return true
@@ -121,17 +140,6 @@ func (r *Registry[M]) Len() int {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	return len(r.caches)
-}
-
-// IDs returns the listeners that have a cache.
-func (r *Registry[M]) IDs() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	ids := make([]string, 0, len(r.caches))
-	for id := range r.caches {
-		ids = append(ids, id)
-	}
-	return ids
 }
 
 // Publish hands committed messages, of any listeners, to their caches (see

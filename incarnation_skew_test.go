@@ -1,0 +1,193 @@
+package moitessier_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/memstore"
+)
+
+// headsStore: a shared memory store that is a Watcher (catch-up only).
+type headsStore struct {
+	moitessier.Store
+	mu         sync.Mutex
+	beforeRead chan struct{} // if set, Heads signals then waits on readGate before reading
+	readGate   chan struct{}
+	afterRead  chan struct{} // if set, Heads signals then waits on applyGate after reading
+	applyGate  chan struct{}
+}
+
+func (s *headsStore) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (s *headsStore) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
+	s.mu.Lock()
+	br, rg, ar, ag := s.beforeRead, s.readGate, s.afterRead, s.applyGate
+	s.beforeRead, s.afterRead = nil, nil
+	s.mu.Unlock()
+	if br != nil {
+		close(br)
+		<-rg
+	}
+	var hs []moitessier.Head
+	for _, id := range ids {
+		info, err := s.Store.Listener(ctx, id)
+		if errors.Is(err, moitessier.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		hs = append(hs, moitessier.Head{Listener: id, Seq: info.Head, Created: info.Created})
+	}
+	if ar != nil {
+		close(ar)
+		<-ag
+	}
+	return hs, nil
+}
+
+// TestRecreateElsewhereSkewedClocks: hub B's clock is 1 s behind hub
+// A's (two machines). B deletes and makes again a listener on which a
+// ListenUntil of A runs: A's catch-up ends it with ErrClosed, as it does
+// with synchronised clocks (storetest RecreateElsewhere), rather than read
+// on in the new incarnation's messages: incarnations are told apart, not
+// ordered by their creators' clocks.
+func TestRecreateElsewhereSkewedClocks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st := &headsStore{Store: memstore.New()}
+	hubA, err := moitessier.New(st, moitessier.Options{GCInterval: -1, CatchUpInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hubA.Close()
+	hubB, err := moitessier.New(st, moitessier.Options{GCInterval: -1, CatchUpInterval: time.Hour,
+		Now: func() time.Time { return time.Now().Add(-time.Second) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hubB.Close()
+	a, err := hubA.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hubA.Dispatch(ctx, "s", "room", "old"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var texts []string
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.ListenUntil(ctx, nil, func(_ context.Context, m []moitessier.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, x := range m {
+				texts = append(texts, x.Text)
+			}
+			return nil
+		}, 0, 0, 0)
+		done <- err
+	}()
+	for {
+		mu.Lock()
+		n := len(texts)
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := hubB.Leave(ctx, a.ID(), "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	b, err := hubB.NewListener(ctx, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ID() != a.ID() {
+		t.Fatal("another ID")
+	}
+	for _, s := range []string{"new1", "new2", "new3"} {
+		if _, err := hubB.Dispatch(ctx, "s", "room", s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("ListenUntil = %v, want ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("the deleted incarnation's ListenUntil still runs, and delivered %q", texts)
+	}
+}
+
+// TestStaleCatchUpMissingKeepsCurrent: like TestStaleCatchUpKeepsCurrent,
+// but the catch-up's Heads answer was read while the listener was deleted
+// (between the deletion and the re-creation in this hub): it names no
+// incarnation at all, and does not end the new incarnation's ListenUntil,
+// whose cache was made after the answer was read.
+func TestStaleCatchUpMissingKeepsCurrent(t *testing.T) {
+	ctx := context.Background()
+	st := &headsStore{Store: memstore.New()}
+	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1, CatchUpInterval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	c := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"}
+	l1, err := hub.NewListener(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx1, cancel1 := context.WithCancel(ctx)
+	done1 := make(chan error, 1)
+	go func() {
+		_, err := l1.ListenUntil(ctx1, nil, func(context.Context, []moitessier.Message) error { return nil }, 0, 0, 0)
+		done1 <- err
+	}()
+	for hub.Stats().Listening < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	br, rg, ar, ag := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	st.mu.Lock()
+	st.beforeRead, st.readGate, st.afterRead, st.applyGate = br, rg, ar, ag
+	st.mu.Unlock()
+	<-br // a catch-up took the IDs (the listener among them)
+	cancel1()
+	<-done1
+	if err := l1.Close(ctx); err != nil { // deleted
+		t.Fatal(err)
+	}
+	close(rg)
+	<-ar // it read the heads: the listener is missing
+	l2, err := hub.NewListener(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done2 := make(chan error, 1)
+	got := make(chan []moitessier.Message, 1)
+	go func() {
+		_, err := l2.ListenUntil(ctx, nil, func(_ context.Context, m []moitessier.Message) error { got <- m; return errors.New("got") }, 0, 0, 5*time.Second)
+		done2 <- err
+	}()
+	for hub.Stats().Listening < 1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(ag)
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-done2:
+		t.Fatalf("the current incarnation's ListenUntil ended: %v", err)
+	default:
+	}
+}
