@@ -32,17 +32,22 @@ func (s *slowMatch) Match(ctx context.Context, scope string) ([]moitessier.Liste
 // TestMatchOldAppendNew: a dispatch that matched a listener's old
 // incarnation and, the listener made again meanwhile, appended to the new
 // one (the memory store appends by ID) still wakes the new one's
-// subscriber, who reads the message from the store.
+// subscriber, who reads the message from the store; also when the old
+// incarnation was made by a hub whose clock is ahead (incarnations are told
+// apart, not ordered by their creators' clocks).
 func TestMatchOldAppendNew(t *testing.T) {
+	for _, skew := range []time.Duration{0, time.Second} {
+		t.Run(skew.String(), func(t *testing.T) { matchOldAppendNew(t, skew) })
+	}
+}
+
+func matchOldAppendNew(t *testing.T, skew time.Duration) {
 	ctx := context.Background()
 	st := &slowMatch{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
-	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hub.Close()
+	hub := memHubOn(t, st, moitessier.Options{})
+	maker := memHubOn(t, st, moitessier.Options{Now: func() time.Time { return time.Now().Add(skew) }})
 	c := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"}
-	l1, err := hub.NewListener(ctx, c)
+	l1, err := maker.NewListener(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}

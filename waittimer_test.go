@@ -98,10 +98,16 @@ func TestListenUntilServedWhileBusy(t *testing.T) {
 // memory store, closed when t ends.
 func memHub(t *testing.T, opts moitessier.Options) *moitessier.Hub {
 	t.Helper()
+	return memHubOn(t, memstore.New(), opts)
+}
+
+// memHubOn is memHub on store s.
+func memHubOn(t *testing.T, s moitessier.Store, opts moitessier.Options) *moitessier.Hub {
+	t.Helper()
 	if opts.GCInterval == 0 {
 		opts.GCInterval = -1
 	}
-	hub, err := moitessier.New(memstore.New(), opts)
+	hub, err := moitessier.New(s, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
