@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,51 +11,25 @@ import (
 	"github.com/likestripes/moitessier/memstore"
 )
 
-// slowHeads is a memory store that is a Watcher; once armed, Heads waits
-// for release after it has read the heads.
-type slowHeads struct {
-	moitessier.Store
-	armed   atomic.Bool
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (s *slowHeads) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
-	<-ctx.Done()
-	return ctx.Err()
-}
-
-func (s *slowHeads) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
-	var hs []moitessier.Head
-	for _, id := range ids {
-		info, err := s.Store.Listener(ctx, id)
-		if errors.Is(err, moitessier.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		hs = append(hs, moitessier.Head{Listener: id, Seq: info.Head, Created: info.Created})
-	}
-	if s.armed.CompareAndSwap(true, false) {
-		close(s.entered)
-		<-s.release
-	}
-	return hs, nil
-}
-
 // TestStaleCatchUpKeepsCurrent: a catch-up whose Heads answer was read
-// before the listener was deleted and made again (here, in this very hub)
-// does not end the ListenUntil of the new incarnation, which then gets
-// what is dispatched to it.
+// before the listener was deleted and made again in this very hub (naming
+// the old incarnation), or between the deletion and the re-creation
+// (missing it), does not end the ListenUntil of the new incarnation, whose
+// cache was made after the answer was read, and which then gets what is
+// dispatched to it.
 func TestStaleCatchUpKeepsCurrent(t *testing.T) {
-	ctx := context.Background()
-	st := &slowHeads{Store: memstore.New(), entered: make(chan struct{}), release: make(chan struct{})}
-	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1, CatchUpInterval: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name        string
+		readDeleted bool
+	}{{"answer names the old incarnation", false}, {"answer misses the listener", true}} {
+		t.Run(tc.name, func(t *testing.T) { staleCatchUp(t, tc.readDeleted) })
 	}
-	defer hub.Close()
+}
+
+func staleCatchUp(t *testing.T, readDeleted bool) {
+	ctx := context.Background()
+	st := &headsStore{Store: memstore.New()}
+	hub := memHubOn(t, st, moitessier.Options{CatchUpInterval: 5 * time.Millisecond})
 	c := moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"}
 	l1, err := hub.NewListener(ctx, c)
 	if err != nil {
@@ -71,14 +44,24 @@ func TestStaleCatchUpKeepsCurrent(t *testing.T) {
 	for hub.Stats().Listening < 1 {
 		time.Sleep(time.Millisecond)
 	}
-	st.armed.Store(true)
-	<-st.entered // a catch-up read the old incarnation's head
+	br, rg, ar, ag := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
+	st.mu.Lock()
+	st.beforeRead, st.readGate, st.afterRead, st.applyGate = br, rg, ar, ag
+	st.mu.Unlock()
+	<-br // a catch-up took the caches (the listener's among them)
+	read := func() { close(rg); <-ar }
+	if !readDeleted {
+		read()
+	}
 	cancel1()
 	<-done1
-	if err := l1.Close(ctx); err != nil {
+	if err := l1.Close(ctx); err != nil { // deleted
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Millisecond)
+	if readDeleted {
+		read()
+	}
+	time.Sleep(2 * time.Millisecond) // a creation time of its own
 	l2, err := hub.NewListener(ctx, c)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +78,7 @@ func TestStaleCatchUpKeepsCurrent(t *testing.T) {
 	for hub.Stats().Listening < 1 {
 		time.Sleep(time.Millisecond)
 	}
-	close(st.release)
+	close(ag) // the stale answer is applied
 	time.Sleep(50 * time.Millisecond)
 	select {
 	case err := <-done2:
