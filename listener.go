@@ -505,6 +505,17 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 	return nil, nil
 }
 
+// currentOf is current for a listen on cache lv: if the handle's
+// incarnation is gone from the store, it retires lv, which ends every local
+// subscriber of it with ErrClosed.
+func (l *Listener) currentOf(ctx context.Context, lv *live.Cache[Message]) (ListenerInfo, error) {
+	info, err := l.current(ctx, "listen")
+	if errors.Is(err, ErrClosed) {
+		l.hub.lives.Replace(lv)
+	}
+	return info, err
+}
+
 // confirm is step's answer to a cache marked Suspect (it was handed
 // messages of another incarnation of the listener than its own; see
 // live.Cache.Add): before it reads, it checks that the handle's
@@ -513,10 +524,7 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 // ends every local subscriber of it with ErrClosed, rather than read the
 // new incarnation's messages as the old one's.
 func (l *Listener) confirm(ctx context.Context, lv *live.Cache[Message]) error {
-	if _, err := l.current(ctx, "listen"); err != nil {
-		if errors.Is(err, ErrClosed) {
-			l.hub.lives.Replace(lv)
-		}
+	if _, err := l.currentOf(ctx, lv); err != nil {
 		return err
 	}
 	lv.Confirmed()
@@ -539,10 +547,7 @@ func (l *Listener) skipRemoved(ctx context.Context, lv *live.Cache[Message], cur
 	if uint64(cur) >= h0 {
 		return cur, nil
 	}
-	info, err := l.current(ctx, "listen")
-	if errors.Is(err, ErrClosed) {
-		l.hub.lives.Replace(lv)
-	}
+	info, err := l.currentOf(ctx, lv)
 	if err != nil {
 		return cur, err
 	}

@@ -89,10 +89,15 @@ func (s *Server) allowJoin(c *Claims) error {
 		return nil
 	}
 	if ok, wait := s.joins.allow(c.Subject, s.cfg.Now()); !ok {
-		s.metrics.rateLimited.Add(1)
-		return fmt.Errorf("joins and leaves: %w", &RateLimitError{RetryAfter: wait})
+		return s.joinLimited(wait)
 	}
 	return nil
+}
+
+// joinLimited counts a refused listener operation and returns its error.
+func (s *Server) joinLimited(wait time.Duration) error {
+	s.metrics.rateLimited.Add(1)
+	return fmt.Errorf("joins and leaves: %w", &RateLimitError{RetryAfter: wait})
 }
 
 // waitJoin is allowJoin for a request that may as well wait for its turn:
@@ -125,8 +130,7 @@ func (s *Server) waitJoin(ctx context.Context, c *Claims, max time.Duration) err
 			return nil
 		}
 	}
-	s.metrics.rateLimited.Add(1)
-	return fmt.Errorf("joins and leaves: %w", &RateLimitError{RetryAfter: wait})
+	return s.joinLimited(wait)
 }
 
 // minHandlerShare is the least handler time a dispatch naming handlers is
