@@ -127,7 +127,8 @@
 // # Joining in one round trip
 //
 // [Store.Join] is one statement: a call of the PL/pgSQL function
-// join_listener (migration 5), its own transaction, which inserts the
+// join_listener (migration 5, and 8, which adds the trim lock under
+// Retention), its own transaction, which inserts the
 // listener unless it exists, its scopes (the trigger above records their
 // versions; a pattern raises the pattern version), the subscriber unless
 // it exists (else it extends the lease), checks the quota of what it
@@ -243,7 +244,12 @@
 // on created_ns), the excess of each listener by (listener, seq), walking
 // the listeners a page at a time, and idempotency keys by record time. The
 // messages of a listener whose subscribers all expired are deleted in
-// batches first, so deleting the listener is a small transaction. We chose
+// batches first, so deleting the listener is a small transaction; each of
+// those batches first takes the listeners' trim locks, advisory locks that
+// every join holds shared from before it reads the listener's head until
+// it commits (migration 8), and only then checks that they are still
+// doomed, so that a lease renewed by a join under way, and a message
+// appended after that join read the head, are seen and kept. We chose
 // batched deletes over dropping time partitions: partitions would drop old
 // messages for free, but retention here is also per listener (MaxCount) and
 // per listener deletion, which partitions do not help, and the primary key

@@ -16,7 +16,7 @@ type queries struct {
 	matchAppend                                                                      string
 	keyFingerprint                                                                   string
 	seek, checkpoint                                                                 string
-	expiredListeners, trimDoomed, expireSubscribers                                  string
+	expiredListeners, lockTrim, trimDoomed, expireSubscribers                        string
 	lockListeners, deleteEmptyListeners, deleteMsgsOf                                string
 	deleteOld, listenerPage, trimPage, deleteKeys                                    string
 	lockUnusedScopes, deleteUnusedScopes                                             string
@@ -273,6 +273,11 @@ func buildQueries(schema string) queries {
 		expiredListeners: `SELECT DISTINCT s.listener FROM S.subscribers s WHERE s.lease_ns < $1
 			AND NOT EXISTS (SELECT 1 FROM S.subscribers t WHERE t.listener = s.listener AND t.lease_ns >= $1)
 			ORDER BY 1 LIMIT $2`,
+		// lockTrim takes the trim locks of listeners $1 (see migration 8)
+		// exclusively, in key order, so that two sweeps cannot deadlock.
+		lockTrim: `SELECT pg_advisory_xact_lock(x.k1, x.k2) FROM (
+				SELECT DISTINCT m.tableoid::integer AS k1, coalesce(nullif(hashtext(d.id), 0), 1) AS k2
+				FROM S.meta m CROSS JOIN unnest($1::text[]) AS d(id) ORDER BY 1, 2) x`,
 		trimDoomed: `DELETE FROM S.messages WHERE (listener, seq) IN (
 				SELECT listener, seq FROM S.messages
 				WHERE listener = ANY(ARRAY(SELECT d.id FROM unnest($1::text[]) AS d(id)
@@ -365,7 +370,7 @@ func buildQueries(schema string) queries {
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
 		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
-		&q.expiredListeners, &q.trimDoomed, &q.expireSubscribers,
+		&q.expiredListeners, &q.lockTrim, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,

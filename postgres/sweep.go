@@ -74,7 +74,13 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 // is a small transaction. The listeners are chosen once, but every batch
 // checks again that they are still doomed (see trimDoomed in queries.go):
 // a subscriber may join one of them between two batches, and expire then
-// keeps the listener, which must keep what was dispatched to it.
+// keeps the listener, which must keep what was dispatched to it. Each
+// batch first takes the listeners' trim locks (lockTrim), which a join
+// holds shared from before it reads the listener's head until it commits
+// (migration 8), and checks in a statement of its own, whose snapshot
+// comes after the lock: a join under way when the check would otherwise
+// run, one that renews a lease, is seen, and the messages appended since
+// it read the head are kept.
 func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moitessier.SweepResult) error {
 	if now == math.MinInt64 {
 		return nil
@@ -87,17 +93,36 @@ func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moite
 	if err != nil || len(ids) == 0 {
 		return err
 	}
-	for {
-		tag, err := s.pool.Exec(ctx, s.q.trimDoomed, ids, batch, now)
-		if err != nil {
-			return err
-		}
-		res.Messages += int(tag.RowsAffected())
-		if tag.RowsAffected() < int64(batch) {
-			return nil
+	for len(ids) > 0 {
+		chunk := ids[:min(len(ids), trimLockChunk)]
+		ids = ids[len(chunk):]
+		for {
+			var n int64
+			err := retry(ctx, func() error {
+				return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+					if _, err := tx.Exec(ctx, s.q.lockTrim, chunk); err != nil {
+						return err
+					}
+					tag, err := tx.Exec(ctx, s.q.trimDoomed, chunk, batch, now)
+					n = tag.RowsAffected()
+					return err
+				})
+			})
+			if err != nil {
+				return err
+			}
+			res.Messages += int(n)
+			if n < int64(batch) {
+				break
+			}
 		}
 	}
+	return nil
 }
+
+// trimLockChunk is how many listeners' trim locks one transaction of
+// trimDoomed holds at once.
+const trimLockChunk = 100
 
 // expire deletes subscribers whose lease ended, a batch per transaction,
 // and in the same transaction the listeners they leave empty, with what

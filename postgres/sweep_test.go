@@ -118,3 +118,59 @@ func TestSweepKeepsUnreadMessagesOfRenewedSubscriber(t *testing.T) {
 		t.Fatalf("%d messages after the sweep, %d when the subscriber renewed its lease", n, left)
 	}
 }
+
+// TestSweepKeepsMessagesAppendedDuringJoin: a subscriber whose lease had
+// ended renews it; a message is appended after its join read the
+// listener's head and before the join committed. A sweep that runs in
+// between must not take the listener for doomed (its one subscriber's
+// renewal not yet visible) and delete that message, which the renewed
+// subscriber is to read.
+func TestSweepKeepsMessagesAppendedDuringJoin(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	now := time.Now()
+	l := moitessier.ListenerInfo{ID: "L", Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
+	old := moitessier.Subscriber{Person: "old", Joined: now.Add(-2 * time.Hour), LeaseExpires: now.Add(-time.Hour), Cursor: moitessier.Resume}
+	if _, _, _, err := s.Join(ctx, l, old, moitessier.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	old.LeaseExpires = now.Add(time.Hour)
+	// The join reads the head, 0: nothing was appended yet.
+	if err := s.JoinTx(ctx, tx, l, old); err != nil {
+		t.Fatal(err)
+	}
+	msgs, _, err := s.Append(ctx, &moitessier.Batch{Dispatch: "d1", Scope: "room", Sender: "x", Created: time.Now(),
+		Entries: []moitessier.Entry{{Listener: l.ID, Text: "after the join read the head"}}})
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("Append: %v, %v", msgs, err)
+	}
+	swept := make(chan error, 1)
+	go func() {
+		_, err := s.Sweep(context.Background(), moitessier.SweepParams{Now: time.Now(), BatchSize: 10})
+		swept <- err
+	}()
+	// Give the sweep time to take the listener for doomed, if it would.
+	select {
+	case err := <-swept:
+		t.Fatalf("the sweep ended (%v) while a join it must wait for was under way", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Read(ctx, l.ID, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Seq != msgs[0].Seq {
+		t.Fatalf("after the head the join read (0): %v, want message %d", got, msgs[0].Seq)
+	}
+}
