@@ -452,7 +452,9 @@ func (h *Hub) watch(ctx context.Context, w Watcher) {
 }
 
 func (h *Hub) observeHeads(heads []Head) {
-	h.lives.Observe(len(heads), func(i int) (string, uint64) { return heads[i].Listener, uint64(heads[i].Seq) })
+	h.lives.Observe(len(heads), func(i int) (string, uint64, time.Time) {
+		return heads[i].Listener, uint64(heads[i].Seq), heads[i].Created
+	})
 }
 
 // catchUp re-reads the heads of listeners with local subscribers, in one

@@ -203,7 +203,9 @@ type Head struct {
 	Seq      Cursor
 	// Created is the listener's creation time, which tells its incarnations
 	// apart (a listener deleted and made again keeps its ID), if the store
-	// says; zero if not (a notification, say). Incarnations are compared
+	// says (Postgres's notifications and Heads do); zero if not. A head
+	// observed with another incarnation than a local cache's makes the
+	// hub ask the store before it reads past it. Incarnations are compared
 	// for equality only: creation times come from the clocks of the
 	// processes that made them, which need not agree.
 	Created time.Time

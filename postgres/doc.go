@@ -172,9 +172,14 @@
 //
 // Append sends the new heads of the listeners it wrote with pg_notify on
 // the schema's channel, in its own transaction, so the notification is
-// delivered only on commit (never for a rolled-back dispatch). A payload
-// holds at most [Config.NotifyBatch] heads (default 120, under 7 000 bytes;
-// the limit is 8 000); a larger fan-out sends several. [Store.Watch] holds
+// delivered only on commit (never for a rolled-back dispatch). Each head
+// carries its listener's creation time, which tells its incarnations apart
+// (a listener deleted and made again keeps its ID): a hub whose local
+// subscribers listen to another incarnation asks the store before it
+// reads past that head, and ends them with ErrClosed rather than hand them
+// the new incarnation's messages. A payload holds at most
+// [Config.NotifyBatch] heads (default 80, under 6 000 bytes; the limit is
+// 8 000); a larger fan-out sends several. [Store.Watch] holds
 // one dedicated connection per call (the hub makes one call per store,
 // whatever its number of listeners), reconnects with exponential backoff
 // when the connection drops, and, once its LISTEN is active (on the first

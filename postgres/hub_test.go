@@ -253,3 +253,71 @@ func TestCachedMatchSeesOtherWriters(t *testing.T) {
 		t.Fatalf("reached %v, want the listener written by another writer too", d.Reached)
 	}
 }
+
+// TestRecreateElsewhereNotified: a listener deleted and made again under
+// the same ID by another hub, whose dispatches this hub hears by
+// notification only (its catch-up an hour away). The old incarnation's
+// ListenUntil here ends with ErrClosed and hands over none of the new
+// incarnation's messages: the notifications carry the incarnation.
+func TestRecreateElsewhereNotified(t *testing.T) {
+	schema := newSchema(t)
+	sa, sb := openStore(t, schema), openStore(t, schema)
+	ctx := ctxT(t)
+	ha := newHub(t, sa, moitessier.Options{CatchUpInterval: time.Hour})
+	hb := newHub(t, sb, moitessier.Options{CatchUpInterval: time.Hour})
+	c := moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "again"}
+	a, err := ha.NewListener(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ha.Dispatch(ctx, "alice", "again", "old"); err != nil {
+		t.Fatal(err)
+	}
+	texts := make(chan string, 16)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.ListenUntil(ctx, nil, func(_ context.Context, ms []moitessier.Message) error {
+			for _, m := range ms {
+				texts <- m.Text
+			}
+			return nil
+		}, 0, 0, 0)
+		done <- err
+	}()
+	if got := <-texts; got != "old" {
+		t.Fatalf("first delivery %q, want old", got)
+	}
+	time.Sleep(200 * time.Millisecond) // both hubs' Watch connections LISTEN
+	if err := hb.Leave(ctx, a.ID(), "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a creation time of its own
+	c.Person = "bob"
+	b, err := hb.NewListener(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.ID() != a.ID() {
+		t.Fatal("the listener made again has another ID")
+	}
+	for i := range 5 {
+		if _, err := hb.Dispatch(ctx, "bob", "again", fmt.Sprint("new", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("ListenUntil on the deleted incarnation = %v, want ErrClosed", err)
+		}
+	case got := <-texts:
+		t.Fatalf("the deleted incarnation's ListenUntil handed over %q, the new one's", got)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the deleted incarnation's ListenUntil still runs")
+	}
+	select {
+	case got := <-texts:
+		t.Fatalf("the deleted incarnation's ListenUntil handed over %q, the new one's", got)
+	default:
+	}
+}

@@ -25,7 +25,8 @@ type queries struct {
 }
 
 // notifyUp is the column of the append statements that sends the new
-// heads of the listeners in up (the statement's updated rows) by NOTIFY on
+// heads of the listeners in up (the statement's updated rows), each with
+// its listener's creation time (see parseHeads), by NOTIFY on
 // @channel, @notify_batch of them per payload, when mustNotifyUp says a
 // Watch is to hear of them (see watchers.go). It cuts one array of them in
 // slices rather than grouping rows by row_number(), which set up a window
@@ -33,7 +34,7 @@ type queries struct {
 // no Watch was to hear and that part did not run.
 const notifyUp = `(
 				SELECT count(pg_notify(@channel, array_to_string(x.a[k * @notify_batch + 1:(k + 1) * @notify_batch], ',')))
-				FROM (SELECT array_agg(id || ' ' || head) AS a FROM up) x, generate_series(0, (cardinality(x.a) - 1) / @notify_batch) k
+				FROM (SELECT array_agg(id || ' ' || head || ' ' || created_ns) AS a FROM up) x, generate_series(0, (cardinality(x.a) - 1) / @notify_batch) k
 				WHERE ` + mustNotifyUp + `
 			)`
 
@@ -127,7 +128,7 @@ func buildQueries(schema string) queries {
 			), up AS (
 				UPDATE S.listeners l SET head = l.head + c.n FROM c
 				WHERE l.id = c.id AND l.id IN (SELECT id FROM lk)
-				RETURNING l.id, l.head, c.n
+				RETURNING l.id, l.head, c.n, l.created_ns
 			), ins AS (
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT e.listener, up.head - up.n + e.k, bt.dispatch, bt.scope, bt.sender, e.body, bt.created_ns
@@ -174,7 +175,7 @@ func buildQueries(schema string) queries {
 				ORDER BY l.id FOR NO KEY UPDATE
 			), up AS (
 				UPDATE S.listeners l SET head = l.head + 1 WHERE l.id = ANY(ARRAY(SELECT id FROM lk))
-				RETURNING l.id, l.head
+				RETURNING l.id, l.head, l.created_ns
 			), ins AS (
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch, @scope, @sender, @body, @created FROM up
@@ -201,12 +202,12 @@ func buildQueries(schema string) queries {
 				WHERE l.id = @listener::text AND (@stamp_patterns::bigint < 0 OR (
 					@stamp_patterns = (SELECT pattern_version FROM S.meta)
 					AND @stamp_scope::bigint = coalesce((SELECT v.version FROM S.scope_versions v WHERE v.scope = @scope::text), 0)))
-				RETURNING l.id, l.head
+				RETURNING l.id, l.head, l.created_ns
 			), ins AS (
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
-			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head)) ELSE false END FROM up`,
+			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head || ' ' || created_ns)) ELSE false END FROM up`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.
@@ -348,7 +349,7 @@ func buildQueries(schema string) queries {
 		notifyScopeHeads: notifyHeads(`id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = $4 AND NOT wild) || $2::text[])`),
 	}
 	q.appendOne = strings.Replace(q.append, notifyUp, `(SELECT count(*) FROM (
-				SELECT pg_notify(@channel, string_agg(id || ' ' || head, ',')) FROM up WHERE @notify_batch > 0
+				SELECT pg_notify(@channel, string_agg(id || ' ' || head || ' ' || created_ns, ',')) FROM up WHERE @notify_batch > 0
 				HAVING count(*) > 0 AND `+mustNotifyUp+`
 			) y)`, 1)
 	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
@@ -358,7 +359,7 @@ func buildQueries(schema string) queries {
 	q.appendSingle = q.appendOne[:i] + `), up AS (
 				UPDATE S.listeners l SET head = l.head + (@counts::bigint[])[1]
 				WHERE l.id = (@ids::text[])[1] AND NOT EXISTS (SELECT 1 FROM stale)
-				RETURNING l.id, l.head, (@counts::bigint[])[1] AS n
+				RETURNING l.id, l.head, (@counts::bigint[])[1] AS n, l.created_ns
 			` + q.appendOne[j:]
 	q.matchAppend = bindNames(q.matchAppend, matchAppendParams)
 	q.append = bindNames(q.append, appendParams)
@@ -388,11 +389,11 @@ func buildQueries(schema string) queries {
 // appends do, so that the two cannot deadlock.
 func notifyHeads(where string) string {
 	return `WITH l AS MATERIALIZED (
-				SELECT id, head FROM S.listeners WHERE ` + where + ` ORDER BY id FOR SHARE
+				SELECT id, head, created_ns FROM S.listeners WHERE ` + where + ` ORDER BY id FOR SHARE
 			)
 			SELECT count(pg_notify($1, p)) FROM (
-				SELECT string_agg(id || ' ' || head, ',') AS p
-				FROM (SELECT id, head, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
+				SELECT string_agg(id || ' ' || head || ' ' || created_ns, ',') AS p
+				FROM (SELECT id, head, created_ns, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
 				GROUP BY chunk
 			) y`
 }

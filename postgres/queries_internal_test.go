@@ -92,3 +92,23 @@ func migrationText(t *testing.T, prefix string) string {
 	t.Fatalf("no migration %s", prefix)
 	return ""
 }
+
+// TestParseHeads: a payload's heads carry their listener's creation time;
+// one without (a process of an earlier version) is taken with none, and
+// what does not parse is skipped.
+func TestParseHeads(t *testing.T) {
+	got := parseHeads("a 3 1700000000000000001,b 4,c x 5,d 6 y,,e,f 7 8")
+	want := []moitessier.Head{
+		{Listener: "a", Seq: 3, Created: fromNS(1700000000000000001)},
+		{Listener: "b", Seq: 4},
+		{Listener: "f", Seq: 7, Created: fromNS(8)},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("parseHeads = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].Listener != want[i].Listener || got[i].Seq != want[i].Seq || !got[i].Created.Equal(want[i].Created) {
+			t.Fatalf("head %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}

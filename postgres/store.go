@@ -60,8 +60,8 @@ type Config struct {
 
 	// NotifyBatch is how many listener heads one NOTIFY payload carries at
 	// most; a dispatch to more listeners sends several notifications.
-	// Default 120, which keeps a payload under 7 000 bytes (the limit is
-	// 8 000).
+	// Default 80, which keeps a payload of the hub's listener IDs under
+	// 6 000 bytes (the limit is 8 000); at most 100.
 	NotifyBatch int
 
 	// Writers is how many append statements the store runs at once. Appends
@@ -114,7 +114,7 @@ func (c Config) withDefaults() Config {
 		c.Schema = DefaultSchema
 	}
 	if c.NotifyBatch <= 0 {
-		c.NotifyBatch = 120
+		c.NotifyBatch = 80
 	}
 	if c.Writers <= 0 {
 		c.Writers = 4
@@ -144,8 +144,8 @@ func (c Config) validate() error {
 	if strings.ContainsRune(c.Schema, 0) {
 		return fmt.Errorf("postgres: schema name %q holds a NUL byte", c.Schema)
 	}
-	if c.NotifyBatch > 140 {
-		return fmt.Errorf("postgres: NotifyBatch %d is more than 140: a payload could pass 8000 bytes", c.NotifyBatch)
+	if c.NotifyBatch > 100 {
+		return fmt.Errorf("postgres: NotifyBatch %d is more than 100: a payload could pass 8000 bytes", c.NotifyBatch)
 	}
 	return nil
 }

@@ -184,20 +184,31 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 	}
 }
 
-// parseHeads parses a payload "id head,id head,…"; it skips what it cannot
-// parse.
+// parseHeads parses a payload "id head created,id head created,…", where
+// created is the listener's creation time in Unix nanoseconds (its
+// incarnation: see moitessier.Head); it takes "id head" (a process of an
+// earlier version) with no incarnation, and skips what it cannot parse.
 func parseHeads(p string) []moitessier.Head {
 	heads := make([]moitessier.Head, 0, strings.Count(p, ",")+1)
 	for item := range strings.SplitSeq(p, ",") {
-		id, seq, ok := strings.Cut(item, " ")
+		id, rest, ok := strings.Cut(item, " ")
 		if !ok || id == "" {
 			continue
 		}
+		seq, created, withCreated := strings.Cut(rest, " ")
 		n, err := strconv.ParseUint(seq, 10, 64)
 		if err != nil {
 			continue
 		}
-		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(n)})
+		h := moitessier.Head{Listener: id, Seq: moitessier.Cursor(n)}
+		if withCreated {
+			ns, err := strconv.ParseInt(created, 10, 64)
+			if err != nil {
+				continue
+			}
+			h.Created = fromNS(ns)
+		}
+		heads = append(heads, h)
 	}
 	return heads
 }

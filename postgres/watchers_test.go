@@ -461,8 +461,11 @@ func notifyInBatches(t *testing.T, n int) {
 	s := openStoreWith(t, postgres.Config{Schema: newSchema(t), NotifyBatch: 2})
 	ctx := ctxT(t)
 	var ids []string
+	created := make(map[string]int64) // each listener's creation time, which its heads carry
 	for i := range n {
-		ids = append(ids, joinScopes(t, s, []string{"room", fmt.Sprint("other.", i)}).ID)
+		l := joinScopes(t, s, []string{"room", fmt.Sprint("other.", i)})
+		ids = append(ids, l.ID)
+		created[l.ID] = l.Created.UnixNano()
 	}
 	conn, err := pgx.Connect(ctx, testDSN())
 	if err != nil {
@@ -481,7 +484,7 @@ func notifyInBatches(t *testing.T, n int) {
 		t.Helper()
 		want := make(map[string]bool)
 		for _, id := range ids {
-			want[fmt.Sprint(id, " ", head)] = true
+			want[fmt.Sprint(id, " ", head, " ", created[id])] = true
 		}
 		payloads := 0
 		for len(want) > 0 {

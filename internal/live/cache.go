@@ -290,6 +290,24 @@ func (lv *Cache[M]) release() bool {
 	return moved
 }
 
+// Other marks the cache Suspect (see Add) if created, the incarnation of
+// the listener a head observed next is of (a store's notification says
+// it), is another than the cache's: that head may be another
+// incarnation's (the listener was deleted and made again elsewhere, or the
+// notification is an old one's, late), and the store is asked before
+// anyone reads past it. A zero created, or a cache not yet bound, is left
+// as it is.
+func (lv *Cache[M]) Other(created time.Time) {
+	if created.IsZero() {
+		return
+	}
+	lv.mu.Lock()
+	if !lv.created.IsZero() && !lv.created.Equal(created) {
+		lv.suspect = true
+	}
+	lv.mu.Unlock()
+}
+
 // Observe records that the listener's head is at least h.
 func (lv *Cache[M]) Observe(h uint64) {
 	lv.mu.Lock()

@@ -435,3 +435,39 @@ func TestAddSuspect(t *testing.T) {
 		}
 	}
 }
+
+// TestObserveOther: a head observed with another incarnation than the
+// cache's (a notification of a listener made again elsewhere) marks the
+// cache Suspect, so that its readers ask the store before they read past
+// it; one of the cache's own incarnation, of none known, or observed
+// before the cache is bound, does not. Through the Registry, as the hub
+// observes a store's notifications, held or not.
+func TestObserveOther(t *testing.T) {
+	r := NewRegistry(func(m *Message) uint64 { return uint64(m.Seq) }, func(m *Message) string { return m.Listener })
+	lv := r.Acquire("l")
+	defer r.Release(lv)
+	observe := func(seq uint64, created time.Time) {
+		r.Observe(1, func(int) (string, uint64, time.Time) { return "l", seq, created })
+	}
+	observe(1, time.Unix(1, 0))
+	if lv.Suspect() {
+		t.Fatal("suspect after a head observed before the cache was bound")
+	}
+	lv.Bind(time.Unix(2, 0))
+	observe(2, time.Unix(2, 0))
+	observe(3, time.Time{})
+	if lv.Suspect() || lv.Head() != 3 {
+		t.Fatalf("suspect %v, head %d after heads of its own and of no known incarnation; want not suspect, head 3", lv.Suspect(), lv.Head())
+	}
+	observe(4, time.Unix(3, 0))
+	if !lv.Suspect() || lv.Head() != 4 {
+		t.Fatalf("suspect %v, head %d after a head of another incarnation; want suspect, head 4", lv.Suspect(), lv.Head())
+	}
+	lv.Confirmed()
+	r.HoldAll()
+	observe(5, time.Unix(3, 0))
+	r.UnholdAll()
+	if !lv.Suspect() || lv.Head() != 5 {
+		t.Fatalf("suspect %v, head %d after a head of another incarnation kept aside while held; want suspect, head 5", lv.Suspect(), lv.Head())
+	}
+}

@@ -169,8 +169,10 @@ func (r *Registry[M]) Publish(msgs []M, created func(i int) time.Time, maxBuf in
 }
 
 // Observe records the heads that a store reported for listeners: for
-// i < n, head(i) returns a listener's ID and its head (see Cache.Observe).
-func (r *Registry[M]) Observe(n int, head func(i int) (id string, seq uint64)) {
+// i < n, head(i) returns a listener's ID, its head, and the incarnation
+// of the listener the head is of (zero: unknown); see Cache.Observe and
+// Cache.Other.
+func (r *Registry[M]) Observe(n int, head func(i int) (id string, seq uint64, created time.Time)) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.all.Load() > 0 {
@@ -178,9 +180,12 @@ func (r *Registry[M]) Observe(n int, head func(i int) (id string, seq uint64)) {
 		if r.all.Load() > 0 {
 			defer r.allMu.Unlock()
 			for i := range n {
-				id, seq := head(i)
-				if c := r.caches[id]; c != nil && c.notice(seq) {
-					r.noticed = append(r.noticed, c)
+				id, seq, created := head(i)
+				if c := r.caches[id]; c != nil {
+					c.Other(created)
+					if c.notice(seq) {
+						r.noticed = append(r.noticed, c)
+					}
 				}
 			}
 			return
@@ -188,8 +193,9 @@ func (r *Registry[M]) Observe(n int, head func(i int) (id string, seq uint64)) {
 		r.allMu.Unlock()
 	}
 	for i := range n {
-		id, seq := head(i)
+		id, seq, created := head(i)
 		if c := r.caches[id]; c != nil {
+			c.Other(created)
 			c.Observe(seq)
 		}
 	}
