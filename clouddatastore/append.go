@@ -492,7 +492,7 @@ func (s *Store) appendTx(tx *datastore.Transaction, group []*pending) ([]groupRe
 		if _, err := tx.Put(keys[i], &les[i]); err != nil {
 			return nil, nil, err
 		}
-		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(les[i].Head)})
+		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(les[i].Head), Created: fromNS(les[i].Created)})
 	}
 	if len(mkeys) > 0 {
 		if _, err := tx.PutMulti(mkeys, mvals); err != nil {

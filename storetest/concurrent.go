@@ -332,6 +332,67 @@ func testRecreateElsewhere(t *testing.T, h Harness) {
 	}
 }
 
+// testRecreateElsewhereHeard: as testRecreateElsewhere, with the hub of
+// the old incarnation's ListenUntil hearing the other process's dispatches
+// only from its store's Watch (its catch-up an hour away): the listen ends
+// with ErrClosed and hands over none of the new incarnation's messages,
+// which a head heard from the Watch must not send it to read (a store's
+// heads carry the incarnation they are of; see moitessier.Head).
+func testRecreateElsewhereHeard(t *testing.T, h Harness) {
+	if h.Share == nil {
+		t.Skip("storetest: RecreateElsewhereHeard: the store serves one process (Harness.Share is nil)")
+	}
+	s1 := newStore(t, h)
+	s2 := shareStore(t, h, s1)
+	if _, ok := s1.(moitessier.Watcher); !ok {
+		t.Skip("storetest: RecreateElsewhereHeard: the store has no Watcher")
+	}
+	hubA := newHub(t, s1, moitessier.Options{CatchUpInterval: time.Hour})
+	hubB := newHub(t, s2, moitessier.Options{CatchUpInterval: time.Hour})
+	ctx := ctxT(t)
+	const scope = "again.heard"
+	a := mustListener(t, hubA, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: scope})
+	old := newCollector()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.ListenUntil(ctx, nil, old.respond, 0, 0, 0)
+		done <- err
+	}()
+	// Once a dispatch of hub B's reaches the listen, hub A hears B's
+	// dispatches through its Watch.
+	for i := 0; len(old.texts()) == 0; i++ {
+		if i == 100 {
+			t.Fatal("hub A did not hear hub B's dispatches in 10 s")
+		}
+		mustDispatch(t, hubB, "alice", scope, "old")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := hubB.Leave(ctx, a.ID(), "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a creation time of its own
+	b := mustListener(t, hubB, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: scope})
+	if b.ID() != a.ID() {
+		t.Fatal("the recreated listener has another ID")
+	}
+	for i := range 5 {
+		mustDispatch(t, hubB, "bob", scope, fmt.Sprint("new", i))
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("ListenUntil on the deleted listener = %v, want ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("ListenUntil on the deleted listener still runs; it delivered %q", old.texts())
+	}
+	for _, text := range old.texts() {
+		if text != "old" {
+			t.Fatalf("the deleted listener's ListenUntil handed over %q, the new one's: %q", text, old.texts())
+		}
+	}
+}
+
 // lateWatch is a store whose Watch starts only once gate is closed, as a
 // hub's Watch may start late (a loaded machine, a LISTEN connection slow
 // to open): the hub runs, and its listeners have joined, before the store

@@ -88,6 +88,7 @@ func Run(t *testing.T, h Harness) {
 		{"Reopen", testReopen},
 		{"Share", testShare},
 		{"RecreateElsewhere", testRecreateElsewhere},
+		{"RecreateElsewhereHeard", testRecreateElsewhereHeard},
 		{"ShareWatchStartsLate", testShareWatchStartsLate},
 	}
 	for _, tt := range tests {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/likestripes/moitessier"
 )
@@ -13,7 +14,11 @@ import (
 func TestEncodeBounds(t *testing.T) {
 	var heads []moitessier.Head
 	for i := range 1000 {
-		heads = append(heads, moitessier.Head{Listener: fmt.Sprintf("l%d", i), Seq: moitessier.Cursor(i) << 40})
+		h := moitessier.Head{Listener: fmt.Sprintf("l%d", i), Seq: moitessier.Cursor(i) << 40}
+		if i%2 == 0 {
+			h.Created = time.Unix(0, 1_700_000_000_000_000_000+int64(i)).UTC()
+		}
+		heads = append(heads, h)
 	}
 	heads = append(heads, moitessier.Head{Listener: strings.Repeat("x", 300), Seq: 1}) // larger than max alone
 	const max = 256
@@ -32,7 +37,7 @@ func TestEncodeBounds(t *testing.T) {
 	if !slices.Equal(got, heads) {
 		t.Fatalf("decoded %d heads, want the %d encoded", len(got), len(heads))
 	}
-	if len(msgs) > 1000*16/(max-20)+2 {
+	if len(msgs) > 1000*25/(max-30)+2 {
 		t.Fatalf("%d messages: poorly filled", len(msgs))
 	}
 }
@@ -40,7 +45,9 @@ func TestEncodeBounds(t *testing.T) {
 func TestDecodeBad(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"Empty":       {},
-		"Version":     {2},
+		"Version":     {3},
+		"NoCreated":   {version, 1, 'a', 5},
+		"BadCreated":  {version, 1, 'a', 5, 0x80},
 		"ShortID":     {version, 5, 'a'},
 		"NoSeq":       {version, 1, 'a'},
 		"BadVarint":   {version, 0x80},
@@ -57,6 +64,16 @@ func TestDecodeBad(t *testing.T) {
 		if _, err := decode(data); !errors.Is(err, errBadMessage) {
 			t.Errorf("%s: decode = %v, want errBadMessage", name, err)
 		}
+	}
+}
+
+// TestDecodeV1: a message of an earlier version of this package, with no
+// creation times, decodes to heads of no known incarnation.
+func TestDecodeV1(t *testing.T) {
+	got, err := decode([]byte{versionV1, 1, 'a', 5, 2, 'b', 'c', 0x80, 0x01})
+	want := []moitessier.Head{{Listener: "a", Seq: 5}, {Listener: "bc", Seq: 128}}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("decode = %v, %v; want %v", got, err, want)
 	}
 }
 

@@ -212,7 +212,7 @@ type Wake struct {
 
 	// mu guards the heads waiting to be published and the flush progress.
 	mu       sync.Mutex
-	pending  map[string]moitessier.Cursor
+	pending  map[headKey]moitessier.Cursor
 	queued   uint64        // Publish calls that added heads
 	flushed  uint64        // queued value covered by the last finished batch
 	flushErr error         // error of the last finished batch
@@ -250,7 +250,7 @@ func Open(ctx context.Context, cfg Config) (*Wake, error) {
 		origin:   origin,
 		log:      cfg.Logger,
 		done:     make(chan struct{}),
-		pending:  map[string]moitessier.Cursor{},
+		pending:  map[headKey]moitessier.Cursor{},
 		flushCh:  make(chan struct{}),
 		kick:     make(chan struct{}, 1),
 		watchers: map[*func([]moitessier.Head)]struct{}{},
@@ -351,8 +351,9 @@ func (w *Wake) Subscription() string { return w.sub }
 
 // Publish queues heads to be published to the other processes and handed
 // to this Wake's watchers. It does not block and does not keep heads; heads
-// of one listener queued before the next batch leaves are merged into the
-// highest. It returns an error wrapping moitessier.ErrClosed after Close.
+// of one incarnation of a listener (Head.Created) queued before the next
+// batch leaves are merged into the highest. It returns an error wrapping
+// moitessier.ErrClosed after Close.
 func (w *Wake) Publish(heads []moitessier.Head) error {
 	if w.closed.Load() {
 		return fmt.Errorf("wake: publish: %w", moitessier.ErrClosed)
@@ -362,8 +363,9 @@ func (w *Wake) Publish(heads []moitessier.Head) error {
 	}
 	w.mu.Lock()
 	for _, h := range heads {
-		if cur, ok := w.pending[h.Listener]; !ok || h.Seq > cur {
-			w.pending[h.Listener] = h.Seq
+		k := headKey{h.Listener, createdNS(h.Created)}
+		if cur, ok := w.pending[k]; !ok || h.Seq > cur {
+			w.pending[k] = h.Seq
 		}
 	}
 	w.queued++
@@ -424,15 +426,15 @@ func (w *Wake) flush(ctx context.Context) {
 	pending, target := w.pending, w.queued
 	n := len(pending) // read under mu: an empty map stays w.pending, which Publish writes
 	if n > 0 {
-		w.pending = make(map[string]moitessier.Cursor, n)
+		w.pending = make(map[headKey]moitessier.Cursor, n)
 	}
 	w.mu.Unlock()
 	if n == 0 {
 		return
 	}
 	heads := make([]moitessier.Head, 0, len(pending))
-	for id, seq := range pending {
-		heads = append(heads, moitessier.Head{Listener: id, Seq: seq})
+	for k, seq := range pending {
+		heads = append(heads, moitessier.Head{Listener: k.id, Seq: seq, Created: createdTime(k.created)})
 	}
 	w.deliver(heads)
 	var err error
@@ -584,9 +586,38 @@ func (w *Wake) Close() error {
 	return w.closeErr
 }
 
+// headKey is what Publish merges heads by: a listener's incarnation.
+type headKey struct {
+	id      string
+	created uint64 // createdNS
+}
+
+// createdNS is a listener's creation time on the wire, in Unix
+// nanoseconds; 0 for none known.
+func createdNS(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(t.UnixNano())
+}
+
+// createdTime is createdNS's inverse.
+func createdTime(ns uint64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(ns)).UTC()
+}
+
 // Message data: a version byte, then per head the listener ID's length
-// (uvarint), the ID and the sequence number (uvarint).
-const version = 1
+// (uvarint), the ID, the sequence number (uvarint) and the listener's
+// creation time (createdNS, uvarint), which tells its incarnations apart.
+// Version 1, which an earlier version of this package sends, has no
+// creation time; decode reads it with none.
+const (
+	version   = 2
+	versionV1 = 1
+)
 
 // encode packs heads into messages of at most max bytes each; a head too
 // large for an empty message goes alone.
@@ -594,7 +625,7 @@ func encode(heads []moitessier.Head, max int) [][]byte {
 	var msgs [][]byte
 	cur := []byte{version}
 	for _, h := range heads {
-		n := binary.MaxVarintLen64*2 + len(h.Listener)
+		n := binary.MaxVarintLen64*3 + len(h.Listener)
 		if len(cur) > 1 && len(cur)+n > max {
 			msgs = append(msgs, cur)
 			cur = []byte{version}
@@ -602,6 +633,7 @@ func encode(heads []moitessier.Head, max int) [][]byte {
 		cur = binary.AppendUvarint(cur, uint64(len(h.Listener)))
 		cur = append(cur, h.Listener...)
 		cur = binary.AppendUvarint(cur, uint64(h.Seq))
+		cur = binary.AppendUvarint(cur, createdNS(h.Created))
 	}
 	if len(cur) > 1 {
 		msgs = append(msgs, cur)
@@ -613,9 +645,10 @@ func encode(heads []moitessier.Head, max int) [][]byte {
 var errBadMessage = errors.New("wake: bad message")
 
 func decode(data []byte) ([]moitessier.Head, error) {
-	if len(data) == 0 || data[0] != version {
+	if len(data) == 0 || data[0] != version && data[0] != versionV1 {
 		return nil, fmt.Errorf("%w: unknown version", errBadMessage)
 	}
+	withCreated := data[0] == version
 	var heads []moitessier.Head
 	for b := data[1:]; len(b) > 0; {
 		n, k := binary.Uvarint(b)
@@ -629,7 +662,16 @@ func decode(data []byte) ([]moitessier.Head, error) {
 			return nil, fmt.Errorf("%w: bad sequence number at byte %d", errBadMessage, len(data)-len(b))
 		}
 		b = b[k:]
-		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(seq)})
+		h := moitessier.Head{Listener: id, Seq: moitessier.Cursor(seq)}
+		if withCreated {
+			ns, k := binary.Uvarint(b)
+			if k <= 0 {
+				return nil, fmt.Errorf("%w: bad creation time at byte %d", errBadMessage, len(data)-len(b))
+			}
+			b = b[k:]
+			h.Created = createdTime(ns)
+		}
+		heads = append(heads, h)
 	}
 	return heads, nil
 }

@@ -56,10 +56,11 @@ type collector struct {
 	calls int
 	seen  map[string]int // reports per listener
 	ch    chan struct{}
+	incs  map[string]moitessier.Cursor // highest head by "listener@created (Unix ns)"
 }
 
 func newCollector() *collector {
-	return &collector{heads: map[string]moitessier.Cursor{}, seen: map[string]int{}, ch: make(chan struct{}, 1)}
+	return &collector{heads: map[string]moitessier.Cursor{}, seen: map[string]int{}, incs: map[string]moitessier.Cursor{}, ch: make(chan struct{}, 1)}
 }
 
 func (c *collector) fn(hs []moitessier.Head) {
@@ -68,6 +69,8 @@ func (c *collector) fn(hs []moitessier.Head) {
 	for _, h := range hs {
 		c.heads[h.Listener] = max(c.heads[h.Listener], h.Seq)
 		c.seen[h.Listener]++
+		inc := fmt.Sprint(h.Listener, "@", h.Created.UnixNano())
+		c.incs[inc] = max(c.incs[inc], h.Seq)
 	}
 	c.mu.Unlock()
 	select {
@@ -156,6 +159,39 @@ func TestTwoProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	ca.waitFor(t, map[string]moitessier.Cursor{"l1": 4}, 15*time.Second)
+}
+
+// TestIncarnations: heads carry their listener's creation time across
+// processes, and heads of two incarnations of one listener queued in one
+// batch are not merged into one (the higher of them would pass for the
+// other incarnation's).
+func TestIncarnations(t *testing.T) {
+	topic := freshTopic(t)
+	a := open(t, wake.Config{Topic: topic})
+	b := open(t, wake.Config{Topic: topic})
+	cb := newCollector()
+	watch(t, b, cb)
+	c1, c2 := time.Unix(0, 1_700_000_000_000_000_001).UTC(), time.Unix(0, 1_700_000_000_000_000_002).UTC()
+	if err := a.Publish([]moitessier.Head{{Listener: "l", Seq: 3, Created: c1}, {Listener: "l", Seq: 5, Created: c2}, {Listener: "l", Seq: 4, Created: c1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(context.Background()); err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	cb.waitFor(t, map[string]moitessier.Cursor{"l": 5}, 15*time.Second)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		cb.mu.Lock()
+		got1, got2 := cb.incs[fmt.Sprint("l@", c1.UnixNano())], cb.incs[fmt.Sprint("l@", c2.UnixNano())]
+		cb.mu.Unlock()
+		if got1 == 4 && got2 == 5 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("heads of l by incarnation: %d and %d, want 4 and 5", got1, got2)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestFirstWatchHearsEarlier: heads another process published after Open
