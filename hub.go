@@ -258,7 +258,7 @@ type Hub struct {
 	log   *slog.Logger
 
 	lives *live.Registry[Message] // caches of listeners with local subscribers
-	read  live.ReadFunc[Message]  // Store.Read, for the caches
+	read  live.ReadFunc[Message]  // Store.Read, or IncarnationReader.ReadOf: see readOf
 
 	cursors *cursors.Tracker // positions and leases of local subscribers
 
@@ -298,8 +298,8 @@ func New(store Store, opts Options) (*Hub, error) {
 	}
 	close(h.ready)
 	h.cursors = cursors.New(h.saveCheckpoints, opts.Now, opts.Lease)
-	h.read = func(ctx context.Context, id string, after uint64, limit int) ([]Message, error) {
-		return store.Read(ctx, id, Cursor(after), limit)
+	h.read = func(ctx context.Context, id string, created time.Time, after uint64, limit int) ([]Message, error) {
+		return readOf(ctx, store, id, created, Cursor(after), limit)
 	}
 	h.goLoop(ctx, opts.AckInterval, h.flush)
 	if opts.GCInterval > 0 {
@@ -703,3 +703,13 @@ func newDispatchID(now time.Time) string {
 // messageSeq and messageListener are how the live caches read a Message.
 func messageSeq(m *Message) uint64      { return uint64(m.Seq) }
 func messageListener(m *Message) string { return m.Listener }
+
+// readOf reads listener id's messages after after, of its incarnation
+// created when the store can tell (IncarnationReader; created is never
+// zero here), else of whichever incarnation it is.
+func readOf(ctx context.Context, s Store, id string, created time.Time, after Cursor, limit int) ([]Message, error) {
+	if ir, ok := s.(IncarnationReader); ok && !created.IsZero() {
+		return ir.ReadOf(ctx, id, created, after, limit)
+	}
+	return s.Read(ctx, id, after, limit)
+}

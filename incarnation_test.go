@@ -161,3 +161,102 @@ func TestOldCacheIgnoresNewIncarnation(t *testing.T) {
 		t.Fatalf("the deleted incarnation's subscriber got the new one's messages: %q", texts)
 	}
 }
+
+// recreatingStore is a memory store that, once armed, deletes listener id
+// and makes it again (another incarnation, with messages of its own) just
+// before the next read of it: as another process may between a reader's
+// last look at the listener and its read.
+type recreatingStore struct {
+	*memstore.Store
+	mu sync.Mutex
+	id string // armed for this listener; "" when not
+}
+
+func (s *recreatingStore) recreate(ctx context.Context, id string) error {
+	s.mu.Lock()
+	armed := s.id == id
+	if armed {
+		s.id = ""
+	}
+	s.mu.Unlock()
+	if !armed {
+		return nil
+	}
+	old, err := s.Listener(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Leave(ctx, id, "alice", ""); err != nil {
+		return err
+	}
+	l := old
+	l.Created, l.Head = old.Created.Add(time.Second), 0
+	now := time.Now()
+	if _, _, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: "bob", Joined: now, LeaseExpires: now.Add(time.Hour)}, moitessier.Quota{}); err != nil {
+		return err
+	}
+	_, _, err = s.Append(ctx, &moitessier.Batch{Dispatch: "d-new", Scope: "room", Sender: "s", Created: now,
+		Entries: []moitessier.Entry{{Listener: id, Text: "new0"}, {Listener: id, Text: "new1"}}})
+	return err
+}
+
+func (s *recreatingStore) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	if err := s.recreate(ctx, id); err != nil {
+		return nil, err
+	}
+	return s.Store.Read(ctx, id, after, limit)
+}
+
+func (s *recreatingStore) ReadOf(ctx context.Context, id string, created time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	if err := s.recreate(ctx, id); err != nil {
+		return nil, err
+	}
+	return s.Store.ReadOf(ctx, id, created, after, limit)
+}
+
+// TestReadAfterRecreation: a listener deleted and made again between a
+// ListenUntil's join (which found it current) and its first read of the
+// store: the listen ends with ErrClosed and hands over none of the new
+// incarnation's messages, which share the old one's sequence numbers. So
+// does Messages.
+func TestReadAfterRecreation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := &recreatingStore{Store: memstore.New()}
+	hub := memHubOn(t, st, moitessier.Options{})
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, text := range []string{"old0", "old1"} {
+		if _, err := hub.Dispatch(ctx, "s", "room", text); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.mu.Lock()
+	st.id = l.ID()
+	st.mu.Unlock()
+	var got []string
+	_, err = l.ListenUntil(ctx, nil, func(_ context.Context, ms []moitessier.Message) error {
+		for _, m := range ms {
+			got = append(got, m.Text)
+		}
+		return nil
+	}, 0, 0, 5*time.Second)
+	if !errors.Is(err, moitessier.ErrClosed) || len(got) > 0 {
+		t.Fatalf("ListenUntil = %v, handing over %q; want ErrClosed and nothing", err, got)
+	}
+	// Messages, made again once more between its look and its read.
+	st2 := &recreatingStore{Store: memstore.New()}
+	hub2 := memHubOn(t, st2, moitessier.Options{})
+	l2, err := hub2.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2.mu.Lock()
+	st2.id = l2.ID()
+	st2.mu.Unlock()
+	if msgs, err := l2.Messages(ctx, 0, 10); !errors.Is(err, moitessier.ErrClosed) || len(msgs) > 0 {
+		t.Fatalf("Messages = %v, %v; want ErrClosed and nothing", msgs, err)
+	}
+}

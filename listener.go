@@ -471,7 +471,12 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 				return nil, err
 			}
 		}
-		if msgs, h0, gone, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); err != nil {
+		if msgs, h0, gone, err = lv.Fill(ctx, h.read, uint64(*cur), limit, h.opts.CacheSize); errors.Is(err, ErrNotFound) {
+			// Not the cache's incarnation any more (see
+			// IncarnationReader): the listener is gone.
+			h.lives.Replace(lv)
+			return nil, l.deletedErr("listen")
+		} else if err != nil {
 			return nil, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 		}
 		if gone {
@@ -557,8 +562,11 @@ func (l *Listener) skipRemoved(ctx context.Context, lv *live.Cache[Message], cur
 	}
 	// Every message up to info.Head was committed before this read: if it
 	// finds none after cur, they were removed.
-	msgs, err := l.hub.read(ctx, l.info.ID, uint64(cur), 1)
+	msgs, err := l.hub.read(ctx, l.info.ID, l.info.Created, uint64(cur), 1)
 	switch {
+	case errors.Is(err, ErrNotFound):
+		l.hub.lives.Replace(lv)
+		return cur, l.deletedErr("listen")
 	case err != nil:
 		return cur, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 	case len(msgs) > 0:
@@ -608,7 +616,10 @@ func (l *Listener) Messages(ctx context.Context, since Cursor, limit int) ([]Mes
 		// would skip the first messages of this one.
 		return nil, fmt.Errorf("messages %s: %w: cursor %d is past the listener's newest message %d", l.info.ID, ErrInvalidArgument, since, info.Head)
 	}
-	msgs, err := l.hub.store.Read(ctx, l.info.ID, since, limit)
+	msgs, err := readOf(ctx, l.hub.store, l.info.ID, l.info.Created, since, limit)
+	if errors.Is(err, ErrNotFound) {
+		return nil, l.deletedErr("messages")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("messages %s: %w", l.info.ID, err)
 	}

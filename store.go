@@ -197,6 +197,21 @@ type SweepResult struct {
 	Subscribers, Messages, Keys int
 }
 
+// IncarnationReader is implemented by stores that read a listener's
+// messages only while it is a given incarnation (all of this module's
+// stores are). The hub reads through it when its store has it, so that a
+// reader that found its listener current a moment ago never takes the
+// messages of a listener deleted and made again under its ID since then
+// for its own.
+type IncarnationReader interface {
+	// ReadOf is Read of listener listenerID while it is the incarnation
+	// created (its ListenerInfo.Created): the messages it returns were
+	// that incarnation's when they were read. It returns an error
+	// wrapping ErrNotFound if the listener does not exist, or is another
+	// incarnation.
+	ReadOf(ctx context.Context, listenerID string, created time.Time, after Cursor, limit int) ([]Message, error)
+}
+
 // Head is a listener's newest sequence number, as reported by a [Watcher].
 type Head struct {
 	Listener string

@@ -18,20 +18,39 @@ import (
 // after+1: Datastore's built-in key index serves the query, and the
 // messages come back in sequence order.
 func (s *Store) Read(ctx context.Context, listenerID string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	return s.read(ctx, listenerID, nil, after, limit)
+}
+
+var _ moitessier.IncarnationReader = (*Store)(nil)
+
+// ReadOf implements moitessier.IncarnationReader: Read, of the incarnation
+// whose listener entity names created (the messages read are children of
+// that entity's incarnation key), or an error wrapping ErrNotFound.
+func (s *Store) ReadOf(ctx context.Context, listenerID string, created time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	return s.read(ctx, listenerID, &created, after, limit)
+}
+
+// read is Read, or ReadOf if created is not nil.
+func (s *Store) read(ctx context.Context, listenerID string, created *time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
 	const op = "read"
 	if err := s.check(op); err != nil {
 		return nil, err
 	}
-	if limit <= 0 || after >= moitessier.Resume {
+	if created == nil && (limit <= 0 || after >= moitessier.Resume) {
 		return nil, nil
 	}
 	var le listenerEnt
 	err := s.get(ctx, s.listenerKey(listenerID), &le)
-	if errors.Is(err, datastore.ErrNoSuchEntity) {
+	switch {
+	case created != nil && (errors.Is(err, datastore.ErrNoSuchEntity) || err == nil && !fromNS(le.Created).Equal(*created)):
+		return nil, fmt.Errorf("clouddatastore: read %s: %w: no listener of that incarnation", listenerID, moitessier.ErrNotFound)
+	case errors.Is(err, datastore.ErrNoSuchEntity):
 		return nil, nil
-	}
-	if err != nil {
+	case err != nil:
 		return nil, s.wrap(op, err)
+	}
+	if limit <= 0 || after >= moitessier.Resume {
+		return nil, nil
 	}
 	a := toSeq(after)
 	if le.Head <= a {

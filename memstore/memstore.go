@@ -328,13 +328,33 @@ func (s *Store) Read(ctx context.Context, id string, after moitessier.Cursor, li
 	if err := s.check("read"); err != nil {
 		return nil, err
 	}
+	return s.listeners[id].read(after, limit), nil
+}
+
+var _ moitessier.IncarnationReader = (*Store)(nil)
+
+// ReadOf implements moitessier.IncarnationReader.
+func (s *Store) ReadOf(ctx context.Context, id string, created time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.check("read"); err != nil {
+		return nil, err
+	}
 	l := s.listeners[id]
+	if l == nil || !l.info.Created.Equal(created) {
+		return nil, fmt.Errorf("memstore: read %s: %w: no listener of that incarnation", id, moitessier.ErrNotFound)
+	}
+	return l.read(after, limit), nil
+}
+
+// read returns up to limit of l's messages after after; l may be nil.
+func (l *listener) read(after moitessier.Cursor, limit int) []moitessier.Message {
 	if l == nil || limit <= 0 {
-		return nil, nil
+		return nil
 	}
 	i := l.after(after)
 	j := i + min(limit, l.msgs.len()-i) // limit may be near MaxInt
-	return l.msgs.copyRange(i, j), nil
+	return l.msgs.copyRange(i, j)
 }
 
 // Seek implements moitessier.Store.

@@ -388,6 +388,36 @@ func (s *Store) Read(ctx context.Context, listenerID string, after moitessier.Cu
 	return msgs, nil
 }
 
+// ReadOf implements moitessier.IncarnationReader: Read, in a statement
+// that finds the messages only while the listener is the incarnation
+// created; when it finds none, it asks whether the listener still is.
+func (s *Store) ReadOf(ctx context.Context, listenerID string, created time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	const op = "read"
+	if err := s.check(op); err != nil {
+		return nil, err
+	}
+	var msgs []moitessier.Message
+	if limit > 0 && after < moitessier.Resume {
+		rows, err := s.pool.Query(ctx, s.q.readOf, listenerID, toSeq(after), limit, toNS(created))
+		if err != nil {
+			return nil, s.wrap(op, err)
+		}
+		if msgs, err = scanMessages(rows, min(limit, 256)); err != nil {
+			return nil, s.wrap(op, err)
+		}
+	}
+	if len(msgs) == 0 {
+		l, err := s.Listener(ctx, listenerID)
+		switch {
+		case errors.Is(err, moitessier.ErrNotFound), err == nil && !l.Created.Equal(created):
+			return nil, fmt.Errorf("postgres: read %s: %w: no listener of that incarnation", listenerID, moitessier.ErrNotFound)
+		case err != nil:
+			return nil, err
+		}
+	}
+	return msgs, nil
+}
+
 // Seek returns the cursor just before the listener's first message created
 // at or after t, or ErrNotFound.
 func (s *Store) Seek(ctx context.Context, listenerID string, t time.Time) (moitessier.Cursor, error) {

@@ -13,6 +13,7 @@ type queries struct {
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs          string
 	match, loadPatterns, heads, allHeads                                             string
 	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
+	readOf                                                                           string
 	matchAppend                                                                      string
 	keyFingerprint                                                                   string
 	seek, checkpoint                                                                 string
@@ -226,6 +227,11 @@ func buildQueries(schema string) queries {
 			ORDER BY x.ord`,
 		read: `SELECT listener, seq, dispatch, scope, sender, body, created_ns FROM S.messages
 			WHERE listener = $1 AND seq > $2 ORDER BY seq LIMIT $3`,
+		// readOf is read while the listener is the incarnation created at
+		// $4 (ReadOf).
+		readOf: `SELECT listener, seq, dispatch, scope, sender, body, created_ns FROM S.messages
+			WHERE listener = $1 AND seq > $2 AND EXISTS (SELECT 1 FROM S.listeners WHERE id = $1 AND created_ns = $4)
+			ORDER BY seq LIMIT $3`,
 		seek: `SELECT l.head, (SELECT min(m.seq) FROM S.messages m WHERE m.listener = l.id AND m.created_ns >= $2)
 			FROM S.listeners l WHERE l.id = $1`,
 		// checkpoint locks the rows in key order, then raises cursors. A
@@ -370,7 +376,7 @@ func buildQueries(schema string) queries {
 		&q.join, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
-		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.seek, &q.checkpoint,
+		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.readOf, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.lockTrim, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,

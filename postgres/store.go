@@ -180,6 +180,8 @@ var (
 
 	_ moitessier.MatchCacher   = (*Store)(nil)
 	_ moitessier.MatchAppender = (*Store)(nil)
+
+	_ moitessier.IncarnationReader = (*Store)(nil)
 )
 
 // Open opens a store on the database at dsn with the default schema,

@@ -202,10 +202,33 @@ func decodeRefs(b []byte, fn func(listener string, seq int64) error) error {
 // sequence order. A listener that does not exist, or whose Head is not past
 // after, has none, and Read returns them without a query.
 func (s *Store) Read(ctx context.Context, listenerID string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	return s.read(ctx, listenerID, nil, after, limit)
+}
+
+var _ moitessier.IncarnationReader = (*Store)(nil)
+
+// ReadOf implements moitessier.IncarnationReader: Read, in a statement
+// that finds the messages only while the listener is the incarnation
+// created.
+func (s *Store) ReadOf(ctx context.Context, listenerID string, created time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	return s.read(ctx, listenerID, &created, after, limit)
+}
+
+// read is Read, or ReadOf if created is not nil.
+func (s *Store) read(ctx context.Context, listenerID string, created *time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
 	if err := s.enter("read"); err != nil {
 		return nil, err
 	}
 	defer s.exit()
+	current := func() bool {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		c := s.listeners[listenerID]
+		return c != nil && c.info.Created.Equal(*created)
+	}
+	if created != nil && !current() {
+		return nil, fmt.Errorf("sqlite: read %s: %w: no listener of that incarnation", listenerID, moitessier.ErrNotFound)
+	}
 	if limit <= 0 {
 		return nil, nil
 	}
@@ -224,7 +247,15 @@ func (s *Store) Read(ctx context.Context, listenerID string, after moitessier.Cu
 	if n := head - after; uint64(limit) > uint64(n) {
 		limit = int(n)
 	}
-	rows, err := s.stmts.read.QueryContext(ctx, listenerID, seqArg(after), limit)
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if created == nil {
+		rows, err = s.stmts.read.QueryContext(ctx, listenerID, seqArg(after), limit)
+	} else {
+		rows, err = s.stmts.readOf.QueryContext(ctx, listenerID, seqArg(after), toNanos(*created), limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: read %s: %w", listenerID, err)
 	}
@@ -232,15 +263,19 @@ func (s *Store) Read(ctx context.Context, listenerID string, after moitessier.Cu
 	msgs := make([]moitessier.Message, 0, limit)
 	for rows.Next() {
 		m := moitessier.Message{Listener: listenerID}
-		var seq, created int64
-		if err := rows.Scan(&seq, &m.Dispatch, &m.Scope, &m.Sender, &m.Text, &created); err != nil {
+		var seq, at int64
+		if err := rows.Scan(&seq, &m.Dispatch, &m.Scope, &m.Sender, &m.Text, &at); err != nil {
 			return nil, fmt.Errorf("sqlite: read %s: %w", listenerID, err)
 		}
-		m.Seq, m.Created = moitessier.Cursor(seq), fromNanos(created)
+		m.Seq, m.Created = moitessier.Cursor(seq), fromNanos(at)
 		msgs = append(msgs, m)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("sqlite: read %s: %w", listenerID, err)
+	}
+	if created != nil && len(msgs) == 0 && !current() {
+		// None found: perhaps because the listener was made again.
+		return nil, fmt.Errorf("sqlite: read %s: %w: no listener of that incarnation", listenerID, moitessier.ErrNotFound)
 	}
 	return msgs, nil
 }

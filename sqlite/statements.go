@@ -28,8 +28,10 @@ type statements struct {
 
 	// readers
 	read *sql.Stmt
-	seek *sql.Stmt // the first seq in (after, upTo] created at or after t
-	subs *sql.Stmt
+	// readOf is read while the listener is one incarnation (ReadOf).
+	readOf *sql.Stmt
+	seek   *sql.Stmt // the first seq in (after, upTo] created at or after t
+	subs   *sql.Stmt
 }
 
 // sameIncarnation is an UPDATE subscribers condition: the subscriber's
@@ -101,6 +103,9 @@ func (st *statements) prepare(ctx context.Context, w *sql.Conn, r *sql.DB) error
 		{w, &st.getScopes, `SELECT scope FROM listener_scopes WHERE listener_id = ? ORDER BY ord`},
 		{r, &st.read, `SELECT seq, dispatch, scope, sender, text, created FROM messages
 			WHERE listener_id = ? AND seq > ? ORDER BY seq LIMIT ?`},
+		{r, &st.readOf, `SELECT seq, dispatch, scope, sender, text, created FROM messages
+			WHERE listener_id = ?1 AND seq > ?2 AND EXISTS (SELECT 1 FROM listeners WHERE id = ?1 AND created = ?3)
+			ORDER BY seq LIMIT ?4`},
 		{r, &st.seek, `SELECT seq FROM messages
 			WHERE listener_id = ? AND seq > ? AND seq <= ? AND created >= ? ORDER BY seq LIMIT 1`},
 		// A page of subscribers, from the primary key's order: the rows at
@@ -123,7 +128,7 @@ func (st *statements) close() error {
 	for _, s := range []*sql.Stmt{st.begin, st.commit, st.rollback, st.savepoint, st.release, st.rollbackTo,
 		st.insertMessage, st.insertMessageAt, st.keepHead, st.getKey, st.putKey, st.getMessage, st.checkpoint, st.checkpointCursor,
 		st.insertListener, st.insertScope, st.joinSubscriber, st.getListener, st.getScopes,
-		st.read, st.seek, st.subs} {
+		st.read, st.readOf, st.seek, st.subs} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}

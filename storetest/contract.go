@@ -544,3 +544,63 @@ func testStoreMatchAppend(t *testing.T, h Harness) {
 		t.Fatalf("o.a: matched %v, wrote %v, appended %v", matched, written, appended)
 	}
 }
+
+// testStoreReadOf: IncarnationReader.ReadOf reads a listener's messages
+// while it is the incarnation named, as Read does, and answers
+// ErrNotFound for another incarnation (the listener deleted and made
+// again under its ID) or a listener that does not exist, whatever the
+// cursor and limit, rather than hand the new incarnation's messages over
+// as the old one's.
+func testStoreReadOf(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	r, ok := s.(moitessier.IncarnationReader)
+	if !ok {
+		t.Skip("storetest: StoreReadOf: the store has no IncarnationReader")
+	}
+	ctx := ctxT(t)
+	id := sid(1)
+	old := info(id, "room")
+	join(t, s, old, "alice")
+	for i := range 3 {
+		appendB(t, s, batchOf(fmt.Sprint("o", i), map[string]string{id: fmt.Sprint("old", i)}))
+	}
+	texts := func(msgs []moitessier.Message) []string {
+		var out []string
+		for _, m := range msgs {
+			out = append(out, m.Text)
+		}
+		return out
+	}
+	got, err := r.ReadOf(ctx, id, old.Created, 1, 10)
+	if err != nil || !slices.Equal(texts(got), []string{"old1", "old2"}) {
+		t.Fatalf("ReadOf(its incarnation, after 1) = %q, %v; want old1, old2", texts(got), err)
+	}
+	if got, err := r.ReadOf(ctx, id, old.Created, 3, 10); err != nil || len(got) != 0 {
+		t.Fatalf("ReadOf(its incarnation, at the head) = %q, %v; want nothing", texts(got), err)
+	}
+	notFound := func(what string, id string, created time.Time, after moitessier.Cursor, limit int) {
+		t.Helper()
+		if got, err := r.ReadOf(ctx, id, created, after, limit); !errors.Is(err, moitessier.ErrNotFound) {
+			t.Fatalf("ReadOf(%s) = %q, %v; want ErrNotFound", what, texts(got), err)
+		}
+	}
+	other := old.Created.Add(time.Second)
+	notFound("another incarnation", id, other, 0, 10)
+	notFound("another incarnation, at the head", id, other, 3, 10)
+	notFound("a listener that does not exist", sid(2), old.Created, 0, 10)
+	if deleted, err := s.Leave(ctx, id, "alice", ""); err != nil || !deleted {
+		t.Fatalf("Leave(alice) = %v, %v; want the listener deleted", deleted, err)
+	}
+	notFound("a deleted listener", id, old.Created, 0, 10)
+	cur := old
+	cur.Created = other
+	join(t, s, cur, "bob")
+	for i := range 3 {
+		appendB(t, s, batchOf(fmt.Sprint("n", i), map[string]string{id: fmt.Sprint("new", i)}))
+	}
+	notFound("the deleted incarnation", id, old.Created, 0, 10)
+	notFound("the deleted incarnation, after 1", id, old.Created, 1, 1)
+	if got, err := r.ReadOf(ctx, id, cur.Created, 0, 2); err != nil || !slices.Equal(texts(got), []string{"new0", "new1"}) {
+		t.Fatalf("ReadOf(the new incarnation) = %q, %v; want new0, new1", texts(got), err)
+	}
+}

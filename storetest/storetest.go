@@ -55,6 +55,7 @@ func Run(t *testing.T, h Harness) {
 		{"StoreLeave", testStoreLeave},
 		{"StoreReadSeekCheckpoint", testStoreReadSeekCheckpoint},
 		{"StoreCheckpointIncarnation", testStoreCheckpointIncarnation},
+		{"StoreReadOf", testStoreReadOf},
 		{"StoreOddInput", testStoreOddInput},
 		{"StoreMatchAppend", testStoreMatchAppend},
 		{"Listeners", testListeners},

@@ -11,7 +11,8 @@ import (
 )
 
 // Wrap returns a store that forwards to s (keeping its Watcher and its
-// MatchAppender, if it has them) and a counter of the calls made to it.
+// MatchAppender, if it has them, and its IncarnationReader) and a counter
+// of the calls made to it.
 func Wrap(s moitessier.Store) (moitessier.Store, *atomic.Int64) {
 	c := &counting{Store: s}
 	w, watches := s.(moitessier.Watcher)
@@ -99,6 +100,16 @@ func (c *counting) Append(ctx context.Context, bt *moitessier.Batch) ([]moitessi
 }
 func (c *counting) Read(ctx context.Context, id string, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
 	c.calls.Add(1)
+	return c.Store.Read(ctx, id, after, limit)
+}
+
+// ReadOf forwards to the store's IncarnationReader (every store of this
+// module has one), or to Read.
+func (c *counting) ReadOf(ctx context.Context, id string, created time.Time, after moitessier.Cursor, limit int) ([]moitessier.Message, error) {
+	c.calls.Add(1)
+	if r, ok := c.Store.(moitessier.IncarnationReader); ok {
+		return r.ReadOf(ctx, id, created, after, limit)
+	}
 	return c.Store.Read(ctx, id, after, limit)
 }
 func (c *counting) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {

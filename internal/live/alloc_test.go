@@ -3,6 +3,7 @@ package live
 import (
 	"context"
 	"testing"
+	"time"
 )
 
 // TestAddAllocs checks that adding a message to a cache allocates no copy
@@ -44,7 +45,7 @@ func TestNextBackAllocs(t *testing.T) {
 	for s := Cursor(1); s <= 100; s++ {
 		older = append(older, Message{Listener: "l", Seq: s})
 	}
-	read := func(ctx context.Context, id string, after uint64, limit int) ([]Message, error) {
+	read := func(ctx context.Context, id string, _ time.Time, after uint64, limit int) ([]Message, error) {
 		return older[after:min(len(older), int(after)+limit)], nil
 	}
 	if got, _, _, err := lv.Fill(context.Background(), read, 0, 100, 1024); err != nil || len(got) != 100 {

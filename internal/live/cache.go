@@ -486,8 +486,10 @@ func (lv *Cache[M]) wakeNow(now time.Time) {
 }
 
 // ReadFunc reads up to limit messages of listener id after cursor after,
-// in sequence order: Store.Read.
-type ReadFunc[M any] func(ctx context.Context, id string, after uint64, limit int) ([]M, error)
+// in sequence order, of its incarnation created if the store can tell
+// (the one the cache is bound to; see Bind): Store.Read, or
+// IncarnationReader.ReadOf.
+type ReadFunc[M any] func(ctx context.Context, id string, created time.Time, after uint64, limit int) ([]M, error)
 
 // Fill reads messages after cur from the store, once for all local
 // subscribers that need the same rows, and caches them. It also returns the
@@ -505,7 +507,7 @@ func (lv *Cache[M]) Fill(ctx context.Context, read ReadFunc[M], cur uint64, limi
 	if gone || !need {
 		return msgs, h0, gone, nil
 	}
-	if msgs, err = read(ctx, lv.id, cur, limit); err != nil {
+	if msgs, err = read(ctx, lv.id, lv.bound(), cur, limit); err != nil {
 		return nil, h0, false, err
 	}
 	lv.mu.Lock()

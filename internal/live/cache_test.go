@@ -82,7 +82,7 @@ type readCounter struct {
 	reads int
 }
 
-func (r *readCounter) Read(_ context.Context, id string, after Cursor, limit int) ([]Message, error) {
+func (r *readCounter) Read(_ context.Context, id string, _ time.Time, after Cursor, limit int) ([]Message, error) {
 	r.reads++
 	var msgs []Message
 	for s := after + 1; s <= r.n && len(msgs) < limit; s++ {
@@ -278,13 +278,13 @@ func TestFillGone(t *testing.T) {
 	st := &readCounter{n: 10}
 	entered, release := make(chan struct{}), make(chan struct{})
 	first := true // read under the fill lock only
-	read := func(ctx context.Context, id string, after Cursor, limit int) ([]Message, error) {
+	read := func(ctx context.Context, id string, created time.Time, after Cursor, limit int) ([]Message, error) {
 		if first {
 			first = false
 			close(entered)
 			<-release
 		}
-		return st.Read(ctx, id, after, limit)
+		return st.Read(ctx, id, created, after, limit)
 	}
 	type result struct {
 		msgs []Message

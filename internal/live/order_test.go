@@ -28,7 +28,7 @@ func (s *store) commit(n int) []Message {
 	return out
 }
 
-func (s *store) Read(_ context.Context, _ string, after uint64, limit int) ([]Message, error) {
+func (s *store) Read(_ context.Context, _ string, _ time.Time, after uint64, limit int) ([]Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if after >= uint64(len(s.msgs)) {
