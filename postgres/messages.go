@@ -48,7 +48,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 			return &notSentError{fmt.Errorf("acquire a connection: %w", err)}
 		}
 		defer conn.Release()
-		tx, err := conn.Begin(ctx)
+		tx, err := conn.BeginTx(ctx, readCommitted)
 		if err != nil {
 			return err
 		}

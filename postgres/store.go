@@ -46,7 +46,12 @@ type Config struct {
 	// DSN) if nothing else on it needs custom plans. The setting is a
 	// startup parameter, which PgBouncer refuses unless it is listed in its
 	// ignore_startup_parameters: behind PgBouncer, list it there, or give
-	// the store a pool of your own.
+	// the store a pool of your own. A pool the store opens also runs its
+	// connections at READ COMMITTED, whatever the DSN, the database or
+	// the role set, as the store's statements count on (a stricter
+	// default_transaction_isolation would let a sweep or a quota count
+	// miss what committed while it waited for a lock); give it a pool of
+	// your own only at READ COMMITTED, the server's default.
 	Pool *pgxpool.Pool
 
 	// Schema is the PostgreSQL schema that holds the store's tables; it is
@@ -213,6 +218,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		if _, ok := rp["plan_cache_mode"]; !ok && !strings.Contains(rp["options"], "plan_cache_mode") {
 			rp["plan_cache_mode"] = "force_generic_plan"
 		}
+		// Whatever the DSN, the database or the role set (see readCommitted).
+		rp["default_transaction_isolation"] = "read committed"
 		pc.ConnConfig.BuildContextWatcherHandler = func(pgc *pgconn.PgConn) ctxwatch.Handler {
 			return &graceHandler{conn: pgc.Conn(), g: &s.graces}
 		}
@@ -337,10 +344,19 @@ func (s *Store) endCtx(ctx context.Context) (context.Context, context.CancelFunc
 	return ctx, func() { stop(); cancel() }
 }
 
+// readCommitted is the isolation level of the store's transactions. Its
+// statements and functions count on every statement taking a snapshot of
+// its own, after the locks taken before it (join_listener's quota counts,
+// the sweep's trim and expiry, must_notify's look), which a stricter level
+// would take once per transaction: the store's transactions say so, and a
+// pool it opens makes it the default of its connections, for the
+// statements that are transactions of their own.
+var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
+
 // inTx runs fn in a transaction on the pool, under ctx, and commits it,
 // or rolls it back if fn fails, under endCtx(ctx).
 func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.pool.BeginTx(ctx, readCommitted)
 	if err != nil {
 		return err
 	}

@@ -99,7 +99,7 @@ func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moite
 		for {
 			var n int64
 			err := retry(ctx, func() error {
-				return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+				return pgx.BeginTxFunc(ctx, s.pool, readCommitted, func(tx pgx.Tx) error {
 					if _, err := tx.Exec(ctx, s.q.lockTrim, chunk); err != nil {
 						return err
 					}
@@ -139,7 +139,7 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 		)
 		err := retry(ctx, func() error {
 			subs, expired, msgs = 0, nil, 0
-			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			return pgx.BeginTxFunc(ctx, s.pool, readCommitted, func(tx pgx.Tx) error {
 				rows, err := tx.Query(ctx, s.q.expireSubscribers, now, batch)
 				if err != nil {
 					return err
@@ -273,7 +273,7 @@ func (s *Store) deleteUnusedScopes(ctx context.Context, batch int) error {
 	for {
 		var n int
 		err := retry(ctx, func() error {
-			return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			return pgx.BeginTxFunc(ctx, s.pool, readCommitted, func(tx pgx.Tx) error {
 				rows, err := tx.Query(ctx, s.q.lockUnusedScopes, batch)
 				if err != nil {
 					return err

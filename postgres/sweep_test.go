@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,8 +126,29 @@ func TestSweepKeepsUnreadMessagesOfRenewedSubscriber(t *testing.T) {
 // between must not take the listener for doomed (its one subscriber's
 // renewal not yet visible) and delete that message, which the renewed
 // subscriber is to read.
+//
+// It runs on a store whose DSN asks for REPEATABLE READ too: the store's
+// connections run at READ COMMITTED all the same, where the sweep's check,
+// a statement of its own, sees what committed while it waited for the
+// join.
 func TestSweepKeepsMessagesAppendedDuringJoin(t *testing.T) {
-	s := mustStore(t)
+	t.Run("default", func(t *testing.T) { sweepDuringJoin(t, mustStore(t)) })
+	t.Run("repeatable read in the DSN", func(t *testing.T) {
+		dsn := testDSN()
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		s, err := postgres.New(ctxT(t), postgres.Config{DSN: dsn + sep + "default_transaction_isolation=repeatable%20read", Schema: newSchema(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		sweepDuringJoin(t, s)
+	})
+}
+
+func sweepDuringJoin(t *testing.T, s *postgres.Store) {
 	ctx := ctxT(t)
 	now := time.Now()
 	l := moitessier.ListenerInfo{ID: "L", Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
