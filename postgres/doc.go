@@ -177,9 +177,12 @@
 // (a listener deleted and made again keeps its ID): a hub whose local
 // subscribers listen to another incarnation asks the store before it
 // reads past that head, and ends them with ErrClosed rather than hand them
-// the new incarnation's messages. A payload holds at most
-// [Config.NotifyBatch] heads (default 80, under 6 000 bytes; the limit is
-// 8 000); a larger fan-out sends several. [Store.Watch] holds
+// the new incarnation's messages. The creation time is an item of its own
+// after its head ("id head,~created"), which the parser of an earlier
+// version of this package skips, so that processes of both versions on one
+// schema hear each other. A payload holds at most [Config.NotifyBatch]
+// heads (default 80, about 6 000 bytes at most; the limit is 8 000); a
+// larger fan-out sends several. [Store.Watch] holds
 // one dedicated connection per call (the hub makes one call per store,
 // whatever its number of listeners), reconnects with exponential backoff
 // when the connection drops, and, once its LISTEN is active (on the first

@@ -35,7 +35,7 @@ type queries struct {
 // no Watch was to hear and that part did not run.
 const notifyUp = `(
 				SELECT count(pg_notify(@channel, array_to_string(x.a[k * @notify_batch + 1:(k + 1) * @notify_batch], ',')))
-				FROM (SELECT array_agg(id || ' ' || head || ' ' || created_ns) AS a FROM up) x, generate_series(0, (cardinality(x.a) - 1) / @notify_batch) k
+				FROM (SELECT array_agg(id || ' ' || head || ',~' || created_ns) AS a FROM up) x, generate_series(0, (cardinality(x.a) - 1) / @notify_batch) k
 				WHERE ` + mustNotifyUp + `
 			)`
 
@@ -208,7 +208,7 @@ func buildQueries(schema string) queries {
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
-			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head || ' ' || created_ns)) ELSE false END FROM up`,
+			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head || ',~' || created_ns)) ELSE false END FROM up`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.
@@ -355,7 +355,7 @@ func buildQueries(schema string) queries {
 		notifyScopeHeads: notifyHeads(`id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = $4 AND NOT wild) || $2::text[])`),
 	}
 	q.appendOne = strings.Replace(q.append, notifyUp, `(SELECT count(*) FROM (
-				SELECT pg_notify(@channel, string_agg(id || ' ' || head || ' ' || created_ns, ',')) FROM up WHERE @notify_batch > 0
+				SELECT pg_notify(@channel, string_agg(id || ' ' || head || ',~' || created_ns, ',')) FROM up WHERE @notify_batch > 0
 				HAVING count(*) > 0 AND `+mustNotifyUp+`
 			) y)`, 1)
 	i, j := strings.Index(q.appendOne, "), lk AS MATERIALIZED ("), strings.Index(q.appendOne, "), ins AS (")
@@ -398,7 +398,7 @@ func notifyHeads(where string) string {
 				SELECT id, head, created_ns FROM S.listeners WHERE ` + where + ` ORDER BY id FOR SHARE
 			)
 			SELECT count(pg_notify($1, p)) FROM (
-				SELECT string_agg(id || ' ' || head || ' ' || created_ns, ',') AS p
+				SELECT string_agg(id || ' ' || head || ',~' || created_ns, ',') AS p
 				FROM (SELECT id, head, created_ns, (row_number() OVER () - 1) / $3 AS chunk FROM l) x
 				GROUP BY chunk
 			) y`

@@ -93,15 +93,17 @@ func migrationText(t *testing.T, prefix string) string {
 	return ""
 }
 
-// TestParseHeads: a payload's heads carry their listener's creation time;
-// one without (a process of an earlier version) is taken with none, and
-// what does not parse is skipped.
+// TestParseHeads: a payload's heads are each followed by their listener's
+// creation time, an item that a parser of an earlier version skips; a
+// head without one (from a process of that version) is taken with none,
+// and what does not parse is skipped.
 func TestParseHeads(t *testing.T) {
-	got := parseHeads("a 3 1700000000000000001,b 4,c x 5,d 6 y,,e,f 7 8")
+	got := parseHeads("a 3,~1700000000000000001,b 4,c x 5,~9,d 6 y,,e,~7,f 7,~8,~9,g 8")
 	want := []moitessier.Head{
 		{Listener: "a", Seq: 3, Created: fromNS(1700000000000000001)},
 		{Listener: "b", Seq: 4},
 		{Listener: "f", Seq: 7, Created: fromNS(8)},
+		{Listener: "g", Seq: 8},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("parseHeads = %v, want %v", got, want)
@@ -110,5 +112,18 @@ func TestParseHeads(t *testing.T) {
 		if got[i].Listener != want[i].Listener || got[i].Seq != want[i].Seq || !got[i].Created.Equal(want[i].Created) {
 			t.Fatalf("head %d = %+v, want %+v", i, got[i], want[i])
 		}
+	}
+	// What a parser of the earlier version makes of it: the heads, with
+	// the creation times skipped.
+	var old []string
+	for item := range strings.SplitSeq("a 3,~1700000000000000001,b 4,~5", ",") {
+		if id, seq, ok := strings.Cut(item, " "); ok && id != "" {
+			if _, err := strconv.ParseUint(seq, 10, 64); err == nil {
+				old = append(old, item)
+			}
+		}
+	}
+	if strings.Join(old, ",") != "a 3,b 4" {
+		t.Fatalf("an earlier parser reads %q, want a 3,b 4", old)
 	}
 }

@@ -65,8 +65,9 @@ type Config struct {
 
 	// NotifyBatch is how many listener heads one NOTIFY payload carries at
 	// most; a dispatch to more listeners sends several notifications.
-	// Default 80, which keeps a payload of the hub's listener IDs under
-	// 6 000 bytes (the limit is 8 000); at most 100.
+	// Default 80, which keeps a payload of the hub's listener IDs, each
+	// head with its listener's creation time, within about 6 000 bytes
+	// (the limit is 8 000); at most 100.
 	NotifyBatch int
 
 	// Writers is how many append statements the store runs at once. Appends

@@ -184,31 +184,35 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 	}
 }
 
-// parseHeads parses a payload "id head created,id head created,…", where
-// created is the listener's creation time in Unix nanoseconds (its
-// incarnation: see moitessier.Head); it takes "id head" (a process of an
-// earlier version) with no incarnation, and skips what it cannot parse.
+// parseHeads parses a payload "id head,~created,id head,~created,…": each
+// head is followed by its listener's creation time in Unix nanoseconds
+// (its incarnation: see moitessier.Head), as an item of its own, which
+// the parser of an earlier version of this package, which knows only "id
+// head" items, skips (an item with no space), so that processes of both
+// versions on one schema hear each other. A head with no creation time
+// after it has no known incarnation; what does not parse is skipped.
 func parseHeads(p string) []moitessier.Head {
-	heads := make([]moitessier.Head, 0, strings.Count(p, ",")+1)
+	heads := make([]moitessier.Head, 0, strings.Count(p, ",")/2+1)
+	last := false // the previous item was a head, heads' last
 	for item := range strings.SplitSeq(p, ",") {
-		id, rest, ok := strings.Cut(item, " ")
+		if ns, ok := strings.CutPrefix(item, "~"); ok && !strings.Contains(item, " ") {
+			if n, err := strconv.ParseInt(ns, 10, 64); err == nil && last {
+				heads[len(heads)-1].Created = fromNS(n)
+			}
+			last = false
+			continue
+		}
+		last = false
+		id, seq, ok := strings.Cut(item, " ")
 		if !ok || id == "" {
 			continue
 		}
-		seq, created, withCreated := strings.Cut(rest, " ")
 		n, err := strconv.ParseUint(seq, 10, 64)
 		if err != nil {
 			continue
 		}
-		h := moitessier.Head{Listener: id, Seq: moitessier.Cursor(n)}
-		if withCreated {
-			ns, err := strconv.ParseInt(created, 10, 64)
-			if err != nil {
-				continue
-			}
-			h.Created = fromNS(ns)
-		}
-		heads = append(heads, h)
+		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(n)})
+		last = true
 	}
 	return heads
 }

@@ -495,9 +495,14 @@ func notifyInBatches(t *testing.T, n int) {
 				t.Fatalf("%d heads not heard: %v", len(want), err)
 			}
 			payloads++
-			parts := strings.Split(m.Payload, ",")
-			if len(parts) > 2 {
-				t.Fatalf("payload %q: %d heads, NotifyBatch is 2", m.Payload, len(parts))
+			// "id head,~created", for each head.
+			items := strings.Split(m.Payload, ",")
+			if len(items)%2 != 0 || len(items) > 4 {
+				t.Fatalf("payload %q: want at most 2 heads (NotifyBatch), each with its creation time", m.Payload)
+			}
+			var parts []string
+			for i := 0; i < len(items); i += 2 {
+				parts = append(parts, items[i]+" "+strings.TrimPrefix(items[i+1], "~"))
 			}
 			for _, p := range parts {
 				if !want[p] {
