@@ -529,11 +529,10 @@ func (l *Listener) currentOf(ctx context.Context, lv *live.Cache[Message]) (List
 // ends every local subscriber of it with ErrClosed, rather than read the
 // new incarnation's messages as the old one's.
 func (l *Listener) confirm(ctx context.Context, lv *live.Cache[Message]) error {
-	if _, err := l.currentOf(ctx, lv); err != nil {
+	return lv.Confirm(func() error {
+		_, err := l.currentOf(ctx, lv)
 		return err
-	}
-	lv.Confirmed()
-	return nil
+	})
 }
 
 // skipRemoved is step's answer to a store read that found nothing after

@@ -337,11 +337,21 @@ func testRecreateElsewhere(t *testing.T, h Harness) {
 // only from its store's Watch (its catch-up an hour away): the listen ends
 // with ErrClosed and hands over none of the new incarnation's messages,
 // which a head heard from the Watch must not send it to read (a store's
-// heads carry the incarnation they are of; see moitessier.Head).
+// heads carry the incarnation they are of; see moitessier.Head), whether
+// the new incarnation's head passes the old listen's cursor or not.
 func testRecreateElsewhereHeard(t *testing.T, h Harness) {
 	if h.Share == nil {
 		t.Skip("storetest: RecreateElsewhereHeard: the store serves one process (Harness.Share is nil)")
 	}
+	for _, n := range []int{5, 1} {
+		t.Run(fmt.Sprint(n, " new"), func(t *testing.T) { recreateElsewhereHeard(t, h, n) })
+	}
+}
+
+// recreateElsewhereHeard is testRecreateElsewhereHeard with 3 messages
+// or more heard by the old listen and n dispatched to the new
+// incarnation.
+func recreateElsewhereHeard(t *testing.T, h Harness, n int) {
 	s1 := newStore(t, h)
 	s2 := shareStore(t, h, s1)
 	if _, ok := s1.(moitessier.Watcher); !ok {
@@ -352,15 +362,19 @@ func testRecreateElsewhereHeard(t *testing.T, h Harness) {
 	ctx := ctxT(t)
 	const scope = "again.heard"
 	a := mustListener(t, hubA, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: scope})
+	for range 2 {
+		mustDispatch(t, hubA, "alice", scope, "old")
+	}
 	old := newCollector()
 	done := make(chan error, 1)
 	go func() {
 		_, err := a.ListenUntil(ctx, nil, old.respond, 0, 0, 0)
 		done <- err
 	}()
+	old.waitFor(t, 2)
 	// Once a dispatch of hub B's reaches the listen, hub A hears B's
 	// dispatches through its Watch.
-	for i := 0; len(old.texts()) == 0; i++ {
+	for i := 0; len(old.texts()) == 2; i++ {
 		if i == 100 {
 			t.Fatal("hub A did not hear hub B's dispatches in 10 s")
 		}
@@ -375,7 +389,7 @@ func testRecreateElsewhereHeard(t *testing.T, h Harness) {
 	if b.ID() != a.ID() {
 		t.Fatal("the recreated listener has another ID")
 	}
-	for i := range 5 {
+	for i := range n {
 		mustDispatch(t, hubB, "bob", scope, fmt.Sprint("new", i))
 	}
 	select {

@@ -107,15 +107,16 @@ func NewCache[M any](id string, seq func(*M) uint64) *Cache[M] {
 
 // Next returns the cached messages after cur (at most limit, and at most the
 // rest of one chunk of the buffer: see chunks), or need=true if messages
-// after cur exist but are not in the cache. With nothing new it returns the
-// channel that will be closed when something changes.
+// after cur exist but are not in the cache, or if the cache is Suspect
+// (its reader is to confirm it; see Confirm). With nothing new it returns
+// the channel that will be closed when something changes.
 func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{}, need, gone bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.gone {
 		return nil, nil, false, true
 	}
-	if cur < lv.head {
+	if cur < lv.head || lv.suspect {
 		if lv.buf.len() > 0 {
 			base := lv.seq(lv.buf.first())
 			if cur+1 >= base && cur+1 <= lv.seq(lv.buf.last()) {
@@ -302,10 +303,14 @@ func (lv *Cache[M]) Other(created time.Time) {
 		return
 	}
 	lv.mu.Lock()
-	if !lv.created.IsZero() && !lv.created.Equal(created) {
+	defer lv.mu.Unlock()
+	if !lv.suspect && !lv.created.IsZero() && !lv.created.Equal(created) {
+		// Its readers confirm it now, whatever the head: the listener may
+		// be gone, and they would otherwise sleep until messages or a
+		// catch-up came.
 		lv.suspect = true
+		lv.wakeNow(time.Time{})
 	}
-	lv.mu.Unlock()
 }
 
 // Observe records that the listener's head is at least h.
@@ -542,19 +547,35 @@ func (lv *Cache[M]) bound() time.Time {
 	return lv.created
 }
 
-// Suspect reports whether messages of another incarnation than the cache's
-// were added since its subscribers last confirmed it (see Add and
-// Confirmed).
+// Suspect reports whether messages, or a head, of another incarnation than
+// the cache's were added or observed since its subscribers last confirmed
+// it (see Add, Other and Confirm).
 func (lv *Cache[M]) Suspect() bool {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	return lv.suspect
 }
 
-// Confirmed says a subscriber found the cache's incarnation in the store
-// (after Suspect): its reads may go on.
-func (lv *Cache[M]) Confirmed() {
+// Confirm runs check for a reader that found the cache Suspect, once for
+// all the readers that find it so together: the others wait for it, and
+// run nothing if it confirmed the cache, or if the cache is gone (their
+// next look finds so). If check returns nil (it found the cache's
+// incarnation in the store), the cache is no longer suspect and reads may
+// go on; its error is returned as is.
+func (lv *Cache[M]) Confirm(check func() error) error {
+	lv.fillMu.Lock()
+	defer lv.fillMu.Unlock()
+	lv.mu.Lock()
+	skip := !lv.suspect || lv.gone
+	lv.mu.Unlock()
+	if skip {
+		return nil
+	}
+	if err := check(); err != nil {
+		return err
+	}
 	lv.mu.Lock()
 	lv.suspect = false
 	lv.mu.Unlock()
+	return nil
 }

@@ -416,7 +416,7 @@ func TestCachesDropIf(t *testing.T) {
 }
 
 // TestAddSuspect: messages of another incarnation than a bound cache's
-// mark it Suspect, until a subscriber says it Confirmed it.
+// mark it Suspect, until a subscriber confirms it (Confirm).
 func TestAddSuspect(t *testing.T) {
 	lv := newLive("l")
 	lv.Bind(time.Unix(2, 0))
@@ -429,9 +429,9 @@ func TestAddSuspect(t *testing.T) {
 		if !lv.Suspect() || lv.Head() != 4 {
 			t.Fatalf("after a message of incarnation %v: suspect %v, head %d; want suspect, head 4", other, lv.Suspect(), lv.Head())
 		}
-		lv.Confirmed()
+		_ = lv.Confirm(func() error { return nil })
 		if lv.Suspect() {
-			t.Fatal("suspect after Confirmed")
+			t.Fatal("suspect after Confirm")
 		}
 	}
 }
@@ -459,11 +459,31 @@ func TestObserveOther(t *testing.T) {
 	if lv.Suspect() || lv.Head() != 3 {
 		t.Fatalf("suspect %v, head %d after heads of its own and of no known incarnation; want not suspect, head 3", lv.Suspect(), lv.Head())
 	}
+	_, wake, need, _ := lv.Next(3, 16)
+	if need || wake == nil {
+		t.Fatal("a reader at the head does not wait")
+	}
+	observe(3, time.Unix(3, 0)) // not past the head
+	select {
+	case <-wake:
+	default:
+		t.Fatal("a head of another incarnation did not wake the reader at the head")
+	}
+	if _, _, need, _ := lv.Next(3, 16); !lv.Suspect() || !need {
+		t.Fatalf("suspect %v, need %v at the head after a head of another incarnation; want both", lv.Suspect(), need)
+	}
+	calls := 0
+	if err := lv.Confirm(func() error { calls++; return nil }); err != nil || calls != 1 || lv.Suspect() {
+		t.Fatalf("Confirm: %v, %d checks, suspect %v; want one check, not suspect", err, calls, lv.Suspect())
+	}
+	if err := lv.Confirm(func() error { calls++; return nil }); err != nil || calls != 1 {
+		t.Fatalf("Confirm of a cache not suspect: %v, %d checks; want none", err, calls)
+	}
 	observe(4, time.Unix(3, 0))
 	if !lv.Suspect() || lv.Head() != 4 {
 		t.Fatalf("suspect %v, head %d after a head of another incarnation; want suspect, head 4", lv.Suspect(), lv.Head())
 	}
-	lv.Confirmed()
+	_ = lv.Confirm(func() error { return nil })
 	r.HoldAll()
 	observe(5, time.Unix(3, 0))
 	r.UnholdAll()
