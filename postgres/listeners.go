@@ -40,6 +40,9 @@ func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerIn
 	if err := s.check(op); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
 	}
+	if err := checkListenerID(l.ID); err != nil {
+		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, fmt.Errorf("postgres: %s: %w", op, err)
+	}
 	wild := make([]bool, len(l.Scopes))
 	for i, p := range l.Scopes {
 		wild[i] = moitessier.IsPattern(p)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -65,9 +67,11 @@ type Config struct {
 
 	// NotifyBatch is how many listener heads one NOTIFY payload carries at
 	// most; a dispatch to more listeners sends several notifications.
-	// Default 80, which keeps a payload of the hub's listener IDs, each
-	// head with its listener's creation time, within about 6 000 bytes
-	// (the limit is 8 000); at most 100.
+	// Default 64; a larger value than 74 is taken as 74, which keeps a
+	// payload under PostgreSQL's limit of 8 000 bytes with listener IDs
+	// of the longest the store takes (MaxListenerID bytes), each head with
+	// its listener's creation time (a hub's IDs, of 33 bytes, make
+	// payloads of about 5 000 bytes at 64).
 	NotifyBatch int
 
 	// Writers is how many append statements the store runs at once. Appends
@@ -120,8 +124,9 @@ func (c Config) withDefaults() Config {
 		c.Schema = DefaultSchema
 	}
 	if c.NotifyBatch <= 0 {
-		c.NotifyBatch = 80
+		c.NotifyBatch = 64
 	}
+	c.NotifyBatch = min(c.NotifyBatch, maxNotifyBatch)
 	if c.Writers <= 0 {
 		c.Writers = 4
 	}
@@ -149,9 +154,6 @@ func (c Config) validate() error {
 	}
 	if strings.ContainsRune(c.Schema, 0) {
 		return fmt.Errorf("postgres: schema name %q holds a NUL byte", c.Schema)
-	}
-	if c.NotifyBatch > 100 {
-		return fmt.Errorf("postgres: NotifyBatch %d is more than 100: a payload could pass 8000 bytes", c.NotifyBatch)
 	}
 	return nil
 }
@@ -343,6 +345,29 @@ func (s *Store) endCtx(ctx context.Context) (context.Context, context.CancelFunc
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cancelGrace)
 	ctx, stop := s.cmb.bound(ctx)
 	return ctx, func() { stop(); cancel() }
+}
+
+// MaxListenerID is the length in bytes of the longest listener ID the store
+// takes (a hub's are 33 bytes); Join refuses a longer one, and one holding
+// a comma, a space, a control character or invalid UTF-8, which the
+// notifications that carry listener IDs could not.
+const MaxListenerID = 64
+
+// maxNotifyBatch is the most heads a payload of ids of MaxListenerID bytes
+// holds under 8 000 bytes: "id head,~created," is at most
+// MaxListenerID+1+20+2+19+1 bytes.
+const maxNotifyBatch = 7999 / (MaxListenerID + 43)
+
+// checkListenerID returns an error wrapping moitessier.ErrInvalidArgument
+// if id is not one the store takes (see MaxListenerID).
+func checkListenerID(id string) error {
+	switch {
+	case id == "" || len(id) > MaxListenerID:
+		return fmt.Errorf("%w: listener ID of %d bytes (1 to %d)", moitessier.ErrInvalidArgument, len(id), MaxListenerID)
+	case !utf8.ValidString(id) || strings.ContainsFunc(id, func(r rune) bool { return r == ',' || r == ' ' || unicode.IsControl(r) }):
+		return fmt.Errorf("%w: listener ID %q holds a comma, a space, a control character or invalid UTF-8", moitessier.ErrInvalidArgument, id)
+	}
+	return nil
 }
 
 // readCommitted is the isolation level of the store's transactions. Its

@@ -623,3 +623,62 @@ func awaitLockWait(t *testing.T, s *postgres.Store, pid int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestLongListenerIDs: Join takes listener IDs of up to MaxListenerID
+// bytes and refuses longer ones, and ones that a notification could not
+// carry (a comma, a space, a control character, invalid UTF-8), with
+// ErrInvalidArgument, writing nothing. An append to 100 listeners of the
+// longest IDs, with a Watch to notify, sends payloads under PostgreSQL's
+// 8 000 bytes, whatever NotifyBatch asks (a larger one is taken as the
+// most that fits).
+func TestLongListenerIDs(t *testing.T) {
+	s := openStoreWith(t, postgres.Config{Schema: newSchema(t), NotifyBatch: 1000})
+	ctx := ctxT(t)
+	now := time.Now()
+	sub := moitessier.Subscriber{Person: "p", Joined: now, LeaseExpires: now.Add(time.Hour)}
+	for _, id := range []string{"", strings.Repeat("x", postgres.MaxListenerID+1), "a,b", "a b", "a\nb", "a\x00b", "a\xffb"} {
+		l := moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
+		if _, _, _, err := s.Join(ctx, l, sub, moitessier.Quota{}); !errors.Is(err, moitessier.ErrInvalidArgument) {
+			t.Fatalf("Join(ID %q) = %v, want ErrInvalidArgument", id, err)
+		}
+	}
+	if ls, err := s.Match(ctx, "room"); err != nil || len(ls) != 0 {
+		t.Fatalf("Match(room) = %v, %v; want nothing stored", ls, err)
+	}
+	conn, err := pgx.Connect(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()+" (id, pid) VALUES ('raw', pg_backend_pid())"); err != nil {
+		t.Fatal(err)
+	}
+	texts := make(map[string]string)
+	for i := range 100 {
+		id := fmt.Sprintf("%0*d", postgres.MaxListenerID, i)
+		l := moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
+		if _, _, _, err := s.Join(ctx, l, sub, moitessier.Quota{}); err != nil {
+			t.Fatalf("Join(ID of %d bytes): %v", len(id), err)
+		}
+		texts[id] = "a"
+	}
+	if _, _, err := s.Append(ctx, batch("room", texts)); err != nil {
+		t.Fatalf("Append to 100 listeners of %d-byte IDs: %v", postgres.MaxListenerID, err)
+	}
+	heard := 0
+	for heard < 100 {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		m, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("%d of 100 heads heard: %v", heard, err)
+		}
+		if len(m.Payload) >= 8000 {
+			t.Fatalf("payload of %d bytes", len(m.Payload))
+		}
+		heard += strings.Count(m.Payload, ",~") // one per head
+	}
+}
