@@ -257,7 +257,9 @@
 // every join holds shared from before it reads the listener's head until
 // it commits (migration 8), and only then checks that they are still
 // doomed, so that a lease renewed by a join under way, and a message
-// appended after that join read the head, are seen and kept. We chose
+// appended after that join read the head, are seen and kept; a listener
+// whose lock a join holds is left to the next sweep rather than waited
+// for. We chose
 // batched deletes over dropping time partitions: partitions would drop old
 // messages for free, but retention here is also per listener (MaxCount) and
 // per listener deletion, which partitions do not help, and the primary key

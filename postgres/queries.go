@@ -281,10 +281,11 @@ func buildQueries(schema string) queries {
 			AND NOT EXISTS (SELECT 1 FROM S.subscribers t WHERE t.listener = s.listener AND t.lease_ns >= $1)
 			ORDER BY 1 LIMIT $2`,
 		// lockTrim takes the trim locks of listeners $1 (see migration 8)
-		// exclusively, in key order, so that two sweeps cannot deadlock.
-		lockTrim: `SELECT pg_advisory_xact_lock(x.k1, x.k2) FROM (
-				SELECT DISTINCT m.tableoid::integer AS k1, coalesce(nullif(hashtext(d.id), 0), 1) AS k2
-				FROM S.meta m CROSS JOIN unnest($1::text[]) AS d(id) ORDER BY 1, 2) x`,
+		// exclusively where it can at once, and returns the listeners
+		// whose lock it holds: one a join holds is skipped, not waited for
+		// (it is likely not doomed any more, and the next sweep sees).
+		lockTrim: `SELECT d.id FROM S.meta m CROSS JOIN unnest($1::text[]) AS d(id)
+			WHERE pg_try_advisory_xact_lock(m.tableoid::integer, coalesce(nullif(hashtext(d.id), 0), 1))`,
 		trimDoomed: `DELETE FROM S.messages WHERE (listener, seq) IN (
 				SELECT listener, seq FROM S.messages
 				WHERE listener = ANY(ARRAY(SELECT d.id FROM unnest($1::text[]) AS d(id)

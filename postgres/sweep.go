@@ -77,10 +77,11 @@ func (s *Store) Sweep(ctx context.Context, p moitessier.SweepParams) (moitessier
 // keeps the listener, which must keep what was dispatched to it. Each
 // batch first takes the listeners' trim locks (lockTrim), which a join
 // holds shared from before it reads the listener's head until it commits
-// (migration 8), and checks in a statement of its own, whose snapshot
-// comes after the lock: a join under way when the check would otherwise
-// run, one that renews a lease, is seen, and the messages appended since
-// it read the head are kept.
+// (migration 8), and checks, in a statement of its own whose snapshot
+// comes after the locks, only the listeners whose lock it got at once:
+// one a join under way holds (a join that may renew a lease, and read the
+// head before messages that must be kept) is left to the next sweep, and
+// the joins of the others do not wait behind it.
 func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moitessier.SweepResult) error {
 	if now == math.MinInt64 {
 		return nil
@@ -99,11 +100,17 @@ func (s *Store) trimDoomed(ctx context.Context, now int64, batch int, res *moite
 		for {
 			var n int64
 			err := retry(ctx, func() error {
+				n = 0
 				return pgx.BeginTxFunc(ctx, s.pool, readCommitted, func(tx pgx.Tx) error {
-					if _, err := tx.Exec(ctx, s.q.lockTrim, chunk); err != nil {
+					rows, err := tx.Query(ctx, s.q.lockTrim, chunk)
+					if err != nil {
 						return err
 					}
-					tag, err := tx.Exec(ctx, s.q.trimDoomed, chunk, batch, now)
+					locked, err := pgx.CollectRows(rows, pgx.RowTo[string])
+					if err != nil || len(locked) == 0 {
+						return err
+					}
+					tag, err := tx.Exec(ctx, s.q.trimDoomed, locked, batch, now)
 					n = tag.RowsAffected()
 					return err
 				})
