@@ -111,10 +111,11 @@
 // After an append commits, the store publishes the new heads on Cloud
 // Pub/Sub (package wake; Config.NoPubSub turns it off), each with its
 // listener's creation time, which tells its incarnations apart, and
-// [Store.Watch] hears those of every process. (Heads from a process of an
-// earlier version of this package, which carry none, are heard with no
-// incarnation; that process cannot read the new heads, and hears of them at
-// its catch-up.) The store's subscription is created by New
+// [Store.Watch] hears those of every process. (The creation times ride in
+// an entry of their own after the heads, which a process of an earlier
+// version of this package takes for the head of a listener no one
+// listens to: processes of both versions hear each other, the earlier
+// one's heads with no incarnation.) The store's subscription is created by New
 // and read from the first Watch call on, so the wake-ups published while
 // the hub's Watch goroutine has yet to run are kept for it, not dropped.
 // For a lost wake-up the hub calls

@@ -1,6 +1,7 @@
 package wake
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,9 +46,7 @@ func TestEncodeBounds(t *testing.T) {
 func TestDecodeBad(t *testing.T) {
 	for name, data := range map[string][]byte{
 		"Empty":       {},
-		"Version":     {3},
-		"NoCreated":   {version, 1, 'a', 5},
-		"BadCreated":  {version, 1, 'a', 5, 0x80},
+		"Version":     {2},
 		"ShortID":     {version, 5, 'a'},
 		"NoSeq":       {version, 1, 'a'},
 		"BadVarint":   {version, 0x80},
@@ -67,13 +66,53 @@ func TestDecodeBad(t *testing.T) {
 	}
 }
 
-// TestDecodeV1: a message of an earlier version of this package, with no
-// creation times, decodes to heads of no known incarnation.
-func TestDecodeV1(t *testing.T) {
-	got, err := decode([]byte{versionV1, 1, 'a', 5, 2, 'b', 'c', 0x80, 0x01})
-	want := []moitessier.Head{{Listener: "a", Seq: 5}, {Listener: "bc", Seq: 128}}
-	if err != nil || !slices.Equal(got, want) {
-		t.Fatalf("decode = %v, %v; want %v", got, err, want)
+// TestDecodeWithoutIncarnations: a message with no incarnations entry
+// (from a process of an earlier version of this package, or whose heads
+// have none) decodes to heads of no known incarnation, and so does one
+// whose entry does not match its heads.
+func TestDecodeWithoutIncarnations(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"NoEntry":    {version, 1, 'a', 5, 2, 'b', 'c', 0x80, 0x01},
+		"ShortEntry": {version, 1, 'a', 5, 2, 'b', 'c', 0x80, 0x01, 2, 0, 7, 0},
+	} {
+		got, err := decode(data)
+		want := []moitessier.Head{{Listener: "a", Seq: 5}, {Listener: "bc", Seq: 128}}
+		if name == "ShortEntry" {
+			want = append(want, moitessier.Head{Listener: "\x00\x07", Seq: 0})
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: decode = %v, %v; want %v", name, got, err, want)
+		}
+	}
+}
+
+// TestEarlierDecoder: what a process of an earlier version of this
+// package, which knows no incarnations entry, reads from a message with
+// one: every head as sent, and one more, of a listener no hub makes (its
+// ID begins with a NUL byte), which it ignores.
+func TestEarlierDecoder(t *testing.T) {
+	c := time.Unix(0, 1_700_000_000_000_000_000).UTC()
+	msgs := encode([]moitessier.Head{{Listener: "a", Seq: 5, Created: c}, {Listener: "bc", Seq: 128}}, 1024)
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want 1", len(msgs))
+	}
+	// The earlier decoder: heads until the end.
+	var got []moitessier.Head
+	for b := msgs[0][1:]; len(b) > 0; {
+		n, k := binary.Uvarint(b)
+		id := string(b[k : k+int(n)])
+		b = b[k+int(n):]
+		seq, k := binary.Uvarint(b)
+		b = b[k:]
+		got = append(got, moitessier.Head{Listener: id, Seq: moitessier.Cursor(seq)})
+	}
+	if msgs[0][0] != 1 || len(got) != 3 || got[0] != (moitessier.Head{Listener: "a", Seq: 5}) || got[1] != (moitessier.Head{Listener: "bc", Seq: 128}) ||
+		!strings.HasPrefix(got[2].Listener, "\x00") || got[2].Seq != 0 {
+		t.Fatalf("an earlier decoder reads %v (version %d)", got, msgs[0][0])
+	}
+	heads, err := decode(msgs[0])
+	if err != nil || len(heads) != 2 || !heads[0].Created.Equal(c) || !heads[1].Created.IsZero() {
+		t.Fatalf("decode = %v, %v; want a's creation time and none for bc", heads, err)
 	}
 }
 

@@ -609,34 +609,56 @@ func createdTime(ns uint64) time.Time {
 	return time.Unix(0, int64(ns)).UTC()
 }
 
-// Message data: a version byte, then per head the listener ID's length
-// (uvarint), the ID, the sequence number (uvarint) and the listener's
-// creation time (createdNS, uvarint), which tells its incarnations apart.
-// Version 1, which an earlier version of this package sends, has no
-// creation time; decode reads it with none.
-const (
-	version   = 2
-	versionV1 = 1
-)
+// Message data: a version byte (1), then per head the listener ID's
+// length (uvarint), the ID and the sequence number (uvarint). When any of
+// a message's heads has a creation time, one more entry follows them, the
+// incarnations entry: an "ID" of incMark then, for each head before it in
+// order, its listener's creation time (createdNS, uvarint), and sequence
+// number 0. A process of an earlier version of this package, which knows
+// no incarnations entry, reads it as the head of a listener no one
+// listens to, and the others as before: processes of both versions hear
+// each other.
+const version = 1
+
+// incMark begins the ID of a message's incarnations entry; no listener ID
+// a hub makes begins with it.
+const incMark = "\x00"
 
 // encode packs heads into messages of at most max bytes each; a head too
 // large for an empty message goes alone.
 func encode(heads []moitessier.Head, max int) [][]byte {
-	var msgs [][]byte
-	cur := []byte{version}
+	var (
+		msgs [][]byte
+		cur  = []byte{version}
+		incs []byte // the creation times of cur's heads
+		some bool   // one of them is not zero
+	)
+	end := func() {
+		if some {
+			cur = binary.AppendUvarint(cur, uint64(len(incMark)+len(incs)))
+			cur = append(cur, incMark...)
+			cur = append(cur, incs...)
+			cur = binary.AppendUvarint(cur, 0)
+		}
+		msgs = append(msgs, cur)
+		cur, incs, some = []byte{version}, nil, false
+	}
+	// A head takes its own bytes and up to a varint in the incarnations
+	// entry, whose own length, mark and sequence number take a few more.
+	const entry = binary.MaxVarintLen64 + len(incMark) + 1
 	for _, h := range heads {
 		n := binary.MaxVarintLen64*3 + len(h.Listener)
-		if len(cur) > 1 && len(cur)+n > max {
-			msgs = append(msgs, cur)
-			cur = []byte{version}
+		if len(cur) > 1 && len(cur)+len(incs)+entry+n > max {
+			end()
 		}
 		cur = binary.AppendUvarint(cur, uint64(len(h.Listener)))
 		cur = append(cur, h.Listener...)
 		cur = binary.AppendUvarint(cur, uint64(h.Seq))
-		cur = binary.AppendUvarint(cur, createdNS(h.Created))
+		incs = binary.AppendUvarint(incs, createdNS(h.Created))
+		some = some || !h.Created.IsZero()
 	}
 	if len(cur) > 1 {
-		msgs = append(msgs, cur)
+		end()
 	}
 	return msgs
 }
@@ -645,10 +667,9 @@ func encode(heads []moitessier.Head, max int) [][]byte {
 var errBadMessage = errors.New("wake: bad message")
 
 func decode(data []byte) ([]moitessier.Head, error) {
-	if len(data) == 0 || data[0] != version && data[0] != versionV1 {
+	if len(data) == 0 || data[0] != version {
 		return nil, fmt.Errorf("%w: unknown version", errBadMessage)
 	}
-	withCreated := data[0] == version
 	var heads []moitessier.Head
 	for b := data[1:]; len(b) > 0; {
 		n, k := binary.Uvarint(b)
@@ -662,16 +683,27 @@ func decode(data []byte) ([]moitessier.Head, error) {
 			return nil, fmt.Errorf("%w: bad sequence number at byte %d", errBadMessage, len(data)-len(b))
 		}
 		b = b[k:]
-		h := moitessier.Head{Listener: id, Seq: moitessier.Cursor(seq)}
-		if withCreated {
-			ns, k := binary.Uvarint(b)
+		heads = append(heads, moitessier.Head{Listener: id, Seq: moitessier.Cursor(seq)})
+	}
+	// The incarnations entry, if there is one: the last, of sequence
+	// number 0, with a creation time for every head before it.
+	if n := len(heads) - 1; n > 0 && heads[n].Seq == 0 && strings.HasPrefix(heads[n].Listener, incMark) {
+		incs := []byte(heads[n].Listener[len(incMark):])
+		created := make([]time.Time, 0, n)
+		for len(incs) > 0 && len(created) < n {
+			ns, k := binary.Uvarint(incs)
 			if k <= 0 {
-				return nil, fmt.Errorf("%w: bad creation time at byte %d", errBadMessage, len(data)-len(b))
+				break
 			}
-			b = b[k:]
-			h.Created = createdTime(ns)
+			incs = incs[k:]
+			created = append(created, createdTime(ns))
 		}
-		heads = append(heads, h)
+		if len(created) == n && len(incs) == 0 {
+			heads = heads[:n]
+			for i := range heads {
+				heads[i].Created = created[i]
+			}
+		}
 	}
 	return heads, nil
 }
