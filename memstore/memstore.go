@@ -71,9 +71,10 @@ func (l *listener) removeSub(k subID) {
 type keyID struct{ sender, key string }
 
 type keyRecord struct {
-	at   time.Time
-	fp   []byte // the request's fingerprint
-	refs []ref
+	at       time.Time
+	fp       []byte // the request's fingerprint
+	refs     []ref
+	dispatch string // the batch's Dispatch: a message at a ref with another is not its
 }
 
 type ref struct {
@@ -275,7 +276,9 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 			}
 			var out []moitessier.Message
 			for _, r := range rec.refs {
-				if m, ok := s.find(r); ok {
+				// A message of another dispatch at the ref: the listener
+				// was deleted and made again, and renumbered from 1.
+				if m, ok := s.find(r); ok && m.Dispatch == rec.dispatch {
 					out = append(out, m)
 				}
 			}
@@ -294,7 +297,7 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		out = append(out, m)
 	}
 	if b.Key != "" {
-		rec := &keyRecord{at: b.Created, fp: slices.Clone(b.Fingerprint), refs: make([]ref, len(out))}
+		rec := &keyRecord{at: b.Created, fp: slices.Clone(b.Fingerprint), refs: make([]ref, len(out)), dispatch: b.Dispatch}
 		for i, m := range out {
 			rec.refs[i] = ref{m.Listener, m.Seq}
 		}

@@ -219,10 +219,16 @@ func buildQueries(schema string) queries {
 			RETURNING true`,
 		keyFingerprint: `SELECT fingerprint FROM S.dispatch_keys WHERE sender = $1 AND key = $2`,
 		recordKey:      `UPDATE S.dispatch_keys SET listeners = $3, seqs = $4 WHERE sender = $1 AND key = $2`,
+		// replay reads a recorded keyed batch's messages that still
+		// exist. One at a recorded (listener, seq) whose creation time is
+		// not the key's (recorded_ns is its batch's) is another
+		// dispatch's: the listener was deleted, made again, and numbered
+		// from 1 anew.
 		replay: `SELECT m.listener, m.seq, m.dispatch, m.scope, m.sender, m.body, m.created_ns
 			FROM S.dispatch_keys k
 			CROSS JOIN LATERAL unnest(k.listeners, k.seqs) WITH ORDINALITY AS x(listener, seq, ord)
 			JOIN S.messages m ON m.listener = x.listener AND m.seq = x.seq
+				AND m.created_ns = k.recorded_ns AND m.sender = k.sender
 			WHERE k.sender = $1 AND k.key = $2
 			ORDER BY x.ord`,
 		read: `SELECT listener, seq, dispatch, scope, sender, body, created_ns FROM S.messages

@@ -122,8 +122,9 @@ func (s *Store) replay(ctx context.Context, tx *wtx, b *moitessier.Batch) ([]moi
 	var (
 		at       int64
 		refs, fp []byte
+		dispatch string
 	)
-	err := tx.StmtContext(ctx, s.stmts.getKey).QueryRowContext(ctx, b.Sender, b.Key).Scan(&at, &refs, &fp)
+	err := tx.StmtContext(ctx, s.stmts.getKey).QueryRowContext(ctx, b.Sender, b.Key).Scan(&at, &refs, &fp, &dispatch)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, false, nil
 	}
@@ -147,6 +148,11 @@ func (s *Store) replay(ctx context.Context, tx *wtx, b *moitessier.Batch) ([]moi
 		}
 		if err != nil {
 			return err
+		}
+		if m.Dispatch != dispatch {
+			// Another dispatch's: the listener was deleted and made
+			// again, and renumbered from 1.
+			return nil
 		}
 		m.Created = fromNanos(created)
 		msgs = append(msgs, m)

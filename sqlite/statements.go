@@ -74,7 +74,7 @@ func (st *statements) prepare(ctx context.Context, w *sql.Conn, r *sql.DB) error
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		// Before messages are deleted: listeners.head keeps the head.
 		{w, &st.keepHead, `UPDATE listeners SET head = ` + headExpr + ` WHERE id = ?`},
-		{w, &st.getKey, `SELECT created, refs, fingerprint FROM idempotency_keys WHERE sender = ? AND key = ?`},
+		{w, &st.getKey, `SELECT created, refs, fingerprint, dispatch FROM idempotency_keys WHERE sender = ? AND key = ?`},
 		{w, &st.putKey, `INSERT INTO idempotency_keys (sender, key, dispatch, created, refs, fingerprint) VALUES (?, ?, ?, ?, ?, ?)
 			ON CONFLICT (sender, key) DO UPDATE SET
 				dispatch = excluded.dispatch, created = excluded.created, refs = excluded.refs,

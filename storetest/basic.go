@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/likestripes/moitessier"
 )
@@ -347,4 +348,38 @@ func testIdempotency(t *testing.T, h Harness) {
 		t.Fatalf("GC removed %d keys, want at least 3 expired ones", res.Keys)
 	}
 	wantTexts(t, l, "charge", "other sender", "other key", "charge")
+}
+
+// testIdempotencyRecreated: a retry, within the window, of a keyed
+// dispatch whose listener was deleted and made again since replays what
+// is left of the first dispatch's messages (nothing), not the new
+// incarnation's, which share their sequence numbers.
+func testIdempotencyRecreated(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	hub := newHub(t, s, moitessier.Options{IdempotencyWindow: time.Hour})
+	ctx := ctxT(t)
+	l := mustListener(t, hub, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "pay"})
+	first := mustDispatch(t, hub, "alice", "pay", "charge", moitessier.IdempotencyKey("k1"))
+	if len(first.Messages) != 1 {
+		t.Fatalf("first dispatch wrote %d messages, want 1", len(first.Messages))
+	}
+	if err := hub.Leave(ctx, l.ID(), "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a creation time of its own
+	l2 := mustListener(t, hub, moitessier.Conditions{Person: "b", Type: moitessier.Shared, Scope: "pay"})
+	if l2.ID() != l.ID() {
+		t.Fatal("the listener made again has another ID")
+	}
+	mustDispatch(t, hub, "bob", "pay", "other")
+	again := mustDispatch(t, hub, "alice", "pay", "charge", moitessier.IdempotencyKey("k1"))
+	if !again.Replayed {
+		t.Fatal("the retry was not a replay")
+	}
+	for _, m := range again.Messages {
+		if m.Text != "charge" {
+			t.Fatalf("the replay returned %q (seq %d), the new incarnation's message", m.Text, m.Seq)
+		}
+	}
+	wantTexts(t, l2, "other")
 }

@@ -69,6 +69,7 @@ func Run(t *testing.T, h Harness) {
 		{"BadDispatch", testBadDispatch},
 		{"Atomic", testAtomic},
 		{"Idempotency", testIdempotency},
+		{"IdempotencyRecreated", testIdempotencyRecreated},
 		{"IdempotencyMismatch", testIdempotencyMismatch},
 		{"Messages", testMessages},
 		{"ListenUntil", testListenUntil},
