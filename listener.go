@@ -413,11 +413,17 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 			h.lives.Release(lv)
 			return nil, nil, since, err
 		}
-		if lv.Bind(info.Created) || attempt == 2 {
+		if lv.Bind(info.Created) {
 			break
 		}
 		h.lives.Release(lv)
 		h.lives.Replace(lv)
+		if attempt == 2 {
+			// Another incarnation's listens kept taking the fresh cache:
+			// reading on with one bound to another incarnation would read
+			// that one's messages, or none.
+			return nil, nil, since, fmt.Errorf("listen %s: %w: the listener was deleted and made again while the listen began", l.info.ID, ErrClosed)
+		}
 	}
 	lv.Observe(uint64(info.Head))
 	st := h.cursors.Acquire(l.subKey(l.info.Created), l.lease, now)

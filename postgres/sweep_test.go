@@ -203,3 +203,55 @@ func sweepDuringJoin(t *testing.T, s *postgres.Store) {
 		t.Fatalf("after the head the join read (0): %v, want message %d", got, msgs[0].Seq)
 	}
 }
+
+// TestSweepTrimsOthersDuringJoin: while a join of one doomed listener is
+// under way (it holds that listener's trim lock), the sweep trims the
+// messages of the other doomed listeners without waiting for it, and
+// leaves the joined one's.
+func TestSweepTrimsOthersDuringJoin(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	now := time.Now()
+	old := moitessier.Subscriber{Person: "old", Joined: now.Add(-2 * time.Hour), LeaseExpires: now.Add(-time.Hour), Cursor: moitessier.Resume}
+	var ls []moitessier.ListenerInfo
+	for _, id := range []string{"L1", "L2"} {
+		l := moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
+		if _, _, _, err := s.Join(ctx, l, old, moitessier.Quota{}); err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+	}
+	if _, _, err := s.Append(ctx, batch("room", map[string]string{"L1": "a", "L2": "a"})); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	renewed := old
+	renewed.LeaseExpires = now.Add(time.Hour)
+	if err := s.JoinTx(ctx, tx, ls[0], renewed); err != nil {
+		t.Fatal(err)
+	}
+	swept := make(chan error, 1)
+	go func() {
+		_, err := s.Sweep(context.Background(), moitessier.SweepParams{Now: time.Now(), BatchSize: 10})
+		swept <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); storedMessages(t, s, "L2") > 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the sweep did not trim L2 while a join of L1 was under way")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-swept; err != nil {
+		t.Fatal(err)
+	}
+	if n := storedMessages(t, s, "L1"); n != 1 {
+		t.Fatalf("L1, renewed by the join, has %d messages, want 1", n)
+	}
+}

@@ -343,15 +343,17 @@ func testRecreateElsewhereHeard(t *testing.T, h Harness) {
 	if h.Share == nil {
 		t.Skip("storetest: RecreateElsewhereHeard: the store serves one process (Harness.Share is nil)")
 	}
-	for _, n := range []int{5, 1} {
-		t.Run(fmt.Sprint(n, " new"), func(t *testing.T) { recreateElsewhereHeard(t, h, n) })
-	}
+	t.Run("5 new", func(t *testing.T) { recreateElsewhereHeard(t, h, 5, false) })
+	t.Run("1 new", func(t *testing.T) { recreateElsewhereHeard(t, h, 1, false) })
+	// The old listen's own hub dispatches to the new incarnation: it
+	// publishes the message to its cache of the old one first.
+	t.Run("1 new from its hub", func(t *testing.T) { recreateElsewhereHeard(t, h, 1, true) })
 }
 
 // recreateElsewhereHeard is testRecreateElsewhereHeard with 3 messages
 // or more heard by the old listen and n dispatched to the new
-// incarnation.
-func recreateElsewhereHeard(t *testing.T, h Harness, n int) {
+// incarnation, by the old listen's hub if here, else by the other.
+func recreateElsewhereHeard(t *testing.T, h Harness, n int, here bool) {
 	s1 := newStore(t, h)
 	s2 := shareStore(t, h, s1)
 	if _, ok := s1.(moitessier.Watcher); !ok {
@@ -389,8 +391,12 @@ func recreateElsewhereHeard(t *testing.T, h Harness, n int) {
 	if b.ID() != a.ID() {
 		t.Fatal("the recreated listener has another ID")
 	}
+	from := hubB
+	if here {
+		from = hubA
+	}
 	for i := range n {
-		mustDispatch(t, hubB, "bob", scope, fmt.Sprint("new", i))
+		mustDispatch(t, from, "bob", scope, fmt.Sprint("new", i))
 	}
 	select {
 	case err := <-done:

@@ -587,6 +587,16 @@ func testStoreReadOf(t *testing.T, h Harness) {
 	other := old.Created.Add(time.Second)
 	notFound("another incarnation", id, other, 0, 10)
 	notFound("another incarnation, at the head", id, other, 3, 10)
+	notFound("another incarnation, no limit", id, other, 0, 0)
+	notFound("another incarnation, from Resume", id, other, moitessier.Resume, 10)
+	for _, c := range []struct {
+		after moitessier.Cursor
+		limit int
+	}{{0, 0}, {moitessier.Resume, 10}} {
+		if got, err := r.ReadOf(ctx, id, old.Created, c.after, c.limit); err != nil || len(got) != 0 {
+			t.Fatalf("ReadOf(its incarnation, after %d, limit %d) = %q, %v; want nothing", c.after, c.limit, texts(got), err)
+		}
+	}
 	notFound("a listener that does not exist", sid(2), old.Created, 0, 10)
 	if deleted, err := s.Leave(ctx, id, "alice", ""); err != nil || !deleted {
 		t.Fatalf("Leave(alice) = %v, %v; want the listener deleted", deleted, err)

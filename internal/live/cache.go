@@ -111,6 +111,12 @@ func NewCache[M any](id string, seq func(*M) uint64) *Cache[M] {
 // (its reader is to confirm it; see Confirm). With nothing new it returns
 // the channel that will be closed when something changes.
 func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{}, need, gone bool) {
+	return lv.next(cur, limit, true)
+}
+
+// next is Next; with wait false, it neither returns the wake channel nor
+// counts the caller among the waiting (Fill, which does not wait).
+func (lv *Cache[M]) next(cur uint64, limit int, wait bool) (msgs []M, wake <-chan struct{}, need, gone bool) {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.gone {
@@ -129,6 +135,9 @@ func (lv *Cache[M]) Next(cur uint64, limit int) (msgs []M, wake <-chan struct{},
 			return lv.back[i:j:j], nil, false, false
 		}
 		return nil, nil, true, false
+	}
+	if !wait {
+		return nil, nil, false, false
 	}
 	lv.waiting++
 	return nil, lv.wake, false, false
@@ -164,7 +173,7 @@ func (lv *Cache[M]) Add(msgs []M, created time.Time, maxBuf int) (behind bool) {
 	defer lv.mu.Unlock()
 	if !lv.belongs(created) {
 		if len(msgs) > 0 {
-			lv.suspect = true
+			lv.markSuspect()
 			lv.observe(lv.seq(&msgs[len(msgs)-1]))
 		}
 		return false
@@ -304,10 +313,17 @@ func (lv *Cache[M]) Other(created time.Time) {
 	}
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	if !lv.suspect && !lv.created.IsZero() && !lv.created.Equal(created) {
-		// Its readers confirm it now, whatever the head: the listener may
-		// be gone, and they would otherwise sleep until messages or a
-		// catch-up came.
+	if !lv.created.IsZero() && !lv.created.Equal(created) {
+		lv.markSuspect()
+	}
+}
+
+// markSuspect marks the cache Suspect and, if it was not, wakes its
+// readers, who confirm it whatever their cursor (see Next): the listener
+// may be gone, and they would otherwise sleep until messages or a catch-up
+// came. lv.mu is held.
+func (lv *Cache[M]) markSuspect() {
+	if !lv.suspect {
 		lv.suspect = true
 		lv.wakeNow(time.Time{})
 	}
@@ -508,7 +524,7 @@ func (lv *Cache[M]) Fill(ctx context.Context, read ReadFunc[M], cur uint64, limi
 	lv.fillMu.Lock()
 	defer lv.fillMu.Unlock()
 	h0 = lv.Head()
-	msgs, _, need, gone := lv.Next(cur, limit)
+	msgs, _, need, gone := lv.next(cur, limit, false)
 	if gone || !need {
 		return msgs, h0, gone, nil
 	}

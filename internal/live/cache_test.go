@@ -491,3 +491,45 @@ func TestObserveOther(t *testing.T) {
 		t.Fatalf("suspect %v, head %d after a head of another incarnation kept aside while held; want suspect, head 5", lv.Suspect(), lv.Head())
 	}
 }
+
+// TestFillAtHeadCountsNoWaiter: a Fill that finds nothing to read (its
+// reader at the head, or another reader filled the cache first) neither
+// hands out the wake channel nor counts its reader as waiting: the reader
+// counts itself when it next waits, and a count above the readers would
+// put off their wake-ups (coalescing) and take busy ones for asleep.
+func TestFillAtHeadCountsNoWaiter(t *testing.T) {
+	lv := newLive("l")
+	lv.Add([]Message{{Listener: "l", Seq: 1}, {Listener: "l", Seq: 2}}, anyInc, 64)
+	read := func(context.Context, string, time.Time, uint64, int) ([]Message, error) {
+		t.Fatal("Fill read the store with nothing to read")
+		return nil, nil
+	}
+	if msgs, _, gone, err := lv.Fill(context.Background(), read, 2, 16, 64); err != nil || gone || len(msgs) != 0 {
+		t.Fatalf("Fill at the head = %v, gone %v, %v; want nothing", msgs, gone, err)
+	}
+	if lv.waiting != 0 {
+		t.Fatalf("%d waiting after a Fill at the head, want 0", lv.waiting)
+	}
+}
+
+// TestAddOtherIncarnationWakes: messages of another incarnation, even
+// numbered at or below the head (a listener made again, numbered from 1),
+// wake the cache's readers, which confirm it (Next sends them to).
+func TestAddOtherIncarnationWakes(t *testing.T) {
+	lv := newLive("l")
+	lv.Bind(time.Unix(2, 0))
+	lv.Add([]Message{{Listener: "l", Seq: 1}, {Listener: "l", Seq: 2}, {Listener: "l", Seq: 3}}, time.Unix(2, 0), 64)
+	_, wake, need, _ := lv.Next(3, 16)
+	if need || wake == nil {
+		t.Fatal("a reader at the head does not wait")
+	}
+	lv.Add([]Message{{Listener: "l", Seq: 1}}, time.Unix(3, 0), 64)
+	select {
+	case <-wake:
+	default:
+		t.Fatal("a message of another incarnation below the head did not wake the reader at the head")
+	}
+	if _, _, need, _ := lv.Next(3, 16); !need {
+		t.Fatal("a reader of a suspect cache at its head is not sent to confirm it")
+	}
+}
