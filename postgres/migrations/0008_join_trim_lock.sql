@@ -1,16 +1,19 @@
 -- Moitessier schema, version 8.
 --
--- join_listener takes, first, its listener's trim lock shared: a
--- transaction-level advisory lock keyed by the oid of the schema's meta
--- table and a hash of the listener's id (never 0, which is the key of
--- must_notify's gate). The sweep's trim of doomed listeners (listeners
--- whose every subscriber's lease has ended) takes it exclusively for the
--- listeners it is about to trim, and only then, in a statement of its own,
--- checks that they are still doomed: a join under way, which may renew a
--- lease after it read the listener's head, has then committed, and a
--- message appended after that read is not trimmed. Two listeners whose
--- ids hash alike share a lock: one waits for the other, nothing more.
--- The function is otherwise version 5's.
+-- join_listener takes its listener's trim lock shared, when the listener
+-- exists, before it reads its head: a transaction-level advisory lock
+-- keyed by the oid of the schema's meta table and a hash of the listener's
+-- id (never 0, which is the key of must_notify's gate). A listener the
+-- join creates is no one else's until it commits, and no sweep takes it
+-- for doomed. The sweep's trim of doomed listeners (listeners whose every
+-- subscriber's lease has ended) takes the lock exclusively, where it is
+-- free, for the listeners it is about to trim, and only then, in a
+-- statement of its own, checks that they are still doomed: no join of
+-- them is under way, and one that renewed a lease after it read the head
+-- has committed, so a message appended after that read is not trimmed. A
+-- listener whose lock a join holds is left to the next sweep. Two
+-- listeners whose ids hash alike share a lock: a join of one can put off
+-- the other's trim, nothing more. The function is otherwise version 5's.
 CREATE OR REPLACE FUNCTION {{schema}}.join_listener(
 	l_id text, l_type integer, l_person text, l_client text, l_scopes text[], l_wild boolean[], l_created bigint,
 	s_person text, s_client text, s_joined bigint, s_lease bigint, s_cursor bigint,
@@ -22,7 +25,6 @@ DECLARE
 	locked boolean := false;
 	inserted boolean;
 BEGIN
-	PERFORM pg_advisory_xact_lock_shared(tableoid::integer, coalesce(nullif(hashtext(l_id), 0), 1)) FROM {{schema}}.meta;
 	INSERT INTO {{schema}}.listeners AS l (id, type, person, client, scopes, created_ns)
 		VALUES (l_id, l_type, l_person, l_client, l_scopes, l_created)
 		ON CONFLICT (id) DO NOTHING
@@ -48,6 +50,7 @@ BEGIN
 			END IF;
 		END IF;
 	ELSE
+		PERFORM pg_advisory_xact_lock_shared(tableoid::integer, coalesce(nullif(hashtext(l_id), 0), 1)) FROM {{schema}}.meta;
 		SELECT l.type, l.person, l.client, l.scopes, l.created_ns, l.head
 			INTO ltype, lperson, lclient, lscopes, lcreated, lhead
 			FROM {{schema}}.listeners l WHERE l.id = l_id;
