@@ -2,6 +2,7 @@ package moitessierhttp
 
 import (
 	"sync"
+	"unsafe"
 
 	"github.com/likestripes/moitessier"
 )
@@ -16,9 +17,14 @@ import (
 // reuses a variable for another message never gets a stale encoding. A
 // message at another address than the one it was first encoded from (each
 // subscriber that reads from the store gets its own copies) is looked up by
-// its identity. Keys hold their messages alive only while cached.
+// its identity. The address is kept as a number, not a pointer: a
+// pointer to one element would keep the whole array of its slice (a chunk
+// of a listener's live cache, with every message's text in it) alive, and
+// a few thousand entries, one per chunk, pin far more than the encodings
+// counted. A number pins nothing; when the memory at an address is freed
+// and used again for another message, the identity check tells them apart.
 type encCache struct {
-	byAddr sync.Map // *moitessier.Message -> *encEntry
+	byAddr sync.Map // message address (uintptr) -> *encEntry
 	byID   sync.Map // encKey -> *encEntry
 	mu     sync.Mutex
 	ring   []encSlot // the entries cached, oldest at head
@@ -41,7 +47,7 @@ type encEntry struct {
 // address it is also cached by, if any.
 type encSlot struct {
 	e    *encEntry
-	addr *moitessier.Message
+	addr uintptr // 0: none
 }
 
 // The cache's bounds. It holds at most encCacheSlots entries and
@@ -62,7 +68,8 @@ func newEncCache() *encCache { return &encCache{ring: make([]encSlot, encCacheSl
 // json returns the encoded message.
 func (c *encCache) json(m *moitessier.Message) []byte {
 	k := encKey{m.Listener, m.Dispatch, m.Seq}
-	if v, ok := c.byAddr.Load(m); ok {
+	at := uintptr(unsafe.Pointer(m))
+	if v, ok := c.byAddr.Load(at); ok {
 		if e := v.(*encEntry); e.encKey == k {
 			return e.b
 		}
@@ -80,9 +87,9 @@ func (c *encCache) json(m *moitessier.Message) []byte {
 	if v, loaded := c.byID.LoadOrStore(k, e); loaded {
 		return v.(*encEntry).b
 	}
-	var addr *moitessier.Message
-	if _, loaded := c.byAddr.LoadOrStore(m, e); !loaded {
-		addr = m
+	var addr uintptr
+	if _, loaded := c.byAddr.LoadOrStore(at, e); !loaded {
+		addr = at
 	}
 	c.add(encSlot{e: e, addr: addr})
 	return e.b
@@ -101,7 +108,7 @@ func (c *encCache) add(s encSlot) {
 		// Only if they still map to it: a key's entry may have been
 		// replaced since.
 		c.byID.CompareAndDelete(old.e.encKey, old.e)
-		if old.addr != nil {
+		if old.addr != 0 {
 			c.byAddr.CompareAndDelete(old.addr, old.e)
 		}
 	}

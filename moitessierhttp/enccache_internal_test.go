@@ -2,10 +2,13 @@ package moitessierhttp
 
 import (
 	"bytes"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+	"weak"
 
 	"github.com/likestripes/moitessier"
 )
@@ -59,7 +62,38 @@ func TestEncCacheBytes(t *testing.T) {
 	if _, ok := c.byID.Load(encKey{huge.Listener, huge.Dispatch, huge.Seq}); ok {
 		t.Fatalf("an encoding of %d bytes was cached, over the %d of encCacheMaxEntry", len(encode(&huge)), encCacheMaxEntry)
 	}
-	if _, ok := c.byAddr.Load(&huge); ok {
+	if _, ok := c.byAddr.Load(uintptr(unsafe.Pointer(&huge))); ok {
 		t.Fatal("a huge message is cached by its address")
 	}
 }
+
+// TestEncCachePinsNoMessage: a cached encoding keeps nothing of its
+// message alive, nor the array of the slice it was in (a chunk of a live
+// cache, with its other messages' texts): the cache counts its encodings'
+// bytes, and what it pinned besides would not be counted. Its answer for
+// the message at the same address stays right after the array is freed.
+func TestEncCachePinsNoMessage(t *testing.T) {
+	c := newEncCache()
+	msgs := make([]moitessier.Message, 64)
+	for i := range msgs {
+		msgs[i] = moitessier.Message{Listener: "s1", Seq: moitessier.Cursor(i + 1), Dispatch: "d" + strconv.Itoa(i), Text: strings.Repeat("x", 1<<10)}
+	}
+	want := encode(&msgs[0])
+	if got := c.json(&msgs[0]); !bytes.Equal(got, want) {
+		t.Fatal("a wrong encoding")
+	}
+	w := weak.Make(&msgs[0])
+	msgs = nil
+	for i := 0; w.Value() != nil; i++ {
+		if i == 20 {
+			t.Fatal("the array of the cached message's slice is still alive after 20 collections: the cache pins it")
+		}
+		runtime.GC()
+	}
+	// The same identity is still served from the cache.
+	again := moitessier.Message{Listener: "s1", Seq: 1, Dispatch: "d0", Text: strings.Repeat("x", 1<<10)}
+	if got := c.json(&again); !bytes.Equal(got, want) {
+		t.Fatal("a wrong encoding for the message encoded before")
+	}
+}
+
