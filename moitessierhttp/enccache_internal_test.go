@@ -96,4 +96,3 @@ func TestEncCachePinsNoMessage(t *testing.T) {
 		t.Fatal("a wrong encoding for the message encoded before")
 	}
 }
-
