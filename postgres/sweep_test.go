@@ -18,6 +18,18 @@ import (
 // test joins.
 const doomedMessages = 3000
 
+// doomedListener stores listener id of scope "room" whose one subscriber,
+// "old", has a lease that ended an hour before now, and returns both.
+func doomedListener(t *testing.T, s *postgres.Store, id string, now time.Time) (moitessier.ListenerInfo, moitessier.Subscriber) {
+	t.Helper()
+	l := moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
+	old := moitessier.Subscriber{Person: "old", Joined: now.Add(-2 * time.Hour), LeaseExpires: now.Add(-time.Hour), Cursor: moitessier.Resume}
+	if _, _, _, err := s.Join(ctxT(t), l, old, moitessier.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	return l, old
+}
+
 // trimmingSweep stores listener "L" of scope "room", whose one subscriber
 // ("old") has a lease that ended an hour ago, with doomedMessages messages,
 // and starts a Sweep that deletes them one per statement. It returns once
@@ -27,11 +39,7 @@ func trimmingSweep(t *testing.T, s *postgres.Store) (moitessier.ListenerInfo, fu
 	t.Helper()
 	ctx := ctxT(t)
 	now := time.Now()
-	l := moitessier.ListenerInfo{ID: "L", Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
-	old := moitessier.Subscriber{Person: "old", Joined: now.Add(-2 * time.Hour), LeaseExpires: now.Add(-time.Hour), Cursor: moitessier.Resume}
-	if _, _, _, err := s.Join(ctx, l, old, moitessier.Quota{}); err != nil {
-		t.Fatal(err)
-	}
+	l, _ := doomedListener(t, s, "L", now)
 	b := &moitessier.Batch{Dispatch: "d0", Scope: "room", Sender: "x", Created: now}
 	for i := range doomedMessages {
 		b.Entries = append(b.Entries, moitessier.Entry{Listener: l.ID, Text: fmt.Sprint(i)})
@@ -151,11 +159,7 @@ func TestSweepKeepsMessagesAppendedDuringJoin(t *testing.T) {
 func sweepDuringJoin(t *testing.T, s *postgres.Store) {
 	ctx := ctxT(t)
 	now := time.Now()
-	l := moitessier.ListenerInfo{ID: "L", Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
-	old := moitessier.Subscriber{Person: "old", Joined: now.Add(-2 * time.Hour), LeaseExpires: now.Add(-time.Hour), Cursor: moitessier.Resume}
-	if _, _, _, err := s.Join(ctx, l, old, moitessier.Quota{}); err != nil {
-		t.Fatal(err)
-	}
+	l, old := doomedListener(t, s, "L", now)
 	tx, err := s.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -212,15 +216,8 @@ func TestSweepTrimsOthersDuringJoin(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
 	now := time.Now()
-	old := moitessier.Subscriber{Person: "old", Joined: now.Add(-2 * time.Hour), LeaseExpires: now.Add(-time.Hour), Cursor: moitessier.Resume}
-	var ls []moitessier.ListenerInfo
-	for _, id := range []string{"L1", "L2"} {
-		l := moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "p", Scopes: []string{"room"}, Created: now}
-		if _, _, _, err := s.Join(ctx, l, old, moitessier.Quota{}); err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-	}
+	l1, old := doomedListener(t, s, "L1", now)
+	doomedListener(t, s, "L2", now)
 	if _, _, err := s.Append(ctx, batch("room", map[string]string{"L1": "a", "L2": "a"})); err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +228,7 @@ func TestSweepTrimsOthersDuringJoin(t *testing.T) {
 	defer func() { _ = tx.Rollback(context.Background()) }()
 	renewed := old
 	renewed.LeaseExpires = now.Add(time.Hour)
-	if err := s.JoinTx(ctx, tx, ls[0], renewed); err != nil {
+	if err := s.JoinTx(ctx, tx, l1, renewed); err != nil {
 		t.Fatal(err)
 	}
 	swept := make(chan error, 1)

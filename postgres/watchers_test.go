@@ -467,17 +467,7 @@ func notifyInBatches(t *testing.T, n int) {
 		ids = append(ids, l.ID)
 		created[l.ID] = l.Created.UnixNano()
 	}
-	conn, err := pgx.Connect(ctx, testDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "INSERT INTO "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()+" (id, pid) VALUES ('raw', pg_backend_pid())"); err != nil {
-		t.Fatal(err)
-	}
+	conn := rawWatcher(t, s)
 	// heard reads the notifications of one append: every listener's new
 	// head once, in payloads of at most 2, (n+1)/2 payloads in all.
 	heard := func(head int64) {
@@ -645,17 +635,7 @@ func TestLongListenerIDs(t *testing.T) {
 	if ls, err := s.Match(ctx, "room"); err != nil || len(ls) != 0 {
 		t.Fatalf("Match(room) = %v, %v; want nothing stored", ls, err)
 	}
-	conn, err := pgx.Connect(ctx, testDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close(context.Background()) })
-	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, "INSERT INTO "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()+" (id, pid) VALUES ('raw', pg_backend_pid())"); err != nil {
-		t.Fatal(err)
-	}
+	conn := rawWatcher(t, s)
 	texts := make(map[string]string)
 	for i := range 100 {
 		id := fmt.Sprintf("%0*d", postgres.MaxListenerID, i)
@@ -681,4 +661,24 @@ func TestLongListenerIDs(t *testing.T) {
 		}
 		heard += strings.Count(m.Payload, ",~") // one per head
 	}
+}
+
+// rawWatcher returns a connection that LISTENs on s's channel, registered
+// as a Watch of its schema, so that appends notify it; it is closed when
+// the test ends.
+func rawWatcher(t *testing.T, s *postgres.Store) *pgx.Conn {
+	t.Helper()
+	ctx := ctxT(t)
+	conn, err := pgx.Connect(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.Channel()}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()+" (id, pid) VALUES ('raw', pg_backend_pid())"); err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }

@@ -304,31 +304,52 @@ func testRecreateElsewhere(t *testing.T, h Harness) {
 	ctx := ctxT(t)
 	a := mustListener(t, hubA, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "again.elsewhere"})
 	mustDispatch(t, hubA, "alice", "again.elsewhere", "old")
-	old := newCollector()
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.ListenUntil(ctx, nil, old.respond, 0, 0, 0)
-		done <- err
-	}()
+	old, done := listenFrom0(ctx, a)
 	old.waitFor(t, 1)
-	if err := hubB.Leave(ctx, a.ID(), "alice", ""); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Millisecond) // a creation time of its own
-	b := mustListener(t, hubB, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: "again.elsewhere"})
-	if b.ID() != a.ID() {
-		t.Fatal("the recreated listener has another ID")
-	}
+	makeAgain(t, hubB, a, "again.elsewhere")
 	for i := range 5 {
 		mustDispatch(t, hubB, "bob", "again.elsewhere", fmt.Sprint("new", i))
 	}
+	wantClosed(t, done, old)
+}
+
+// listenFrom0 runs l.ListenUntil from cursor 0 under ctx, collecting what
+// it hands over; its result comes on the channel.
+func listenFrom0(ctx context.Context, l *moitessier.Listener) (*collector, <-chan error) {
+	c := newCollector()
+	done := make(chan error, 1)
+	go func() {
+		_, err := l.ListenUntil(ctx, nil, c.respond, 0, 0, 0)
+		done <- err
+	}()
+	return c, done
+}
+
+// makeAgain deletes a (its one subscriber, alice, leaves through hub) and
+// makes it again, a new incarnation under the same ID, subscribed by bob.
+func makeAgain(t *testing.T, hub *moitessier.Hub, a *moitessier.Listener, scope string) {
+	t.Helper()
+	if err := hub.Leave(ctxT(t), a.ID(), "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond) // a creation time of its own
+	b := mustListener(t, hub, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: scope})
+	if b.ID() != a.ID() {
+		t.Fatal("the recreated listener has another ID")
+	}
+}
+
+// wantClosed waits up to 30 s for the ListenUntil of a deleted listener,
+// whose result comes on done, to end with ErrClosed.
+func wantClosed(t *testing.T, done <-chan error, c *collector) {
+	t.Helper()
 	select {
 	case err := <-done:
 		if !errors.Is(err, moitessier.ErrClosed) {
 			t.Fatalf("ListenUntil on the deleted listener = %v, want ErrClosed", err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("ListenUntil on the deleted listener still runs; it delivered %q", old.texts())
+		t.Fatalf("ListenUntil on the deleted listener still runs; it delivered %q", c.texts())
 	}
 }
 
@@ -367,12 +388,7 @@ func recreateElsewhereHeard(t *testing.T, h Harness, n int, here bool) {
 	for range 2 {
 		mustDispatch(t, hubA, "alice", scope, "old")
 	}
-	old := newCollector()
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.ListenUntil(ctx, nil, old.respond, 0, 0, 0)
-		done <- err
-	}()
+	old, done := listenFrom0(ctx, a)
 	old.waitFor(t, 2)
 	// Once a dispatch of hub B's reaches the listen, hub A hears B's
 	// dispatches through its Watch.
@@ -383,14 +399,7 @@ func recreateElsewhereHeard(t *testing.T, h Harness, n int, here bool) {
 		mustDispatch(t, hubB, "alice", scope, "old")
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := hubB.Leave(ctx, a.ID(), "alice", ""); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Millisecond) // a creation time of its own
-	b := mustListener(t, hubB, moitessier.Conditions{Person: "bob", Type: moitessier.Shared, Scope: scope})
-	if b.ID() != a.ID() {
-		t.Fatal("the recreated listener has another ID")
-	}
+	makeAgain(t, hubB, a, scope)
 	from := hubB
 	if here {
 		from = hubA
@@ -398,14 +407,7 @@ func recreateElsewhereHeard(t *testing.T, h Harness, n int, here bool) {
 	for i := range n {
 		mustDispatch(t, from, "bob", scope, fmt.Sprint("new", i))
 	}
-	select {
-	case err := <-done:
-		if !errors.Is(err, moitessier.ErrClosed) {
-			t.Fatalf("ListenUntil on the deleted listener = %v, want ErrClosed", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("ListenUntil on the deleted listener still runs; it delivered %q", old.texts())
-	}
+	wantClosed(t, done, old)
 	for _, text := range old.texts() {
 		if text != "old" {
 			t.Fatalf("the deleted listener's ListenUntil handed over %q, the new one's: %q", text, old.texts())
