@@ -418,11 +418,17 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 		}
 		h.lives.Release(lv)
 		h.lives.Replace(lv)
-		if attempt == 2 {
-			// Another incarnation's listens kept taking the fresh cache:
-			// reading on with one bound to another incarnation would read
-			// that one's messages, or none.
-			return nil, nil, since, fmt.Errorf("listen %s: %w: the listener was deleted and made again while the listen began", l.info.ID, ErrClosed)
+		// The cache was another incarnation's (its listens, or a late
+		// publish of its messages, took the fresh one first). Reading on
+		// with it would read that one's messages, or none: start over,
+		// unless this listener is gone, or this keeps happening.
+		if attempt >= 2 {
+			if _, err := l.current(ctx, "listen"); err != nil {
+				return nil, nil, since, err
+			}
+		}
+		if attempt == 9 {
+			return nil, nil, since, fmt.Errorf("listen %s: %w: its cache was bound to another incarnation of the listener ten times over", l.info.ID, ErrClosed)
 		}
 	}
 	lv.Observe(uint64(info.Head))

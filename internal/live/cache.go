@@ -77,6 +77,9 @@ type Cache[M any] struct {
 
 	created time.Time // the incarnation the cache belongs to; see bind
 	suspect bool      // see Suspect
+	// marks counts markSuspect's calls: a Confirm whose check ran while
+	// another came leaves the cache suspect.
+	marks uint64
 
 	// waiting counts the subscribers that found nothing new since the
 	// last wake-up: they wait on wake. subs mirrors refs, for add and
@@ -323,6 +326,7 @@ func (lv *Cache[M]) Other(created time.Time) {
 // may be gone, and they would otherwise sleep until messages or a catch-up
 // came. lv.mu is held.
 func (lv *Cache[M]) markSuspect() {
+	lv.marks++
 	if !lv.suspect {
 		lv.suspect = true
 		lv.wakeNow(time.Time{})
@@ -577,12 +581,14 @@ func (lv *Cache[M]) Suspect() bool {
 // run nothing if it confirmed the cache, or if the cache is gone (their
 // next look finds so). If check returns nil (it found the cache's
 // incarnation in the store), the cache is no longer suspect and reads may
-// go on; its error is returned as is.
+// go on, unless it was marked again while check ran (what marked it may
+// have come after what check read): it then stays suspect, and its
+// readers confirm it again. check's error is returned as is.
 func (lv *Cache[M]) Confirm(check func() error) error {
 	lv.fillMu.Lock()
 	defer lv.fillMu.Unlock()
 	lv.mu.Lock()
-	skip := !lv.suspect || lv.gone
+	skip, marks := !lv.suspect || lv.gone, lv.marks
 	lv.mu.Unlock()
 	if skip {
 		return nil
@@ -591,7 +597,9 @@ func (lv *Cache[M]) Confirm(check func() error) error {
 		return err
 	}
 	lv.mu.Lock()
-	lv.suspect = false
+	if lv.marks == marks {
+		lv.suspect = false
+	}
 	lv.mu.Unlock()
 	return nil
 }

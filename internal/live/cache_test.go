@@ -533,3 +533,26 @@ func TestAddOtherIncarnationWakes(t *testing.T) {
 		t.Fatal("a reader of a suspect cache at its head is not sent to confirm it")
 	}
 }
+
+// TestConfirmMarkedMeanwhile: a head of another incarnation observed while
+// a reader's check of the store runs (the listener made again since what
+// the check read) leaves the cache suspect: the readers confirm it again
+// rather than wait at a head that may be another incarnation's.
+func TestConfirmMarkedMeanwhile(t *testing.T) {
+	lv := newLive("l")
+	lv.Bind(time.Unix(2, 0))
+	lv.Add([]Message{{Listener: "l", Seq: 1}, {Listener: "l", Seq: 2}, {Listener: "l", Seq: 3}}, time.Unix(2, 0), 64)
+	lv.Other(time.Unix(1, 0)) // a late notification of an older incarnation
+	err := lv.Confirm(func() error {
+		// The store says incarnation 2; meanwhile it is made again.
+		lv.Other(time.Unix(3, 0))
+		lv.Observe(1)
+		return nil
+	})
+	if err != nil || !lv.Suspect() {
+		t.Fatalf("Confirm = %v, suspect %v; want the cache still suspect", err, lv.Suspect())
+	}
+	if _, wake, need, _ := lv.Next(3, 16); !need || wake != nil {
+		t.Fatal("a reader at the head waits on a cache marked again while it was confirmed")
+	}
+}
