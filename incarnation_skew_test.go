@@ -63,17 +63,9 @@ func TestRecreateElsewhereSkewedClocks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st := &headsStore{Store: memstore.New()}
-	hubA, err := moitessier.New(st, moitessier.Options{GCInterval: -1, CatchUpInterval: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hubA.Close()
-	hubB, err := moitessier.New(st, moitessier.Options{GCInterval: -1, CatchUpInterval: time.Hour,
+	hubA := memHubOn(t, st, moitessier.Options{CatchUpInterval: 10 * time.Millisecond})
+	hubB := memHubOn(t, st, moitessier.Options{CatchUpInterval: time.Hour,
 		Now: func() time.Time { return time.Now().Add(-time.Second) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hubB.Close()
 	a, err := hubA.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room"})
 	if err != nil {
 		t.Fatal(err)
@@ -81,29 +73,8 @@ func TestRecreateElsewhereSkewedClocks(t *testing.T) {
 	if _, err := hubA.Dispatch(ctx, "s", "room", "old"); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var texts []string
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.ListenUntil(ctx, nil, func(_ context.Context, m []moitessier.Message) error {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, x := range m {
-				texts = append(texts, x.Text)
-			}
-			return nil
-		}, 0, 0, 0)
-		done <- err
-	}()
-	for {
-		mu.Lock()
-		n := len(texts)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	texts, done := listenTexts(ctx, a)
+	waitTexts(t, texts, 1)
 	if err := hubB.Leave(ctx, a.ID(), "alice", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -125,8 +96,6 @@ func TestRecreateElsewhereSkewedClocks(t *testing.T) {
 			t.Fatalf("ListenUntil = %v, want ErrClosed", err)
 		}
 	case <-time.After(2 * time.Second):
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("the deleted incarnation's ListenUntil still runs, and delivered %q", texts)
+		t.Fatalf("the deleted incarnation's ListenUntil still runs, and delivered %q", texts())
 	}
 }

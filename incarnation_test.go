@@ -3,6 +3,7 @@ package moitessier_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -106,16 +107,8 @@ func TestOldCacheIgnoresNewIncarnation(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st := memstore.New()
-	hubA, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hubA.Close()
-	hubB, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer hubB.Close()
+	hubA := memHubOn(t, st, moitessier.Options{})
+	hubB := memHubOn(t, st, moitessier.Options{})
 	a, err := hubA.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room"})
 	if err != nil {
 		t.Fatal(err)
@@ -123,25 +116,8 @@ func TestOldCacheIgnoresNewIncarnation(t *testing.T) {
 	if _, err := hubA.Dispatch(ctx, "s", "room", "old"); err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var texts []string
-	go a.ListenUntil(ctx, nil, func(_ context.Context, m []moitessier.Message) error {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, x := range m {
-			texts = append(texts, x.Text)
-		}
-		return nil
-	}, 0, 0, 0)
-	for {
-		mu.Lock()
-		n := len(texts)
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	texts, _ := listenTexts(ctx, a)
+	waitTexts(t, texts, 1)
 	if err := hubB.Leave(ctx, a.ID(), "alice", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -155,10 +131,44 @@ func TestOldCacheIgnoresNewIncarnation(t *testing.T) {
 		}
 	}
 	time.Sleep(100 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(texts) > 1 {
-		t.Fatalf("the deleted incarnation's subscriber got the new one's messages: %q", texts)
+	if got := texts(); len(got) > 1 {
+		t.Fatalf("the deleted incarnation's subscriber got the new one's messages: %q", got)
+	}
+}
+
+// listenTexts runs l.ListenUntil from cursor 0 under ctx: texts returns
+// the texts it handed over so far, and its result comes on done.
+func listenTexts(ctx context.Context, l *moitessier.Listener) (texts func() []string, done <-chan error) {
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	d := make(chan error, 1)
+	go func() {
+		_, err := l.ListenUntil(ctx, nil, func(_ context.Context, ms []moitessier.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, m := range ms {
+				got = append(got, m.Text)
+			}
+			return nil
+		}, 0, 0, 0)
+		d <- err
+	}()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}, d
+}
+
+// waitTexts waits up to 10 s until texts has n texts.
+func waitTexts(t *testing.T, texts func() []string, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(texts()) < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d texts handed over in 10 s, want %d: %q", len(texts()), n, texts())
+		}
 	}
 }
 

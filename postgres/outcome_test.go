@@ -68,6 +68,27 @@ func storedTexts(t *testing.T, l *moitessier.Listener) map[string]bool {
 	}
 }
 
+// abandonDispatch dispatches "abandoned" to scope "room" as "a" through
+// hub while listener id's row is locked, so that its statement waits, and
+// stops waiting for it: the Dispatch must answer ErrOutcomeUnknown, which
+// it returns; unlock releases the row.
+func abandonDispatch(t *testing.T, s *postgres.Store, hub *moitessier.Hub, id string) (unlock func(), err error) {
+	t.Helper()
+	unlock = lockListener(t, s, id)
+	dctx, cancel := context.WithCancel(ctxT(t))
+	errc := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(dctx, "a", "room", "abandoned")
+		errc <- err
+	}()
+	waitLocked(t, s, 1)
+	cancel()
+	if err = <-errc; !errors.Is(err, moitessier.ErrOutcomeUnknown) {
+		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown", err)
+	}
+	return unlock, err
+}
+
 // waitLocked waits until a statement of the store waits on a row lock.
 func waitLocked(t *testing.T, s *postgres.Store, n int) {
 	t.Helper()
@@ -441,19 +462,7 @@ func TestAbandonedMatchAppendIsHeard(t *testing.T) {
 		t.Fatal(err)
 	}
 	receive(t, got, "first")
-	unlock := lockListener(t, s, l.ID()) // the statement waits for the row
-	dctx, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() {
-		_, err := hub.Dispatch(dctx, "a", "room", "abandoned")
-		errc <- err
-	}()
-	waitLocked(t, s, 1)
-	cancel()
-	err = <-errc
-	if !errors.Is(err, moitessier.ErrOutcomeUnknown) {
-		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown", err)
-	}
+	unlock, err := abandonDispatch(t, s, hub, l.ID()) // the statement waits for the row
 	if !strings.Contains(err.Error(), "match and append") {
 		t.Fatalf("Dispatch = %v, not from MatchAppend", err)
 	}
