@@ -63,7 +63,15 @@ for --baseline-time (5 s) (with pgbench when it is installed, else the same
 statement in a loop on one pgx connection); http-fanout-* then report
 baseline_ratio, publishes/s over that rate. So do the library workloads
 that dispatch (fanout-*, scopes-10k, dispatch-8) on Postgres: their
-baseline_ratio is dispatches/s over that rate. The library workloads
+baseline_ratio is dispatches/s over that rate. A second baseline follows
+the first, pg-append-floor: the same client committing, as one statement,
+the least write a dispatch to one listener needs (the listener's head
+raised under its row lock and the message inserted into the store's own
+table, on a schema the store migrated) and a NOTIFY, with no Moitessier
+code running. Its floor_ratio is its rate over pg-insert-notify's: what
+the store's write costs the server beyond the raw INSERT. The workloads'
+floor_ratio is dispatches/s over its rate: one dispatcher that waits for
+each commit cannot pass 1. The library workloads
 report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a
@@ -143,10 +151,29 @@ type BenchResult struct {
 	Publishers        int     `json:"publishers,omitempty"`
 	HubCPUSeconds     float64 `json:"hub_cpu_s,omitempty"`
 	HubCPUPerDelivery float64 `json:"hub_cpu_us_per_delivery,omitempty"`
-	// Baseline is how pg-insert-notify was measured: pgbench or pgx.
+	// Baseline is how pg-insert-notify or pg-append-floor was measured:
+	// pgbench or pgx.
 	Baseline      string  `json:"baseline,omitempty"`
 	BaselinePerS  float64 `json:"baseline_per_s,omitempty"`
 	BaselineRatio float64 `json:"baseline_ratio,omitempty"`
+	// FloorPerS is pg-append-floor's rate in the same run, and FloorRatio
+	// dispatches/s over it (for pg-append-floor itself: its rate over the
+	// baseline's).
+	FloorPerS  float64 `json:"floor_per_s,omitempty"`
+	FloorRatio float64 `json:"floor_ratio,omitempty"`
+}
+
+// ratios sets res's baseline and floor ratios from its dispatches/s and the
+// rates measured before it in this run, where there are.
+func (c *benchConfig) ratios(res *BenchResult) {
+	if c.baseline > 0 {
+		res.BaselinePerS = c.baseline
+		res.BaselineRatio = res.DispatchesPerS / c.baseline
+	}
+	if c.floor > 0 {
+		res.FloorPerS = c.floor
+		res.FloorRatio = res.DispatchesPerS / c.floor
+	}
 }
 
 type benchConfig struct {
@@ -159,6 +186,7 @@ type benchConfig struct {
 	publishers int
 	baseTime   time.Duration
 	baseline   float64 // pg-insert-notify's rate in this run, or 0
+	floor      float64 // pg-append-floor's rate in this run, or 0
 	asJSON     bool
 	quiet      bool
 	progress   bool
@@ -228,15 +256,24 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stdout, "%-16s %-9s %9s %9s %14s %10s %10s\n", "workload", "store", "listeners", "messages", "msgs/s", "p50 ms", "p99 ms")
 	}
 	if isPostgres(c.store) && slices.ContainsFunc(names, measuresDispatches) {
-		names = append([]string{"pg-insert-notify"}, names...)
+		names = append([]string{"pg-insert-notify", "pg-append-floor"}, names...)
 	}
 	for _, name := range names {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		res, err := c.run(ctx, name)
-		if name == "pg-insert-notify" && err == nil {
-			c.baseline = res.MsgsPerS
+		if err == nil {
+			switch name {
+			case "pg-insert-notify":
+				c.baseline = res.MsgsPerS
+			case "pg-append-floor":
+				c.floor = res.MsgsPerS
+				if c.baseline > 0 {
+					res.BaselinePerS = c.baseline
+					res.FloorRatio = res.MsgsPerS / c.baseline
+				}
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -253,6 +290,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			extra = append(extra, fmt.Sprintf("%.1f store queries/s idle, %.0f heap bytes/listener", *res.QueriesPerS, res.HeapPerLisnr))
 		case res.Workload == "pg-insert-notify":
 			extra = append(extra, "baseline: one client, INSERT+NOTIFY, by "+res.Baseline)
+		case res.Workload == "pg-append-floor":
+			extra = append(extra, fmt.Sprintf("floor: one client, the store's least append, by %s, %.2f× baseline", res.Baseline, res.FloorRatio))
 		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"), res.BaselineRatio > 0:
 			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
 		}
@@ -267,6 +306,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		if res.BaselineRatio > 0 {
 			extra = append(extra, fmt.Sprintf("%.2f× baseline", res.BaselineRatio))
+		}
+		if res.FloorRatio > 0 && res.Workload != "pg-append-floor" {
+			extra = append(extra, fmt.Sprintf("%.2f× floor", res.FloorRatio))
 		}
 		if res.CPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
@@ -326,6 +368,8 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 		return c.httpIdle(ctx, name, c.clientsOr(2_000))
 	case "pg-insert-notify":
 		return c.pgBaseline(ctx, c.baseTime)
+	case "pg-append-floor":
+		return c.pgFloor(ctx, c.baseTime)
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }
@@ -516,10 +560,7 @@ func (c *benchConfig) libraryResult(res *BenchResult, r workload.Result, cpu *cp
 	res.P50ms, res.P99ms = r.Percentile(0.50), r.Percentile(0.99)
 	res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms = r.DispatchPercentile(0.50), r.DispatchPercentile(0.90), r.DispatchPercentile(0.99)
 	res.Seconds = max(r.Wall.Seconds(), 1e-9)
-	if c.baseline > 0 {
-		res.BaselinePerS = c.baseline
-		res.BaselineRatio = res.DispatchesPerS / c.baseline
-	}
+	c.ratios(res)
 }
 
 // fanout runs fanout-N and dispatch-8 (see workload.Fanout).

@@ -17,7 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/internal/hubload"
+	"github.com/likestripes/moitessier/internal/workload"
 )
 
 // postDispatch sends one dispatch to the hub over HTTP, its text carrying
@@ -116,10 +118,7 @@ func (c *benchConfig) httpFanout(ctx context.Context, name string, clients, n in
 		return res, err
 	}
 	res.cpuPerDelivery(cpu0, cpu1)
-	if c.baseline > 0 {
-		res.BaselinePerS = c.baseline
-		res.BaselineRatio = res.DispatchesPerS / c.baseline
-	}
+	c.ratios(&res)
 	return res, nil
 }
 
@@ -241,10 +240,84 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 		return res, err
 	}
 	stmt := "INSERT INTO " + table + " (body) VALUES ('" + strings.Repeat(".", msgBytes) + "'); NOTIFY " + pgx.Identifier{schema}.Sanitize()
+	return c.pgRate(ctx, res, conn, stmt, d)
+}
+
+// pgFloor measures pg-append-floor for d: the baseline's INSERT and NOTIFY
+// made the write that every dispatch to one listener needs, whatever the
+// client. One client commits, as one statement, one round trip, what the
+// store's append does at the least: raise the listener's head under its
+// row lock and insert the message, numbered by it, into the store's own
+// messages table (with its indexes), on a schema the store migrated, with
+// one listener made through the hub. No Moitessier code runs while it is
+// measured. A store cannot dispatch faster than this, nor a library
+// workload, whose one dispatcher waits for each commit: floor_ratio
+// (dispatches/s over this rate) tells how much of what the server allows
+// the client side leaves unused, and pg-append-floor's own floor_ratio
+// (over the baseline) what the store's write costs the server beyond the
+// baseline's.
+func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult, error) {
+	res := BenchResult{Workload: "pg-append-floor", Store: c.storeName, Listeners: 1}
+	schema := "moitessier_bench_" + randomHex(6)
+	defer dropSchema(c.store, schema)
+	st, err := openStore(ctx, c.store, schema, false)
+	if err != nil {
+		return res, err
+	}
+	defer st.Close()
+	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
+	if err != nil {
+		return res, err
+	}
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: workload.Person, Type: moitessier.Shared, Scope: "bench.floor"})
+	if err != nil {
+		hub.Close()
+		return res, err
+	}
+	id := l.ID()
+	// The listener and its subscriber stay: the hub's sweep is off, and
+	// closing the hub leaves its subscribers' rows.
+	if err := hub.Close(); err != nil {
+		return res, err
+	}
+	conn, err := pgx.Connect(ctx, c.store)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	s := pgx.Identifier{schema}.Sanitize()
+	stmt := "WITH up AS (UPDATE " + s + ".listeners SET head = head + 1 WHERE id = " + sqlString(id) +
+		" RETURNING id, head) INSERT INTO " + s + ".messages (listener, seq, dispatch, scope, sender, body, created_ns)" +
+		" SELECT id, head, " + sqlString(randomHex(13)) + ", 'bench.floor', " + sqlString(workload.Person) + ", '" + strings.Repeat(".", msgBytes) +
+		"', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint FROM up; NOTIFY " + s
+	res, err = c.pgRate(ctx, res, conn, stmt, d)
+	if err != nil {
+		return res, err
+	}
+	var head int64
+	if err := conn.QueryRow(ctx, "SELECT head FROM "+s+".listeners WHERE id = $1", id).Scan(&head); err != nil {
+		return res, err
+	}
+	if head == 0 {
+		return res, fmt.Errorf("the statement wrote no message")
+	}
+	return res, nil
+}
+
+// sqlString quotes v as an SQL string literal.
+func sqlString(v string) string {
+	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
+}
+
+// pgRate commits stmt, statements separated by "; " and sent as one query
+// (one round trip, one transaction), from one client for d, and sets
+// res's rate: with pgbench if it is installed, else in a loop on conn
+// (simple protocol, as pgbench sends it).
+func (c *benchConfig) pgRate(ctx context.Context, res BenchResult, conn *pgx.Conn, stmt string, d time.Duration) (BenchResult, error) {
 	if path, err := exec.LookPath("pgbench"); err == nil {
-		script := filepath.Join(c.tmp, "baseline.sql")
-		// "\;" makes pgbench send both as one query, one transaction.
-		if err := os.WriteFile(script, []byte(strings.Replace(stmt, "; NOTIFY", " \\; NOTIFY", 1)+"\n"), 0o600); err != nil {
+		script := filepath.Join(c.tmp, res.Workload+".sql")
+		// "\;" makes pgbench send them as one query, one transaction.
+		if err := os.WriteFile(script, []byte(strings.ReplaceAll(stmt, "; ", " \\; ")+"\n"), 0o600); err != nil {
 			return res, err
 		}
 		secs := max(1, int(d.Seconds()))
@@ -255,7 +328,7 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 			res.Seconds = float64(secs)
 			return res, nil
 		}
-		fmt.Fprintf(c.stderr, "pgbench failed (%v), measuring the baseline with pgx instead: %s\n", err, strings.TrimSpace(string(out)))
+		fmt.Fprintf(c.stderr, "pgbench failed (%v), measuring %s with pgx instead: %s\n", err, res.Workload, strings.TrimSpace(string(out)))
 	}
 	n := 0
 	start := time.Now()

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -571,28 +572,45 @@ func TestBenchWindow(t *testing.T) {
 	}
 }
 
-// TestBenchBaseline measures the Postgres baseline and runs http-fanout-1
-// and the library's fanout-1 beside it, when a server is reachable.
+// TestBenchBaseline measures the Postgres baselines and runs http-fanout-1
+// and the library's fanout-1 beside them, when a server is reachable: with
+// pgbench when it is installed, and with pgx, with pgbench out of PATH.
 func TestBenchBaseline(t *testing.T) {
 	dsn := postgresDSN(t)
 	t.Setenv("MOITESSIER_TEST_MAIN", "1")
-	out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", dsn, "--baseline-time", "1s", "--messages", "30", "--json", "http-fanout-1", "fanout-1")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, errOut)
+	ways := []string{"pgx"}
+	if _, err := exec.LookPath("pgbench"); err == nil {
+		ways = append(ways, "pgbench")
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("want the baseline and two results:\n%s", out)
-	}
-	var base BenchResult
-	if err := json.Unmarshal([]byte(lines[0]), &base); err != nil || base.Workload != "pg-insert-notify" || base.MsgsPerS <= 0 || (base.Baseline != "pgbench" && base.Baseline != "pgx") {
-		t.Fatalf("baseline: %v %s", err, lines[0])
-	}
-	for _, line := range lines[1:] {
-		var r BenchResult
-		if err := json.Unmarshal([]byte(line), &r); err != nil || r.Deliveries != 30 || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 {
-			t.Fatalf("result: %v %s", err, line)
-		}
+	for _, way := range ways {
+		t.Run(way, func(t *testing.T) {
+			if way == "pgx" {
+				t.Setenv("PATH", t.TempDir())
+			}
+			out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", dsn, "--baseline-time", "1s", "--messages", "30", "--json", "http-fanout-1", "fanout-1")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, errOut)
+			}
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if len(lines) != 4 {
+				t.Fatalf("want the two baselines and two results:\n%s", out)
+			}
+			var base, floor BenchResult
+			if err := json.Unmarshal([]byte(lines[0]), &base); err != nil || base.Workload != "pg-insert-notify" || base.MsgsPerS <= 0 || base.Baseline != way {
+				t.Fatalf("baseline: %v %s", err, lines[0])
+			}
+			if err := json.Unmarshal([]byte(lines[1]), &floor); err != nil || floor.Workload != "pg-append-floor" || floor.MsgsPerS <= 0 || floor.Baseline != way ||
+				floor.FloorRatio != floor.MsgsPerS/base.MsgsPerS {
+				t.Fatalf("floor: %v %s", err, lines[1])
+			}
+			for _, line := range lines[2:] {
+				var r BenchResult
+				if err := json.Unmarshal([]byte(line), &r); err != nil || r.Deliveries != 30 || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 ||
+					r.FloorPerS != floor.MsgsPerS || r.FloorRatio != r.DispatchesPerS/floor.MsgsPerS {
+					t.Fatalf("result: %v %s", err, line)
+				}
+			}
+		})
 	}
 }
 
