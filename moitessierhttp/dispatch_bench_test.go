@@ -2,6 +2,10 @@ package moitessierhttp_test
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/likestripes/moitessier"
@@ -34,4 +38,54 @@ func BenchmarkDispatchBigRoom(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkDispatchRoundTrip measures one publisher's dispatches over
+// HTTP on loopback, one after the other, each sent as moitessier bench's
+// http-fanout-1 publishers send theirs (a 100-byte text, the scope in the
+// query) and its answer read: to the hub, on the memory store, with one
+// listener of the scope and no subscriber (hub); and to a handler that
+// only reads the body and answers (bare), what any dispatch over HTTP
+// costs on the machine before the hub does anything. A store's commit
+// adds to the first; against the second, it bounds what a hub's publisher
+// can reach on a store (see the README's benchmarks).
+func BenchmarkDispatchRoundTrip(b *testing.B) {
+	text := strings.Repeat(".", 100)
+	run := func(b *testing.B, url, tok string) {
+		hc := &http.Client{}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for range b.N {
+			req, err := http.NewRequestWithContext(ctxT(b), http.MethodPost, url, strings.NewReader(text))
+			if err != nil {
+				b.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := hc.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatal(resp.Status)
+			}
+		}
+	}
+	b.Run("hub", func(b *testing.B) {
+		e := newEnv(b, moitessierhttp.Config{DispatchRate: -1})
+		if _, err := e.hub.NewListener(ctxT(b), moitessier.Conditions{Person: "sender", Type: moitessier.Shared, Scope: "bench.rtt"}); err != nil {
+			b.Fatal(err)
+		}
+		run(b, e.ts.URL+"/v1/dispatch?scope=bench.rtt", all(b, "sender"))
+	})
+	b.Run("bare", func(b *testing.B) {
+		ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"stored":1,"reached":1}`))
+		}))
+		b.Cleanup(ts.Close)
+		run(b, ts.URL+"/v1/dispatch?scope=bench.rtt", "-")
+	})
 }
