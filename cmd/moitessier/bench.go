@@ -64,11 +64,11 @@ statement in a loop on one pgx connection); http-fanout-* then report
 baseline_ratio, publishes/s over that rate. So do the library workloads
 that dispatch (fanout-*, scopes-10k, dispatch-8) on Postgres: their
 baseline_ratio is dispatches/s over that rate. A second baseline follows
-the first, pg-append-floor: the same client committing, as one statement,
-the least write a dispatch to one listener needs (the listener's head
-raised under its row lock and the message inserted into the store's own
-table, on a schema the store migrated) and a NOTIFY, with no Moitessier
-code running. Its floor_ratio is its rate over pg-insert-notify's: what
+the first, pg-append-floor: the same client committing, as one prepared
+statement, the least write a dispatch to one listener needs (the
+listener's head raised under its row lock and the message inserted into
+the store's own table, on a schema the store migrated) and a
+notification, with no Moitessier code running. Its floor_ratio is its rate over pg-insert-notify's: what
 the store's write costs the server beyond the raw INSERT. The workloads'
 floor_ratio is dispatches/s over its rate: one dispatcher that waits for
 each commit cannot pass 1. The library workloads

@@ -240,17 +240,20 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 		return res, err
 	}
 	stmt := "INSERT INTO " + table + " (body) VALUES ('" + strings.Repeat(".", msgBytes) + "'); NOTIFY " + pgx.Identifier{schema}.Sanitize()
-	return c.pgRate(ctx, res, conn, stmt, d)
+	return c.pgRate(ctx, res, conn, stmt, false, d)
 }
 
 // pgFloor measures pg-append-floor for d: the baseline's INSERT and NOTIFY
 // made the write that every dispatch to one listener needs, whatever the
-// client. One client commits, as one statement, one round trip, what the
-// store's append does at the least: raise the listener's head under its
-// row lock and insert the message, numbered by it, into the store's own
-// messages table (with its indexes), on a schema the store migrated, with
-// one listener made through the hub. No Moitessier code runs while it is
-// measured. A store cannot dispatch faster than this, nor a library
+// client. One client commits, as one prepared statement, one round trip,
+// what the store's append does at the least: raise the listener's head
+// under its row lock, insert the message, numbered by it, into the
+// store's own messages table (with its indexes), and notify, on a schema
+// the store migrated, with one listener made through the hub. No
+// Moitessier code runs while it is measured. (Prepared, as the store
+// sends its statements: sent as text, the server would plan it anew at
+// every call, which costs more than the raw INSERT's plan. The baseline's
+// two statements in one query cannot be prepared.) A store cannot dispatch faster than this, nor a library
 // workload, whose one dispatcher waits for each commit: floor_ratio
 // (dispatches/s over this rate) tells how much of what the server allows
 // the client side leaves unused, and pg-append-floor's own floor_ratio
@@ -287,10 +290,10 @@ func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult
 	defer conn.Close(context.WithoutCancel(ctx))
 	s := pgx.Identifier{schema}.Sanitize()
 	stmt := "WITH up AS (UPDATE " + s + ".listeners SET head = head + 1 WHERE id = " + sqlString(id) +
-		" RETURNING id, head) INSERT INTO " + s + ".messages (listener, seq, dispatch, scope, sender, body, created_ns)" +
+		" RETURNING id, head), ins AS (INSERT INTO " + s + ".messages (listener, seq, dispatch, scope, sender, body, created_ns)" +
 		" SELECT id, head, " + sqlString(randomHex(13)) + ", 'bench.floor', " + sqlString(workload.Person) + ", '" + strings.Repeat(".", msgBytes) +
-		"', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint FROM up; NOTIFY " + s
-	res, err = c.pgRate(ctx, res, conn, stmt, d)
+		"', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint FROM up) SELECT pg_notify(" + sqlString(schema) + ", '') FROM up"
+	res, err = c.pgRate(ctx, res, conn, stmt, true, d)
 	if err != nil {
 		return res, err
 	}
@@ -311,9 +314,10 @@ func sqlString(v string) string {
 
 // pgRate commits stmt, statements separated by "; " and sent as one query
 // (one round trip, one transaction), from one client for d, and sets
-// res's rate: with pgbench if it is installed, else in a loop on conn
-// (simple protocol, as pgbench sends it).
-func (c *benchConfig) pgRate(ctx context.Context, res BenchResult, conn *pgx.Conn, stmt string, d time.Duration) (BenchResult, error) {
+// res's rate: with pgbench if it is installed, else in a loop on conn.
+// A prepared stmt is one statement, parsed and planned once (pgbench -M
+// prepared); otherwise it goes as text every time (the simple protocol).
+func (c *benchConfig) pgRate(ctx context.Context, res BenchResult, conn *pgx.Conn, stmt string, prepared bool, d time.Duration) (BenchResult, error) {
 	if path, err := exec.LookPath("pgbench"); err == nil {
 		script := filepath.Join(c.tmp, res.Workload+".sql")
 		// "\;" makes pgbench send them as one query, one transaction.
@@ -321,7 +325,11 @@ func (c *benchConfig) pgRate(ctx context.Context, res BenchResult, conn *pgx.Con
 			return res, err
 		}
 		secs := max(1, int(d.Seconds()))
-		out, err := exec.CommandContext(ctx, path, "-n", "-c", "1", "-T", strconv.Itoa(secs), "-f", script, c.store).CombinedOutput()
+		args := []string{"-n", "-c", "1", "-T", strconv.Itoa(secs), "-f", script}
+		if prepared {
+			args = append(args, "-M", "prepared")
+		}
+		out, err := exec.CommandContext(ctx, path, append(args, c.store)...).CombinedOutput()
 		if m := pgbenchTPS.FindSubmatch(out); err == nil && m != nil {
 			res.MsgsPerS, _ = strconv.ParseFloat(string(m[1]), 64)
 			res.Baseline = "pgbench"
@@ -329,6 +337,13 @@ func (c *benchConfig) pgRate(ctx context.Context, res BenchResult, conn *pgx.Con
 			return res, nil
 		}
 		fmt.Fprintf(c.stderr, "pgbench failed (%v), measuring %s with pgx instead: %s\n", err, res.Workload, strings.TrimSpace(string(out)))
+	}
+	if prepared {
+		// Exec runs a statement prepared under the name it is given.
+		if _, err := conn.Prepare(ctx, res.Workload, stmt); err != nil {
+			return res, err
+		}
+		stmt = res.Workload
 	}
 	n := 0
 	start := time.Now()
