@@ -68,10 +68,11 @@ the first, pg-append-floor: the same client committing, as one prepared
 statement, the least write a dispatch to one listener needs (the
 listener's head raised under its row lock and the message inserted into
 the store's own table, on a schema the store migrated) and a
-notification, with no Moitessier code running. Its floor_ratio is its rate over pg-insert-notify's: what
-the store's write costs the server beyond the raw INSERT. The workloads'
-floor_ratio is dispatches/s over its rate: one dispatcher that waits for
-each commit cannot pass 1. The library workloads
+notification, with no Moitessier code running. Its floor_ratio is its
+rate over pg-insert-notify's: what the store's write costs the server
+beyond the raw INSERT. The workloads' floor_ratio is dispatches/s over
+its rate, which one dispatcher waiting for each commit can hardly pass
+(dispatch-8's eight share commits). The library workloads
 report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a

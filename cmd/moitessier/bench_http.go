@@ -253,12 +253,12 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 // Moitessier code runs while it is measured. (Prepared, as the store
 // sends its statements: sent as text, the server would plan it anew at
 // every call, which costs more than the raw INSERT's plan. The baseline's
-// two statements in one query cannot be prepared.) A store cannot dispatch faster than this, nor a library
-// workload, whose one dispatcher waits for each commit: floor_ratio
-// (dispatches/s over this rate) tells how much of what the server allows
-// the client side leaves unused, and pg-append-floor's own floor_ratio
-// (over the baseline) what the store's write costs the server beyond the
-// baseline's.
+// two statements in one query cannot be prepared.) One dispatcher that
+// waits for each commit, as a library workload's does, can hardly pass
+// this rate: floor_ratio (dispatches/s over it) tells how much of what
+// the server allows the client side leaves unused, and pg-append-floor's
+// own floor_ratio (over the baseline) what the store's write costs the
+// server beyond the baseline's.
 func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult, error) {
 	res := BenchResult{Workload: "pg-append-floor", Store: c.storeName, Listeners: 1}
 	schema := "moitessier_bench_" + randomHex(6)
