@@ -28,8 +28,9 @@
 //   - A cache belongs to one incarnation of its listener (Bind), and
 //     caches no message added for another (Add), whose number it takes
 //     as a head observed, marking itself Suspect until a reader confirms
-//     its incarnation in the store; a deleted listener's cache is marked
-//     gone and wakes its readers at once.
+//     its incarnation in the store (so is a cache bound to another
+//     incarnation than a head observed before it was bound); a deleted
+//     listener's cache is marked gone and wakes its readers at once.
 //
 // The package knows nothing of the moitessier types: a Cache holds
 // messages of any type M, whose sequence number and listener it reads
@@ -77,6 +78,12 @@ type Cache[M any] struct {
 
 	created time.Time // the incarnation the cache belongs to; see bind
 	suspect bool      // see Suspect
+	// heardOthers says that heads of more than one incarnation were
+	// observed while the cache was not yet bound; heard is the one of
+	// them, in Unix nanoseconds, or 0. Binding the cache to another marks
+	// it Suspect (see bind).
+	heardOthers bool
+	heard       int64
 	// marks counts markSuspect's calls: a Confirm whose check ran while
 	// another came leaves the cache suspect.
 	marks uint64
@@ -191,10 +198,22 @@ func (lv *Cache[M]) belongs(created time.Time) bool {
 	case created.IsZero() || lv.created.Equal(created):
 		return true
 	case lv.created.IsZero():
-		lv.created = created
+		lv.bind(created)
 		return true
 	}
 	return false
+}
+
+// bind binds the cache, not yet bound, to the incarnation created, and
+// marks it Suspect if a head of another was observed before (see Other):
+// the head may be past the messages of created, or short of them, as
+// much as a head observed after binding. lv.mu is held.
+func (lv *Cache[M]) bind(created time.Time) {
+	lv.created = created
+	if lv.heardOthers || lv.heard != 0 && lv.heard != created.UnixNano() {
+		lv.markSuspect()
+	}
+	lv.heard, lv.heardOthers = 0, false
 }
 
 // add is Add with lv.mu held.
@@ -308,15 +327,21 @@ func (lv *Cache[M]) release() bool {
 // it), is another than the cache's: that head may be another
 // incarnation's (the listener was deleted and made again elsewhere, or the
 // notification is an old one's, late), and the store is asked before
-// anyone reads past it. A zero created, or a cache not yet bound, is left
-// as it is.
+// anyone reads past it. A zero created is left as it is; a cache not yet
+// bound keeps created, and is marked when it is bound to another (see
+// bind).
 func (lv *Cache[M]) Other(created time.Time) {
 	if created.IsZero() {
 		return
 	}
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
-	if !lv.created.IsZero() && !lv.created.Equal(created) {
+	switch ns := created.UnixNano(); {
+	case lv.created.IsZero() && lv.heard == 0:
+		lv.heard = ns
+	case lv.created.IsZero():
+		lv.heardOthers = lv.heardOthers || lv.heard != ns
+	case !lv.created.Equal(created):
 		lv.markSuspect()
 	}
 }
@@ -554,7 +579,7 @@ func (lv *Cache[M]) Bind(created time.Time) bool {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
 	if lv.created.IsZero() {
-		lv.created = created
+		lv.bind(created)
 		return true
 	}
 	return lv.created.Equal(created)

@@ -454,6 +454,12 @@ func TestObserveOther(t *testing.T) {
 		t.Fatal("suspect after a head observed before the cache was bound")
 	}
 	lv.Bind(time.Unix(2, 0))
+	if !lv.Suspect() {
+		t.Fatal("not suspect once bound to another incarnation than a head observed before")
+	}
+	if err := lv.Confirm(func() error { return nil }); err != nil || lv.Suspect() {
+		t.Fatalf("Confirm: %v, suspect %v", err, lv.Suspect())
+	}
 	observe(2, time.Unix(2, 0))
 	observe(3, time.Time{})
 	if lv.Suspect() || lv.Head() != 3 {
@@ -554,5 +560,56 @@ func TestConfirmMarkedMeanwhile(t *testing.T) {
 	}
 	if _, wake, need, _ := lv.Next(3, 16); !need || wake != nil {
 		t.Fatal("a reader at the head waits on a cache marked again while it was confirmed")
+	}
+}
+
+// TestOtherBeforeBind: a head of another incarnation than the one a cache
+// is then bound to, observed between the cache's Acquire and its Bind (a
+// subscriber's join runs meanwhile), leaves the cache Suspect, as one
+// observed after Bind does; heads of its own incarnation alone do not.
+func TestOtherBeforeBind(t *testing.T) {
+	mine, other := time.Unix(2, 0), time.Unix(3, 0)
+	for _, c := range []struct {
+		name    string
+		heard   []time.Time
+		bind    func(lv *Cache[Message])
+		suspect bool
+	}{
+		{"other", []time.Time{other}, func(lv *Cache[Message]) { lv.Bind(mine) }, true},
+		{"mine", []time.Time{mine, mine}, func(lv *Cache[Message]) { lv.Bind(mine) }, false},
+		{"both", []time.Time{mine, other, mine}, func(lv *Cache[Message]) { lv.Bind(mine) }, true},
+		{"other then mine", []time.Time{other, mine}, func(lv *Cache[Message]) { lv.Bind(mine) }, true},
+		{"none", nil, func(lv *Cache[Message]) { lv.Bind(mine) }, false},
+		// Messages of this hub's dispatch bind a cache no subscriber bound.
+		{"bound by Add", []time.Time{other}, func(lv *Cache[Message]) {
+			lv.Add([]Message{{Listener: "l", Seq: 1}}, mine, 64)
+		}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lv := newLive("l")
+			for _, h := range c.heard {
+				lv.Other(h)
+				lv.Observe(1)
+			}
+			c.bind(lv)
+			if lv.Suspect() != c.suspect {
+				t.Fatalf("suspect %v; want %v", lv.Suspect(), c.suspect)
+			}
+			if !c.suspect {
+				return
+			}
+			if _, wake, need, _ := lv.Next(1, 16); !need || wake != nil {
+				t.Fatal("a reader at the head waits on a suspect cache")
+			}
+			// Bound, the cache forgets what it heard before: confirmed, it is
+			// suspect again only on news.
+			if err := lv.Confirm(func() error { return nil }); err != nil || lv.Suspect() {
+				t.Fatalf("Confirm = %v, suspect %v", err, lv.Suspect())
+			}
+			lv.Other(mine)
+			if lv.Suspect() {
+				t.Fatal("a head of its own incarnation marked a confirmed cache")
+			}
+		})
 	}
 }
