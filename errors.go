@@ -1,6 +1,9 @@
 package moitessier
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by the hub and by every [Store]. Callers test for them with
 // errors.Is; the returned errors wrap them with context.
@@ -30,6 +33,12 @@ var (
 	// listener with the same ID was created since), or on a closed Hub or
 	// Store. A Listener handle never creates its listener again.
 	ErrClosed = errors.New("moitessier: closed")
+	// ErrHubClosed reports a call on a Hub that was shut down or closed,
+	// and a ListenUntil call that its Shutdown or Close ended. It wraps
+	// ErrClosed, so errors.Is holds for both; unlike a deleted listener's,
+	// the listener may live on, and its subscriber may listen again at
+	// another hub, or at this one's next start.
+	ErrHubClosed = fmt.Errorf("%w: the hub shut down", ErrClosed)
 	// ErrNotFound reports a listener or subscriber that does not exist.
 	ErrNotFound = errors.New("moitessier: not found")
 	// ErrOutcomeUnknown reports a dispatch whose write was under way when it

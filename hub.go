@@ -341,10 +341,10 @@ func (h *Hub) goLoop(ctx context.Context, every time.Duration, fn func(context.C
 
 // Shutdown stops the hub gracefully, as http.Server.Shutdown stops a
 // server: it stops the background work (cursor saves, GC, watching the
-// store), makes later calls fail with ErrClosed and running ListenUntil
-// calls return ErrClosed, waits until they have returned (each saves its
-// subscriber's position as it returns), then saves the acknowledged
-// positions left. If ctx ends first, Shutdown returns an error wrapping
+// store), makes later calls fail with ErrHubClosed (which wraps
+// ErrClosed) and running ListenUntil calls return it, waits until they
+// have returned (each saves its subscriber's position as it returns),
+// then saves the acknowledged positions left. If ctx ends first, Shutdown returns an error wrapping
 // ctx's; the ListenUntil calls still running then save their positions as
 // they return. It does not close the store. Calling it from a RespondFunc
 // would wait for itself. A second call returns nil at once.
@@ -410,7 +410,7 @@ func (h *Hub) now() time.Time { return h.opts.Now() }
 
 func (h *Hub) checkOpen(op string) error {
 	if h.closed.Load() {
-		return fmt.Errorf("%s: hub: %w", op, ErrClosed)
+		return fmt.Errorf("%s: %w", op, ErrHubClosed)
 	}
 	return nil
 }

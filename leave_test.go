@@ -77,8 +77,8 @@ func TestHubLeave(t *testing.T) {
 	}
 	select {
 	case err := <-listening:
-		if !errors.Is(err, moitessier.ErrClosed) {
-			t.Errorf("running ListenUntil returned %v, want ErrClosed", err)
+		if !errors.Is(err, moitessier.ErrClosed) || errors.Is(err, moitessier.ErrHubClosed) {
+			t.Errorf("running ListenUntil returned %v, want ErrClosed, not ErrHubClosed", err)
 		}
 	case <-ctx.Done():
 		t.Fatal("ListenUntil still running after its listener was deleted")

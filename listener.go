@@ -397,7 +397,7 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 	)
 	for attempt := 0; ; attempt++ {
 		if lv = h.lives.Acquire(l.info.ID); lv == nil {
-			return nil, nil, since, fmt.Errorf("listen %s: hub: %w", l.info.ID, ErrClosed)
+			return nil, nil, since, fmt.Errorf("listen %s: %w", l.info.ID, ErrHubClosed)
 		}
 		// One reading of the clock sets the lease and when to renew it.
 		now = h.now()
@@ -595,6 +595,9 @@ func (l *Listener) argErr(noRespond bool) error {
 }
 
 func (l *Listener) closedErr() error {
+	if l.hub.closed.Load() {
+		return fmt.Errorf("listen %s: %w", l.info.ID, ErrHubClosed)
+	}
 	return fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
 }
 

@@ -58,12 +58,12 @@ func TestShutdown(t *testing.T) {
 	if err := hub.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown while a respond is stuck: %v, want DeadlineExceeded", err)
 	}
-	if err := <-fast; !errors.Is(err, moitessier.ErrClosed) {
-		t.Fatalf("running ListenUntil after Shutdown: %v, want ErrClosed", err)
+	if err := <-fast; !errors.Is(err, moitessier.ErrHubClosed) || !errors.Is(err, moitessier.ErrClosed) {
+		t.Fatalf("running ListenUntil after Shutdown: %v, want ErrHubClosed, an ErrClosed", err)
 	}
 	close(release)
-	if err := <-slowDone; !errors.Is(err, moitessier.ErrClosed) {
-		t.Fatalf("stuck ListenUntil after Shutdown: %v, want ErrClosed", err)
+	if err := <-slowDone; !errors.Is(err, moitessier.ErrHubClosed) {
+		t.Fatalf("stuck ListenUntil after Shutdown: %v, want ErrHubClosed", err)
 	}
 	// Each saved its position as it returned, with AckInterval an hour (the
 	// store tells: the hub's own calls now return ErrClosed).
@@ -82,8 +82,8 @@ func TestShutdown(t *testing.T) {
 	if err := hub.Close(); err != nil {
 		t.Fatalf("Close after Shutdown: %v", err)
 	}
-	if _, err := hub.Dispatch(ctx, "x", "room", "two"); !errors.Is(err, moitessier.ErrClosed) {
-		t.Fatalf("Dispatch after Shutdown: %v", err)
+	if _, err := hub.Dispatch(ctx, "x", "room", "two"); !errors.Is(err, moitessier.ErrHubClosed) {
+		t.Fatalf("Dispatch after Shutdown: %v, want ErrHubClosed", err)
 	}
 }
 

@@ -171,6 +171,8 @@ var errorTable = []errorClass{
 	{err: moitessier.ErrNotFound, status: http.StatusNotFound, code: "not_found", client: true},
 	{err: errServerClosing, status: http.StatusServiceUnavailable, code: "shutting_down"},
 	{err: moitessier.ErrClosed, onlyClosing: true, status: http.StatusServiceUnavailable, code: "shutting_down"},
+	// The hub was shut down before the server: the listener may live on.
+	{err: moitessier.ErrHubClosed, status: http.StatusServiceUnavailable, code: "shutting_down"},
 	// A listener deleted (its last subscriber left or expired) while in use.
 	{err: moitessier.ErrClosed, status: http.StatusGone, code: "gone", client: true},
 	{err: ErrSlowConsumer, status: http.StatusServiceUnavailable, code: "slow_consumer", client: true},

@@ -1,0 +1,78 @@
+package moitessierhttp_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier/moitessierhttp"
+)
+
+// TestHubShutdownFirst: a program that shuts its hub down before its HTTP
+// server ends the streams as the server's own shutdown does, not as a
+// deleted listener: over SSE with a close event whose reason is
+// shutting_down, after which Client.Listen reconnects rather than give up;
+// over WebSocket with an error frame of code shutting_down, not gone.
+func TestHubShutdownFirst(t *testing.T) {
+	e := newEnv(t, moitessierhttp.Config{})
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+
+	ended := make(chan error, 1)
+	reconnects := make(chan error, 16)
+	got := make(chan string, 1)
+	c := e.client(all(t, "alice"))
+	c.OnReconnect = func(err error, wait time.Duration) {
+		select {
+		case reconnects <- err:
+		default:
+		}
+	}
+	go func() {
+		ended <- c.Listen(ctx, moitessierhttp.Query{Scopes: []string{"sd.room"}}, func(m moitessierhttp.Message) error {
+			got <- m.Text
+			return nil
+		})
+	}()
+	ws := dialWS(t, e, all(t, "bob"), "")
+	ws.send(moitessierhttp.WSRequest{Op: "listen", Ref: "r", Scopes: []string{"sd.room"}})
+	ws.expect("listening", "r")
+	// The SSE stream is up once a dispatch reaches it.
+	for text := ""; text == ""; {
+		dispatch(t, e.client(all(t, "carol")), "sd.room", "hello")
+		select {
+		case text = <-got:
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	ws.expect("messages", "r")
+
+	if err := e.hub.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f := ws.read()
+		if f.Type != "error" {
+			continue
+		}
+		if f.Ref != "r" || f.Error == nil || f.Error.Code != "shutting_down" {
+			t.Fatalf("WebSocket frame at the hub's shutdown %+v, error %+v; want error shutting_down for r", f, f.Error)
+		}
+		break
+	}
+	select {
+	case err := <-reconnects:
+		if !strings.Contains(err.Error(), "shutting_down") {
+			t.Fatalf("Listen reconnects after %v; want the stream closed for shutting_down", err)
+		}
+	case err := <-ended:
+		t.Fatalf("Listen gave up at the hub's shutdown: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the SSE stream did not end at the hub's shutdown")
+	}
+	cancel()
+	if err := <-ended; err != nil {
+		t.Fatalf("Listen after its context ended: %v", err)
+	}
+}
