@@ -116,7 +116,8 @@
 // the hub allows), ErrClosed 410 (a listener deleted) or
 // 503 (shutting_down: the server shuts down, or the hub was shut down
 // first, moitessier.ErrHubClosed; an SSE stream then ends with a close
-// event whose reason is shutting_down, and Client.Listen reconnects), and moitessier.ErrOutcomeUnknown 503 with code
+// event whose reason is shutting_down, and Client.Listen reconnects, and a
+// WebSocket closes with 1001 after an error frame shutting_down), and moitessier.ErrOutcomeUnknown 503 with code
 // "outcome_unknown": the dispatch was being written when the store lost
 // its answer, so it may or may not be stored; retry it with the same
 // Idempotency-Key (a stored one is then replayed). Every other error

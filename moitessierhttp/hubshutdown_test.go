@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/likestripes/moitessier/moitessierhttp"
 )
 
@@ -13,7 +15,8 @@ import (
 // server ends the streams as the server's own shutdown does, not as a
 // deleted listener: over SSE with a close event whose reason is
 // shutting_down, after which Client.Listen reconnects rather than give up;
-// over WebSocket with an error frame of code shutting_down, not gone.
+// over WebSocket with an error frame of code shutting_down, not gone, and
+// then a close with 1001 (going away).
 func TestHubShutdownFirst(t *testing.T) {
 	e := newEnv(t, moitessierhttp.Config{})
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -60,6 +63,12 @@ func TestHubShutdownFirst(t *testing.T) {
 			t.Fatalf("WebSocket frame at the hub's shutdown %+v, error %+v; want error shutting_down for r", f, f.Error)
 		}
 		break
+	}
+	// Then the connection closes as at the server's shutdown.
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer rcancel()
+	if _, _, err := ws.conn.Read(rctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("WebSocket after the hub's shutdown: %v; want a close with 1001 (going away)", err)
 	}
 	select {
 	case err := <-reconnects:

@@ -99,8 +99,8 @@ func (c *CursorParam) UnmarshalJSON(b []byte) error {
 //	{"type":"dispatched","ref":"d1","result":{…DispatchResult}}
 //	{"type":"error","ref":"chat","error":{…ErrorBody}}   (for a listen: it has ended)
 //
-// The connection closes with 1001 (going away) when the server shuts down,
-// with 4001 when the token expires, and abruptly when the client is too
+// The connection closes with 1001 (going away) when the server shuts down
+// (or its hub, first: an error frame shutting_down precedes it), with 4001 when the token expires, and abruptly when the client is too
 // slow to take its messages; in every case it reconnects and listens again
 // from the last seq it saw for each ref.
 type WSFrame struct {
@@ -710,7 +710,7 @@ func (wc *wsConn) close() {
 	switch {
 	case errors.Is(context.Cause(wc.ctx), errTokenExpired):
 		code, reason = StatusTokenExpired, "token expired"
-	case wc.s.closing.Load():
+	case wc.s.closing.Load(), errors.Is(context.Cause(wc.ctx), moitessier.ErrHubClosed):
 		code, reason = websocket.StatusGoingAway, "server shutting down"
 	default:
 		// The connection's reading ended: it is closing.
@@ -875,12 +875,19 @@ func (wc *wsConn) send(f WSFrame) {
 	_ = wc.writeFrame(append(buf, b...))
 }
 
+// sendError sends err as an error frame for ref. If the hub was shut
+// down (before the Server), the connection then closes as it does when
+// the Server shuts down, with 1001 (going away): its client is to connect
+// again, to this hub once it is back or to another.
 func (wc *wsConn) sendError(ref string, err error) {
 	body := wc.s.errorBody(&http.Request{Method: "WS", URL: &url.URL{Path: "/v1/ws"}}, err)
 	if body.Status == 499 {
 		return
 	}
 	wc.send(WSFrame{Type: "error", Ref: ref, Error: &body})
+	if errors.Is(err, moitessier.ErrHubClosed) {
+		wc.stop(err)
+	}
 }
 
 func (wc *wsConn) listen(req WSRequest) {
