@@ -278,7 +278,7 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		case <-ctx.Done():
 			return cur, ctx.Err()
 		case <-l.done:
-			return cur, l.closedErr()
+			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
 		case <-timer:
 			switch w.fired() {
 			case waitDeadline:
@@ -471,7 +471,7 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 	limit := h.opts.BatchLimit
 	msgs, wake, need, gone := lv.Next(uint64(*cur), limit)
 	if gone {
-		return nil, l.closedErr()
+		return nil, l.goneErr(lv)
 	}
 	if need {
 		var (
@@ -492,7 +492,7 @@ func (l *Listener) step(ctx context.Context, lv *live.Cache[Message], st *cursor
 			return nil, fmt.Errorf("listen %s: read: %w", l.info.ID, err)
 		}
 		if gone {
-			return nil, l.closedErr()
+			return nil, l.goneErr(lv)
 		}
 		if len(msgs) == 0 {
 			*cur, err = l.skipRemoved(ctx, lv, *cur, h0)
@@ -594,8 +594,11 @@ func (l *Listener) argErr(noRespond bool) error {
 	return fmt.Errorf("listen %s: %w: negative interval or timeout", l.info.ID, ErrInvalidArgument)
 }
 
-func (l *Listener) closedErr() error {
-	if l.hub.closed.Load() {
+// goneErr is the error of a listen whose cache lv went gone: ErrHubClosed
+// if the hub's shutdown closed it, else ErrClosed (the listener was
+// deleted, or its incarnation replaced, even if the hub shut down since).
+func (l *Listener) goneErr(lv *live.Cache[Message]) error {
+	if lv.Closed() {
 		return fmt.Errorf("listen %s: %w", l.info.ID, ErrHubClosed)
 	}
 	return fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)

@@ -67,7 +67,8 @@ type Cache[M any] struct {
 	backFrom uint64
 	head     uint64 // highest sequence number known to be committed
 	wake     chan struct{}
-	gone     bool // the listener was deleted
+	gone     bool // the listener was deleted, or the Registry closed
+	closed   bool // gone because the Registry closed, not the listener
 
 	// While this hub appends to the listener (local > 0), a head notified
 	// by the store is kept in noticed until an append ends: the append's
@@ -454,13 +455,29 @@ func (lv *Cache[M]) Head() uint64 {
 	return lv.head
 }
 
+// MarkGone marks the cache gone (its listener was deleted, or its
+// incarnation replaced) and wakes its readers, whose next look finds so.
 func (lv *Cache[M]) MarkGone() {
 	lv.mu.Lock()
 	defer lv.mu.Unlock()
+	lv.markGone()
+}
+
+// markGone is MarkGone with lv.mu held.
+func (lv *Cache[M]) markGone() {
 	if !lv.gone {
 		lv.gone = true
 		lv.wakeNow(time.Time{})
 	}
+}
+
+// Closed reports whether the cache went gone because its Registry closed
+// (the hub shut down), rather than because its listener went: what ended
+// its readers then says nothing of the listener.
+func (lv *Cache[M]) Closed() bool {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	return lv.closed
 }
 
 // Coalescing of wake-ups. Every local subscriber of a listener waits on the

@@ -439,8 +439,9 @@ func TestAddSuspect(t *testing.T) {
 // TestObserveOther: a head observed with another incarnation than the
 // cache's (a notification of a listener made again elsewhere) marks the
 // cache Suspect, so that its readers ask the store before they read past
-// it; one of the cache's own incarnation, of none known, or observed
-// before the cache is bound, does not. Through the Registry, as the hub
+// it; one of the cache's own incarnation, or of none known, does not, and
+// one observed before the cache is bound marks it only once it is bound to
+// another (see TestOtherBeforeBind). Through the Registry, as the hub
 // observes a store's notifications, held or not.
 func TestObserveOther(t *testing.T) {
 	r := NewRegistry(func(m *Message) uint64 { return uint64(m.Seq) }, func(m *Message) string { return m.Listener })
@@ -611,5 +612,23 @@ func TestOtherBeforeBind(t *testing.T) {
 				t.Fatal("a head of its own incarnation marked a confirmed cache")
 			}
 		})
+	}
+}
+
+// TestClosedByRegistry: a cache the Registry's Close ends is Closed (the
+// hub shut down); one whose listener went first is not, even once the
+// Registry closes, so that its readers learn the listener is gone.
+func TestClosedByRegistry(t *testing.T) {
+	r := NewRegistry(func(m *Message) uint64 { return uint64(m.Seq) }, func(m *Message) string { return m.Listener })
+	deleted, open := r.Acquire("deleted"), r.Acquire("open")
+	r.Drop("deleted")
+	r.Close()
+	for _, c := range []struct {
+		lv     *Cache[Message]
+		closed bool
+	}{{deleted, false}, {open, true}} {
+		if _, _, _, gone := c.lv.Next(0, 16); !gone || c.lv.Closed() != c.closed {
+			t.Errorf("cache %s: gone %v, closed %v; want gone, closed %v", c.lv.id, gone, c.lv.Closed(), c.closed)
+		}
 	}
 }

@@ -131,7 +131,12 @@ func (r *Registry[M]) Close() {
 	defer r.mu.Unlock()
 	r.closed = true
 	for _, c := range r.caches {
-		c.MarkGone()
+		c.mu.Lock()
+		if !c.gone {
+			c.closed = true
+		}
+		c.markGone()
+		c.mu.Unlock()
 	}
 }
 
