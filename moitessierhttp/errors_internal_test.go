@@ -79,6 +79,7 @@ func TestClassifyOrder(t *testing.T) {
 		{tokenErr(ErrTokenSignature, "forged"), false, http.StatusUnauthorized, "invalid_token"},
 		{moitessier.ErrClosed, false, http.StatusGone, "gone"},
 		{moitessier.ErrClosed, true, http.StatusServiceUnavailable, "shutting_down"},
+		{fmt.Errorf("x: %w", moitessier.ErrHubClosed), false, http.StatusServiceUnavailable, "shutting_down"},
 		{errServerClosing, false, http.StatusServiceUnavailable, "shutting_down"},
 		{fmt.Errorf("%w: %w", moitessier.ErrOutcomeUnknown, context.DeadlineExceeded), false, http.StatusServiceUnavailable, "outcome_unknown"},
 		{ErrWeakSecret, false, http.StatusBadRequest, "invalid_argument"},

@@ -2,6 +2,7 @@ package moitessierhttp_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -72,8 +73,9 @@ func TestHubShutdownFirst(t *testing.T) {
 	}
 	select {
 	case err := <-reconnects:
-		if !strings.Contains(err.Error(), "shutting_down") {
-			t.Fatalf("Listen reconnects after %v; want the stream closed for shutting_down", err)
+		var he *moitessierhttp.Error
+		if errors.As(err, &he) || !strings.Contains(err.Error(), "server closed the stream: shutting_down") {
+			t.Fatalf("Listen reconnects after %v; want the stream closed by a close event for shutting_down", err)
 		}
 	case err := <-ended:
 		t.Fatalf("Listen gave up at the hub's shutdown: %v", err)
