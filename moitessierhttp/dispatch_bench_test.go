@@ -44,7 +44,8 @@ func BenchmarkDispatchBigRoom(b *testing.B) {
 // HTTP on loopback, one after the other, each sent as moitessier bench's
 // http-fanout-1 publishers send theirs (a 100-byte text, the scope in the
 // query) and its answer read: to the hub, on the memory store, with one
-// listener of the scope and no subscriber (hub); and to a handler that
+// listener of the scope whose one subscriber is not listening (hub); and
+// to a handler that
 // only reads the body and answers (bare), what any dispatch over HTTP
 // costs on the machine before the hub does anything. A store's commit
 // adds to the first; against the second, it bounds what a hub's publisher
@@ -53,10 +54,11 @@ func BenchmarkDispatchRoundTrip(b *testing.B) {
 	text := strings.Repeat(".", 100)
 	run := func(b *testing.B, url, tok string) {
 		hc := &http.Client{}
+		ctx := ctxT(b)
 		b.ReportAllocs()
 		b.ResetTimer()
 		for range b.N {
-			req, err := http.NewRequestWithContext(ctxT(b), http.MethodPost, url, strings.NewReader(text))
+			req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(text))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -257,8 +257,8 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 // waits for each commit, as a library workload's does, can hardly pass
 // this rate: floor_ratio (dispatches/s over it) tells how much of what
 // the server allows the client side leaves unused, and pg-append-floor's
-// own floor_ratio (over the baseline) what the store's write costs the
-// server beyond the baseline's.
+// own baseline_ratio how much of the raw INSERT's rate the store's write
+// leaves.
 func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult, error) {
 	res := BenchResult{Workload: "pg-append-floor", Store: c.storeName, Listeners: 1}
 	schema := "moitessier_bench_" + randomHex(6)

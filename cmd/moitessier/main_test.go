@@ -600,7 +600,7 @@ func TestBenchBaseline(t *testing.T) {
 				t.Fatalf("baseline: %v %s", err, lines[0])
 			}
 			if err := json.Unmarshal([]byte(lines[1]), &floor); err != nil || floor.Workload != "pg-append-floor" || floor.MsgsPerS <= 0 || floor.Baseline != way ||
-				floor.FloorRatio != floor.MsgsPerS/base.MsgsPerS {
+				floor.BaselineRatio != floor.MsgsPerS/base.MsgsPerS || floor.FloorRatio != 0 {
 				t.Fatalf("floor: %v %s", err, lines[1])
 			}
 			for _, line := range lines[2:] {
