@@ -3,6 +3,7 @@ package moitessierhttp_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +18,8 @@ import (
 // deleted listener: over SSE with a close event whose reason is
 // shutting_down, after which Client.Listen reconnects rather than give up;
 // over WebSocket with an error frame of code shutting_down, not gone, and
-// then a close with 1001 (going away).
+// then a close with 1001 (going away); and a long poll with an answer with
+// nothing, after which its client polls again.
 func TestHubShutdownFirst(t *testing.T) {
 	e := newEnv(t, moitessierhttp.Config{})
 	ctx, cancel := context.WithCancel(ctxT(t))
@@ -51,9 +53,29 @@ func TestHubShutdownFirst(t *testing.T) {
 		}
 	}
 	ws.expect("messages", "r")
+	// A long poll waits past the hub's shutdown.
+	dave := e.client(all(t, "dave"))
+	if _, err := dave.Poll(ctx, moitessierhttp.Query{Scopes: []string{"sd.room"}, Since: "head"}, time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan error, 1)
+	go func() {
+		res, err := dave.Poll(ctx, moitessierhttp.Query{Scopes: []string{"sd.room"}}, 30*time.Second)
+		if err == nil && len(res.Messages) > 0 {
+			err = fmt.Errorf("messages %+v", res.Messages)
+		}
+		polled <- err
+	}()
+	// The poll waits in ListenUntil, as the SSE and WebSocket listens do.
+	for e.hub.Stats().Listening < 3 {
+		time.Sleep(time.Millisecond)
+	}
 
 	if err := e.hub.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-polled; err != nil {
+		t.Fatalf("a long poll at the hub's shutdown: %v; want an answer with nothing, to poll again", err)
 	}
 	for {
 		f := ws.read()
