@@ -100,8 +100,9 @@ func (c *CursorParam) UnmarshalJSON(b []byte) error {
 //	{"type":"error","ref":"chat","error":{…ErrorBody}}   (for a listen: it has ended)
 //
 // The connection closes with 1001 (going away) when the server shuts down
-// (or its hub, first: an error frame shutting_down precedes it), with 4001 when the token expires, and abruptly when the client is too
-// slow to take its messages; in every case it reconnects and listens again
+// (or its hub, first: an error frame shutting_down precedes it), with
+// 4001 when the token expires, and abruptly when the client is too slow
+// to take its messages; in every case it reconnects and listens again
 // from the last seq it saw for each ref.
 type WSFrame struct {
 	Type     string          `json:"type"`
