@@ -8,7 +8,8 @@
 //	hub, err := moitessier.New(store, moitessier.Options{})
 //
 // [New] takes a [Config]: another schema (default "moitessier"), a pool of
-// your own ([Config.Pool]; the store does not close it), or migrations run
+// your own ([Config.Pool], at READ COMMITTED; the store does not close
+// it), or migrations run
 // as a separate step ([Migrate] and [Config.SkipMigrate]). Pool sizes and
 // timeouts go in the DSN (pool_max_conns=16); pgxpool's default of
 // max(4, cores) connections is small for a busy hub, so without

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +24,16 @@ func testDSN() string {
 		return d
 	}
 	return defaultDSN
+}
+
+// testDSNWith is testDSN, a URL, with the query parameter param
+// ("key=value") added.
+func testDSNWith(param string) string {
+	dsn, sep := testDSN(), "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + param
 }
 
 var (

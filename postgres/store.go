@@ -53,7 +53,9 @@ type Config struct {
 	// the role set, as the store's statements count on (a stricter
 	// default_transaction_isolation would let a sweep or a quota count
 	// miss what committed while it waited for a lock); give it a pool of
-	// your own only at READ COMMITTED, the server's default.
+	// your own only at READ COMMITTED, the server's default: New refuses
+	// one whose default_transaction_isolation is another, with an error
+	// wrapping moitessier.ErrInvalidArgument.
 	Pool *pgxpool.Pool
 
 	// Schema is the PostgreSQL schema that holds the store's tables; it is
@@ -241,6 +243,18 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := s.pool.Ping(ctx); err != nil {
 		return fail(fmt.Errorf("postgres: cannot connect to %s: %w", s.host, err))
+	}
+	if !s.ownPool {
+		// The store's own pool sets READ COMMITTED; a caller's must have
+		// it (see Config.Pool). The DSN, the role or the database set it
+		// for every connection alike: one tells.
+		var iso string
+		if err := s.pool.QueryRow(ctx, "SHOW default_transaction_isolation").Scan(&iso); err != nil {
+			return fail(fmt.Errorf("postgres: %s: %w", s.host, err))
+		}
+		if iso != "read committed" {
+			return fail(fmt.Errorf("postgres: %s: %w: the pool's default_transaction_isolation is %q; the store needs read committed (give it a pool at READ COMMITTED, or a DSN to open its own)", s.host, moitessier.ErrInvalidArgument, iso))
+		}
 	}
 	if !cfg.SkipMigrate {
 		if err := Migrate(ctx, s.pool, cfg.Schema); err != nil {

@@ -119,6 +119,25 @@ func TestMigrate(t *testing.T) {
 	if _, err := postgres.New(ctx, postgres.Config{Pool: pool, Schema: other, SkipMigrate: true}); err == nil {
 		t.Fatal("SkipMigrate on an empty schema succeeded")
 	}
+	// A caller's pool at a stricter isolation level is refused, and left
+	// open; the same DSN is not, for a pool the store opens.
+	strict := testDSNWith("default_transaction_isolation=repeatable%20read")
+	spool, err := pgxpool.New(ctx, strict)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
+	if _, err := postgres.New(ctx, postgres.Config{Pool: spool, Schema: schema, SkipMigrate: true}); !errors.Is(err, moitessier.ErrInvalidArgument) {
+		t.Fatalf("New with a pool at repeatable read: %v; want ErrInvalidArgument", err)
+	}
+	if err := spool.Ping(ctx); err != nil {
+		t.Fatalf("the refused pool was closed: %v", err)
+	}
+	own, err := postgres.New(ctx, postgres.Config{DSN: strict, Schema: schema, SkipMigrate: true})
+	if err != nil {
+		t.Fatalf("New with a DSN at repeatable read: %v", err)
+	}
+	_ = own.Close()
 }
 
 // TestFanOutOneStatement: one Append to many listeners, with the NOTIFY

@@ -3,7 +3,6 @@ package postgres_test
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -142,12 +141,7 @@ func TestSweepKeepsUnreadMessagesOfRenewedSubscriber(t *testing.T) {
 func TestSweepKeepsMessagesAppendedDuringJoin(t *testing.T) {
 	t.Run("default", func(t *testing.T) { sweepDuringJoin(t, mustStore(t)) })
 	t.Run("repeatable read in the DSN", func(t *testing.T) {
-		dsn := testDSN()
-		sep := "?"
-		if strings.Contains(dsn, "?") {
-			sep = "&"
-		}
-		s, err := postgres.New(ctxT(t), postgres.Config{DSN: dsn + sep + "default_transaction_isolation=repeatable%20read", Schema: newSchema(t)})
+		s, err := postgres.New(ctxT(t), postgres.Config{DSN: testDSNWith("default_transaction_isolation=repeatable%20read"), Schema: newSchema(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
