@@ -264,26 +264,18 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			return ctx.Err()
 		}
 		res, err := c.run(ctx, name)
-		if err == nil {
-			switch name {
-			case "pg-insert-notify":
-				c.baseline = res.MsgsPerS
-			case "pg-append-floor":
-				c.floor = res.MsgsPerS
-				if c.baseline > 0 {
-					res.BaselinePerS = c.baseline
-					res.BaselineRatio = res.MsgsPerS / c.baseline
-				}
-			}
-		}
-		if name == "pg-append-floor" && err != nil && ctx.Err() == nil {
+		switch {
+		case err != nil && name == "pg-append-floor" && ctx.Err() == nil:
 			// A second opinion, not a workload: the workloads run
 			// without it (and without floor_ratio).
 			fmt.Fprintf(stderr, "pg-append-floor: %v; going on without it\n", err)
 			continue
-		}
-		if err != nil {
+		case err != nil:
 			return fmt.Errorf("%s: %w", name, err)
+		case name == "pg-insert-notify":
+			c.baseline = res.MsgsPerS
+		case name == "pg-append-floor":
+			c.floor = res.MsgsPerS
 		}
 		if c.asJSON {
 			if err := json.NewEncoder(stdout).Encode(res); err != nil {

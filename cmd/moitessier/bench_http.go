@@ -304,6 +304,10 @@ func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult
 	if head == 0 {
 		return res, fmt.Errorf("the statement wrote no message")
 	}
+	if c.baseline > 0 {
+		res.BaselinePerS = c.baseline
+		res.BaselineRatio = res.MsgsPerS / c.baseline
+	}
 	return res, nil
 }
 

@@ -471,6 +471,17 @@ func (lv *Cache[M]) markGone() {
 	}
 }
 
+// markClosed marks the cache gone for its Registry's Close, and Closed, if
+// its listener had not gone first.
+func (lv *Cache[M]) markClosed() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if !lv.gone {
+		lv.closed = true
+	}
+	lv.markGone()
+}
+
 // Closed reports whether the cache went gone because its Registry closed
 // (the hub shut down), rather than because its listener went: what ended
 // its readers then says nothing of the listener.

@@ -131,12 +131,7 @@ func (r *Registry[M]) Close() {
 	defer r.mu.Unlock()
 	r.closed = true
 	for _, c := range r.caches {
-		c.mu.Lock()
-		if !c.gone {
-			c.closed = true
-		}
-		c.markGone()
-		c.mu.Unlock()
+		c.markClosed()
 	}
 }
 
