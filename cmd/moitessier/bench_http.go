@@ -126,6 +126,14 @@ func (c *benchConfig) httpFanout(ctx context.Context, name string, clients, n in
 // c.transport, each on its own scope; it reports the hub's resident memory
 // per connection once every connection is listening, and the hub's CPU
 // while they wait.
+//
+// The first eighth of the clients connect on their own, and the hub's
+// RSS is read again after them: what the hub sets up once, as the first
+// connections come (the store's pool growing to its size, the runtime's
+// first spans of each size), is then behind that reading.
+// RSSPerConn is the growth over the other seven eighths, per connection:
+// what one more idle connection costs. RSSPerConnAll is the growth over
+// all of them, from the reading before the first, per connection.
 func (c *benchConfig) httpIdle(ctx context.Context, name string, conns int) (BenchResult, error) {
 	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(c.transport), Listeners: conns}
 	limit, err := raiseOpenFiles()
@@ -145,15 +153,26 @@ func (c *benchConfig) httpIdle(ctx context.Context, name string, conns int) (Ben
 	// One scope per connection, as idle-10k has one listener per scope.
 	cls := make([]*hubload.Client, 0, conns)
 	defer func() { closeAll(cls) }()
+	warm := conns / 8
+	rssWarm := rss0
 	const batch = 256
-	for i := 0; i < conns; i += batch {
+	for i := 0; i < conns; {
 		// connect opens clients on one scope; idle opens batches on
 		// distinct scopes and counts them itself.
 		k := min(batch, conns-i)
+		if i < warm {
+			k = warm - i
+		}
 		got, err := c.connectScopes(ctx, hub, i, k)
 		cls = append(cls, got...)
 		if err != nil {
 			return res, err
+		}
+		if i += k; i == warm && warm > 0 {
+			if err := waitOpenOn(ctx, hub.base, c.transport, warm); err != nil {
+				return res, err
+			}
+			rssWarm = rssOfPid(hub.pid)
 		}
 	}
 	if err := waitOpenOn(ctx, hub.base, c.transport, conns); err != nil {
@@ -168,7 +187,10 @@ func (c *benchConfig) httpIdle(ctx context.Context, name string, conns int) (Ben
 	cpu1 := cpuOfPid(hub.pid)
 	rss1 := rssOfPid(hub.pid)
 	if rss0 > 0 && rss1 > rss0 {
-		res.RSSPerConn = float64(rss1-rss0) / float64(conns)
+		res.RSSPerConnAll = float64(rss1-rss0) / float64(conns)
+	}
+	if rssWarm > 0 && rss1 > rssWarm {
+		res.RSSPerConn = float64(rss1-rssWarm) / float64(conns-warm)
 	}
 	if cpu0 >= 0 && cpu1 >= 0 {
 		res.HubCPUSeconds = (cpu1 - cpu0).Seconds()
