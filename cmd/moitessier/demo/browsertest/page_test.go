@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,6 +171,33 @@ func TestPage(t *testing.T) {
 		checkLog(t, carol, chat, sent)
 	})
 
+	t.Run("HubRestart", func(t *testing.T) {
+		// The hub shuts down under open pages and a new one takes its
+		// place: each page reconnects, resumes where it was, and does not
+		// show the shutdown as an error.
+		pages := []*page{alice, bob}
+		chats := make([][]string, len(pages))
+		for i, p := range pages {
+			chats[i] = texts(t, p, chat)
+		}
+		notes := texts(t, bob, "notes-log")
+		h.restart(t)
+		for _, p := range pages {
+			waitLive(t, p)
+		}
+		h.dispatch(t, "carol", moitessierhttp.DispatchRequest{Scope: "room.lobby", Text: "after the restart"})
+		h.dispatch(t, "carol", moitessierhttp.DispatchRequest{Scope: "notify", Text: "for bob, after the restart", To: []string{"bob"}})
+		waitFor(t, bob, "notes-log", "for bob, after the restart")
+		checkLog(t, bob, "notes-log", append(notes, "for bob, after the restart"))
+		for i, p := range pages {
+			waitFor(t, p, chat, "after the restart")
+			checkLog(t, p, chat, append(chats[i], "after the restart"))
+			if status := run(t, p, chromedp.Evaluate[string](`document.getElementById("status").classList.contains("error") ? document.getElementById("status").textContent : ""`)); status != "" {
+				t.Errorf("%s's page shows an error after the restart: %q", p.name, status)
+			}
+		}
+	})
+
 	if dir := os.Getenv("MOITESSIER_DEMO_SCREENSHOTS"); dir != "" {
 		for _, p := range []*page{alice, bob} {
 			png := run(t, p, chromedp.FullScreenshot(100))
@@ -184,29 +212,21 @@ func TestPage(t *testing.T) {
 }
 
 // testHub is a hub served over HTTP as `moitessier serve` serves it: the API
-// at /v1/, development tokens at /dev/token, the demo page at /.
+// at /v1/, development tokens at /dev/token, the demo page at /. restart
+// puts a new hub, on the same store, behind the same URL.
 type testHub struct {
+	store  moitessier.Store
 	hub    *moitessier.Hub
+	api    atomic.Pointer[moitessierhttp.Server]
 	url    string
 	secret []byte
 }
 
 func startHub(t *testing.T) *testHub {
 	t.Helper()
-	hub, err := moitessier.New(memstore.New(), moitessier.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &testHub{hub: hub, secret: []byte("demo page test secret, 32 bytes or more")}
-	api, err := moitessierhttp.New(hub, moitessierhttp.Config{
-		Secret:   h.secret,
-		Handlers: demo.Handlers(hub),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := &testHub{store: memstore.New(), secret: []byte("demo page test secret, 32 bytes or more")}
 	mux := http.NewServeMux()
-	mux.Handle("/v1/", api)
+	mux.Handle("/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.api.Load().ServeHTTP(w, r) }))
 	mux.HandleFunc("POST /dev/token", func(w http.ResponseWriter, r *http.Request) {
 		tok, err := h.token(r.URL.Query().Get("sub"))
 		if err != nil {
@@ -219,18 +239,52 @@ func startHub(t *testing.T) *testHub {
 	mux.Handle("/", demo.Handler())
 	srv := httptest.NewServer(mux)
 	h.url = srv.URL
+	// Cleanups run last first: the APIs and hubs that serve registers
+	// stop before the server closes.
+	t.Cleanup(srv.Close)
+	h.serve(t)
+	return h
+}
+
+// serve starts a hub on h's store and its API, and makes them h's.
+func (h *testHub) serve(t *testing.T) {
+	t.Helper()
+	hub, err := moitessier.New(h.store, moitessier.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := moitessierhttp.New(hub, moitessierhttp.Config{
+		Secret:   h.secret,
+		Handlers: demo.Handlers(hub),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.hub = hub
+	h.api.Store(api)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := api.Shutdown(ctx); err != nil {
 			t.Errorf("api shutdown: %v", err)
 		}
-		srv.Close()
 		if err := hub.Close(); err != nil {
 			t.Errorf("hub close: %v", err)
 		}
 	})
-	return h
+}
+
+// restart shuts the hub down before its API, as a program that stops its
+// hub first does (its streams end with shutting_down), and serves a new
+// hub on the same store at the same URL.
+func (h *testHub) restart(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.hub.Shutdown(ctx); err != nil {
+		t.Fatalf("hub shutdown: %v", err)
+	}
+	h.serve(t)
 }
 
 // token mints a token for person granting every scope, as the hub's

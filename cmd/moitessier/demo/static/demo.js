@@ -285,6 +285,11 @@ function settle(f) {
     return;
   }
   if (f.type === "error") {
+    if (f.error.code === "shutting_down") {
+      // The hub is going away; the close that follows reconnects.
+      if (subs[f.ref]) setState(subs[f.ref].state, "reconnecting");
+      return;
+    }
     if (subs[f.ref]) setState(subs[f.ref].state, "error");
     setStatus(f.error.error, true);
   }
