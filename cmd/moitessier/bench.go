@@ -47,11 +47,12 @@ the start of a dispatch to its delivery (every delivery, not a sample):
   http-fanout-100  as http-fanout-1 with 100 subscribers
   http-idle        a hub process with --clients idle subscribers (default
                    2 000) over --transport, one scope each: the hub's RSS
-                   per connection past the first eighth of them
-                   (rss_bytes_per_conn: what one more costs), per
-                   connection from before the first (..._all: with what
-                   the hub sets up once as they come, such as its store's
-                   pool), and its CPU while they wait --idle
+                   per connection from before the first
+                   (rss_bytes_per_conn, with what the hub sets up once as
+                   they come, such as its store's pool), per connection
+                   past the first eighth of them, or 512
+                   (rss_bytes_per_added_conn: what one more costs), and
+                   its CPU while they wait --idle
 
 The http-* workloads and sse-10k run the hub as a separate process (this
 binary's serve, on a new SQLite file in a temporary directory, a new
@@ -130,11 +131,13 @@ type BenchResult struct {
 	Seconds        float64  `json:"seconds"`
 	QueriesPerS    *float64 `json:"queries_per_s,omitempty"`
 	HeapPerLisnr   float64  `json:"heap_bytes_per_listener,omitempty"`
-	RSSPerConn     float64  `json:"rss_bytes_per_conn,omitempty"`
-	// http-idle: the hub's RSS growth per connection over all of them,
-	// the hub's own setup as the first came included (RSSPerConn leaves
-	// that out; see httpIdle).
-	RSSPerConnAll float64 `json:"rss_bytes_per_conn_all,omitempty"`
+	// http-idle and sse-10k: the hub's RSS growth, from before the first
+	// connection to when all of them wait, per connection.
+	RSSPerConn float64 `json:"rss_bytes_per_conn,omitempty"`
+	// http-idle: the hub's RSS growth per connection past a first share
+	// of them, which leaves out what the hub sets up once as the first
+	// come: what one more costs (see httpIdle).
+	RSSPerAddedConn float64 `json:"rss_bytes_per_added_conn,omitempty"`
 
 	// scopes-10k: the seconds its listeners took to be created, one
 	// NewListener call after the other (CreateS), and the seconds as many
@@ -329,8 +332,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if res.RSSPerConn > 0 {
 			extra = append(extra, fmt.Sprintf("hub RSS %.1f KiB/connection", res.RSSPerConn/1024))
 		}
-		if res.RSSPerConnAll > 0 {
-			extra = append(extra, fmt.Sprintf("%.1f KiB/connection with the hub's setup", res.RSSPerConnAll/1024))
+		if res.RSSPerAddedConn > 0 {
+			extra = append(extra, fmt.Sprintf("%.1f KiB/connection past the first", res.RSSPerAddedConn/1024))
 		}
 		if res.Workload == "http-idle" {
 			extra = append(extra, fmt.Sprintf("hub CPU %.2f s in %.0f s idle", res.HubCPUSeconds, res.Seconds))

@@ -177,11 +177,14 @@ func TestPage(t *testing.T) {
 		// show the shutdown as an error.
 		pages := []*page{alice, bob}
 		chats := make([][]string, len(pages))
+		handled := make([][]string, len(pages))
 		for i, p := range pages {
 			chats[i] = texts(t, p, chat)
+			handled[i] = texts(t, p, "handled-log")
 		}
-		notes := texts(t, bob, "notes-log")
+		notes, aliceNotes := texts(t, bob, "notes-log"), texts(t, alice, "notes-log")
 		h.restart(t)
+		h.waitListening(t, 6) // the pages' panels, on the new hub
 		for _, p := range pages {
 			waitLive(t, p)
 		}
@@ -189,9 +192,11 @@ func TestPage(t *testing.T) {
 		h.dispatch(t, "carol", moitessierhttp.DispatchRequest{Scope: "notify", Text: "for bob, after the restart", To: []string{"bob"}})
 		waitFor(t, bob, "notes-log", "for bob, after the restart")
 		checkLog(t, bob, "notes-log", append(notes, "for bob, after the restart"))
+		checkLog(t, alice, "notes-log", aliceNotes)
 		for i, p := range pages {
 			waitFor(t, p, chat, "after the restart")
 			checkLog(t, p, chat, append(chats[i], "after the restart"))
+			checkLog(t, p, "handled-log", handled[i])
 			if status := run(t, p, chromedp.Evaluate[string](`document.getElementById("status").classList.contains("error") ? document.getElementById("status").textContent : ""`)); status != "" {
 				t.Errorf("%s's page shows an error after the restart: %q", p.name, status)
 			}
@@ -215,6 +220,7 @@ func TestPage(t *testing.T) {
 // at /v1/, development tokens at /dev/token, the demo page at /. restart
 // puts a new hub, on the same store, behind the same URL.
 type testHub struct {
+	t      *testing.T // the test whose cleanups stop the hubs
 	store  moitessier.Store
 	hub    *moitessier.Hub
 	api    atomic.Pointer[moitessierhttp.Server]
@@ -224,7 +230,7 @@ type testHub struct {
 
 func startHub(t *testing.T) *testHub {
 	t.Helper()
-	h := &testHub{store: memstore.New(), secret: []byte("demo page test secret, 32 bytes or more")}
+	h := &testHub{t: t, store: memstore.New(), secret: []byte("demo page test secret, 32 bytes or more")}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.api.Load().ServeHTTP(w, r) }))
 	mux.HandleFunc("POST /dev/token", func(w http.ResponseWriter, r *http.Request) {
@@ -246,7 +252,8 @@ func startHub(t *testing.T) *testHub {
 	return h
 }
 
-// serve starts a hub on h's store and its API, and makes them h's.
+// serve starts a hub on h's store and its API, and makes them h's. They
+// stop when h's test ends, even when a subtest started them.
 func (h *testHub) serve(t *testing.T) {
 	t.Helper()
 	hub, err := moitessier.New(h.store, moitessier.Options{})
@@ -262,7 +269,7 @@ func (h *testHub) serve(t *testing.T) {
 	}
 	h.hub = hub
 	h.api.Store(api)
-	t.Cleanup(func() {
+	h.t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := api.Shutdown(ctx); err != nil {
