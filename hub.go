@@ -346,8 +346,9 @@ func (h *Hub) goLoop(ctx context.Context, every time.Duration, fn func(context.C
 // have returned (each saves its subscriber's position as it returns),
 // then saves the acknowledged positions left. If ctx ends first,
 // Shutdown returns an error wrapping ctx's; the ListenUntil calls still
-// running then save their positions as they return. It does not close the store. Calling it from a RespondFunc
-// would wait for itself. A second call returns nil at once.
+// running then save their positions as they return. It does not close
+// the store. Calling it from a RespondFunc would wait for itself. A
+// second call returns nil at once.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	return h.shutdown(ctx, true)
 }

@@ -46,9 +46,9 @@ func BenchmarkDispatchBigRoom(b *testing.B) {
 // query) and its answer read: to the hub, on the memory store, with one
 // listener of the scope whose one subscriber is not listening (hub); and
 // to a handler that only reads the body and answers (bare), what any
-// dispatch over HTTP costs on the machine before the hub does anything. A store's commit
-// adds to the first; against the second, it bounds what a hub's publisher
-// can reach on a store (see the README's benchmarks).
+// dispatch over HTTP costs on the machine before the hub does anything.
+// A store's commit adds to the first; against the second, it bounds what
+// a hub's publisher can reach on a store (see the README's benchmarks).
 func BenchmarkDispatchRoundTrip(b *testing.B) {
 	text := strings.Repeat(".", 100)
 	run := func(b *testing.B, url, tok string) {

@@ -9,8 +9,8 @@
 //
 // [New] takes a [Config]: another schema (default "moitessier"), a pool of
 // your own ([Config.Pool], at READ COMMITTED; the store does not close
-// it), or migrations run
-// as a separate step ([Migrate] and [Config.SkipMigrate]). Pool sizes and
+// it), or migrations run as a separate step ([Migrate] and
+// [Config.SkipMigrate]). Pool sizes and
 // timeouts go in the DSN (pool_max_conns=16); pgxpool's default of
 // max(4, cores) connections is small for a busy hub, so without
 // pool_max_conns the store allows 16.

@@ -155,30 +155,29 @@ func (c *benchConfig) httpIdle(ctx context.Context, name string, conns int) (Ben
 	// One scope per connection, as idle-10k has one listener per scope.
 	cls := make([]*hubload.Client, 0, conns)
 	defer func() { closeAll(cls) }()
+	// open connects clients from … to-1 in batches, on distinct scopes
+	// (connect opens clients on one scope).
+	open := func(from, to int) error {
+		const batch = 256
+		for i := from; i < to; i += batch {
+			got, err := c.connectScopes(ctx, hub, i, min(batch, to-i))
+			cls = append(cls, got...)
+			if err != nil {
+				return err
+			}
+		}
+		return waitOpenOn(ctx, hub.base, c.transport, to)
+	}
 	warm := warmShare(conns)
 	rssWarm := rss0
-	const batch = 256
-	for i := 0; i < conns; {
-		// connect opens clients on one scope; idle opens batches on
-		// distinct scopes and counts them itself.
-		k := min(batch, conns-i)
-		if i < warm {
-			k = warm - i
-		}
-		got, err := c.connectScopes(ctx, hub, i, k)
-		cls = append(cls, got...)
-		if err != nil {
+	if warm > 0 {
+		if err := open(0, warm); err != nil {
 			return res, err
 		}
-		if i += k; i == warm && warm > 0 {
-			if err := waitOpenOn(ctx, hub.base, c.transport, warm); err != nil {
-				return res, err
-			}
-			time.Sleep(200 * time.Millisecond) // as before the first reading
-			rssWarm = rssOfPid(hub.pid)
-		}
+		time.Sleep(200 * time.Millisecond) // as before the first reading
+		rssWarm = rssOfPid(hub.pid)
 	}
-	if err := waitOpenOn(ctx, hub.base, c.transport, conns); err != nil {
+	if err := open(warm, conns); err != nil {
 		return res, err
 	}
 	cpu0 := cpuOfPid(hub.pid)
