@@ -119,29 +119,19 @@
 // dispatch from a cached answer that stores nothing has no append to check
 // it, so the hub compares it with a fresh Match. The versions are written
 // by a trigger on listener_scopes, so processes running an earlier version
-// of this package keep them too, and by the join function for the
-// listeners it creates (migration 9), which returns each scope's version
-// before and after: a join that creates a listener extends its process's
-// cached answer of each of its concrete scopes when the answer was read
-// at the version before, or, for a scope no listener had, caches the new
-// listener alone when no pattern matches the scope; so that process's
-// first dispatch to a scope whose listener it created needs no match (see
-// seedMatches). Such an answer is cached only where the cache has room,
-// so as not to displace answers that dispatches asked for. Any creation
-// or deletion of a pattern listener changes the pattern version, which
-// makes every cached answer stale once (a process that creates one drops
-// its cached answers): the cache suits listeners that change less often
-// than their scopes are dispatched to. Sweep removes the versions of scopes no
+// of this package keep them too. Any creation or deletion of a pattern
+// listener changes the pattern version, which makes every cached answer
+// stale once: the cache suits listeners that change less often than
+// their scopes are dispatched to. Sweep removes the versions of scopes no
 // listener has. The schema needs PostgreSQL 11 or newer.
 //
 // # Joining in one round trip
 //
 // [Store.Join] is one statement: a call of the PL/pgSQL function
-// join_listener (migration 5; 8, which adds the trim lock under
-// Retention; and 9, which writes the versions of the scopes of a listener
-// it creates itself and returns them), its own transaction, which inserts
-// the listener unless it exists, its scopes (with their versions; a
-// pattern raises the pattern version), the subscriber unless
+// join_listener (migration 5, and 8, which adds the trim lock under
+// Retention), its own transaction, which inserts the
+// listener unless it exists, its scopes (the trigger above records their
+// versions; a pattern raises the pattern version), the subscriber unless
 // it exists (else it extends the lease), checks the quota of what it
 // created, and returns the stored listener and subscriber. The quota counts
 // run after a transaction-level advisory lock of the person, each in a

@@ -50,20 +50,6 @@ func (s *Store) AppendOneStatement(ctx context.Context, listener, text, channel,
 	return head, err
 }
 
-// DropMatches empties the store's cache of Match answers, as if another
-// process had created its listeners.
-func (s *Store) DropMatches() { s.mc.DropAll() }
-
-// CachedMatch returns the IDs of the store's cached Match answer for
-// scope, and its scope version, if it has one.
-func (s *Store) CachedMatch(scope string) (ids []string, version int64, ok bool) {
-	e, ok := s.mc.Get(scope)
-	for _, l := range e.ls {
-		ids = append(ids, l.ID)
-	}
-	return ids, e.stamp.scope, ok
-}
-
 // Channel returns the store's NOTIFY channel.
 func (s *Store) Channel() string { return s.channel }
 

@@ -23,10 +23,7 @@ import (
 // each seeing the ones committed before, and a join that creates nothing
 // (a lease renewal) takes no lock and counts nothing. A join that creates
 // a listener with concrete scopes commits asynchronously unless
-// Config.DurableJoins is set. A join that creates a listener extends the
-// cached Match answers of its concrete scopes where it can (see
-// seedMatches), so that this process's first dispatch to a new scope
-// needs no match.
+// Config.DurableJoins is set.
 func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	return s.join(ctx, s.pool, l, sub, q)
 }
@@ -57,12 +54,9 @@ func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerIn
 	async := !s.cfg.DurableJoins && !slices.Contains(wild, true)
 	kind, typeLimit := q.OfType(l.Type)
 	var (
-		info        = moitessier.ListenerInfo{ID: l.ID}
-		stored      = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
-		created     bool
-		sscopes     []string
-		sprev, snew []int64
-		pver        *int64
+		info    = moitessier.ListenerInfo{ID: l.ID}
+		stored  = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
+		created bool
 	)
 	err := retry(ctx, func() error {
 		var (
@@ -74,7 +68,7 @@ func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerIn
 			sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires), toSeq(sub.Cursor),
 			quotaLimit(q.Listeners), quotaLimit(typeLimit), quotaLimit(q.Subscriptions),
 			advisoryKey("quota\x00"+l.Person, s.cfg.Schema), advisoryKey("quota\x00"+sub.Person, s.cfg.Schema), async,
-		).Scan(&created, &typ, &info.Person, &info.Client, &info.Scopes, &lcreated, &head, &cur, &joined, &lease, &sscopes, &sprev, &snew, &pver, nil)
+		).Scan(&created, &typ, &info.Person, &info.Client, &info.Scopes, &lcreated, &head, &cur, &joined, &lease, nil)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// The listener was deleted after the insert found it:
 			// run again, creating it anew.
@@ -100,12 +94,6 @@ func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerIn
 	}
 	if err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
-	}
-	if created && db == rowQueryer(s.pool) {
-		// Committed: what the join learnt of its scopes' listeners
-		// holds for every process from now on (a caller's transaction
-		// may yet roll back).
-		s.seedMatches(ctx, info, wild, sscopes, sprev, snew, pver)
 	}
 	return info, stored, created, nil
 }

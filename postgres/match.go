@@ -111,59 +111,6 @@ func (s *Store) matchQuery(ctx context.Context, scope string, ids []string) ([]m
 	return ls, st, rows.Err()
 }
 
-// seedMatches updates this process's cached Match answers after a join of
-// this store created l, a listener with the given scopes (wild tells which
-// are patterns), and committed. scopes, prev and next are join_listener's
-// sscopes, sprev and snew: l's concrete scopes, each one's version before
-// and after the join, written under the scope's row lock so that no other
-// creation or deletion on the scope came between them; patterns is its
-// pver, the pattern version the join read (or raised).
-//
-// If l has a pattern, every cached answer may now miss l: all are dropped.
-// Otherwise, for each scope, the listeners at versions (patterns, next)
-// are those at (patterns, prev) and l. They are known here if the cache
-// holds the scope's answer at (patterns, prev), or if prev is 0 (no
-// listener had the scope) and the index of patterns, loaded at version
-// patterns, matches none to the scope: then the answer is l alone. The
-// new answer is cached if it replaces the scope's or the cache has room
-// (it must not displace answers that dispatches asked for). Append checks
-// both versions in its statement, as for any cached answer, so an answer
-// that a listener created since has made incomplete is not used to store
-// anything. A scope whose answer is not known is left as it is; a cached
-// answer of it is out of date, and the next dispatch finds that out.
-func (s *Store) seedMatches(ctx context.Context, l moitessier.ListenerInfo, wild []bool, scopes []string, prev, next []int64, patterns *int64) {
-	if slices.Contains(wild, true) {
-		s.mc.DropAll()
-		return
-	}
-	if patterns == nil || len(prev) != len(scopes) || len(next) != len(scopes) {
-		return
-	}
-	if s.pat.Version() < *patterns && slices.Contains(prev, 0) {
-		// The index of patterns is loaded at the first Match, and
-		// again when a Match finds it behind; a join that needs it
-		// loads it here (if this fails, a later one tries again).
-		_ = s.reloadPatterns(ctx, *patterns)
-	}
-	for i, scope := range scopes {
-		e, ok := s.mc.Get(scope)
-		switch {
-		case ok && e.stamp == matchStamp{patterns: *patterns, scope: prev[i]}:
-		case prev[i] == 0:
-			ids, version := s.pat.Match(scope)
-			if len(ids) > 0 || version != *patterns {
-				continue // pattern listeners whose info is not at hand, or an index of another version
-			}
-			e = matchEntry{}
-		default:
-			continue
-		}
-		ls := make([]moitessier.ListenerInfo, 0, len(e.ls)+1)
-		ls = append(append(ls, e.ls...), l)
-		s.mc.PutIfRoom(scope, matchEntry{ls: ls, stamp: matchStamp{patterns: *patterns, scope: next[i]}})
-	}
-}
-
 // matchStamp is the state a Match answer was read at: the schema's pattern
 // version and the scope's version.
 type matchStamp struct{ patterns, scope int64 }

@@ -46,16 +46,13 @@ const mustNotifyUp = `(SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n
 func buildQueries(schema string) queries {
 	r := strings.NewReplacer("S.", schema+".")
 	q := queries{
-		// join is Store.Join: one call of the function join_listener
-		// (migrations 5, 8 and 9), one round trip, its own transaction.
-		// sscopes, sprev, snew and pver are a created listener's concrete
-		// scopes, their versions before and after the call, and the
-		// schema's pattern version (see seedMatches). When $18
+		// join is Store.Join: one call of the function of migration 5
+		// (join_listener), one round trip, its own transaction. When $18
 		// is true and the call created the listener, it turns
 		// synchronous_commit off for that transaction (see
 		// Config.DurableJoins), in the row it returns, after the function
 		// ran; the setting is read at commit.
-		join: `SELECT created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease, sscopes, sprev, snew, pver,
+		join: `SELECT created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease,
 				CASE WHEN $18::boolean AND created THEN set_config('synchronous_commit', 'off', true) END
 			FROM S.join_listener($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,

@@ -42,22 +42,6 @@ func (c *Cache[E]) Put(scope string, e E) {
 	c.m[scope] = e
 }
 
-// PutIfRoom stores e as scope's entry if the cache has one for scope
-// already or room for one more, and reports whether it did: for an entry
-// that may never be read, which should not displace one that was.
-func (c *Cache[E]) PutIfRoom(scope string, e E) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[string]E)
-	}
-	if _, ok := c.m[scope]; !ok && len(c.m) >= MaxScopes {
-		return false
-	}
-	c.m[scope] = e
-	return true
-}
-
 // Drop removes scope's entry.
 func (c *Cache[E]) Drop(scope string) {
 	c.mu.Lock()

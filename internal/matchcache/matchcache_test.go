@@ -47,31 +47,3 @@ func TestBounded(t *testing.T) {
 		t.Fatalf("Get(%s) = %d, %v; want -1, true", last, e, ok)
 	}
 }
-
-func TestPutIfRoom(t *testing.T) {
-	var c Cache[int]
-	for i := range MaxScopes - 1 {
-		c.Put(strconv.Itoa(i), i)
-	}
-	if !c.PutIfRoom("last", 1) {
-		t.Fatal("PutIfRoom with room for one = false")
-	}
-	if c.PutIfRoom("more", 2) {
-		t.Fatal("PutIfRoom on a full cache = true")
-	}
-	if _, ok := c.Get("more"); ok || c.Len() != MaxScopes {
-		t.Fatalf("a full cache took an entry: Len %d", c.Len())
-	}
-	// Every entry put before is still there.
-	for i := range MaxScopes - 1 {
-		if e, ok := c.Get(strconv.Itoa(i)); !ok || e != i {
-			t.Fatalf("Get(%d) = %d, %v after PutIfRoom on a full cache", i, e, ok)
-		}
-	}
-	if !c.PutIfRoom("last", 3) {
-		t.Fatal("PutIfRoom replacing a held scope on a full cache = false")
-	}
-	if e, _ := c.Get("last"); e != 3 {
-		t.Fatalf("Get(last) = %d; want 3", e)
-	}
-}
