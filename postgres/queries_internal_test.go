@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -125,5 +126,27 @@ func TestParseHeads(t *testing.T) {
 	}
 	if strings.Join(old, ",") != "a 3,b 4" {
 		t.Fatalf("an earlier parser reads %q, want a 3,b 4", old)
+	}
+}
+
+// TestStatementCacheHoldsTheStore: the statement cache of the pool's
+// connections (statementCacheCapacity) holds every statement the store
+// prepares, twice over: the queries below and the few the store sends
+// besides them (opening, migrating, LISTEN), so that none is prepared
+// again after another pushed it out.
+func TestStatementCacheHoldsTheStore(t *testing.T) {
+	const others = 8
+	n := 0
+	typ := reflect.TypeOf(queries{})
+	for i := range typ.NumField() {
+		if typ.Field(i).Type.Kind() == reflect.String {
+			n++
+		}
+	}
+	if n < 20 {
+		t.Fatalf("queries has %d statements; the count is off", n)
+	}
+	if 2*(n+others) > statementCacheCapacity {
+		t.Fatalf("%d statements and %d others, twice over, do not fit in a cache of %d", n, others, statementCacheCapacity)
 	}
 }

@@ -34,7 +34,12 @@ type Config struct {
 	// them). Ignored when Pool is set. Pool sizes and timeouts go in it
 	// (pool_max_conns=…); without pool_max_conns the store allows 16
 	// connections, not pgxpool's max(4, cores), which starves a hub whose
-	// dispatchers, readers and cursor saves run at once.
+	// dispatchers, readers and cursor saves run at once. Without
+	// statement_cache_capacity each connection caches 128 prepared
+	// statements, not pgx's 512, and without description_cache_capacity
+	// none of the descriptions that only the cache_describe query mode
+	// uses: pgx sizes both caches up front, which made them most of an
+	// idle connection's memory.
 	DSN string
 
 	// Pool, if set, is used instead of opening a pool from DSN. The store
@@ -194,6 +199,13 @@ var (
 	_ moitessier.IncarnationReader = (*Store)(nil)
 )
 
+// statementCacheCapacity is the size of the statement cache of each
+// connection of a pool the store opens, unless its DSN sets
+// statement_cache_capacity: room for every statement the store prepares,
+// twice over, and some of a caller's (DispatchTx runs on the caller's
+// connection, which has its own cache).
+const statementCacheCapacity = 128
+
 // Open opens a store on the database at dsn with the default schema,
 // migrating it. See [New].
 func Open(ctx context.Context, dsn string) (*Store, error) {
@@ -218,6 +230,17 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		s.host = hostOf(pc.ConnConfig)
 		if !strings.Contains(cfg.DSN, "pool_max_conns") {
 			pc.MaxConns = max(pc.MaxConns, 16)
+		}
+		// pgx sizes each connection's statement cache, and the cache of
+		// descriptions that only its cache_describe mode uses, for 512
+		// statements, up front: most of an idle connection's memory. The
+		// store prepares a few dozen; the DSN may still say otherwise.
+		cc := pc.ConnConfig
+		if !strings.Contains(cfg.DSN, "statement_cache_capacity") {
+			cc.StatementCacheCapacity = statementCacheCapacity
+		}
+		if !strings.Contains(cfg.DSN, "description_cache_capacity") && cc.DefaultQueryExecMode != pgx.QueryExecModeCacheDescribe {
+			cc.DescriptionCacheCapacity = 0
 		}
 		rp := pc.ConnConfig.RuntimeParams
 		if _, ok := rp["plan_cache_mode"]; !ok && !strings.Contains(rp["options"], "plan_cache_mode") {

@@ -477,3 +477,40 @@ func TestWritersBounded(t *testing.T) {
 		t.Fatalf("after the appends: %d writers parked, %d running; want 1 or 2 parked, none running", idle, running)
 	}
 }
+
+// TestStatementCaches: a pool the store opens gives each connection a
+// statement cache of the store's size and no description cache (which only
+// the cache_describe mode uses), unless the DSN sets them; the store works
+// with either.
+func TestStatementCaches(t *testing.T) {
+	ctx := ctxT(t)
+	for _, tc := range []struct {
+		param       string
+		stmts, desc int
+	}{
+		{"", 128, 0},
+		{"statement_cache_capacity=300&description_cache_capacity=7", 300, 7},
+		{"default_query_exec_mode=cache_describe", 128, 512},
+	} {
+		dsn := testDSN()
+		if tc.param != "" {
+			dsn = testDSNWith(tc.param)
+		}
+		s, err := postgres.New(ctx, postgres.Config{DSN: dsn, Schema: newSchema(t)})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.param, err)
+		}
+		cc := s.Pool().Config().ConnConfig
+		if cc.StatementCacheCapacity != tc.stmts || cc.DescriptionCacheCapacity != tc.desc {
+			t.Errorf("%q: statement cache %d, description cache %d; want %d, %d", tc.param, cc.StatementCacheCapacity, cc.DescriptionCacheCapacity, tc.stmts, tc.desc)
+		}
+		l := moitessier.ListenerInfo{ID: "s1", Type: moitessier.Shared, Person: "p", Scopes: []string{"c"}, Created: time.Now()}
+		if _, _, _, err := s.Join(ctx, l, moitessier.Subscriber{Person: "p", Cursor: moitessier.Resume, Joined: time.Now(), LeaseExpires: time.Now().Add(time.Hour)}, moitessier.Quota{}); err != nil {
+			t.Errorf("%q: join: %v", tc.param, err)
+		}
+		if msgs, _, err := s.Append(ctx, &moitessier.Batch{Dispatch: "d", Scope: "c", Sender: "p", Created: time.Now(), Entries: []moitessier.Entry{{Listener: "s1", Text: "x"}}}); err != nil || len(msgs) != 1 {
+			t.Errorf("%q: append: %d messages, %v", tc.param, len(msgs), err)
+		}
+		_ = s.Close()
+	}
+}
