@@ -131,9 +131,10 @@ func TestParseHeads(t *testing.T) {
 
 // TestStatementCacheHoldsTheStore: the statement cache of the pool's
 // connections (statementCacheCapacity) holds every statement the store
-// prepares, twice over: the queries below and the few the store sends
-// besides them (opening, migrating, LISTEN), so that none is prepared
-// again after another pushed it out.
+// prepares, twice over: the queries below and the few statements with
+// arguments that the store sends besides them when it opens and migrates
+// (a statement without arguments goes by the simple protocol and is not
+// cached), so that none is prepared again after another pushed it out.
 func TestStatementCacheHoldsTheStore(t *testing.T) {
 	const others = 8
 	n := 0

@@ -199,6 +199,20 @@ var (
 	_ moitessier.IncarnationReader = (*Store)(nil)
 )
 
+// dsnNames returns the names of the settings dsn gives beyond the
+// connection's own (pgx's and pgxpool's, such as pool_max_conns), from the
+// DSN itself or a service file it names: pgx reads and removes them from
+// the configuration it returns, so this parses dsn again, as pgconn does.
+func dsnNames(dsn string) map[string]bool {
+	names := map[string]bool{}
+	if c, err := pgconn.ParseConfig(dsn); err == nil {
+		for k := range c.RuntimeParams {
+			names[k] = true
+		}
+	}
+	return names
+}
+
 // statementCacheCapacity is the size of the statement cache of each
 // connection of a pool the store opens, unless its DSN sets
 // statement_cache_capacity: room for every statement the store prepares,
@@ -228,7 +242,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, errors.New("postgres: cannot parse the DSN (want a postgres:// URL or key=value pairs)")
 		}
 		s.host = hostOf(pc.ConnConfig)
-		if !strings.Contains(cfg.DSN, "pool_max_conns") {
+		names := dsnNames(cfg.DSN)
+		if !names["pool_max_conns"] {
 			pc.MaxConns = max(pc.MaxConns, 16)
 		}
 		// pgx sizes each connection's statement cache, and the cache of
@@ -236,10 +251,10 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		// statements, up front: most of an idle connection's memory. The
 		// store prepares a few dozen; the DSN may still say otherwise.
 		cc := pc.ConnConfig
-		if !strings.Contains(cfg.DSN, "statement_cache_capacity") {
+		if !names["statement_cache_capacity"] {
 			cc.StatementCacheCapacity = statementCacheCapacity
 		}
-		if !strings.Contains(cfg.DSN, "description_cache_capacity") && cc.DefaultQueryExecMode != pgx.QueryExecModeCacheDescribe {
+		if !names["description_cache_capacity"] && cc.DefaultQueryExecMode != pgx.QueryExecModeCacheDescribe {
 			cc.DescriptionCacheCapacity = 0
 		}
 		rp := pc.ConnConfig.RuntimeParams
@@ -299,7 +314,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
-// Pool returns the store's connection pool.
+// Pool returns the store's connection pool. A pool the store opened has
+// no description cache unless its DSN asked for one (see Config.DSN): a
+// query on it in pgx's QueryExecModeCacheDescribe fails; use another mode.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Schema returns the schema that holds the store's tables.

@@ -491,6 +491,8 @@ func TestStatementCaches(t *testing.T) {
 		{"", 128, 0},
 		{"statement_cache_capacity=300&description_cache_capacity=7", 300, 7},
 		{"default_query_exec_mode=cache_describe", 128, 512},
+		// Names of settings elsewhere in the DSN set nothing.
+		{"application_name=statement_cache_capacity.description_cache_capacity.pool_max_conns", 128, 0},
 	} {
 		dsn := testDSN()
 		if tc.param != "" {
@@ -501,6 +503,9 @@ func TestStatementCaches(t *testing.T) {
 			t.Fatalf("%s: %v", tc.param, err)
 		}
 		cc := s.Pool().Config().ConnConfig
+		if n := s.Pool().Config().MaxConns; n != 16 {
+			t.Errorf("%q: pool of %d connections, want the store's 16", tc.param, n)
+		}
 		if cc.StatementCacheCapacity != tc.stmts || cc.DescriptionCacheCapacity != tc.desc {
 			t.Errorf("%q: statement cache %d, description cache %d; want %d, %d", tc.param, cc.StatementCacheCapacity, cc.DescriptionCacheCapacity, tc.stmts, tc.desc)
 		}
