@@ -480,19 +480,19 @@ func TestWritersBounded(t *testing.T) {
 
 // TestStatementCaches: a pool the store opens gives each connection a
 // statement cache of the store's size and no description cache (which only
-// the cache_describe mode uses), unless the DSN sets them; the store works
-// with either.
+// the cache_describe mode uses), and has 16 connections, unless the DSN
+// sets them; the store works with either.
 func TestStatementCaches(t *testing.T) {
 	ctx := ctxT(t)
 	for _, tc := range []struct {
-		param       string
-		stmts, desc int
+		param             string
+		stmts, desc, pool int
 	}{
-		{"", 128, 0},
-		{"statement_cache_capacity=300&description_cache_capacity=7", 300, 7},
-		{"default_query_exec_mode=cache_describe", 128, 512},
+		{"", 128, 0, 16},
+		{"statement_cache_capacity=300&description_cache_capacity=7&pool_max_conns=5", 300, 7, 5},
+		{"default_query_exec_mode=cache_describe", 128, 512, 16},
 		// Names of settings elsewhere in the DSN set nothing.
-		{"application_name=statement_cache_capacity.description_cache_capacity.pool_max_conns", 128, 0},
+		{"application_name=statement_cache_capacity.description_cache_capacity.pool_max_conns", 128, 0, 16},
 	} {
 		dsn := testDSN()
 		if tc.param != "" {
@@ -503,8 +503,8 @@ func TestStatementCaches(t *testing.T) {
 			t.Fatalf("%s: %v", tc.param, err)
 		}
 		cc := s.Pool().Config().ConnConfig
-		if n := s.Pool().Config().MaxConns; n != 16 {
-			t.Errorf("%q: pool of %d connections, want the store's 16", tc.param, n)
+		if n := s.Pool().Config().MaxConns; n != int32(tc.pool) {
+			t.Errorf("%q: pool of %d connections, want %d", tc.param, n, tc.pool)
 		}
 		if cc.StatementCacheCapacity != tc.stmts || cc.DescriptionCacheCapacity != tc.desc {
 			t.Errorf("%q: statement cache %d, description cache %d; want %d, %d", tc.param, cc.StatementCacheCapacity, cc.DescriptionCacheCapacity, tc.stmts, tc.desc)
