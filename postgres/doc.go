@@ -13,7 +13,9 @@
 // [Config.SkipMigrate]). Pool sizes and
 // timeouts go in the DSN (pool_max_conns=16); pgxpool's default of
 // max(4, cores) connections is small for a busy hub, so without
-// pool_max_conns the store allows 16.
+// pool_max_conns the store allows 16. Each connection caches 128 prepared
+// statements unless the DSN sets statement_cache_capacity (see
+// [Config.DSN]).
 //
 // # Schema and migrations
 //

@@ -246,10 +246,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		if !names["pool_max_conns"] {
 			pc.MaxConns = max(pc.MaxConns, 16)
 		}
-		// pgx sizes each connection's statement cache, and the cache of
-		// descriptions that only its cache_describe mode uses, for 512
-		// statements, up front: most of an idle connection's memory. The
-		// store prepares a few dozen; the DSN may still say otherwise.
+		// The statement caches' sizes: see Config.DSN.
 		cc := pc.ConnConfig
 		if !names["statement_cache_capacity"] {
 			cc.StatementCacheCapacity = statementCacheCapacity
