@@ -13,12 +13,18 @@ import (
 )
 
 // Appends are combined, and appends to different listeners run in
-// parallel. A batch goes out at once, on a writer of its own, unless a
-// statement already under way writes to one of its listeners (it would only
-// wait on that statement's row lock) or Config.Writers statements are
-// under way; it then queues. A writer that finishes its statement sends, in
-// its next one, every queued batch (up to Config.MaxCombine) whose
-// listeners no other running statement writes to, committed once. So one
+// parallel. A batch goes out at once unless a statement already under way
+// writes to one of its listeners (it would only wait on that statement's
+// row lock) or Config.Writers statements are under way; it then queues.
+// One that goes out at once while nothing queues is sent by its caller, on
+// its own goroutine (sendOwn): handing it to a writer and being woken with
+// the answer cost a single dispatcher two wake-ups a statement. Its caller
+// then has the grace every statement of its own has (see graceHandler),
+// where one sent by a writer is answered ErrOutcomeUnknown as soon as its
+// caller gives up, and runs on. A statement that ends hands its turn on:
+// its writer (a writer, for a caller that sent its own) sends, in its next
+// one, every queued batch (up to Config.MaxCombine) whose listeners no
+// other running statement writes to, committed once. So one
 // listener takes many appends per commit flush, and one transaction that
 // holds a listener's row lock (DispatchTx) stalls only the appends to that
 // listener, not the rest of the process's.
@@ -113,22 +119,7 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		return nil, err
 	}
 	if s.cfg.MaxCombine <= 1 {
-		ctx, cancel := s.cmb.bound(ctx)
-		defer cancel()
-		var msgs []moitessier.Message
-		self := s.watchers.selfFor(ctx)
-		err := outcome(retry(ctx, func() error {
-			return s.onConn(ctx, func(q queryer) error {
-				var err error
-				msgs, err = s.appendEntries(ctx, q, b, self)
-				return err
-			})
-		}))
-		if isWatch(self) && errors.Is(err, moitessier.ErrOutcomeUnknown) {
-			// It may have committed, and the hub will not publish it.
-			s.notifyListeners(s.cmb.ctx, batchListeners(b))
-		}
-		return msgs, err
+		return s.sendAlone(ctx, b, s.watchers.selfFor(ctx), nil)
 	}
 	p := &pending{b: b, ids: batchListeners(b), self: s.watchers.selfFor(ctx), done: make(chan struct{})}
 	c := &s.cmb
@@ -141,6 +132,18 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 	// A batch whose listeners a running statement writes to waits for that
 	// statement's writer, which takes it next.
 	start := c.running < s.cfg.Writers && !c.overlapsBusy(p.ids)
+	if start && len(c.queue) == 1 {
+		// Nothing else waits: the caller sends its batch itself, alone,
+		// rather than hand it to a writer and wait to be woken.
+		c.running++
+		c.queue = c.queue[:0]
+		p.sent = true
+		for _, id := range p.ids {
+			c.busy[id]++
+		}
+		c.mu.Unlock()
+		return s.sendOwn(ctx, p)
+	}
 	spawn := false
 	if start {
 		c.running++
@@ -183,6 +186,62 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		// A writer is sending it: it may commit whatever becomes of ctx.
 		return nil, fmt.Errorf("%w: %v while the batch was being written", moitessier.ErrOutcomeUnknown, ctx.Err())
 	}
+}
+
+// sendOwn sends p, which the caller took a turn for and marked busy,
+// alone (sendAlone), and then gives the turn to a writer if batches queued
+// meanwhile, or gives it up.
+func (s *Store) sendOwn(ctx context.Context, p *pending) ([]moitessier.Message, error) {
+	msgs, err := s.sendAlone(ctx, p.b, p.self, p.ids)
+	c := &s.cmb
+	c.mu.Lock()
+	c.release([]*pending{p})
+	pass := len(c.queue) > 0 && !c.closed
+	spawn := false
+	if pass {
+		// The turn goes on, to a writer: running still counts it.
+		if c.idle > 0 {
+			c.idle--
+		} else {
+			spawn = true
+			c.wg.Add(1)
+		}
+	} else {
+		c.running--
+	}
+	c.mu.Unlock()
+	switch {
+	case spawn:
+		go s.writer()
+	case pass:
+		c.kick <- struct{}{}
+	}
+	return msgs, err
+}
+
+// sendAlone appends b in a statement of its own on the caller's goroutine,
+// under ctx (bound to the store's): a caller that gives up while it runs
+// gets its answer if it comes within cancelGrace, and otherwise
+// ErrOutcomeUnknown (see graceHandler). ids are b's listeners, or nil.
+func (s *Store) sendAlone(ctx context.Context, b *moitessier.Batch, self string, ids []string) ([]moitessier.Message, error) {
+	ctx, cancel := s.cmb.bound(ctx)
+	defer cancel()
+	var msgs []moitessier.Message
+	err := outcome(retry(ctx, func() error {
+		return s.onConn(ctx, func(q queryer) error {
+			var err error
+			msgs, err = s.appendEntries(ctx, q, b, self)
+			return err
+		})
+	}))
+	if isWatch(self) && errors.Is(err, moitessier.ErrOutcomeUnknown) {
+		// It may commit yet, and the hub will not publish it.
+		if ids == nil {
+			ids = batchListeners(b)
+		}
+		s.notifyListenersLater(ids)
+	}
+	return msgs, err
 }
 
 // batchListeners returns the listeners of a batch's entries, each once, in

@@ -239,7 +239,10 @@
 // up during a statement outside a transaction (an HTTP client that hangs
 // up during a dispatch, a join or a read) would cost the database a new
 // connection, and the server a new process, at the rate such a client can
-// send requests. In a transaction (a keyed dispatch, Leave) the statements
+// send requests. A dispatch that queued behind others and went out in a
+// statement that combines them is the exception: its caller is answered
+// moitessier.ErrOutcomeUnknown as soon as it gives up, and the statement
+// runs on for the others. In a transaction (a keyed dispatch, Leave) the statements
 // after the one in its grace are refused, and the transaction is rolled
 // back, or, if none was left, committed, under a context of its own that
 // ends within the grace: pgx closes a connection whose rollback or commit

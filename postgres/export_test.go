@@ -17,6 +17,16 @@ func (s *Store) WriterCounts() (idle, running int) {
 	return s.cmb.idle, s.cmb.running
 }
 
+// Queued returns how many batches wait in the append queue.
+func (s *Store) Queued() int {
+	s.cmb.mu.Lock()
+	defer s.cmb.mu.Unlock()
+	return len(s.cmb.queue)
+}
+
+// CancelGrace is how long a statement whose caller gave up may run on.
+const CancelGrace = cancelGrace
+
 // AppendOneStatement runs the one-entry append statement on the store's
 // pool, as an Append of one entry with no match stamp does, notifying
 // channel ("" for the store's own) as must_notify decides for self: "own"

@@ -70,8 +70,9 @@ func storedTexts(t *testing.T, l *moitessier.Listener) map[string]bool {
 
 // abandonDispatch dispatches "abandoned" to scope "room" as "a" through
 // hub while listener id's row is locked, so that its statement waits, and
-// stops waiting for it: the Dispatch must answer ErrOutcomeUnknown, which
-// it returns; unlock releases the row.
+// stops waiting for it: the Dispatch must answer ErrOutcomeUnknown (its
+// caller sent the statement itself: once its grace is over), which it
+// returns; unlock releases the row.
 func abandonDispatch(t *testing.T, s *postgres.Store, hub *moitessier.Hub, id string) (unlock func(), err error) {
 	t.Helper()
 	unlock = lockListener(t, s, id)
@@ -118,11 +119,12 @@ func lockWaiters(t *testing.T, s *postgres.Store) int {
 }
 
 // TestDispatchOutcome: a dispatch whose context ends while its batch is
-// being committed does not report a plain error: it reports
-// ErrOutcomeUnknown (and here it was stored). One whose context ends while
-// it waits to be sent reports the context's error and is not stored.
+// being committed, past its grace, does not report a plain error: it
+// reports ErrOutcomeUnknown (and here, where the cancel request is lost,
+// the statement ran on and stored it). One whose context ends while it
+// waits to be sent reports the context's error and is not stored.
 func TestDispatchOutcome(t *testing.T) {
-	s := mustStore(t)
+	s := storeLosingCancels(t)
 	hub := newHub(t, s, moitessier.Options{})
 	ctx := ctxT(t)
 	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "outcome"})
@@ -144,7 +146,7 @@ func TestDispatchOutcome(t *testing.T) {
 	cancel1, done1 := dispatch("sent")
 	waitLocked(t, s, 1)
 	cancel2, done2 := dispatch("queued")
-	time.Sleep(50 * time.Millisecond)
+	waitQueued(t, s, 1)
 	cancel1()
 	cancel2()
 	err1, err2 := <-done1, <-done2
@@ -163,6 +165,55 @@ func TestDispatchOutcome(t *testing.T) {
 	}
 	if !got["sent"] || !got["after"] {
 		t.Fatalf("stored %v, want sent and after", got)
+	}
+}
+
+// waitQueued waits until n batches wait in the store's append queue.
+func waitQueued(t *testing.T, s *postgres.Store, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); s.Queued() < n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d batches queued, want %d", s.Queued(), n)
+		}
+	}
+}
+
+// TestOwnAppendGrace: a dispatch whose caller sent its statement itself
+// (nothing else queued), and whose context ended while the statement
+// waited, answers as if its context had not ended when the statement ends
+// within its grace: stored, and no error.
+func TestOwnAppendGrace(t *testing.T) {
+	s := mustStore(t)
+	hub := newHub(t, s, moitessier.Options{})
+	ctx := ctxT(t)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "grace"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustDispatchPG(t, hub, "alice", "grace", "first") // the next is an Append
+	unlock := lockListener(t, s, l.ID())
+	dctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(dctx, "alice", "grace", "graced")
+		done <- err
+	}()
+	waitLocked(t, s, 1)
+	cancel()
+	cancelled := time.Now()
+	time.Sleep(50 * time.Millisecond)
+	unlock()
+	within := time.Since(cancelled) < postgres.CancelGrace
+	err = <-done
+	switch {
+	case err == nil:
+	case within:
+		t.Fatalf("Dispatch = %v, want no error: its statement ended within its grace", err)
+	case !errors.Is(err, moitessier.ErrOutcomeUnknown):
+		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown past its grace", err)
+	}
+	if err == nil && !storedTexts(t, l)["graced"] {
+		t.Fatal("a dispatch that answered no error was not stored")
 	}
 }
 
@@ -466,13 +517,6 @@ func TestAbandonedMatchAppendIsHeard(t *testing.T) {
 	if !strings.Contains(err.Error(), "match and append") {
 		t.Fatalf("Dispatch = %v, not from MatchAppend", err)
 	}
-	// A late notification that reads the head under a row lock waits
-	// behind the statement only once it waits for the lock too: released
-	// before that, the lock could go to it first, and it would read the
-	// head the statement has yet to raise. Give one the time to queue.
-	for deadline := time.Now().Add(3 * time.Second); lockWaiters(t, s) < 2 && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
-	unlock()
+	unlockWhenNotifyWaits(t, s, unlock)
 	receive(t, got, "abandoned")
 }

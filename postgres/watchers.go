@@ -174,6 +174,21 @@ func (s *Store) notifyListeners(ctx context.Context, ids []string) {
 // heard at the hub's next catch-up, as it is when the wait outlasts
 // cancelGrace.
 func (s *Store) notifyScopeLater(scope string, patternIDs []string) {
+	s.later(func(ctx context.Context) {
+		_, _ = s.pool.Exec(ctx, s.q.notifyScopeHeads, s.channel, patternIDs, s.cfg.NotifyBatch, scope)
+	})
+}
+
+// notifyListenersLater is notifyListeners on a goroutine of the store's,
+// as notifyScopeLater's, for an append its caller sent itself (sendOwn).
+func (s *Store) notifyListenersLater(ids []string) {
+	s.later(func(ctx context.Context) { s.notifyListeners(ctx, ids) })
+}
+
+// later runs fn on a goroutine that Close waits for, under a context that
+// Close ends and that ends after cancelGrace; not at all once the store is
+// closed.
+func (s *Store) later(fn func(ctx context.Context)) {
 	c := &s.cmb
 	c.mu.Lock()
 	if c.closed {
@@ -186,6 +201,6 @@ func (s *Store) notifyScopeLater(scope string, patternIDs []string) {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, cancelGrace)
 		defer cancel()
-		_, _ = s.pool.Exec(ctx, s.q.notifyScopeHeads, s.channel, patternIDs, s.cfg.NotifyBatch, scope)
+		fn(ctx)
 	}()
 }

@@ -232,15 +232,87 @@ func TestClosedHubsDispatchIsHeard(t *testing.T) {
 }
 
 // TestAbandonedAppendIsHeard: a dispatch whose caller stopped waiting while
-// its statement ran (ErrOutcomeUnknown) and that then committed reaches
-// its own hub's subscribers at once (no catch-up poll), though the hub
-// does not publish it and its statement left the hub's Watch out.
+// the statement it sent itself ran (ErrOutcomeUnknown, past its grace) and
+// that then committed (its cancel request was lost) reaches its own hub's
+// subscribers at once (no catch-up poll), though the hub does not publish
+// it and its statement left the hub's Watch out.
 func TestAbandonedAppendIsHeard(t *testing.T) {
+	s := storeLosingCancels(t)
+	hub := newHub(t, s, slow)
+	awaitWatchers(t, s, 1)
+	l, err := hub.NewListener(ctxT(t), moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// Its first dispatch cached the match: the next is an Append, which
 	// waits for the row.
-	s, hub, l, got := loneHub(t)
-	unlock, _ := abandonDispatch(t, s, hub, l.ID())
+	got := waitingStream(t, hub, l)
+	unlock, err := abandonDispatch(t, s, hub, l.ID())
+	if strings.Contains(err.Error(), "match and append") {
+		t.Fatalf("Dispatch = %v, from MatchAppend", err)
+	}
+	unlockWhenNotifyWaits(t, s, unlock)
+	receive(t, got, "abandoned")
+}
+
+// unlockWhenNotifyWaits calls unlock once a late notification waits for
+// the row lock behind the abandoned statement (or after 3 s). Released
+// before that, the lock could go to the notification first, and it would
+// read the head the statement has yet to raise.
+func unlockWhenNotifyWaits(t *testing.T, s *postgres.Store, unlock func()) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); lockWaiters(t, s) < 2 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	unlock()
+}
+
+// TestAbandonedQueuedAppendIsHeard: a dispatch that queued (here, behind
+// the one statement Config.Writers allows) and went out on a writer is
+// answered ErrOutcomeUnknown when its caller stops waiting, while its
+// statement runs on: it commits once the row is free, though the cancel
+// requests of this store's pool reach the server, and reaches its own
+// hub's subscribers at once.
+func TestAbandonedQueuedAppendIsHeard(t *testing.T) {
+	s := openStoreWith(t, postgres.Config{Schema: newSchema(t), Writers: 1})
+	hub := newHub(t, s, slow)
+	awaitWatchers(t, s, 1)
+	ctx := ctxT(t)
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitingStream(t, hub, l)
+	_ = waitingStream(t, hub, other)
+	unlockOther := lockListener(t, s, other.ID())
+	unlock := lockListener(t, s, l.ID())
+	ahead := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(ctx, "a", "other", "ahead")
+		ahead <- err
+	}()
+	waitLocked(t, s, 1)
+	dctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := hub.Dispatch(dctx, "a", "room", "abandoned")
+		errc <- err
+	}()
+	waitQueued(t, s, 1)
+	unlockOther() // "ahead" commits; a writer takes the turn and sends "abandoned"
+	if err := <-ahead; err != nil {
+		t.Fatal(err)
+	}
+	waitLocked(t, s, 1)
+	cancel()
+	if err := <-errc; !errors.Is(err, moitessier.ErrOutcomeUnknown) {
+		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown", err)
+	}
+	unlock() // its writer notifies once the statement ends
 	receive(t, got, "abandoned")
 }
 
