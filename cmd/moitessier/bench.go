@@ -77,7 +77,16 @@ notification, with no Moitessier code running. Its baseline_ratio is its
 rate over pg-insert-notify's: how much the store's write leaves of the
 raw INSERT's rate. The workloads' floor_ratio is dispatches/s over
 its rate, which one dispatcher waiting for each commit can hardly pass
-(dispatch-8's eight share commits). The library workloads
+(dispatch-8's eight share commits). Before http-fanout-* a third follows,
+pg-http-floor: a process of this binary that is not the hub but a bare Go
+HTTP service (net/http and a pgx pool), answering each POST by committing
+pg-append-floor's statement with the request's body as its text, sent
+--publishers publishers' requests, as http-fanout-* sends them, for
+--baseline-time; it reports its requests/s, with baseline_ratio and
+floor_ratio, and its CPU per request (hub_cpu_us_per_delivery), and
+http-fanout-* then report http_floor_ratio, publishes/s over its rate:
+what the hub makes of what an HTTP round trip and the server leave. The
+library workloads
 report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a
@@ -173,6 +182,10 @@ type BenchResult struct {
 	// rate over pg-insert-notify's.)
 	FloorPerS  float64 `json:"floor_per_s,omitempty"`
 	FloorRatio float64 `json:"floor_ratio,omitempty"`
+	// HTTPFloorPerS is pg-http-floor's rate in the same run, and
+	// HTTPFloorRatio an http-fanout-* workload's publishes/s over it.
+	HTTPFloorPerS  float64 `json:"http_floor_per_s,omitempty"`
+	HTTPFloorRatio float64 `json:"http_floor_ratio,omitempty"`
 }
 
 // ratios sets res's baseline and floor ratios from its dispatches/s and the
@@ -185,6 +198,10 @@ func (c *benchConfig) ratios(res *BenchResult) {
 	if c.floor > 0 {
 		res.FloorPerS = c.floor
 		res.FloorRatio = res.DispatchesPerS / c.floor
+	}
+	if c.httpFloor > 0 && strings.HasPrefix(res.Workload, "http-fanout") {
+		res.HTTPFloorPerS = c.httpFloor
+		res.HTTPFloorRatio = res.DispatchesPerS / c.httpFloor
 	}
 }
 
@@ -199,6 +216,7 @@ type benchConfig struct {
 	baseTime   time.Duration
 	baseline   float64 // pg-insert-notify's rate in this run, or 0
 	floor      float64 // pg-append-floor's rate in this run, or 0
+	httpFloor  float64 // pg-http-floor's rate in this run, or 0
 	asJSON     bool
 	quiet      bool
 	progress   bool
@@ -268,7 +286,11 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stdout, "%-16s %-9s %9s %9s %14s %10s %10s\n", "workload", "store", "listeners", "messages", "msgs/s", "p50 ms", "p99 ms")
 	}
 	if isPostgres(c.store) && slices.ContainsFunc(names, measuresDispatches) {
-		names = append([]string{"pg-insert-notify", "pg-append-floor"}, names...)
+		first := []string{"pg-insert-notify", "pg-append-floor"}
+		if slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "http-fanout") }) {
+			first = append(first, "pg-http-floor")
+		}
+		names = append(first, names...)
 	}
 	for _, name := range names {
 		if ctx.Err() != nil {
@@ -276,10 +298,10 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		res, err := c.run(ctx, name)
 		switch {
-		case err != nil && name == "pg-append-floor" && ctx.Err() == nil:
+		case err != nil && (name == "pg-append-floor" || name == "pg-http-floor") && ctx.Err() == nil:
 			// A second opinion, not a workload: the workloads run
-			// without it (and without floor_ratio).
-			fmt.Fprintf(stderr, "pg-append-floor: %v; going on without it\n", err)
+			// without it (and without its ratio).
+			fmt.Fprintf(stderr, "%s: %v; going on without it\n", name, err)
 			continue
 		case err != nil:
 			return fmt.Errorf("%s: %w", name, err)
@@ -287,6 +309,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			c.baseline = res.MsgsPerS
 		case name == "pg-append-floor":
 			c.floor = res.MsgsPerS
+		case name == "pg-http-floor":
+			c.httpFloor = res.MsgsPerS
 		}
 		if c.asJSON {
 			if err := json.NewEncoder(stdout).Encode(res); err != nil {
@@ -302,6 +326,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			extra = append(extra, "baseline: one client, INSERT+NOTIFY, by "+res.Baseline)
 		case res.Workload == "pg-append-floor":
 			extra = append(extra, "floor: one client, the store's least append, by "+res.Baseline)
+		case res.Workload == "pg-http-floor":
+			extra = append(extra, "floor: a bare Go HTTP service making the store's least append")
 		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"), res.BaselineRatio > 0:
 			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
 		}
@@ -320,13 +346,19 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if res.FloorRatio > 0 {
 			extra = append(extra, fmt.Sprintf("%.2f× floor", res.FloorRatio))
 		}
+		if res.HTTPFloorRatio > 0 {
+			extra = append(extra, fmt.Sprintf("%.2f× HTTP floor", res.HTTPFloorRatio))
+		}
 		if res.CPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
 		}
 		if res.DispatchP50ms > 0 {
 			extra = append(extra, fmt.Sprintf("Dispatch call p50/p90/p99 %.3f/%.3f/%.3f ms", res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms))
 		}
-		if res.HubCPUPerDelivery > 0 {
+		switch {
+		case res.HubCPUPerDelivery > 0 && res.Workload == "pg-http-floor":
+			extra = append(extra, fmt.Sprintf("its CPU %.1f µs/request", res.HubCPUPerDelivery))
+		case res.HubCPUPerDelivery > 0:
 			extra = append(extra, fmt.Sprintf("hub CPU %.1f µs/delivery", res.HubCPUPerDelivery))
 		}
 		if res.RSSPerConn > 0 {
@@ -383,6 +415,8 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 		return c.pgBaseline(ctx, c.baseTime)
 	case "pg-append-floor":
 		return c.pgFloor(ctx, c.baseTime)
+	case "pg-http-floor":
+		return c.pgHTTPFloor(ctx, c.baseTime)
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }

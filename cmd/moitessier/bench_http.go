@@ -293,54 +293,88 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 // leaves.
 func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult, error) {
 	res := BenchResult{Workload: "pg-append-floor", Store: c.storeName, Listeners: 1}
-	schema := "moitessier_bench_" + randomHex(6)
-	defer dropSchema(c.store, schema)
-	st, err := openStore(ctx, c.store, schema, false)
+	fs, err := c.floorSchema(ctx)
 	if err != nil {
 		return res, err
 	}
-	defer st.Close()
-	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
-	if err != nil {
-		return res, err
-	}
-	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: workload.Person, Type: moitessier.Shared, Scope: "bench.floor"})
-	if err != nil {
-		hub.Close()
-		return res, err
-	}
-	id := l.ID()
-	// The listener and its subscriber stay: the hub's sweep is off, and
-	// closing the hub leaves its subscribers' rows.
-	if err := hub.Close(); err != nil {
-		return res, err
-	}
+	defer fs.drop()
 	conn, err := pgx.Connect(ctx, c.store)
 	if err != nil {
 		return res, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	s := pgx.Identifier{schema}.Sanitize()
-	stmt := "WITH up AS (UPDATE " + s + ".listeners SET head = head + 1 WHERE id = " + sqlString(id) +
-		" RETURNING id, head), ins AS (INSERT INTO " + s + ".messages (listener, seq, dispatch, scope, sender, body, created_ns)" +
-		" SELECT id, head, " + sqlString(randomHex(13)) + ", 'bench.floor', " + sqlString(workload.Person) + ", '" + strings.Repeat(".", msgBytes) +
-		"', (extract(epoch FROM clock_timestamp()) * 1e9)::bigint FROM up) SELECT pg_notify(" + sqlString(schema) + ", '') FROM up"
-	res, err = c.pgRate(ctx, res, conn, stmt, true, d)
+	res, err = c.pgRate(ctx, res, conn, fs.statement("'"+strings.Repeat(".", msgBytes)+"'"), true, d)
 	if err != nil {
 		return res, err
 	}
-	var head int64
-	if err := conn.QueryRow(ctx, "SELECT head FROM "+s+".listeners WHERE id = $1", id).Scan(&head); err != nil {
+	if err := fs.check(ctx, conn); err != nil {
 		return res, err
-	}
-	if head == 0 {
-		return res, fmt.Errorf("the statement wrote no message")
 	}
 	if c.baseline > 0 {
 		res.BaselinePerS = c.baseline
 		res.BaselineRatio = res.MsgsPerS / c.baseline
 	}
 	return res, nil
+}
+
+// floorSchema is a schema the store migrated, with one listener made
+// through a hub, for the floors' statement.
+type floorSchema struct {
+	schema, id string
+	drop       func()
+}
+
+// floorSchema makes a floorSchema on the Postgres server of c.store.
+func (c *benchConfig) floorSchema(ctx context.Context) (*floorSchema, error) {
+	fs := &floorSchema{schema: "moitessier_bench_" + randomHex(6)}
+	fs.drop = func() { dropSchema(c.store, fs.schema) }
+	st, err := openStore(ctx, c.store, fs.schema, false)
+	if err != nil {
+		fs.drop()
+		return nil, err
+	}
+	defer st.Close()
+	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
+	if err != nil {
+		fs.drop()
+		return nil, err
+	}
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: workload.Person, Type: moitessier.Shared, Scope: "bench.floor"})
+	if err != nil {
+		hub.Close()
+		fs.drop()
+		return nil, err
+	}
+	fs.id = l.ID()
+	// The listener and its subscriber stay: the hub's sweep is off, and
+	// closing the hub leaves its subscribers' rows.
+	if err := hub.Close(); err != nil {
+		fs.drop()
+		return nil, err
+	}
+	return fs, nil
+}
+
+// statement is the floors' write to the listener, its text body (an SQL
+// expression: a literal, or a parameter such as $1).
+func (fs *floorSchema) statement(body string) string {
+	s := pgx.Identifier{fs.schema}.Sanitize()
+	return "WITH up AS (UPDATE " + s + ".listeners SET head = head + 1 WHERE id = " + sqlString(fs.id) +
+		" RETURNING id, head), ins AS (INSERT INTO " + s + ".messages (listener, seq, dispatch, scope, sender, body, created_ns)" +
+		" SELECT id, head, " + sqlString(randomHex(13)) + ", 'bench.floor', " + sqlString(workload.Person) + ", " + body +
+		", (extract(epoch FROM clock_timestamp()) * 1e9)::bigint FROM up) SELECT pg_notify(" + sqlString(fs.schema) + ", '') FROM up"
+}
+
+// check fails unless the statement wrote a message.
+func (fs *floorSchema) check(ctx context.Context, conn *pgx.Conn) error {
+	var head int64
+	if err := conn.QueryRow(ctx, "SELECT head FROM "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()+" WHERE id = $1", fs.id).Scan(&head); err != nil {
+		return err
+	}
+	if head == 0 {
+		return fmt.Errorf("the statement wrote no message")
+	}
+	return nil
 }
 
 // sqlString quotes v as an SQL string literal.

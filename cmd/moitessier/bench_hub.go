@@ -30,12 +30,31 @@ type hubProc struct {
 
 // startHub starts a hub process for workload name and waits for its address.
 func (c *benchConfig) startHub(ctx context.Context, name string) (*hubProc, error) {
-	exe, err := os.Executable()
+	secret := randomHex(16)
+	args, env, drop := c.hubCommand(name, secret)
+	h, err := c.startChild(ctx, args, env, drop)
 	if err != nil {
 		return nil, err
 	}
-	secret := randomHex(16)
-	args, env, drop := c.hubCommand(name, secret)
+	h.tok, err = moitessierhttp.Sign([]byte(secret), moitessierhttp.Claims{Subject: "bench", Listen: []string{">"}, Dispatch: []string{">"}, ExpiresAt: time.Now().Add(24 * time.Hour).Unix()})
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	return h, nil
+}
+
+// startChild runs this binary with args and env, waits for the address it
+// prints ("serving on http://…"), and returns it as a hubProc without a
+// token. drop, if not nil, runs once the process has ended.
+func (c *benchConfig) startChild(ctx context.Context, args, env []string, drop func()) (*hubProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		if drop != nil {
+			drop()
+		}
+		return nil, err
+	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cmd := exec.CommandContext(cctx, exe, args...)
 	cmd.Stderr = c.stderr
@@ -47,6 +66,9 @@ func (c *benchConfig) startHub(ctx context.Context, name string) (*hubProc, erro
 	}
 	if err := cmd.Start(); err != nil {
 		cancel()
+		if drop != nil {
+			drop()
+		}
 		return nil, err
 	}
 	var once sync.Once
@@ -70,15 +92,10 @@ func (c *benchConfig) startHub(ctx context.Context, name string) (*hubProc, erro
 	}
 	if h.base, err = hubAddress(out); err != nil {
 		h.stop()
-		return nil, fmt.Errorf("the hub process: %w", err)
+		return nil, fmt.Errorf("the %s process: %w", args[0], err)
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	h.addr = strings.TrimPrefix(h.base, "http://")
-	h.tok, err = moitessierhttp.Sign([]byte(secret), moitessierhttp.Claims{Subject: "bench", Listen: []string{">"}, Dispatch: []string{">"}, ExpiresAt: time.Now().Add(24 * time.Hour).Unix()})
-	if err != nil {
-		h.stop()
-		return nil, err
-	}
 	return h, nil
 }
 

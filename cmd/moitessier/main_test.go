@@ -592,10 +592,10 @@ func TestBenchBaseline(t *testing.T) {
 				t.Fatalf("%v\n%s", err, errOut)
 			}
 			lines := strings.Split(strings.TrimSpace(out), "\n")
-			if len(lines) != 4 {
-				t.Fatalf("want the two baselines and two results:\n%s", out)
+			if len(lines) != 5 {
+				t.Fatalf("want the three baselines and two results:\n%s", out)
 			}
-			var base, floor BenchResult
+			var base, floor, httpFloor BenchResult
 			if err := json.Unmarshal([]byte(lines[0]), &base); err != nil || base.Workload != "pg-insert-notify" || base.MsgsPerS <= 0 || base.Baseline != way {
 				t.Fatalf("baseline: %v %s", err, lines[0])
 			}
@@ -603,11 +603,22 @@ func TestBenchBaseline(t *testing.T) {
 				floor.BaselineRatio != floor.MsgsPerS/base.MsgsPerS || floor.FloorRatio != 0 {
 				t.Fatalf("floor: %v %s", err, lines[1])
 			}
-			for _, line := range lines[2:] {
+			// The bare HTTP service's rate, its ratios and its CPU.
+			if err := json.Unmarshal([]byte(lines[2]), &httpFloor); err != nil || httpFloor.Workload != "pg-http-floor" || httpFloor.MsgsPerS <= 0 ||
+				httpFloor.Messages < 1 || httpFloor.BaselineRatio != httpFloor.MsgsPerS/base.MsgsPerS || httpFloor.FloorRatio != httpFloor.MsgsPerS/floor.MsgsPerS ||
+				httpFloor.HubCPUPerDelivery <= 0 || httpFloor.HTTPFloorRatio != 0 {
+				t.Fatalf("HTTP floor: %v %s", err, lines[2])
+			}
+			for _, line := range lines[3:] {
 				var r BenchResult
 				if err := json.Unmarshal([]byte(line), &r); err != nil || r.Deliveries != 30 || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 ||
 					r.FloorPerS != floor.MsgsPerS || r.FloorRatio != r.DispatchesPerS/floor.MsgsPerS {
 					t.Fatalf("result: %v %s", err, line)
+				}
+				// Only the hub's workloads are measured against the HTTP floor.
+				if http := r.Workload == "http-fanout-1"; http && (r.HTTPFloorPerS != httpFloor.MsgsPerS || r.HTTPFloorRatio != r.DispatchesPerS/httpFloor.MsgsPerS) ||
+					!http && (r.HTTPFloorPerS != 0 || r.HTTPFloorRatio != 0) {
+					t.Fatalf("result against the HTTP floor: %s", line)
 				}
 			}
 		})

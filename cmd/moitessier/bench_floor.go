@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// httpFloorCommand is the command pg-http-floor runs this binary with: a
+// bare HTTP service, not the hub (see runHTTPFloor). It is for the bench's
+// own use and is not listed in the usage.
+const httpFloorCommand = "bench-http-floor"
+
+// httpFloorStatement is the environment variable that hands the floor's
+// statement to its process (the store's address goes in MOITESSIER_STORE).
+const httpFloorStatement = "MOITESSIER_BENCH_FLOOR_STATEMENT"
+
+// pgHTTPFloor measures pg-http-floor for d: what a Go HTTP service that
+// does nothing but the store's least write can answer one publisher (or
+// c.publishers), the hub's http-fanout-* measured against what the HTTP
+// leg and the server leave. A process of this binary (httpFloorCommand)
+// serves, with net/http and a pgx pool, a POST by committing
+// pg-append-floor's statement, the request's body its text, prepared as
+// the store prepares its own, and answering 200; it has no subscribers,
+// tokens, scopes or limits to check. The publishers send the requests the
+// http-fanout-* publishers send, one at a time each, for d. Its
+// hub_cpu_us_per_delivery is that process's CPU per request, its
+// baseline_ratio its rate over pg-insert-notify's and its floor_ratio over
+// pg-append-floor's.
+func (c *benchConfig) pgHTTPFloor(ctx context.Context, d time.Duration) (BenchResult, error) {
+	res := BenchResult{Workload: "pg-http-floor", Store: c.storeName, Listeners: 1, Publishers: c.publishers}
+	fs, err := c.floorSchema(ctx)
+	if err != nil {
+		return res, err
+	}
+	env := append(os.Environ(), "MOITESSIER_STORE="+c.store, httpFloorStatement+"="+fs.statement("$1"))
+	h, err := c.startChild(ctx, []string{httpFloorCommand}, env, fs.drop)
+	if err != nil {
+		return res, err
+	}
+	defer h.stop()
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		n        int
+		perr     error
+		deadline = time.Now().Add(d)
+	)
+	cpu0 := cpuOfPid(h.pid)
+	start := time.Now()
+	for p := range c.publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer hc.CloseIdleConnections()
+			k := 0
+			for time.Now().Before(deadline) {
+				if err := postDispatch(pctx, hc, h, "bench.floor", time.Now()); err != nil {
+					mu.Lock()
+					if perr == nil {
+						perr = fmt.Errorf("publisher %d, request %d: %w", p, k, err)
+					}
+					mu.Unlock()
+					cancel()
+					return
+				}
+				k++
+			}
+			mu.Lock()
+			n += k
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	secs := time.Since(start).Seconds()
+	cpu1 := cpuOfPid(h.pid)
+	if perr != nil {
+		return res, perr
+	}
+	conn, err := pgx.Connect(ctx, c.store)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := fs.check(ctx, conn); err != nil {
+		return res, err
+	}
+	res.Messages = n
+	res.Seconds = secs
+	res.MsgsPerS = float64(n) / secs
+	res.DispatchesPerS = res.MsgsPerS
+	if cpu0 >= 0 && cpu1 >= 0 && n > 0 {
+		res.HubCPUSeconds = (cpu1 - cpu0).Seconds()
+		res.HubCPUPerDelivery = float64(cpu1-cpu0) / 1e3 / float64(n)
+	}
+	c.ratios(&res)
+	return res, nil
+}
+
+// runHTTPFloor is httpFloorCommand: it serves, on a port of 127.0.0.1 that
+// it prints, every request by committing the statement in
+// httpFloorStatement (one parameter, the request's body) on a pgx pool of
+// MOITESSIER_STORE, until ctx ends.
+func runHTTPFloor(ctx context.Context, _ []string, _ io.Reader, stdout, _ io.Writer) error {
+	stmt := os.Getenv(httpFloorStatement)
+	if stmt == "" {
+		return fmt.Errorf("%s is for moitessier bench's own use: %s is not set", httpFloorCommand, httpFloorStatement)
+	}
+	pool, err := pgxpool.New(ctx, os.Getenv("MOITESSIER_STORE"))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
+		if err == nil {
+			_, err = pool.Exec(r.Context(), stmt, string(body))
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"ok":true}`)
+	})}
+	fmt.Fprintf(stdout, "serving on http://%s\n", ln.Addr())
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
