@@ -17,11 +17,14 @@ import (
 // writes to one of its listeners (it would only wait on that statement's
 // row lock) or Config.Writers statements are under way; it then queues.
 // One that goes out at once while nothing queues is sent by its caller, on
-// its own goroutine (sendOwn): handing it to a writer and being woken with
-// the answer cost a single dispatcher two wake-ups a statement. Its caller
-// then has the grace every statement of its own has (see graceHandler),
-// where one sent by a writer is answered ErrOutcomeUnknown as soon as its
-// caller gives up, and runs on. A statement that ends hands its turn on:
+// its own goroutine (sendOwn), if the store opened its pool: handing it to
+// a writer and being woken with the answer cost a single dispatcher two
+// wake-ups a statement. Its caller then has the grace every statement of
+// its own has on such a pool (see graceHandler), where one sent by a
+// writer is answered ErrOutcomeUnknown as soon as its caller gives up, and
+// runs on. (On a pool of the caller's, Config.Pool, writers send every
+// batch, as before: its connections have no grace, and a caller giving up
+// during its own statement would cost the pool a connection.) A statement that ends hands its turn on:
 // its writer (a writer, for a caller that sent its own) sends, in its next
 // one, every queued batch (up to Config.MaxCombine) whose listeners no
 // other running statement writes to, committed once. So one
@@ -66,9 +69,9 @@ type pending struct {
 	msgs []moitessier.Message
 	err  error
 	done chan struct{}
-	// Guarded by combiner.mu: sent, a writer took the batch; dropped, the
-	// caller stopped waiting before that; abandoned, after that, before
-	// the writer settled it; settled, msgs and err are set (done is about
+	// Guarded by combiner.mu: sent, a writer (or its caller) took the
+	// batch; dropped, the caller stopped waiting before that; abandoned,
+	// after that, before the writer settled it; settled, msgs and err are set (done is about
 	// to be closed).
 	sent, dropped, abandoned, settled bool
 	// notifyLate: its listeners' heads are to be notified after its
@@ -128,15 +131,13 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		c.mu.Unlock()
 		return nil, moitessier.ErrClosed
 	}
-	c.queue = append(c.queue, p)
 	// A batch whose listeners a running statement writes to waits for that
-	// statement's writer, which takes it next.
+	// statement's end, after which a writer takes it.
 	start := c.running < s.cfg.Writers && !c.overlapsBusy(p.ids)
-	if start && len(c.queue) == 1 {
+	if start && len(c.queue) == 0 && s.ownPool {
 		// Nothing else waits: the caller sends its batch itself, alone,
 		// rather than hand it to a writer and wait to be woken.
 		c.running++
-		c.queue = c.queue[:0]
 		p.sent = true
 		for _, id := range p.ids {
 			c.busy[id]++
@@ -144,6 +145,7 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		c.mu.Unlock()
 		return s.sendOwn(ctx, p)
 	}
+	c.queue = append(c.queue, p)
 	spawn := false
 	if start {
 		c.running++

@@ -239,11 +239,14 @@
 // up during a statement outside a transaction (an HTTP client that hangs
 // up during a dispatch, a join or a read) would cost the database a new
 // connection, and the server a new process, at the rate such a client can
-// send requests. A dispatch that queued behind others and went out in a
-// statement that combines them is the exception: its caller is answered
-// moitessier.ErrOutcomeUnknown as soon as it gives up, and the statement
-// runs on for the others. In a transaction (a keyed dispatch, Leave) the statements
-// after the one in its grace are refused, and the transaction is rolled
+// send requests. A dispatch that had to queue (behind another statement to
+// its listener, or Config.Writers statements, or other queued dispatches)
+// and went out on one of the store's writers is the exception: its caller
+// is answered moitessier.ErrOutcomeUnknown as soon as it gives up, and the
+// statement runs on (one that gives up before a writer took it gets its
+// context's error, and nothing is stored). In a transaction (a keyed
+// dispatch, Leave) the statements after the one in its grace are refused,
+// and the transaction is rolled
 // back, or, if none was left, committed, under a context of its own that
 // ends within the grace: pgx closes a connection whose rollback or commit
 // fails. With a pool of your own (Config.Pool), its configuration

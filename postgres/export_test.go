@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/likestripes/moitessier"
 )
@@ -15,6 +16,13 @@ func (s *Store) WriterCounts() (idle, running int) {
 	s.cmb.mu.Lock()
 	defer s.cmb.mu.Unlock()
 	return s.cmb.idle, s.cmb.running
+}
+
+// WithDial returns cfg with dial dialling the connections of the pool the
+// store opens from its DSN.
+func WithDial(cfg Config, dial pgconn.DialFunc) Config {
+	cfg.dial = dial
+	return cfg
 }
 
 // Queued returns how many batches wait in the append queue.

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
 	"github.com/likestripes/moitessier"
@@ -147,9 +146,12 @@ func TestDispatchOutcome(t *testing.T) {
 	waitLocked(t, s, 1)
 	cancel2, done2 := dispatch("queued")
 	waitQueued(t, s, 1)
-	cancel1()
+	// The queued one first: the first, once its grace is over, hands its
+	// turn to a writer, which would send the second if it still waited.
 	cancel2()
-	err1, err2 := <-done1, <-done2
+	err2 := <-done2
+	cancel1()
+	err1 := <-done1
 	unlock()
 	if !errors.Is(err1, moitessier.ErrOutcomeUnknown) {
 		t.Fatalf("dispatch cancelled while its batch was written: %v, want ErrOutcomeUnknown", err1)
@@ -473,23 +475,12 @@ func (c *cancelDropper) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// storeLosingCancels opens a store on a new schema, on a pool of its own
-// whose cancel requests are lost (see lostCancels), closed when the test
-// ends.
+// storeLosingCancels opens a store on a new schema, on a pool it opens (so
+// with its grace) whose cancel requests are lost (see lostCancels), closed
+// when the test ends.
 func storeLosingCancels(t *testing.T) *postgres.Store {
 	t.Helper()
-	schema := newSchema(t)
-	cfg, err := pgxpool.ParseConfig(testDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.DialFunc = lostCancels
-	pool, err := pgxpool.NewWithConfig(ctxT(t), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return openStoreWith(t, postgres.Config{Schema: schema, Pool: pool})
+	return openStoreWith(t, postgres.WithDial(postgres.Config{Schema: newSchema(t)}, lostCancels))
 }
 
 // TestAbandonedMatchAppendIsHeard is TestAbandonedAppendIsHeard for a

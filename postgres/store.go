@@ -86,10 +86,11 @@ type Config struct {
 	// would only wait on the first's row lock until its commit is flushed):
 	// an Append to a listener that a running statement writes to waits,
 	// and goes with the others waiting, combined, in the next statement
-	// (see MaxCombine). Appends to other listeners go at once on another
-	// writer, so an open transaction holding a listener's lock (DispatchTx)
-	// holds up only the appends to that listener, until Writers statements
-	// are waiting on such locks. Default 4. (With one statement at a time
+	// (see MaxCombine). Appends to other listeners go at once (on the
+	// caller's goroutine, or on a writer when others wait), so an open
+	// transaction holding a listener's lock (DispatchTx) holds up only the
+	// appends to that listener, until Writers statements are waiting on
+	// such locks. Default 4. (With one statement at a time
 	// to a listener, eight dispatchers to it reached about 13 500
 	// appends/s here; two statements at once to it, 6 700.)
 	Writers int
@@ -124,6 +125,10 @@ type Config struct {
 	// ReconnectMin and ReconnectMax bound the backoff between attempts of
 	// Watch to reconnect its LISTEN connection. Default 50ms and 5s.
 	ReconnectMin, ReconnectMax time.Duration
+
+	// dial, if set, dials the connections of a pool the store opens (a
+	// test's connections that lose their cancel requests).
+	dial pgconn.DialFunc
 }
 
 func (c Config) withDefaults() Config {
@@ -242,6 +247,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, errors.New("postgres: cannot parse the DSN (want a postgres:// URL or key=value pairs)")
 		}
 		s.host = hostOf(pc.ConnConfig)
+		if cfg.dial != nil {
+			pc.ConnConfig.DialFunc = cfg.dial
+		}
 		names := dsnNames(cfg.DSN)
 		if !names["pool_max_conns"] {
 			pc.MaxConns = max(pc.MaxConns, 16)

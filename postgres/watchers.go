@@ -180,7 +180,8 @@ func (s *Store) notifyScopeLater(scope string, patternIDs []string) {
 }
 
 // notifyListenersLater is notifyListeners on a goroutine of the store's,
-// as notifyScopeLater's, for an append its caller sent itself (sendOwn).
+// as notifyScopeLater's, for an append its caller sent itself
+// (sendAlone).
 func (s *Store) notifyListenersLater(ids []string) {
 	s.later(func(ctx context.Context) { s.notifyListeners(ctx, ids) })
 }

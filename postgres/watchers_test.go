@@ -309,8 +309,13 @@ func TestAbandonedQueuedAppendIsHeard(t *testing.T) {
 	}
 	waitLocked(t, s, 1)
 	cancel()
+	cancelled := time.Now()
 	if err := <-errc; !errors.Is(err, moitessier.ErrOutcomeUnknown) {
 		t.Fatalf("Dispatch = %v, want ErrOutcomeUnknown", err)
+	}
+	// At once, not after a grace (which a statement its caller sent has).
+	if took := time.Since(cancelled); took > postgres.CancelGrace/2 {
+		t.Fatalf("Dispatch answered %v after its caller gave up", took)
 	}
 	unlock() // its writer notifies once the statement ends
 	receive(t, got, "abandoned")

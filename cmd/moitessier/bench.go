@@ -85,8 +85,10 @@ pg-append-floor's statement with the request's body as its text, sent
 --baseline-time; it reports its requests/s, with baseline_ratio and
 floor_ratio, and its CPU per request (hub_cpu_us_per_delivery), and
 http-fanout-* then report http_floor_ratio, publishes/s over its rate:
-what the hub makes of what an HTTP round trip and the server leave. The
-library workloads
+what the hub makes of what an HTTP round trip and the server leave. (Its
+requests all write one listener, one commit each, where the hub combines
+concurrent dispatches: with --publishers above 1, http_floor_ratio can
+pass 1.) The library workloads
 report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a
@@ -234,8 +236,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.IntVar(&c.clients, "clients", 0, "clients of sse-10k (default 10 000) and http-idle (default 2 000)")
 	fs.IntVar(&c.window, "window", 256, "most messages a dispatcher of the library workloads may be ahead of the slowest subscriber; 0: no limit")
 	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
-	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads")
-	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor) runs")
+	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads (and of pg-http-floor)")
+	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor) runs")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress line on stderr")
 	if err := parse(fs, args, stdout); err != nil {

@@ -29,8 +29,8 @@ const httpFloorStatement = "MOITESSIER_BENCH_FLOOR_STATEMENT"
 // c.publishers), the hub's http-fanout-* measured against what the HTTP
 // leg and the server leave. A process of this binary (httpFloorCommand)
 // serves, with net/http and a pgx pool, a POST by committing
-// pg-append-floor's statement, the request's body its text, prepared as
-// the store prepares its own, and answering 200; it has no subscribers,
+// pg-append-floor's statement, the request's body its text, prepared and
+// planned once per connection as the store's statements are, and answering 200; it has no subscribers,
 // tokens, scopes or limits to check. The publishers send the requests the
 // http-fanout-* publishers send, one at a time each, for d. Its
 // hub_cpu_us_per_delivery is that process's CPU per request, its
@@ -112,27 +112,38 @@ func (c *benchConfig) pgHTTPFloor(ctx context.Context, d time.Duration) (BenchRe
 // runHTTPFloor is httpFloorCommand: it serves, on a port of 127.0.0.1 that
 // it prints, every request by committing the statement in
 // httpFloorStatement (one parameter, the request's body) on a pgx pool of
-// MOITESSIER_STORE, until ctx ends.
-func runHTTPFloor(ctx context.Context, _ []string, _ io.Reader, stdout, _ io.Writer) error {
+// MOITESSIER_STORE, until ctx ends. Its pool has the store's plan setting
+// (generic plans), and is connected before the address is printed.
+func runHTTPFloor(ctx context.Context, _ []string, _ io.Reader, stdout, stderr io.Writer) error {
 	stmt := os.Getenv(httpFloorStatement)
 	if stmt == "" {
 		return fmt.Errorf("%s is for moitessier bench's own use: %s is not set", httpFloorCommand, httpFloorStatement)
 	}
-	pool, err := pgxpool.New(ctx, os.Getenv("MOITESSIER_STORE"))
+	pc, err := pgxpool.ParseConfig(os.Getenv("MOITESSIER_STORE"))
+	if err != nil {
+		return errors.New("cannot parse the store's address")
+	}
+	pc.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
+	if err := pool.Ping(ctx); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
+	var once sync.Once
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<16))
 		if err == nil {
-			_, err = pool.Exec(r.Context(), stmt, string(body))
+			_, err = pool.Exec(r.Context(), stmt, body)
 		}
 		if err != nil {
+			once.Do(func() { fmt.Fprintf(stderr, "%s: %v\n", httpFloorCommand, err) })
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}

@@ -328,31 +328,35 @@ type floorSchema struct {
 func (c *benchConfig) floorSchema(ctx context.Context) (*floorSchema, error) {
 	fs := &floorSchema{schema: "moitessier_bench_" + randomHex(6)}
 	fs.drop = func() { dropSchema(c.store, fs.schema) }
-	st, err := openStore(ctx, c.store, fs.schema, false)
+	id, err := c.floorListener(ctx, fs.schema)
 	if err != nil {
 		fs.drop()
 		return nil, err
+	}
+	fs.id = id
+	return fs, nil
+}
+
+// floorListener migrates schema and makes its listener through a hub,
+// whose store it closes before it returns.
+func (c *benchConfig) floorListener(ctx context.Context, schema string) (string, error) {
+	st, err := openStore(ctx, c.store, schema, false)
+	if err != nil {
+		return "", err
 	}
 	defer st.Close()
 	hub, err := moitessier.New(st, moitessier.Options{GCInterval: -1})
 	if err != nil {
-		fs.drop()
-		return nil, err
+		return "", err
 	}
 	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: workload.Person, Type: moitessier.Shared, Scope: "bench.floor"})
 	if err != nil {
 		hub.Close()
-		fs.drop()
-		return nil, err
+		return "", err
 	}
-	fs.id = l.ID()
 	// The listener and its subscriber stay: the hub's sweep is off, and
 	// closing the hub leaves its subscribers' rows.
-	if err := hub.Close(); err != nil {
-		fs.drop()
-		return nil, err
-	}
-	return fs, nil
+	return l.ID(), hub.Close()
 }
 
 // statement is the floors' write to the listener, its text body (an SQL

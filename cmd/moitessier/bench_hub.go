@@ -62,6 +62,9 @@ func (c *benchConfig) startChild(ctx context.Context, args, env []string, drop f
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		cancel()
+		if drop != nil {
+			drop()
+		}
 		return nil, err
 	}
 	if err := cmd.Start(); err != nil {
