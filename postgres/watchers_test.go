@@ -165,7 +165,12 @@ func waitingStream(t *testing.T, hub *moitessier.Hub, l *moitessier.Listener) <-
 // subscriber of its listener of scope "room" that waits for messages.
 func loneHub(t *testing.T) (*postgres.Store, *moitessier.Hub, *moitessier.Listener, <-chan moitessier.Message) {
 	t.Helper()
-	s := mustStore(t)
+	return loneHubOn(t, mustStore(t))
+}
+
+// loneHubOn is loneHub on store s.
+func loneHubOn(t *testing.T, s *postgres.Store) (*postgres.Store, *moitessier.Hub, *moitessier.Listener, <-chan moitessier.Message) {
+	t.Helper()
 	hub := newHub(t, s, slow)
 	awaitWatchers(t, s, 1)
 	l, err := hub.NewListener(ctxT(t), moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
@@ -237,16 +242,9 @@ func TestClosedHubsDispatchIsHeard(t *testing.T) {
 // subscribers at once (no catch-up poll), though the hub does not publish
 // it and its statement left the hub's Watch out.
 func TestAbandonedAppendIsHeard(t *testing.T) {
-	s := storeLosingCancels(t)
-	hub := newHub(t, s, slow)
-	awaitWatchers(t, s, 1)
-	l, err := hub.NewListener(ctxT(t), moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "room"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Its first dispatch cached the match: the next is an Append, which
 	// waits for the row.
-	got := waitingStream(t, hub, l)
+	s, hub, l, got := loneHubOn(t, storeLosingCancels(t))
 	unlock, err := abandonDispatch(t, s, hub, l.ID())
 	if strings.Contains(err.Error(), "match and append") {
 		t.Fatalf("Dispatch = %v, from MatchAppend", err)

@@ -48,46 +48,14 @@ func (c *benchConfig) pgHTTPFloor(ctx context.Context, d time.Duration) (BenchRe
 		return res, err
 	}
 	defer h.stop()
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		n        int
-		perr     error
-		deadline = time.Now().Add(d)
-	)
+	deadline := time.Now().Add(d)
 	cpu0 := cpuOfPid(h.pid)
 	start := time.Now()
-	for p := range c.publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			defer hc.CloseIdleConnections()
-			k := 0
-			for time.Now().Before(deadline) {
-				if err := postDispatch(pctx, hc, h, "bench.floor", time.Now()); err != nil {
-					mu.Lock()
-					if perr == nil {
-						perr = fmt.Errorf("publisher %d, request %d: %w", p, k, err)
-					}
-					mu.Unlock()
-					cancel()
-					return
-				}
-				k++
-			}
-			mu.Lock()
-			n += k
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	n, err := c.publish(ctx, h, "bench.floor", func(int, int) bool { return time.Now().Before(deadline) })
 	secs := time.Since(start).Seconds()
 	cpu1 := cpuOfPid(h.pid)
-	if perr != nil {
-		return res, perr
+	if err != nil {
+		return res, err
 	}
 	conn, err := pgx.Connect(ctx, c.store)
 	if err != nil {

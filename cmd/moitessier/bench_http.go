@@ -81,32 +81,10 @@ func (c *benchConfig) httpFanout(ctx context.Context, name string, clients, n in
 	stopProgress := c.progressLine(name, delivered.Load, int64(clients*n))
 	defer stopProgress()
 
-	var wg sync.WaitGroup
-	var perrOnce sync.Once
-	var perr error
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	cpu0 := cpuOfPid(hub.pid)
 	start := time.Now()
-	for p := range c.publishers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// One connection per publisher, kept alive.
-			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-			defer hc.CloseIdleConnections()
-			for i := p; i < n; i += c.publishers {
-				if err := postDispatch(pctx, hc, hub, scope, time.Now()); err != nil {
-					perrOnce.Do(func() { perr = fmt.Errorf("publisher %d, dispatch %d: %w", p, i, err) })
-					cancel()
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if perr != nil {
-		return res, perr
+	if _, err := c.publish(ctx, hub, scope, func(p, k int) bool { return p+k*c.publishers < n }); err != nil {
+		return res, err
 	}
 	if err := waitClients(ctx, conns, &delivered); err != nil {
 		return res, err
@@ -120,6 +98,46 @@ func (c *benchConfig) httpFanout(ctx context.Context, name string, clients, n in
 	res.cpuPerDelivery(cpu0, cpu1)
 	c.ratios(&res)
 	return res, nil
+}
+
+// publish runs c.publishers publishers, each sending h one dispatch to scope
+// at a time over a connection of its own, kept alive, and waiting for its
+// answer, while more(p, k) says publisher p is to send its k-th; it returns
+// how many were answered, or the first failure, which stops them all.
+func (c *benchConfig) publish(ctx context.Context, h *hubProc, scope string, more func(p, k int) bool) (int, error) {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		sent int
+		perr error
+	)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for p := range c.publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+			defer hc.CloseIdleConnections()
+			k := 0
+			for ; more(p, k); k++ {
+				if err := postDispatch(pctx, hc, h, scope, time.Now()); err != nil {
+					mu.Lock()
+					if perr == nil {
+						perr = fmt.Errorf("publisher %d, dispatch %d: %w", p, k, err)
+					}
+					mu.Unlock()
+					cancel()
+					break
+				}
+			}
+			mu.Lock()
+			sent += k
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return sent, perr
 }
 
 // httpIdle runs http-idle: a hub process and conns idle subscribers over
