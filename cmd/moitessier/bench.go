@@ -88,7 +88,14 @@ http-fanout-* then report http_floor_ratio, publishes/s over its rate:
 what the hub makes of what an HTTP round trip and the server leave. (Its
 requests all write one listener, one commit each, where the hub combines
 concurrent dispatches: with --publishers above 1, http_floor_ratio can
-pass 1.) The library workloads
+pass 1.) Before fanout-1000 one more follows, pg-fanout-floor: in this
+process, with no Moitessier code on the path, one pgx connection commits
+pg-append-floor's statement in a loop for --baseline-time, and after each
+commit 1 000 goroutines, woken together by closing one channel at most
+every 8 ms, as the hub's caches wake so many subscribers, read the new
+message from memory and record its latency as the workloads' subscribers
+do; it reports what fanout-1000 does, and fanout-1000 then reports
+fanout_floor_ratio, its dispatches/s over that rate. The library workloads
 report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a
@@ -188,6 +195,10 @@ type BenchResult struct {
 	// HTTPFloorRatio an http-fanout-* workload's publishes/s over it.
 	HTTPFloorPerS  float64 `json:"http_floor_per_s,omitempty"`
 	HTTPFloorRatio float64 `json:"http_floor_ratio,omitempty"`
+	// FanoutFloorPerS is pg-fanout-floor's rate in the same run, and
+	// FanoutFloorRatio fanout-1000's dispatches/s over it.
+	FanoutFloorPerS  float64 `json:"fanout_floor_per_s,omitempty"`
+	FanoutFloorRatio float64 `json:"fanout_floor_ratio,omitempty"`
 }
 
 // ratios sets res's baseline and floor ratios from its dispatches/s and the
@@ -205,6 +216,10 @@ func (c *benchConfig) ratios(res *BenchResult) {
 		res.HTTPFloorPerS = c.httpFloor
 		res.HTTPFloorRatio = res.DispatchesPerS / c.httpFloor
 	}
+	if c.fanoutFloor > 0 && res.Workload == "fanout-1000" {
+		res.FanoutFloorPerS = c.fanoutFloor
+		res.FanoutFloorRatio = res.DispatchesPerS / c.fanoutFloor
+	}
 }
 
 type benchConfig struct {
@@ -219,12 +234,14 @@ type benchConfig struct {
 	baseline   float64 // pg-insert-notify's rate in this run, or 0
 	floor      float64 // pg-append-floor's rate in this run, or 0
 	httpFloor  float64 // pg-http-floor's rate in this run, or 0
-	asJSON     bool
-	quiet      bool
-	progress   bool
-	stderr     io.Writer
-	tmp        string
-	storeName  string
+	// fanoutFloor is pg-fanout-floor's rate in this run, or 0.
+	fanoutFloor float64
+	asJSON      bool
+	quiet       bool
+	progress    bool
+	stderr      io.Writer
+	tmp         string
+	storeName   string
 }
 
 func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -237,7 +254,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.IntVar(&c.window, "window", 256, "most messages a dispatcher of the library workloads may be ahead of the slowest subscriber; 0: no limit")
 	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
 	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads (and of pg-http-floor)")
-	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor) runs")
+	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor, pg-fanout-floor) runs")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress line on stderr")
 	if err := parse(fs, args, stdout); err != nil {
@@ -292,6 +309,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "http-fanout") }) {
 			first = append(first, "pg-http-floor")
 		}
+		if slices.Contains(names, "fanout-1000") {
+			first = append(first, "pg-fanout-floor")
+		}
 		names = append(first, names...)
 	}
 	for _, name := range names {
@@ -300,7 +320,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		res, err := c.run(ctx, name)
 		switch {
-		case err != nil && (name == "pg-append-floor" || name == "pg-http-floor") && ctx.Err() == nil:
+		case err != nil && (name == "pg-append-floor" || name == "pg-http-floor" || name == "pg-fanout-floor") && ctx.Err() == nil:
 			// A second opinion, not a workload: the workloads run
 			// without it (and without its ratio).
 			fmt.Fprintf(stderr, "%s: %v; going on without it\n", name, err)
@@ -313,6 +333,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			c.floor = res.MsgsPerS
 		case name == "pg-http-floor":
 			c.httpFloor = res.MsgsPerS
+		case name == "pg-fanout-floor":
+			c.fanoutFloor = res.DispatchesPerS
 		}
 		if c.asJSON {
 			if err := json.NewEncoder(stdout).Encode(res); err != nil {
@@ -330,6 +352,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			extra = append(extra, "floor: one client, the store's least append, by "+res.Baseline)
 		case res.Workload == "pg-http-floor":
 			extra = append(extra, "floor: a bare Go HTTP service making the store's least append")
+		case res.Workload == "pg-fanout-floor":
+			extra = append(extra, fmt.Sprintf("floor: the store's least append in a pgx loop, %d goroutines woken together, %.0f dispatches/s", res.Listeners, res.DispatchesPerS))
 		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"), res.BaselineRatio > 0:
 			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
 		}
@@ -350,6 +374,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		if res.HTTPFloorRatio > 0 {
 			extra = append(extra, fmt.Sprintf("%.2f× HTTP floor", res.HTTPFloorRatio))
+		}
+		if res.FanoutFloorRatio > 0 {
+			extra = append(extra, fmt.Sprintf("%.2f× fan-out floor", res.FanoutFloorRatio))
 		}
 		if res.CPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
@@ -419,6 +446,8 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 		return c.pgFloor(ctx, c.baseTime)
 	case "pg-http-floor":
 		return c.pgHTTPFloor(ctx, c.baseTime)
+	case "pg-fanout-floor":
+		return c.pgFanoutFloor(ctx, fanoutFloorSubscribers, c.baseTime)
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }

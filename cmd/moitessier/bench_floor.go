@@ -9,10 +9,13 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/likestripes/moitessier/internal/hubload"
 )
 
 // httpFloorCommand is the command pg-http-floor runs this binary with: a
@@ -125,4 +128,144 @@ func runHTTPFloor(ctx context.Context, _ []string, _ io.Reader, stdout, stderr i
 		return err
 	}
 	return nil
+}
+
+// fanoutFloorSubscribers is pg-fanout-floor's number of subscribers, as
+// fanout-1000's.
+const fanoutFloorSubscribers = 1000
+
+// pgFanoutFloor measures pg-fanout-floor for d: what fanout-1000 could be
+// at the least in Go on this machine and server, with no Moitessier code
+// on the path. One pgx connection commits pg-append-floor's statement
+// (prepared, planned generically as the store's are), each message's text
+// made as the workloads' are, in a loop; after each commit the text goes
+// into a slice in memory, and subs goroutines, woken together by closing
+// one channel at most every 8 ms (the interval the hub's caches use for
+// as many subscribers), each read what is new and record its latency from
+// the text, as the workloads' subscribers do. It reports what fanout-1000
+// does (dispatches/s, deliveries/s, p50/p99, CPU per delivery), with
+// baseline_ratio and floor_ratio; fanout-1000 then reports
+// fanout_floor_ratio, its dispatches/s over this rate.
+func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs int, d time.Duration) (BenchResult, error) {
+	res := BenchResult{Workload: "pg-fanout-floor", Store: c.storeName, Listeners: subs}
+	fs, err := c.floorSchema(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer fs.drop()
+	conn, err := pgx.Connect(ctx, c.store)
+	if err != nil {
+		return res, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		return res, err
+	}
+	f := &fanFloor{wake: make(chan struct{}), every: min(time.Duration(subs)*8*time.Microsecond, 8*time.Millisecond)}
+	lats := make([][]time.Duration, subs)
+	var (
+		wg        sync.WaitGroup
+		delivered atomic.Int64
+		done      = make(chan struct{})
+	)
+	for i := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cur := 0
+			for {
+				f.mu.Lock()
+				texts, w := f.texts[cur:len(f.texts):len(f.texts)], f.wake
+				f.mu.Unlock()
+				if len(texts) == 0 {
+					select {
+					case <-w:
+						continue
+					case <-done:
+						return
+					}
+				}
+				now := time.Now()
+				for _, t := range texts {
+					lats[i] = append(lats[i], now.Sub(hubload.SentAt(t)))
+				}
+				cur += len(texts)
+				delivered.Add(int64(len(texts)))
+			}
+		}()
+	}
+	defer func() { close(done); wg.Wait() }()
+	stmt := fs.statement("$1")
+	cpu0 := processCPU()
+	start := time.Now()
+	n := 0
+	for deadline := start.Add(d); time.Now().Before(deadline); n++ {
+		text := hubload.Text(time.Now())
+		if _, err := conn.Exec(ctx, stmt, []byte(text)); err != nil {
+			return res, err
+		}
+		f.add(text)
+	}
+	for stall := time.Now(); delivered.Load() < int64(n*subs); time.Sleep(time.Millisecond) {
+		if time.Since(stall) > 30*time.Second {
+			return res, fmt.Errorf("%d of %d deliveries after 30 s", delivered.Load(), n*subs)
+		}
+	}
+	end := time.Now()
+	cpu1 := processCPU()
+	if err := fs.check(ctx, conn); err != nil {
+		return res, err
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	res.Messages = n
+	if err := summarize(&res, start, end.UnixNano(), all, 0); err != nil {
+		return res, err
+	}
+	if cpu0 >= 0 && cpu1 >= 0 && res.Deliveries > 0 {
+		res.CPUPerDelivery = float64(cpu1-cpu0) / 1e3 / float64(res.Deliveries)
+	}
+	c.ratios(&res)
+	return res, nil
+}
+
+// fanFloor is pg-fanout-floor's messages and the channel its subscribers
+// wait on, closed at most every every.
+type fanFloor struct {
+	mu       sync.Mutex
+	texts    []string
+	wake     chan struct{}
+	every    time.Duration
+	lastWake time.Time
+	pending  bool
+}
+
+// add appends text and wakes the subscribers, at once if the last wake-up
+// is every ago, else when it will be.
+func (f *fanFloor) add(text string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.texts = append(f.texts, text)
+	if f.pending {
+		return
+	}
+	wait := f.every - time.Since(f.lastWake)
+	if wait <= 0 {
+		f.wakeLocked()
+		return
+	}
+	f.pending = true
+	time.AfterFunc(wait, func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.wakeLocked()
+	})
+}
+
+func (f *fanFloor) wakeLocked() {
+	close(f.wake)
+	f.wake = make(chan struct{})
+	f.lastWake, f.pending = time.Now(), false
 }

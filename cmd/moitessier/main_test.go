@@ -572,9 +572,10 @@ func TestBenchWindow(t *testing.T) {
 	}
 }
 
-// TestBenchBaseline measures the Postgres baselines and runs http-fanout-1
-// and the library's fanout-1 beside them, when a server is reachable: with
-// pgbench when it is installed, and with pgx, with pgbench out of PATH.
+// TestBenchBaseline measures the Postgres baselines and floors and runs
+// http-fanout-1 and the library's fanout-1 and fanout-1000 beside them,
+// when a server is reachable: with pgbench when it is installed, and with
+// pgx, with pgbench out of PATH.
 func TestBenchBaseline(t *testing.T) {
 	dsn := postgresDSN(t)
 	t.Setenv("MOITESSIER_TEST_MAIN", "1")
@@ -587,15 +588,15 @@ func TestBenchBaseline(t *testing.T) {
 			if way == "pgx" {
 				t.Setenv("PATH", t.TempDir())
 			}
-			out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", dsn, "--baseline-time", "1s", "--messages", "30", "--json", "http-fanout-1", "fanout-1")
+			out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", dsn, "--baseline-time", "1s", "--messages", "30", "--json", "http-fanout-1", "fanout-1", "fanout-1000")
 			if err != nil {
 				t.Fatalf("%v\n%s", err, errOut)
 			}
 			lines := strings.Split(strings.TrimSpace(out), "\n")
-			if len(lines) != 5 {
-				t.Fatalf("want the three baselines and two results:\n%s", out)
+			if len(lines) != 7 {
+				t.Fatalf("want the four baselines and three results:\n%s", out)
 			}
-			var base, floor, httpFloor BenchResult
+			var base, floor, httpFloor, fanFloor BenchResult
 			if err := json.Unmarshal([]byte(lines[0]), &base); err != nil || base.Workload != "pg-insert-notify" || base.MsgsPerS <= 0 || base.Baseline != way {
 				t.Fatalf("baseline: %v %s", err, lines[0])
 			}
@@ -609,11 +610,22 @@ func TestBenchBaseline(t *testing.T) {
 				runtime.GOOS == "linux" && httpFloor.HubCPUPerDelivery <= 0 || httpFloor.HTTPFloorRatio != 0 {
 				t.Fatalf("HTTP floor: %v %s", err, lines[2])
 			}
-			for _, line := range lines[3:] {
+			// The fan-out floor delivers every message to its 1 000 goroutines.
+			if err := json.Unmarshal([]byte(lines[3]), &fanFloor); err != nil || fanFloor.Workload != "pg-fanout-floor" || fanFloor.Messages < 1 ||
+				fanFloor.Deliveries != fanFloor.Messages*1000 || fanFloor.DispatchesPerS <= 0 || fanFloor.P99ms <= 0 ||
+				fanFloor.BaselineRatio != fanFloor.DispatchesPerS/base.MsgsPerS || fanFloor.FloorRatio != fanFloor.DispatchesPerS/floor.MsgsPerS {
+				t.Fatalf("fan-out floor: %v %s", err, lines[3])
+			}
+			for _, line := range lines[4:] {
 				var r BenchResult
-				if err := json.Unmarshal([]byte(line), &r); err != nil || r.Deliveries != 30 || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 ||
+				if err := json.Unmarshal([]byte(line), &r); err != nil || r.Deliveries != 30*r.Listeners || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 ||
 					r.FloorPerS != floor.MsgsPerS || r.FloorRatio != r.DispatchesPerS/floor.MsgsPerS {
 					t.Fatalf("result: %v %s", err, line)
+				}
+				// Only fanout-1000 is measured against the fan-out floor.
+				if f := r.Workload == "fanout-1000"; f && (r.FanoutFloorPerS != fanFloor.DispatchesPerS || r.FanoutFloorRatio != r.DispatchesPerS/fanFloor.DispatchesPerS) ||
+					!f && (r.FanoutFloorPerS != 0 || r.FanoutFloorRatio != 0) {
+					t.Fatalf("result against the fan-out floor: %s", line)
 				}
 				// Only the hub's workloads are measured against the HTTP floor.
 				if hub := r.Workload == "http-fanout-1"; hub && (r.HTTPFloorPerS != httpFloor.MsgsPerS || r.HTTPFloorRatio != r.DispatchesPerS/httpFloor.MsgsPerS) ||
