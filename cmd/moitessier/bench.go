@@ -90,9 +90,10 @@ requests all write one listener, one commit each, where the hub combines
 concurrent dispatches: with --publishers above 1, http_floor_ratio can
 pass 1.) Before fanout-1000 one more follows, pg-fanout-floor: in this
 process, with no Moitessier code on the path, one pgx connection commits
-pg-append-floor's statement in a loop for --baseline-time, and after each
-commit 1 000 goroutines, woken together by closing one channel at most
-every 8 ms, as the hub's caches wake so many subscribers, read the new
+pg-append-floor's statement in a loop, as many times as fanout-1000
+dispatches (--messages, default 300), and after each commit 1 000
+goroutines, woken together by closing one channel at most every 8 ms
+(about as the hub's caches wake so many subscribers), read the new
 message from memory and record its latency as the workloads' subscribers
 do; it reports what fanout-1000 does, and fanout-1000 then reports
 fanout_floor_ratio, its dispatches/s over that rate. The library workloads
@@ -254,7 +255,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.IntVar(&c.window, "window", 256, "most messages a dispatcher of the library workloads may be ahead of the slowest subscriber; 0: no limit")
 	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
 	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads (and of pg-http-floor)")
-	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor, pg-fanout-floor) runs")
+	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor) runs")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress line on stderr")
 	if err := parse(fs, args, stdout); err != nil {
@@ -404,6 +405,10 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	return nil
 }
 
+// fanout1000Messages is how many messages fanout-1000, and pg-fanout-floor
+// before it, send by default.
+const fanout1000Messages = 300
+
 func (c *benchConfig) clientsOr(def int) int {
 	if c.clients > 0 {
 		return c.clients
@@ -425,7 +430,7 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 	case "fanout-100":
 		return c.fanout(ctx, name, 100, 1, c.count(2_000))
 	case "fanout-1000":
-		return c.fanout(ctx, name, 1000, 1, c.count(300))
+		return c.fanout(ctx, name, 1000, 1, c.count(fanout1000Messages))
 	case "dispatch-8":
 		return c.fanout(ctx, name, 100, 8, c.count(2_000))
 	case "scopes-10k":
@@ -447,7 +452,7 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 	case "pg-http-floor":
 		return c.pgHTTPFloor(ctx, c.baseTime)
 	case "pg-fanout-floor":
-		return c.pgFanoutFloor(ctx, fanoutFloorSubscribers, c.baseTime)
+		return c.pgFanoutFloor(ctx, fanoutFloorSubscribers, c.count(fanout1000Messages))
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }

@@ -134,20 +134,23 @@ func runHTTPFloor(ctx context.Context, _ []string, _ io.Reader, stdout, stderr i
 // fanout-1000's.
 const fanoutFloorSubscribers = 1000
 
-// pgFanoutFloor measures pg-fanout-floor for d: what fanout-1000 could be
-// at the least in Go on this machine and server, with no Moitessier code
-// on the path. One pgx connection commits pg-append-floor's statement
-// (prepared, planned generically as the store's are), each message's text
-// made as the workloads' are, in a loop; after each commit the text goes
-// into a slice in memory, and subs goroutines, woken together by closing
-// one channel at most every 8 ms (the interval the hub's caches use for
-// as many subscribers), each read what is new and record its latency from
-// the text, as the workloads' subscribers do. It reports what fanout-1000
-// does (dispatches/s, deliveries/s, p50/p99, CPU per delivery), with
-// baseline_ratio and floor_ratio; fanout-1000 then reports
-// fanout_floor_ratio, its dispatches/s over this rate.
-func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs int, d time.Duration) (BenchResult, error) {
-	res := BenchResult{Workload: "pg-fanout-floor", Store: c.storeName, Listeners: subs}
+// pgFanoutFloor measures pg-fanout-floor: what fanout-1000 could be at the
+// least in Go on this machine and server, with no Moitessier code on the
+// path. One pgx connection commits pg-append-floor's statement (prepared,
+// planned generically as the store's are) n times in a loop, each
+// message's text made as the workloads' are; after each commit the text
+// goes into a slice in memory, and subs goroutines, woken together by
+// closing one channel at most every 8 ms (about as the hub's caches wake
+// so many waiting subscribers, without their early wake-ups), each read
+// what is new and record its latency from the text, as the workloads'
+// subscribers do. It sends as many messages as fanout-1000 (n), so that
+// both start and end alike, and reports what fanout-1000 does
+// (dispatches/s, deliveries/s, p50/p99, CPU per delivery, from the first
+// commit to the last delivery), with baseline_ratio and floor_ratio;
+// fanout-1000 then reports fanout_floor_ratio, its dispatches/s over this
+// rate.
+func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResult, error) {
+	res := BenchResult{Workload: "pg-fanout-floor", Store: c.storeName, Listeners: subs, Messages: n}
 	fs, err := c.floorSchema(ctx)
 	if err != nil {
 		return res, err
@@ -161,17 +164,19 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs int, d time.Durati
 	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
 		return res, err
 	}
-	f := &fanFloor{wake: make(chan struct{}), every: min(time.Duration(subs)*8*time.Microsecond, 8*time.Millisecond)}
-	lats := make([][]time.Duration, subs)
+	f := &fanFloor{wake: make(chan struct{}), texts: make([]string, 0, n), every: min(time.Duration(subs)*8*time.Microsecond, 8*time.Millisecond)}
+	lats := make([]time.Duration, subs*n) // subscriber i's are lats[i*n:(i+1)*n]
 	var (
 		wg        sync.WaitGroup
 		delivered atomic.Int64
+		last      atomic.Int64 // unix nanos of the latest delivery
 		done      = make(chan struct{})
 	)
 	for i := range subs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			mine := lats[i*n : (i+1)*n]
 			cur := 0
 			for {
 				f.mu.Lock()
@@ -186,11 +191,17 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs int, d time.Durati
 					}
 				}
 				now := time.Now()
-				for _, t := range texts {
-					lats[i] = append(lats[i], now.Sub(hubload.SentAt(t)))
+				for k, t := range texts {
+					mine[cur+k] = now.Sub(hubload.SentAt(t))
 				}
 				cur += len(texts)
 				delivered.Add(int64(len(texts)))
+				for at := now.UnixNano(); ; {
+					l := last.Load()
+					if l >= at || last.CompareAndSwap(l, at) {
+						break
+					}
+				}
 			}
 		}()
 	}
@@ -198,30 +209,31 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs int, d time.Durati
 	stmt := fs.statement("$1")
 	cpu0 := processCPU()
 	start := time.Now()
-	n := 0
-	for deadline := start.Add(d); time.Now().Before(deadline); n++ {
+	for range n {
 		text := hubload.Text(time.Now())
 		if _, err := conn.Exec(ctx, stmt, []byte(text)); err != nil {
 			return res, err
 		}
 		f.add(text)
 	}
-	for stall := time.Now(); delivered.Load() < int64(n*subs); time.Sleep(time.Millisecond) {
-		if time.Since(stall) > 30*time.Second {
-			return res, fmt.Errorf("%d of %d deliveries after 30 s", delivered.Load(), n*subs)
+	want := int64(n * subs)
+	for seen, at := delivered.Load(), time.Now(); seen < want; {
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+		if d := delivered.Load(); d > seen {
+			seen, at = d, time.Now()
+		} else if time.Since(at) > 30*time.Second {
+			return res, fmt.Errorf("%d of %d deliveries, none for 30 s", d, want)
 		}
 	}
-	end := time.Now()
 	cpu1 := processCPU()
 	if err := fs.check(ctx, conn); err != nil {
 		return res, err
 	}
-	var all []time.Duration
-	for _, l := range lats {
-		all = append(all, l...)
-	}
-	res.Messages = n
-	if err := summarize(&res, start, end.UnixNano(), all, 0); err != nil {
+	if err := summarize(&res, start, last.Load(), lats, 0); err != nil {
 		return res, err
 	}
 	if cpu0 >= 0 && cpu1 >= 0 && res.Deliveries > 0 {

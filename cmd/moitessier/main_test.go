@@ -594,7 +594,7 @@ func TestBenchBaseline(t *testing.T) {
 			}
 			lines := strings.Split(strings.TrimSpace(out), "\n")
 			if len(lines) != 7 {
-				t.Fatalf("want the four baselines and three results:\n%s", out)
+				t.Fatalf("want the four baselines and three results:\n%s\n%s", out, errOut)
 			}
 			var base, floor, httpFloor, fanFloor BenchResult
 			if err := json.Unmarshal([]byte(lines[0]), &base); err != nil || base.Workload != "pg-insert-notify" || base.MsgsPerS <= 0 || base.Baseline != way {
@@ -611,14 +611,16 @@ func TestBenchBaseline(t *testing.T) {
 				t.Fatalf("HTTP floor: %v %s", err, lines[2])
 			}
 			// The fan-out floor delivers every message to its 1 000 goroutines.
-			if err := json.Unmarshal([]byte(lines[3]), &fanFloor); err != nil || fanFloor.Workload != "pg-fanout-floor" || fanFloor.Messages < 1 ||
-				fanFloor.Deliveries != fanFloor.Messages*1000 || fanFloor.DispatchesPerS <= 0 || fanFloor.P99ms <= 0 ||
+			if err := json.Unmarshal([]byte(lines[3]), &fanFloor); err != nil || fanFloor.Workload != "pg-fanout-floor" || fanFloor.Messages != 30 ||
+				fanFloor.Listeners != 1000 || fanFloor.Deliveries != 30*1000 || fanFloor.DispatchesPerS <= 0 || fanFloor.P99ms <= 0 ||
+				runtime.GOOS == "linux" && fanFloor.CPUPerDelivery <= 0 || fanFloor.HTTPFloorRatio != 0 || fanFloor.FanoutFloorRatio != 0 ||
 				fanFloor.BaselineRatio != fanFloor.DispatchesPerS/base.MsgsPerS || fanFloor.FloorRatio != fanFloor.DispatchesPerS/floor.MsgsPerS {
 				t.Fatalf("fan-out floor: %v %s", err, lines[3])
 			}
-			for _, line := range lines[4:] {
+			for i, line := range lines[4:] {
 				var r BenchResult
-				if err := json.Unmarshal([]byte(line), &r); err != nil || r.Deliveries != 30*r.Listeners || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 ||
+				if err := json.Unmarshal([]byte(line), &r); err != nil || r.Workload != []string{"http-fanout-1", "fanout-1", "fanout-1000"}[i] ||
+					r.Deliveries != 30*r.Listeners || r.BaselinePerS != base.MsgsPerS || r.BaselineRatio <= 0 ||
 					r.FloorPerS != floor.MsgsPerS || r.FloorRatio != r.DispatchesPerS/floor.MsgsPerS {
 					t.Fatalf("result: %v %s", err, line)
 				}
