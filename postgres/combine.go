@@ -24,10 +24,11 @@ import (
 // writer is answered ErrOutcomeUnknown as soon as its caller gives up, and
 // runs on. (On a pool of the caller's, Config.Pool, writers send every
 // batch, as before: its connections have no grace, and a caller giving up
-// during its own statement would cost the pool a connection.) A statement that ends hands its turn on:
-// its writer (a writer, for a caller that sent its own) sends, in its next
-// one, every queued batch (up to Config.MaxCombine) whose listeners no
-// other running statement writes to, committed once. So one
+// during its own statement would cost the pool a connection.) A statement
+// that ends hands its turn on: its writer (a writer, for a caller that
+// sent its own) sends, in its next one, every queued batch (up to
+// Config.MaxCombine) whose listeners no other running statement writes
+// to, committed once. So one
 // listener takes many appends per commit flush, and one transaction that
 // holds a listener's row lock (DispatchTx) stalls only the appends to that
 // listener, not the rest of the process's.
@@ -71,8 +72,8 @@ type pending struct {
 	done chan struct{}
 	// Guarded by combiner.mu: sent, a writer (or its caller) took the
 	// batch; dropped, the caller stopped waiting before that; abandoned,
-	// after that, before the writer settled it; settled, msgs and err are set (done is about
-	// to be closed).
+	// after that, before the writer settled it; settled, msgs and err are
+	// set (done is about to be closed).
 	sent, dropped, abandoned, settled bool
 	// notifyLate: its listeners' heads are to be notified after its
 	// statement (see settle); only its writer uses it.

@@ -151,16 +151,11 @@ const fanoutFloorSubscribers = 1000
 // rate.
 func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResult, error) {
 	res := BenchResult{Workload: "pg-fanout-floor", Store: c.storeName, Listeners: subs, Messages: n}
-	fs, err := c.floorSchema(ctx)
+	fs, conn, closeFloor, err := c.floorConn(ctx)
 	if err != nil {
 		return res, err
 	}
-	defer fs.drop()
-	conn, err := pgx.Connect(ctx, c.store)
-	if err != nil {
-		return res, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer closeFloor()
 	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
 		return res, err
 	}

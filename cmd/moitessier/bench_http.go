@@ -311,16 +311,11 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 // leaves.
 func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult, error) {
 	res := BenchResult{Workload: "pg-append-floor", Store: c.storeName, Listeners: 1}
-	fs, err := c.floorSchema(ctx)
+	fs, conn, done, err := c.floorConn(ctx)
 	if err != nil {
 		return res, err
 	}
-	defer fs.drop()
-	conn, err := pgx.Connect(ctx, c.store)
-	if err != nil {
-		return res, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
+	defer done()
 	res, err = c.pgRate(ctx, res, conn, fs.statement("'"+strings.Repeat(".", msgBytes)+"'"), true, d)
 	if err != nil {
 		return res, err
@@ -340,6 +335,19 @@ func (c *benchConfig) pgFloor(ctx context.Context, d time.Duration) (BenchResult
 type floorSchema struct {
 	schema, id string
 	drop       func()
+}
+
+// floorConn makes a floorSchema and a connection to its server; done
+// closes the connection and drops the schema.
+func (c *benchConfig) floorConn(ctx context.Context) (fs *floorSchema, conn *pgx.Conn, done func(), err error) {
+	if fs, err = c.floorSchema(ctx); err != nil {
+		return nil, nil, nil, err
+	}
+	if conn, err = pgx.Connect(ctx, c.store); err != nil {
+		fs.drop()
+		return nil, nil, nil, err
+	}
+	return fs, conn, func() { conn.Close(context.WithoutCancel(ctx)); fs.drop() }, nil
 }
 
 // floorSchema makes a floorSchema on the Postgres server of c.store.
