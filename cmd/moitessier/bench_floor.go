@@ -33,9 +33,10 @@ const httpFloorStatement = "MOITESSIER_BENCH_FLOOR_STATEMENT"
 // leg and the server leave. A process of this binary (httpFloorCommand)
 // serves, with net/http and a pgx pool, a POST by committing
 // pg-append-floor's statement, the request's body its text, prepared and
-// planned once per connection as the store's statements are, and answering 200; it has no subscribers,
-// tokens, scopes or limits to check. The publishers send the requests the
-// http-fanout-* publishers send, one at a time each, for d. Its
+// planned once per connection as the store's statements are, and
+// answering 200; it has no subscribers, tokens, scopes or limits to check.
+// The publishers send the requests the http-fanout-* publishers send, one
+// at a time each, for d. Its
 // hub_cpu_us_per_delivery is that process's CPU per request, its
 // baseline_ratio its rate over pg-insert-notify's and its floor_ratio over
 // pg-append-floor's.
