@@ -125,7 +125,7 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 	if s.cfg.MaxCombine <= 1 {
 		return s.sendAlone(ctx, b, s.watchers.selfFor(ctx), nil)
 	}
-	p := &pending{b: b, ids: batchListeners(b), self: s.watchers.selfFor(ctx), done: make(chan struct{})}
+	p := &pending{b: b, ids: batchListeners(b), self: s.watchers.selfFor(ctx)}
 	c := &s.cmb
 	c.mu.Lock()
 	if c.closed {
@@ -146,23 +146,16 @@ func (s *Store) combine(ctx context.Context, b *moitessier.Batch) ([]moitessier.
 		c.mu.Unlock()
 		return s.sendOwn(ctx, p)
 	}
+	p.done = make(chan struct{})
 	c.queue = append(c.queue, p)
 	spawn := false
 	if start {
 		c.running++
-		if c.idle > 0 {
-			c.idle--
-		} else {
-			spawn = true
-			c.wg.Add(1)
-		}
+		spawn = c.handOff()
 	}
 	c.mu.Unlock()
-	switch {
-	case spawn:
-		go s.writer()
-	case start:
-		c.kick <- struct{}{} // never blocks: kick has room for every writer
+	if start {
+		s.startWriter(spawn)
 	}
 	select {
 	case <-p.done:
@@ -202,24 +195,39 @@ func (s *Store) sendOwn(ctx context.Context, p *pending) ([]moitessier.Message, 
 	pass := len(c.queue) > 0 && !c.closed
 	spawn := false
 	if pass {
-		// The turn goes on, to a writer: running still counts it.
-		if c.idle > 0 {
-			c.idle--
-		} else {
-			spawn = true
-			c.wg.Add(1)
-		}
+		spawn = c.handOff() // the turn goes on: running still counts it
 	} else {
 		c.running--
 	}
 	c.mu.Unlock()
-	switch {
-	case spawn:
-		go s.writer()
-	case pass:
-		c.kick <- struct{}{}
+	if pass {
+		s.startWriter(spawn)
 	}
 	return msgs, err
+}
+
+// handOff gives a turn that running already counts to a writer: a parked
+// one, or, if none is parked, a new one, which it reports (spawn) and
+// counts in wg. c.mu is held; startWriter, called after it is released,
+// starts the writer.
+func (c *combiner) handOff() (spawn bool) {
+	if c.idle > 0 {
+		c.idle--
+		return false
+	}
+	c.wg.Add(1)
+	return true
+}
+
+// startWriter starts the writer handOff chose: a new goroutine (spawn),
+// or a parked writer's kick, which never blocks: kick has room for every
+// writer.
+func (s *Store) startWriter(spawn bool) {
+	if spawn {
+		go s.writer()
+		return
+	}
+	s.cmb.kick <- struct{}{}
 }
 
 // sendAlone appends b in a statement of its own on the caller's goroutine,
