@@ -96,7 +96,14 @@ goroutines, woken together by closing one channel at most every 8 ms
 (about as the hub's caches wake so many subscribers), read the new
 message from memory and record its latency as the workloads' subscribers
 do; it reports what fanout-1000 does, and fanout-1000 then reports
-fanout_floor_ratio, its dispatches/s over that rate. The library workloads
+fanout_floor_ratio, its dispatches/s over that rate. Before scopes-10k,
+likewise, pg-scopes-floor: the same loop, as many times as scopes-10k
+dispatches (default 20 000), to each of 10 000 listeners in turn (one made
+through a hub, the others copied from its row, each of its own scope), the
+listener's id, scope and text its parameters, with no scope to match;
+after each commit the message goes, by a channel, to the one goroutine
+waiting for that listener; scopes-10k then reports scopes_floor_ratio. The
+library workloads
 report this process's CPU time (user and system) per delivery,
 cpu_us_per_delivery, from the first dispatch to the last delivery: their
 dispatchers, subscribers and store clients are all in this process, a
@@ -200,6 +207,10 @@ type BenchResult struct {
 	// FanoutFloorRatio fanout-1000's dispatches/s over it.
 	FanoutFloorPerS  float64 `json:"fanout_floor_per_s,omitempty"`
 	FanoutFloorRatio float64 `json:"fanout_floor_ratio,omitempty"`
+	// ScopesFloorPerS is pg-scopes-floor's rate in the same run, and
+	// ScopesFloorRatio scopes-10k's dispatches/s over it.
+	ScopesFloorPerS  float64 `json:"scopes_floor_per_s,omitempty"`
+	ScopesFloorRatio float64 `json:"scopes_floor_ratio,omitempty"`
 }
 
 // ratios sets res's baseline and floor ratios from its dispatches/s and the
@@ -221,6 +232,10 @@ func (c *benchConfig) ratios(res *BenchResult) {
 		res.FanoutFloorPerS = c.fanoutFloor
 		res.FanoutFloorRatio = res.DispatchesPerS / c.fanoutFloor
 	}
+	if c.scopesFloor > 0 && res.Workload == "scopes-10k" {
+		res.ScopesFloorPerS = c.scopesFloor
+		res.ScopesFloorRatio = res.DispatchesPerS / c.scopesFloor
+	}
 }
 
 type benchConfig struct {
@@ -237,6 +252,8 @@ type benchConfig struct {
 	httpFloor  float64 // pg-http-floor's rate in this run, or 0
 	// fanoutFloor is pg-fanout-floor's rate in this run, or 0.
 	fanoutFloor float64
+	// scopesFloor is pg-scopes-floor's rate in this run, or 0.
+	scopesFloor float64
 	asJSON      bool
 	quiet       bool
 	progress    bool
@@ -313,6 +330,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if slices.Contains(names, "fanout-1000") {
 			first = append(first, "pg-fanout-floor")
 		}
+		if slices.Contains(names, "scopes-10k") {
+			first = append(first, "pg-scopes-floor")
+		}
 		names = append(first, names...)
 	}
 	for _, name := range names {
@@ -321,7 +341,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		res, err := c.run(ctx, name)
 		switch {
-		case err != nil && (name == "pg-append-floor" || name == "pg-http-floor" || name == "pg-fanout-floor") && ctx.Err() == nil:
+		case err != nil && strings.HasSuffix(name, "-floor") && ctx.Err() == nil:
 			// A second opinion, not a workload: the workloads run
 			// without it (and without its ratio).
 			fmt.Fprintf(stderr, "%s: %v; going on without it\n", name, err)
@@ -336,6 +356,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			c.httpFloor = res.MsgsPerS
 		case name == "pg-fanout-floor":
 			c.fanoutFloor = res.DispatchesPerS
+		case name == "pg-scopes-floor":
+			c.scopesFloor = res.DispatchesPerS
 		}
 		if c.asJSON {
 			if err := json.NewEncoder(stdout).Encode(res); err != nil {
@@ -355,6 +377,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 			extra = append(extra, "floor: a bare Go HTTP service making the store's least append")
 		case res.Workload == "pg-fanout-floor":
 			extra = append(extra, fmt.Sprintf("floor: the store's least append in a pgx loop, %d goroutines woken together, %.0f dispatches/s", res.Listeners, res.DispatchesPerS))
+		case res.Workload == "pg-scopes-floor":
+			extra = append(extra, fmt.Sprintf("floor: the store's least append in a pgx loop to %d listeners in turn, each with a goroutine, %.0f dispatches/s", res.Listeners, res.DispatchesPerS))
 		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"), res.BaselineRatio > 0:
 			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
 		}
@@ -378,6 +402,9 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		if res.FanoutFloorRatio > 0 {
 			extra = append(extra, fmt.Sprintf("%.2f× fan-out floor", res.FanoutFloorRatio))
+		}
+		if res.ScopesFloorRatio > 0 {
+			extra = append(extra, fmt.Sprintf("%.2f× scopes floor", res.ScopesFloorRatio))
 		}
 		if res.CPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
@@ -406,8 +433,12 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 }
 
 // fanout1000Messages is how many messages fanout-1000, and pg-fanout-floor
-// before it, send by default.
-const fanout1000Messages = 300
+// before it, send by default; scopes10kMessages how many scopes-10k and
+// pg-scopes-floor do.
+const (
+	fanout1000Messages = 300
+	scopes10kMessages  = 20_000
+)
 
 func (c *benchConfig) clientsOr(def int) int {
 	if c.clients > 0 {
@@ -434,7 +465,7 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 	case "dispatch-8":
 		return c.fanout(ctx, name, 100, 8, c.count(2_000))
 	case "scopes-10k":
-		return c.scopes(ctx, name, 10_000, c.count(20_000))
+		return c.scopes(ctx, name, scopesFloorListeners, c.count(scopes10kMessages))
 	case "idle-10k":
 		return c.idleWorkload(ctx, name, 10_000)
 	case "sse-10k":
@@ -453,6 +484,8 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 		return c.pgHTTPFloor(ctx, c.baseTime)
 	case "pg-fanout-floor":
 		return c.pgFanoutFloor(ctx, fanoutFloorSubscribers, c.count(fanout1000Messages))
+	case "pg-scopes-floor":
+		return c.pgScopesFloor(ctx, scopesFloorListeners, c.count(scopes10kMessages))
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }

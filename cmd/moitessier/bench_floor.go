@@ -192,12 +192,7 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResu
 				}
 				cur += len(texts)
 				delivered.Add(int64(len(texts)))
-				for at := now.UnixNano(); ; {
-					l := last.Load()
-					if l >= at || last.CompareAndSwap(l, at) {
-						break
-					}
-				}
+				raise(&last, now.UnixNano())
 			}
 		}()
 	}
@@ -212,18 +207,8 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResu
 		}
 		f.add(text)
 	}
-	want := int64(n * subs)
-	for seen, at := delivered.Load(), time.Now(); seen < want; {
-		select {
-		case <-ctx.Done():
-			return res, ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-		if d := delivered.Load(); d > seen {
-			seen, at = d, time.Now()
-		} else if time.Since(at) > 30*time.Second {
-			return res, fmt.Errorf("%d of %d deliveries, none for 30 s", d, want)
-		}
+	if err := waitDelivered(ctx, &delivered, int64(n*subs)); err != nil {
+		return res, err
 	}
 	cpu1 := processCPU()
 	if err := fs.check(ctx, conn); err != nil {
@@ -276,4 +261,128 @@ func (f *fanFloor) wakeLocked() {
 	close(f.wake)
 	f.wake = make(chan struct{})
 	f.lastWake, f.pending = time.Now(), false
+}
+
+// waitDelivered waits until delivered reaches want, failing if it stays
+// put for 30 s.
+func waitDelivered(ctx context.Context, delivered *atomic.Int64, want int64) error {
+	for seen, at := delivered.Load(), time.Now(); seen < want; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+		if d := delivered.Load(); d > seen {
+			seen, at = d, time.Now()
+		} else if time.Since(at) > 30*time.Second {
+			return fmt.Errorf("%d of %d deliveries, none for 30 s", d, want)
+		}
+	}
+	return nil
+}
+
+// raise sets v to at if at is later.
+func raise(v *atomic.Int64, at int64) {
+	for {
+		l := v.Load()
+		if l >= at || v.CompareAndSwap(l, at) {
+			return
+		}
+	}
+}
+
+// scopesFloorListeners is pg-scopes-floor's number of listeners, as
+// scopes-10k's.
+const scopesFloorListeners = 10_000
+
+// pgScopesFloor measures pg-scopes-floor: what scopes-10k could be at the
+// least in Go on this machine and server, with no Moitessier code on the
+// path. On a schema the store migrated, with one listener made through a
+// hub and scopes-1 more copied from its row (each its own scope), one pgx
+// connection commits pg-append-floor's statement n times in a loop, to
+// each listener in turn, its id, scope and text as parameters (prepared,
+// planned generically as the store's are); it matches no scope (the
+// listener is known), and it takes no lock but the UPDATE's. After each
+// commit the text goes, by a buffered channel, to the one goroutine of
+// that listener (scopes in all, each waiting on its own channel, as a
+// listener's subscriber waits on its cache), which records its latency
+// from the text, as the workloads' subscribers do. It sends as many
+// messages as scopes-10k (n) and reports what it does (dispatches/s,
+// deliveries/s, p50/p99, CPU per delivery, from the first commit to the
+// last delivery), with baseline_ratio and floor_ratio; scopes-10k then
+// reports scopes_floor_ratio, its dispatches/s over this rate.
+func (c *benchConfig) pgScopesFloor(ctx context.Context, scopes, n int) (BenchResult, error) {
+	res := BenchResult{Workload: "pg-scopes-floor", Store: c.storeName, Listeners: scopes, Messages: n}
+	fs, conn, closeFloor, err := c.floorConn(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer closeFloor()
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		return res, err
+	}
+	ids, names, err := fs.copies(ctx, conn, scopes)
+	if err != nil {
+		return res, err
+	}
+	lats := make([]time.Duration, n) // message m's is lats[m]
+	chs := make([]chan string, scopes)
+	var (
+		wg        sync.WaitGroup
+		delivered atomic.Int64
+		last      atomic.Int64 // unix nanos of the latest delivery
+		done      = make(chan struct{})
+	)
+	for i := range chs {
+		want := n / scopes
+		if i < n%scopes {
+			want++
+		}
+		chs[i] = make(chan string, want)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range want {
+				select {
+				case t := <-chs[i]:
+					now := time.Now()
+					lats[i+k*scopes] = now.Sub(hubload.SentAt(t))
+					delivered.Add(1)
+					raise(&last, now.UnixNano())
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	defer func() { close(done); wg.Wait() }()
+	stmt := fs.statementFor("$1::text", "$2::text", "$3::bytea")
+	cpu0 := processCPU()
+	start := time.Now()
+	for m := range n {
+		text := hubload.Text(time.Now())
+		if _, err := conn.Exec(ctx, stmt, ids[m%scopes], names[m%scopes], []byte(text)); err != nil {
+			return res, err
+		}
+		chs[m%scopes] <- text
+	}
+	if err := waitDelivered(ctx, &delivered, int64(n)); err != nil {
+		return res, err
+	}
+	cpu1 := processCPU()
+	var written int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()+" WHERE head > 0").Scan(&written); err != nil {
+		return res, err
+	}
+	if written != min(n, scopes) {
+		return res, fmt.Errorf("the statement wrote to %d listeners, not %d", written, min(n, scopes))
+	}
+	if err := summarize(&res, start, last.Load(), lats, 0); err != nil {
+		return res, err
+	}
+	if cpu0 >= 0 && cpu1 >= 0 && res.Deliveries > 0 {
+		res.CPUPerDelivery = float64(cpu1-cpu0) / 1e3 / float64(res.Deliveries)
+	}
+	c.ratios(&res)
+	return res, nil
 }

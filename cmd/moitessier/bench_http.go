@@ -388,11 +388,32 @@ func (c *benchConfig) floorListener(ctx context.Context, schema string) (string,
 // statement is the floors' write to the listener, its text body (an SQL
 // expression: a literal, or a parameter such as $1).
 func (fs *floorSchema) statement(body string) string {
+	return fs.statementFor(sqlString(fs.id), "'bench.floor'", body)
+}
+
+// statementFor is statement to the listener id in scope, each an SQL
+// expression as body is.
+func (fs *floorSchema) statementFor(id, scope, body string) string {
 	s := pgx.Identifier{fs.schema}.Sanitize()
-	return "WITH up AS (UPDATE " + s + ".listeners SET head = head + 1 WHERE id = " + sqlString(fs.id) +
+	return "WITH up AS (UPDATE " + s + ".listeners SET head = head + 1 WHERE id = " + id +
 		" RETURNING id, head), ins AS (INSERT INTO " + s + ".messages (listener, seq, dispatch, scope, sender, body, created_ns)" +
-		" SELECT id, head, " + sqlString(randomHex(13)) + ", 'bench.floor', " + sqlString(workload.Person) + ", " + body +
+		" SELECT id, head, " + sqlString(randomHex(13)) + ", " + scope + ", " + sqlString(workload.Person) + ", " + body +
 		", (extract(epoch FROM clock_timestamp()) * 1e9)::bigint FROM up) SELECT pg_notify(" + sqlString(fs.schema) + ", '') FROM up"
+}
+
+// copies makes n-1 more listeners from the schema's one, each of its own
+// scope, and returns the n ids and scopes, its one first.
+func (fs *floorSchema) copies(ctx context.Context, conn *pgx.Conn, n int) (ids, scopes []string, err error) {
+	if _, err := conn.Exec(ctx, "INSERT INTO "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()+
+		" (id, type, person, client, scopes, created_ns) SELECT id || '-' || g, type, person, client, ARRAY['bench.floor.' || g], created_ns"+
+		" FROM "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()+", generate_series(1, $2::int - 1) g WHERE id = $1", fs.id, n); err != nil {
+		return nil, nil, err
+	}
+	ids, scopes = []string{fs.id}, []string{"bench.floor"}
+	for g := 1; g < n; g++ {
+		ids, scopes = append(ids, fs.id+"-"+strconv.Itoa(g)), append(scopes, "bench.floor."+strconv.Itoa(g))
+	}
+	return ids, scopes, nil
 }
 
 // check fails unless the statement wrote a message.

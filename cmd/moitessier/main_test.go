@@ -639,6 +639,44 @@ func TestBenchBaseline(t *testing.T) {
 	}
 }
 
+// TestBenchScopesFloor runs scopes-10k on Postgres, when a server is
+// reachable, and checks that pg-scopes-floor runs before it, delivers each
+// of its messages once, to the goroutine of the listener it wrote, and
+// that scopes-10k, and only it, is measured against it.
+func TestBenchScopesFloor(t *testing.T) {
+	dsn := postgresDSN(t)
+	t.Setenv("MOITESSIER_TEST_MAIN", "1")
+	out, errOut, err := runCmd(ctxT(t), t, "", "bench", "--store", dsn, "--baseline-time", "1s", "--messages", "30", "--json", "fanout-1", "scopes-10k")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("want the three baselines and two results:\n%s\n%s", out, errOut)
+	}
+	var base, floor, scopesFloor BenchResult
+	for i, r := range []*BenchResult{&base, &floor, &scopesFloor} {
+		if err := json.Unmarshal([]byte(lines[i]), r); err != nil || r.Workload != []string{"pg-insert-notify", "pg-append-floor", "pg-scopes-floor"}[i] {
+			t.Fatalf("baseline %d: %v %s", i, err, lines[i])
+		}
+	}
+	if s := scopesFloor; s.Messages != 30 || s.Listeners != 10_000 || s.Deliveries != 30 || s.DispatchesPerS <= 0 || s.P99ms <= 0 ||
+		runtime.GOOS == "linux" && s.CPUPerDelivery <= 0 || s.ScopesFloorRatio != 0 || s.FanoutFloorRatio != 0 ||
+		s.BaselineRatio != s.DispatchesPerS/base.MsgsPerS || s.FloorRatio != s.DispatchesPerS/floor.MsgsPerS {
+		t.Fatalf("scopes floor: %s", lines[2])
+	}
+	for i, line := range lines[3:] {
+		var r BenchResult
+		if err := json.Unmarshal([]byte(line), &r); err != nil || r.Workload != []string{"fanout-1", "scopes-10k"}[i] || r.Deliveries != 30 {
+			t.Fatalf("result: %v %s", err, line)
+		}
+		if f := r.Workload == "scopes-10k"; f && (r.ScopesFloorPerS != scopesFloor.DispatchesPerS || r.ScopesFloorRatio != r.DispatchesPerS/scopesFloor.DispatchesPerS) ||
+			!f && (r.ScopesFloorPerS != 0 || r.ScopesFloorRatio != 0) {
+			t.Fatalf("result against the scopes floor: %s", line)
+		}
+	}
+}
+
 const tokenSecret = "a-secret-of-thirty-two-bytes-or-more"
 
 // TestTokenGrantsOnlyWhatIsAsked checks that a token minted with only
