@@ -152,26 +152,19 @@ const fanoutFloorSubscribers = 1000
 // rate.
 func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResult, error) {
 	res := BenchResult{Workload: "pg-fanout-floor", Store: c.storeName, Listeners: subs, Messages: n}
-	fs, conn, closeFloor, err := c.floorConn(ctx)
+	fs, conn, closeFloor, err := c.genericFloorConn(ctx)
 	if err != nil {
 		return res, err
 	}
 	defer closeFloor()
-	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
-		return res, err
-	}
 	f := &fanFloor{wake: make(chan struct{}), texts: make([]string, 0, n), every: min(time.Duration(subs)*8*time.Microsecond, 8*time.Millisecond)}
 	lats := make([]time.Duration, subs*n) // subscriber i's are lats[i*n:(i+1)*n]
-	var (
-		wg        sync.WaitGroup
-		delivered atomic.Int64
-		last      atomic.Int64 // unix nanos of the latest delivery
-		done      = make(chan struct{})
-	)
+	d := newFloorDeliveries()
+	defer d.end()
 	for i := range subs {
-		wg.Add(1)
+		d.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer d.wg.Done()
 			mine := lats[i*n : (i+1)*n]
 			cur := 0
 			for {
@@ -182,7 +175,7 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResu
 					select {
 					case <-w:
 						continue
-					case <-done:
+					case <-d.done:
 						return
 					}
 				}
@@ -191,37 +184,20 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResu
 					mine[cur+k] = now.Sub(hubload.SentAt(t))
 				}
 				cur += len(texts)
-				delivered.Add(int64(len(texts)))
-				raise(&last, now.UnixNano())
+				d.deliver(len(texts), now)
 			}
 		}()
 	}
-	defer func() { close(done); wg.Wait() }()
 	stmt := fs.statement("$1")
-	cpu0 := processCPU()
-	start := time.Now()
-	for range n {
+	err = c.measureFloor(ctx, &res, d, int64(n*subs), lats, func(int) error {
 		text := hubload.Text(time.Now())
 		if _, err := conn.Exec(ctx, stmt, []byte(text)); err != nil {
-			return res, err
+			return err
 		}
 		f.add(text)
-	}
-	if err := waitDelivered(ctx, &delivered, int64(n*subs)); err != nil {
-		return res, err
-	}
-	cpu1 := processCPU()
-	if err := fs.check(ctx, conn); err != nil {
-		return res, err
-	}
-	if err := summarize(&res, start, last.Load(), lats, 0); err != nil {
-		return res, err
-	}
-	if cpu0 >= 0 && cpu1 >= 0 && res.Deliveries > 0 {
-		res.CPUPerDelivery = float64(cpu1-cpu0) / 1e3 / float64(res.Deliveries)
-	}
-	c.ratios(&res)
-	return res, nil
+		return nil
+	}, func() error { return fs.check(ctx, conn) })
+	return res, err
 }
 
 // fanFloor is pg-fanout-floor's messages and the channel its subscribers
@@ -263,32 +239,77 @@ func (f *fanFloor) wakeLocked() {
 	f.lastWake, f.pending = time.Now(), false
 }
 
-// waitDelivered waits until delivered reaches want, failing if it stays
-// put for 30 s.
-func waitDelivered(ctx context.Context, delivered *atomic.Int64, want int64) error {
-	for seen, at := delivered.Load(), time.Now(); seen < want; {
+// floorDeliveries is what the subscribers of pg-fanout-floor or
+// pg-scopes-floor share: how many deliveries they made, when the latest
+// was, and the channel that ends them.
+type floorDeliveries struct {
+	delivered atomic.Int64
+	last      atomic.Int64 // unix nanos of the latest delivery
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+// newFloorDeliveries returns a floorDeliveries whose subscribers run.
+func newFloorDeliveries() *floorDeliveries {
+	return &floorDeliveries{done: make(chan struct{})}
+}
+
+// deliver counts k deliveries made at now.
+func (d *floorDeliveries) deliver(k int, now time.Time) {
+	d.delivered.Add(int64(k))
+	at := now.UnixNano()
+	for {
+		l := d.last.Load()
+		if l >= at || d.last.CompareAndSwap(l, at) {
+			return
+		}
+	}
+}
+
+// end ends the subscribers and waits for them.
+func (d *floorDeliveries) end() {
+	close(d.done)
+	d.wg.Wait()
+}
+
+// measureFloor runs commit(m) for every message m < res.Messages, in
+// order, waits until the subscribers made want deliveries (failing if
+// none comes for 30 s), checks what was written with check, and sets
+// res from lats (the deliveries' latencies), the wall time from the first
+// commit to the last delivery, this process's CPU per delivery, and the
+// ratios.
+func (c *benchConfig) measureFloor(ctx context.Context, res *BenchResult, d *floorDeliveries, want int64, lats []time.Duration, commit func(m int) error, check func() error) error {
+	cpu0 := processCPU()
+	start := time.Now()
+	for m := range res.Messages {
+		if err := commit(m); err != nil {
+			return err
+		}
+	}
+	for seen, at := d.delivered.Load(), time.Now(); seen < want; {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(time.Millisecond):
 		}
-		if d := delivered.Load(); d > seen {
-			seen, at = d, time.Now()
+		if n := d.delivered.Load(); n > seen {
+			seen, at = n, time.Now()
 		} else if time.Since(at) > 30*time.Second {
-			return fmt.Errorf("%d of %d deliveries, none for 30 s", d, want)
+			return fmt.Errorf("%d of %d deliveries, none for 30 s", n, want)
 		}
 	}
+	cpu1 := processCPU()
+	if err := check(); err != nil {
+		return err
+	}
+	if err := summarize(res, start, d.last.Load(), lats, 0); err != nil {
+		return err
+	}
+	if cpu0 >= 0 && cpu1 >= 0 && res.Deliveries > 0 {
+		res.CPUPerDelivery = float64(cpu1-cpu0) / 1e3 / float64(res.Deliveries)
+	}
+	c.ratios(res)
 	return nil
-}
-
-// raise sets v to at if at is later.
-func raise(v *atomic.Int64, at int64) {
-	for {
-		l := v.Load()
-		if l >= at || v.CompareAndSwap(l, at) {
-			return
-		}
-	}
 }
 
 // scopesFloorListeners is pg-scopes-floor's number of listeners, as
@@ -313,76 +334,57 @@ const scopesFloorListeners = 10_000
 // reports scopes_floor_ratio, its dispatches/s over this rate.
 func (c *benchConfig) pgScopesFloor(ctx context.Context, scopes, n int) (BenchResult, error) {
 	res := BenchResult{Workload: "pg-scopes-floor", Store: c.storeName, Listeners: scopes, Messages: n}
-	fs, conn, closeFloor, err := c.floorConn(ctx)
+	fs, conn, closeFloor, err := c.genericFloorConn(ctx)
 	if err != nil {
 		return res, err
 	}
 	defer closeFloor()
-	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
-		return res, err
-	}
 	ids, names, err := fs.copies(ctx, conn, scopes)
 	if err != nil {
 		return res, err
 	}
 	lats := make([]time.Duration, n) // message m's is lats[m]
 	chs := make([]chan string, scopes)
-	var (
-		wg        sync.WaitGroup
-		delivered atomic.Int64
-		last      atomic.Int64 // unix nanos of the latest delivery
-		done      = make(chan struct{})
-	)
+	d := newFloorDeliveries()
+	defer d.end()
 	for i := range chs {
 		want := n / scopes
 		if i < n%scopes {
 			want++
 		}
 		chs[i] = make(chan string, want)
-		wg.Add(1)
+		d.wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer d.wg.Done()
 			for k := range want {
 				select {
 				case t := <-chs[i]:
 					now := time.Now()
 					lats[i+k*scopes] = now.Sub(hubload.SentAt(t))
-					delivered.Add(1)
-					raise(&last, now.UnixNano())
-				case <-done:
+					d.deliver(1, now)
+				case <-d.done:
 					return
 				}
 			}
 		}()
 	}
-	defer func() { close(done); wg.Wait() }()
 	stmt := fs.statementFor("$1::text", "$2::text", "$3::bytea")
-	cpu0 := processCPU()
-	start := time.Now()
-	for m := range n {
+	err = c.measureFloor(ctx, &res, d, int64(n), lats, func(m int) error {
 		text := hubload.Text(time.Now())
 		if _, err := conn.Exec(ctx, stmt, ids[m%scopes], names[m%scopes], []byte(text)); err != nil {
-			return res, err
+			return err
 		}
 		chs[m%scopes] <- text
-	}
-	if err := waitDelivered(ctx, &delivered, int64(n)); err != nil {
-		return res, err
-	}
-	cpu1 := processCPU()
-	var written int
-	if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()+" WHERE head > 0").Scan(&written); err != nil {
-		return res, err
-	}
-	if written != min(n, scopes) {
-		return res, fmt.Errorf("the statement wrote to %d listeners, not %d", written, min(n, scopes))
-	}
-	if err := summarize(&res, start, last.Load(), lats, 0); err != nil {
-		return res, err
-	}
-	if cpu0 >= 0 && cpu1 >= 0 && res.Deliveries > 0 {
-		res.CPUPerDelivery = float64(cpu1-cpu0) / 1e3 / float64(res.Deliveries)
-	}
-	c.ratios(&res)
-	return res, nil
+		return nil
+	}, func() error {
+		var written int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()+" WHERE head > 0").Scan(&written); err != nil {
+			return err
+		}
+		if written != min(n, scopes) {
+			return fmt.Errorf("the statement wrote to %d listeners, not %d", written, min(n, scopes))
+		}
+		return nil
+	})
+	return res, err
 }

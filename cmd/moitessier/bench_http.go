@@ -350,6 +350,19 @@ func (c *benchConfig) floorConn(ctx context.Context) (fs *floorSchema, conn *pgx
 	return fs, conn, func() { conn.Close(context.WithoutCancel(ctx)); fs.drop() }, nil
 }
 
+// genericFloorConn is floorConn with the connection planning its
+// prepared statements generically, as the store's connections do.
+func (c *benchConfig) genericFloorConn(ctx context.Context) (fs *floorSchema, conn *pgx.Conn, done func(), err error) {
+	if fs, conn, done, err = c.floorConn(ctx); err != nil {
+		return nil, nil, nil, err
+	}
+	if _, err := conn.Exec(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return fs, conn, done, nil
+}
+
 // floorSchema makes a floorSchema on the Postgres server of c.store.
 func (c *benchConfig) floorSchema(ctx context.Context) (*floorSchema, error) {
 	fs := &floorSchema{schema: "moitessier_bench_" + randomHex(6)}
