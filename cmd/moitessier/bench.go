@@ -29,7 +29,8 @@ the start of a dispatch to its delivery (every delivery, not a sample):
   fanout-1      1 Shared listener, 1 subscriber in ListenUntil
   fanout-100    1 Shared listener, 100 subscribers
   fanout-1000   1 Shared listener, 1 000 subscribers
-  scopes-10k    10 000 scopes, one listener each, one dispatch to each in turn;
+  scopes-10k    10 000 scopes, one listener each, dispatched to in turn (twice
+                each by default);
                 also reports how long creating its listeners took, one
                 NewListener after the other (create_s), and creating 10 000
                 more from 64 goroutines at once (create_concurrent_s)
@@ -98,16 +99,15 @@ message from memory and record its latency as the workloads' subscribers
 do; it reports what fanout-1000 does, and fanout-1000 then reports
 fanout_floor_ratio, its dispatches/s over that rate. Before scopes-10k,
 likewise, pg-scopes-floor: the same loop, as many times as scopes-10k
-dispatches (default 20 000), to each of 10 000 listeners in turn (one made
-through a hub, the others copied from its row, each of its own scope), the
-listener's id, scope and text its parameters, with no scope to match;
-after each commit the message goes, by a channel, to the one goroutine
-waiting for that listener; scopes-10k then reports scopes_floor_ratio. The
-library workloads
-report this process's CPU time (user and system) per delivery,
-cpu_us_per_delivery, from the first dispatch to the last delivery: their
-dispatchers, subscribers and store clients are all in this process, a
-database server's own time is not.
+dispatches (--messages, default 20 000), to each of 10 000 listeners in
+turn (one made through a hub, the others copied from its row, each of its
+own scope), the listener's id, scope and text its parameters, with no
+scope to match; after each commit the message goes, by a channel, to the
+one goroutine waiting for that listener; scopes-10k then reports
+scopes_floor_ratio. The library workloads report this process's CPU time
+(user and system) per delivery, cpu_us_per_delivery, from the first
+dispatch to the last delivery: their dispatchers, subscribers and store
+clients are all in this process, a database server's own time is not.
 The library workloads that dispatch (fanout-*, scopes-10k, dispatch-8)
 also report how long each Hub.Dispatch call took, from the call to its
 return, at the 50th, 90th and 99th percentiles (dispatch_p50_ms,
@@ -440,6 +440,10 @@ const (
 	scopes10kMessages  = 20_000
 )
 
+// scopes10kListeners is how many listeners scopes-10k, and pg-scopes-floor
+// before it, write to.
+const scopes10kListeners = 10_000
+
 func (c *benchConfig) clientsOr(def int) int {
 	if c.clients > 0 {
 		return c.clients
@@ -465,7 +469,7 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 	case "dispatch-8":
 		return c.fanout(ctx, name, 100, 8, c.count(2_000))
 	case "scopes-10k":
-		return c.scopes(ctx, name, scopesFloorListeners, c.count(scopes10kMessages))
+		return c.scopes(ctx, name, scopes10kListeners, c.count(scopes10kMessages))
 	case "idle-10k":
 		return c.idleWorkload(ctx, name, 10_000)
 	case "sse-10k":
@@ -485,7 +489,7 @@ func (c *benchConfig) run(ctx context.Context, name string) (BenchResult, error)
 	case "pg-fanout-floor":
 		return c.pgFanoutFloor(ctx, fanoutFloorSubscribers, c.count(fanout1000Messages))
 	case "pg-scopes-floor":
-		return c.pgScopesFloor(ctx, scopesFloorListeners, c.count(scopes10kMessages))
+		return c.pgScopesFloor(ctx, scopes10kListeners, c.count(scopes10kMessages))
 	}
 	return BenchResult{}, fmt.Errorf("unknown workload")
 }

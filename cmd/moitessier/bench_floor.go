@@ -162,9 +162,7 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResu
 	d := newFloorDeliveries()
 	defer d.end()
 	for i := range subs {
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
+		d.start(func() {
 			mine := lats[i*n : (i+1)*n]
 			cur := 0
 			for {
@@ -186,7 +184,7 @@ func (c *benchConfig) pgFanoutFloor(ctx context.Context, subs, n int) (BenchResu
 				cur += len(texts)
 				d.deliver(len(texts), now)
 			}
-		}()
+		})
 	}
 	stmt := fs.statement("$1")
 	err = c.measureFloor(ctx, &res, d, int64(n*subs), lats, func(int) error {
@@ -240,18 +238,34 @@ func (f *fanFloor) wakeLocked() {
 }
 
 // floorDeliveries is what the subscribers of pg-fanout-floor or
-// pg-scopes-floor share: how many deliveries they made, when the latest
-// was, and the channel that ends them.
+// pg-scopes-floor share: how many deliveries they made, how many they
+// were handed wrongly (another listener's, or out of order), when the
+// latest was, and the channel that ends them.
 type floorDeliveries struct {
 	delivered atomic.Int64
+	bad       atomic.Int64
 	last      atomic.Int64 // unix nanos of the latest delivery
 	done      chan struct{}
 	wg        sync.WaitGroup
+	ready     sync.WaitGroup // until every subscriber started runs
 }
 
-// newFloorDeliveries returns a floorDeliveries whose subscribers run.
+// newFloorDeliveries returns a floorDeliveries with no subscribers, its
+// done channel open.
 func newFloorDeliveries() *floorDeliveries {
 	return &floorDeliveries{done: make(chan struct{})}
+}
+
+// start runs sub, a subscriber, on a goroutine of its own, which end
+// waits for.
+func (d *floorDeliveries) start(sub func()) {
+	d.wg.Add(1)
+	d.ready.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.ready.Done()
+		sub()
+	}()
 }
 
 // deliver counts k deliveries made at now.
@@ -272,13 +286,15 @@ func (d *floorDeliveries) end() {
 	d.wg.Wait()
 }
 
-// measureFloor runs commit(m) for every message m < res.Messages, in
-// order, waits until the subscribers made want deliveries (failing if
-// none comes for 30 s), checks what was written with check, and sets
+// measureFloor waits until every subscriber of d runs, then runs
+// commit(m) for every message m < res.Messages, in order, waits until the
+// subscribers made want deliveries (failing if none comes for 30 s, or if
+// one was handed wrongly), checks what was written with check, and sets
 // res from lats (the deliveries' latencies), the wall time from the first
 // commit to the last delivery, this process's CPU per delivery, and the
 // ratios.
 func (c *benchConfig) measureFloor(ctx context.Context, res *BenchResult, d *floorDeliveries, want int64, lats []time.Duration, commit func(m int) error, check func() error) error {
+	d.ready.Wait()
 	cpu0 := processCPU()
 	start := time.Now()
 	for m := range res.Messages {
@@ -286,7 +302,7 @@ func (c *benchConfig) measureFloor(ctx context.Context, res *BenchResult, d *flo
 			return err
 		}
 	}
-	for seen, at := d.delivered.Load(), time.Now(); seen < want; {
+	for seen, at := d.delivered.Load(), time.Now(); seen < want && d.bad.Load() == 0; {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -302,7 +318,7 @@ func (c *benchConfig) measureFloor(ctx context.Context, res *BenchResult, d *flo
 	if err := check(); err != nil {
 		return err
 	}
-	if err := summarize(res, start, d.last.Load(), lats, 0); err != nil {
+	if err := summarize(res, start, d.last.Load(), lats, d.bad.Load()); err != nil {
 		return err
 	}
 	if cpu0 >= 0 && cpu1 >= 0 && res.Deliveries > 0 {
@@ -311,10 +327,6 @@ func (c *benchConfig) measureFloor(ctx context.Context, res *BenchResult, d *flo
 	c.ratios(res)
 	return nil
 }
-
-// scopesFloorListeners is pg-scopes-floor's number of listeners, as
-// scopes-10k's.
-const scopesFloorListeners = 10_000
 
 // pgScopesFloor measures pg-scopes-floor: what scopes-10k could be at the
 // least in Go on this machine and server, with no Moitessier code on the
@@ -341,10 +353,15 @@ func (c *benchConfig) pgScopesFloor(ctx context.Context, scopes, n int) (BenchRe
 	defer closeFloor()
 	ids, names, err := fs.copies(ctx, conn, scopes)
 	if err != nil {
-		return res, err
+		return res, fmt.Errorf("make the listeners: %w", err)
 	}
-	lats := make([]time.Duration, n) // message m's is lats[m]
-	chs := make([]chan string, scopes)
+	// Message m goes to listener m%scopes; lats[m] is its latency.
+	type message struct {
+		m    int
+		text string
+	}
+	lats := make([]time.Duration, n)
+	chs := make([]chan message, scopes)
 	d := newFloorDeliveries()
 	defer d.end()
 	for i := range chs {
@@ -352,37 +369,39 @@ func (c *benchConfig) pgScopesFloor(ctx context.Context, scopes, n int) (BenchRe
 		if i < n%scopes {
 			want++
 		}
-		chs[i] = make(chan string, want)
-		d.wg.Add(1)
-		go func() {
-			defer d.wg.Done()
+		chs[i] = make(chan message, want)
+		d.start(func() {
 			for k := range want {
 				select {
-				case t := <-chs[i]:
+				case msg := <-chs[i]:
 					now := time.Now()
-					lats[i+k*scopes] = now.Sub(hubload.SentAt(t))
+					if msg.m != i+k*scopes {
+						d.bad.Add(1) // not this listener's next
+						continue
+					}
+					lats[msg.m] = now.Sub(hubload.SentAt(msg.text))
 					d.deliver(1, now)
 				case <-d.done:
 					return
 				}
 			}
-		}()
+		})
 	}
 	stmt := fs.statementFor("$1::text", "$2::text", "$3::bytea")
 	err = c.measureFloor(ctx, &res, d, int64(n), lats, func(m int) error {
 		text := hubload.Text(time.Now())
 		if _, err := conn.Exec(ctx, stmt, ids[m%scopes], names[m%scopes], []byte(text)); err != nil {
-			return err
+			return fmt.Errorf("commit message %d: %w", m, err)
 		}
-		chs[m%scopes] <- text
+		chs[m%scopes] <- message{m, text}
 		return nil
 	}, func() error {
-		var written int
-		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()+" WHERE head > 0").Scan(&written); err != nil {
+		var written, sum int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FILTER (WHERE head > 0), coalesce(sum(head), 0) FROM "+pgx.Identifier{fs.schema, "listeners"}.Sanitize()).Scan(&written, &sum); err != nil {
 			return err
 		}
-		if written != min(n, scopes) {
-			return fmt.Errorf("the statement wrote to %d listeners, not %d", written, min(n, scopes))
+		if written != min(n, scopes) || sum != n {
+			return fmt.Errorf("the statement wrote %d messages to %d listeners, not %d to %d", sum, written, n, min(n, scopes))
 		}
 		return nil
 	})
