@@ -391,20 +391,16 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		if res.Publishers > 1 {
 			extra = append(extra, fmt.Sprintf("%d publishers", res.Publishers))
 		}
-		if res.BaselineRatio > 0 {
-			extra = append(extra, fmt.Sprintf("%.2f× baseline", res.BaselineRatio))
-		}
-		if res.FloorRatio > 0 {
-			extra = append(extra, fmt.Sprintf("%.2f× floor", res.FloorRatio))
-		}
-		if res.HTTPFloorRatio > 0 {
-			extra = append(extra, fmt.Sprintf("%.2f× HTTP floor", res.HTTPFloorRatio))
-		}
-		if res.FanoutFloorRatio > 0 {
-			extra = append(extra, fmt.Sprintf("%.2f× fan-out floor", res.FanoutFloorRatio))
-		}
-		if res.ScopesFloorRatio > 0 {
-			extra = append(extra, fmt.Sprintf("%.2f× scopes floor", res.ScopesFloorRatio))
+		for _, r := range []struct {
+			ratio float64
+			of    string
+		}{
+			{res.BaselineRatio, "baseline"}, {res.FloorRatio, "floor"}, {res.HTTPFloorRatio, "HTTP floor"},
+			{res.FanoutFloorRatio, "fan-out floor"}, {res.ScopesFloorRatio, "scopes floor"},
+		} {
+			if r.ratio > 0 {
+				extra = append(extra, fmt.Sprintf("%.2f× %s", r.ratio, r.of))
+			}
 		}
 		if res.CPUPerDelivery > 0 {
 			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
