@@ -189,12 +189,36 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 		ok   bool
 		self string // of the last statement sent
 	)
+	// single: the dispatch takes every listener of the scope but other
+	// persons' Private ones, and no pattern listener matches it, so
+	// matchAppendSingle can try first.
+	single := len(ids) == 0 && len(to) == 0 && !sel.Addressed && !sel.Handlers
 	bctx, cancel := s.cmb.bound(ctx)
 	defer cancel()
 	err := retry(bctx, func() error {
 		return s.onConn(bctx, func(q queryer) error {
 			self = s.watchers.selfFor(ctx)
-			rows, err := q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
+			var (
+				rows pgx.Rows
+				err  error
+			)
+			if single {
+				rows, err = q.Query(bctx, s.q.matchAppendSingle, b.Scope, version, b.Sender,
+					int(moitessier.Private), []byte(text), b.Dispatch, toNS(b.Created), s.channel, self)
+				if err != nil {
+					return err
+				}
+				var sent bool
+				ls, msgs, st, ok, sent, err = scanMatchAppend(rows, b, text)
+				if err != nil || !ok || len(ls) < 2 {
+					if err == nil && len(msgs) > 0 {
+						s.watchers.saw(self, sent)
+					}
+					return err
+				}
+				// The scope has several listeners: nothing was written.
+			}
+			rows, err = q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
 				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch, self)
 			if err != nil {
 				return err

@@ -14,7 +14,7 @@ type queries struct {
 	match, loadPatterns, heads, allHeads                                             string
 	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
 	readOf                                                                           string
-	matchAppend                                                                      string
+	matchAppend, matchAppendSingle                                                   string
 	keyFingerprint                                                                   string
 	seek, checkpoint                                                                 string
 	expiredListeners, lockTrim, trimDoomed, expireSubscribers                        string
@@ -183,6 +183,44 @@ func buildQueries(schema string) queries {
 			)
 			SELECT v.pv, v.sv, v.ok, m.id, m.type, m.person, m.client, m.scopes, m.created_ns, m.head, up.head, ` + notifyUp + `
 			FROM v LEFT JOIN (m LEFT JOIN up ON up.id = m.id) ON true`,
+		// matchAppendSingle is matchAppend for a dispatch that is not
+		// addressed, has no handlers and no To, to a scope no pattern
+		// listener matches (the Shared case, and a person's own Private
+		// listener): a listener is taken unless it is a Private listener
+		// of someone other than @sender. It writes only when the scope has
+		// exactly one listener, whose row its UPDATE locks by itself (there
+		// is no order of several rows' locks to keep), and leaves out
+		// matchAppend's CTEs of matched, version and locked rows, which
+		// cost the server more than their work (see the README's
+		// benchmarks). The UPDATE checks the pattern version and reads the
+		// scope's listeners in the statement's snapshot, as matchAppend
+		// does. Its rows are matchAppend's: the written listener, with the
+		// versions read and the head it had; or, when nothing was written,
+		// the scope's listeners (or one row with none) as the snapshot has
+		// them, with ok saying whether the pattern version held. A caller
+		// that gets more than one listener back, with ok, has written
+		// nothing, and sends matchAppend instead.
+		matchAppendSingle: `WITH up AS (
+				UPDATE S.listeners l SET head = l.head + 1
+				WHERE l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild LIMIT 2))
+					AND cardinality(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild LIMIT 2)) = 1
+					AND (l.type <> @private_type OR l.person = @sender)
+					AND (SELECT pattern_version FROM S.meta) = @pattern_version
+				RETURNING l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head
+			), ins AS (
+				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
+				SELECT id, head, @dispatch, @scope, @sender, @body, @created FROM up
+			)
+			SELECT @pattern_version::bigint, coalesce((SELECT sv.version FROM S.scope_versions sv WHERE sv.scope = @scope), 0), true,
+				id, type, person, client, scopes, created_ns, head - 1, head,
+				CASE WHEN S.must_notify(@self, (SELECT count(*) FROM up))
+					THEN (SELECT 1::bigint FROM pg_notify(@channel, id || ' ' || head || ',~' || created_ns)) ELSE 0 END
+			FROM up
+			UNION ALL
+			SELECT x.pattern_version, coalesce((SELECT sv.version FROM S.scope_versions sv WHERE sv.scope = @scope), 0), x.pattern_version = @pattern_version,
+				l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head, NULL, 0
+			FROM S.meta x LEFT JOIN S.listeners l ON l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild))
+			WHERE NOT EXISTS (SELECT 1 FROM up)`,
 		// appendOne is append for at most @notify_batch listeners: their heads fit
 		// in one payload, which saves the chunking. appendSingle is
 		// appendOne for one listener: its UPDATE locks the one row, so the
@@ -375,6 +413,7 @@ func buildQueries(schema string) queries {
 				RETURNING l.id, l.head, (@counts::bigint[])[1] AS n, l.created_ns
 			` + q.appendOne[j:]
 	q.matchAppend = bindNames(q.matchAppend, matchAppendParams)
+	q.matchAppendSingle = bindNames(q.matchAppendSingle, matchAppendSingleParams)
 	q.append = bindNames(q.append, appendParams)
 	q.appendOne = bindNames(q.appendOne, appendParams)
 	q.appendSingle = bindNames(q.appendSingle, appendParams)
@@ -383,7 +422,7 @@ func buildQueries(schema string) queries {
 		&q.join, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
-		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.readOf, &q.seek, &q.checkpoint,
+		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.matchAppendSingle, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.readOf, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.lockTrim, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
@@ -430,6 +469,12 @@ var appendScalarParams = []string{
 var matchAppendParams = []string{
 	"scope", "pattern_ids", "pattern_version", "sender", "recipients", "addressed", "handlers",
 	"private_type", "handler_type", "body", "dispatch", "created", "channel", "notify_batch", "self",
+}
+
+// matchAppendSingleParams names the matchAppendSingle statement's
+// parameters in the order MatchAppend gives their values.
+var matchAppendSingleParams = []string{
+	"scope", "pattern_version", "sender", "private_type", "body", "dispatch", "created", "channel", "self",
 }
 
 // appendArgs are the values of the append statement's parameters, by name.

@@ -483,6 +483,10 @@ func testStoreMatchAppend(t *testing.T, h Harness) {
 	handler := listener(4, moitessier.Handler, "dave", scopes...)
 	wild := listener(5, moitessier.Shared, "erin", "m.*")
 	listener(6, moitessier.Shared, "alice", "n.a")
+	// Scopes no pattern matches: one listener taken, one not, several.
+	frank := listener(7, moitessier.Shared, "frank", "p.one")
+	carolsOther := listener(8, moitessier.Private, "carol", "p.other")
+	many := []string{listener(9, moitessier.Shared, "frank", "p.many"), listener(10, moitessier.Private, "bob", "p.many"), listener(11, moitessier.Private, "carol", "p.many")}
 	all := []string{shared, bobs, carols, handler, wild}
 	slices.Sort(all)
 	sorted := func(ids []string) []string { slices.Sort(ids); return ids }
@@ -542,6 +546,21 @@ func testStoreMatchAppend(t *testing.T, h Harness) {
 	matched, written, _, appended = call("o.a", moitessier.Selection{Sender: "bob"})
 	if !appended || len(matched) != 0 || len(written) != 0 {
 		t.Fatalf("o.a: matched %v, wrote %v, appended %v", matched, written, appended)
+	}
+	// A scope of one listener, taken or not, and one of several, of which
+	// the Shared one and the sender's Private one get the text.
+	for _, c := range []struct {
+		scope            string
+		matched, written []string
+	}{
+		{"p.one", []string{frank}, []string{frank}},
+		{"p.other", []string{carolsOther}, nil},
+		{"p.many", sorted(slices.Clone(many)), sorted(slices.Clone(many[:2]))},
+	} {
+		matched, written, stamp, appended = call(c.scope, moitessier.Selection{Sender: "bob"})
+		if !appended || stamp == nil || !slices.Equal(matched, c.matched) || !slices.Equal(written, c.written) {
+			t.Fatalf("%s: matched %v (want %v), wrote %v (want %v), appended %v, stamp %v", c.scope, matched, c.matched, written, c.written, appended, stamp)
+		}
 	}
 }
 
