@@ -116,8 +116,13 @@
 // the scope and appends, in one snapshot, to the listeners that take the
 // text as is, and caches the answer, so it too costs one round trip; only
 // when a Handler listener has handlers to run does it match alone, and the
-// append follows as above.
-// (Handlers may have run on it; they run again on the fresh one.) A
+// append follows as above (handlers may have run on a stale answer; they
+// run again on the fresh one). A dispatch that is not addressed, has no
+// handlers and no To, to a scope no pattern listener matches, is first
+// sent as a smaller statement that writes only when the scope has exactly
+// one listener (the common case, and cheaper for the server); to a scope
+// of several it writes nothing, and the general statement follows: two
+// round trips, once per cached answer. A
 // dispatch from a cached answer that stores nothing has no append to check
 // it, so the hub compares it with a fresh Match. The versions are written
 // by a trigger on listener_scopes, so processes running an earlier version
