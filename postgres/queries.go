@@ -196,14 +196,16 @@ func buildQueries(schema string) queries {
 		// scope's listeners in the statement's snapshot, as matchAppend
 		// does. Its rows are matchAppend's: the written listener, with the
 		// versions read and the head it had; or, when nothing was written,
-		// the scope's listeners (or one row with none) as the snapshot has
-		// them, with ok saying whether the pattern version held. A caller
-		// that gets more than one listener back, with ok, has written
-		// nothing, and sends matchAppend instead.
+		// the scope's listener (or one row with none, or two of its
+		// listeners when it has several) as the snapshot has them, with ok
+		// saying whether the pattern version held. A caller that gets more
+		// than one listener back, with ok, has written nothing, and sends
+		// matchAppend instead; one that gets ok false matches again. Neither
+		// keeps the answer.
 		matchAppendSingle: `WITH up AS (
 				UPDATE S.listeners l SET head = l.head + 1
-				WHERE l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild LIMIT 2))
-					AND cardinality(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild LIMIT 2)) = 1
+				WHERE l.id = (SELECT min(x.listener) FROM (
+						SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild LIMIT 2) x HAVING count(*) = 1)
 					AND (l.type <> @private_type OR l.person = @sender)
 					AND (SELECT pattern_version FROM S.meta) = @pattern_version
 				RETURNING l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head
@@ -219,7 +221,7 @@ func buildQueries(schema string) queries {
 			UNION ALL
 			SELECT x.pattern_version, coalesce((SELECT sv.version FROM S.scope_versions sv WHERE sv.scope = @scope), 0), x.pattern_version = @pattern_version,
 				l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head, NULL, 0
-			FROM S.meta x LEFT JOIN S.listeners l ON l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild))
+			FROM S.meta x LEFT JOIN S.listeners l ON l.id = ANY(ARRAY(SELECT listener FROM S.listener_scopes WHERE scope = @scope AND NOT wild LIMIT 2))
 			WHERE NOT EXISTS (SELECT 1 FROM up)`,
 		// appendOne is append for at most @notify_batch listeners: their heads fit
 		// in one payload, which saves the chunking. appendSingle is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -517,5 +518,47 @@ func TestStatementCaches(t *testing.T) {
 			t.Errorf("%q: append: %d messages, %v", tc.param, len(msgs), err)
 		}
 		_ = s.Close()
+	}
+}
+
+// TestMatchAppendStalePatterns: a first dispatch to a scope of one
+// listener, from a store whose index of pattern listeners is older than a
+// pattern listener another process made since, writes nothing (the
+// smaller statement that such a dispatch goes out as checks the pattern
+// version), and answers with every listener of the scope, the pattern
+// one among them; a second call, from that answer, appends to both.
+func TestMatchAppendStalePatterns(t *testing.T) {
+	schema := newSchema(t)
+	a, b := openStore(t, schema), openStore(t, schema)
+	ctx := ctxT(t)
+	if _, _, err := a.MatchCached(ctx, "x"); err != nil { // loads a's index
+		t.Fatal(err)
+	}
+	one := join(t, b, "q.one")
+	star := join(t, b, "q.*")
+	bt := &moitessier.Batch{Dispatch: "d1", Scope: "q.one", Sender: "p", Created: time.Now()}
+	ls, stamp, msgs, appended, err := a.MatchAppend(ctx, bt, "hello", moitessier.Selection{Sender: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, l := range ls {
+		ids = append(ids, l.ID)
+	}
+	slices.Sort(ids)
+	want := []string{one.ID, star.ID}
+	slices.Sort(want)
+	if appended || len(msgs) != 0 || stamp == nil || !slices.Equal(ids, want) {
+		t.Fatalf("MatchAppend with a stale pattern index: matched %v (want %v), %d messages, appended %v, stamp %v", ids, want, len(msgs), appended, stamp)
+	}
+	for _, id := range want {
+		if got, err := a.Read(ctx, id, 0, 10); err != nil || len(got) != 0 {
+			t.Fatalf("Read(%s) after a MatchAppend that wrote nothing: %d messages, %v", id, len(got), err)
+		}
+	}
+	bt.Stamp = stamp
+	bt.Entries = []moitessier.Entry{{Listener: one.ID, Text: "hello"}, {Listener: star.ID, Text: "hello"}}
+	if msgs, _, err := a.Append(ctx, bt); err != nil || len(msgs) != 2 {
+		t.Fatalf("Append from the fresh answer: %d messages, %v", len(msgs), err)
 	}
 }

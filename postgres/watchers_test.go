@@ -588,8 +588,19 @@ func notifyInBatches(t *testing.T, n int) {
 		t.Fatalf("MatchAppend: %d messages, ok %v, %v; want %d", len(msgs), ok, err, len(ids))
 	}
 	heard(2)
+	// A first dispatch to a scope of one listener (the smaller statement)
+	// notifies its head.
+	if _, _, msgs, ok, err := s.MatchAppend(ctx, batch("other.0", nil), "c", moitessier.Selection{}); err != nil || !ok || len(msgs) != 1 || msgs[0].Listener != ids[0] {
+		t.Fatalf("MatchAppend(other.0): %+v, ok %v, %v; want one message to %s", msgs, ok, err, ids[0])
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	m, err := conn.WaitForNotification(wctx)
+	cancel()
+	if want := fmt.Sprint(ids[0], " 3,~", created[ids[0]]); err != nil || m.Payload != want {
+		t.Fatalf("after MatchAppend(other.0): %v, %v; want payload %q", m, err, want)
+	}
 	// No payload follows the last append's.
-	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	wctx, cancel = context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	if m, err := conn.WaitForNotification(wctx); err == nil {
 		t.Fatalf("payload %q after the last append's", m.Payload)
