@@ -561,6 +561,11 @@ func testStoreMatchAppend(t *testing.T, h Harness) {
 		if !appended || stamp == nil || !slices.Equal(matched, c.matched) || !slices.Equal(written, c.written) {
 			t.Fatalf("%s: matched %v (want %v), wrote %v (want %v), appended %v, stamp %v", c.scope, matched, c.matched, written, c.written, appended, stamp)
 		}
+		// Now cached: the same listeners, and nothing appended.
+		matched, written, stamp, appended = call(c.scope, moitessier.Selection{Sender: "bob"})
+		if appended || stamp == nil || !slices.Equal(matched, c.matched) || len(written) != 0 {
+			t.Fatalf("%s again: matched %v (want %v), wrote %v, appended %v, stamp %v", c.scope, matched, c.matched, written, appended, stamp)
+		}
 	}
 }
 
