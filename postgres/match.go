@@ -198,36 +198,29 @@ func (s *Store) MatchAppend(ctx context.Context, b *moitessier.Batch, text strin
 	err := retry(bctx, func() error {
 		return s.onConn(bctx, func(q queryer) error {
 			self = s.watchers.selfFor(ctx)
-			var (
-				rows pgx.Rows
-				err  error
-			)
-			if single {
-				rows, err = q.Query(bctx, s.q.matchAppendSingle, b.Scope, version, b.Sender,
-					int(moitessier.Private), []byte(text), b.Dispatch, toNS(b.Created), s.channel, self)
+			// send sends one of the two statements and reads its rows.
+			send := func(sql string, args ...any) error {
+				rows, err := q.Query(bctx, sql, args...)
 				if err != nil {
 					return err
 				}
 				var sent bool
 				ls, msgs, st, ok, sent, err = scanMatchAppend(rows, b, text)
+				if err == nil && len(msgs) > 0 {
+					s.watchers.saw(self, sent)
+				}
+				return err
+			}
+			if single {
+				err := send(s.q.matchAppendSingle, b.Scope, version, b.Sender,
+					int(moitessier.Private), []byte(text), b.Dispatch, toNS(b.Created), s.channel, self)
 				if err != nil || !ok || len(ls) < 2 {
-					if err == nil && len(msgs) > 0 {
-						s.watchers.saw(self, sent)
-					}
 					return err
 				}
 				// The scope has several listeners: nothing was written.
 			}
-			rows, err = q.Query(bctx, s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
+			err := send(s.q.matchAppend, b.Scope, ids, version, b.Sender, to, sel.Addressed, sel.Handlers,
 				int(moitessier.Private), int(moitessier.Handler), []byte(text), b.Dispatch, toNS(b.Created), s.channel, s.cfg.NotifyBatch, self)
-			if err != nil {
-				return err
-			}
-			var sent bool
-			ls, msgs, st, ok, sent, err = scanMatchAppend(rows, b, text)
-			if err == nil && len(msgs) > 0 {
-				s.watchers.saw(self, sent)
-			}
 			return err
 		})
 	})
