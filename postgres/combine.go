@@ -66,7 +66,7 @@ type combiner struct {
 type pending struct {
 	b    *moitessier.Batch
 	ids  []string // the batch's listeners, each once
-	self string   // must_notify's self for it (see watchers.go)
+	self string   // watchOther's self for it (see watchers.go)
 	msgs []moitessier.Message
 	err  error
 	done chan struct{}

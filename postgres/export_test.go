@@ -37,7 +37,7 @@ const CancelGrace = cancelGrace
 
 // AppendOneStatement runs the one-entry append statement on the store's
 // pool, as an Append of one entry with no match stamp does, notifying
-// channel ("" for the store's own) as must_notify decides for self: "own"
+// channel ("" for the store's own) as watchOther decides for self: "own"
 // leaves out the Watch of the one hub on the store, as that hub's Dispatch
 // does, "none" leaves no Watch out, and "always" notifies without looking,
 // as AppendTx does. It returns the listener's new head.
@@ -95,3 +95,8 @@ func (s *Store) DeleteGoneWatchers(ctx context.Context, tx pgx.Tx) error {
 	_, err := tx.Exec(ctx, s.q.deleteGoneWatchers)
 	return err
 }
+
+// SetWritersWait bounds how long a Watch that registers waits for the
+// transactions that hold the listeners table's lock; call it before the
+// store's first Watch.
+func (s *Store) SetWritersWait(d time.Duration) { s.watchers.writersWait = d }

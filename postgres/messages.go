@@ -116,7 +116,7 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([
 
 // appendKeyed appends a batch with an idempotency key inside tx. A key
 // taken by another request fails with moitessier.ErrIdempotencyMismatch.
-// self is must_notify's (see watchers.go).
+// self is watchOther's (see watchers.go).
 func (s *Store) appendKeyed(ctx context.Context, tx pgx.Tx, b *moitessier.Batch, self string) ([]moitessier.Message, bool, error) {
 	var claimed bool
 	fp := b.Fingerprint
@@ -176,7 +176,7 @@ type queryer interface {
 // appendBatches writes several batches in one statement, so in one
 // transaction, and returns each batch's messages. Entries of one listener
 // take sequence numbers in batch order, then entry order. self is
-// must_notify's (see watchers.go).
+// watchOther's (see watchers.go).
 func (s *Store) appendBatches(ctx context.Context, q queryer, bs []*moitessier.Batch, self string) ([][]moitessier.Message, error) {
 	if len(bs) == 1 && len(bs[0].Entries) == 1 {
 		return s.appendScalar(ctx, q, bs[0], self)

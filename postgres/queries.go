@@ -22,6 +22,7 @@ type queries struct {
 	deleteOld, listenerPage, trimPage, deleteKeys                                    string
 	lockUnusedScopes, deleteUnusedScopes                                             string
 	registerWatcher, deleteWatcher, deleteGoneWatchers, gate                         string
+	listenerWriters, writersLeft                                                     string
 	notifyHeadsOf, notifyScopeHeads                                                  string
 }
 
@@ -39,9 +40,20 @@ const notifyUp = `(
 				WHERE ` + mustNotifyUp + `
 			)`
 
-// mustNotifyUp asks S.must_notify whether the rows written to up are to be
-// notified; with none written, it is not asked at all.
-const mustNotifyUp = `(SELECT S.must_notify(@self, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0)`
+// mustNotifyUp says whether the rows written to up are to be notified:
+// when some were, and watchOther says so.
+const mustNotifyUp = `(EXISTS (SELECT 1 FROM up) AND ` + watchOther + `)`
+
+// watchOther says whether an append with @self is to notify (see
+// watchers.go): when @self is selfAlways, when the transaction's level is
+// stricter than READ COMMITTED (its snapshot may then be older than the
+// statement's locks), or when the watchers table, as the statement's
+// snapshot has it, holds a Watch other than @self. It takes no lock and
+// calls no function of the schema's: a Watch that registers waits for the
+// appends that may have looked before its row was there (they hold the
+// listeners table's ROW EXCLUSIVE lock), rather than appends taking a gate.
+const watchOther = `(@self::text = '' OR current_setting('transaction_isolation') <> 'read committed'
+				OR EXISTS (SELECT 1 FROM S.watchers w WHERE w.id <> @self::text))`
 
 func buildQueries(schema string) queries {
 	r := strings.NewReplacer("S.", schema+".")
@@ -108,10 +120,8 @@ func buildQueries(schema string) queries {
 		// deadlock); up raises each head by its count; ins writes the
 		// messages with seq = old head + rank; the fourth column sends the
 		// new heads by NOTIFY, @notify_batch of them per payload on channel
-		// @channel, if S.must_notify(@self, …) says a Watch is to hear of
-		// them (see watchers.go). It runs once, after every row is locked
-		// (its second argument, counted first, takes all of up), and not
-		// at all when nothing was written. A
+		// @channel, if watchOther says a Watch is to hear of them (see
+		// watchers.go), and not at all when nothing was written. A
 		// listener that no longer exists has no row in lk, so its entries
 		// are skipped.
 		append: `WITH c AS MATERIALIZED (
@@ -215,7 +225,7 @@ func buildQueries(schema string) queries {
 			)
 			SELECT @pattern_version::bigint, coalesce((SELECT sv.version FROM S.scope_versions sv WHERE sv.scope = @scope), 0), true,
 				id, type, person, client, scopes, created_ns, head - 1, head,
-				CASE WHEN S.must_notify(@self, (SELECT count(*) FROM up))
+				CASE WHEN ` + watchOther + `
 					THEN (SELECT 1::bigint FROM pg_notify(@channel, id || ' ' || head || ',~' || created_ns)) ELSE 0 END
 			FROM up
 			UNION ALL
@@ -248,7 +258,7 @@ func buildQueries(schema string) queries {
 				INSERT INTO S.messages (listener, seq, dispatch, scope, sender, body, created_ns)
 				SELECT id, head, @dispatch::text, @scope, @sender::text, @body::bytea, @created::bigint FROM up
 			)
-			SELECT head, CASE WHEN (SELECT S.must_notify(@self::text, n) FROM (SELECT count(*) AS n FROM up) c WHERE n > 0) THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head || ',~' || created_ns)) ELSE false END FROM up`,
+			SELECT head, CASE WHEN ` + watchOther + ` THEN (SELECT true FROM pg_notify(@channel::text, id || ' ' || head || ',~' || created_ns)) ELSE false END FROM up`,
 		// claimKey records an idempotency key with its request's
 		// fingerprint ($5), or takes over one recorded before the window
 		// ($4); it returns no row when the key is taken.
@@ -394,6 +404,17 @@ func buildQueries(schema string) queries {
 			)
 			DELETE FROM S.watchers w USING d WHERE w.id = d.id AND w.pid = d.pid`,
 		gate: `SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM S.meta`,
+		// listenerWriters lists the transactions, other than the
+		// caller's, that hold the ROW EXCLUSIVE lock of the listeners
+		// table ($1, its name): every append statement takes it before
+		// its snapshot, and holds it until its transaction ends.
+		// writersLeft counts those of them ($2) that still hold it.
+		listenerWriters: `SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks
+			WHERE locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+				AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()`,
+		writersLeft: `SELECT count(*) FROM pg_locks
+			WHERE locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+				AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' AND granted AND virtualtransaction = ANY($2::text[])`,
 		// notifyHeadsOf notifies the heads of listeners $2 (see
 		// notifyHeads); notifyScopeHeads, those of the listeners of scope
 		// $4 and of listeners $2 (the ones whose patterns match it): the
@@ -429,7 +450,7 @@ func buildQueries(schema string) queries {
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,
 		&q.deleteOld, &q.listenerPage, &q.trimPage, &q.deleteKeys,
 		&q.lockUnusedScopes, &q.deleteUnusedScopes,
-		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.notifyHeadsOf, &q.notifyScopeHeads,
+		&q.registerWatcher, &q.deleteWatcher, &q.deleteGoneWatchers, &q.gate, &q.listenerWriters, &q.writersLeft, &q.notifyHeadsOf, &q.notifyScopeHeads,
 	} {
 		*p = r.Replace(*p)
 	}
@@ -494,7 +515,7 @@ type appendArgs struct {
 
 	channel     string // NOTIFY channel
 	notifyBatch int    // heads per NOTIFY payload
-	self        string // must_notify's self (see watchers.go)
+	self        string // watchOther's self (see watchers.go)
 
 	stampPatterns, stampScope []int64 // per batch: its match stamp, or -1
 }

@@ -432,7 +432,7 @@ func checkListenerID(id string) error {
 // readCommitted is the isolation level of the store's transactions. Its
 // statements and functions count on every statement taking a snapshot of
 // its own, after the locks taken before it (join_listener's quota counts,
-// the sweep's trim and expiry, must_notify's look), which a stricter level
+// the sweep's trim and expiry, an append's look for a Watch), which a stricter level
 // would take once per transaction: the store's transactions say so, and a
 // pool it opens makes it the default of its connections, for the
 // statements that are transactions of their own.

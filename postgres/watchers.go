@@ -18,34 +18,52 @@ import (
 
 // An append sends its NOTIFY only when a hub other than its own may be
 // waiting for it. A running Watch has a row in the schema's watchers table
-// (migration 6). An append passes must_notify, as self, the id of the
-// Watch of the hub it comes from (moitessier.OriginOf its context: that
-// hub publishes what its Dispatch appended to its own subscribers, so its
-// Watch need not hear of it), when that hub has one Watch running on this
-// store; selfNone otherwise (a direct Append, another hub's Dispatch
-// whose hub has closed); and selfAlways from a transaction that can hold
-// the gate across round trips (AppendTx, and Append with an idempotency
-// key). With one hub on a schema, the common case, appends notify no one:
-// no NOTIFY to queue and deliver, no LISTEN connection to wake.
+// (migration 6). An append passes watchOther (queries.go), as self, the id
+// of the Watch of the hub it comes from (moitessier.OriginOf its context:
+// that hub publishes what its Dispatch appended to its own subscribers, so
+// its Watch need not hear of it), when that hub has one Watch running on
+// this store; selfNone otherwise (a direct Append, another hub's Dispatch
+// whose hub has closed); and selfAlways from a transaction that spans
+// round trips (AppendTx, and Append with an idempotency key), which a
+// Watch that registers would otherwise wait for. With one hub on a schema,
+// the common case, appends notify no one: no NOTIFY to queue and deliver,
+// no LISTEN connection to wake.
 //
-// Looking costs the server a little (a function, a lock, a lookup): when
-// a look found someone to notify, the appends of the next second (seen)
+// Looking costs the server a little (a lookup in the statement): when a
+// look found someone to notify, the appends of the next second (seen)
 // notify without looking, which is always safe, and then look again.
 //
 // A Watch registers before it reads the heads of the listeners: it writes
-// its row, then takes the schema's gate exclusively, which waits for every
-// append that took it shared (must_notify does) and may have looked at the
-// table before the row was there. See the migration for why nothing is
-// missed.
+// its row, and then waits for every append that may have looked at the
+// table before the row was there. An append statement takes the listeners
+// table's ROW EXCLUSIVE lock before its snapshot (the server locks a
+// statement's tables before it takes the snapshot it runs with, at READ
+// COMMITTED, which watchOther checks), and holds it until its transaction
+// ends. So the Watch, once its row is committed, lists the transactions
+// that hold that lock (awaitWriters): one that took it later has a
+// snapshot with the row in it, and notifies; one that holds it has
+// committed, or rolled back, once the Watch has waited for it, and the
+// heads the Watch then reads have what it wrote. The wait is bounded
+// (writersWait): what a transaction that holds the lock longer writes
+// without notifying (a caller's long transaction that wrote listeners,
+// say; AppendTx notifies anyway) is left to the hub's catch-up read.
+//
+// Migration 6's must_notify, which older versions of this package call
+// from their appends, looks under the schema's gate, an advisory lock it
+// takes shared; a Watch also takes the gate exclusively, which waits for
+// those appends (see the migration for why nothing is missed). A Watch of
+// an older version takes only the gate, and so does not wait for this
+// version's appends: during a rolling upgrade, what it misses when it
+// registers is left to its hub's catch-up read.
 
-// Values of must_notify's self other than a Watch's id (hexadecimal).
+// Values of watchOther's self other than a Watch's id (hexadecimal).
 const (
 	// selfNone leaves no Watch out.
 	selfNone = "-"
 	// selfAlways notifies, without looking: from a transaction that
-	// could hold the gate across round trips (and wait for other locks
-	// while it does), and from a hub's appends for a while after a look
-	// found someone to notify.
+	// spans round trips (a Watch that registers while it holds the
+	// listeners table's lock would wait for it), and from a hub's appends
+	// for a while after a look found someone to notify.
 	selfAlways = ""
 )
 
@@ -57,6 +75,10 @@ type watchers struct {
 	byOrigin atomic.Pointer[map[*moitessier.Origin][]string]
 
 	seen atomic.Int64 // UnixNano until which appends notify without looking
+
+	// writersWait, if not 0, replaces the constant writersWait (a test
+	// shortens it); set before the first Watch.
+	writersWait time.Duration
 }
 
 // seenFor is how long the appends notify without looking after a look
@@ -125,10 +147,16 @@ func (w *watchers) change(fn func(map[*moitessier.Origin][]string)) {
 	w.byOrigin.Store(&m)
 }
 
+// writersWait bounds how long a Watch that registers waits for the
+// transactions that hold the listeners table's ROW EXCLUSIVE lock.
+const writersWait = time.Second
+
 // register writes the row of Watch id for conn, its LISTEN connection
 // (whose LISTEN is already active), deletes the rows of watchers whose
-// connection is gone, and takes the gate exclusively, so that every append
-// that did not see the row has committed when it returns.
+// connection is gone, takes the gate exclusively (for the appends of older
+// versions) and waits for the transactions that hold the listeners
+// table's lock, so that every append that did not see the row has ended
+// when it returns (see above).
 func (s *Store) register(ctx context.Context, conn *pgx.Conn, id string) error {
 	if _, err := conn.Exec(ctx, s.q.registerWatcher, id); err != nil {
 		return fmt.Errorf("register the watch: %w", err)
@@ -138,6 +166,43 @@ func (s *Store) register(ctx context.Context, conn *pgx.Conn, id string) error {
 	}
 	if _, err := conn.Exec(ctx, s.q.gate); err != nil {
 		return fmt.Errorf("wait for the appends under way: %w", err)
+	}
+	wait := writersWait
+	if s.watchers.writersWait != 0 {
+		wait = s.watchers.writersWait
+	}
+	if err := s.awaitWriters(ctx, conn, wait); err != nil {
+		return fmt.Errorf("wait for the appends under way: %w", err)
+	}
+	return nil
+}
+
+// awaitWriters waits, at most for wait, until every transaction that held
+// the listeners table's ROW EXCLUSIVE lock when it was called has ended.
+// It asks the server again every few milliseconds: the server has no call
+// that waits for another transaction's end.
+func (s *Store) awaitWriters(ctx context.Context, conn *pgx.Conn, wait time.Duration) error {
+	table := pgx.Identifier{s.cfg.Schema, "listeners"}.Sanitize()
+	var vxids []string
+	if err := conn.QueryRow(ctx, s.q.listenerWriters, table).Scan(&vxids); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(wait)
+	for pause := time.Millisecond; len(vxids) > 0; pause = min(2*pause, 20*time.Millisecond) {
+		var left int
+		if err := conn.QueryRow(ctx, s.q.writersLeft, table, vxids).Scan(&left); err != nil {
+			return err
+		}
+		if left == 0 || !time.Now().Before(deadline) {
+			return nil
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
 	}
 	return nil
 }

@@ -485,15 +485,19 @@ func TestGoneWatchersDeleted(t *testing.T) {
 	}
 }
 
-// TestNothingWrittenLooksForNoWatch: a dispatch that writes nothing (no
-// listener has its scope) does not look for a Watch to notify, so it does
-// not wait for a Watch that is registering (here a transaction holds the
-// gate as one does).
-func TestNothingWrittenLooksForNoWatch(t *testing.T) {
+// TestAppendsTakeNoGate: an append looks for a Watch to notify without
+// the schema's gate, which older versions' appends take shared, so a
+// dispatch does not wait for a Watch that is registering (here a
+// transaction holds the gate exclusively, as one does), whether it writes
+// nothing (no listener has its scope) or writes.
+func TestAppendsTakeNoGate(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
 	hub := newHub(t, s, moitessier.Options{})
 	awaitWatchers(t, s, 1)
+	if _, err := hub.NewListener(ctx, moitessier.Conditions{Type: moitessier.Shared, Person: "a", Scope: "room"}); err != nil {
+		t.Fatal(err)
+	}
 	tx, err := s.Pool().Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -502,12 +506,103 @@ func TestNothingWrittenLooksForNoWatch(t *testing.T) {
 	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock(tableoid::integer, 0) FROM "+pgx.Identifier{s.Schema(), "meta"}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
-	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	d, err := hub.Dispatch(dctx, "a", "nobody.listens", "lost in space")
-	if err != nil || len(d.Reached) != 0 {
-		t.Fatalf("Dispatch = %+v, %v; want nothing reached, at once", d, err)
+	for _, c := range []struct {
+		scope string
+		want  int
+	}{{"nobody.listens", 0}, {"room", 1}} {
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		d, err := hub.Dispatch(dctx, "a", c.scope, "at once")
+		cancel()
+		if err != nil || len(d.Reached) != c.want {
+			t.Fatalf("Dispatch to %s = %+v, %v; want %d reached, at once", c.scope, d, err, c.want)
+		}
 	}
+}
+
+// TestWatchTakesTheGate: a Watch that registers still takes the schema's
+// gate exclusively, so it waits for the appends of an older version, which
+// look for a Watch under the gate (must_notify, here called in a
+// transaction as such an append calls it), before it reads the heads.
+func TestWatchTakesTheGate(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	l := join(t, s, "room")
+	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID: "one"})); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	var notify bool
+	if err := tx.QueryRow(ctx, "SELECT "+pgx.Identifier{s.Schema(), "must_notify"}.Sanitize()+"('-', 1)").Scan(&notify); err != nil || notify {
+		t.Fatalf("must_notify = %v, %v; want false: no Watch yet", notify, err)
+	}
+	reported := watchHeads(t, s, l.ID)
+	awaitWatchers(t, s, 1)
+	select {
+	case <-reported:
+		t.Fatal("the Watch read the heads while an older append held the gate")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reported:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Watch did not read the heads once the gate was free")
+	}
+}
+
+// TestWatchWaitsForWritersAWhile: a Watch that registers waits for the
+// transactions that hold the listeners table's lock only so long: one that
+// holds it for longer (here a transaction that took it and stays open)
+// does not keep the Watch from reading the heads.
+func TestWatchWaitsForWritersAWhile(t *testing.T) {
+	s := mustStore(t)
+	s.SetWritersWait(200 * time.Millisecond)
+	ctx := ctxT(t)
+	l := join(t, s, "room")
+	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID: "one"})); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" IN ROW EXCLUSIVE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-watchHeads(t, s, l.ID):
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Watch did not read the heads while a transaction held the listeners table's lock")
+	}
+}
+
+// watchHeads runs s.Watch until the test ends and returns a channel that
+// is closed once the Watch reported listener id's head.
+func watchHeads(t *testing.T, s *postgres.Store, id string) <-chan struct{} {
+	t.Helper()
+	reported := make(chan struct{})
+	var once sync.Once
+	wctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Watch(wctx, func(hs []moitessier.Head) {
+			for _, h := range hs {
+				if h.Listener == id {
+					once.Do(func() { close(reported) })
+				}
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return reported
 }
 
 // TestNotifyPayloadsInBatches: an append to more listeners than
