@@ -207,9 +207,16 @@
 // idempotency key, below), and its server neither queues nor delivers one; a
 // second hub, on the same store or another, in this process or another,
 // makes every append notify again once its Watch registered. The append
-// decides under a shared advisory lock, and a Watch that starts takes it
-// exclusively between registering and reading the heads, so that no append
-// falls between the two (the proof is in migration 6). What the hub does not
+// looks in its own statement, in the statement's snapshot, with no lock or
+// function call of its own; a Watch that starts, between registering and
+// reading the heads, waits for the transactions that hold the listeners
+// table's ROW EXCLUSIVE lock (which every append statement takes before
+// its snapshot), for at most a second, so that no append falls between
+// the two (what a transaction that holds that lock longer wrote without
+// notifying, it hears of by the hub's catch-up read). It also takes the
+// schema's gate exclusively, an advisory lock under which the appends of
+// earlier versions of this package look (migration 6), and so waits for
+// those too. What the hub does not
 // publish notifies its Watch too: a direct Append, [Store.AppendTx] (which,
 // like an Append with an idempotency key, notifies without looking, since
 // its transaction spans round trips), and an Append whose outcome the hub
@@ -225,7 +232,9 @@
 // newer than the package, but a hub of an older version already running on
 // the schema during a rolling upgrade does not register: until it stops, it
 // hears of the newer hubs' dispatches by its catch-up read (every 2 s by
-// default).
+// default). One that registers, but whose Watch takes only the gate, does
+// not wait for this version's appends: what they wrote while it registered
+// without notifying it, it hears of by that catch-up read.
 //
 // # Transactional dispatch
 //
