@@ -393,6 +393,9 @@ func TestTwoHubsOnOneStore(t *testing.T) {
 // here a test's transaction holds it open.)
 func TestWatchWaitsForUnnotifiedAppends(t *testing.T) {
 	s := mustStore(t)
+	// Longer than the test holds the transaction open, however slow
+	// the machine.
+	s.SetWritersWait(time.Minute)
 	ctx := ctxT(t)
 	l := join(t, s, "room")
 	tx, err := s.Pool().Begin(ctx)
@@ -526,20 +529,8 @@ func TestAppendsTakeNoGate(t *testing.T) {
 func TestWatchTakesTheGate(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
-	l := join(t, s, "room")
-	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID: "one"})); err != nil {
-		t.Fatal(err)
-	}
-	tx, err := s.Pool().Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx)
-	var notify bool
-	if err := tx.QueryRow(ctx, "SELECT "+pgx.Identifier{s.Schema(), "must_notify"}.Sanitize()+"('-', 1)").Scan(&notify); err != nil || notify {
-		t.Fatalf("must_notify = %v, %v; want false: no Watch yet", notify, err)
-	}
-	reported := watchHeads(t, s, l.ID)
+	id, tx := listenerAndTx(t, s, "SELECT "+pgx.Identifier{s.Schema(), "must_notify"}.Sanitize()+"('-', 1)")
+	reported := watchHeads(t, s, id)
 	awaitWatchers(t, s, 1)
 	select {
 	case <-reported:
@@ -563,6 +554,18 @@ func TestWatchTakesTheGate(t *testing.T) {
 func TestWatchWaitsForWritersAWhile(t *testing.T) {
 	s := mustStore(t)
 	s.SetWritersWait(200 * time.Millisecond)
+	id, _ := listenerAndTx(t, s, "LOCK TABLE "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" IN ROW EXCLUSIVE MODE")
+	select {
+	case <-watchHeads(t, s, id):
+	case <-time.After(10 * time.Second):
+		t.Fatal("the Watch did not read the heads while a transaction held the listeners table's lock")
+	}
+}
+
+// listenerAndTx makes a listener with one message on s, and begins a
+// transaction that runs stmt and stays open until the test ends.
+func listenerAndTx(t *testing.T, s *postgres.Store, stmt string) (string, pgx.Tx) {
+	t.Helper()
 	ctx := ctxT(t)
 	l := join(t, s, "room")
 	if _, _, err := s.Append(ctx, batch("room", map[string]string{l.ID: "one"})); err != nil {
@@ -572,15 +575,11 @@ func TestWatchWaitsForWritersAWhile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" IN ROW EXCLUSIVE MODE"); err != nil {
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	if _, err := tx.Exec(ctx, stmt); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-watchHeads(t, s, l.ID):
-	case <-time.After(10 * time.Second):
-		t.Fatal("the Watch did not read the heads while a transaction held the listeners table's lock")
-	}
+	return l.ID, tx
 }
 
 // watchHeads runs s.Watch until the test ends and returns a channel that
