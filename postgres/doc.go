@@ -211,9 +211,9 @@
 // function call of its own; a Watch that starts, between registering and
 // reading the heads, waits for the transactions that hold the listeners
 // table's ROW EXCLUSIVE lock (which every append statement takes before
-// its snapshot), for at most a second, so that no append falls between
-// the two (what a transaction that holds that lock longer wrote without
-// notifying, it hears of by the hub's catch-up read). It also takes the
+// its snapshot), so that no append falls between the two. It waits for at
+// most a second; it then reads the heads, and reads them again once the
+// transactions it stopped waiting for have ended. It also takes the
 // schema's gate exclusively, an advisory lock under which the appends of
 // earlier versions of this package look (migration 6), and so waits for
 // those too. What the hub does not

@@ -71,10 +71,10 @@ func (s *Store) AppendOneStatement(ctx context.Context, listener, text, channel,
 // Channel returns the store's NOTIFY channel.
 func (s *Store) Channel() string { return s.channel }
 
-// AppendGatedTx runs Append's statement for b in tx, as Append does (it
-// looks for a Watch to notify under the gate, and leaves none out), so
+// AppendLookingTx runs Append's statement for b in tx, as Append does (it
+// looks for a Watch to notify, and leaves none out), so
 // that a test can keep it from committing.
-func (s *Store) AppendGatedTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([]moitessier.Message, error) {
+func (s *Store) AppendLookingTx(ctx context.Context, tx pgx.Tx, b *moitessier.Batch) ([]moitessier.Message, error) {
 	return s.appendEntries(ctx, tx, b, selfNone)
 }
 

@@ -18,7 +18,7 @@ import (
 // append statement notifying, without looking, a channel no one listens
 // on (statement-unlistened) and the hub's own (statement-notifying); the
 // statement looking for a Watch to notify and finding the hub's, as a
-// dispatch on a schema with another hub does (statement-gated-notifying);
+// dispatch on a schema with another hub does (statement-looking-notifying);
 // the statement as the hub's own dispatch sends it, leaving its Watch out
 // (statement); Hub.Dispatch to a listener with one subscriber in
 // ListenUntil; and a direct Store.Append, which notifies the hub's Watch.
@@ -92,7 +92,7 @@ func BenchmarkLayers(b *testing.B) {
 		{"raw-listened", func() error { _, err := raw.Exec(ctx, heardSQL, pgx.QueryExecModeSimpleProtocol); return err }},
 		{"statement-unlistened", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, channel, "always"); return err }},
 		{"statement-notifying", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "always"); return err }},
-		{"statement-gated-notifying", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "none"); return err }},
+		{"statement-looking-notifying", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "none"); return err }},
 		{"statement", func() error { _, err := s.AppendOneStatement(ctx, quiet.ID(), text, "", "own"); return err }},
 		{"dispatch", func() error { _, err := hub.Dispatch(ctx, "p", "room", text); return err }},
 		// Last: it notifies the hub's Watch (the hub does not publish a

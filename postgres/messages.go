@@ -52,8 +52,8 @@ func (s *Store) Append(ctx context.Context, b *moitessier.Batch) ([]moitessier.M
 		if err != nil {
 			return err
 		}
-		// Its transaction holds the gate across round trips: it notifies
-		// without looking (see watchers.go).
+		// Its transaction spans round trips: it notifies without looking
+		// (see watchers.go).
 		msgs, replayed, err = s.appendKeyed(ctx, tx, b, selfAlways)
 		ectx, cancel := s.endCtx(ctx)
 		defer cancel()

@@ -386,7 +386,8 @@ func buildQueries(schema string) queries {
 
 		// Watchers (see watchers.go and migration 6). gate takes the
 		// schema's gate exclusively, as a statement of its own: it waits
-		// for the appends that hold it and lets it go at once.
+		// for the appends that hold it (those of versions of this package
+		// that look under it) and lets it go at once.
 		registerWatcher: `INSERT INTO S.watchers (id, pid) VALUES ($1, pg_backend_pid())
 			ON CONFLICT (id) DO UPDATE SET pid = EXCLUDED.pid`,
 		deleteWatcher: `DELETE FROM S.watchers WHERE id = $1`,
@@ -411,7 +412,7 @@ func buildQueries(schema string) queries {
 		// writersLeft counts those of them ($2) that still hold it.
 		listenerWriters: `SELECT coalesce(array_agg(DISTINCT virtualtransaction), '{}') FROM pg_locks
 			WHERE locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-				AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid()`,
+				AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' AND granted AND pid IS DISTINCT FROM pg_backend_pid()`,
 		writersLeft: `SELECT count(*) FROM pg_locks
 			WHERE locktype = 'relation' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 				AND relation = to_regclass($1) AND mode = 'RowExclusiveLock' AND granted AND virtualtransaction = ANY($2::text[])`,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -147,31 +148,41 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 		defer cancel()
 		_, _ = conn.Exec(cctx, s.q.deleteWatcher, id)
 	}()
-	if err := s.register(ctx, conn, id); err != nil {
+	left, err := s.register(ctx, conn, id)
+	if err != nil {
 		return false, err
+	}
+	if len(left) > 0 {
+		// Appends that may not have seen the registration were still
+		// writing when the wait ended: report every head again once they
+		// have ended, from a goroutine of this connection's, with fn's
+		// calls one at a time.
+		var mu sync.Mutex
+		report := fn
+		fn = func(hs []moitessier.Head) {
+			mu.Lock()
+			defer mu.Unlock()
+			report(hs)
+		}
+		lctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ended, err := s.awaitWriters(lctx, s.pool, left, time.Time{}); ended && err == nil {
+				_ = s.reportHeads(lctx, s.pool, fn)
+			}
+		}()
+		defer wg.Wait()
+		defer cancel()
 	}
 	// Notifications of commits before the LISTEN are not delivered to this
 	// connection: those of the time before the first connection (the hub's
 	// subscribers may have joined already), and those sent while it was
-	// away. Report every head, a page at a time; each page is read after
-	// the LISTEN, so a commit it misses is notified.
-	after := ""
-	for {
-		rows, err := conn.Query(ctx, s.q.allHeads, after, 1000)
-		if err != nil {
-			return true, err
-		}
-		heads, err := collectHeads(rows)
-		if err != nil {
-			return true, err
-		}
-		if len(heads) > 0 {
-			fn(heads)
-			after = heads[len(heads)-1].Listener
-		}
-		if len(heads) < 1000 {
-			break
-		}
+	// away. Report every head; each page is read after the LISTEN, so a
+	// commit it misses is notified.
+	if err := s.reportHeads(ctx, conn, fn); err != nil {
+		return true, err
 	}
 	for {
 		n, err := conn.WaitForNotification(ctx)
@@ -180,6 +191,29 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 		}
 		if heads := parseHeads(n.Payload); len(heads) > 0 {
 			fn(heads)
+		}
+	}
+}
+
+// reportHeads calls fn with the head of every listener with messages, a
+// page at a time, as q reads them.
+func (s *Store) reportHeads(ctx context.Context, q queryer, fn func([]moitessier.Head)) error {
+	after := ""
+	for {
+		rows, err := q.Query(ctx, s.q.allHeads, after, 1000)
+		if err != nil {
+			return err
+		}
+		heads, err := collectHeads(rows)
+		if err != nil {
+			return err
+		}
+		if len(heads) > 0 {
+			fn(heads)
+			after = heads[len(heads)-1].Listener
+		}
+		if len(heads) < 1000 {
+			return nil
 		}
 	}
 }

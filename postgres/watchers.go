@@ -24,8 +24,9 @@ import (
 // its Watch need not hear of it), when that hub has one Watch running on
 // this store; selfNone otherwise (a direct Append, another hub's Dispatch
 // whose hub has closed); and selfAlways from a transaction that spans
-// round trips (AppendTx, and Append with an idempotency key), which a
-// Watch that registers would otherwise wait for. With one hub on a schema,
+// round trips (AppendTx, and Append with an idempotency key): a Watch that
+// registers while it holds the listeners table's lock waits for it only
+// so long (below). With one hub on a schema,
 // the common case, appends notify no one: no NOTIFY to queue and deliver,
 // no LISTEN connection to wake.
 //
@@ -44,9 +45,11 @@ import (
 // snapshot with the row in it, and notifies; one that holds it has
 // committed, or rolled back, once the Watch has waited for it, and the
 // heads the Watch then reads have what it wrote. The wait is bounded
-// (writersWait): what a transaction that holds the lock longer writes
-// without notifying (a caller's long transaction that wrote listeners,
-// say; AppendTx notifies anyway) is left to the hub's catch-up read.
+// (writersWait), so that a transaction that holds the lock for long (a
+// caller's DispatchTx, an append that waits for a row lock such a
+// transaction holds, the sweep) does not hold up the Watch: the Watch
+// then reads the heads at once, and again, from a goroutine of its own,
+// once those transactions have ended.
 //
 // Migration 6's must_notify, which older versions of this package call
 // from their appends, looks under the schema's gate, an advisory lock it
@@ -61,9 +64,9 @@ const (
 	// selfNone leaves no Watch out.
 	selfNone = "-"
 	// selfAlways notifies, without looking: from a transaction that
-	// spans round trips (a Watch that registers while it holds the
-	// listeners table's lock would wait for it), and from a hub's appends
-	// for a while after a look found someone to notify.
+	// spans round trips (one that outlasts a registering Watch's wait is
+	// heard of only when it ends), and from a hub's appends for a while
+	// after a look found someone to notify.
 	selfAlways = ""
 )
 
@@ -156,55 +159,69 @@ const writersWait = time.Second
 // connection is gone, takes the gate exclusively (for the appends of older
 // versions) and waits for the transactions that hold the listeners
 // table's lock, so that every append that did not see the row has ended
-// when it returns (see above).
-func (s *Store) register(ctx context.Context, conn *pgx.Conn, id string) error {
+// when it returns (see above), but those it returns: the transactions
+// still holding the lock when the wait ended.
+func (s *Store) register(ctx context.Context, conn *pgx.Conn, id string) (left []string, err error) {
 	if _, err := conn.Exec(ctx, s.q.registerWatcher, id); err != nil {
-		return fmt.Errorf("register the watch: %w", err)
+		return nil, fmt.Errorf("register the watch: %w", err)
 	}
 	if _, err := conn.Exec(ctx, s.q.deleteGoneWatchers); err != nil {
-		return fmt.Errorf("delete the rows of watches gone: %w", err)
+		return nil, fmt.Errorf("delete the rows of watches gone: %w", err)
 	}
 	if _, err := conn.Exec(ctx, s.q.gate); err != nil {
-		return fmt.Errorf("wait for the appends under way: %w", err)
+		return nil, fmt.Errorf("wait for the appends under way: %w", err)
+	}
+	var vxids []string
+	if err := conn.QueryRow(ctx, s.q.listenerWriters, s.listenersTable()).Scan(&vxids); err != nil {
+		return nil, fmt.Errorf("list the appends under way: %w", err)
 	}
 	wait := writersWait
 	if s.watchers.writersWait != 0 {
 		wait = s.watchers.writersWait
 	}
-	if err := s.awaitWriters(ctx, conn, wait); err != nil {
-		return fmt.Errorf("wait for the appends under way: %w", err)
+	ended, err := s.awaitWriters(ctx, conn, vxids, time.Now().Add(wait))
+	if err != nil {
+		return nil, fmt.Errorf("wait for the appends under way: %w", err)
 	}
-	return nil
+	if !ended {
+		return vxids, nil
+	}
+	return nil, nil
 }
 
-// awaitWriters waits, at most for wait, until every transaction that held
-// the listeners table's ROW EXCLUSIVE lock when it was called has ended.
-// It asks the server again every few milliseconds: the server has no call
-// that waits for another transaction's end.
-func (s *Store) awaitWriters(ctx context.Context, conn *pgx.Conn, wait time.Duration) error {
-	table := pgx.Identifier{s.cfg.Schema, "listeners"}.Sanitize()
-	var vxids []string
-	if err := conn.QueryRow(ctx, s.q.listenerWriters, table).Scan(&vxids); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(wait)
-	for pause := time.Millisecond; len(vxids) > 0; pause = min(2*pause, 20*time.Millisecond) {
-		var left int
-		if err := conn.QueryRow(ctx, s.q.writersLeft, table, vxids).Scan(&left); err != nil {
-			return err
+// listenersTable is the listeners table's name, as listenerWriters and
+// writersLeft take it.
+func (s *Store) listenersTable() string {
+	return pgx.Identifier{s.cfg.Schema, "listeners"}.Sanitize()
+}
+
+// awaitWriters waits until none of transactions vxids holds the listeners
+// table's ROW EXCLUSIVE lock, asking q every few milliseconds (the server
+// has no call that waits for another transaction's end), and reports
+// whether that came; it gives up, reporting false, once deadline (zero:
+// none) has passed. It stops no query of q's at the deadline: on a LISTEN
+// connection, that could close it.
+func (s *Store) awaitWriters(ctx context.Context, q queryer, vxids []string, deadline time.Time) (bool, error) {
+	for pause := time.Millisecond; len(vxids) > 0; pause = min(2*pause, 50*time.Millisecond) {
+		var left int64
+		if _, err := scanOne(ctx, q, []any{&left}, s.q.writersLeft, s.listenersTable(), vxids); err != nil {
+			return false, err
 		}
-		if left == 0 || !time.Now().Before(deadline) {
-			return nil
+		if left == 0 {
+			return true, nil
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return false, nil
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-t.C:
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // isWatch reports whether self names a Watch: an append with it may have

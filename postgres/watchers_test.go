@@ -403,7 +403,7 @@ func TestWatchWaitsForUnnotifiedAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tx.Rollback(ctx)
-	if _, err := s.AppendGatedTx(ctx, tx, batch("room", map[string]string{l.ID: "before the watch"})); err != nil {
+	if _, err := s.AppendLookingTx(ctx, tx, batch("room", map[string]string{l.ID: "before the watch"})); err != nil {
 		t.Fatal(err)
 	}
 	var (
@@ -498,8 +498,12 @@ func TestAppendsTakeNoGate(t *testing.T) {
 	ctx := ctxT(t)
 	hub := newHub(t, s, moitessier.Options{})
 	awaitWatchers(t, s, 1)
-	if _, err := hub.NewListener(ctx, moitessier.Conditions{Type: moitessier.Shared, Person: "a", Scope: "room"}); err != nil {
-		t.Fatal(err)
+	// room has one listener; hall.1 one of its own and one whose pattern
+	// matches it, which the general MatchAppend statement takes.
+	for _, scope := range []string{"room", "hall.1", "hall.*"} {
+		if _, err := hub.NewListener(ctx, moitessier.Conditions{Type: moitessier.Shared, Person: "a", Scope: scope}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tx, err := s.Pool().Begin(ctx)
 	if err != nil {
@@ -512,12 +516,25 @@ func TestAppendsTakeNoGate(t *testing.T) {
 	for _, c := range []struct {
 		scope string
 		want  int
-	}{{"nobody.listens", 0}, {"room", 1}} {
+	}{{"nobody.listens", 0}, {"room", 1}, {"hall.1", 2}} {
 		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		d, err := hub.Dispatch(dctx, "a", c.scope, "at once")
 		cancel()
 		if err != nil || len(d.Reached) != c.want {
 			t.Fatalf("Dispatch to %s = %+v, %v; want %d reached, at once", c.scope, d, err, c.want)
+		}
+	}
+	// A direct Append: of one entry, and of several to several listeners.
+	a, b := join(t, s, "a"), join(t, s, "b")
+	for _, bt := range []*moitessier.Batch{
+		batch("a", map[string]string{a.ID: "one"}),
+		batch("ab", map[string]string{a.ID: "two", b.ID: "three"}),
+	} {
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, _, err := s.Append(actx, bt)
+		cancel()
+		if err != nil {
+			t.Fatalf("Append of %d entries: %v; want it done at once", len(bt.Entries), err)
 		}
 	}
 }
@@ -555,10 +572,147 @@ func TestWatchWaitsForWritersAWhile(t *testing.T) {
 	s := mustStore(t)
 	s.SetWritersWait(200 * time.Millisecond)
 	id, _ := listenerAndTx(t, s, "LOCK TABLE "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" IN ROW EXCLUSIVE MODE")
+	start := time.Now()
 	select {
 	case <-watchHeads(t, s, id):
+		if took := time.Since(start); took < 200*time.Millisecond {
+			t.Fatalf("the Watch read the heads after %v, before its wait for the transaction ended", took)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the Watch did not read the heads while a transaction held the listeners table's lock")
+	}
+}
+
+// TestWatchHearsAppendsItStoppedWaitingFor: an append that took its
+// snapshot before a Watch registered, and then waited (here for a row lock
+// another transaction holds) for longer than the Watch waits, commits
+// without notifying; the Watch, which read the heads before that commit,
+// reads them again once the append has ended, and so hears of it.
+func TestWatchHearsAppendsItStoppedWaitingFor(t *testing.T) {
+	s := mustStore(t)
+	s.SetWritersWait(200 * time.Millisecond)
+	ctx := ctxT(t)
+	id, tx := listenerAndTx(t, s, "SELECT 1")
+	if _, err := tx.Exec(ctx, "SELECT id FROM "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" WHERE id = $1 FOR UPDATE", id); err != nil {
+		t.Fatal(err)
+	}
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.AppendOneStatement(ctx, id, "two", "", "none")
+		appended <- err
+	}()
+	awaitAnyLockWait(t, s)
+	head := watchHead(t, s, id)
+	awaitHead(t, head, 1)
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	awaitHead(t, head, 2)
+}
+
+// TestAppendSnapshotAfterItsLock checks what the Watch's wait rests on: an
+// append statement takes the listeners table's lock before the snapshot it
+// looks for a Watch in. Here its lock waits behind another transaction's,
+// a Watch's row is committed meanwhile, and the append, once it runs,
+// sees the row and notifies.
+func TestAppendSnapshotAfterItsLock(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	l := join(t, s, "room")
+	if _, err := s.AppendOneStatement(ctx, l.ID, "one", "", "none"); err != nil {
+		t.Fatal(err)
+	}
+	heard := rawListen(t, s)
+	tx, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, "LOCK TABLE "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" IN SHARE MODE"); err != nil {
+		t.Fatal(err)
+	}
+	appended := make(chan error, 1)
+	go func() {
+		_, err := s.AppendOneStatement(ctx, l.ID, "two", "", "none")
+		appended <- err
+	}()
+	awaitAnyLockWait(t, s)
+	if _, err := s.Pool().Exec(ctx, "INSERT INTO "+pgx.Identifier{s.Schema(), "watchers"}.Sanitize()+" (id, pid) VALUES ('other', pg_backend_pid())"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-appended; err != nil {
+		t.Fatal(err)
+	}
+	if !heard(10 * time.Second) {
+		t.Fatal("the append did not notify the Watch registered while it waited for its lock")
+	}
+}
+
+// awaitAnyLockWait waits until a server process of s's database waits
+// for a lock.
+func awaitAnyLockWait(t *testing.T, s *postgres.Store) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := s.Pool().QueryRow(ctxT(t), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no statement waits for a lock")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// watchHead runs s.Watch until the test ends and returns a function that
+// reports the highest head of listener id it reported.
+func watchHead(t *testing.T, s *postgres.Store, id string) func() moitessier.Cursor {
+	t.Helper()
+	var (
+		mu   sync.Mutex
+		head moitessier.Cursor
+	)
+	wctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Watch(wctx, func(hs []moitessier.Head) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, h := range hs {
+				if h.Listener == id {
+					head = max(head, h.Seq)
+				}
+			}
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return func() moitessier.Cursor {
+		mu.Lock()
+		defer mu.Unlock()
+		return head
+	}
+}
+
+// awaitHead waits until head reports want.
+func awaitHead(t *testing.T, head func() moitessier.Cursor, want moitessier.Cursor) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for head() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the Watch reported head %d, want %d", head(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
