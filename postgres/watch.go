@@ -72,8 +72,10 @@ func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
 // subscribers may have joined before (a connection slow to open) and be
 // waiting for them. If the connection drops, Watch reconnects with
 // exponential backoff (Config.ReconnectMin to ReconnectMax). fn is called
-// from Watch's goroutine, one call at a time; it should not block for
-// long. A store needs one Watch call (the hub makes one), whatever the
+// one call at a time, from Watch's goroutine, or from a goroutine of its
+// own that reads the heads again after a registration stopped waiting for
+// the appends under way (see the package docs), which Watch waits for
+// before it returns; it should not block for long. A store needs one Watch call (the hub makes one), whatever the
 // number of listeners.
 func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	const op = "watch"
@@ -117,7 +119,10 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 	// Its reads end at once when ctx does (pgx's default), not after the
 	// grace the store's own pool gives its statements: a watch ends only
 	// when its hub or the store closes, and must not hold up their Close.
-	// A pool of the caller's keeps its own handler.
+	// A pool of the caller's keeps its own handler. (The second read of
+	// the heads below runs on the pool, whose statements have their grace:
+	// it can hold up a hub's Close by that much, not a store's, which
+	// ends the grace at once.)
 	cc := s.pool.Config().ConnConfig
 	if s.ownPool {
 		cc = cc.Copy()
@@ -169,7 +174,9 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if ended, err := s.awaitWriters(lctx, s.pool, left, time.Time{}); ended && err == nil {
+			// After an error too (the pool's, not ctx's end), the
+			// heads are read, at once: better early than never.
+			if _, err := s.awaitWriters(lctx, s.pool, left, time.Time{}); err == nil || lctx.Err() == nil {
 				_ = s.reportHeads(lctx, s.pool, fn)
 			}
 		}()

@@ -25,10 +25,10 @@ import (
 // this store; selfNone otherwise (a direct Append, another hub's Dispatch
 // whose hub has closed); and selfAlways from a transaction that spans
 // round trips (AppendTx, and Append with an idempotency key): a Watch that
-// registers while it holds the listeners table's lock waits for it only
-// so long (below). With one hub on a schema,
-// the common case, appends notify no one: no NOTIFY to queue and deliver,
-// no LISTEN connection to wake.
+// registers while it holds the listeners table's lock would hear of what
+// it wrote only once it ended (below), and not at its commit. With one
+// hub on a schema, the common case, appends notify no one: no NOTIFY to
+// queue and deliver, no LISTEN connection to wake.
 //
 // Looking costs the server a little (a lookup in the statement): when a
 // look found someone to notify, the appends of the next second (seen)
@@ -64,8 +64,8 @@ const (
 	// selfNone leaves no Watch out.
 	selfNone = "-"
 	// selfAlways notifies, without looking: from a transaction that
-	// spans round trips (one that outlasts a registering Watch's wait is
-	// heard of only when it ends), and from a hub's appends for a while
+	// spans round trips (so that a Watch that registered while it ran
+	// hears of its commit at once), and from a hub's appends for a while
 	// after a look found someone to notify.
 	selfAlways = ""
 )
@@ -202,7 +202,11 @@ func (s *Store) listenersTable() string {
 // none) has passed. It stops no query of q's at the deadline: on a LISTEN
 // connection, that could close it.
 func (s *Store) awaitWriters(ctx context.Context, q queryer, vxids []string, deadline time.Time) (bool, error) {
-	for pause := time.Millisecond; len(vxids) > 0; pause = min(2*pause, 50*time.Millisecond) {
+	longest := 50 * time.Millisecond
+	if deadline.IsZero() {
+		longest = time.Second // no one waits: ask the server less often
+	}
+	for pause := time.Millisecond; len(vxids) > 0; pause = min(2*pause, longest) {
 		var left int64
 		if _, err := scanOne(ctx, q, []any{&left}, s.q.writersLeft, s.listenersTable(), vxids); err != nil {
 			return false, err
@@ -210,8 +214,10 @@ func (s *Store) awaitWriters(ctx context.Context, q queryer, vxids []string, dea
 		if left == 0 {
 			return true, nil
 		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
-			return false, nil
+		if !deadline.IsZero() {
+			if pause = min(pause, time.Until(deadline)); pause <= 0 {
+				return false, nil
+			}
 		}
 		t := time.NewTimer(pause)
 		select {

@@ -427,7 +427,8 @@ func TestWatchWaitsForUnnotifiedAppends(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 	awaitWatchers(t, s, 1)
-	// Without the wait, the Watch would read the heads now, before the
+	// Without the wait (and the second read of the heads that follows a
+	// wait cut short), the Watch would read the heads now, before the
 	// commit, and never hear of the message.
 	time.Sleep(300 * time.Millisecond)
 	if err := tx.Commit(ctx); err != nil {
@@ -654,16 +655,13 @@ func TestAppendSnapshotAfterItsLock(t *testing.T) {
 	}
 }
 
-// awaitAnyLockWait waits until a server process of s's database waits
-// for a lock.
+// awaitAnyLockWait waits until a statement of s's schema waits for a
+// lock.
 func awaitAnyLockWait(t *testing.T, s *postgres.Store) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var n int
-		if err := s.Pool().QueryRow(ctxT(t), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").Scan(&n); err != nil {
-			t.Fatal(err)
-		}
+		n := lockWaiters(t, s)
 		if n > 0 {
 			return
 		}
