@@ -406,26 +406,7 @@ func TestWatchWaitsForUnnotifiedAppends(t *testing.T) {
 	if _, err := s.AppendLookingTx(ctx, tx, batch("room", map[string]string{l.ID: "before the watch"})); err != nil {
 		t.Fatal(err)
 	}
-	var (
-		mu   sync.Mutex
-		head moitessier.Cursor
-	)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Watch(wctx, func(hs []moitessier.Head) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, h := range hs {
-				if h.Listener == l.ID {
-					head = max(head, h.Seq)
-				}
-			}
-		})
-	}()
-	defer func() { cancel(); <-done }()
+	head := watchHead(t, s, l.ID)
 	awaitWatchers(t, s, 1)
 	// Without the wait (and the second read of the heads that follows a
 	// wait cut short), the Watch would read the heads now, before the
@@ -434,19 +415,7 @@ func TestWatchWaitsForUnnotifiedAppends(t *testing.T) {
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		h := head
-		mu.Unlock()
-		if h == 1 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the Watch reported head %d, want 1", h)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	awaitHead(t, head, 1)
 }
 
 // TestGoneWatchersDeleted: the registration of a Watch whose connection is
