@@ -75,8 +75,8 @@ func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
 // one call at a time, from Watch's goroutine, or from a goroutine of its
 // own that reads the heads again after a registration stopped waiting for
 // the appends under way (see the package docs), which Watch waits for
-// before it returns; it should not block for long. A store needs one Watch call (the hub makes one), whatever the
-// number of listeners.
+// before it returns; it should not block for long. A store needs one
+// Watch call (the hub makes one), whatever the number of listeners.
 func (s *Store) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
 	const op = "watch"
 	if err := s.check(op); err != nil {
@@ -158,30 +158,9 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 		return false, err
 	}
 	if len(left) > 0 {
-		// Appends that may not have seen the registration were still
-		// writing when the wait ended: report every head again once they
-		// have ended, from a goroutine of this connection's, with fn's
-		// calls one at a time.
-		var mu sync.Mutex
-		report := fn
-		fn = func(hs []moitessier.Head) {
-			mu.Lock()
-			defer mu.Unlock()
-			report(hs)
-		}
-		lctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// After an error too (the pool's, not ctx's end), the
-			// heads are read, at once: better early than never.
-			if _, err := s.awaitWriters(lctx, s.pool, left, time.Time{}); err == nil || lctx.Err() == nil {
-				_ = s.reportHeads(lctx, s.pool, fn)
-			}
-		}()
-		defer wg.Wait()
-		defer cancel()
+		var stop func()
+		fn, stop = s.reportAgainAfter(ctx, left, fn)
+		defer stop()
 	}
 	// Notifications of commits before the LISTEN are not delivered to this
 	// connection: those of the time before the first connection (the hub's
@@ -200,6 +179,33 @@ func (s *Store) listen(ctx context.Context, fn func([]moitessier.Head), id strin
 			fn(heads)
 		}
 	}
+}
+
+// reportAgainAfter is listen's answer to appends that may not have seen
+// its registration and were still writing when the wait ended (left): it
+// reports every head again, on the pool, once they have ended, from a
+// goroutine of its own. It returns fn made to take one call at a time,
+// for listen to call instead, and stop, which ends the goroutine and
+// waits for it.
+func (s *Store) reportAgainAfter(ctx context.Context, left []string, fn func([]moitessier.Head)) (func([]moitessier.Head), func()) {
+	var mu sync.Mutex
+	one := func(hs []moitessier.Head) {
+		mu.Lock()
+		defer mu.Unlock()
+		fn(hs)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// After an error too (the pool's, not ctx's end), the heads are
+		// read, at once: better early than never.
+		if _, err := s.awaitWriters(ctx, s.pool, left, time.Time{}); err == nil || ctx.Err() == nil {
+			_ = s.reportHeads(ctx, s.pool, one)
+		}
+	}()
+	return one, func() { cancel(); wg.Wait() }
 }
 
 // reportHeads calls fn with the head of every listener with messages, a
