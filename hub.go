@@ -262,8 +262,6 @@ type Hub struct {
 
 	cursors *cursors.Tracker // positions and leases of local subscribers
 
-	ready chan struct{} // closed: what ListenUntil waits on to look again at once
-
 	listening  atomic.Int64 // running ListenUntil calls past their join
 	delivered  atomic.Int64 // messages handed to respond
 	dispatched atomic.Int64
@@ -294,9 +292,7 @@ func New(store Store, opts Options) (*Hub, error) {
 		log:   opts.Logger,
 		lives: live.NewRegistry(messageSeq, messageListener),
 		stop:  stop,
-		ready: make(chan struct{}),
 	}
-	close(h.ready)
 	h.cursors = cursors.New(h.saveCheckpoints, opts.Now, opts.Lease)
 	h.read = func(ctx context.Context, id string, created time.Time, after uint64, limit int) ([]Message, error) {
 		return readOf(ctx, store, id, created, Cursor(after), limit)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/likestripes/moitessier/internal/cursors"
@@ -49,6 +51,11 @@ type Listener struct {
 
 	closeMu sync.Mutex // serialises Close
 	done    chan struct{}
+
+	// alarms are the running ListenUntil calls' alarms, which Close
+	// rings once done is closed.
+	alarmsMu sync.Mutex
+	alarms   []*alarm
 }
 
 // ID returns the listener's ID.
@@ -233,70 +240,158 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 	if err != nil {
 		return since, err
 	}
-	var (
-		w     *waitTimer
-		timer <-chan time.Time
-	)
 	if check == nil {
 		interval = 0
 	}
-	if interval > 0 || timeout > 0 {
-		w = newWaitTimer(interval, timeout)
-		timer = w.t.C
-	}
-	defer func() { err = l.end(ctx, lv, st, w, err) }()
+	a := l.newAlarm(ctx, interval, timeout)
+	defer func() { err = l.end(ctx, lv, st, a, err) }()
 	// The shape of this function is kept on purpose: a waiting subscriber
 	// parks in the select below with only this frame on its stack (the
-	// work is in begin, step and end, which have returned by then), so the
-	// runtime shrinks its stack to 4 KiB, most of what an idle subscriber
-	// costs (TestWaitingStack holds it to that). Code added to this frame,
-	// or a call that stays on the stack while it waits, would double it.
-	// After a delivery the loop looks again at once: the first time
-	// straight away (most often step then finds nothing and the loop waits
-	// in the select, which serves ctx, the deadline and check), the second
-	// through the same select with a ready channel: select picks among
-	// ready cases at random, so they are still served while messages keep
-	// coming. Each select locks every channel it names, among them the
-	// hub's ready channel, which every subscriber in the hub shares (and
-	// often ctx's): a select skipped is contention saved.
-	again := false
+	// work is in begin, step, ring and end, which have returned by then),
+	// so the runtime shrinks its stack to 4 KiB, most of what an idle
+	// subscriber costs (TestWaitingStack holds it to that). Code added to
+	// this frame, or a call that stays on the stack while it waits, would
+	// double it.
+	// The select names two channels: the cache's wake-up, which every
+	// local subscriber of the listener shares, and this call's alarm,
+	// which ctx, the handle's Close and the timer ring (see alarm). Each
+	// select locks every channel it names, and a shared one is locked by
+	// every subscriber woken with it: a channel fewer is contention
+	// saved. After a delivery the loop looks again at once, and first
+	// takes the alarm if it rang (a look that takes no lock while it has
+	// not), so that ctx, the deadline and check are still served while
+	// messages keep coming.
 	for {
 		wake, err := l.step(ctx, lv, st, respond, &cur)
 		if err != nil {
 			return cur, err
 		}
 		if wake == nil {
-			if again = !again; again {
-				continue
+			select {
+			case <-a.c:
+				if end, err := l.ring(ctx, a, check); end {
+					return cur, err
+				}
+			default:
 			}
-			wake = l.hub.ready
-		} else {
-			again = false
+			continue
 		}
 		select {
 		case <-wake:
-		case <-ctx.Done():
-			return cur, ctx.Err()
-		case <-l.done:
-			return cur, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
-		case <-timer:
-			switch w.fired() {
-			case waitDeadline:
-				return cur, nil
-			case waitCheck:
-				if err := check(ctx); err != nil {
-					return cur, err
-				}
+		case <-a.c:
+			if end, err := l.ring(ctx, a, check); end {
+				return cur, err
 			}
 		}
 	}
 }
 
+// alarm is one ListenUntil call's own wake-up for what is not a message:
+// its ctx done, its handle closed, or its timer due (for check or the
+// deadline). Each rings it (a send that never blocks on a channel of one
+// slot), and ListenUntil, woken, looks at all three (ring): a ring that
+// finds the slot full is taken with the one already there. So a waiting
+// subscriber waits on two channels, its cache's and its alarm, rather than
+// on four, two of which (ctx's, and the cache's) may be shared with
+// thousands of others.
+type alarm struct {
+	c       chan struct{}
+	stopCtx func() bool // stops context.AfterFunc's call; nil: ctx is never done
+	w       *waitTimer  // nil: no check and no timeout
+}
+
+// newAlarm returns the alarm of a ListenUntil call of l with ctx, interval
+// (0: no check) and timeout (0: none), registered with l for Close.
+func (l *Listener) newAlarm(ctx context.Context, interval, timeout time.Duration) *alarm {
+	a := &alarm{c: make(chan struct{}, 1)}
+	if ctx.Done() != nil {
+		a.stopCtx = context.AfterFunc(ctx, a.ring)
+	}
+	if interval > 0 || timeout > 0 {
+		a.w = newWaitTimer(interval, timeout, a.ring)
+	}
+	l.alarmsMu.Lock()
+	l.alarms = append(l.alarms, a)
+	l.alarmsMu.Unlock()
+	// Closed before the alarm was registered: closeDone closes done
+	// before it rings the alarms it finds, so one of the two rings it.
+	select {
+	case <-l.done:
+		a.ring()
+	default:
+	}
+	return a
+}
+
+// ring wakes the alarm's ListenUntil, if it has not been woken already.
+func (a *alarm) ring() {
+	select {
+	case a.c <- struct{}{}:
+	default:
+	}
+}
+
+// stopAlarm stops what rings a and takes it off l's alarms.
+func (l *Listener) stopAlarm(a *alarm) {
+	if a.stopCtx != nil {
+		a.stopCtx()
+	}
+	if a.w != nil {
+		a.w.t.Stop()
+	}
+	l.alarmsMu.Lock()
+	defer l.alarmsMu.Unlock()
+	if i := slices.Index(l.alarms, a); i >= 0 {
+		l.alarms = slices.Delete(l.alarms, i, i+1)
+	}
+}
+
+// closeDone closes l.done and rings the alarms of l's running ListenUntil
+// calls, which then return ErrClosed. Close holds closeMu.
+func (l *Listener) closeDone() {
+	close(l.done)
+	l.alarmsMu.Lock()
+	defer l.alarmsMu.Unlock()
+	for _, a := range l.alarms {
+		a.ring()
+	}
+}
+
+// ring is ListenUntil's answer to its alarm: it reports end with the error
+// to return (nil at the deadline) if the handle was closed, ctx is done or
+// the deadline passed, or check failed; otherwise it runs check if it is
+// due, and ListenUntil goes on.
+func (l *Listener) ring(ctx context.Context, a *alarm, check CheckFunc) (end bool, err error) {
+	// The handle's Close first: a caller that closed it, and then
+	// cancelled ctx, is told of the Close, which it made first.
+	select {
+	case <-l.done:
+		return true, fmt.Errorf("listen %s: %w", l.info.ID, ErrClosed)
+	default:
+	}
+	if err := ctx.Err(); err != nil {
+		return true, err
+	}
+	if a.w == nil || !a.w.due.Swap(false) {
+		return false, nil
+	}
+	switch a.w.fired() {
+	case waitDeadline:
+		return true, nil
+	case waitCheck:
+		if err := check(ctx); err != nil {
+			return true, err
+		}
+	}
+	return false, nil
+}
+
 // waitTimer is ListenUntil's one timer for both its check interval and
-// its deadline, so that a waiting subscriber holds one timer, and waits on
-// one channel, for the two.
+// its deadline, so that a waiting subscriber holds one timer for the two.
+// When it fires it sets due and rings the call's alarm.
 type waitTimer struct {
 	t        *time.Timer
+	due      atomic.Bool
 	interval time.Duration // 0: no check
 	next     time.Time     // when check is due next
 	deadline time.Time     // zero: none
@@ -309,7 +404,9 @@ const (
 	waitDeadline
 )
 
-func newWaitTimer(interval, timeout time.Duration) *waitTimer {
+// newWaitTimer returns a waitTimer for interval (0: no check) and timeout
+// (0: none) that calls ring each time it fires.
+func newWaitTimer(interval, timeout time.Duration, ring func()) *waitTimer {
 	now := time.Now()
 	w := &waitTimer{interval: interval}
 	if interval > 0 {
@@ -318,7 +415,10 @@ func newWaitTimer(interval, timeout time.Duration) *waitTimer {
 	if timeout > 0 {
 		w.deadline = now.Add(timeout)
 	}
-	w.t = time.NewTimer(w.until(now))
+	w.t = time.AfterFunc(w.until(now), func() {
+		w.due.Store(true)
+		ring()
+	})
 	return w
 }
 
@@ -331,9 +431,9 @@ func (w *waitTimer) until(now time.Time) time.Duration {
 	return at.Sub(now)
 }
 
-// fired says what is due now that the timer fired, and sets it again
-// unless the deadline has come. As a time.Ticker, it drops the checks a
-// slow check or a busy subscriber missed.
+// fired says what is due now that the timer fired (due was set), and sets
+// it again unless the deadline has come. As a time.Ticker, it drops the
+// checks a slow check or a busy subscriber missed.
 func (w *waitTimer) fired() int {
 	now := time.Now()
 	if !w.deadline.IsZero() && !now.Before(w.deadline) {
@@ -446,14 +546,12 @@ func (l *Listener) begin(ctx context.Context, since Cursor) (*live.Cache[Message
 	return lv, st, cur, nil
 }
 
-// end undoes begin: it stops ListenUntil's timer (w may be nil), saves
-// the subscriber's position and releases the live entry. It returns err,
-// or the error of saving the position.
-func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *cursors.Sub, w *waitTimer, err error) error {
+// end undoes begin and newAlarm: it stops ListenUntil's alarm, saves the
+// subscriber's position and releases the live entry. It returns err, or
+// the error of saving the position.
+func (l *Listener) end(ctx context.Context, lv *live.Cache[Message], st *cursors.Sub, a *alarm, err error) error {
 	h := l.hub
-	if w != nil {
-		w.t.Stop()
-	}
+	l.stopAlarm(a)
 	if serr := h.cursors.Release(ctx, st); serr != nil && err == nil {
 		err = fmt.Errorf("listen %s: %w", l.info.ID, serr)
 	}
@@ -772,20 +870,20 @@ func (l *Listener) Close(ctx context.Context) error {
 	h := l.hub
 	if _, err := l.current(ctx, "close"); err != nil {
 		if errors.Is(err, ErrClosed) {
-			close(l.done)
+			l.closeDone()
 		}
 		return err
 	}
 	deleted, err := h.store.Leave(ctx, l.info.ID, l.person, l.client)
 	if errors.Is(err, ErrNotFound) {
-		close(l.done)
+		l.closeDone()
 		return fmt.Errorf("close %s: %w: the subscriber was removed", l.info.ID, ErrClosed)
 	}
 	if err != nil {
 		// The handle stays open, so that Close can be tried again.
 		return fmt.Errorf("close %s: %w", l.info.ID, err)
 	}
-	close(l.done)
+	l.closeDone()
 	if deleted {
 		h.dropLive(l.info.ID)
 		if h.opts.Hooks.Emptied != nil {
