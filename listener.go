@@ -230,8 +230,10 @@ func (l *Listener) rejoin(ctx context.Context, op string, now time.Time, check f
 // nil or AckLater), from which a later call resumes with nothing lost or
 // repeated, and nil at timeout, ctx.Err(), check's or respond's error, or
 // ErrClosed if the handle was closed or its listener deleted (its last
-// subscriber left through another handle, or GC expired it). A handle never creates its listener again:
-// after such a deletion, make a new one with Hub.NewListener.
+// subscriber left through another handle, or GC expired it). When several
+// of these hold as it wakes, a closed handle comes first, then ctx, then
+// the timeout and check. A handle never creates its listener again: after
+// such a deletion, make a new one with Hub.NewListener.
 func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond RespondFunc, since Cursor, interval, timeout time.Duration) (cur Cursor, err error) {
 	if respond == nil || interval < 0 || timeout < 0 {
 		return since, l.argErr(respond == nil)

@@ -54,8 +54,9 @@ func TestListenUntilCheckAndTimeout(t *testing.T) {
 // TestListenUntilServedWhileBusy: the timeout, ctx and check are served
 // while ListenUntil never runs out of messages (its respond dispatches the
 // next one), so that a busy subscriber cannot keep it from returning. The
-// timeout and check come only through the select; ctx is also checked
-// before each respond, so its case holds without the select too.
+// timeout and check come only through the call's alarm, which ListenUntil
+// looks at after each delivery; ctx rings it too, and is also checked
+// before each respond, so its case holds without the alarm.
 func TestListenUntilServedWhileBusy(t *testing.T) {
 	ctx := context.Background()
 	hub, l := memListener(t, "busy")
