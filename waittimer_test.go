@@ -127,3 +127,52 @@ func memListener(t *testing.T, scope string) (*moitessier.Hub, *moitessier.Liste
 	}
 	return hub, l
 }
+
+// ownCtx is a Context of a caller's own, not built on the standard
+// library's: context.AfterFunc watches its Done channel with a goroutine.
+type ownCtx struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c *ownCtx) Done() <-chan struct{} { return c.done }
+
+func (c *ownCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// TestListenUntilOwnContext: a waiting ListenUntil ends when a context of
+// the caller's own type is done, with its error, and one that ends at its
+// timeout leaves no goroutine behind watching its context, which is never
+// done (TestMain's goleak).
+func TestListenUntilOwnContext(t *testing.T) {
+	_, l := memListener(t, "own")
+	respond := func(context.Context, []moitessier.Message) error { return nil }
+
+	never := &ownCtx{Context: context.Background(), done: make(chan struct{})}
+	if _, err := l.ListenUntil(never, nil, respond, moitessier.Resume, 0, 20*time.Millisecond); err != nil {
+		t.Fatalf("at the timeout: %v", err)
+	}
+
+	ctx := &ownCtx{Context: context.Background(), done: make(chan struct{})}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := l.ListenUntil(ctx, nil, respond, moitessier.Resume, 0, 0)
+		ended <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	close(ctx.done)
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("ended with %v, want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ListenUntil did not end when its context was done")
+	}
+}
