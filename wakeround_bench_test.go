@@ -87,6 +87,8 @@ func benchWakeRound(b *testing.B, subs int, sharedCtx, timer bool) {
 	}
 }
 
+// processCPU is the processor time this process has used, user and
+// system.
 func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
