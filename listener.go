@@ -271,19 +271,18 @@ func (l *Listener) ListenUntil(ctx context.Context, check CheckFunc, respond Res
 		if wake == nil {
 			select {
 			case <-a.c:
-				if end, err := l.ring(ctx, a, check); end {
-					return cur, err
-				}
 			default:
+				continue
 			}
-			continue
+		} else {
+			select {
+			case <-wake:
+				continue
+			case <-a.c:
+			}
 		}
-		select {
-		case <-wake:
-		case <-a.c:
-			if end, err := l.ring(ctx, a, check); end {
-				return cur, err
-			}
+		if end, err := l.ring(ctx, a, check); end {
+			return cur, err
 		}
 	}
 }

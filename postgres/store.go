@@ -432,10 +432,10 @@ func checkListenerID(id string) error {
 // readCommitted is the isolation level of the store's transactions. Its
 // statements and functions count on every statement taking a snapshot of
 // its own, after the locks taken before it (join_listener's quota counts,
-// the sweep's trim and expiry, an append's look for a Watch), which a stricter level
-// would take once per transaction: the store's transactions say so, and a
-// pool it opens makes it the default of its connections, for the
-// statements that are transactions of their own.
+// the sweep's trim and expiry, an append's look for a Watch), which a
+// stricter level would take once per transaction: the store's
+// transactions say so, and a pool it opens makes it the default of its
+// connections, for the statements that are transactions of their own.
 var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
 
 // inTx runs fn in a transaction on the pool, under ctx, and commits it,
