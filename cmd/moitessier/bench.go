@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -525,13 +526,38 @@ func (c *benchConfig) newStore(ctx context.Context, workload string) (st *opened
 func dropSchema(dsn, schema string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
+	conn, err := pgx.Connect(ctx, plainDSN(dsn))
 	if err != nil {
 		return
 	}
 	defer conn.Close(ctx)
 	_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
 }
+
+// plainDSN is the postgres:// URL dsn without the parameters that only
+// pgxpool and pgx read (pool_max_conns, statement_cache_capacity and the
+// like). pgbench refuses them all, and a single pgx connection sends the
+// pool's on to the server as settings, which the server refuses. The
+// bench's own connections and pgbench connect with plainDSN, its stores
+// with dsn.
+func plainDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.RawQuery == "" {
+		return dsn
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.HasPrefix(k, "pool_") || slices.Contains(pgxOnlyParams, k) {
+			q.Del(k)
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// pgxOnlyParams are the connection parameters pgx reads itself, besides
+// pgxpool's pool_ ones.
+var pgxOnlyParams = []string{"statement_cache_capacity", "description_cache_capacity", "default_query_exec_mode"}
 
 func randomHex(n int) string {
 	b := make([]byte, n)

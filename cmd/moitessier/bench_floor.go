@@ -61,7 +61,7 @@ func (c *benchConfig) pgHTTPFloor(ctx context.Context, d time.Duration) (BenchRe
 	if err != nil {
 		return res, err
 	}
-	conn, err := pgx.Connect(ctx, c.store)
+	conn, err := pgx.Connect(ctx, plainDSN(c.store))
 	if err != nil {
 		return res, err
 	}

@@ -279,7 +279,7 @@ func (c *benchConfig) pgBaseline(ctx context.Context, d time.Duration) (BenchRes
 	res := BenchResult{Workload: "pg-insert-notify", Store: c.storeName, Listeners: 0}
 	schema := "moitessier_bench_" + randomHex(6)
 	defer dropSchema(c.store, schema)
-	conn, err := pgx.Connect(ctx, c.store)
+	conn, err := pgx.Connect(ctx, plainDSN(c.store))
 	if err != nil {
 		return res, err
 	}
@@ -343,7 +343,7 @@ func (c *benchConfig) floorConn(ctx context.Context) (fs *floorSchema, conn *pgx
 	if fs, err = c.floorSchema(ctx); err != nil {
 		return nil, nil, nil, err
 	}
-	if conn, err = pgx.Connect(ctx, c.store); err != nil {
+	if conn, err = pgx.Connect(ctx, plainDSN(c.store)); err != nil {
 		fs.drop()
 		return nil, nil, nil, err
 	}
@@ -463,7 +463,7 @@ func (c *benchConfig) pgRate(ctx context.Context, res BenchResult, conn *pgx.Con
 		if prepared {
 			args = append(args, "-M", "prepared")
 		}
-		out, err := exec.CommandContext(ctx, path, append(args, c.store)...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, path, append(args, plainDSN(c.store))...).CombinedOutput()
 		if m := pgbenchTPS.FindSubmatch(out); err == nil && m != nil {
 			res.MsgsPerS, _ = strconv.ParseFloat(string(m[1]), 64)
 			res.Baseline = "pgbench"

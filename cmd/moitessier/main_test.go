@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -575,9 +576,19 @@ func TestBenchWindow(t *testing.T) {
 // TestBenchBaseline measures the Postgres baselines and floors and runs
 // http-fanout-1 and the library's fanout-1 and fanout-1000 beside them,
 // when a server is reachable: with pgbench when it is installed, and with
-// pgx, with pgbench out of PATH.
+// pgx, with pgbench out of PATH. Its address carries pgxpool's and pgx's
+// own parameters, which the store reads, and which neither pgbench nor a
+// server takes: the baselines connect without them.
 func TestBenchBaseline(t *testing.T) {
-	dsn := postgresDSN(t)
+	u, err := url.Parse(postgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("pool_max_conns", "8")
+	q.Set("statement_cache_capacity", "64")
+	u.RawQuery = q.Encode()
+	dsn := u.String()
 	t.Setenv("MOITESSIER_TEST_MAIN", "1")
 	ways := []string{"pgx"}
 	if _, err := exec.LookPath("pgbench"); err == nil {
@@ -636,6 +647,22 @@ func TestBenchBaseline(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPlainDSN checks that the bench's own connections drop exactly the
+// parameters pgxpool and pgx read themselves.
+func TestPlainDSN(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://u@h:5432/db":                                            "postgres://u@h:5432/db",
+		"postgres://u@h/db?sslmode=disable":                                 "postgres://u@h/db?sslmode=disable",
+		"postgres://u@h/db?pool_max_conns=4&sslmode=require":                "postgres://u@h/db?sslmode=require",
+		"postgresql://u:p@h/db?statement_cache_capacity=1&pool_min_conns=2": "postgresql://u:p@h/db",
+		"postgres://u@h/db?application_name=x&default_query_exec_mode=exec": "postgres://u@h/db?application_name=x",
+	} {
+		if got := plainDSN(in); got != want {
+			t.Errorf("plainDSN(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
 
