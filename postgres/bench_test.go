@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,6 +145,27 @@ func BenchmarkJoin(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+		// From many callers at once, as clients arriving together: the
+		// store sends the joins that wait together (see joins.go).
+		b.Run(name+"Store.Join/parallel", func(b *testing.B) {
+			s := open(b)
+			ctx := context.Background()
+			now := time.Now()
+			sub := moitessier.Subscriber{Person: "p", Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
+			var next atomic.Int64
+			b.SetParallelism(32)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					scope := "bench.join." + fmt.Sprint(next.Add(1))
+					l := moitessier.ListenerInfo{ID: "j" + scope, Type: moitessier.Shared, Person: "p", Scopes: []string{scope}, Created: now}
+					if _, _, _, err := s.Join(ctx, l, sub, moitessier.Quota{}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(s.JoinsBatched())/float64(b.N), "batched/op")
 		})
 		b.Run(name+"Hub.NewListener", func(b *testing.B) {
 			h := newHub(b, open(b), moitessier.Options{Quota: moitessier.Quota{Listeners: -1, Shared: -1, Subscriptions: -1}})

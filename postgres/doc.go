@@ -176,6 +176,20 @@
 // version is compared by order, and a lost raise would be handed out again
 // for another set of patterns.
 //
+// Joins from many callers at once share statements. A store runs at most
+// four join statements at once; a join that comes while four are under way
+// waits, and when one ends, up to 32 of those waiting go out together as
+// one call of join_listeners (migration 9), in one transaction and one
+// commit, each in a subtransaction of its own: past a quota a join fails
+// alone, and after any other error in it (a listener deleted under it, a
+// deadlock with another transaction) it runs again alone. The transaction
+// commits asynchronously only if every join in it that succeeded may, as
+// above. Clients arriving together, such as a hub's clients reconnecting
+// after a restart, so cost the server a commit per batch rather than per
+// join; a join that waits for a lock holds up the joins sent with it. A
+// caller that gives up while its join waits returns at once, and its join
+// is not sent.
+//
 // # Wake-ups: LISTEN/NOTIFY
 //
 // Append sends the new heads of the listeners it wrote with pg_notify on

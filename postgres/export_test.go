@@ -85,9 +85,23 @@ const SeenFor = seenFor
 // JoinTx runs Join's statement in tx, so that a test can read what it set
 // for the transaction.
 func (s *Store) JoinTx(ctx context.Context, tx pgx.Tx, l moitessier.ListenerInfo, sub moitessier.Subscriber) error {
-	_, _, _, err := s.join(ctx, tx, l, sub, moitessier.Quota{})
+	_, err := s.join(ctx, tx, &joinCall{l: l, sub: sub})
 	return err
 }
+
+// JoinsBatched returns how many joins went out in statements of two or
+// more.
+func (s *Store) JoinsBatched() int64 { return s.joins.batched.Load() }
+
+// JoinsQueued returns how many joins wait for a turn.
+func (s *Store) JoinsQueued() int {
+	s.joins.mu.Lock()
+	defer s.joins.mu.Unlock()
+	return len(s.joins.queue)
+}
+
+// MaxJoinStatements is the most join statements the store runs at once.
+const MaxJoinStatements = maxJoinStatements
 
 // DeleteGoneWatchers runs, in tx, the statement that deletes the
 // registrations of Watch calls whose connection is gone.

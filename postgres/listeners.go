@@ -23,9 +23,17 @@ import (
 // each seeing the ones committed before, and a join that creates nothing
 // (a lease renewal) takes no lock and counts nothing. A join that creates
 // a listener with concrete scopes commits asynchronously unless
-// Config.DurableJoins is set.
+// Config.DurableJoins is set. The store runs at most a few joins at once;
+// the ones that come meanwhile wait, and go together, in one statement
+// and one transaction (see joins.go).
 func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
-	return s.join(ctx, s.pool, l, sub, q)
+	if err := s.check("join"); err != nil {
+		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
+	}
+	if err := checkListenerID(l.ID); err != nil {
+		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, fmt.Errorf("postgres: join: %w", err)
+	}
+	return s.joins.join(ctx, s, &joinCall{l: l, sub: sub, q: q})
 }
 
 // rowQueryer runs a statement that returns one row: the store's pool, or a
@@ -34,41 +42,74 @@ type rowQueryer interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// join is Join on db.
-func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
-	const op = "join"
-	if err := s.check(op); err != nil {
-		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
-	}
-	if err := checkListenerID(l.ID); err != nil {
-		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, fmt.Errorf("postgres: %s: %w", op, err)
-	}
-	wild := make([]bool, len(l.Scopes))
-	for i, p := range l.Scopes {
-		wild[i] = moitessier.IsPattern(p)
+// joinArgs are join_listener's arguments for one join, and whether the
+// join may commit asynchronously should it create its listener.
+type joinArgs struct {
+	wild                               []bool
+	lcreated, sjoined, slease, scursor int64
+	qListeners, qType, qSubs           int64
+	lkey, skey                         int64
+	async                              bool
+}
+
+// joinArgs returns c's joinArgs.
+func (s *Store) joinArgs(c *joinCall) joinArgs {
+	a := joinArgs{wild: make([]bool, len(c.l.Scopes))}
+	for i, p := range c.l.Scopes {
+		a.wild[i] = moitessier.IsPattern(p)
 	}
 	// A join that creates a listener may commit asynchronously (see
 	// Config.DurableJoins), unless the listener has a pattern: that raises
 	// the pattern version, which hubs compare by order (see
 	// reloadPatterns), and which must not come back after a crash.
-	async := !s.cfg.DurableJoins && !slices.Contains(wild, true)
-	kind, typeLimit := q.OfType(l.Type)
-	var (
-		info    = moitessier.ListenerInfo{ID: l.ID}
-		stored  = moitessier.Subscriber{Person: sub.Person, Client: sub.Client}
-		created bool
-	)
+	a.async = !s.cfg.DurableJoins && !slices.Contains(a.wild, true)
+	_, typeLimit := c.q.OfType(c.l.Type)
+	a.lcreated, a.sjoined, a.slease, a.scursor = toNS(c.l.Created), toNS(c.sub.Joined), toNS(c.sub.LeaseExpires), toSeq(c.sub.Cursor)
+	a.qListeners, a.qType, a.qSubs = quotaLimit(c.q.Listeners), quotaLimit(typeLimit), quotaLimit(c.q.Subscriptions)
+	a.lkey, a.skey = advisoryKey("quota\x00"+c.l.Person, s.cfg.Schema), advisoryKey("quota\x00"+c.sub.Person, s.cfg.Schema)
+	return a
+}
+
+// joined is what a join returns: the listener and the subscriber as
+// stored, and whether the join created the listener.
+type joined struct {
+	info    moitessier.ListenerInfo
+	stored  moitessier.Subscriber
+	created bool
+}
+
+// joinedRow holds a joined's columns as join_listener returns them.
+type joinedRow struct {
+	created                            bool
+	typ                                int
+	person, client                     string
+	scopes                             []string
+	lcreated, head, cur, joined, lease int64
+}
+
+// result is r as what c returns.
+func (r *joinedRow) result(c *joinCall) joined {
+	return joined{
+		info: moitessier.ListenerInfo{ID: c.l.ID, Type: moitessier.ListenerType(r.typ), Person: r.person, Client: r.client,
+			Scopes: r.scopes, Created: fromNS(r.lcreated), Head: moitessier.Cursor(r.head)},
+		stored: moitessier.Subscriber{Person: c.sub.Person, Client: c.sub.Client, Cursor: moitessier.Cursor(r.cur),
+			Joined: fromNS(r.joined), LeaseExpires: fromNS(r.lease)},
+		created: r.created,
+	}
+}
+
+// join runs one join on db, alone, retrying it while the listener it
+// found is deleted under it.
+func (s *Store) join(ctx context.Context, db rowQueryer, c *joinCall) (joined, error) {
+	a := s.joinArgs(c)
+	var out joined
 	err := retry(ctx, func() error {
-		var (
-			typ                                int
-			lcreated, head, cur, joined, lease int64
-		)
+		var r joinedRow
 		err := db.QueryRow(ctx, s.q.join,
-			l.ID, int(l.Type), l.Person, l.Client, l.Scopes, wild, toNS(l.Created),
-			sub.Person, sub.Client, toNS(sub.Joined), toNS(sub.LeaseExpires), toSeq(sub.Cursor),
-			quotaLimit(q.Listeners), quotaLimit(typeLimit), quotaLimit(q.Subscriptions),
-			advisoryKey("quota\x00"+l.Person, s.cfg.Schema), advisoryKey("quota\x00"+sub.Person, s.cfg.Schema), async,
-		).Scan(&created, &typ, &info.Person, &info.Client, &info.Scopes, &lcreated, &head, &cur, &joined, &lease, nil)
+			c.l.ID, int(c.l.Type), c.l.Person, c.l.Client, c.l.Scopes, a.wild, a.lcreated,
+			c.sub.Person, c.sub.Client, a.sjoined, a.slease, a.scursor,
+			a.qListeners, a.qType, a.qSubs, a.lkey, a.skey, a.async,
+		).Scan(&r.created, &r.typ, &r.person, &r.client, &r.scopes, &r.lcreated, &r.head, &r.cur, &r.joined, &r.lease, nil)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// The listener was deleted after the insert found it:
 			// run again, creating it anew.
@@ -77,25 +118,31 @@ func (s *Store) join(ctx context.Context, db rowQueryer, l moitessier.ListenerIn
 		if err != nil {
 			return err
 		}
-		info.Type, info.Created, info.Head = moitessier.ListenerType(typ), fromNS(lcreated), moitessier.Cursor(head)
-		stored.Cursor, stored.Joined, stored.LeaseExpires = moitessier.Cursor(cur), fromNS(joined), fromNS(lease)
+		out = r.result(c)
 		return nil
 	})
+	if err != nil {
+		return joined{}, s.joinError(c, err)
+	}
+	return out, nil
+}
+
+// joinError is the error a join returns for err: a *moitessier.QuotaError
+// for join_listener's MQ001.
+func (s *Store) joinError(c *joinCall, err error) error {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == quotaCode {
+		kind, typeLimit := c.q.OfType(c.l.Type)
 		switch pe.Message {
 		case "listeners":
-			err = &moitessier.QuotaError{Person: l.Person, Kind: moitessier.QuotaListeners, Limit: q.Listeners}
+			err = &moitessier.QuotaError{Person: c.l.Person, Kind: moitessier.QuotaListeners, Limit: c.q.Listeners}
 		case "type":
-			err = &moitessier.QuotaError{Person: l.Person, Kind: kind, Limit: typeLimit}
+			err = &moitessier.QuotaError{Person: c.l.Person, Kind: kind, Limit: typeLimit}
 		case "subscriptions":
-			err = &moitessier.QuotaError{Person: sub.Person, Kind: moitessier.QuotaSubscriptions, Limit: q.Subscriptions}
+			err = &moitessier.QuotaError{Person: c.sub.Person, Kind: moitessier.QuotaSubscriptions, Limit: c.q.Subscriptions}
 		}
 	}
-	if err != nil {
-		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.wrap(op, fmt.Errorf("listener %s: %w", l.ID, err))
-	}
-	return info, stored, created, nil
+	return s.wrap("join", fmt.Errorf("listener %s: %w", c.l.ID, err))
 }
 
 // quotaCode is the SQLSTATE join_listener raises past a quota, with the

@@ -9,7 +9,7 @@ import (
 // bound parameter; only the schema identifier, quoted by pgx.Identifier, is
 // spliced into the text.
 type queries struct {
-	join, bumpPatterns, listener                                                     string
+	join, joinBatch, bumpPatterns, listener                                          string
 	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs          string
 	match, loadPatterns, heads, allHeads                                             string
 	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
@@ -67,6 +67,11 @@ func buildQueries(schema string) queries {
 		join: `SELECT created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease,
 				CASE WHEN $18::boolean AND created THEN set_config('synchronous_commit', 'off', true) END
 			FROM S.join_listener($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+		// joinBatch is several joins in one call of the function of
+		// migration 9 (join_listeners), one transaction: a row each, in
+		// their order (see joins.go).
+		joinBatch: `SELECT i, status, created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease
+			FROM S.join_listeners($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
 		listener:     `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
 		// subscribers reads a page from the primary key's index (its
@@ -443,7 +448,7 @@ func buildQueries(schema string) queries {
 	q.appendSingle = bindNames(q.appendSingle, appendParams)
 	q.appendScalar = bindNames(q.appendScalar, appendScalarParams)
 	for _, p := range []*string{
-		&q.join, &q.bumpPatterns, &q.listener,
+		&q.join, &q.joinBatch, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
 		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.matchAppendSingle, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.readOf, &q.seek, &q.checkpoint,

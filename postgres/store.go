@@ -185,10 +185,11 @@ type Store struct {
 	closeMu sync.Once
 	graces  graces
 
-	pat matchcache.Patterns
-	mc  matchcache.Cache[matchEntry]
-	cmb combiner
-	q   queries
+	pat   matchcache.Patterns
+	mc    matchcache.Cache[matchEntry]
+	cmb   combiner
+	joins joins
+	q     queries
 
 	watchers watchers
 }
@@ -338,6 +339,7 @@ func (s *Store) Close() error {
 		s.graces.close()
 		close(s.done)
 		s.cmb.close()
+		s.joins.close()
 		if s.ownPool {
 			s.pool.Close()
 		}
