@@ -134,9 +134,10 @@
 //
 // # Joining in one round trip
 //
-// [Store.Join] is one statement: a call of the PL/pgSQL function
+// [Store.Join] alone is one statement: a call of the PL/pgSQL function
 // join_listener (migration 5, and 8, which adds the trim lock under
-// Retention), its own transaction, which inserts the
+// Retention), its own transaction (joins from many callers at once share
+// one, below), which inserts the
 // listener unless it exists, its scopes (the trigger above records their
 // versions; a pattern raises the pattern version), the subscriber unless
 // it exists (else it extends the lease), checks the quota of what it
@@ -178,17 +179,21 @@
 //
 // Joins from many callers at once share statements. A store runs at most
 // four join statements at once; a join that comes while four are under way
-// waits, and when one ends, up to 32 of those waiting go out together as
-// one call of join_listeners (migration 9), in one transaction and one
-// commit, each in a subtransaction of its own: past a quota a join fails
-// alone, and after any other error in it (a listener deleted under it, a
-// deadlock with another transaction) it runs again alone. The transaction
-// commits asynchronously only if every join in it that succeeded may, as
-// above. Clients arriving together, such as a hub's clients reconnecting
-// after a restart, so cost the server a commit per batch rather than per
-// join; a join that waits for a lock holds up the joins sent with it. A
-// caller that gives up while its join waits returns at once, and its join
-// is not sent.
+// waits, and when one ends, up to 32 of those waiting go out together,
+// sorted by listener, as one call of join_listeners (migration 9), in one
+// transaction and one commit, each in a subtransaction of its own: past a
+// quota a join fails alone, and after any other error in it (a listener
+// deleted under it, a deadlock with another transaction) it runs again
+// alone. The batch waits at most 100ms for any one lock: a join that
+// would wait longer runs again alone, rather than hold up the others. If
+// the server refuses the whole statement, every join runs again alone.
+// The transaction commits asynchronously only if every join in it that
+// succeeded may, as above. Clients arriving together, such as a hub's
+// clients reconnecting after a restart, so cost the server a commit per
+// batch rather than per join. A caller that gives up while its join waits
+// returns at once, and its join is not sent; one that gives up after it
+// was sent gets its answer if it comes within the grace a statement of
+// its own would have.
 //
 // # Wake-ups: LISTEN/NOTIFY
 //

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
@@ -18,26 +19,29 @@ import (
 // once, on its caller's goroutine, while fewer than maxJoinStatements join
 // statements are under way and none waits; otherwise it queues. A
 // statement that ends hands its turn to the queue: up to maxJoinBatch of
-// the joins waiting go out together, as one call of join_listeners
-// (migration 9), in one transaction, so one commit. A server on few
-// processors ran joins faster from a few clients than from many, and much
-// faster with many joins to a commit (see the benchmarks history, Joins
-// from many callers at once).
+// the joins waiting go out together, sorted by listener, as one call of
+// join_listeners (migration 9), in one transaction, so one commit. A
+// server on few processors ran joins faster from a few clients than from
+// many, and much faster with many joins to a commit (see the benchmarks
+// history, Joins from many callers at once go together).
 //
 // Each join of a batch is a subtransaction: past a quota it fails alone,
 // with the *moitessier.QuotaError it would have had alone; after any other
 // error in it (a listener deleted under it, a deadlock with another
-// transaction) it runs again alone, and returns what that returns. If the
-// server refuses the statement, every join of it runs again alone. If the
-// statement fails without the server's answer (the connection broke, or
-// Close cancelled it), it may have committed, and every join of it
-// returns the error: a join is idempotent, so the caller may join again,
-// which then finds the listener and the subscriber stored.
+// transaction) it runs again alone, under its caller's context, and
+// returns what that returns. A batch waits at most joinLockTimeout for
+// any one lock: a join that would wait longer fails so, and runs again
+// alone, rather than hold up the others. If the statement fails with
+// nothing written (the server refused it, or it was never sent), every
+// join of it runs again alone. If it fails otherwise (the connection
+// broke, or Close cancelled it), it may have committed, and every join of
+// it returns the error: a join is idempotent, so the caller may join
+// again, which then finds the listener and the subscriber stored.
 //
 // A caller that gives up while its join waits returns at once, and its
-// join is not sent; one that gives up after its join was sent returns at
-// once too, and the join runs on, as a statement of the caller's own would
-// for the grace the store's pool gives it.
+// join is not sent. One that gives up after it was sent waits for its
+// answer as long as a statement of its own would run on (cancelGrace),
+// and returns it if it comes, as if it had not given up.
 
 const (
 	// maxJoinStatements is the most join statements the store runs at
@@ -47,6 +51,10 @@ const (
 	// subtransaction, and PostgreSQL keeps track of at most 64 of a
 	// transaction's in shared memory before it looks them up on disk.
 	maxJoinBatch = 32
+	// joinLockTimeout is the longest a batch waits for a lock (its
+	// lock_timeout); it is below PostgreSQL's default deadlock_timeout,
+	// so a deadlock with another transaction costs the batch no more.
+	joinLockTimeout = "100ms"
 )
 
 // joins queues the joins that wait for a turn.
@@ -63,6 +71,7 @@ type joins struct {
 
 // joinCall is one Join, and, once done is closed, what it returns.
 type joinCall struct {
+	ctx context.Context // its caller's
 	l   moitessier.ListenerInfo
 	sub moitessier.Subscriber
 	q   moitessier.Quota
@@ -70,9 +79,9 @@ type joinCall struct {
 	out  joined
 	err  error
 	done chan struct{}
-	// dropped, guarded by joins.mu: its caller stopped waiting before it
-	// was sent.
-	dropped bool
+	// Guarded by joins.mu: sent, a batch took it; dropped, its caller
+	// stopped waiting before that.
+	sent, dropped bool
 }
 
 // join runs c: at once if a turn is free, else when one is.
@@ -89,18 +98,24 @@ func (j *joins) join(ctx context.Context, s *Store, c *joinCall) (moitessier.Lis
 		j.next(s)
 		return out.info, out.stored, out.created, err
 	}
-	c.done = make(chan struct{})
+	c.ctx, c.done = ctx, make(chan struct{})
 	j.queue = append(j.queue, c)
 	j.mu.Unlock()
 	select {
 	case <-c.done:
 	case <-ctx.Done():
 		j.mu.Lock()
-		c.dropped = true
+		sent := c.sent
+		c.dropped = !sent
 		j.mu.Unlock()
+		if !sent {
+			return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.joinError(c, ctx.Err())
+		}
+		grace := time.NewTimer(cancelGrace)
+		defer grace.Stop()
 		select {
-		case <-c.done: // it was sent, and is done
-		default:
+		case <-c.done:
+		case <-grace.C:
 			return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, s.joinError(c, ctx.Err())
 		}
 	}
@@ -140,15 +155,19 @@ func (j *joins) take() []*joinCall {
 	n := 0
 	for ; n < len(j.queue) && len(b) < maxJoinBatch; n++ {
 		if c := j.queue[n]; !c.dropped {
+			c.sent = true
 			b = append(b, c)
 		}
 	}
 	j.queue = slices.Delete(j.queue, 0, n)
+	// In one order, that of the sweep's locks, so that two batches lock
+	// the listeners they share in the same order.
+	slices.SortStableFunc(b, func(x, y *joinCall) int { return strings.Compare(x.l.ID, y.l.ID) })
 	return b
 }
 
-// close fails the joins waiting with ErrClosed and waits for the batches
-// under way, which the store's closing cancels.
+// close takes no more joins and fails those waiting with ErrClosed; the
+// store then cancels the batches under way, and waits for them (wait).
 func (j *joins) close() {
 	j.mu.Lock()
 	j.closed = true
@@ -156,17 +175,23 @@ func (j *joins) close() {
 	j.queue = nil
 	j.mu.Unlock()
 	for _, c := range q {
-		c.err = fmt.Errorf("postgres: join: listener %s: store closed before the join was sent: %w", c.l.ID, moitessier.ErrClosed)
-		close(c.done)
+		if !c.dropped {
+			c.err = fmt.Errorf("postgres: join: listener %s: store closed before the join was sent: %w", c.l.ID, moitessier.ErrClosed)
+			close(c.done)
+		}
 	}
-	j.wg.Wait()
 }
+
+// wait waits for the goroutines that send batches to return.
+func (j *joins) wait() { j.wg.Wait() }
 
 // joinTogether runs the joins of b, under ctx, in one statement if there
 // are several, and settles each.
 func (s *Store) joinTogether(ctx context.Context, b []*joinCall) {
 	alone := func(c *joinCall) {
-		c.out, c.err = s.join(ctx, s.pool, c)
+		cctx, cancel := s.cmb.bound(c.ctx)
+		c.out, c.err = s.join(cctx, s.pool, c)
+		cancel()
 		close(c.done)
 	}
 	if len(b) == 1 {
@@ -176,8 +201,9 @@ func (s *Store) joinTogether(ctx context.Context, b []*joinCall) {
 	statuses, outs, err := s.joinBatch(ctx, b)
 	var pe *pgconn.PgError
 	switch {
-	case errors.As(err, &pe):
-		// The server refused the statement: it wrote nothing.
+	case errors.As(err, &pe) || pgconn.SafeToRetry(err):
+		// The server refused the statement (or the connection), or
+		// it was never sent: nothing was written.
 		for _, c := range b {
 			alone(c)
 		}
@@ -209,9 +235,9 @@ func (s *Store) joinTogether(ctx context.Context, b []*joinCall) {
 func (s *Store) joinBatch(ctx context.Context, b []*joinCall) ([]string, []joined, error) {
 	n := len(b)
 	var (
-		ids, persons, clients, scopes, subPersons, subClients = make([]string, n), make([]string, n), make([]string, n), []string(nil), make([]string, n), make([]string, n)
+		ids, persons, clients, scopes, subPersons, subClients = make([]string, n), make([]string, n), make([]string, n), make([]string, 0, n), make([]string, n), make([]string, n)
 		types, nscopes                                        = make([]int32, n), make([]int32, n)
-		wild, async                                           = []bool(nil), make([]bool, n)
+		wild, async                                           = make([]bool, 0, n), make([]bool, n)
 		created, sjoined, slease, scursor                     = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 		qListeners, qType, qSubs, lkeys, skeys                = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	)
@@ -224,7 +250,7 @@ func (s *Store) joinBatch(ctx context.Context, b []*joinCall) ([]string, []joine
 		qListeners[k], qType[k], qSubs[k], lkeys[k], skeys[k], async[k] = a.qListeners, a.qType, a.qSubs, a.lkey, a.skey, a.async
 	}
 	rows, err := s.pool.Query(ctx, s.q.joinBatch, ids, types, persons, clients, scopes, wild, nscopes, created,
-		subPersons, subClients, sjoined, slease, scursor, qListeners, qType, qSubs, lkeys, skeys, async)
+		subPersons, subClients, sjoined, slease, scursor, qListeners, qType, qSubs, lkeys, skeys, async, joinLockTimeout)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -33,19 +33,7 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 
 	// A transaction that locks the room's row makes each join of a new
 	// subscriber to it wait, in its foreign key check.
-	conn, err := pgx.Connect(ctx, testDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, "SELECT id FROM "+q+".listeners WHERE id = 'room' FOR UPDATE"); err != nil {
-		t.Fatal(err)
-	}
+	release := lockListener(t, s, room.ID)
 	var wg sync.WaitGroup
 	held := make([]error, postgres.MaxJoinStatements)
 	for i := range held {
@@ -53,11 +41,7 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 			_, _, _, held[i] = s.Join(ctx, room, subscriberAt(fmt.Sprint("guest", i), now), moitessier.Quota{})
 		})
 	}
-	waitFor(t, "the held joins to wait on the lock", func() bool {
-		var n int
-		err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%join_listener%'").Scan(&n)
-		return err == nil && n == len(held)
-	})
+	waitFor(t, "the held joins to wait on the lock", func() bool { return waitingJoins(t, s, q) == len(held) })
 
 	// Every turn is taken: a join now waits, and one whose caller gives
 	// up returns with its context's error, and is not sent.
@@ -70,18 +54,26 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 
 	// Ten joins of one person with a quota of three listeners wait, and
 	// go together.
+	// Each has one to three scopes, which the statement carries in one
+	// array.
 	const waiting, limit = 10, 3
 	errs := make([]error, waiting)
+	infos := make([]moitessier.ListenerInfo, waiting)
+	scopesOf := func(i int) []string {
+		var sc []string
+		for k := range i%3 + 1 {
+			sc = append(sc, fmt.Sprintf("mine.%d.%d", i, k))
+		}
+		return sc
+	}
 	for i := range errs {
 		wg.Go(func() {
-			l := moitessier.ListenerInfo{ID: fmt.Sprint("mine-", i), Type: moitessier.Private, Person: "quota", Scopes: []string{fmt.Sprint("mine.", i)}, Created: now}
-			_, _, _, errs[i] = s.Join(ctx, l, subscriberAt("quota", now), moitessier.Quota{Listeners: limit})
+			l := moitessier.ListenerInfo{ID: fmt.Sprint("mine-", i), Type: moitessier.Private, Person: "quota", Scopes: scopesOf(i), Created: now}
+			infos[i], _, _, errs[i] = s.Join(ctx, l, subscriberAt("quota", now), moitessier.Quota{Listeners: limit})
 		})
 	}
 	waitFor(t, "the ten joins to queue", func() bool { return s.JoinsQueued() == waiting+1 || s.JoinsQueued() == waiting })
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
+	release()
 	wg.Wait()
 	for i, err := range held {
 		if err != nil {
@@ -94,6 +86,14 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 		switch {
 		case err == nil:
 			ok++
+			var stored []string
+			rows, err := s.Pool().Query(ctx, "SELECT scope FROM "+q+".listener_scopes WHERE listener = $1 ORDER BY scope", infos[i].ID)
+			if err == nil {
+				stored, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			if want := scopesOf(i); err != nil || fmt.Sprint(stored) != fmt.Sprint(want) || fmt.Sprint(infos[i].Scopes) != fmt.Sprint(want) {
+				t.Errorf("join %d: scopes %q stored and %q returned (%v), want %q", i, stored, infos[i].Scopes, err, want)
+			}
 		case !errors.As(err, &qe) || qe.Kind != moitessier.QuotaListeners || qe.Person != "quota" || qe.Limit != limit:
 			t.Errorf("join %d: %v, want nil or a QuotaError on quota's listeners", i, err)
 		}
@@ -135,7 +135,7 @@ func TestJoinListenersKeepsJoinsApart(t *testing.T) {
 		for k := range ids {
 			scopes[k], nscopes[k], keys[k] = "s."+ids[k], 1, int64(k)
 		}
-		rows, err := db.Query(ctx, "SELECT i, status FROM "+q+".join_listeners($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+		rows, err := db.Query(ctx, "SELECT i, status FROM "+q+".join_listeners($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, '100ms')",
 			ids, types, persons, empty, scopes, wild, nscopes, ints, persons, empty, ints, ints, ints, quota, ints, ints, keys, keys, async)
 		if err != nil {
 			t.Fatal(err)
@@ -196,6 +196,141 @@ func TestJoinListenersKeepsJoinsApart(t *testing.T) {
 			t.Errorf("joins %v, async %v: synchronous_commit %s, want %s", tc.ids, tc.async, sc, tc.want)
 		}
 	}
+}
+
+// TestJoinsLockedAloneHoldUpNoOthers sends, together, joins to new
+// listeners and one to a listener whose row another transaction holds:
+// the batch waits only its lock timeout for that one, which runs again
+// alone and waits for the row, and the others return at once.
+func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
+	needPostgres(t)
+	schema := newSchema(t)
+	s := openStore(t, schema)
+	ctx := ctxT(t)
+	now := time.Now()
+	q := pgx.Identifier{schema}.Sanitize()
+	rooms := make([]moitessier.ListenerInfo, postgres.MaxJoinStatements)
+	release := make([]func(), len(rooms))
+	for i := range rooms {
+		rooms[i] = moitessier.ListenerInfo{ID: fmt.Sprint("room-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("room.", i)}, Created: now}
+		if _, _, _, err := s.Join(ctx, rooms[i], subscriberAt("owner", now), moitessier.Quota{}); err != nil {
+			t.Fatal(err)
+		}
+		release[i] = lockListener(t, s, rooms[i].ID)
+	}
+	// Every turn waits for a room's row.
+	var held sync.WaitGroup
+	for i := range rooms {
+		held.Go(func() {
+			if _, _, _, err := s.Join(ctx, rooms[i], subscriberAt("guest", now), moitessier.Quota{}); err != nil {
+				t.Errorf("held join %d: %v", i, err)
+			}
+		})
+	}
+	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, s, q) == len(rooms) })
+
+	// Five joins to new listeners, and one to the first room, wait. The
+	// five give up after a while, if the batch waits for the room.
+	var fresh, locked sync.WaitGroup
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		fresh.Go(func() {
+			l := moitessier.ListenerInfo{ID: fmt.Sprint("new-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("new.", i)}, Created: now}
+			if _, _, _, err := s.Join(fctx, l, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
+				t.Errorf("join %d: %v", i, err)
+			}
+		})
+	}
+	lockedDone := make(chan error, 1)
+	locked.Go(func() {
+		_, got, _, err := s.Join(ctx, rooms[0], subscriberAt("late", now), moitessier.Quota{})
+		if err == nil && got.Person != "late" {
+			err = fmt.Errorf("joined as %+v", got)
+		}
+		lockedDone <- err
+	})
+	waitFor(t, "the six joins to queue", func() bool { return s.JoinsQueued() == 6 })
+
+	// The last room's turn ends, and takes the six together. The five
+	// return though the first room's row is still held.
+	release[len(rooms)-1]()
+	fresh.Wait()
+	if n := s.JoinsBatched(); n != 6 {
+		t.Errorf("%d joins went out together, want 6", n)
+	}
+	select {
+	case err := <-lockedDone:
+		t.Fatalf("the join to a held row returned before the row was free: %v", err)
+	default:
+	}
+	for _, r := range release[:len(rooms)-1] {
+		r()
+	}
+	held.Wait()
+	if err := <-lockedDone; err != nil {
+		t.Fatalf("the join to a held row, run again alone: %v", err)
+	}
+}
+
+// TestJoinsRefusedTogetherRunAlone queues, behind held turns, good joins
+// and one whose scope the server refuses (a NUL byte): the statement that
+// carries them all is refused, so each runs again alone, and only the bad
+// one fails.
+func TestJoinsRefusedTogetherRunAlone(t *testing.T) {
+	needPostgres(t)
+	schema := newSchema(t)
+	s := openStore(t, schema)
+	ctx := ctxT(t)
+	now := time.Now()
+	q := pgx.Identifier{schema}.Sanitize()
+	room := moitessier.ListenerInfo{ID: "room", Type: moitessier.Shared, Person: "owner", Scopes: []string{"room"}, Created: now}
+	if _, _, _, err := s.Join(ctx, room, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	release := lockListener(t, s, room.ID)
+	var wg sync.WaitGroup
+	for i := range postgres.MaxJoinStatements {
+		wg.Go(func() {
+			if _, _, _, err := s.Join(ctx, room, subscriberAt(fmt.Sprint("guest", i), now), moitessier.Quota{}); err != nil {
+				t.Errorf("held join %d: %v", i, err)
+			}
+		})
+	}
+	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, s, q) == postgres.MaxJoinStatements })
+	scopes := []string{"good.0", "good.1", "bad\x00scope", "good.2"}
+	errs := make([]error, len(scopes))
+	for i, sc := range scopes {
+		wg.Go(func() {
+			l := moitessier.ListenerInfo{ID: fmt.Sprint("l-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{sc}, Created: now}
+			_, _, _, errs[i] = s.Join(ctx, l, subscriberAt("owner", now), moitessier.Quota{})
+		})
+	}
+	waitFor(t, "the joins to queue", func() bool { return s.JoinsQueued() == len(scopes) })
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if (err != nil) != (i == 2) {
+			t.Errorf("join of scope %q: %v", scopes[i], err)
+		}
+		if _, lerr := s.Listener(ctx, fmt.Sprint("l-", i)); (lerr != nil) != (i == 2) {
+			t.Errorf("listener of scope %q after its join: %v", scopes[i], lerr)
+		}
+	}
+	if n := s.JoinsBatched(); n != 0 {
+		t.Errorf("%d joins counted as gone together, in a statement the server refused", n)
+	}
+}
+
+// waitingJoins returns how many joins of the store's schema q wait for a
+// lock.
+func waitingJoins(t *testing.T, s *postgres.Store, q string) int {
+	var n int
+	err := s.Pool().QueryRow(ctxT(t), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND position($1 IN query) > 0", q+".join_listener(").Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // waitFor polls cond until it holds, and fails the test if it does not

@@ -71,7 +71,7 @@ func buildQueries(schema string) queries {
 		// migration 9 (join_listeners), one transaction: a row each, in
 		// their order (see joins.go).
 		joinBatch: `SELECT i, status, created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease
-			FROM S.join_listeners($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)`,
+			FROM S.join_listeners($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
 		listener:     `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
 		// subscribers reads a page from the primary key's index (its

@@ -338,8 +338,9 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.graces.close()
 		close(s.done)
-		s.cmb.close()
 		s.joins.close()
+		s.cmb.close()
+		s.joins.wait()
 		if s.ownPool {
 			s.pool.Close()
 		}

@@ -13,12 +13,15 @@
 -- array, l_scopes (with l_wild), each join's count of them in l_nscopes.
 -- The transaction commits asynchronously when every join that succeeded
 -- created its listener and may (l_async), as join_listener's caller does
--- for one join.
+-- for one join. It waits at most lock_wait for any one lock (its
+-- lock_timeout): a join that would wait longer fails so, and is to run
+-- again alone, rather than hold up the others.
 CREATE FUNCTION {{schema}}.join_listeners(
 	l_id text[], l_type integer[], l_person text[], l_client text[], l_scopes text[], l_wild boolean[],
 	l_nscopes integer[], l_created bigint[],
 	s_person text[], s_client text[], s_joined bigint[], s_lease bigint[], s_cursor bigint[],
 	q_listeners bigint[], q_type bigint[], q_subscriptions bigint[], l_key bigint[], s_key bigint[], l_async boolean[],
+	lock_wait text,
 	OUT i integer, OUT status text, OUT created boolean, OUT ltype integer, OUT lperson text, OUT lclient text,
 	OUT lscopes text[], OUT lcreated bigint, OUT lhead bigint, OUT cur bigint, OUT joined bigint, OUT lease bigint)
 RETURNS SETOF record LANGUAGE plpgsql VOLATILE AS $moitessier$
@@ -27,6 +30,7 @@ DECLARE
 	async boolean := true;
 	n integer;
 BEGIN
+	PERFORM set_config('lock_timeout', lock_wait, true);
 	FOR k IN 1 .. coalesce(array_length(l_id, 1), 0) LOOP
 		i := k;
 		n := l_nscopes[k];
