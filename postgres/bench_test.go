@@ -147,26 +147,38 @@ func BenchmarkJoin(b *testing.B) {
 			}
 		})
 		// From many callers at once, as clients arriving together: the
-		// store sends the joins that wait together (see joins.go).
-		b.Run(name+"Store.Join/parallel", func(b *testing.B) {
-			s := open(b)
-			ctx := context.Background()
-			now := time.Now()
-			sub := moitessier.Subscriber{Person: "p", Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
-			var next atomic.Int64
-			b.SetParallelism(32)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					scope := "bench.join." + fmt.Sprint(next.Add(1))
-					l := moitessier.ListenerInfo{ID: "j" + scope, Type: moitessier.Shared, Person: "p", Scopes: []string{scope}, Created: now}
-					if _, _, _, err := s.Join(ctx, l, sub, moitessier.Quota{}); err != nil {
-						b.Error(err)
-						return
+		// store sends the joins that wait together (see joins.go). With
+		// a quota, each caller is a person of its own, whose joins count
+		// under that person's lock.
+		for _, quota := range []bool{false, true} {
+			sub := "Store.Join/parallel"
+			if quota {
+				sub += "/quota"
+			}
+			b.Run(name+sub, func(b *testing.B) {
+				s := open(b)
+				ctx := context.Background()
+				now := time.Now()
+				var next, persons atomic.Int64
+				b.SetParallelism(32)
+				b.RunParallel(func(pb *testing.PB) {
+					person, q := "p", moitessier.Quota{}
+					if quota {
+						person, q = fmt.Sprint("p", persons.Add(1)), moitessier.Quota{Listeners: 1 << 20, Shared: 1 << 20, Subscriptions: 1 << 20}
 					}
-				}
+					sub := moitessier.Subscriber{Person: person, Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
+					for pb.Next() {
+						scope := "bench.join." + fmt.Sprint(next.Add(1))
+						l := moitessier.ListenerInfo{ID: "j" + scope, Type: moitessier.Shared, Person: person, Scopes: []string{scope}, Created: now}
+						if _, _, _, err := s.Join(ctx, l, sub, q); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(s.JoinsBatched())/float64(b.N), "batched/op")
 			})
-			b.ReportMetric(float64(s.JoinsBatched())/float64(b.N), "batched/op")
-		})
+		}
 		b.Run(name+"Hub.NewListener", func(b *testing.B) {
 			h := newHub(b, open(b), moitessier.Options{Quota: moitessier.Quota{Listeners: -1, Shared: -1, Subscriptions: -1}})
 			ctx := context.Background()
