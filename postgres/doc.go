@@ -184,11 +184,13 @@
 // transaction and one commit, each in a subtransaction of its own: past a
 // quota a join fails alone, and after any other error in it (a listener
 // deleted under it, a deadlock with another transaction) it runs again
-// alone. The batch waits at most 100ms for any one lock: a join that
-// would wait longer runs again alone, rather than hold up the others. If
-// the server refuses the whole statement, every join runs again alone.
-// The transaction commits asynchronously only if every join in it that
-// succeeded may, as above. Clients arriving together, such as a hub's
+// alone, on its own, while the others return. The batch waits at most
+// 100ms for a lock: if a join would wait longer, it and the joins after it
+// in the batch run again alone, rather than hold up the batch. If the
+// server refuses the whole statement, every join runs again alone. Joins
+// that go together count against a quota in the order of their listeners'
+// IDs, not of their arrival. The transaction commits asynchronously only
+// if every join in it that succeeded may, as above. Clients arriving together, such as a hub's
 // clients reconnecting after a restart, so cost the server a commit per
 // batch rather than per join. A caller that gives up while its join waits
 // returns at once, and its join is not sent; one that gives up after it

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,12 +29,15 @@ import (
 // Each join of a batch is a subtransaction: past a quota it fails alone,
 // with the *moitessier.QuotaError it would have had alone; after any other
 // error in it (a listener deleted under it, a deadlock with another
-// transaction) it runs again alone, under its caller's context, and
-// returns what that returns. A batch waits at most joinLockTimeout for
-// any one lock: a join that would wait longer fails so, and runs again
-// alone, rather than hold up the others. If the statement fails with
-// nothing written (the server refused it, or it was never sent), every
-// join of it runs again alone. If it fails otherwise (the connection
+// transaction) it runs again alone, under its caller's context, on a
+// goroutine of its own, and returns what that returns; the others return
+// as soon as the statement does. A batch waits at most joinLockTimeout for
+// a lock: if a join would wait longer, it and the joins after it in the
+// batch run again alone, rather than hold up the batch. If the statement
+// fails with nothing written (the server refused it, or it was never
+// sent), every join of it runs again alone. Joins that go together are
+// counted against a quota in the order of their listeners' IDs, not of
+// their arrival. If it fails otherwise (the connection
 // broke, or Close cancelled it), it may have committed, and every join of
 // it returns the error: a join is idempotent, so the caller may join
 // again, which then finds the listener and the subscriber stored.
@@ -161,24 +165,28 @@ func (j *joins) take() []*joinCall {
 	}
 	j.queue = slices.Delete(j.queue, 0, n)
 	// In one order, that of the sweep's locks, so that two batches lock
-	// the listeners they share in the same order.
-	slices.SortStableFunc(b, func(x, y *joinCall) int { return strings.Compare(x.l.ID, y.l.ID) })
+	// the listeners (and subscribers) they share in the same order.
+	slices.SortStableFunc(b, func(x, y *joinCall) int {
+		return cmp.Or(strings.Compare(x.l.ID, y.l.ID), strings.Compare(x.sub.Person, y.sub.Person), strings.Compare(x.sub.Client, y.sub.Client))
+	})
 	return b
 }
 
 // close takes no more joins and fails those waiting with ErrClosed; the
 // store then cancels the batches under way, and waits for them (wait).
-func (j *joins) close() {
+func (j *joins) close(s *Store) {
 	j.mu.Lock()
 	j.closed = true
-	q := j.queue
+	var fail []*joinCall
+	for _, c := range j.queue {
+		if !c.dropped { // read under j.mu: a caller that gives up sets it
+			fail = append(fail, c)
+		}
+	}
 	j.queue = nil
 	j.mu.Unlock()
-	for _, c := range q {
-		if !c.dropped {
-			c.err = fmt.Errorf("postgres: join: listener %s: store closed before the join was sent: %w", c.l.ID, moitessier.ErrClosed)
-			close(c.done)
-		}
+	for _, c := range fail {
+		s.joinClosed(c)
 	}
 }
 
@@ -186,48 +194,77 @@ func (j *joins) close() {
 func (j *joins) wait() { j.wg.Wait() }
 
 // joinTogether runs the joins of b, under ctx, in one statement if there
-// are several, and settles each.
+// are several, and settles each: at once, those the statement settled;
+// the others run again alone, each on a goroutine of its own, so that one
+// that waits for a lock holds up no other.
 func (s *Store) joinTogether(ctx context.Context, b []*joinCall) {
-	alone := func(c *joinCall) {
-		cctx, cancel := s.cmb.bound(c.ctx)
-		c.out, c.err = s.join(cctx, s.pool, c)
-		cancel()
-		close(c.done)
+	if s.cmb.ctx.Err() != nil {
+		for _, c := range b {
+			s.joinClosed(c)
+		}
+		return
 	}
 	if len(b) == 1 {
-		alone(b[0])
+		s.joinAlone(b[0])
 		return
 	}
 	statuses, outs, err := s.joinBatch(ctx, b)
-	var pe *pgconn.PgError
+	var (
+		again []*joinCall
+		pe    *pgconn.PgError
+	)
 	switch {
 	case errors.As(err, &pe) || pgconn.SafeToRetry(err):
 		// The server refused the statement (or the connection), or
 		// it was never sent: nothing was written.
-		for _, c := range b {
-			alone(c)
-		}
-		return
+		again = b
 	case err != nil:
 		for _, c := range b {
 			c.err = s.joinError(c, err)
 			close(c.done)
 		}
 		return
-	}
-	s.joins.batched.Add(int64(len(b)))
-	for k, c := range b {
-		switch st := statuses[k]; {
-		case st == "ok":
-			c.out = outs[k]
-		case strings.HasPrefix(st, "quota "):
-			c.err = s.joinError(c, &pgconn.PgError{Code: quotaCode, Message: strings.TrimPrefix(st, "quota ")})
-		default:
-			alone(c)
-			continue
+	default:
+		s.joins.batched.Add(int64(len(b)))
+		for k, c := range b {
+			switch st := statuses[k]; {
+			case st == "ok":
+				c.out = outs[k]
+			case strings.HasPrefix(st, "quota "):
+				c.err = s.joinError(c, &pgconn.PgError{Code: quotaCode, Message: strings.TrimPrefix(st, "quota ")})
+			default:
+				again = append(again, c)
+				continue
+			}
+			close(c.done)
 		}
-		close(c.done)
 	}
+	for _, c := range again {
+		s.joins.wg.Add(1) // this goroutine is counted, so Close's wait has not returned
+		go func() {
+			defer s.joins.wg.Done()
+			s.joinAlone(c)
+		}()
+	}
+}
+
+// joinAlone runs c alone, under its caller's context, also cancelled when
+// the store closes, and settles it.
+func (s *Store) joinAlone(c *joinCall) {
+	if s.cmb.ctx.Err() != nil {
+		s.joinClosed(c)
+		return
+	}
+	ctx, cancel := s.cmb.bound(c.ctx)
+	c.out, c.err = s.join(ctx, s.pool, c)
+	cancel()
+	close(c.done)
+}
+
+// joinClosed settles c, unsent, with ErrClosed.
+func (s *Store) joinClosed(c *joinCall) {
+	c.err = fmt.Errorf("postgres: join: listener %s: store closed before the join was sent: %w", c.l.ID, moitessier.ErrClosed)
+	close(c.done)
 }
 
 // joinBatch runs the joins of b in one call of join_listeners and returns

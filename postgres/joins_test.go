@@ -41,7 +41,7 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 			_, _, _, held[i] = s.Join(ctx, room, subscriberAt(fmt.Sprint("guest", i), now), moitessier.Quota{})
 		})
 	}
-	waitFor(t, "the held joins to wait on the lock", func() bool { return waitingJoins(t, s, q) == len(held) })
+	waitFor(t, "the held joins to wait on the lock", func() bool { return waitingJoins(t, ctx, s, q) == len(held) })
 
 	// Every turn is taken: a join now waits, and one whose caller gives
 	// up returns with its context's error, and is not sent.
@@ -199,9 +199,10 @@ func TestJoinListenersKeepsJoinsApart(t *testing.T) {
 }
 
 // TestJoinsLockedAloneHoldUpNoOthers sends, together, joins to new
-// listeners and one to a listener whose row another transaction holds:
-// the batch waits only its lock timeout for that one, which runs again
-// alone and waits for the row, and the others return at once.
+// listeners and one to a listener whose row another transaction holds,
+// and which sorts first: the batch waits only its lock timeout for that
+// one, which runs again alone and waits for the row, and the others
+// return while it waits.
 func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 	needPostgres(t)
 	schema := newSchema(t)
@@ -212,7 +213,7 @@ func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 	rooms := make([]moitessier.ListenerInfo, postgres.MaxJoinStatements)
 	release := make([]func(), len(rooms))
 	for i := range rooms {
-		rooms[i] = moitessier.ListenerInfo{ID: fmt.Sprint("room-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("room.", i)}, Created: now}
+		rooms[i] = moitessier.ListenerInfo{ID: fmt.Sprint("a-room-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("room.", i)}, Created: now}
 		if _, _, _, err := s.Join(ctx, rooms[i], subscriberAt("owner", now), moitessier.Quota{}); err != nil {
 			t.Fatal(err)
 		}
@@ -227,12 +228,12 @@ func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, s, q) == len(rooms) })
+	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, ctx, s, q) == len(rooms) })
 
 	// Five joins to new listeners, and one to the first room, wait. The
-	// five give up after a while, if the batch waits for the room.
+	// five give up after a while, if they wait for the room.
 	var fresh, locked sync.WaitGroup
-	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for i := range 5 {
 		fresh.Go(func() {
@@ -297,7 +298,7 @@ func TestJoinsRefusedTogetherRunAlone(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, s, q) == postgres.MaxJoinStatements })
+	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, ctx, s, q) == postgres.MaxJoinStatements })
 	scopes := []string{"good.0", "good.1", "bad\x00scope", "good.2"}
 	errs := make([]error, len(scopes))
 	for i, sc := range scopes {
@@ -324,9 +325,9 @@ func TestJoinsRefusedTogetherRunAlone(t *testing.T) {
 
 // waitingJoins returns how many joins of the store's schema q wait for a
 // lock.
-func waitingJoins(t *testing.T, s *postgres.Store, q string) int {
+func waitingJoins(t *testing.T, ctx context.Context, s *postgres.Store, q string) int {
 	var n int
-	err := s.Pool().QueryRow(ctxT(t), "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND position($1 IN query) > 0", q+".join_listener(").Scan(&n)
+	err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND position($1 IN query) > 0", q+".join_listener(").Scan(&n)
 	if err != nil {
 		t.Fatal(err)
 	}

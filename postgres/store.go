@@ -338,7 +338,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		s.graces.close()
 		close(s.done)
-		s.joins.close()
+		s.joins.close(s)
 		s.cmb.close()
 		s.joins.wait()
 		if s.ownPool {

@@ -13,9 +13,10 @@
 -- array, l_scopes (with l_wild), each join's count of them in l_nscopes.
 -- The transaction commits asynchronously when every join that succeeded
 -- created its listener and may (l_async), as join_listener's caller does
--- for one join. It waits at most lock_wait for any one lock (its
--- lock_timeout): a join that would wait longer fails so, and is to run
--- again alone, rather than hold up the others.
+-- for one join. It waits at most lock_wait for a lock (its
+-- lock_timeout): a join that would wait longer fails so, and it and the
+-- joins after it are not tried ('retry'), to run again alone, rather than
+-- hold up the batch.
 CREATE FUNCTION {{schema}}.join_listeners(
 	l_id text[], l_type integer[], l_person text[], l_client text[], l_scopes text[], l_wild boolean[],
 	l_nscopes integer[], l_created bigint[],
@@ -28,26 +29,34 @@ RETURNS SETOF record LANGUAGE plpgsql VOLATILE AS $moitessier$
 DECLARE
 	off integer := 0;
 	async boolean := true;
+	waited boolean := false;
 	n integer;
 BEGIN
 	PERFORM set_config('lock_timeout', lock_wait, true);
 	FOR k IN 1 .. coalesce(array_length(l_id, 1), 0) LOOP
 		i := k;
 		n := l_nscopes[k];
-		BEGIN
-			SELECT j.created, j.ltype, j.lperson, j.lclient, j.lscopes, j.lcreated, j.lhead, j.cur, j.joined, j.lease
-				INTO created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease
-				FROM {{schema}}.join_listener(l_id[k], l_type[k], l_person[k], l_client[k],
-					l_scopes[off + 1 : off + n], l_wild[off + 1 : off + n], l_created[k],
-					s_person[k], s_client[k], s_joined[k], s_lease[k], s_cursor[k],
-					q_listeners[k], q_type[k], q_subscriptions[k], l_key[k], s_key[k]) j;
-			status := CASE WHEN FOUND THEN 'ok' ELSE 'retry' END;
-		EXCEPTION
-			WHEN SQLSTATE 'MQ001' THEN
-				status := 'quota ' || SQLERRM;
-			WHEN OTHERS THEN
-				status := 'retry';
-		END;
+		status := 'retry';
+		IF NOT waited THEN
+			BEGIN
+				SELECT j.created, j.ltype, j.lperson, j.lclient, j.lscopes, j.lcreated, j.lhead, j.cur, j.joined, j.lease
+					INTO created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease
+					FROM {{schema}}.join_listener(l_id[k], l_type[k], l_person[k], l_client[k],
+						l_scopes[off + 1 : off + n], l_wild[off + 1 : off + n], l_created[k],
+						s_person[k], s_client[k], s_joined[k], s_lease[k], s_cursor[k],
+						q_listeners[k], q_type[k], q_subscriptions[k], l_key[k], s_key[k]) j;
+				IF FOUND THEN
+					status := 'ok';
+				END IF;
+			EXCEPTION
+				WHEN SQLSTATE 'MQ001' THEN
+					status := 'quota ' || SQLERRM;
+				WHEN lock_not_available THEN
+					waited := true;
+				WHEN OTHERS THEN
+					NULL;
+			END;
+		END IF;
 		off := off + n;
 		IF status = 'ok' THEN
 			IF NOT (created AND l_async[k]) THEN
