@@ -149,12 +149,11 @@ func BenchmarkJoin(b *testing.B) {
 		// From many callers at once, as clients arriving together: the
 		// store sends the joins that wait together (see joins.go). With
 		// a quota, each caller is a person of its own, whose joins count
-		// under that person's lock.
-		for _, quota := range []bool{false, true} {
-			sub := "Store.Join/parallel"
-			if quota {
-				sub += "/quota"
-			}
+		// under that person's lock. With one scope, every join writes
+		// that scope's version row, which a transaction holds until it
+		// commits.
+		for _, variant := range []string{"", "/quota", "/one-scope"} {
+			sub, quota := "Store.Join/parallel"+variant, variant == "/quota"
 			b.Run(name+sub, func(b *testing.B) {
 				s := open(b)
 				ctx := context.Background()
@@ -170,6 +169,9 @@ func BenchmarkJoin(b *testing.B) {
 					for pb.Next() {
 						scope := "bench.join." + fmt.Sprint(next.Add(1))
 						l := moitessier.ListenerInfo{ID: "j" + scope, Type: moitessier.Shared, Person: person, Scopes: []string{scope}, Created: now}
+						if variant == "/one-scope" {
+							l.Scopes = []string{"bench.join"}
+						}
 						if _, _, _, err := s.Join(ctx, l, sub, q); err != nil {
 							b.Error(err)
 							return

@@ -25,6 +25,13 @@ func WithDial(cfg Config, dial pgconn.DialFunc) Config {
 	return cfg
 }
 
+// WithSlowJoin returns cfg with d as how long a join sent alone keeps its
+// turn.
+func WithSlowJoin(cfg Config, d time.Duration) Config {
+	cfg.slowJoin = d
+	return cfg
+}
+
 // Queued returns how many batches wait in the append queue.
 func (s *Store) Queued() int {
 	s.cmb.mu.Lock()

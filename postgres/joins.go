@@ -17,30 +17,35 @@ import (
 )
 
 // Joins from many callers at once share statements. A join goes out at
-// once, on its caller's goroutine, while fewer than maxJoinStatements join
-// statements are under way and none waits; otherwise it queues. A
-// statement that ends hands its turn to the queue: up to maxJoinBatch of
-// the joins waiting go out together, sorted by listener, as one call of
-// join_listeners (migration 9), in one transaction, so one commit. A
-// server on few processors ran joins faster from a few clients than from
-// many, and much faster with many joins to a commit (see the benchmarks
+// once, on its caller's goroutine, when no other join statement is under
+// way and none waits; otherwise it queues. A statement that ends hands its
+// turn to the queue: a sender sends up to maxJoinBatch of the joins
+// waiting together, sorted by listener, as one call of join_listeners
+// (migration 9), in one transaction, so one commit, and then the next
+// that wait, a batch at a time, until none waits. A join sent alone that
+// takes longer than slowJoin (it waits for a lock) hands its turn on
+// then, and runs on outside the turns. On a server of two processors,
+// joins ran faster from a few clients than from many, much faster with
+// many joins to a commit, and fastest of all a batch at a time: two
+// batches at once that create listeners on one scope take turns on its
+// version's row, each for its whole transaction (see the benchmarks
 // history, Joins from many callers at once go together).
 //
 // Each join of a batch is a subtransaction: past a quota it fails alone,
 // with the *moitessier.QuotaError it would have had alone; after any other
 // error in it (a listener deleted under it, a deadlock with another
 // transaction) it runs again alone, under its caller's context, on a
-// goroutine of its own, and returns what that returns; the others return
-// as soon as the statement does. A batch waits at most joinLockTimeout for
-// a lock: if a join would wait longer, it and the joins after it in the
-// batch run again alone, rather than hold up the batch. If the statement
-// fails with nothing written (the server refused it, or it was never
-// sent), every join of it runs again alone. Joins that go together are
-// counted against a quota in the order of their listeners' IDs, not of
-// their arrival. If it fails otherwise (the connection
-// broke, or Close cancelled it), it may have committed, and every join of
-// it returns the error: a join is idempotent, so the caller may join
-// again, which then finds the listener and the subscriber stored.
+// goroutine of its own, outside the turns, and returns what that returns;
+// the others return as soon as the statement does. A batch waits at most
+// joinLockTimeout for a lock: if a join would wait longer, it and the
+// joins after it in the batch run again alone, rather than hold up the
+// batch. If the statement fails with nothing written (the server refused
+// it, or it was never sent), every join of it runs again alone. If it
+// fails otherwise (the connection broke, or Close cancelled it), it may
+// have committed, and every join of it returns the error: a join is
+// idempotent, so the caller may join again, which then finds the listener
+// and the subscriber stored. Joins that go together are counted against a
+// quota in the order of their listeners' IDs, not of their arrival.
 //
 // A caller that gives up while its join waits returns at once, and its
 // join is not sent. One that gives up after it was sent waits for its
@@ -49,8 +54,8 @@ import (
 
 const (
 	// maxJoinStatements is the most join statements the store runs at
-	// once.
-	maxJoinStatements = 4
+	// once, but for those that outlast slowJoin.
+	maxJoinStatements = 1
 	// maxJoinBatch is the most joins one statement carries. Each is a
 	// subtransaction, and PostgreSQL keeps track of at most 64 of a
 	// transaction's in shared memory before it looks them up on disk.
@@ -59,12 +64,24 @@ const (
 	// lock_timeout); it is below PostgreSQL's default deadlock_timeout,
 	// so a deadlock with another transaction costs the batch no more.
 	joinLockTimeout = "100ms"
+	// slowJoin is how long a join sent alone keeps its turn.
+	slowJoin = 100 * time.Millisecond
 )
+
+// slowJoin is how long a join sent alone keeps its turn: slowJoin, or a
+// test's.
+func (s *Store) slowJoin() time.Duration {
+	if s.cfg.slowJoin > 0 {
+		return s.cfg.slowJoin
+	}
+	return slowJoin
+}
 
 // joins queues the joins that wait for a turn.
 type joins struct {
 	mu      sync.Mutex
-	running int // join statements under way, alone or together
+	running int  // join statements under way, alone or together
+	sending bool // a goroutine sends the queue's joins, a batch at a time
 	queue   []*joinCall
 	closed  bool
 	wg      sync.WaitGroup // the goroutines that send batches
@@ -98,8 +115,14 @@ func (j *joins) join(ctx context.Context, s *Store, c *joinCall) (moitessier.Lis
 	if j.running < maxJoinStatements && len(j.queue) == 0 {
 		j.running++
 		j.mu.Unlock()
+		// One that takes longer than slowJoin (it waits for a lock)
+		// hands its turn on then, and runs on outside the turns.
+		var once sync.Once
+		done := func() { once.Do(func() { j.next(s) }) }
+		slow := time.AfterFunc(s.slowJoin(), done)
 		out, err := s.join(ctx, s.pool, c)
-		j.next(s)
+		slow.Stop()
+		done()
 		return out.info, out.stored, out.created, err
 	}
 	c.ctx, c.done = ctx, make(chan struct{})
@@ -126,15 +149,21 @@ func (j *joins) join(ctx context.Context, s *Store, c *joinCall) (moitessier.Lis
 	return c.out.info, c.out.stored, c.out.created, c.err
 }
 
-// next hands a turn that ended to the joins waiting, if any.
+// next hands a turn that ended to the joins waiting, if any, unless a
+// sender already takes them.
 func (j *joins) next(s *Store) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.sending {
+		j.running--
+		return
+	}
 	b := j.take()
 	if len(b) == 0 {
 		j.running--
 		return
 	}
+	j.sending = true
 	j.wg.Add(1)
 	go func() {
 		defer j.wg.Done()
@@ -143,6 +172,7 @@ func (j *joins) next(s *Store) {
 			j.mu.Lock()
 			if b = j.take(); len(b) == 0 {
 				j.running--
+				j.sending = false
 			}
 			j.mu.Unlock()
 		}
@@ -193,8 +223,8 @@ func (j *joins) close(s *Store) {
 // wait waits for the goroutines that send batches to return.
 func (j *joins) wait() { j.wg.Wait() }
 
-// joinTogether runs the joins of b, under ctx, in one statement if there
-// are several, and settles each: at once, those the statement settled;
+// joinTogether runs the joins of b, under ctx, in one statement, and
+// settles each: at once, those the statement settled;
 // the others run again alone, each on a goroutine of its own, so that one
 // that waits for a lock holds up no other.
 func (s *Store) joinTogether(ctx context.Context, b []*joinCall) {
@@ -202,10 +232,6 @@ func (s *Store) joinTogether(ctx context.Context, b []*joinCall) {
 		for _, c := range b {
 			s.joinClosed(c)
 		}
-		return
-	}
-	if len(b) == 1 {
-		s.joinAlone(b[0])
 		return
 	}
 	statuses, outs, err := s.joinBatch(ctx, b)
@@ -225,7 +251,9 @@ func (s *Store) joinTogether(ctx context.Context, b []*joinCall) {
 		}
 		return
 	default:
-		s.joins.batched.Add(int64(len(b)))
+		if len(b) > 1 {
+			s.joins.batched.Add(int64(len(b)))
+		}
 		for k, c := range b {
 			switch st := statuses[k]; {
 			case st == "ok":

@@ -22,7 +22,7 @@ import (
 func TestJoinsWaitAndGoTogether(t *testing.T) {
 	needPostgres(t)
 	schema := newSchema(t)
-	s := openStore(t, schema)
+	s := openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, time.Hour))
 	ctx := ctxT(t)
 	now := time.Now()
 	q := pgx.Identifier{schema}.Sanitize()
@@ -206,33 +206,31 @@ func TestJoinListenersKeepsJoinsApart(t *testing.T) {
 func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 	needPostgres(t)
 	schema := newSchema(t)
-	s := openStore(t, schema)
+	s := openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, time.Hour))
 	ctx := ctxT(t)
 	now := time.Now()
 	q := pgx.Identifier{schema}.Sanitize()
-	rooms := make([]moitessier.ListenerInfo, postgres.MaxJoinStatements)
-	release := make([]func(), len(rooms))
-	for i := range rooms {
-		rooms[i] = moitessier.ListenerInfo{ID: fmt.Sprint("a-room-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("room.", i)}, Created: now}
-		if _, _, _, err := s.Join(ctx, rooms[i], subscriberAt("owner", now), moitessier.Quota{}); err != nil {
+	room := func(id string) moitessier.ListenerInfo {
+		l := moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "owner", Scopes: []string{id}, Created: now}
+		if _, _, _, err := s.Join(ctx, l, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
 			t.Fatal(err)
 		}
-		release[i] = lockListener(t, s, rooms[i].ID)
+		return l
 	}
-	// Every turn waits for a room's row.
-	var held sync.WaitGroup
-	for i := range rooms {
-		held.Go(func() {
-			if _, _, _, err := s.Join(ctx, rooms[i], subscriberAt("guest", now), moitessier.Quota{}); err != nil {
-				t.Errorf("held join %d: %v", i, err)
-			}
-		})
-	}
-	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, ctx, s, q) == len(rooms) })
+	// The held room keeps the turn busy; the locked one, first in the
+	// batch, stays locked until the end.
+	held, locked := room("z-held"), room("a-locked")
+	releaseHeld, releaseLocked := lockListener(t, s, held.ID), lockListener(t, s, locked.ID)
+	var wg, fresh sync.WaitGroup
+	wg.Go(func() {
+		if _, _, _, err := s.Join(ctx, held, subscriberAt("guest", now), moitessier.Quota{}); err != nil {
+			t.Errorf("held join: %v", err)
+		}
+	})
+	waitFor(t, "the turn to wait on a lock", func() bool { return waitingJoins(t, ctx, s, q) == 1 })
 
-	// Five joins to new listeners, and one to the first room, wait. The
+	// Five joins to new listeners, and one to the locked room, wait. The
 	// five give up after a while, if they wait for the room.
-	var fresh, locked sync.WaitGroup
 	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	for i := range 5 {
@@ -244,8 +242,8 @@ func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 		})
 	}
 	lockedDone := make(chan error, 1)
-	locked.Go(func() {
-		_, got, _, err := s.Join(ctx, rooms[0], subscriberAt("late", now), moitessier.Quota{})
+	wg.Go(func() {
+		_, got, _, err := s.Join(ctx, locked, subscriberAt("late", now), moitessier.Quota{})
 		if err == nil && got.Person != "late" {
 			err = fmt.Errorf("joined as %+v", got)
 		}
@@ -253,9 +251,9 @@ func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 	})
 	waitFor(t, "the six joins to queue", func() bool { return s.JoinsQueued() == 6 })
 
-	// The last room's turn ends, and takes the six together. The five
-	// return though the first room's row is still held.
-	release[len(rooms)-1]()
+	// The held join's turn ends, and takes the six together. The five
+	// return though the locked room's row is still held.
+	releaseHeld()
 	fresh.Wait()
 	if n := s.JoinsBatched(); n != 6 {
 		t.Errorf("%d joins went out together, want 6", n)
@@ -265,12 +263,54 @@ func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 		t.Fatalf("the join to a held row returned before the row was free: %v", err)
 	default:
 	}
-	for _, r := range release[:len(rooms)-1] {
-		r()
-	}
-	held.Wait()
+	releaseLocked()
+	wg.Wait()
 	if err := <-lockedDone; err != nil {
 		t.Fatalf("the join to a held row, run again alone: %v", err)
+	}
+}
+
+// TestJoinsSlowAloneGivesUpItsTurn: a join sent alone that waits for a
+// lock hands its turn on after a while, so the joins that come after it
+// go out and return while it still waits.
+func TestJoinsSlowAloneGivesUpItsTurn(t *testing.T) {
+	needPostgres(t)
+	schema := newSchema(t)
+	s := openStore(t, schema)
+	ctx := ctxT(t)
+	now := time.Now()
+	q := pgx.Identifier{schema}.Sanitize()
+	room := moitessier.ListenerInfo{ID: "room", Type: moitessier.Shared, Person: "owner", Scopes: []string{"room"}, Created: now}
+	if _, _, _, err := s.Join(ctx, room, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	release := lockListener(t, s, room.ID)
+	slowDone := make(chan error, 1)
+	go func() {
+		_, _, _, err := s.Join(ctx, room, subscriberAt("guest", now), moitessier.Quota{})
+		slowDone <- err
+	}()
+	waitFor(t, "the join to wait on the lock", func() bool { return waitingJoins(t, ctx, s, q) == 1 })
+	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 5 {
+		wg.Go(func() {
+			l := moitessier.ListenerInfo{ID: fmt.Sprint("new-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("new.", i)}, Created: now}
+			if _, _, _, err := s.Join(fctx, l, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
+				t.Errorf("join %d while another waits for a lock: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case err := <-slowDone:
+		t.Fatalf("the join to a held row returned before the row was free: %v", err)
+	default:
+	}
+	release()
+	if err := <-slowDone; err != nil {
+		t.Fatalf("the join to a held row: %v", err)
 	}
 }
 
@@ -281,7 +321,7 @@ func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 func TestJoinsRefusedTogetherRunAlone(t *testing.T) {
 	needPostgres(t)
 	schema := newSchema(t)
-	s := openStore(t, schema)
+	s := openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, time.Hour))
 	ctx := ctxT(t)
 	now := time.Now()
 	q := pgx.Identifier{schema}.Sanitize()

@@ -129,6 +129,9 @@ type Config struct {
 	// dial, if set, dials the connections of a pool the store opens (a
 	// test's connections that lose their cancel requests).
 	dial pgconn.DialFunc
+	// slowJoin, if set, is how long a join sent alone keeps its turn (a
+	// test's, which holds the turn on a lock).
+	slowJoin time.Duration
 }
 
 func (c Config) withDefaults() Config {
