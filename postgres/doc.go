@@ -177,25 +177,27 @@
 // version is compared by order, and a lost raise would be handed out again
 // for another set of patterns.
 //
-// Joins from many callers at once share statements. A store runs at most
-// four join statements at once; a join that comes while four are under way
-// waits, and when one ends, up to 32 of those waiting go out together,
-// sorted by listener, as one call of join_listeners (migration 9), in one
-// transaction and one commit, each in a subtransaction of its own: past a
-// quota a join fails alone, and after any other error in it (a listener
-// deleted under it, a deadlock with another transaction) it runs again
-// alone, on its own, while the others return. The batch waits at most
-// 100ms for a lock: if a join would wait longer, it and the joins after it
-// in the batch run again alone, rather than hold up the batch. If the
-// server refuses the whole statement, every join runs again alone. Joins
-// that go together count against a quota in the order of their listeners'
-// IDs, not of their arrival. The transaction commits asynchronously only
-// if every join in it that succeeded may, as above. Clients arriving together, such as a hub's
-// clients reconnecting after a restart, so cost the server a commit per
-// batch rather than per join. A caller that gives up while its join waits
-// returns at once, and its join is not sent; one that gives up after it
-// was sent gets its answer if it comes within the grace a statement of
-// its own would have.
+// Joins from many callers at once share statements. A store runs one join
+// statement at a time; a join that comes while one is under way waits, and
+// when it ends, up to 32 of those waiting go out together, sorted by
+// listener, as one call of join_listeners (migration 9), in one
+// transaction and one commit, each in a subtransaction of its own, then
+// the next 32 that wait, and so on. Past a quota a join fails alone, and
+// after any other error in it (a listener deleted under it, a deadlock
+// with another transaction) it runs again alone, on its own, while the
+// others return. A batch waits at most 100ms for a lock: if a join would
+// wait longer, it and the joins after it in the batch run again alone,
+// rather than hold up the batch; and a join sent alone that takes longer
+// than 100ms hands its turn on and runs on outside the turns. If the
+// server refuses a whole statement, each of its joins runs again alone.
+// Joins that go together count against a quota in the order of their
+// listeners' IDs, not of their arrival. The transaction commits
+// asynchronously only if every join in it that succeeded may, as above.
+// Clients arriving together, such as a hub's clients reconnecting after a
+// restart, so cost the server a commit per batch rather than per join. A
+// caller that gives up while its join waits returns at once, and its join
+// is not sent; one that gives up after it was sent gets its answer if it
+// comes within the grace a statement of its own would have.
 //
 // # Wake-ups: LISTEN/NOTIFY
 //

@@ -23,9 +23,9 @@ import (
 // each seeing the ones committed before, and a join that creates nothing
 // (a lease renewal) takes no lock and counts nothing. A join that creates
 // a listener with concrete scopes commits asynchronously unless
-// Config.DurableJoins is set. The store runs at most a few joins at once;
-// the ones that come meanwhile wait, and go together, in one statement
-// and one transaction (see joins.go).
+// Config.DurableJoins is set. The store runs one join statement at a
+// time; the joins that come meanwhile wait, and go together, in one
+// statement and one transaction (see joins.go).
 func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	if err := s.check("join"); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err
