@@ -178,8 +178,8 @@
 // for another set of patterns.
 //
 // Joins from many callers at once share statements. A store runs one join
-// statement at a time; a join that comes while one is under way waits, and
-// when it ends, up to 32 of those waiting go out together, sorted by
+// statement at a time (its turn); a join that comes while the turn is
+// taken waits, and when it ends, up to 32 of those waiting go out together, sorted by
 // listener, as one call of join_listeners (migration 9), in one
 // transaction and one commit, each in a subtransaction of its own, then
 // the next 32 that wait, and so on. Past a quota a join fails alone, and

@@ -17,8 +17,8 @@ import (
 )
 
 // Joins from many callers at once share statements. A join goes out at
-// once, on its caller's goroutine, when no other join statement is under
-// way and none waits; otherwise it queues. A statement that ends hands its
+// once, on its caller's goroutine, when the turn is free (no other join
+// statement holds it) and none waits; otherwise it queues. A statement that ends hands its
 // turn to the queue: a sender sends up to maxJoinBatch of the joins
 // waiting together, sorted by listener, as one call of join_listeners
 // (migration 9), in one transaction, so one commit, and then the next
@@ -40,7 +40,8 @@ import (
 // joinLockTimeout for a lock: if a join would wait longer, it and the
 // joins after it in the batch run again alone, rather than hold up the
 // batch. If the statement fails with nothing written (the server refused
-// it, or it was never sent), every join of it runs again alone. If it
+// it, or it was never sent), every join of it runs again alone (or, once
+// the store is closing, fails with moitessier.ErrClosed). If it
 // fails otherwise (the connection broke, or Close cancelled it), it may
 // have committed, and every join of it returns the error: a join is
 // idempotent, so the caller may join again, which then finds the listener
@@ -50,7 +51,8 @@ import (
 // A caller that gives up while its join waits returns at once, and its
 // join is not sent. One that gives up after it was sent waits for its
 // answer as long as a statement of its own would run on (cancelGrace),
-// and returns it if it comes, as if it had not given up.
+// and returns it if it comes, as if it had not given up; a join its batch
+// did not settle is not run again alone for it.
 
 const (
 	// maxJoinStatements is the most join statements the store runs at
@@ -84,7 +86,7 @@ type joins struct {
 	sending bool // a goroutine sends the queue's joins, a batch at a time
 	queue   []*joinCall
 	closed  bool
-	wg      sync.WaitGroup // the goroutines that send batches
+	wg      sync.WaitGroup // the sender, and the joins run again alone
 
 	// batched counts the joins sent in statements of two or more.
 	batched atomic.Int64
@@ -220,7 +222,7 @@ func (j *joins) close(s *Store) {
 	}
 }
 
-// wait waits for the goroutines that send batches to return.
+// wait waits for the sender and the joins run again alone to return.
 func (j *joins) wait() { j.wg.Wait() }
 
 // joinTogether runs the joins of b, under ctx, in one statement, and

@@ -33,6 +33,11 @@ func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitess
 	if err := checkListenerID(l.ID); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, fmt.Errorf("postgres: join: %w", err)
 	}
+	if l.Scopes == nil {
+		// As an empty array, alone as in a batch (where it is a slice
+		// of all the batch's scopes), not as NULL.
+		l.Scopes = []string{}
+	}
 	return s.joins.join(ctx, s, &joinCall{l: l, sub: sub, q: q})
 }
 
