@@ -14,48 +14,84 @@ import (
 	"github.com/likestripes/moitessier/postgres"
 )
 
-// TestJoinsWaitAndGoTogether holds the store's join statements on a row
-// lock, so that the joins that come meanwhile wait: one whose caller gives
-// up returns at once and is never sent; the others go out together when
-// the lock goes, in one statement, where the quota still counts each of
-// them in turn.
-func TestJoinsWaitAndGoTogether(t *testing.T) {
+// joinsFixture is a store on a schema of its own, whose join turn a test
+// can hold on a row lock.
+type joinsFixture struct {
+	s   *postgres.Store
+	ctx context.Context
+	q   string // the schema, quoted
+	now time.Time
+}
+
+// newJoinsFixture opens a store whose joins sent alone keep their turn
+// for slow (0: the store's default).
+func newJoinsFixture(t *testing.T, slow time.Duration) *joinsFixture {
 	needPostgres(t)
 	schema := newSchema(t)
-	s := openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, time.Hour))
-	ctx := ctxT(t)
-	now := time.Now()
-	q := pgx.Identifier{schema}.Sanitize()
-	room := moitessier.ListenerInfo{ID: "room", Type: moitessier.Shared, Person: "owner", Scopes: []string{"room"}, Created: now}
-	if _, _, _, err := s.Join(ctx, room, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
+	return &joinsFixture{
+		s:   openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, slow)),
+		ctx: ctxT(t),
+		q:   pgx.Identifier{schema}.Sanitize(),
+		now: time.Now(),
+	}
+}
+
+// listener is a Shared listener id of owner's, on the scope id.
+func (f *joinsFixture) listener(id string) moitessier.ListenerInfo {
+	return moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "owner", Scopes: []string{id}, Created: f.now}
+}
+
+// join joins l as person, under ctx.
+func (f *joinsFixture) join(ctx context.Context, l moitessier.ListenerInfo, person string, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, error) {
+	info, sub, _, err := f.s.Join(ctx, l, subscriberAt(person, f.now), q)
+	return info, sub, err
+}
+
+// holdTurn makes listener id, locks its row and sends a join of a new
+// subscriber to it for every turn, which wait for the lock in their
+// foreign key checks, holding the turns (for as long as the store's
+// slowJoin lets them) until release; wait waits for them, and fails the
+// test if one failed.
+func (f *joinsFixture) holdTurn(t *testing.T, id string) (release, wait func()) {
+	t.Helper()
+	l := f.listener(id)
+	if _, _, err := f.join(f.ctx, l, "owner", moitessier.Quota{}); err != nil {
 		t.Fatal(err)
 	}
-
-	// A transaction that locks the room's row makes each join of a new
-	// subscriber to it wait, in its foreign key check.
-	release := lockListener(t, s, room.ID)
+	release = lockListener(t, f.s, id)
 	var wg sync.WaitGroup
-	held := make([]error, postgres.MaxJoinStatements)
-	for i := range held {
+	for i := range postgres.MaxJoinStatements {
 		wg.Go(func() {
-			_, _, _, held[i] = s.Join(ctx, room, subscriberAt(fmt.Sprint("guest", i), now), moitessier.Quota{})
+			if _, _, err := f.join(f.ctx, l, fmt.Sprint("guest", i), moitessier.Quota{}); err != nil {
+				t.Errorf("held join %d: %v", i, err)
+			}
 		})
 	}
-	waitFor(t, "the held joins to wait on the lock", func() bool { return waitingJoins(t, ctx, s, q) == len(held) })
+	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, f.ctx, f.s, f.q) == postgres.MaxJoinStatements })
+	return release, wg.Wait
+}
 
-	// Every turn is taken: a join now waits, and one whose caller gives
-	// up returns with its context's error, and is not sent.
-	gctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+// TestJoinsWaitAndGoTogether holds the store's join turn on a row lock, so
+// that the joins that come meanwhile wait: one whose caller gives up
+// returns at once and is never sent; the others go out together when the
+// lock goes, in one statement, where the quota still counts each of them
+// in turn.
+func TestJoinsWaitAndGoTogether(t *testing.T) {
+	f := newJoinsFixture(t, time.Hour)
+	release, held := f.holdTurn(t, "room")
+
+	// The turn is taken: a join now waits, and one whose caller gives up
+	// returns with its context's error, and is not sent.
+	gctx, cancel := context.WithTimeout(f.ctx, 100*time.Millisecond)
 	defer cancel()
-	gaveUp := moitessier.ListenerInfo{ID: "gave-up", Type: moitessier.Private, Person: "quitter", Scopes: []string{"gave.up"}, Created: now}
-	if _, _, _, err := s.Join(gctx, gaveUp, subscriberAt("quitter", now), moitessier.Quota{}); !errors.Is(err, context.DeadlineExceeded) {
+	gaveUp := moitessier.ListenerInfo{ID: "gave-up", Type: moitessier.Private, Person: "quitter", Scopes: []string{"gave.up"}, Created: f.now}
+	if _, _, err := f.join(gctx, gaveUp, "quitter", moitessier.Quota{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a join whose caller gave up while it waited: %v, want context.DeadlineExceeded", err)
 	}
 
 	// Ten joins of one person with a quota of three listeners wait, and
-	// go together.
-	// Each has one to three scopes, which the statement carries in one
-	// array.
+	// go together. Each has one to three scopes, which the statement
+	// carries in one array.
 	const waiting, limit = 10, 3
 	errs := make([]error, waiting)
 	infos := make([]moitessier.ListenerInfo, waiting)
@@ -66,22 +102,19 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 		}
 		return sc
 	}
+	var wg sync.WaitGroup
 	for i := range errs {
 		wg.Go(func() {
-			l := moitessier.ListenerInfo{ID: fmt.Sprint("mine-", i), Type: moitessier.Private, Person: "quota", Scopes: scopesOf(i), Created: now}
-			infos[i], _, _, errs[i] = s.Join(ctx, l, subscriberAt("quota", now), moitessier.Quota{Listeners: limit})
+			l := moitessier.ListenerInfo{ID: fmt.Sprint("mine-", i), Type: moitessier.Private, Person: "quota", Scopes: scopesOf(i), Created: f.now}
+			infos[i], _, errs[i] = f.join(f.ctx, l, "quota", moitessier.Quota{Listeners: limit})
 		})
 	}
 	// The join whose caller gave up stays in the queue, unsent, until
 	// the next batch is taken.
-	waitFor(t, "the ten joins to queue", func() bool { return s.JoinsQueued() == waiting+1 })
+	waitFor(t, "the ten joins to queue", func() bool { return f.s.JoinsQueued() == waiting+1 })
 	release()
+	held()
 	wg.Wait()
-	for i, err := range held {
-		if err != nil {
-			t.Errorf("held join %d: %v", i, err)
-		}
-	}
 	ok := 0
 	for i, err := range errs {
 		var qe *moitessier.QuotaError
@@ -89,7 +122,7 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 		case err == nil:
 			ok++
 			var stored []string
-			rows, err := s.Pool().Query(ctx, "SELECT scope FROM "+q+".listener_scopes WHERE listener = $1 ORDER BY scope", infos[i].ID)
+			rows, err := f.s.Pool().Query(f.ctx, "SELECT scope FROM "+f.q+".listener_scopes WHERE listener = $1 ORDER BY scope", infos[i].ID)
 			if err == nil {
 				stored, err = pgx.CollectRows(rows, pgx.RowTo[string])
 			}
@@ -101,16 +134,16 @@ func TestJoinsWaitAndGoTogether(t *testing.T) {
 		}
 	}
 	var stored int
-	if err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM "+q+".listeners WHERE person = 'quota'").Scan(&stored); err != nil {
+	if err := f.s.Pool().QueryRow(f.ctx, "SELECT count(*) FROM "+f.q+".listeners WHERE person = 'quota'").Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
 	if ok != limit || stored != limit {
 		t.Errorf("%d joins succeeded and %d listeners are stored, want %d of each", ok, stored, limit)
 	}
-	if n := s.JoinsBatched(); n != waiting {
+	if n := f.s.JoinsBatched(); n != waiting {
 		t.Errorf("%d joins went out together, want the %d that waited", n, waiting)
 	}
-	if _, err := s.Listener(ctx, gaveUp.ID); !errors.Is(err, moitessier.ErrNotFound) {
+	if _, err := f.s.Listener(f.ctx, gaveUp.ID); !errors.Is(err, moitessier.ErrNotFound) {
 		t.Errorf("the join whose caller gave up while it waited was sent: %v", err)
 	}
 }
@@ -208,74 +241,46 @@ func TestJoinListenersKeepsJoinsApart(t *testing.T) {
 // them to run again alone too (it sorts first).
 func TestJoinsLockedAloneHoldUpNoOthers(t *testing.T) {
 	for _, lockedID := range []string{"a-locked", "x-locked"} {
-		t.Run(lockedID, func(t *testing.T) { testJoinsLockedAlone(t, lockedID) })
-	}
-}
+		t.Run(lockedID, func(t *testing.T) {
+			f := newJoinsFixture(t, time.Hour)
+			locked := f.listener(lockedID)
+			if _, _, err := f.join(f.ctx, locked, "owner", moitessier.Quota{}); err != nil {
+				t.Fatal(err)
+			}
+			releaseLocked := lockListener(t, f.s, lockedID)
+			release, held := f.holdTurn(t, "z-held")
+			defer held()
 
-func testJoinsLockedAlone(t *testing.T, lockedID string) {
-	needPostgres(t)
-	schema := newSchema(t)
-	s := openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, time.Hour))
-	ctx := ctxT(t)
-	now := time.Now()
-	q := pgx.Identifier{schema}.Sanitize()
-	room := func(id string) moitessier.ListenerInfo {
-		l := moitessier.ListenerInfo{ID: id, Type: moitessier.Shared, Person: "owner", Scopes: []string{id}, Created: now}
-		if _, _, _, err := s.Join(ctx, l, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	// The held room keeps the turn busy; the locked one, first in the
-	// batch, stays locked until the end.
-	held, locked := room("z-held"), room(lockedID)
-	releaseHeld, releaseLocked := lockListener(t, s, held.ID), lockListener(t, s, locked.ID)
-	var wg, fresh sync.WaitGroup
-	wg.Go(func() {
-		if _, _, _, err := s.Join(ctx, held, subscriberAt("guest", now), moitessier.Quota{}); err != nil {
-			t.Errorf("held join: %v", err)
-		}
-	})
-	waitFor(t, "the turn to wait on a lock", func() bool { return waitingJoins(t, ctx, s, q) == 1 })
+			// Five joins to new listeners, and one to the locked one,
+			// wait. The five give up after a while, if they wait for it.
+			fresh := f.joinFresh(t, 5)
+			lockedDone := make(chan error, 1)
+			go func() {
+				_, got, err := f.join(f.ctx, locked, "late", moitessier.Quota{})
+				if err == nil && got.Person != "late" {
+					err = fmt.Errorf("joined as %+v", got)
+				}
+				lockedDone <- err
+			}()
+			waitFor(t, "the six joins to queue", func() bool { return f.s.JoinsQueued() == 6 })
 
-	// Five joins to new listeners, and one to the locked room, wait. The
-	// five give up after a while, if they wait for the room.
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for i := range 5 {
-		fresh.Go(func() {
-			l := moitessier.ListenerInfo{ID: fmt.Sprint("new-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("new.", i)}, Created: now}
-			if _, _, _, err := s.Join(fctx, l, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
-				t.Errorf("join %d: %v", i, err)
+			// The held join's turn ends, and takes the six together. The
+			// five return though the locked row is still held.
+			release()
+			fresh()
+			if n := f.s.JoinsBatched(); n != 6 {
+				t.Errorf("%d joins went out together, want 6", n)
+			}
+			select {
+			case err := <-lockedDone:
+				t.Fatalf("the join to a held row returned before the row was free: %v", err)
+			default:
+			}
+			releaseLocked()
+			if err := <-lockedDone; err != nil {
+				t.Fatalf("the join to a held row, run again alone: %v", err)
 			}
 		})
-	}
-	lockedDone := make(chan error, 1)
-	wg.Go(func() {
-		_, got, _, err := s.Join(ctx, locked, subscriberAt("late", now), moitessier.Quota{})
-		if err == nil && got.Person != "late" {
-			err = fmt.Errorf("joined as %+v", got)
-		}
-		lockedDone <- err
-	})
-	waitFor(t, "the six joins to queue", func() bool { return s.JoinsQueued() == 6 })
-
-	// The held join's turn ends, and takes the six together. The five
-	// return though the locked room's row is still held.
-	releaseHeld()
-	fresh.Wait()
-	if n := s.JoinsBatched(); n != 6 {
-		t.Errorf("%d joins went out together, want 6", n)
-	}
-	select {
-	case err := <-lockedDone:
-		t.Fatalf("the join to a held row returned before the row was free: %v", err)
-	default:
-	}
-	releaseLocked()
-	wg.Wait()
-	if err := <-lockedDone; err != nil {
-		t.Fatalf("the join to a held row, run again alone: %v", err)
 	}
 }
 
@@ -283,92 +288,62 @@ func testJoinsLockedAlone(t *testing.T, lockedID string) {
 // lock hands its turn on after a while, so the joins that come after it
 // go out and return while it still waits.
 func TestJoinsSlowAloneGivesUpItsTurn(t *testing.T) {
-	needPostgres(t)
-	schema := newSchema(t)
-	s := openStore(t, schema)
-	ctx := ctxT(t)
-	now := time.Now()
-	q := pgx.Identifier{schema}.Sanitize()
-	room := moitessier.ListenerInfo{ID: "room", Type: moitessier.Shared, Person: "owner", Scopes: []string{"room"}, Created: now}
-	if _, _, _, err := s.Join(ctx, room, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
-		t.Fatal(err)
-	}
-	release := lockListener(t, s, room.ID)
-	slowDone := make(chan error, 1)
-	go func() {
-		_, _, _, err := s.Join(ctx, room, subscriberAt("guest", now), moitessier.Quota{})
-		slowDone <- err
-	}()
-	waitFor(t, "the join to wait on the lock", func() bool { return waitingJoins(t, ctx, s, q) == 1 })
-	fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i := range 5 {
-		wg.Go(func() {
-			l := moitessier.ListenerInfo{ID: fmt.Sprint("new-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{fmt.Sprint("new.", i)}, Created: now}
-			if _, _, _, err := s.Join(fctx, l, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
-				t.Errorf("join %d while another waits for a lock: %v", i, err)
-			}
-		})
-	}
-	wg.Wait()
-	select {
-	case err := <-slowDone:
-		t.Fatalf("the join to a held row returned before the row was free: %v", err)
-	default:
-	}
+	f := newJoinsFixture(t, 0)
+	release, held := f.holdTurn(t, "room")
+	f.joinFresh(t, 5)()
 	release()
-	if err := <-slowDone; err != nil {
-		t.Fatalf("the join to a held row: %v", err)
-	}
+	held()
 }
 
-// TestJoinsRefusedTogetherRunAlone queues, behind held turns, good joins
-// and one whose scope the server refuses (a NUL byte): the statement that
-// carries them all is refused, so each runs again alone, and only the bad
-// one fails.
+// TestJoinsRefusedTogetherRunAlone queues, behind the held turn, good
+// joins and one whose scope the server refuses (a NUL byte): the
+// statement that carries them all is refused, so each runs again alone,
+// and only the bad one fails.
 func TestJoinsRefusedTogetherRunAlone(t *testing.T) {
-	needPostgres(t)
-	schema := newSchema(t)
-	s := openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, time.Hour))
-	ctx := ctxT(t)
-	now := time.Now()
-	q := pgx.Identifier{schema}.Sanitize()
-	room := moitessier.ListenerInfo{ID: "room", Type: moitessier.Shared, Person: "owner", Scopes: []string{"room"}, Created: now}
-	if _, _, _, err := s.Join(ctx, room, subscriberAt("owner", now), moitessier.Quota{}); err != nil {
-		t.Fatal(err)
-	}
-	release := lockListener(t, s, room.ID)
-	var wg sync.WaitGroup
-	for i := range postgres.MaxJoinStatements {
-		wg.Go(func() {
-			if _, _, _, err := s.Join(ctx, room, subscriberAt(fmt.Sprint("guest", i), now), moitessier.Quota{}); err != nil {
-				t.Errorf("held join %d: %v", i, err)
-			}
-		})
-	}
-	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, ctx, s, q) == postgres.MaxJoinStatements })
+	f := newJoinsFixture(t, time.Hour)
+	release, held := f.holdTurn(t, "room")
 	scopes := []string{"good.0", "good.1", "bad\x00scope", "good.2"}
 	errs := make([]error, len(scopes))
+	var wg sync.WaitGroup
 	for i, sc := range scopes {
 		wg.Go(func() {
-			l := moitessier.ListenerInfo{ID: fmt.Sprint("l-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{sc}, Created: now}
-			_, _, _, errs[i] = s.Join(ctx, l, subscriberAt("owner", now), moitessier.Quota{})
+			l := moitessier.ListenerInfo{ID: fmt.Sprint("l-", i), Type: moitessier.Shared, Person: "owner", Scopes: []string{sc}, Created: f.now}
+			_, _, errs[i] = f.join(f.ctx, l, "owner", moitessier.Quota{})
 		})
 	}
-	waitFor(t, "the joins to queue", func() bool { return s.JoinsQueued() == len(scopes) })
+	waitFor(t, "the joins to queue", func() bool { return f.s.JoinsQueued() == len(scopes) })
 	release()
+	held()
 	wg.Wait()
 	for i, err := range errs {
 		if (err != nil) != (i == 2) {
 			t.Errorf("join of scope %q: %v", scopes[i], err)
 		}
-		if _, lerr := s.Listener(ctx, fmt.Sprint("l-", i)); (lerr != nil) != (i == 2) {
+		if _, lerr := f.s.Listener(f.ctx, fmt.Sprint("l-", i)); (lerr != nil) != (i == 2) {
 			t.Errorf("listener of scope %q after its join: %v", scopes[i], lerr)
 		}
 	}
-	if n := s.JoinsBatched(); n != 0 {
+	if n := f.s.JoinsBatched(); n != 0 {
 		t.Errorf("%d joins counted as gone together, in a statement the server refused", n)
+	}
+}
+
+// joinFresh sends n joins that create listeners, new-0 to new-(n-1), which
+// give up after five seconds; wait waits for them, and fails the test if
+// one failed (if it waited for a lock held meanwhile, say).
+func (f *joinsFixture) joinFresh(t *testing.T, n int) (wait func()) {
+	ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			if _, _, err := f.join(ctx, f.listener(fmt.Sprint("new-", i)), "owner", moitessier.Quota{}); err != nil {
+				t.Errorf("join of new-%d: %v", i, err)
+			}
+		})
+	}
+	return func() {
+		wg.Wait()
+		cancel()
 	}
 }
 
