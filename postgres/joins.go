@@ -18,11 +18,12 @@ import (
 
 // Joins from many callers at once share statements. A join goes out at
 // once, on its caller's goroutine, when the turn is free (no other join
-// statement holds it) and none waits; otherwise it queues. A statement that ends hands its
-// turn to the queue: a sender sends up to maxJoinBatch of the joins
-// waiting together, sorted by listener, as one call of join_listeners
-// (migration 9), in one transaction, so one commit, and then the next
-// that wait, a batch at a time, until none waits. A join sent alone that
+// statement holds it) and none waits; otherwise it queues. A statement
+// that ends hands its turn to the queue: a sender sends up to
+// maxJoinBatch of the joins waiting together, sorted by listener, as one
+// call of join_listeners (migration 9), in one transaction, so one
+// commit, and then the next that wait, a batch at a time, until none
+// waits. A join sent alone that
 // takes longer than slowJoin (it waits for a lock) hands its turn on
 // then, and runs on outside the turns. On a server of two processors,
 // joins ran faster from a few clients than from many, much faster with
@@ -82,7 +83,7 @@ func (s *Store) slowJoin() time.Duration {
 // joins queues the joins that wait for a turn.
 type joins struct {
 	mu      sync.Mutex
-	running int  // join statements under way, alone or together
+	running int  // turns taken: by a join sent alone, or by the sender
 	sending bool // a goroutine sends the queue's joins, a batch at a time
 	queue   []*joinCall
 	closed  bool
