@@ -179,16 +179,16 @@
 //
 // Joins from many callers at once share statements. A store runs one join
 // statement at a time (its turn); a join that comes while the turn is
-// taken waits, and when it ends, up to 32 of those waiting go out together, sorted by
-// listener, as one call of join_listeners (migration 9), in one
-// transaction and one commit, each in a subtransaction of its own, then
-// the next 32 that wait, and so on. Past a quota a join fails alone, and
+// taken waits, and when it ends, up to 32 of those waiting go out
+// together, sorted by listener, as one call of join_listeners (migration
+// 9), in one transaction and one commit, each in a subtransaction of its
+// own, then the next 32 that wait, and so on. Past a quota a join fails alone, and
 // after any other error in it (a listener deleted under it, a deadlock
 // with another transaction) it runs again alone, on its own, while the
 // others return. A batch waits at most 100ms for a lock: if a join would
 // wait longer, it and the joins after it in the batch run again alone,
 // rather than hold up the batch; and a join sent alone that takes longer
-// than 100ms hands its turn on and runs on outside the turns. If the
+// than 100ms hands its turn on and runs on outside the turn. If the
 // server refuses a whole statement, each of its joins runs again alone.
 // Joins that go together count against a quota in the order of their
 // listeners' IDs, not of their arrival. The transaction commits

@@ -107,9 +107,6 @@ func (s *Store) JoinsQueued() int {
 	return len(s.joins.queue)
 }
 
-// MaxJoinStatements is the most join statements the store runs at once.
-const MaxJoinStatements = maxJoinStatements
-
 // DeleteGoneWatchers runs, in tx, the statement that deletes the
 // registrations of Watch calls whose connection is gone.
 func (s *Store) DeleteGoneWatchers(ctx context.Context, tx pgx.Tx) error {

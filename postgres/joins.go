@@ -23,9 +23,8 @@ import (
 // maxJoinBatch of the joins waiting together, sorted by listener, as one
 // call of join_listeners (migration 9), in one transaction, so one
 // commit, and then the next that wait, a batch at a time, until none
-// waits. A join sent alone that
-// takes longer than slowJoin (it waits for a lock) hands its turn on
-// then, and runs on outside the turns. On a server of two processors,
+// waits. A join sent alone that takes longer than slowJoin (it waits for
+// a lock) hands its turn on then, and runs on outside the turn. On a server of two processors,
 // joins ran faster from a few clients than from many, much faster with
 // many joins to a commit, and fastest of all a batch at a time: two
 // batches at once that create listeners on one scope take turns on its
@@ -36,7 +35,7 @@ import (
 // with the *moitessier.QuotaError it would have had alone; after any other
 // error in it (a listener deleted under it, a deadlock with another
 // transaction) it runs again alone, under its caller's context, on a
-// goroutine of its own, outside the turns, and returns what that returns;
+// goroutine of its own, outside the turn, and returns what that returns;
 // the others return as soon as the statement does. A batch waits at most
 // joinLockTimeout for a lock: if a join would wait longer, it and the
 // joins after it in the batch run again alone, rather than hold up the
@@ -56,9 +55,6 @@ import (
 // did not settle is not run again alone for it.
 
 const (
-	// maxJoinStatements is the most join statements the store runs at
-	// once, but for those that outlast slowJoin.
-	maxJoinStatements = 1
 	// maxJoinBatch is the most joins one statement carries. Each is a
 	// subtransaction, and PostgreSQL keeps track of at most 64 of a
 	// transaction's in shared memory before it looks them up on disk.
@@ -82,12 +78,11 @@ func (s *Store) slowJoin() time.Duration {
 
 // joins queues the joins that wait for a turn.
 type joins struct {
-	mu      sync.Mutex
-	running int  // turns taken: by a join sent alone, or by the sender
-	sending bool // a goroutine sends the queue's joins, a batch at a time
-	queue   []*joinCall
-	closed  bool
-	wg      sync.WaitGroup // the sender, and the joins run again alone
+	mu     sync.Mutex
+	busy   bool // the turn is taken: by a join sent alone, or by the sender
+	queue  []*joinCall
+	closed bool
+	wg     sync.WaitGroup // the sender, and the joins run again alone
 
 	// batched counts the joins sent in statements of two or more.
 	batched atomic.Int64
@@ -108,18 +103,18 @@ type joinCall struct {
 	sent, dropped bool
 }
 
-// join runs c: at once if a turn is free, else when one is.
+// join runs c: at once if the turn is free, else when it is.
 func (j *joins) join(ctx context.Context, s *Store, c *joinCall) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, fmt.Errorf("postgres: join: %w", moitessier.ErrClosed)
 	}
-	if j.running < maxJoinStatements && len(j.queue) == 0 {
-		j.running++
+	if !j.busy && len(j.queue) == 0 {
+		j.busy = true
 		j.mu.Unlock()
 		// One that takes longer than slowJoin (it waits for a lock)
-		// hands its turn on then, and runs on outside the turns.
+		// hands its turn on then, and runs on outside the turn.
 		var once sync.Once
 		done := func() { once.Do(func() { j.next(s) }) }
 		slow := time.AfterFunc(s.slowJoin(), done)
@@ -152,21 +147,16 @@ func (j *joins) join(ctx context.Context, s *Store, c *joinCall) (moitessier.Lis
 	return c.out.info, c.out.stored, c.out.created, c.err
 }
 
-// next hands a turn that ended to the joins waiting, if any, unless a
-// sender already takes them.
+// next hands the turn, which a join sent alone held, to a sender of the
+// joins waiting, if any.
 func (j *joins) next(s *Store) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.sending {
-		j.running--
-		return
-	}
 	b := j.take()
 	if len(b) == 0 {
-		j.running--
+		j.busy = false
 		return
 	}
-	j.sending = true
 	j.wg.Add(1)
 	go func() {
 		defer j.wg.Done()
@@ -174,8 +164,7 @@ func (j *joins) next(s *Store) {
 			s.joinTogether(s.cmb.ctx, b)
 			j.mu.Lock()
 			if b = j.take(); len(b) == 0 {
-				j.running--
-				j.sending = false
+				j.busy = false
 			}
 			j.mu.Unlock()
 		}

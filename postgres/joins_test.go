@@ -48,10 +48,9 @@ func (f *joinsFixture) join(ctx context.Context, l moitessier.ListenerInfo, pers
 }
 
 // holdTurn makes listener id, locks its row and sends a join of a new
-// subscriber to it for every turn, which wait for the lock in their
-// foreign key checks, holding the turns (for as long as the store's
-// slowJoin lets them) until release; wait waits for them, and fails the
-// test if one failed.
+// subscriber to it, which waits for the lock in its foreign key check,
+// holding the store's join turn (for as long as the store's slowJoin lets
+// it) until release; wait waits for it, and fails the test if it failed.
 func (f *joinsFixture) holdTurn(t *testing.T, id string) (release, wait func()) {
 	t.Helper()
 	l := f.listener(id)
@@ -60,14 +59,12 @@ func (f *joinsFixture) holdTurn(t *testing.T, id string) (release, wait func()) 
 	}
 	release = lockListener(t, f.s, id)
 	var wg sync.WaitGroup
-	for i := range postgres.MaxJoinStatements {
-		wg.Go(func() {
-			if _, _, err := f.join(f.ctx, l, fmt.Sprint("guest", i), moitessier.Quota{}); err != nil {
-				t.Errorf("held join %d: %v", i, err)
-			}
-		})
-	}
-	waitFor(t, "every turn to wait on a lock", func() bool { return waitingJoins(t, f.ctx, f.s, f.q) == postgres.MaxJoinStatements })
+	wg.Go(func() {
+		if _, _, err := f.join(f.ctx, l, "guest", moitessier.Quota{}); err != nil {
+			t.Errorf("held join: %v", err)
+		}
+	})
+	waitFor(t, "the turn to wait on a lock", func() bool { return waitingJoins(t, f.ctx, f.s, f.q) == 1 })
 	return release, wg.Wait
 }
 
