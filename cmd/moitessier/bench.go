@@ -668,21 +668,30 @@ func (s *cpuSpan) perDelivery(deliveries int) float64 {
 }
 
 // hooks are the library workloads' progress line, CPU profile and the
-// processor time they used.
+// processor time they used. The profile covers what the processor time
+// does, from Start to Stop, not the workload's setup or its reckoning of
+// the latencies after; the func returned stops it if Stop was not called.
 func (c *benchConfig) hooks(name string) (workload.Hooks, *cpuSpan, func()) {
 	stopProfile := func() {}
 	span := &cpuSpan{start: -1}
+	stop := func() {
+		stopProfile()
+		stopProfile = func() {}
+	}
 	h := workload.Hooks{
 		Start: func() {
 			stopProfile = profileCPU()
 			span.start = processCPU()
 		},
-		Stop: func() { span.stop = processCPU() },
+		Stop: func() {
+			span.stop = processCPU()
+			stop()
+		},
 		Progress: func(delivered func() int64, total int64) func() {
 			return c.progressLine(name, delivered, total)
 		},
 	}
-	return h, span, func() { stopProfile() }
+	return h, span, stop
 }
 
 // measuresDispatches reports whether workload name is compared, on

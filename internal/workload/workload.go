@@ -204,7 +204,12 @@ func (rs recorders) result(start time.Time) (Result, error) {
 		end  int64
 		bad  int64
 		lats []time.Duration
+		n    int
 	)
+	for _, r := range rs {
+		n += len(r.lat)
+	}
+	lats = make([]time.Duration, 0, n)
 	for _, r := range rs {
 		end = max(end, r.last.Load())
 		lats = append(lats, r.lat...)
