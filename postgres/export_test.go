@@ -118,3 +118,10 @@ func (s *Store) DeleteGoneWatchers(ctx context.Context, tx pgx.Tx) error {
 // transactions that hold the listeners table's lock; call it before the
 // store's first Watch.
 func (s *Store) SetWritersWait(d time.Duration) { s.watchers.writersWait = d }
+
+// ForgetMatches drops every cached Match answer, those a join seeded
+// among them, so that the next dispatch to any scope matches.
+func (s *Store) ForgetMatches() { s.mc.DropAll() }
+
+// MaxSeeded is maxSeeded.
+const MaxSeeded = maxSeeded

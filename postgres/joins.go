@@ -296,7 +296,7 @@ func (s *Store) joinBatch(ctx context.Context, b []*joinCall) ([]string, []joine
 		types, nscopes                                        = make([]int32, n), make([]int32, n)
 		wild, async                                           = make([]bool, 0, n), make([]bool, n)
 		created, sjoined, slease, scursor                     = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
-		qListeners, qType, qSubs, lkeys, skeys                = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		qListeners, qType, qSubs, lkeys, skeys, tags          = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
 	)
 	for k, c := range b {
 		a := s.joinArgs(c)
@@ -305,9 +305,10 @@ func (s *Store) joinBatch(ctx context.Context, b []*joinCall) ([]string, []joine
 		created[k], subPersons[k], subClients[k] = a.lcreated, c.sub.Person, c.sub.Client
 		sjoined[k], slease[k], scursor[k] = a.sjoined, a.slease, a.scursor
 		qListeners[k], qType[k], qSubs[k], lkeys[k], skeys[k], async[k] = a.qListeners, a.qType, a.qSubs, a.lkey, a.skey, a.async
+		tags[k] = a.tag
 	}
 	rows, err := s.pool.Query(ctx, s.q.joinBatch, ids, types, persons, clients, scopes, wild, nscopes, created,
-		subPersons, subClients, sjoined, slease, scursor, qListeners, qType, qSubs, lkeys, skeys, async, joinLockTimeout)
+		subPersons, subClients, sjoined, slease, scursor, qListeners, qType, qSubs, lkeys, skeys, async, joinLockTimeout, tags)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -327,6 +328,11 @@ func (s *Store) joinBatch(ctx context.Context, b []*joinCall) ([]string, []joine
 			return nil, nil, fmt.Errorf("join_listeners returned row %d of %d twice or out of range", i, n)
 		}
 		statuses[i-1], outs[i-1] = status, r.result(b[i-1])
+		if status == "ok" && r.created {
+			// In the rows' order, which is the joins': two that
+			// create listeners on one scope change its version in turn.
+			s.seed(ctx, outs[i-1].info, tags[i-1])
+		}
 		seen++
 	}
 	if err := rows.Err(); err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 
 	"github.com/jackc/pgx/v5"
@@ -55,6 +56,9 @@ type joinArgs struct {
 	qListeners, qType, qSubs           int64
 	lkey, skey                         int64
 	async                              bool
+	// tag is the tag of the listener's scopes, should the join create it
+	// (see migration 10 and seed): random, never 0.
+	tag int64
 }
 
 // joinArgs returns c's joinArgs.
@@ -72,6 +76,9 @@ func (s *Store) joinArgs(c *joinCall) joinArgs {
 	a.lcreated, a.sjoined, a.slease, a.scursor = toNS(c.l.Created), toNS(c.sub.Joined), toNS(c.sub.LeaseExpires), toSeq(c.sub.Cursor)
 	a.qListeners, a.qType, a.qSubs = quotaLimit(c.q.Listeners), quotaLimit(typeLimit), quotaLimit(c.q.Subscriptions)
 	a.lkey, a.skey = advisoryKey("quota\x00"+c.l.Person, s.cfg.Schema), advisoryKey("quota\x00"+c.sub.Person, s.cfg.Schema)
+	for a.tag == 0 {
+		a.tag = int64(rand.Uint64())
+	}
 	return a
 }
 
@@ -113,7 +120,7 @@ func (s *Store) join(ctx context.Context, db rowQueryer, c *joinCall) (joined, e
 		err := db.QueryRow(ctx, s.q.join,
 			c.l.ID, int(c.l.Type), c.l.Person, c.l.Client, c.l.Scopes, a.wild, a.lcreated,
 			c.sub.Person, c.sub.Client, a.sjoined, a.slease, a.scursor,
-			a.qListeners, a.qType, a.qSubs, a.lkey, a.skey, a.async,
+			a.qListeners, a.qType, a.qSubs, a.lkey, a.skey, a.async, a.tag,
 		).Scan(&r.created, &r.typ, &r.person, &r.client, &r.scopes, &r.lcreated, &r.head, &r.cur, &r.joined, &r.lease, nil)
 		if errors.Is(err, pgx.ErrNoRows) {
 			// The listener was deleted after the insert found it:
@@ -124,6 +131,9 @@ func (s *Store) join(ctx context.Context, db rowQueryer, c *joinCall) (joined, e
 			return err
 		}
 		out = r.result(c)
+		if out.created {
+			s.seed(ctx, out.info, a.tag)
+		}
 		return nil
 	})
 	if err != nil {

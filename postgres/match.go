@@ -120,6 +120,61 @@ type matchEntry struct {
 	stamp matchStamp
 }
 
+// maxSeeded bounds the cached Match answers seed adds a listener to: those
+// of fewer listeners. It copies the answer, so that the joins of n
+// listeners of one scope would otherwise copy n²/2 of them.
+const maxSeeded = 64
+
+// seed brings this process's cached Match answers of the scopes of l, a
+// listener a join just created with the tag tag, up to date with that join
+// (see migration 10: it changed each concrete scope's version by an
+// exclusive or with tag). A scope with an answer gets it with l added, at
+// its version changed so (one of maxSeeded listeners or more is dropped
+// instead). A scope without gets l alone, at version tag, as if no listener
+// had it (version 0), if no pattern of the process's index matches it, and
+// if the cache has room: a seed drops no answer a dispatch read. These are
+// guesses, right when no other change came to the scope in between (from
+// another process, say): every dispatch from a cached answer checks its
+// stamp, and one out of date costs that dispatch a Match. A listener with a
+// pattern changes the pattern version, and so every answer's stamp: its join
+// drops them all, and nothing is seeded until the process's index of
+// patterns is reloaded (by the next Match). An index never loaded is loaded
+// here, once, so that the joins before a process's first dispatch seed too.
+func (s *Store) seed(ctx context.Context, l moitessier.ListenerInfo, tag int64) {
+	for _, scope := range l.Scopes {
+		if moitessier.IsPattern(scope) {
+			s.patternMade.Store(s.pat.Version())
+			s.mc.DropAll()
+			return
+		}
+	}
+	if s.pat.Version() < 0 {
+		_ = s.reloadPatterns(ctx, 0) // on failure, no scope is seeded
+	}
+	if s.pat.Version() <= s.patternMade.Load() {
+		return
+	}
+	for _, scope := range l.Scopes {
+		if e, ok := s.mc.Get(scope); ok {
+			if len(e.ls) >= maxSeeded {
+				s.mc.Drop(scope) // out of date, and too long to copy at every join
+				continue
+			}
+			ls := make([]moitessier.ListenerInfo, 0, len(e.ls)+1)
+			for _, x := range e.ls {
+				if x.ID != l.ID { // an earlier creation of l, in an answer out of date
+					ls = append(ls, x)
+				}
+			}
+			s.mc.Put(scope, matchEntry{ls: append(ls, l), stamp: matchStamp{patterns: e.stamp.patterns, scope: e.stamp.scope ^ tag}})
+			continue
+		}
+		if ids, pv := s.pat.Match(scope); pv >= 0 && len(ids) == 0 {
+			s.mc.PutIfRoom(scope, matchEntry{ls: []moitessier.ListenerInfo{l}, stamp: matchStamp{patterns: pv, scope: tag}})
+		}
+	}
+}
+
 // reloadPatterns reloads the pattern cache unless it is at least at version
 // atLeast already.
 func (s *Store) reloadPatterns(ctx context.Context, atLeast int64) error {

@@ -58,20 +58,21 @@ const watchOther = `(@self::text = '' OR current_setting('transaction_isolation'
 func buildQueries(schema string) queries {
 	r := strings.NewReplacer("S.", schema+".")
 	q := queries{
-		// join is Store.Join: one call of the function of migration 5
-		// (join_listener), one round trip, its own transaction. When $18
+		// join is Store.Join: one call of the function of migration 10
+		// (join_listener; $19 is the tag of the listener's scopes), one
+		// round trip, its own transaction. When $18
 		// is true and the call created the listener, it turns
 		// synchronous_commit off for that transaction (see
 		// Config.DurableJoins), in the row it returns, after the function
 		// ran; the setting is read at commit.
 		join: `SELECT created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease,
 				CASE WHEN $18::boolean AND created THEN set_config('synchronous_commit', 'off', true) END
-			FROM S.join_listener($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
+			FROM S.join_listener($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $19)`,
 		// joinBatch is several joins in one call of the function of
-		// migration 9 (join_listeners), one transaction: a row each, in
+		// migration 10 (join_listeners), one transaction: a row each, in
 		// their order (see joins.go).
 		joinBatch: `SELECT i, status, created, ltype, lperson, lclient, lscopes, lcreated, lhead, cur, joined, lease
-			FROM S.join_listeners($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+			FROM S.join_listeners($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
 		bumpPatterns: `UPDATE S.meta SET pattern_version = pattern_version + 1`,
 		listener:     `SELECT id, type, person, client, scopes, created_ns, head FROM S.listeners WHERE id = $1`,
 		// subscribers reads a page from the primary key's index (its

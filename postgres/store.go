@@ -188,11 +188,15 @@ type Store struct {
 	closeMu sync.Once
 	graces  graces
 
-	pat   matchcache.Patterns
-	mc    matchcache.Cache[matchEntry]
-	cmb   combiner
-	joins joins
-	q     queries
+	pat matchcache.Patterns
+	mc  matchcache.Cache[matchEntry]
+	// patternMade is the version of pat when this process last created
+	// a listener with a pattern, or -1: until pat is newer, seed (which
+	// reads it) does not seed.
+	patternMade atomic.Int64
+	cmb         combiner
+	joins       joins
+	q           queries
 
 	watchers watchers
 }
@@ -244,6 +248,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, pool: cfg.Pool, done: make(chan struct{})}
+	s.patternMade.Store(-1)
 	if s.pool == nil {
 		pc, err := pgxpool.ParseConfig(cfg.DSN)
 		if err != nil {

@@ -42,6 +42,22 @@ func (c *Cache[E]) Put(scope string, e E) {
 	c.m[scope] = e
 }
 
+// PutIfRoom stores e as scope's entry, replacing any, unless the cache
+// holds MaxScopes other scopes: it drops no entry to make room. It reports
+// whether it stored e.
+func (c *Cache[E]) PutIfRoom(scope string, e E) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]E)
+	}
+	if _, ok := c.m[scope]; !ok && len(c.m) >= MaxScopes {
+		return false
+	}
+	c.m[scope] = e
+	return true
+}
+
 // Drop removes scope's entry.
 func (c *Cache[E]) Drop(scope string) {
 	c.mu.Lock()

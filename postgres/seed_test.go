@@ -1,0 +1,168 @@
+package postgres_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/likestripes/moitessier"
+	"github.com/likestripes/moitessier/postgres"
+)
+
+// joinAs creates a listener of type typ for person on scopes, with one
+// subscriber, in s.
+func joinAs(t *testing.T, s moitessier.Store, typ moitessier.ListenerType, person string, scopes ...string) moitessier.ListenerInfo {
+	t.Helper()
+	id, err := moitessier.ListenerID(moitessier.Conditions{Person: person, Type: typ, Scopes: scopes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	l, _, created, err := s.Join(ctxT(t), moitessier.ListenerInfo{ID: id, Type: typ, Person: person, Scopes: scopes, Created: now},
+		moitessier.Subscriber{Person: person, Joined: now, LeaseExpires: now.Add(time.Hour)}, moitessier.Quota{})
+	if err != nil || !created {
+		t.Fatalf("Join(%s, %v): created %v, %v", id, scopes, created, err)
+	}
+	return l
+}
+
+// cachedAnswer is what s.MatchAppend answers for scope, which must come
+// from its cache: the IDs of the listeners, sorted, and the stamp.
+func cachedAnswer(t *testing.T, s *postgres.Store, scope string) ([]string, moitessier.MatchStamp) {
+	t.Helper()
+	ls, stamp, msgs, appended, err := s.MatchAppend(ctxT(t), batch(scope, nil), "probe", moitessier.Selection{Sender: "p"})
+	if err != nil || appended || len(msgs) != 0 || stamp == nil {
+		t.Fatalf("MatchAppend(%s): appended %v, %d messages, stamp %v, %v; want a cached answer", scope, appended, len(msgs), stamp, err)
+	}
+	var ids []string
+	for _, l := range ls {
+		ids = append(ids, l.ID)
+	}
+	slices.Sort(ids)
+	return ids, stamp
+}
+
+// appendWith appends one message to each of ids on scope with stamp, as a
+// hub does from a cached answer.
+func appendWith(t *testing.T, s *postgres.Store, scope string, stamp moitessier.MatchStamp, ids ...string) error {
+	t.Helper()
+	texts := map[string]string{}
+	for _, id := range ids {
+		texts[id] = "from the cache"
+	}
+	b := batch(scope, texts)
+	b.Stamp = stamp
+	_, _, err := s.Append(ctxT(t), b)
+	return err
+}
+
+func sortedIDs(ls ...moitessier.ListenerInfo) []string {
+	var ids []string
+	for _, l := range ls {
+		ids = append(ids, l.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestJoinSeedsMatch: a join that creates a listener leaves its process
+// the scope's Match answer, with the stamp the scope has after it, so that
+// a first dispatch goes out as an append from a cached answer: on a scope
+// no listener had, and on one with an answer cached, to which the join
+// adds its listener; alone, or in a statement with other joins. The
+// stamps are right: an append with them writes. A join in another
+// process, or of a listener with a pattern, puts them out of date, and an
+// append with one then writes nothing (moitessier.ErrStale).
+func TestJoinSeedsMatch(t *testing.T) {
+	schema := newSchema(t)
+	a, b := openStore(t, schema), openStore(t, schema)
+
+	room := joinAs(t, a, moitessier.Shared, "p", "room")
+	ids, stamp := cachedAnswer(t, a, "room")
+	if want := sortedIDs(room); !slices.Equal(ids, want) {
+		t.Fatalf("answer of room after its first join: %v, want %v", ids, want)
+	}
+	// A second listener of the scope, and one of two scopes, one of them
+	// new, in this process: the answers grow, with their stamps.
+	bobs := joinAs(t, a, moitessier.Private, "bob", "room")
+	both := joinAs(t, a, moitessier.Handler, "carol", "room", "hall")
+	ids, stamp = cachedAnswer(t, a, "room")
+	if want := sortedIDs(room, bobs, both); !slices.Equal(ids, want) {
+		t.Fatalf("answer of room after three joins: %v, want %v", ids, want)
+	}
+	if err := appendWith(t, a, "room", stamp, ids...); err != nil {
+		t.Fatalf("append to room with the seeded stamp: %v", err)
+	}
+	hallIDs, hallStamp := cachedAnswer(t, a, "hall")
+	if want := sortedIDs(both); !slices.Equal(hallIDs, want) {
+		t.Fatalf("answer of hall: %v, want %v", hallIDs, want)
+	}
+	if err := appendWith(t, a, "hall", hallStamp, hallIDs...); err != nil {
+		t.Fatalf("append to hall with the seeded stamp: %v", err)
+	}
+
+	// A long answer is dropped rather than copied at each join: the
+	// dispatch after matches (and appends).
+	for i := range postgres.MaxSeeded + 1 {
+		joinAs(t, a, moitessier.Private, fmt.Sprint("guest", i), "lobby")
+	}
+	if _, _, _, appended, err := a.MatchAppend(ctxT(t), batch("lobby", nil), "matched", moitessier.Selection{Sender: "p"}); err != nil || !appended {
+		t.Fatalf("MatchAppend(lobby) after %d joins: appended %v, %v; want a match", postgres.MaxSeeded+1, appended, err)
+	}
+
+	// A join in another process: a's answer is out of date, and its stamp
+	// says so.
+	joinAs(t, b, moitessier.Private, "dave", "room")
+	ids, stamp = cachedAnswer(t, a, "room")
+	if err := appendWith(t, a, "room", stamp, ids...); !errors.Is(err, moitessier.ErrStale) {
+		t.Fatalf("append to room after a join elsewhere: %v, want ErrStale", err)
+	}
+
+	// Joins that go out together, two of them on one scope, in a store
+	// whose join turn is held meanwhile.
+	f := newJoinsFixture(t, time.Hour)
+	release, held := f.holdTurn(t, "lock")
+	together := []moitessier.ListenerInfo{
+		{ID: "porch-1", Type: moitessier.Shared, Person: "owner", Scopes: []string{"porch"}, Created: f.now},
+		{ID: "porch-2", Type: moitessier.Private, Person: "erin", Scopes: []string{"porch"}, Created: f.now},
+		{ID: "attic-1", Type: moitessier.Shared, Person: "owner", Scopes: []string{"attic"}, Created: f.now},
+	}
+	var wg sync.WaitGroup
+	for _, l := range together {
+		wg.Go(func() {
+			if _, _, err := f.join(f.ctx, l, l.Person, moitessier.Quota{}); err != nil {
+				t.Errorf("join of %s: %v", l.ID, err)
+			}
+		})
+	}
+	waitFor(t, "the joins to queue", func() bool { return f.s.JoinsQueued() == len(together) })
+	release()
+	held()
+	wg.Wait()
+	if f.s.JoinsBatched() != int64(len(together)) {
+		t.Fatalf("%d joins went out together, want %d", f.s.JoinsBatched(), len(together))
+	}
+	for _, c := range []struct {
+		scope string
+		want  []string
+	}{{"porch", sortedIDs(together[:2]...)}, {"attic", sortedIDs(together[2])}} {
+		ids, stamp := cachedAnswer(t, f.s, c.scope)
+		if !slices.Equal(ids, c.want) {
+			t.Fatalf("answer of %s after joins together: %v, want %v", c.scope, ids, c.want)
+		}
+		if err := appendWith(t, f.s, c.scope, stamp, ids...); err != nil {
+			t.Fatalf("append to %s with the stamp of joins together: %v", c.scope, err)
+		}
+	}
+
+	// A listener with a pattern: every answer of a is dropped (hall's was
+	// still right), and the next dispatch to hall matches, finding both.
+	joinAs(t, a, moitessier.Shared, "p", "*")
+	ls, _, _, _, err := a.MatchAppend(ctxT(t), batch("hall", nil), "matched", moitessier.Selection{Sender: "p"})
+	if err != nil || len(ls) != 2 {
+		t.Fatalf("MatchAppend(hall) after a join with a pattern: %+v, %v; want a match of 2 listeners", ls, err)
+	}
+}
