@@ -100,11 +100,17 @@
 // matches through [Store.MatchCached] ([moitessier.MatchCacher]), which
 // answers from this process's cache of recent Match answers (up to 10 000
 // scopes), stamped with the pattern version and the scope's version they
-// were read at. A scope's version (table scope_versions) is a random
-// number that the last transaction that created or deleted a listener on
-// it wrote, under the row's lock (migration 7; it was that transaction's
-// id, which PostgreSQL can hand out again after a crash that lost the
-// transaction, as an asynchronous join can be, below). Append's statement
+// were read at. A scope's version (table scope_versions) changes, under
+// the row's lock, in every transaction that creates or deletes a listener
+// on it: by an exclusive or with the listener's tag, a random number other
+// than 0 that the process creating it chose (migration 10), so that a
+// scope no listener has reads 0 and one with listeners the exclusive or of
+// their tags; or, for a listener made by an earlier version of this
+// package, which has no tag, to a random number (migration 7). A version
+// comes back only with the same listeners, in the same creations, or by a
+// chance of about 2^-64: not after a crash that lost an asynchronous join
+// (below), as the writing transaction's id, the version of migration 2,
+// could. Append's statement
 // checks the stamp in its own snapshot: if a listener was created or
 // deleted on the scope since, it writes nothing and fails with
 // moitessier.ErrStale, and the hub matches again (refreshing the cache)
@@ -131,6 +137,21 @@
 // stale once: the cache suits listeners that change less often than
 // their scopes are dispatched to. Sweep removes the versions of scopes no
 // listener has. The schema needs PostgreSQL 11 or newer.
+//
+// A join that creates a listener knows, without reading it, the version it
+// gave each of the listener's scopes: the version before, exclusive or the
+// tag. So it leaves its process the scopes' answers: a cached answer gets
+// the new listener and the new stamp, and a scope with none gets the
+// listener alone at the stamp of a scope no listener had, when no pattern
+// of the process's index matches it and the cache has room (a seed drops
+// no answer a dispatch read). The first dispatch to the scope then goes
+// out as an append from a cached answer, cheaper for the server than
+// MatchAppend's statement. These answers are guesses, wrong when another
+// process changed the scope's listeners meanwhile: the stamp check above
+// catches them, and that dispatch matches again, one round trip more. A
+// join of a pattern listener drops every cached answer, and seeds none
+// until the next Match reloads the index. An answer of 64 listeners or
+// more is dropped rather than copied at each join.
 //
 // # Joining in one round trip
 //

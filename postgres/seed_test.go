@@ -85,6 +85,9 @@ func TestJoinSeedsMatch(t *testing.T) {
 	if want := sortedIDs(room); !slices.Equal(ids, want) {
 		t.Fatalf("answer of room after its first join: %v, want %v", ids, want)
 	}
+	if err := appendWith(t, a, "room", stamp, ids...); err != nil {
+		t.Fatalf("append to room with the stamp of its first join: %v", err)
+	}
 	// A second listener of the scope, and one of two scopes, one of them
 	// new, in this process: the answers grow, with their stamps.
 	bobs := joinAs(t, a, moitessier.Private, "bob", "room")
