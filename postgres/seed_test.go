@@ -3,10 +3,16 @@ package postgres_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
@@ -167,5 +173,74 @@ func TestJoinSeedsMatch(t *testing.T) {
 	ls, _, _, _, err := a.MatchAppend(ctxT(t), batch("hall", nil), "matched", moitessier.Selection{Sender: "p"})
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("MatchAppend(hall) after a join with a pattern: %+v, %v; want a match of 2 listeners", ls, err)
+	}
+}
+
+// TestUpgradeScopeTags: a listener made before scope tags (migration 10)
+// has none; a listener joining its scope after the upgrade changes the
+// scope's version by its tag, so its process's answer, extended, stays
+// right, and the old listener's deletion still changes the version.
+func TestUpgradeScopeTags(t *testing.T) {
+	schema := newSchema(t)
+	ctx := ctxT(t)
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, testDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	q := pgx.Identifier{schema}.Sanitize()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%.80s: %v", sql, err)
+		}
+	}
+	exec("CREATE SCHEMA " + q)
+	exec("CREATE TABLE " + q + ".schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+	upgraded := false
+	for _, f := range files {
+		base := filepath.Base(f)
+		if strings.HasSuffix(base, "_scope_tags.sql") {
+			upgraded = true
+			break
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exec(strings.ReplaceAll(string(b), "{{schema}}", q))
+		v, _ := strconv.Atoi(base[:strings.Index(base, "_")])
+		exec("INSERT INTO "+q+".schema_migrations (version, name) VALUES ($1, $2)", v, strings.TrimSuffix(base, ".sql"))
+	}
+	if !upgraded {
+		t.Fatal("no scope tags migration")
+	}
+	// A join as an older version of this package sent it.
+	now := time.Now().UnixNano()
+	exec("SELECT * FROM "+q+".join_listener('old', 1, 'p', '', ARRAY['old.room'], ARRAY[false], $1, 'p', 'c', $1, $2, 9223372036854775807, 0, 0, 0, 1, 2)",
+		now, now+int64(time.Hour))
+
+	s := openStore(t, schema) // migrates
+	ls, stamp, err := s.MatchCached(ctx, "old.room")
+	if err != nil || len(ls) != 1 || stamp == nil {
+		t.Fatalf("MatchCached(old.room) = %v, %v, %v", ls, stamp, err)
+	}
+	fresh := joinAs(t, s, moitessier.Shared, "p", "old.room")
+	ids, stamp := cachedAnswer(t, s, "old.room")
+	if want := sortedIDs(ls[0], fresh); !slices.Equal(ids, want) {
+		t.Fatalf("answer of old.room after a join: %v, want %v", ids, want)
+	}
+	if err := appendWith(t, s, "old.room", stamp, ids...); err != nil {
+		t.Fatalf("append to old.room with the stamp of a join after the upgrade: %v", err)
+	}
+	if _, err := s.Leave(ctx, "old", "p", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := appendWith(t, s, "old.room", stamp, ids...); !errors.Is(err, moitessier.ErrStale) {
+		t.Fatalf("append to old.room after its untagged listener left: %v, want ErrStale", err)
 	}
 }
