@@ -156,8 +156,8 @@
 // # Joining in one round trip
 //
 // [Store.Join] alone is one statement: a call of the PL/pgSQL function
-// join_listener (migration 5, and 8, which adds the trim lock under
-// Retention), its own transaction (joins from many callers at once share
+// join_listener (migration 5; 8 adds the trim lock under Retention, and
+// 10 the scopes' tag, above), its own transaction (joins from many callers at once share
 // one, below), which inserts the
 // listener unless it exists, its scopes (the trigger above records their
 // versions; a pattern raises the pattern version), the subscriber unless

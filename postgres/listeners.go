@@ -26,7 +26,10 @@ import (
 // a listener with concrete scopes commits asynchronously unless
 // Config.DurableJoins is set. The store runs one join statement at a
 // time; the joins that come meanwhile wait, and go together, in one
-// statement and one transaction (see joins.go).
+// statement and one transaction (see joins.go). A join that creates a
+// listener leaves this process its scopes' Match answers, so that the
+// first dispatch after it need not match (see the package doc, Matching
+// across processes).
 func (s *Store) Join(ctx context.Context, l moitessier.ListenerInfo, sub moitessier.Subscriber, q moitessier.Quota) (moitessier.ListenerInfo, moitessier.Subscriber, bool, error) {
 	if err := s.check("join"); err != nil {
 		return moitessier.ListenerInfo{}, moitessier.Subscriber{}, false, err

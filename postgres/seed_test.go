@@ -3,16 +3,10 @@ package postgres_test
 import (
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/likestripes/moitessier"
 	"github.com/likestripes/moitessier/postgres"
@@ -183,42 +177,7 @@ func TestJoinSeedsMatch(t *testing.T) {
 func TestUpgradeScopeTags(t *testing.T) {
 	schema := newSchema(t)
 	ctx := ctxT(t)
-	files, err := filepath.Glob("migrations/*.sql")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := pgx.Connect(ctx, testDSN())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	q := pgx.Identifier{schema}.Sanitize()
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := conn.Exec(ctx, sql, args...); err != nil {
-			t.Fatalf("%.80s: %v", sql, err)
-		}
-	}
-	exec("CREATE SCHEMA " + q)
-	exec("CREATE TABLE " + q + ".schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-	upgraded := false
-	for _, f := range files {
-		base := filepath.Base(f)
-		if strings.HasSuffix(base, "_scope_tags.sql") {
-			upgraded = true
-			break
-		}
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		exec(strings.ReplaceAll(string(b), "{{schema}}", q))
-		v, _ := strconv.Atoi(base[:strings.Index(base, "_")])
-		exec("INSERT INTO "+q+".schema_migrations (version, name) VALUES ($1, $2)", v, strings.TrimSuffix(base, ".sql"))
-	}
-	if !upgraded {
-		t.Fatal("no scope tags migration")
-	}
+	exec, q := schemaBefore(t, schema, "_scope_tags.sql")
 	// A join as an older version of this package sent it.
 	now := time.Now().UnixNano()
 	exec("SELECT * FROM "+q+".join_listener('old', 1, 'p', '', ARRAY['old.room'], ARRAY[false], $1, 'p', 'c', $1, $2, 9223372036854775807, 0, 0, 0, 1, 2)",
