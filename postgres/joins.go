@@ -328,11 +328,6 @@ func (s *Store) joinBatch(ctx context.Context, b []*joinCall) ([]string, []joine
 			return nil, nil, fmt.Errorf("join_listeners returned row %d of %d twice or out of range", i, n)
 		}
 		statuses[i-1], outs[i-1] = status, r.result(b[i-1])
-		if status == "ok" && r.created {
-			// In the rows' order, which is the joins': two that
-			// create listeners on one scope change its version in turn.
-			s.seed(ctx, outs[i-1].info, tags[i-1])
-		}
 		seen++
 	}
 	if err := rows.Err(); err != nil {
@@ -340,6 +335,13 @@ func (s *Store) joinBatch(ctx context.Context, b []*joinCall) ([]string, []joine
 	}
 	if seen != n {
 		return nil, nil, fmt.Errorf("join_listeners returned %d rows for %d joins", seen, n)
+	}
+	for k, o := range outs {
+		if statuses[k] == "ok" && o.created {
+			// In the joins' order, the statement's: two that create
+			// listeners on one scope change its version in turn.
+			s.seed(ctx, o.info, tags[k])
+		}
 	}
 	return statuses, outs, nil
 }

@@ -27,32 +27,29 @@ func (c *Cache[E]) Get(scope string) (E, bool) {
 
 // Put stores e as scope's entry, replacing any, and drops an arbitrary
 // other entry if the cache holds MaxScopes scopes already.
-func (c *Cache[E]) Put(scope string, e E) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[string]E)
-	}
-	if _, ok := c.m[scope]; !ok && len(c.m) >= MaxScopes {
-		for k := range c.m { // drop an arbitrary entry
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[scope] = e
-}
+func (c *Cache[E]) Put(scope string, e E) { c.put(scope, e, true) }
 
 // PutIfRoom stores e as scope's entry, replacing any, unless the cache
 // holds MaxScopes other scopes: it drops no entry to make room. It reports
 // whether it stored e.
-func (c *Cache[E]) PutIfRoom(scope string, e E) bool {
+func (c *Cache[E]) PutIfRoom(scope string, e E) bool { return c.put(scope, e, false) }
+
+// put stores e as scope's entry; when the cache is full and scope is not
+// in it, it drops an arbitrary entry if evict, else stores nothing.
+func (c *Cache[E]) put(scope string, e E, evict bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
 		c.m = make(map[string]E)
 	}
 	if _, ok := c.m[scope]; !ok && len(c.m) >= MaxScopes {
-		return false
+		if !evict {
+			return false
+		}
+		for k := range c.m { // drop an arbitrary entry
+			delete(c.m, k)
+			break
+		}
 	}
 	c.m[scope] = e
 	return true
