@@ -153,6 +153,12 @@
 // until the next Match reloads the index. An answer of 64 listeners or
 // more is dropped rather than copied at each join.
 //
+// The deletion of a listener, by [Store.Leave] or by Sweep, does the
+// same backwards: the process that deleted it takes it out of the cached
+// answers that hold it, at their version exclusive or its tag, and drops
+// those that do not hold it, and those that would be left empty. So a
+// scope whose listeners come and go in one process keeps its answer.
+//
 // # Joining in one round trip
 //
 // [Store.Join] alone is one statement: a call of the PL/pgSQL function
@@ -219,6 +225,14 @@
 // caller that gives up while its join waits returns at once, and its join
 // is not sent; one that gives up after it was sent gets its answer if it
 // comes within the grace a statement of its own would have.
+//
+// [Store.Leave] is one statement too, a call of leave_listener (migration
+// 11), its own transaction, committed durably: it deletes the subscriber
+// and, if none is left, locks the listener's row, deletes the listener
+// (its scopes with it, which changes their versions) and its messages,
+// each statement with a snapshot of its own, so that a join under way
+// either commits first and keeps the listener, or fails its foreign key
+// check and runs again.
 //
 // # Wake-ups: LISTEN/NOTIFY
 //
@@ -303,7 +317,7 @@
 // is answered moitessier.ErrOutcomeUnknown as soon as it gives up, and the
 // statement runs on (one that gives up before a writer took it gets its
 // context's error, and nothing is stored). In a transaction (a keyed
-// dispatch, Leave) the statements after the one in its grace are refused,
+// dispatch) the statements after the one in its grace are refused,
 // and the transaction is rolled
 // back, or, if none was left, committed, under a context of its own that
 // ends within the grace: pgx closes a connection whose rollback or commit

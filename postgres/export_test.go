@@ -125,3 +125,9 @@ func (s *Store) ForgetMatches() { s.mc.DropAll() }
 
 // MaxSeeded is maxSeeded.
 const MaxSeeded = maxSeeded
+
+// HasMatch reports whether a Match answer of scope is cached.
+func (s *Store) HasMatch(scope string) bool {
+	_, ok := s.mc.Get(scope)
+	return ok
+}

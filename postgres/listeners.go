@@ -256,52 +256,32 @@ func (s *Store) Subscribers(ctx context.Context, listenerID string, r moitessier
 }
 
 // Leave removes one subscriber and, if it was the last, the listener and its
-// messages in the same transaction. It returns ErrNotFound if there is no
-// such subscriber.
+// messages in the same transaction: one statement, a call of the function
+// of migration 11 (leave_listener), one round trip. It returns ErrNotFound
+// if there is no such subscriber. A deletion takes the listener out of this
+// process's cached Match answers of its scopes, as a join adds it (see the
+// package documentation).
 func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (bool, error) {
 	const op = "leave"
 	if err := s.check(op); err != nil {
 		return false, err
 	}
-	var deleted bool
+	var (
+		found, deleted, wild bool
+		gone                 = moitessier.ListenerInfo{ID: listenerID}
+		tag                  int64 // of its concrete scopes' rows: see unseed
+	)
 	err := retry(ctx, func() error {
-		deleted = false
-		return s.inTx(ctx, func(tx pgx.Tx) error {
-			tag, err := tx.Exec(ctx, s.q.deleteSubscriber, listenerID, person, client)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				return fmt.Errorf("subscriber %q/%q of %s: %w", person, client, listenerID, moitessier.ErrNotFound)
-			}
-			if _, err := tx.Exec(ctx, s.q.lockListener, listenerID); err != nil {
-				return err
-			}
-			var wild bool
-			err = tx.QueryRow(ctx, s.q.deleteListener, listenerID).Scan(&wild)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil // other subscribers remain
-			}
-			if err != nil {
-				return err
-			}
-			deleted = true
-			if _, err := tx.Exec(ctx, s.q.deleteMsgs, listenerID); err != nil {
-				return err
-			}
-			if wild {
-				if _, err := tx.Exec(ctx, s.q.bumpPatterns); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		return s.pool.QueryRow(ctx, s.q.leave, listenerID, person, client).Scan(&found, &deleted, &gone.Scopes, &wild, &tag)
 	})
-	if errors.Is(err, moitessier.ErrNotFound) {
-		return false, fmt.Errorf("postgres: leave: %w", err)
-	}
 	if err != nil {
 		return false, s.wrap(op, err)
+	}
+	if !found {
+		return false, fmt.Errorf("postgres: leave: subscriber %q/%q of %s: %w", person, client, listenerID, moitessier.ErrNotFound)
+	}
+	if deleted {
+		s.unseed(gone, tag, wild)
 	}
 	return deleted, nil
 }

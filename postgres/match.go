@@ -143,8 +143,7 @@ const maxSeeded = 64
 func (s *Store) seed(ctx context.Context, l moitessier.ListenerInfo, tag int64) {
 	for _, scope := range l.Scopes {
 		if moitessier.IsPattern(scope) {
-			s.patternMade.Store(s.pat.Version())
-			s.mc.DropAll()
+			s.patternsChanged()
 			return
 		}
 	}
@@ -172,6 +171,46 @@ func (s *Store) seed(ctx context.Context, l moitessier.ListenerInfo, tag int64) 
 		if ids, pv := s.pat.Match(scope); pv >= 0 && len(ids) == 0 {
 			s.mc.PutIfRoom(scope, matchEntry{ls: []moitessier.ListenerInfo{l}, stamp: matchStamp{patterns: pv, scope: tag}})
 		}
+	}
+}
+
+// patternsChanged is called when this process created or deleted a
+// listener with a pattern, which changed the pattern version and so every
+// cached answer's stamp: it drops them all, and stops seed until the
+// index of patterns is reloaded past its version now.
+func (s *Store) patternsChanged() {
+	s.patternMade.Store(s.pat.Version())
+	s.mc.DropAll()
+}
+
+// unseed brings this process's cached Match answers of the scopes of l up
+// to date with l's deletion, which this process just committed, as seed
+// does with a creation: the deletion of l's rows changed each concrete
+// scope's version by an exclusive or with l's tag (migration 10). An
+// answer that holds l gets it taken out, at its version changed so; one
+// that does not is out of date, and is dropped, as are those of a
+// listener without a tag (0: made by an older version of this package,
+// its deletion set random versions) and an answer left with no listener
+// (a dispatch would check it with a Match anyway). A listener with a
+// pattern: see patternsChanged. Like seed, these are guesses, which
+// every dispatch checks by the stamp.
+func (s *Store) unseed(l moitessier.ListenerInfo, tag int64, wild bool) {
+	if wild {
+		s.patternsChanged()
+		return
+	}
+	for _, scope := range l.Scopes {
+		e, ok := s.mc.Get(scope)
+		if !ok {
+			continue
+		}
+		i := slices.IndexFunc(e.ls, func(x moitessier.ListenerInfo) bool { return x.ID == l.ID })
+		if tag == 0 || i < 0 || len(e.ls) == 1 {
+			s.mc.Drop(scope)
+			continue
+		}
+		ls := slices.Delete(slices.Clone(e.ls), i, i+1)
+		s.mc.Put(scope, matchEntry{ls: ls, stamp: matchStamp{patterns: e.stamp.patterns, scope: e.stamp.scope ^ tag}})
 	}
 }
 

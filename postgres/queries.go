@@ -10,7 +10,7 @@ import (
 // spliced into the text.
 type queries struct {
 	join, joinBatch, bumpPatterns, listener                                          string
-	subscribers, deleteSubscriber, lockListener, deleteListener, deleteMsgs          string
+	subscribers, leave                                                               string
 	match, loadPatterns, heads, allHeads                                             string
 	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
 	readOf                                                                           string
@@ -85,14 +85,9 @@ func buildQueries(schema string) queries {
 				WHERE listener = l.id AND (person, client) >= ($2::text, $3::text)
 				ORDER BY person, client LIMIT $4
 			) s ON true WHERE l.id = $1`,
-		deleteSubscriber: `DELETE FROM S.subscribers WHERE listener = $1 AND person = $2 AND client = $3`,
-		// Lock listeners before deleting them so that a concurrent Join,
-		// whose foreign key check holds a KEY SHARE lock, either commits
-		// first (and the deletion sees its subscriber) or fails its check
-		// after the deletion (and retries).
-		lockListener:   `SELECT id FROM S.listeners WHERE id = $1 FOR UPDATE`,
-		deleteListener: `DELETE FROM S.listeners l WHERE l.id = $1 AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id) RETURNING EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
-		deleteMsgs:     `DELETE FROM S.messages WHERE listener = $1`,
+		// leave is Store.Leave: one call of the function of migration 11
+		// (leave_listener), one round trip, its own transaction.
+		leave: `SELECT subscribed, deleted, lscopes, wild, tag FROM S.leave_listener($1, $2, $3)`,
 
 		// match reads, in one snapshot, the pattern version, the scope's
 		// version, and the listeners named by a concrete scope or by the ids
@@ -361,7 +356,8 @@ func buildQueries(schema string) queries {
 		deleteEmptyListeners: `DELETE FROM S.listeners l WHERE l.id = ANY($1::text[])
 				AND NOT EXISTS (SELECT 1 FROM S.subscribers s WHERE s.listener = l.id)
 			RETURNING l.id, l.type, l.person, l.client, l.scopes, l.created_ns, l.head,
-				EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild)`,
+				EXISTS (SELECT 1 FROM S.listener_scopes x WHERE x.listener = l.id AND x.wild),
+				coalesce((SELECT x.tag FROM S.listener_scopes x WHERE x.listener = l.id AND NOT x.wild LIMIT 1), 0)`,
 		deleteMsgsOf: `DELETE FROM S.messages WHERE listener = ANY($1::text[])`,
 		// deleteOld removes a batch of messages created before $1, found
 		// through the index on created_ns.
@@ -450,7 +446,7 @@ func buildQueries(schema string) queries {
 	q.appendScalar = bindNames(q.appendScalar, appendScalarParams)
 	for _, p := range []*string{
 		&q.join, &q.joinBatch, &q.bumpPatterns, &q.listener,
-		&q.subscribers, &q.deleteSubscriber, &q.lockListener, &q.deleteListener, &q.deleteMsgs,
+		&q.subscribers, &q.leave,
 		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
 		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.matchAppendSingle, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.readOf, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.lockTrim, &q.trimDoomed, &q.expireSubscribers,

@@ -203,3 +203,85 @@ func TestUpgradeScopeTags(t *testing.T) {
 		t.Fatalf("append to old.room after its untagged listener left: %v, want ErrStale", err)
 	}
 }
+
+// TestLeaveUnseedsMatch: a listener's deletion in a process, by Leave or by
+// Sweep, takes it out of the process's cached Match answers of its scopes,
+// at the stamp the scope has after it, so that the next dispatch still goes
+// out from a cached answer, and writes; an answer left with no listener is
+// dropped, and the deletion of a listener with a pattern drops them all.
+func TestLeaveUnseedsMatch(t *testing.T) {
+	schema := newSchema(t)
+	ctx := ctxT(t)
+	s := openStore(t, schema)
+
+	room := joinAs(t, s, moitessier.Shared, "p", "room")
+	bobs := joinAs(t, s, moitessier.Private, "bob", "room", "hall")
+	carols := joinAs(t, s, moitessier.Private, "carol", "room", "hall")
+	if deleted, err := s.Leave(ctx, bobs.ID, "bob", ""); err != nil || !deleted {
+		t.Fatalf("Leave(%s) = %v, %v; want the listener deleted", bobs.ID, deleted, err)
+	}
+	for _, c := range []struct {
+		scope string
+		want  []string
+	}{{"room", sortedIDs(room, carols)}, {"hall", sortedIDs(carols)}} {
+		ids, stamp := cachedAnswer(t, s, c.scope)
+		if !slices.Equal(ids, c.want) {
+			t.Fatalf("answer of %s after a leave: %v, want %v", c.scope, ids, c.want)
+		}
+		if err := appendWith(t, s, c.scope, stamp, ids...); err != nil {
+			t.Fatalf("append to %s with the stamp its answer has after a leave: %v", c.scope, err)
+		}
+	}
+
+	// The last listener of hall: its answer is dropped, not left empty.
+	if _, err := s.Leave(ctx, carols.ID, "carol", ""); err != nil {
+		t.Fatal(err)
+	}
+	if s.HasMatch("hall") {
+		t.Fatal("an answer of hall is cached after its last listener left")
+	}
+
+	// A subscriber whose lease ended, swept: the same.
+	id, err := moitessier.ListenerID(moitessier.Conditions{Person: "dave", Type: moitessier.Private, Scopes: []string{"room"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	daves, _, _, err := s.Join(ctx, moitessier.ListenerInfo{ID: id, Type: moitessier.Private, Person: "dave", Scopes: []string{"room"}, Created: now},
+		moitessier.Subscriber{Person: "dave", Joined: now, LeaseExpires: now.Add(time.Millisecond)}, moitessier.Quota{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := cachedAnswer(t, s, "room"); !slices.Equal(ids, sortedIDs(room, daves)) {
+		t.Fatalf("answer of room after dave's join: %v", ids)
+	}
+	res, err := s.Sweep(ctx, moitessier.SweepParams{Now: now.Add(time.Second), BatchSize: 10})
+	if err != nil || len(res.Expired) != 1 {
+		t.Fatalf("Sweep: %d listeners expired, %v; want dave's", len(res.Expired), err)
+	}
+	ids, stamp := cachedAnswer(t, s, "room")
+	if want := sortedIDs(room); !slices.Equal(ids, want) {
+		t.Fatalf("answer of room after a sweep: %v, want %v", ids, want)
+	}
+	if err := appendWith(t, s, "room", stamp, ids...); err != nil {
+		t.Fatalf("append to room with the stamp its answer has after a sweep: %v", err)
+	}
+
+	// A listener with a pattern comes and goes: no answer is left.
+	wild := joinAs(t, s, moitessier.Shared, "p", "yard.*")
+	joinAs(t, s, moitessier.Shared, "p", "porch")
+	if _, _, _, _, err := s.MatchAppend(ctx, batch("porch", nil), "matched", moitessier.Selection{Sender: "p"}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.HasMatch("porch") {
+		t.Fatal("no answer of porch cached after its Match")
+	}
+	if deleted, err := s.Leave(ctx, wild.ID, "p", ""); err != nil || !deleted {
+		t.Fatalf("Leave(%s) = %v, %v; want the listener deleted", wild.ID, deleted, err)
+	}
+	for _, scope := range []string{"porch", "room"} {
+		if s.HasMatch(scope) {
+			t.Fatalf("an answer of %s is cached after a listener with a pattern left", scope)
+		}
+	}
+}

@@ -191,8 +191,8 @@ type Store struct {
 	pat matchcache.Patterns
 	mc  matchcache.Cache[matchEntry]
 	// patternMade is the version of pat when this process last created
-	// a listener with a pattern, or -1: until pat is newer, seed (which
-	// reads it) does not seed.
+	// or deleted a listener with a pattern, or -1: until pat is newer,
+	// seed (which reads it) does not seed.
 	patternMade atomic.Int64
 	cmb         combiner
 	joins       joins
@@ -448,23 +448,6 @@ func checkListenerID(id string) error {
 // transactions say so, and a pool it opens makes it the default of its
 // connections, for the statements that are transactions of their own.
 var readCommitted = pgx.TxOptions{IsoLevel: pgx.ReadCommitted}
-
-// inTx runs fn in a transaction on the pool, under ctx, and commits it,
-// or rolls it back if fn fails, under endCtx(ctx).
-func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
-	tx, err := s.pool.BeginTx(ctx, readCommitted)
-	if err != nil {
-		return err
-	}
-	err = fn(tx)
-	ectx, cancel := s.endCtx(ctx)
-	defer cancel()
-	if err != nil {
-		_ = tx.Rollback(ectx)
-		return err
-	}
-	return tx.Commit(ectx)
-}
 
 // close ends the graces under way and grants no more.
 func (g *graces) close() {

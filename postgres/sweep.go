@@ -142,10 +142,12 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 		var (
 			subs    int
 			expired []moitessier.ListenerInfo
+			tags    []int64 // of expired's concrete scopes' rows (see unseed)
+			wild    bool
 			msgs    int
 		)
 		err := retry(ctx, func() error {
-			subs, expired, msgs = 0, nil, 0
+			subs, expired, tags, wild, msgs = 0, nil, nil, false, 0
 			return pgx.BeginTxFunc(ctx, s.pool, readCommitted, func(tx pgx.Tx) error {
 				rows, err := tx.Query(ctx, s.q.expireSubscribers, now, batch)
 				if err != nil {
@@ -166,7 +168,6 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 				if err != nil {
 					return err
 				}
-				anyWild := false
 				var ids []string
 				for rows.Next() {
 					var (
@@ -174,16 +175,18 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 						typ     int
 						created int64
 						head    int64
-						wild    bool
+						lwild   bool
+						tag     int64
 					)
-					if err := rows.Scan(&l.ID, &typ, &l.Person, &l.Client, &l.Scopes, &created, &head, &wild); err != nil {
+					if err := rows.Scan(&l.ID, &typ, &l.Person, &l.Client, &l.Scopes, &created, &head, &lwild, &tag); err != nil {
 						rows.Close()
 						return err
 					}
 					l.Type, l.Created, l.Head = moitessier.ListenerType(typ), fromNS(created), moitessier.Cursor(head)
 					expired = append(expired, l)
+					tags = append(tags, tag)
 					ids = append(ids, l.ID)
-					anyWild = anyWild || wild
+					wild = wild || lwild
 				}
 				if err := rows.Err(); err != nil {
 					return err
@@ -196,7 +199,7 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 					return err
 				}
 				msgs = int(tag.RowsAffected())
-				if anyWild {
+				if wild {
 					_, err = tx.Exec(ctx, s.q.bumpPatterns)
 				}
 				return err
@@ -204,6 +207,9 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 		})
 		if err != nil {
 			return err
+		}
+		for i, l := range expired {
+			s.unseed(l, tags[i], wild)
 		}
 		res.Subscribers += subs
 		res.Messages += msgs
