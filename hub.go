@@ -616,9 +616,15 @@ func (h *Hub) Leave(ctx context.Context, id, person, client string) error {
 	if err := checkName("client", client, true); err != nil {
 		return fmt.Errorf("leave %s: %w", id, err)
 	}
-	info, err := h.store.Listener(ctx, id)
-	if err != nil {
-		return fmt.Errorf("leave %s: %w", id, err)
+	// The listener as it was is read first only for Hooks.Emptied: Leave
+	// answers ErrNotFound for a listener that does not exist as for a
+	// subscriber that does not.
+	var info ListenerInfo
+	if h.opts.Hooks.Emptied != nil {
+		var err error
+		if info, err = h.store.Listener(ctx, id); err != nil {
+			return fmt.Errorf("leave %s: %w", id, err)
+		}
 	}
 	deleted, err := h.store.Leave(ctx, id, person, client)
 	if err != nil {

@@ -15,16 +15,23 @@ import (
 )
 
 // rowCounter is a real memory store that counts the subscriber rows its
-// Subscribers returns: what a request costs on a listener with many.
+// Subscribers returns: what a request costs on a listener with many; and
+// its reads, Listener and Subscribers calls.
 type rowCounter struct {
 	moitessier.Store
-	rows atomic.Int64
+	rows, reads atomic.Int64
 }
 
 func (c *rowCounter) Subscribers(ctx context.Context, id string, r moitessier.SubscriberRange) ([]moitessier.Subscriber, error) {
 	subs, err := c.Store.Subscribers(ctx, id, r)
 	c.rows.Add(int64(len(subs)))
+	c.reads.Add(1)
 	return subs, err
+}
+
+func (c *rowCounter) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
+	c.reads.Add(1)
+	return c.Store.Listener(ctx, id)
 }
 
 // fill makes n persons p0000… subscribers of the Shared listener on scope.
@@ -43,7 +50,7 @@ func fill(tb testing.TB, hub *moitessier.Hub, scope string, n int) string {
 
 // TestJoinCostDoesNotGrowWithSubscribers: joining (POST /v1/listeners) and
 // leaving a listener read the caller's own subscriber row, not every
-// subscriber's.
+// subscriber's; leaving reads nothing but the listener before it leaves.
 func TestJoinCostDoesNotGrowWithSubscribers(t *testing.T) {
 	for _, n := range []int{1, 300} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
@@ -59,12 +66,17 @@ func TestJoinCostDoesNotGrowWithSubscribers(t *testing.T) {
 				t.Fatalf("a join read %d subscriber rows of a listener with %d; want at most 1", got, n+1)
 			}
 			st.rows.Store(0)
+			st.reads.Store(0)
 			code, _, body := do(t, "DELETE", e.ts.URL+"/v1/listeners/"+id, all(t, "newbie"), "")
 			if code != http.StatusNoContent {
 				t.Fatalf("leave: %d %s", code, body)
 			}
 			if got := st.rows.Load(); got > 1 {
 				t.Fatalf("a leave read %d subscriber rows of a listener with %d; want at most 1", got, n+1)
+			}
+			// The listener, whose reader the caller must be, then Leave.
+			if got := st.reads.Load(); got != 1 {
+				t.Fatalf("a leave made %d reads before Leave; want 1", got)
 			}
 			code, _, body = do(t, "DELETE", e.ts.URL+"/v1/listeners/"+id, all(t, "newbie"), "")
 			if code != http.StatusNotFound {
