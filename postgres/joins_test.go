@@ -1,10 +1,13 @@
 package postgres_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,10 +29,16 @@ type joinsFixture struct {
 // newJoinsFixture opens a store whose joins sent alone keep their turn
 // for slow (0: the store's default).
 func newJoinsFixture(t *testing.T, slow time.Duration) *joinsFixture {
+	return newJoinsFixtureWith(t, slow, func(cfg postgres.Config) postgres.Config { return cfg })
+}
+
+// newJoinsFixtureWith is newJoinsFixture with the store's configuration
+// changed by with.
+func newJoinsFixtureWith(t *testing.T, slow time.Duration, with func(postgres.Config) postgres.Config) *joinsFixture {
 	needPostgres(t)
 	schema := newSchema(t)
 	return &joinsFixture{
-		s:   openStoreWith(t, postgres.WithSlowJoin(postgres.Config{Schema: schema}, slow)),
+		s:   openStoreWith(t, with(postgres.WithSlowJoin(postgres.Config{Schema: schema}, slow))),
 		ctx: ctxT(t),
 		q:   pgx.Identifier{schema}.Sanitize(),
 		now: time.Now(),
@@ -364,4 +373,64 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
+}
+
+// TestJoinsUnsentTogetherRunAlone: joins that go out together on a
+// connection that fails before anything of their statement was sent (the
+// write fails, pgconn.SafeToRetry) run again, each alone, on another
+// connection, and succeed.
+func TestJoinsUnsentTogetherRunAlone(t *testing.T) {
+	var armed atomic.Bool
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return &unsentFailer{Conn: c, armed: &armed, marker: []byte(".join_listeners(")}, nil
+	}
+	f := newJoinsFixtureWith(t, time.Hour, func(cfg postgres.Config) postgres.Config { return postgres.WithDial(cfg, dial) })
+	release, held := f.holdTurn(t, "room")
+	const n = 3
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, _, errs[i] = f.join(f.ctx, f.listener(fmt.Sprint("unsent-", i)), "owner", moitessier.Quota{})
+		})
+	}
+	waitFor(t, "the joins to queue", func() bool { return f.s.JoinsQueued() == n })
+	armed.Store(true)
+	release()
+	held()
+	wg.Wait()
+	if armed.Load() {
+		t.Fatal("no write of the joins' statement failed")
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("join of unsent-%d: %v", i, err)
+		}
+		if _, err := f.s.Listener(f.ctx, fmt.Sprint("unsent-", i)); err != nil {
+			t.Errorf("listener unsent-%d after its join: %v", i, err)
+		}
+	}
+	if got := f.s.JoinsBatched(); got != 0 {
+		t.Errorf("%d joins counted as gone together, in a statement never sent", got)
+	}
+}
+
+// unsentFailer is a connection whose first write holding marker, once
+// armed, fails with nothing written, and closes it.
+type unsentFailer struct {
+	net.Conn
+	armed  *atomic.Bool
+	marker []byte
+}
+
+func (c *unsentFailer) Write(b []byte) (int, error) {
+	if bytes.Contains(b, c.marker) && c.armed.CompareAndSwap(true, false) {
+		_ = c.Conn.Close()
+		return 0, errors.New("the connection broke before the write")
+	}
+	return c.Conn.Write(b)
 }
