@@ -2,6 +2,7 @@ package moitessierhttp
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -224,8 +225,13 @@ func (s *Server) serveLeave(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	// A caller that is not a subscriber gets Leave's ErrNotFound.
-	if err := s.hub.Leave(r.Context(), info.ID, c.Subject, r.URL.Query().Get("client")); err != nil {
+	// A caller that is not a subscriber gets Leave's ErrNotFound, told in
+	// the API's words rather than the store's.
+	err = s.hub.Leave(r.Context(), info.ID, c.Subject, r.URL.Query().Get("client"))
+	if errors.Is(err, moitessier.ErrNotFound) {
+		err = fmt.Errorf("listener %s: subscriber %q: %w", info.ID, c.Subject, moitessier.ErrNotFound)
+	}
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}

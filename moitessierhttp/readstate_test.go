@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -79,8 +80,8 @@ func TestJoinCostDoesNotGrowWithSubscribers(t *testing.T) {
 				t.Fatalf("a leave made %d reads before Leave; want 1", got)
 			}
 			code, _, body = do(t, "DELETE", e.ts.URL+"/v1/listeners/"+id, all(t, "newbie"), "")
-			if code != http.StatusNotFound {
-				t.Fatalf("second leave: %d %s, want 404", code, body)
+			if code != http.StatusNotFound || !strings.Contains(string(body), `subscriber \"newbie\"`) || strings.Contains(string(body), "memstore") {
+				t.Fatalf("second leave: %d %s, want 404 naming the subscriber, not the store", code, body)
 			}
 		})
 	}

@@ -155,9 +155,10 @@
 //
 // The deletion of a listener, by [Store.Leave] or by Sweep, does the
 // same backwards: the process that deleted it takes it out of the cached
-// answers that hold it, at their version exclusive or its tag, and drops
-// those that do not hold it, and those that would be left empty. So a
-// scope whose listeners come and go in one process keeps its answer.
+// answers that hold it (that creation of it: a listener made again keeps
+// its ID), at their version exclusive or its tag, and drops those that do
+// not hold it, and those that would be left empty. So a scope whose
+// listeners come and go in one process keeps its answer.
 //
 // # Joining in one round trip
 //

@@ -131,3 +131,18 @@ func (s *Store) HasMatch(scope string) bool {
 	_, ok := s.mc.Get(scope)
 	return ok
 }
+
+// LeaveThen is Leave that calls then after its statement answered and
+// before it brings the cached answers up to date, as another goroutine of
+// the process may run meanwhile.
+func (s *Store) LeaveThen(ctx context.Context, listenerID, person, client string, then func()) (bool, error) {
+	d, err := s.leave(ctx, listenerID, person, client)
+	if err != nil {
+		return false, err
+	}
+	then()
+	if d.deleted {
+		s.unseed(d.info, d.tag, d.wild)
+	}
+	return d.deleted, nil
+}

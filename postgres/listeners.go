@@ -262,26 +262,45 @@ func (s *Store) Subscribers(ctx context.Context, listenerID string, r moitessier
 // process's cached Match answers of its scopes, as a join adds it (see the
 // package documentation).
 func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (bool, error) {
-	const op = "leave"
-	if err := s.check(op); err != nil {
+	d, err := s.leave(ctx, listenerID, person, client)
+	if err != nil {
 		return false, err
 	}
+	if d.deleted {
+		s.unseed(d.info, d.tag, d.wild)
+	}
+	return d.deleted, nil
+}
+
+// departure is what leave_listener answered: whether it deleted the
+// listener and, if so, the listener's ID, scopes and creation, whether a
+// scope is a pattern, and the tag of its concrete scopes' rows.
+type departure struct {
+	deleted, wild bool
+	info          moitessier.ListenerInfo
+	tag           int64
+}
+
+// leave is Leave but for the update of the cached answers.
+func (s *Store) leave(ctx context.Context, listenerID, person, client string) (departure, error) {
+	const op = "leave"
+	if err := s.check(op); err != nil {
+		return departure{}, err
+	}
 	var (
-		found, deleted, wild bool
-		gone                 = moitessier.ListenerInfo{ID: listenerID}
-		tag                  int64 // of its concrete scopes' rows: see unseed
+		d       = departure{info: moitessier.ListenerInfo{ID: listenerID}}
+		found   bool
+		created int64
 	)
 	err := retry(ctx, func() error {
-		return s.pool.QueryRow(ctx, s.q.leave, listenerID, person, client).Scan(&found, &deleted, &gone.Scopes, &wild, &tag)
+		return s.pool.QueryRow(ctx, s.q.leave, listenerID, person, client).Scan(&found, &d.deleted, &d.info.Scopes, &created, &d.wild, &d.tag)
 	})
 	if err != nil {
-		return false, s.wrap(op, err)
+		return departure{}, s.wrap(op, err)
 	}
 	if !found {
-		return false, fmt.Errorf("postgres: leave: subscriber %q/%q of %s: %w", person, client, listenerID, moitessier.ErrNotFound)
+		return departure{}, fmt.Errorf("postgres: leave: subscriber %q/%q of %s: %w", person, client, listenerID, moitessier.ErrNotFound)
 	}
-	if deleted {
-		s.unseed(gone, tag, wild)
-	}
-	return deleted, nil
+	d.info.Created = fromNS(created)
+	return d, nil
 }

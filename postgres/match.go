@@ -129,8 +129,8 @@ const maxSeeded = 64
 // listener a join just created with the tag tag, up to date with that join
 // (see migration 10: it changed each concrete scope's version by an
 // exclusive or with tag). A scope with an answer gets it with l added, at
-// its version changed so (one of maxSeeded listeners or more is dropped
-// instead). A scope without gets l alone, at version tag, as if no listener
+// its version changed so (one of maxSeeded listeners or more, or one that
+// already holds a listener of l's ID, is dropped instead). A scope without gets l alone, at version tag, as if no listener
 // had it (version 0), if no pattern of the process's index matches it, and
 // if the cache has room: a seed drops no answer a dispatch read. These are
 // guesses, right when no other change came to the scope in between (from
@@ -159,12 +159,16 @@ func (s *Store) seed(ctx context.Context, l moitessier.ListenerInfo, tag int64) 
 				s.mc.Drop(scope) // out of date, and too long to copy at every join
 				continue
 			}
-			ls := make([]moitessier.ListenerInfo, 0, len(e.ls)+1)
-			for _, x := range e.ls {
-				if x.ID != l.ID { // an earlier creation of l, in an answer out of date
-					ls = append(ls, x)
-				}
+			if slices.ContainsFunc(e.ls, func(x moitessier.ListenerInfo) bool { return x.ID == l.ID }) {
+				// An earlier creation of l, whose deletion this answer
+				// has not seen (its unseed, if this process deleted it,
+				// may be yet to come), or l itself, read by a Match
+				// after the join: either way out of date.
+				s.mc.Drop(scope)
+				continue
 			}
+			ls := make([]moitessier.ListenerInfo, len(e.ls), len(e.ls)+1)
+			copy(ls, e.ls)
 			s.mc.Put(scope, matchEntry{ls: append(ls, l), stamp: matchStamp{patterns: e.stamp.patterns, scope: e.stamp.scope ^ tag}})
 			continue
 		}
@@ -187,13 +191,16 @@ func (s *Store) patternsChanged() {
 // to date with l's deletion, which this process just committed, as seed
 // does with a creation: the deletion of l's rows changed each concrete
 // scope's version by an exclusive or with l's tag (migration 10). An
-// answer that holds l gets it taken out, at its version changed so; one
-// that does not is out of date, and is dropped, as are those of a
-// listener without a tag (0: made by an older version of this package,
-// its deletion set random versions) and an answer left with no listener
-// (a dispatch would check it with a Match anyway). A listener with a
-// pattern: see patternsChanged. Like seed, these are guesses, which
-// every dispatch checks by the stamp.
+// answer that holds l, the same creation of it (l.Created: a listener
+// deleted and made again keeps its ID, and a join in this process may
+// have seeded the new one first), gets it taken out, at its version
+// changed so. One that does not hold it is out of date, and is dropped, as
+// are those of a listener without a tag (0: made by an older version of
+// this package, its deletion set random versions), an answer left with no
+// listener (a dispatch would check it with a Match anyway), and one of
+// maxSeeded listeners or more (too long to copy at every deletion). A
+// listener with a pattern: see patternsChanged. Like seed, these are
+// guesses, which every dispatch checks by the stamp.
 func (s *Store) unseed(l moitessier.ListenerInfo, tag int64, wild bool) {
 	if wild {
 		s.patternsChanged()
@@ -204,8 +211,8 @@ func (s *Store) unseed(l moitessier.ListenerInfo, tag int64, wild bool) {
 		if !ok {
 			continue
 		}
-		i := slices.IndexFunc(e.ls, func(x moitessier.ListenerInfo) bool { return x.ID == l.ID })
-		if tag == 0 || i < 0 || len(e.ls) == 1 {
+		i := slices.IndexFunc(e.ls, func(x moitessier.ListenerInfo) bool { return x.ID == l.ID && x.Created.Equal(l.Created) })
+		if tag == 0 || i < 0 || len(e.ls) == 1 || len(e.ls) >= maxSeeded {
 			s.mc.Drop(scope)
 			continue
 		}

@@ -285,3 +285,54 @@ func TestLeaveUnseedsMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaveRacesRejoin: a listener deleted in a process and made again
+// under its ID (the same person's conditions) before the deletion reaches
+// the process's cached answers leaves no answer that holds the wrong
+// creation, or lacks the new one: the new creation's seed, coming first,
+// drops the answer, and so does the deletion's update of an answer that a
+// Match read meanwhile (it holds the new creation, not the deleted one),
+// rather than take the new creation out.
+func TestLeaveRacesRejoin(t *testing.T) {
+	s := openStore(t, newSchema(t))
+	ctx := ctxT(t)
+	room := joinAs(t, s, moitessier.Shared, "p", "room")
+	bob := joinAs(t, s, moitessier.Private, "bob", "room")
+
+	var again moitessier.ListenerInfo
+	if _, err := s.LeaveThen(ctx, bob.ID, "bob", "", func() { again = joinAs(t, s, moitessier.Private, "bob", "room") }); err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != bob.ID || again.Created.Equal(bob.Created) {
+		t.Fatalf("bob's listener made again: %s at %v, first %s at %v; want its ID, another creation", again.ID, again.Created, bob.ID, bob.Created)
+	}
+	if s.HasMatch("room") {
+		ids, stamp := cachedAnswer(t, s, "room")
+		if want := sortedIDs(room, again); !slices.Equal(ids, want) {
+			t.Fatalf("answer of room after a leave and a join again: %v, want %v", ids, want)
+		}
+		if err := appendWith(t, s, "room", stamp, ids...); err != nil {
+			t.Fatalf("append to room with its answer's stamp: %v", err)
+		}
+	}
+
+	// A Match reads the new creation before the deletion's update.
+	if _, err := s.LeaveThen(ctx, again.ID, "bob", "", func() {
+		again = joinAs(t, s, moitessier.Private, "bob", "room")
+		s.ForgetMatches()
+		if _, _, err := s.MatchCached(ctx, "room"); err != nil {
+			t.Fatal(err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if s.HasMatch("room") {
+		ids, stamp := cachedAnswer(t, s, "room")
+		if want := sortedIDs(room, again); !slices.Equal(ids, want) {
+			t.Fatalf("answer of room after a Match of the new creation: %v, want %v", ids, want)
+		}
+		if err := appendWith(t, s, "room", stamp, ids...); err != nil {
+			t.Fatalf("append to room with its answer's stamp: %v", err)
+		}
+	}
+}

@@ -18,12 +18,13 @@
 --      its scopes is a pattern.
 --
 -- It returns whether the subscriber was there, whether the listener was
--- deleted, and then its scopes,
--- whether one is a pattern, and the tag of its concrete scopes' rows (0
--- for none, or for rows made before version 10), which its caller's
--- process uses to bring its cached Match answers up to date.
+-- deleted, and then its scopes, its creation time, whether one of its
+-- scopes is a pattern, and the tag of its concrete scopes' rows (0 for
+-- none, or for rows made before version 10), which its caller's process
+-- uses to bring its cached Match answers up to date.
 CREATE FUNCTION {{schema}}.leave_listener(l_id text, s_person text, s_client text,
-	OUT subscribed boolean, OUT deleted boolean, OUT lscopes text[], OUT wild boolean, OUT tag bigint)
+	OUT subscribed boolean, OUT deleted boolean, OUT lscopes text[], OUT lcreated bigint, OUT wild boolean,
+	OUT tag bigint)
 RETURNS record LANGUAGE plpgsql VOLATILE AS $moitessier$
 BEGIN
 	deleted := false;
@@ -37,10 +38,10 @@ BEGIN
 	PERFORM 1 FROM {{schema}}.listeners WHERE id = l_id FOR UPDATE;
 	DELETE FROM {{schema}}.listeners l WHERE l.id = l_id
 			AND NOT EXISTS (SELECT 1 FROM {{schema}}.subscribers s WHERE s.listener = l.id)
-		RETURNING l.scopes,
+		RETURNING l.scopes, l.created_ns,
 			EXISTS (SELECT 1 FROM {{schema}}.listener_scopes x WHERE x.listener = l.id AND x.wild),
 			coalesce((SELECT x.tag FROM {{schema}}.listener_scopes x WHERE x.listener = l.id AND NOT x.wild LIMIT 1), 0)
-		INTO lscopes, wild, tag;
+		INTO lscopes, lcreated, wild, tag;
 	deleted := FOUND;
 	IF NOT deleted THEN
 		wild := false;
