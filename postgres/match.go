@@ -130,9 +130,10 @@ const maxSeeded = 64
 // (see migration 10: it changed each concrete scope's version by an
 // exclusive or with tag). A scope with an answer gets it with l added, at
 // its version changed so (one of maxSeeded listeners or more, or one that
-// already holds a listener of l's ID, is dropped instead). A scope without gets l alone, at version tag, as if no listener
-// had it (version 0), if no pattern of the process's index matches it, and
-// if the cache has room: a seed drops no answer a dispatch read. These are
+// already holds a listener of l's ID, is dropped instead). A scope without
+// gets l alone, at version tag, as if no listener had it (version 0), if
+// no pattern of the process's index matches it, and if the cache has
+// room: a seed drops no answer a dispatch read. These are
 // guesses, right when no other change came to the scope in between (from
 // another process, say): every dispatch from a cached answer checks its
 // stamp, and one out of date costs that dispatch a Match. A listener with a

@@ -2,8 +2,8 @@
 --
 -- leave_listener is Store.Leave in one call, so in one round trip and one
 -- transaction, where it was four or five statements, with BEGIN and
--- COMMIT, sent one after the other. It runs the same statements, in the same
--- order, each with a snapshot of its own (read committed):
+-- COMMIT, sent one after the other. It runs the same statements, in the
+-- same order, each with a snapshot of its own (read committed):
 --
 --   1. the subscriber's row is deleted; without one, subscribed is false
 --      and nothing else is done;
