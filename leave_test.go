@@ -89,3 +89,32 @@ func TestHubLeave(t *testing.T) {
 		t.Errorf("Leave after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestCloseLeavesInOneCall: Listener.Close on a store that is an
+// IncarnationLeaver (every store of this module) makes one store call,
+// LeaveOf, which checks the handle's incarnation itself, rather than read
+// the listener first.
+func TestCloseLeavesInOneCall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store, calls := countstore.Wrap(memstore.New())
+	hub, err := moitessier.New(store, moitessier.Options{GCInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room.close"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := calls.Load()
+	if err := l.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := calls.Load() - before; got != 1 {
+		t.Errorf("Close made %d store calls, want 1 (LeaveOf)", got)
+	}
+	if _, err := hub.Info(ctx, l.ID()); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Fatalf("the listener after its last subscriber closed: %v, want ErrNotFound", err)
+	}
+}

@@ -869,16 +869,32 @@ func (l *Listener) Close(ctx context.Context) error {
 		return err
 	}
 	h := l.hub
-	if _, err := l.current(ctx, "close"); err != nil {
+	var (
+		deleted bool
+		err     error
+	)
+	if il, ok := h.store.(IncarnationLeaver); ok {
+		deleted, err = il.LeaveOf(ctx, l.info.ID, l.info.Created, l.person, l.client)
+		if errors.Is(err, ErrNotFound) {
+			l.closeDone()
+			return fmt.Errorf("close %s: %w: the listener was deleted, or the subscriber removed", l.info.ID, ErrClosed)
+		}
 		if errors.Is(err, ErrClosed) {
 			l.closeDone()
+			return fmt.Errorf("close %s: %w", l.info.ID, err)
 		}
-		return err
-	}
-	deleted, err := h.store.Leave(ctx, l.info.ID, l.person, l.client)
-	if errors.Is(err, ErrNotFound) {
-		l.closeDone()
-		return fmt.Errorf("close %s: %w: the subscriber was removed", l.info.ID, ErrClosed)
+	} else {
+		if _, err := l.current(ctx, "close"); err != nil {
+			if errors.Is(err, ErrClosed) {
+				l.closeDone()
+			}
+			return err
+		}
+		deleted, err = h.store.Leave(ctx, l.info.ID, l.person, l.client)
+		if errors.Is(err, ErrNotFound) {
+			l.closeDone()
+			return fmt.Errorf("close %s: %w: the subscriber was removed", l.info.ID, ErrClosed)
+		}
 	}
 	if err != nil {
 		// The handle stays open, so that Close can be tried again.

@@ -212,6 +212,20 @@ type IncarnationReader interface {
 	ReadOf(ctx context.Context, listenerID string, created time.Time, after Cursor, limit int) ([]Message, error)
 }
 
+// IncarnationLeaver is implemented by stores whose Leave can leave a
+// listener only while it is a given incarnation, in the same call (all of
+// this module's stores can). Listener.Close leaves through it when its
+// store has it, in place of reading the listener before it leaves, so that
+// a handle removes its subscriber from the listener it joined and never
+// from one deleted and made again under its ID since, in one store call.
+type IncarnationLeaver interface {
+	// LeaveOf is Leave of listener listenerID while it is the incarnation
+	// created (its ListenerInfo.Created). It returns an error wrapping
+	// ErrNotFound, and removes nothing, if the listener does not exist, is
+	// another incarnation, or has no such subscriber.
+	LeaveOf(ctx context.Context, listenerID string, created time.Time, person, client string) (deleted bool, err error)
+}
+
 // Head is a listener's newest sequence number, as reported by a [Watcher].
 type Head struct {
 	Listener string

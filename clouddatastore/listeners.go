@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"cloud.google.com/go/datastore"
 
@@ -295,6 +296,19 @@ func (s *Store) Subscribers(ctx context.Context, listenerID string, r moitessier
 // one transaction; see deleteListener for what goes with the listener. It
 // returns ErrNotFound if there is no such subscriber.
 func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (bool, error) {
+	return s.leave(ctx, listenerID, nil, person, client)
+}
+
+var _ moitessier.IncarnationLeaver = (*Store)(nil)
+
+// LeaveOf implements moitessier.IncarnationLeaver: Leave, in a transaction
+// that leaves only while the listener is the incarnation created.
+func (s *Store) LeaveOf(ctx context.Context, listenerID string, created time.Time, person, client string) (bool, error) {
+	return s.leave(ctx, listenerID, &created, person, client)
+}
+
+// leave is Leave, or LeaveOf if created is not nil.
+func (s *Store) leave(ctx context.Context, listenerID string, created *time.Time, person, client string) (bool, error) {
 	const op = "leave"
 	if err := s.check(op); err != nil {
 		return false, err
@@ -310,6 +324,9 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 		found, err := txLookup(tx, []*datastore.Key{lk, sk}, []any{&le, &se})
 		if err != nil {
 			return err
+		}
+		if found[0] && created != nil && le.Created != toNS(*created) {
+			return fmt.Errorf("listener %s: %w: no listener of that incarnation", listenerID, moitessier.ErrNotFound)
 		}
 		if !found[0] || !found[1] {
 			return fmt.Errorf("subscriber %q/%q of %s: %w", person, client, listenerID, moitessier.ErrNotFound)

@@ -136,7 +136,7 @@ func (s *Store) HasMatch(scope string) bool {
 // before it brings the cached answers up to date, as another goroutine of
 // the process may run meanwhile.
 func (s *Store) LeaveThen(ctx context.Context, listenerID, person, client string, then func()) (bool, error) {
-	d, err := s.leave(ctx, listenerID, person, client)
+	d, err := s.leave(ctx, listenerID, nil, person, client)
 	if err != nil {
 		return false, err
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -262,7 +263,20 @@ func (s *Store) Subscribers(ctx context.Context, listenerID string, r moitessier
 // process's cached Match answers of its scopes, as a join adds it (see the
 // package documentation).
 func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (bool, error) {
-	d, err := s.leave(ctx, listenerID, person, client)
+	return s.leaveOf(ctx, listenerID, nil, person, client)
+}
+
+var _ moitessier.IncarnationLeaver = (*Store)(nil)
+
+// LeaveOf implements moitessier.IncarnationLeaver: Leave, in a statement
+// that leaves only while the listener is the incarnation created.
+func (s *Store) LeaveOf(ctx context.Context, listenerID string, created time.Time, person, client string) (bool, error) {
+	return s.leaveOf(ctx, listenerID, &created, person, client)
+}
+
+// leaveOf is Leave, or LeaveOf if created is not nil.
+func (s *Store) leaveOf(ctx context.Context, listenerID string, created *time.Time, person, client string) (bool, error) {
+	d, err := s.leave(ctx, listenerID, created, person, client)
 	if err != nil {
 		return false, err
 	}
@@ -281,8 +295,8 @@ type departure struct {
 	tag           int64
 }
 
-// leave is Leave but for the update of the cached answers.
-func (s *Store) leave(ctx context.Context, listenerID, person, client string) (departure, error) {
+// leave is leaveOf but for the update of the cached answers.
+func (s *Store) leave(ctx context.Context, listenerID string, of *time.Time, person, client string) (departure, error) {
 	const op = "leave"
 	if err := s.check(op); err != nil {
 		return departure{}, err
@@ -291,15 +305,24 @@ func (s *Store) leave(ctx context.Context, listenerID, person, client string) (d
 		d       = departure{info: moitessier.ListenerInfo{ID: listenerID}}
 		found   bool
 		created int64
+		ofNS    *int64
 	)
+	if of != nil {
+		ns := toNS(*of)
+		ofNS = &ns
+	}
 	err := retry(ctx, func() error {
-		return s.pool.QueryRow(ctx, s.q.leave, listenerID, person, client).Scan(&found, &d.deleted, &d.info.Scopes, &created, &d.wild, &d.tag)
+		return s.pool.QueryRow(ctx, s.q.leave, listenerID, person, client, ofNS).Scan(&found, &d.deleted, &d.info.Scopes, &created, &d.wild, &d.tag)
 	})
 	if err != nil {
 		return departure{}, s.wrap(op, err)
 	}
 	if !found {
-		return departure{}, fmt.Errorf("postgres: leave: subscriber %q/%q of %s: %w", person, client, listenerID, moitessier.ErrNotFound)
+		what := ""
+		if of != nil {
+			what = " (of that incarnation)"
+		}
+		return departure{}, fmt.Errorf("postgres: leave: subscriber %q/%q of %s%s: %w", person, client, listenerID, what, moitessier.ErrNotFound)
 	}
 	d.info.Created = fromNS(created)
 	return d, nil

@@ -85,9 +85,10 @@ func buildQueries(schema string) queries {
 				WHERE listener = l.id AND (person, client) >= ($2::text, $3::text)
 				ORDER BY person, client LIMIT $4
 			) s ON true WHERE l.id = $1`,
-		// leave is Store.Leave: one call of the function of migration 11
-		// (leave_listener), one round trip, its own transaction.
-		leave: `SELECT subscribed, deleted, lscopes, coalesce(lcreated, 0), wild, tag FROM S.leave_listener($1, $2, $3)`,
+		// leave is Store.Leave and LeaveOf ($4: the incarnation, or NULL):
+		// one call of the function of migration 11 (leave_listener), one
+		// round trip, its own transaction.
+		leave: `SELECT subscribed, deleted, lscopes, coalesce(lcreated, 0), wild, tag FROM S.leave_listener($1, $2, $3, $4)`,
 
 		// match reads, in one snapshot, the pattern version, the scope's
 		// version, and the listeners named by a concrete scope or by the ids

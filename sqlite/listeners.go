@@ -2,8 +2,11 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/likestripes/moitessier"
 )
@@ -219,6 +222,19 @@ func (s *Store) exists(id string) bool {
 // subscriber remains. It returns an error wrapping [moitessier.ErrNotFound]
 // if there is no such subscriber.
 func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (bool, error) {
+	return s.leave(ctx, listenerID, nil, person, client)
+}
+
+var _ moitessier.IncarnationLeaver = (*Store)(nil)
+
+// LeaveOf implements moitessier.IncarnationLeaver: Leave, in a transaction
+// that leaves only while the listener is the incarnation created.
+func (s *Store) LeaveOf(ctx context.Context, listenerID string, created time.Time, person, client string) (bool, error) {
+	return s.leave(ctx, listenerID, &created, person, client)
+}
+
+// leave is Leave, or LeaveOf if created is not nil.
+func (s *Store) leave(ctx context.Context, listenerID string, created *time.Time, person, client string) (bool, error) {
 	if err := s.enter("leave"); err != nil {
 		return false, err
 	}
@@ -226,6 +242,16 @@ func (s *Store) Leave(ctx context.Context, listenerID, person, client string) (b
 	var deleted bool
 	err := s.write(ctx, func(ctx context.Context, tx *wtx) error {
 		deleted = false
+		if created != nil {
+			var ns int64
+			err := tx.QueryRowContext(ctx, `SELECT created FROM listeners WHERE id = ?`, listenerID).Scan(&ns)
+			if errors.Is(err, sql.ErrNoRows) || err == nil && ns != toNanos(*created) {
+				return fmt.Errorf("%w: no listener of that incarnation", moitessier.ErrNotFound)
+			}
+			if err != nil {
+				return err
+			}
+		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM subscribers WHERE listener_id = ? AND person = ? AND client = ?`,
 			listenerID, person, client)
 		if err != nil {

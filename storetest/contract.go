@@ -327,6 +327,67 @@ func testStoreReadSeekCheckpoint(t *testing.T, h Harness) {
 // incarnation's sequence starts anew, and the old cursor would skip its
 // first messages. One that names the incarnation that exists, or none,
 // applies.
+// testStoreLeaveOf: IncarnationLeaver.LeaveOf leaves a listener while it
+// is the incarnation named, as Leave does, and answers ErrNotFound, leaving
+// nothing, for another incarnation (the listener deleted and made again
+// under its ID), a listener that does not exist, or a stranger.
+func testStoreLeaveOf(t *testing.T, h Harness) {
+	s := newStore(t, h)
+	il, ok := s.(moitessier.IncarnationLeaver)
+	if !ok {
+		t.Skip("storetest: StoreLeaveOf: the store has no IncarnationLeaver")
+	}
+	ctx := ctxT(t)
+	id := sid(1)
+	cur := info(id, "room")
+	join(t, s, cur, "alice")
+	join(t, s, cur, "bob")
+	other := cur.Created.Add(time.Second)
+	subscribers := func() int {
+		t.Helper()
+		subs, err := s.Subscribers(ctx, id, moitessier.SubscriberRange{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(subs)
+	}
+	for _, c := range []struct {
+		what, id, person string
+		created          time.Time
+	}{
+		{"another incarnation", id, "alice", other},
+		{"a listener that does not exist", sid(2), "alice", cur.Created},
+		{"a stranger", id, "carol", cur.Created},
+	} {
+		if deleted, err := il.LeaveOf(ctx, c.id, c.created, c.person, ""); !errors.Is(err, moitessier.ErrNotFound) || deleted {
+			t.Fatalf("LeaveOf(%s) = %v, %v; want ErrNotFound", c.what, deleted, err)
+		}
+		if n := subscribers(); n != 2 {
+			t.Fatalf("after LeaveOf(%s), %d subscribers; want 2", c.what, n)
+		}
+	}
+	if deleted, err := il.LeaveOf(ctx, id, cur.Created, "alice", ""); err != nil || deleted {
+		t.Fatalf("LeaveOf(its incarnation, alice) = %v, %v; want false", deleted, err)
+	}
+	if deleted, err := il.LeaveOf(ctx, id, cur.Created, "bob", ""); err != nil || !deleted {
+		t.Fatalf("LeaveOf(its incarnation, bob) = %v, %v; want true", deleted, err)
+	}
+	// Made again under its ID: the deleted incarnation's handle leaves
+	// nothing of the new one.
+	again := cur
+	again.Created = other
+	join(t, s, again, "bob")
+	if deleted, err := il.LeaveOf(ctx, id, cur.Created, "bob", ""); !errors.Is(err, moitessier.ErrNotFound) || deleted {
+		t.Fatalf("LeaveOf(the deleted incarnation) = %v, %v; want ErrNotFound", deleted, err)
+	}
+	if n := subscribers(); n != 1 {
+		t.Fatalf("the new incarnation has %d subscribers after a LeaveOf of the old; want 1", n)
+	}
+	if deleted, err := il.LeaveOf(ctx, id, other, "bob", ""); err != nil || !deleted {
+		t.Fatalf("LeaveOf(the new incarnation, bob) = %v, %v; want true", deleted, err)
+	}
+}
+
 func testStoreCheckpointIncarnation(t *testing.T, h Harness) {
 	s := newStore(t, h)
 	ctx := ctxT(t)

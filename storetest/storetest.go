@@ -56,6 +56,7 @@ func Run(t *testing.T, h Harness) {
 		{"StoreReadSeekCheckpoint", testStoreReadSeekCheckpoint},
 		{"StoreCheckpointIncarnation", testStoreCheckpointIncarnation},
 		{"StoreReadOf", testStoreReadOf},
+		{"StoreLeaveOf", testStoreLeaveOf},
 		{"StoreOddInput", testStoreOddInput},
 		{"StoreMatchAppend", testStoreMatchAppend},
 		{"Listeners", testListeners},

@@ -11,8 +11,8 @@ import (
 )
 
 // Wrap returns a store that forwards to s (keeping its Watcher and its
-// MatchAppender, if it has them, and its IncarnationReader) and a counter
-// of the calls made to it.
+// MatchAppender, if it has them, and its IncarnationReader and
+// IncarnationLeaver) and a counter of the calls made to it.
 func Wrap(s moitessier.Store) (moitessier.Store, *atomic.Int64) {
 	c := &counting{Store: s}
 	w, watches := s.(moitessier.Watcher)
@@ -111,6 +111,16 @@ func (c *counting) ReadOf(ctx context.Context, id string, created time.Time, aft
 		return r.ReadOf(ctx, id, created, after, limit)
 	}
 	return c.Store.Read(ctx, id, after, limit)
+}
+
+// LeaveOf forwards to the store's IncarnationLeaver (every store of this
+// module has one), or to Leave.
+func (c *counting) LeaveOf(ctx context.Context, id string, created time.Time, p, cl string) (bool, error) {
+	c.calls.Add(1)
+	if l, ok := c.Store.(moitessier.IncarnationLeaver); ok {
+		return l.LeaveOf(ctx, id, created, p, cl)
+	}
+	return c.Store.Leave(ctx, id, p, cl)
 }
 func (c *counting) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {
 	c.calls.Add(1)

@@ -5,8 +5,9 @@
 -- COMMIT, sent one after the other. It runs the same statements, in the
 -- same order, each with a snapshot of its own (read committed):
 --
---   1. the subscriber's row is deleted; without one, subscribed is false
---      and nothing else is done;
+--   1. the subscriber's row is deleted, if the listener is the
+--      incarnation l_created (its created_ns; NULL: any); without one,
+--      subscribed is false and nothing else is done;
 --   2. the listener's row is locked, so that a join under way, whose
 --      foreign key check holds a KEY SHARE lock on it, either commits
 --      first, and the next statement sees its subscriber, or fails its
@@ -22,7 +23,7 @@
 -- scopes is a pattern, and the tag of its concrete scopes' rows (0 for
 -- none, or for rows made before version 10), which its caller's process
 -- uses to bring its cached Match answers up to date.
-CREATE FUNCTION {{schema}}.leave_listener(l_id text, s_person text, s_client text,
+CREATE FUNCTION {{schema}}.leave_listener(l_id text, s_person text, s_client text, l_created bigint,
 	OUT subscribed boolean, OUT deleted boolean, OUT lscopes text[], OUT lcreated bigint, OUT wild boolean,
 	OUT tag bigint)
 RETURNS record LANGUAGE plpgsql VOLATILE AS $moitessier$
@@ -30,7 +31,8 @@ BEGIN
 	deleted := false;
 	wild := false;
 	tag := 0;
-	DELETE FROM {{schema}}.subscribers WHERE listener = l_id AND person = s_person AND client = s_client;
+	DELETE FROM {{schema}}.subscribers WHERE listener = l_id AND person = s_person AND client = s_client
+		AND (l_created IS NULL OR EXISTS (SELECT 1 FROM {{schema}}.listeners WHERE id = l_id AND created_ns = l_created));
 	subscribed := FOUND;
 	IF NOT subscribed THEN
 		RETURN;
