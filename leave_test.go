@@ -118,3 +118,44 @@ func TestCloseLeavesInOneCall(t *testing.T) {
 		t.Fatalf("the listener after its last subscriber closed: %v, want ErrNotFound", err)
 	}
 }
+
+// plainStore is a store with none of the optional interfaces: a hub on it
+// takes the paths every store must support.
+type plainStore struct{ moitessier.Store }
+
+// TestCloseWithoutIncarnationLeaver: on a store that is not an
+// IncarnationLeaver, Close reads the listener first, and a handle of a
+// listener deleted and made again under its ID leaves the new one alone.
+func TestCloseWithoutIncarnationLeaver(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	hub, err := moitessier.New(plainStore{memstore.New()}, moitessier.Options{GCInterval: -1, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	cond := moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room.again"}
+	old, err := hub.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Leave(ctx, old.ID(), "alice", ""); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Second)
+	cur, err := hub.NewListener(ctx, cond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(ctx); !errors.Is(err, moitessier.ErrClosed) {
+		t.Fatalf("Close through the old handle: %v, want ErrClosed", err)
+	}
+	subs, err := cur.Subscribers(ctx)
+	if err != nil || len(subs) != 1 || subs[0].Person != "alice" {
+		t.Fatalf("subscribers of the new listener: %+v, %v; want alice", subs, err)
+	}
+	if err := cur.Close(ctx); err != nil {
+		t.Fatalf("Close through the new handle: %v", err)
+	}
+}

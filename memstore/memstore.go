@@ -211,25 +211,25 @@ func (s *Store) Subscribers(ctx context.Context, id string, r moitessier.Subscri
 
 // Leave implements moitessier.Store.
 func (s *Store) Leave(ctx context.Context, id, person, client string) (bool, error) {
-	return s.leave(id, time.Time{}, person, client)
+	return s.leave(id, nil, person, client)
 }
 
 var _ moitessier.IncarnationLeaver = (*Store)(nil)
 
 // LeaveOf implements moitessier.IncarnationLeaver.
 func (s *Store) LeaveOf(ctx context.Context, id string, created time.Time, person, client string) (bool, error) {
-	return s.leave(id, created, person, client)
+	return s.leave(id, &created, person, client)
 }
 
-// leave is Leave of the incarnation created, or of any if created is zero.
-func (s *Store) leave(id string, created time.Time, person, client string) (bool, error) {
+// leave is Leave, or LeaveOf if created is not nil.
+func (s *Store) leave(id string, created *time.Time, person, client string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check("leave"); err != nil {
 		return false, err
 	}
 	l := s.listeners[id]
-	if l != nil && !created.IsZero() && !l.info.Created.Equal(created) {
+	if l != nil && created != nil && !l.info.Created.Equal(*created) {
 		return false, fmt.Errorf("memstore: leave %s: %w: no listener of that incarnation", id, moitessier.ErrNotFound)
 	}
 	if l == nil || l.subs[subID{person, client}] == nil {

@@ -322,11 +322,6 @@ func testStoreReadSeekCheckpoint(t *testing.T, h Harness) {
 	}
 }
 
-// testStoreCheckpointIncarnation: a checkpoint that names an incarnation
-// of its listener deleted since (another Created) is ignored: the new
-// incarnation's sequence starts anew, and the old cursor would skip its
-// first messages. One that names the incarnation that exists, or none,
-// applies.
 // testStoreLeaveOf: IncarnationLeaver.LeaveOf leaves a listener while it
 // is the incarnation named, as Leave does, and answers ErrNotFound, leaving
 // nothing, for another incarnation (the listener deleted and made again
@@ -388,6 +383,11 @@ func testStoreLeaveOf(t *testing.T, h Harness) {
 	}
 }
 
+// testStoreCheckpointIncarnation: a checkpoint that names an incarnation
+// of its listener deleted since (another Created) is ignored: the new
+// incarnation's sequence starts anew, and the old cursor would skip its
+// first messages. One that names the incarnation that exists, or none,
+// applies.
 func testStoreCheckpointIncarnation(t *testing.T, h Harness) {
 	s := newStore(t, h)
 	ctx := ctxT(t)

@@ -4,6 +4,7 @@ package countstore
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -114,13 +115,21 @@ func (c *counting) ReadOf(ctx context.Context, id string, created time.Time, aft
 }
 
 // LeaveOf forwards to the store's IncarnationLeaver (every store of this
-// module has one), or to Leave.
+// module has one), or reads the listener and then leaves, as a hub does
+// with a store without one (two calls, counted).
 func (c *counting) LeaveOf(ctx context.Context, id string, created time.Time, p, cl string) (bool, error) {
-	c.calls.Add(1)
 	if l, ok := c.Store.(moitessier.IncarnationLeaver); ok {
+		c.calls.Add(1)
 		return l.LeaveOf(ctx, id, created, p, cl)
 	}
-	return c.Store.Leave(ctx, id, p, cl)
+	info, err := c.Listener(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	if !info.Created.Equal(created) {
+		return false, fmt.Errorf("countstore: leave %s: %w: no listener of that incarnation", id, moitessier.ErrNotFound)
+	}
+	return c.Leave(ctx, id, p, cl)
 }
 func (c *counting) Seek(ctx context.Context, id string, t time.Time) (moitessier.Cursor, error) {
 	c.calls.Add(1)
