@@ -208,8 +208,12 @@ func (s *Store) expire(ctx context.Context, now int64, batch int, res *moitessie
 		if err != nil {
 			return err
 		}
-		for i, l := range expired {
-			s.unseed(l, tags[i], wild)
+		if wild {
+			s.patternsChanged() // every answer, once for the batch
+		} else {
+			for i, l := range expired {
+				s.unseed(l, tags[i], false)
+			}
 		}
 		res.Subscribers += subs
 		res.Messages += msgs
