@@ -127,6 +127,16 @@ rate line goes to stderr.
 (subscribers or clients listening), messages (dispatched), msgs_per_s,
 p50_ms, p99_ms, and more fields where they apply.
 
+--rounds N runs the whole list N times in turn, the Postgres baselines
+first in each round, so that every ratio is to baselines measured minutes,
+not a quarter of an hour, before it, and the rounds of a workload and of
+its baselines alternate. Each round's results are printed as it ends (with
+"round" in JSON), and after the last round one more line per workload and
+baseline: each figure's median over the rounds and its range (in JSON, an
+object with "rounds" and "summary", which maps each figure's JSON name to
+its median, min and max). A ratio's median is the median of the rounds'
+own ratios, not a ratio of medians.
+
 Each workload gets a fresh store: a new SQLite file in a temporary
 directory, a new PostgreSQL schema (dropped afterwards), or memory.
 sse-10k raises the open-files limit (RLIMIT_NOFILE) to its hard limit. For
@@ -138,7 +148,8 @@ write a CPU profile of this process, where their hub runs, to the same file.
 
   moitessier bench --store sqlite fanout-100 scopes-10k
   moitessier bench --store sqlite --transport ws --publishers 8 http-fanout-100
-  moitessier bench --store postgres://postgres@127.0.0.1:5432/test --json`
+  moitessier bench --store postgres://postgres@127.0.0.1:5432/test --json
+  moitessier bench --store postgres://postgres@127.0.0.1:5432/test --rounds 5 scopes-10k`
 
 var workloadNames = []string{"fanout-1", "fanout-100", "fanout-1000", "scopes-10k", "dispatch-8", "idle-10k", "sse-10k", "http-fanout-1", "http-fanout-100", "http-idle"}
 
@@ -212,6 +223,9 @@ type BenchResult struct {
 	// ScopesFloorRatio scopes-10k's dispatches/s over it.
 	ScopesFloorPerS  float64 `json:"scopes_floor_per_s,omitempty"`
 	ScopesFloorRatio float64 `json:"scopes_floor_ratio,omitempty"`
+
+	// Round is the round the result is of, with --rounds above 1.
+	Round int `json:"round,omitempty"`
 }
 
 // ratios sets res's baseline and floor ratios from its dispatches/s and the
@@ -255,6 +269,7 @@ type benchConfig struct {
 	fanoutFloor float64
 	// scopesFloor is pg-scopes-floor's rate in this run, or 0.
 	scopesFloor float64
+	rounds      int
 	asJSON      bool
 	quiet       bool
 	progress    bool
@@ -274,6 +289,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
 	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads (and of pg-http-floor)")
 	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor) runs")
+	fs.IntVar(&c.rounds, "rounds", 1, "run the workloads, each round with its own Postgres baselines first, this many times in turn, and print each figure's median and range after the last")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress line on stderr")
 	if err := parse(fs, args, stdout); err != nil {
@@ -284,8 +300,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stderr, "--transport %q: want sse or ws\n", *transport)
 		return errUsage
 	}
-	if c.publishers < 1 || c.window < 0 || c.clients < 0 {
-		fmt.Fprintf(stderr, "--publishers must be at least 1, --window and --clients not negative\n")
+	if c.publishers < 1 || c.rounds < 1 || c.window < 0 || c.clients < 0 {
+		fmt.Fprintf(stderr, "--publishers and --rounds must be at least 1, --window and --clients not negative\n")
 		return errUsage
 	}
 	names := fs.Args()
@@ -336,19 +352,42 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		names = append(first, names...)
 	}
+	var all []BenchResult
+	for round := 1; round <= c.rounds; round++ {
+		results, err := c.runRound(ctx, names, round, stdout)
+		if err != nil {
+			return err
+		}
+		all = append(all, results...)
+	}
+	if c.rounds > 1 {
+		return c.printSpreads(stdout, spreads(all))
+	}
+	return nil
+}
+
+// runRound runs the workloads of names in order, with the baselines
+// measured in this round and none of an earlier one's, and prints each
+// result as it comes. round is 1 without --rounds, and then not printed.
+func (c *benchConfig) runRound(ctx context.Context, names []string, round int, stdout io.Writer) ([]BenchResult, error) {
+	c.baseline, c.floor, c.httpFloor, c.fanoutFloor, c.scopesFloor = 0, 0, 0, 0, 0
+	if c.rounds > 1 && !c.asJSON {
+		fmt.Fprintf(stdout, "round %d of %d\n", round, c.rounds)
+	}
+	var results []BenchResult
 	for _, name := range names {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
 		res, err := c.run(ctx, name)
 		switch {
 		case err != nil && strings.HasSuffix(name, "-floor") && ctx.Err() == nil:
 			// A second opinion, not a workload: the workloads run
 			// without it (and without its ratio).
-			fmt.Fprintf(stderr, "%s: %v; going on without it\n", name, err)
+			fmt.Fprintf(c.stderr, "%s: %v; going on without it\n", name, err)
 			continue
 		case err != nil:
-			return fmt.Errorf("%s: %w", name, err)
+			return nil, fmt.Errorf("%s: %w", name, err)
 		case name == "pg-insert-notify":
 			c.baseline = res.MsgsPerS
 		case name == "pg-append-floor":
@@ -360,73 +399,82 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		case name == "pg-scopes-floor":
 			c.scopesFloor = res.DispatchesPerS
 		}
+		if c.rounds > 1 {
+			res.Round = round
+		}
+		results = append(results, res)
 		if c.asJSON {
 			if err := json.NewEncoder(stdout).Encode(res); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
-		var extra []string
-		switch {
-		case res.QueriesPerS != nil:
-			extra = append(extra, fmt.Sprintf("%.1f store queries/s idle, %.0f heap bytes/listener", *res.QueriesPerS, res.HeapPerLisnr))
-		case res.Workload == "pg-insert-notify":
-			extra = append(extra, "baseline: one client, INSERT+NOTIFY, by "+res.Baseline)
-		case res.Workload == "pg-append-floor":
-			extra = append(extra, "floor: one client, the store's least append, by "+res.Baseline)
-		case res.Workload == "pg-http-floor":
-			extra = append(extra, "floor: a bare Go HTTP service making the store's least append")
-		case res.Workload == "pg-fanout-floor":
-			extra = append(extra, fmt.Sprintf("floor: the store's least append in a pgx loop, %d goroutines woken together, %.0f dispatches/s", res.Listeners, res.DispatchesPerS))
-		case res.Workload == "pg-scopes-floor":
-			extra = append(extra, fmt.Sprintf("floor: the store's least append in a pgx loop to %d listeners in turn, each with a goroutine, %.0f dispatches/s", res.Listeners, res.DispatchesPerS))
-		case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"), res.BaselineRatio > 0:
-			extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
-		}
-		if res.CreateS > 0 {
-			extra = append(extra, fmt.Sprintf("creating the %d listeners: %.2f s one after the other, %.2f s from %d goroutines", res.Listeners, res.CreateS, res.CreateConcurrentS, workload.Arrivals))
-		}
-		if res.Transport != "" {
-			extra = append(extra, "over "+res.Transport)
-		}
-		if res.Publishers > 1 {
-			extra = append(extra, fmt.Sprintf("%d publishers", res.Publishers))
-		}
-		for _, r := range []struct {
-			ratio float64
-			of    string
-		}{
-			{res.BaselineRatio, "baseline"}, {res.FloorRatio, "floor"}, {res.HTTPFloorRatio, "HTTP floor"},
-			{res.FanoutFloorRatio, "fan-out floor"}, {res.ScopesFloorRatio, "scopes floor"},
-		} {
-			if r.ratio > 0 {
-				extra = append(extra, fmt.Sprintf("%.2f× %s", r.ratio, r.of))
-			}
-		}
-		if res.CPUPerDelivery > 0 {
-			extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
-		}
-		if res.DispatchP50ms > 0 {
-			extra = append(extra, fmt.Sprintf("Dispatch call p50/p90/p99 %.3f/%.3f/%.3f ms", res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms))
-		}
-		switch {
-		case res.HubCPUPerDelivery > 0 && res.Workload == "pg-http-floor":
-			extra = append(extra, fmt.Sprintf("its CPU %.1f µs/request", res.HubCPUPerDelivery))
-		case res.HubCPUPerDelivery > 0:
-			extra = append(extra, fmt.Sprintf("hub CPU %.1f µs/delivery", res.HubCPUPerDelivery))
-		}
-		if res.RSSPerConn > 0 {
-			extra = append(extra, fmt.Sprintf("hub RSS %.1f KiB/connection", res.RSSPerConn/1024))
-		}
-		if res.RSSPerAddedConn > 0 {
-			extra = append(extra, fmt.Sprintf("%.1f KiB/connection past the first", res.RSSPerAddedConn/1024))
-		}
-		if res.Workload == "http-idle" {
-			extra = append(extra, fmt.Sprintf("hub CPU %.2f s in %.0f s idle", res.HubCPUSeconds, res.Seconds))
-		}
-		fmt.Fprintf(stdout, "%-16s %-9s %9d %9d %14.0f %10.2f %10.2f  %s\n", res.Workload, res.Store, res.Listeners, res.Messages, res.MsgsPerS, res.P50ms, res.P99ms, strings.Join(extra, ", "))
+		printResult(stdout, res)
 	}
-	return nil
+	return results, nil
+}
+
+// printResult prints res as a line of the table.
+func printResult(stdout io.Writer, res BenchResult) {
+	var extra []string
+	switch {
+	case res.QueriesPerS != nil:
+		extra = append(extra, fmt.Sprintf("%.1f store queries/s idle, %.0f heap bytes/listener", *res.QueriesPerS, res.HeapPerLisnr))
+	case res.Workload == "pg-insert-notify":
+		extra = append(extra, "baseline: one client, INSERT+NOTIFY, by "+res.Baseline)
+	case res.Workload == "pg-append-floor":
+		extra = append(extra, "floor: one client, the store's least append, by "+res.Baseline)
+	case res.Workload == "pg-http-floor":
+		extra = append(extra, "floor: a bare Go HTTP service making the store's least append")
+	case res.Workload == "pg-fanout-floor":
+		extra = append(extra, fmt.Sprintf("floor: the store's least append in a pgx loop, %d goroutines woken together, %.0f dispatches/s", res.Listeners, res.DispatchesPerS))
+	case res.Workload == "pg-scopes-floor":
+		extra = append(extra, fmt.Sprintf("floor: the store's least append in a pgx loop to %d listeners in turn, each with a goroutine, %.0f dispatches/s", res.Listeners, res.DispatchesPerS))
+	case res.Workload == "dispatch-8", strings.HasPrefix(res.Workload, "http-fanout"), res.BaselineRatio > 0:
+		extra = append(extra, fmt.Sprintf("%.0f dispatches/s", res.DispatchesPerS))
+	}
+	if res.CreateS > 0 {
+		extra = append(extra, fmt.Sprintf("creating the %d listeners: %.2f s one after the other, %.2f s from %d goroutines", res.Listeners, res.CreateS, res.CreateConcurrentS, workload.Arrivals))
+	}
+	if res.Transport != "" {
+		extra = append(extra, "over "+res.Transport)
+	}
+	if res.Publishers > 1 {
+		extra = append(extra, fmt.Sprintf("%d publishers", res.Publishers))
+	}
+	for _, r := range []struct {
+		ratio float64
+		of    string
+	}{
+		{res.BaselineRatio, "baseline"}, {res.FloorRatio, "floor"}, {res.HTTPFloorRatio, "HTTP floor"},
+		{res.FanoutFloorRatio, "fan-out floor"}, {res.ScopesFloorRatio, "scopes floor"},
+	} {
+		if r.ratio > 0 {
+			extra = append(extra, fmt.Sprintf("%.2f× %s", r.ratio, r.of))
+		}
+	}
+	if res.CPUPerDelivery > 0 {
+		extra = append(extra, fmt.Sprintf("CPU %.2f µs/delivery", res.CPUPerDelivery))
+	}
+	if res.DispatchP50ms > 0 {
+		extra = append(extra, fmt.Sprintf("Dispatch call p50/p90/p99 %.3f/%.3f/%.3f ms", res.DispatchP50ms, res.DispatchP90ms, res.DispatchP99ms))
+	}
+	switch {
+	case res.HubCPUPerDelivery > 0 && res.Workload == "pg-http-floor":
+		extra = append(extra, fmt.Sprintf("its CPU %.1f µs/request", res.HubCPUPerDelivery))
+	case res.HubCPUPerDelivery > 0:
+		extra = append(extra, fmt.Sprintf("hub CPU %.1f µs/delivery", res.HubCPUPerDelivery))
+	}
+	if res.RSSPerConn > 0 {
+		extra = append(extra, fmt.Sprintf("hub RSS %.1f KiB/connection", res.RSSPerConn/1024))
+	}
+	if res.RSSPerAddedConn > 0 {
+		extra = append(extra, fmt.Sprintf("%.1f KiB/connection past the first", res.RSSPerAddedConn/1024))
+	}
+	if res.Workload == "http-idle" {
+		extra = append(extra, fmt.Sprintf("hub CPU %.2f s in %.0f s idle", res.HubCPUSeconds, res.Seconds))
+	}
+	fmt.Fprintf(stdout, "%-16s %-9s %9d %9d %14.0f %10.2f %10.2f  %s\n", res.Workload, res.Store, res.Listeners, res.Messages, res.MsgsPerS, res.P50ms, res.P99ms, strings.Join(extra, ", "))
 }
 
 // fanout1000Messages is how many messages fanout-1000, and pg-fanout-floor
