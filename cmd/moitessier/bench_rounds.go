@@ -20,7 +20,8 @@ type Spread struct {
 // RoundsSummary is what a --rounds run prints, after its last round, for
 // one workload or baseline: the rounds it ran in (a floor that failed in a
 // round has fewer) and, by its JSON name, each figure it reported in any
-// of them, over the rounds that reported it.
+// of them, over the rounds that reported it (a figure 0 in every round is
+// left out, but for idle-10k's queries_per_s).
 type RoundsSummary struct {
 	Workload  string            `json:"workload"`
 	Store     string            `json:"store"`
@@ -53,6 +54,12 @@ func spreads(results []BenchResult) []RoundsSummary {
 	for i := range out {
 		out[i].Summary = map[string]Spread{}
 		for name, vs := range values[out[i].Workload] {
+			// A figure that is 0 in every round is one the workload does
+			// not report (the baselines' dispatches and latencies), unless
+			// it is one whose 0 is news.
+			if name != "queries_per_s" && !slices.ContainsFunc(vs, func(v float64) bool { return v != 0 }) {
+				continue
+			}
 			out[i].Summary[name] = spreadOf(vs)
 		}
 	}

@@ -84,6 +84,13 @@ func TestBenchRoundsBaselines(t *testing.T) {
 		}
 		ratios = append(ratios, r.BaselineRatio)
 	}
+	var base RoundsSummary
+	if err := json.Unmarshal([]byte(lines[6]), &base); err != nil || base.Workload != "pg-insert-notify" || base.Rounds != 2 || base.Summary["msgs_per_s"].Min <= 0 {
+		t.Fatalf("baseline's summary: %v %s", err, lines[6])
+	}
+	if _, ok := base.Summary["p99_ms"]; ok {
+		t.Fatalf("a baseline's summary has the latency it does not measure: %s", lines[6])
+	}
 	var s RoundsSummary
 	if err := json.Unmarshal([]byte(lines[8]), &s); err != nil || s.Workload != "fanout-1" || s.Rounds != 2 ||
 		s.Summary["baseline_ratio"] != (Spread{Median: (ratios[0] + ratios[1]) / 2, Min: min(ratios[0], ratios[1]), Max: max(ratios[0], ratios[1])}) {
