@@ -455,41 +455,49 @@ func (h *Hub) observeHeads(heads []Head) {
 }
 
 // catchUp re-reads the heads of listeners with local subscribers, in one
-// call, to cover a lost notification. A listener missing from the answer
-// was deleted elsewhere, and one whose answer names another incarnation
-// than the one its local subscribers' cache was bound to was deleted and
-// made again under its ID: their ListenUntil calls end with ErrClosed
-// rather than read on in the new one's messages. Only a cache that was
-// there before the answer was read, and still is, is dropped: one made
-// since (a new incarnation's, in this process) is not the answer's to
-// judge.
+// call, to cover a lost notification: it sends the heads their caches
+// know, and hears back those that differ (see CompareHeads). A listener
+// the answer says is gone was deleted elsewhere, and one whose answer
+// names another incarnation than the one its local subscribers' cache was
+// bound to was deleted and made again under its ID: their ListenUntil
+// calls end with ErrClosed rather than read on in the new one's messages.
+// Only a cache that was there before the answer was read, and still is,
+// is dropped: one made since (a new incarnation's, in this process) is not
+// the answer's to judge.
 func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 	caches := h.lives.Caches()
 	if len(caches) == 0 {
 		return
 	}
-	ids := make([]string, len(caches))
+	known := make([]Head, len(caches))
 	for i, c := range caches {
-		ids[i] = c.ID
+		known[i] = Head{Listener: c.ID, Seq: Cursor(c.Head), Created: c.Created}
 	}
-	heads, err := w.Heads(ctx, ids)
+	changed, gone, err := CompareHeads(ctx, w, known)
 	if err != nil {
 		if ctx.Err() == nil {
 			h.log.Warn("moitessier: catch up", "err", err)
 		}
 		return
 	}
-	byID := make(map[string]Head, len(heads))
-	for _, hd := range heads {
+	if len(changed) == 0 && len(gone) == 0 {
+		return
+	}
+	byID := make(map[string]Head, len(changed))
+	for _, hd := range changed {
 		byID[hd.Listener] = hd
 	}
-	same := heads[:0]
+	isGone := make(map[string]bool, len(gone))
+	for _, id := range gone {
+		isGone[id] = true
+	}
+	var same []Head
 	for _, c := range caches {
 		hd, ok := byID[c.ID]
 		switch {
-		case !ok, !hd.Created.IsZero() && !c.Created.IsZero() && !hd.Created.Equal(c.Created):
+		case isGone[c.ID], ok && !hd.Created.IsZero() && !c.Created.IsZero() && !hd.Created.Equal(c.Created):
 			h.lives.DropIf(c.Cache)
-		default:
+		case ok:
 			same = append(same, hd)
 		}
 	}

@@ -254,6 +254,55 @@ type Watcher interface {
 	Heads(ctx context.Context, ids []string) ([]Head, error)
 }
 
+// HeadComparer is an optional interface of a [Watcher] store, for the
+// hub's catch-up read (Options.CatchUpInterval): the hub sends the heads
+// its local subscribers' caches know, and hears back only what differs,
+// rather than reading every head and comparing them itself. Its answer for
+// a hub with many listeners and little news is small (the postgres store
+// implements it). See [CompareHeads] for what a store without it gets.
+type HeadComparer interface {
+	// ChangedHeads returns, of the listeners of known, each with the head
+	// and creation time its caller knows (a zero Created: not known), the
+	// current heads of those whose head is above the known one, whose
+	// creation time the store knows and is another than the known one, or
+	// whose known Created is zero; and the IDs of those that no longer
+	// exist. Each listener appears in known at most once. It may return a
+	// head that is none of these; the hub reads it as it would Heads'.
+	ChangedHeads(ctx context.Context, known []Head) (changed []Head, gone []string, err error)
+}
+
+// CompareHeads returns what [HeadComparer.ChangedHeads] would for known: w's
+// own answer if it is a HeadComparer, else one worked out from w's Heads
+// for every listener of known. A store that wraps another can forward its
+// ChangedHeads with it.
+func CompareHeads(ctx context.Context, w Watcher, known []Head) (changed []Head, gone []string, err error) {
+	if c, ok := w.(HeadComparer); ok {
+		return c.ChangedHeads(ctx, known)
+	}
+	ids := make([]string, len(known))
+	for i, k := range known {
+		ids[i] = k.Listener
+	}
+	heads, err := w.Heads(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	byID := make(map[string]Head, len(heads))
+	for _, hd := range heads {
+		byID[hd.Listener] = hd
+	}
+	for _, k := range known {
+		hd, ok := byID[k.Listener]
+		switch {
+		case !ok:
+			gone = append(gone, k.Listener)
+		case hd.Seq > k.Seq, k.Created.IsZero(), !hd.Created.IsZero() && !hd.Created.Equal(k.Created):
+			changed = append(changed, hd)
+		}
+	}
+	return changed, gone, nil
+}
+
 // Origin identifies a hub to a [Watcher] store. A hub on a Watcher calls
 // the store's Append and MatchAppend from its Dispatch, and its Watch,
 // with a context that carries the hub's Origin ([OriginOf]). The store may

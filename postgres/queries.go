@@ -11,7 +11,7 @@ import (
 type queries struct {
 	join, joinBatch, bumpPatterns, listener                                          string
 	subscribers, leave                                                               string
-	match, loadPatterns, heads, allHeads                                             string
+	match, loadPatterns, heads, changedHeads, allHeads                               string
 	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
 	readOf                                                                           string
 	matchAppend, matchAppendSingle                                                   string
@@ -103,6 +103,17 @@ func buildQueries(schema string) queries {
 			FROM S.meta m LEFT JOIN S.listener_scopes x ON x.wild`,
 		heads:    `SELECT id, head, created_ns FROM S.listeners WHERE id = ANY($1::text[])`,
 		allHeads: `SELECT id, head, created_ns FROM S.listeners WHERE id > $1 AND head > 0 ORDER BY id LIMIT $2`,
+		// changedHeads is ChangedHeads: of the listeners $1, with the
+		// heads $2 and creation times $3 (Unix nanoseconds; the lowest
+		// bigint, as for a row's: not known) their caller knows, those
+		// gone (found false), and those whose head is higher, whose
+		// creation time is known and another, or whose creation time the
+		// caller does not know.
+		changedHeads: `SELECT k.id, l.id IS NOT NULL, coalesce(l.head, 0), coalesce(l.created_ns, 0)
+			FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS k(id, head, created)
+			LEFT JOIN S.listeners l ON l.id = k.id COLLATE "C"
+			WHERE l.id IS NULL OR l.head > k.head OR k.created = -9223372036854775808
+				OR l.created_ns <> k.created AND l.created_ns <> -9223372036854775808`,
 
 		// append is Append's one statement; it may carry several batches
 		// (see combine.go). Its parameters are named (appendArgs builds
@@ -448,7 +459,7 @@ func buildQueries(schema string) queries {
 	for _, p := range []*string{
 		&q.join, &q.joinBatch, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.leave,
-		&q.match, &q.loadPatterns, &q.heads, &q.allHeads,
+		&q.match, &q.loadPatterns, &q.heads, &q.changedHeads, &q.allHeads,
 		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.matchAppendSingle, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.readOf, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.lockTrim, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,

@@ -37,6 +37,51 @@ func (s *Store) Heads(ctx context.Context, ids []string) ([]moitessier.Head, err
 	return heads, nil
 }
 
+// ChangedHeads is moitessier.HeadComparer's, in one query: it sends the
+// heads known, and the server returns only the listeners that are gone, or
+// whose head or incarnation differs. A hub's catch-up read of many
+// listeners with little news gets a small answer, where Heads returns a
+// row for each.
+func (s *Store) ChangedHeads(ctx context.Context, known []moitessier.Head) (changed []moitessier.Head, gone []string, err error) {
+	const op = "changed heads"
+	if err := s.check(op); err != nil {
+		return nil, nil, err
+	}
+	if len(known) == 0 {
+		return nil, nil, nil
+	}
+	ids := make([]string, len(known))
+	heads := make([]int64, len(known))
+	created := make([]int64, len(known))
+	for i, k := range known {
+		ids[i], heads[i], created[i] = k.Listener, toSeq(k.Seq), toNS(k.Created)
+	}
+	rows, err := s.pool.Query(ctx, s.q.changedHeads, ids, heads, created)
+	if err != nil {
+		return nil, nil, s.wrap(op, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id       string
+			found    bool
+			head, ns int64
+		)
+		if err := rows.Scan(&id, &found, &head, &ns); err != nil {
+			return nil, nil, s.wrap(op, err)
+		}
+		if !found {
+			gone = append(gone, id)
+			continue
+		}
+		changed = append(changed, moitessier.Head{Listener: id, Seq: moitessier.Cursor(head), Created: fromNS(ns)})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, s.wrap(op, err)
+	}
+	return changed, gone, nil
+}
+
 func collectHeads(rows pgx.Rows) ([]moitessier.Head, error) {
 	defer rows.Close()
 	var heads []moitessier.Head

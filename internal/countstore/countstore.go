@@ -11,9 +11,10 @@ import (
 	"github.com/likestripes/moitessier"
 )
 
-// Wrap returns a store that forwards to s (keeping its Watcher and its
-// MatchAppender, if it has them, and its IncarnationReader and
-// IncarnationLeaver) and a counter of the calls made to it.
+// Wrap returns a store that forwards to s (keeping its Watcher, with its
+// HeadComparer, and its MatchAppender, if it has them, and its
+// IncarnationReader and IncarnationLeaver) and a counter of the calls made
+// to it.
 func Wrap(s moitessier.Store) (moitessier.Store, *atomic.Int64) {
 	c := &counting{Store: s}
 	w, watches := s.(moitessier.Watcher)
@@ -156,4 +157,11 @@ func (c countingWatcher) Watch(ctx context.Context, fn func([]moitessier.Head)) 
 func (c countingWatcher) Heads(ctx context.Context, ids []string) ([]moitessier.Head, error) {
 	c.calls.Add(1)
 	return c.w.Heads(ctx, ids)
+}
+
+// ChangedHeads forwards to the store's HeadComparer, or works its answer
+// out from the store's Heads (see moitessier.CompareHeads): one call.
+func (c countingWatcher) ChangedHeads(ctx context.Context, known []moitessier.Head) ([]moitessier.Head, []string, error) {
+	c.calls.Add(1)
+	return moitessier.CompareHeads(ctx, c.w, known)
 }

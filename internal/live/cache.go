@@ -620,6 +620,14 @@ func (lv *Cache[M]) bound() time.Time {
 	return lv.created
 }
 
+// state returns the incarnation the cache is bound to (zero if none) and
+// its head, as one look.
+func (lv *Cache[M]) state() (time.Time, uint64) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	return lv.created, lv.head
+}
+
 // Suspect reports whether messages, or a head, of another incarnation than
 // the cache's were added or observed since its subscribers last confirmed
 // it (see Add, Other and Confirm).

@@ -87,11 +87,12 @@ func (r *Registry[M]) Drop(id string) {
 	}
 }
 
-// Bound is a cache as Caches found it: its listener, and the incarnation it
-// was bound to then (zero: none yet).
+// Bound is a cache as Caches found it: its listener, the incarnation it
+// was bound to then (zero: none yet) and its head then.
 type Bound[M any] struct {
 	ID      string
 	Created time.Time
+	Head    uint64
 	Cache   *Cache[M]
 }
 
@@ -103,7 +104,8 @@ func (r *Registry[M]) Caches() []Bound[M] {
 	defer r.mu.RUnlock()
 	out := make([]Bound[M], 0, len(r.caches))
 	for id, c := range r.caches {
-		out = append(out, Bound[M]{ID: id, Created: c.bound(), Cache: c})
+		created, head := c.state()
+		out = append(out, Bound[M]{ID: id, Created: created, Head: head, Cache: c})
 	}
 	return out
 }
