@@ -81,6 +81,7 @@ type comparingStore struct {
 	moitessier.Store
 	compared atomic.Int64
 	fakeGone atomic.Pointer[string]
+	before   atomic.Pointer[func()] // run once, at the next call, before it answers
 }
 
 func (s *comparingStore) Watch(ctx context.Context, fn func([]moitessier.Head)) error {
@@ -94,6 +95,9 @@ func (s *comparingStore) Heads(ctx context.Context, ids []string) ([]moitessier.
 
 func (s *comparingStore) ChangedHeads(ctx context.Context, known []moitessier.Head) ([]moitessier.Head, []string, error) {
 	s.compared.Add(1)
+	if f := s.before.Swap(nil); f != nil {
+		(*f)()
+	}
 	var changed []moitessier.Head
 	var gone []string
 	for _, k := range known {
@@ -149,5 +153,44 @@ func TestCatchUpUsesHeadComparer(t *testing.T) {
 	}
 	if st.compared.Load() == 0 {
 		t.Fatal("ChangedHeads was never called")
+	}
+}
+
+// TestCatchUpAfterCorrect: a cache's head went up with a stale head (a
+// late notification of a deleted incarnation), the catch-up read sent it,
+// and while the store answered, a subscriber put the head right, below the
+// store's, and a message was written behind the hub's back. The store's
+// head is not above the one sent, so the answer leaves the listener out:
+// the catch-up asks again for such a cache, with the head it has now,
+// rather than leave the message to the next read.
+func TestCatchUpAfterCorrect(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st := &comparingStore{Store: memstore.New()}
+	hub := memHubOn(t, st, moitessier.Options{CatchUpInterval: time.Hour})
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := hub.HoldCache(l.ID(), l.Info().Created)
+	defer release()
+	hub.ObserveHead(l.ID(), 10)
+	if got := hub.CacheHead(l.ID()); got != 10 {
+		t.Fatalf("cache head %d after a head of 10", got)
+	}
+	before := func() {
+		hub.CorrectCache(l.ID(), 10, 0)
+		if _, _, err := st.Append(ctx, &moitessier.Batch{Dispatch: "d1", Scope: "room", Sender: "s", Created: time.Now(),
+			Entries: []moitessier.Entry{{Listener: l.ID(), Text: "behind the hub"}}}); err != nil {
+			t.Error(err)
+		}
+	}
+	st.before.Store(&before)
+	hub.CatchUpOnce(ctx)
+	if got := hub.CacheHead(l.ID()); got != 1 {
+		t.Fatalf("cache head %d after the catch-up, want the store's 1", got)
+	}
+	if n := st.compared.Load(); n != 2 {
+		t.Fatalf("%d ChangedHeads calls, want 2: the read and the second look", n)
 	}
 }

@@ -456,7 +456,8 @@ func (h *Hub) observeHeads(heads []Head) {
 
 // catchUp re-reads the heads of listeners with local subscribers, in one
 // call, to cover a lost notification: it sends the heads their caches
-// know, and hears back those that differ (see CompareHeads). A listener
+// know, and hears back those that differ (see CompareHeads), which are all
+// that reading every head would have changed. A listener
 // the answer says is gone was deleted elsewhere, and one whose answer
 // names another incarnation than the one its local subscribers' cache was
 // bound to was deleted and made again under its ID: their ListenUntil
@@ -480,9 +481,6 @@ func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 		}
 		return
 	}
-	if len(changed) == 0 && len(gone) == 0 {
-		return
-	}
 	byID := make(map[string]Head, len(changed))
 	for _, hd := range changed {
 		byID[hd.Listener] = hd
@@ -490,6 +488,37 @@ func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 	isGone := make(map[string]bool, len(gone))
 	for _, id := range gone {
 		isGone[id] = true
+	}
+	// A cache whose head went down since it was looked at (Correct, after
+	// a head of a deleted incarnation) may be behind the store though the
+	// store's head is not above the one sent: those few are asked again,
+	// with the heads they have now.
+	var again []Head
+	for i, c := range caches {
+		if _, ok := byID[c.ID]; ok || isGone[c.ID] {
+			continue
+		}
+		if hd := c.Cache.Head(); hd < c.Head {
+			again = append(again, Head{Listener: c.ID, Seq: Cursor(hd), Created: known[i].Created})
+		}
+	}
+	if len(again) > 0 {
+		more, moreGone, err := CompareHeads(ctx, w, again)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.log.Warn("moitessier: catch up", "err", err)
+			}
+			return
+		}
+		for _, hd := range more {
+			byID[hd.Listener] = hd
+		}
+		for _, id := range moreGone {
+			isGone[id] = true
+		}
+	}
+	if len(byID) == 0 && len(isGone) == 0 {
+		return
 	}
 	var same []Head
 	for _, c := range caches {

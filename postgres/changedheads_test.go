@@ -2,9 +2,13 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
+	"math"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/likestripes/moitessier"
 )
@@ -29,7 +33,8 @@ func TestChangedHeads(t *testing.T) {
 	s := mustStore(t)
 	ctx := ctxT(t)
 	quiet, written, deleted, remade, unbound := join(t, s, "quiet"), join(t, s, "written"), join(t, s, "deleted"), join(t, s, "remade"), join(t, s, "unbound")
-	for _, l := range []moitessier.ListenerInfo{quiet, written, remade, unbound} {
+	behind, undated := join(t, s, "behind"), join(t, s, "undated")
+	for _, l := range []moitessier.ListenerInfo{quiet, written, remade, unbound, behind, undated} {
 		if _, _, err := s.Append(ctx, batch(l.Scopes[0], map[string]string{l.ID: "first"})); err != nil {
 			t.Fatal(err)
 		}
@@ -41,6 +46,14 @@ func TestChangedHeads(t *testing.T) {
 		{Listener: remade.ID, Seq: 1, Created: remade.Created},
 		{Listener: unbound.ID, Seq: 1},
 		{Listener: "never made", Seq: 0, Created: time.Now()},
+		// A head known above the store's (a stale one), and a row whose
+		// creation time the store does not know (as rows of versions
+		// before creation times were kept): neither is news.
+		{Listener: behind.ID, Seq: 5, Created: behind.Created},
+		{Listener: undated.ID, Seq: 1, Created: undated.Created},
+	}
+	if _, err := s.Pool().Exec(ctx, "UPDATE "+pgx.Identifier{s.Schema(), "listeners"}.Sanitize()+" SET created_ns = $2 WHERE id = $1", undated.ID, int64(math.MinInt64)); err != nil {
+		t.Fatal(err)
 	}
 	if _, _, err := s.Append(ctx, batch("written", map[string]string{written.ID: "second"})); err != nil {
 		t.Fatal(err)
@@ -102,5 +115,57 @@ func TestChangedHeads(t *testing.T) {
 
 	if changed, gone, err := s.ChangedHeads(ctx, nil); err != nil || changed != nil || gone != nil {
 		t.Fatalf("ChangedHeads(nil) = %v, %v, %v", changed, gone, err)
+	}
+}
+
+// TestHubCatchesUpWithChangedHeads runs a hub's catch-up read on the
+// store's ChangedHeads: a message written by SQL, which sends no
+// notification, reaches the subscriber by the read alone, and a listener
+// deleted by SQL ends its ListenUntil with ErrClosed.
+func TestHubCatchesUpWithChangedHeads(t *testing.T) {
+	s := mustStore(t)
+	ctx := ctxT(t)
+	hub := newHub(t, s, moitessier.Options{CatchUpInterval: 20 * time.Millisecond})
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "a", Type: moitessier.Shared, Scope: "quiet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan moitessier.Message, 16)
+	done := make(chan error, 1)
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		_, err := l.ListenUntil(lctx, nil, func(_ context.Context, msgs []moitessier.Message) error {
+			for _, m := range msgs {
+				got <- m
+			}
+			return nil
+		}, 0, 0, 0)
+		done <- err
+	}()
+	q := pgx.Identifier{s.Schema()}.Sanitize()
+	if _, err := s.Pool().Exec(ctx, `WITH up AS (UPDATE `+q+`.listeners SET head = head + 1 WHERE id = $1 RETURNING id, head)
+		INSERT INTO `+q+`.messages (listener, seq, dispatch, scope, sender, body, created_ns)
+		SELECT id, head, 'sql', 'quiet', 'sql', 'behind the hub', $2 FROM up`, l.ID(), time.Now().UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m.Text != "behind the hub" || m.Seq != 1 {
+			t.Fatalf("delivered %+v", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a message written without a notification was not delivered by the catch-up read")
+	}
+	if _, err := s.Pool().Exec(ctx, `DELETE FROM `+q+`.listeners WHERE id = $1`, l.ID()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, moitessier.ErrClosed) {
+			t.Fatalf("ListenUntil ended with %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ListenUntil went on on a deleted listener")
 	}
 }

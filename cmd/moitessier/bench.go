@@ -130,12 +130,12 @@ p50_ms, p99_ms, and more fields where they apply.
 --rounds N runs the whole list N times in turn, the Postgres baselines
 first in each round, so that every ratio is to baselines measured minutes,
 not a quarter of an hour, before it, and the rounds of a workload and of
-its baselines alternate. Each round's results are printed as it ends (with
-"round" in JSON), and after the last round one more line per workload and
+its baselines alternate. Each round's results are printed as they come
+(with "round" in JSON), and after the last round one more line per workload and
 baseline: each figure's median over the rounds and its range (in JSON, an
 object with "rounds" and "summary", which maps each figure's JSON name to
-its median, min and max). A ratio's median is the median of the rounds'
-own ratios, not a ratio of medians.
+its median, min, max and n, the rounds that reported it). A ratio's
+median is the median of the rounds' own ratios, not a ratio of medians.
 
 Each workload gets a fresh store: a new SQLite file in a temporary
 directory, a new PostgreSQL schema (dropped afterwards), or memory.
@@ -270,12 +270,14 @@ type benchConfig struct {
 	// scopesFloor is pg-scopes-floor's rate in this run, or 0.
 	scopesFloor float64
 	rounds      int
-	asJSON      bool
-	quiet       bool
-	progress    bool
-	stderr      io.Writer
-	tmp         string
-	storeName   string
+	// runner runs one workload or baseline; nil: run. (Tests set it.)
+	runner    func(ctx context.Context, name string) (BenchResult, error)
+	asJSON    bool
+	quiet     bool
+	progress  bool
+	stderr    io.Writer
+	tmp       string
+	storeName string
 }
 
 func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -361,7 +363,11 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		all = append(all, results...)
 	}
 	if c.rounds > 1 {
-		return c.printSpreads(stdout, spreads(all))
+		sums, err := spreads(all)
+		if err != nil {
+			return err
+		}
+		return c.printSpreads(stdout, sums)
 	}
 	return nil
 }
@@ -379,7 +385,11 @@ func (c *benchConfig) runRound(ctx context.Context, names []string, round int, s
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		res, err := c.run(ctx, name)
+		run := c.run
+		if c.runner != nil {
+			run = c.runner
+		}
+		res, err := run(ctx, name)
 		switch {
 		case err != nil && strings.HasSuffix(name, "-floor") && ctx.Err() == nil:
 			// A second opinion, not a workload: the workloads run

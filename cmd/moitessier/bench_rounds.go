@@ -4,17 +4,21 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strings"
 )
 
 // Spread is one figure over the rounds of a --rounds run: its median (of
-// an even count, the mean of the middle two) and its range.
+// an even count, the mean of the middle two), its range, and the number of
+// rounds that reported it (fewer than the workload's when a baseline it is
+// a ratio to failed in a round).
 type Spread struct {
 	Median float64 `json:"median"`
 	Min    float64 `json:"min"`
 	Max    float64 `json:"max"`
+	N      int     `json:"n"`
 }
 
 // RoundsSummary is what a --rounds run prints, after its last round, for
@@ -36,7 +40,7 @@ var unspread = []string{"listeners", "messages", "deliveries", "publishers", "ro
 
 // spreads summarizes results, the results of every round in turn, per
 // workload, in the order the workloads first ran.
-func spreads(results []BenchResult) []RoundsSummary {
+func spreads(results []BenchResult) ([]RoundsSummary, error) {
 	var out []RoundsSummary
 	values := map[string]map[string][]float64{}
 	for _, r := range results {
@@ -47,7 +51,11 @@ func spreads(results []BenchResult) []RoundsSummary {
 			i = len(out) - 1
 		}
 		out[i].Rounds++
-		for name, v := range figures(r) {
+		figs, err := figures(r)
+		if err != nil {
+			return nil, fmt.Errorf("%s, round %d: %w", r.Workload, r.Round, err)
+		}
+		for name, v := range figs {
 			values[r.Workload][name] = append(values[r.Workload][name], v)
 		}
 	}
@@ -63,19 +71,19 @@ func spreads(results []BenchResult) []RoundsSummary {
 			out[i].Summary[name] = spreadOf(vs)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // figures returns r's numeric figures by their JSON names, those left out
 // of its JSON (zero) and unspread excepted.
-func figures(r BenchResult) map[string]float64 {
+func figures(r BenchResult) (map[string]float64, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	var m map[string]any
-	if json.Unmarshal(b, &m) != nil {
-		return nil
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
 	}
 	out := map[string]float64{}
 	for name, v := range m {
@@ -83,7 +91,7 @@ func figures(r BenchResult) map[string]float64 {
 			out[name] = f
 		}
 	}
-	return out
+	return out, nil
 }
 
 // spreadOf returns the median and range of vs, which is not empty.
@@ -94,7 +102,7 @@ func spreadOf(vs []float64) Spread {
 	if len(s)%2 == 0 {
 		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
-	return Spread{Median: med, Min: s[0], Max: s[len(s)-1]}
+	return Spread{Median: med, Min: s[0], Max: s[len(s)-1], N: len(s)}
 }
 
 // spreadOrder is the order figures are printed in by printSpreads; the
@@ -138,6 +146,9 @@ func (c *benchConfig) printSpreads(w io.Writer, sums []RoundsSummary) error {
 		for i, name := range names {
 			sp := s.Summary[name]
 			parts[i] = fmt.Sprintf("%s %s (%s–%s)", name, figure(sp.Median), figure(sp.Min), figure(sp.Max))
+			if sp.N < s.Rounds {
+				parts[i] = fmt.Sprintf("%s %s (%s–%s, %d rounds)", name, figure(sp.Median), figure(sp.Min), figure(sp.Max), sp.N)
+			}
 		}
 		label := s.Workload
 		if s.Transport != "" {
@@ -149,10 +160,11 @@ func (c *benchConfig) printSpreads(w io.Writer, sums []RoundsSummary) error {
 }
 
 // figure formats v with three significant digits, or as a whole number
-// from 1 000 up.
+// when that would print a large v with an exponent (from 999.5 up).
 func figure(v float64) string {
-	if v >= 1000 || v <= -1000 {
+	f := fmt.Sprintf("%.3g", v)
+	if strings.ContainsRune(f, 'e') && math.Abs(v) >= 1 {
 		return fmt.Sprintf("%.0f", v)
 	}
-	return fmt.Sprintf("%.3g", v)
+	return f
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -34,7 +36,7 @@ func TestBenchRounds(t *testing.T) {
 			t.Fatalf("summary %d: %v %s", i, err, line)
 		}
 		rs := slices.Sorted(slices.Values(rates[s.Workload]))
-		if got := s.Summary["msgs_per_s"]; got != (Spread{Median: rs[1], Min: rs[0], Max: rs[2]}) {
+		if got := s.Summary["msgs_per_s"]; got != (Spread{Median: rs[1], Min: rs[0], Max: rs[2], N: 3}) {
 			t.Fatalf("msgs_per_s over %v: %+v", rs, got)
 		}
 		for _, name := range unspread {
@@ -93,7 +95,83 @@ func TestBenchRoundsBaselines(t *testing.T) {
 	}
 	var s RoundsSummary
 	if err := json.Unmarshal([]byte(lines[8]), &s); err != nil || s.Workload != "fanout-1" || s.Rounds != 2 ||
-		s.Summary["baseline_ratio"] != (Spread{Median: (ratios[0] + ratios[1]) / 2, Min: min(ratios[0], ratios[1]), Max: max(ratios[0], ratios[1])}) {
+		s.Summary["baseline_ratio"] != (Spread{Median: (ratios[0] + ratios[1]) / 2, Min: min(ratios[0], ratios[1]), Max: max(ratios[0], ratios[1]), N: 2}) {
 		t.Fatalf("summary over ratios %v: %v %s", ratios, err, lines[8])
+	}
+}
+
+// TestRoundsOwnBaselines runs two rounds with a stand-in for the
+// workloads: pg-append-floor fails in the second, whose fanout-1 then has
+// no floor ratio rather than one to the first round's floor, and the
+// summary says floor_ratio came from one round of two.
+func TestRoundsOwnBaselines(t *testing.T) {
+	round := 0
+	c := &benchConfig{rounds: 2, asJSON: true, stderr: io.Discard, storeName: "postgres"}
+	c.runner = func(ctx context.Context, name string) (BenchResult, error) {
+		switch name {
+		case "pg-insert-notify":
+			round++
+			return BenchResult{Workload: name, MsgsPerS: float64(1000 * round)}, nil
+		case "pg-append-floor":
+			if round == 2 {
+				return BenchResult{}, errors.New("no floor this round")
+			}
+			return BenchResult{Workload: name, MsgsPerS: 800}, nil
+		}
+		res := BenchResult{Workload: name, DispatchesPerS: 400}
+		c.ratios(&res)
+		return res, nil
+	}
+	var out strings.Builder
+	names := []string{"pg-insert-notify", "pg-append-floor", "fanout-1"}
+	var all []BenchResult
+	for r := 1; r <= 2; r++ {
+		res, err := c.runRound(context.Background(), names, r, &out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, res...)
+	}
+	if len(all) != 5 {
+		t.Fatalf("%d results, want 5 (the failed floor left out): %+v", len(all), all)
+	}
+	first, second := all[2], all[4]
+	if first.FloorRatio != 0.5 || first.BaselineRatio != 0.4 || second.FloorRatio != 0 || second.FloorPerS != 0 || second.BaselineRatio != 0.2 || second.Round != 2 {
+		t.Fatalf("round 1: %+v\nround 2: %+v", first, second)
+	}
+	sums, err := spreads(all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fan := sums[2]
+	if fan.Workload != "fanout-1" || fan.Rounds != 2 || fan.Summary["floor_ratio"] != (Spread{Median: 0.5, Min: 0.5, Max: 0.5, N: 1}) ||
+		fan.Summary["baseline_ratio"] != (Spread{Median: 0.30000000000000004, Min: 0.2, Max: 0.4, N: 2}) {
+		t.Fatalf("summary %+v", fan)
+	}
+	var text strings.Builder
+	c.asJSON = false
+	if err := c.printSpreads(&text, sums); err != nil || !strings.Contains(text.String(), "floor_ratio 0.5 (0.5–0.5, 1 rounds)") {
+		t.Fatalf("%v\n%s", err, text.String())
+	}
+}
+
+func TestSpreadOf(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want Spread
+	}{
+		{[]float64{3}, Spread{3, 3, 3, 1}},
+		{[]float64{4, 1}, Spread{2.5, 1, 4, 2}},
+		{[]float64{5, 1, 3}, Spread{3, 1, 5, 3}},
+		{[]float64{8, 2, 6, 4}, Spread{5, 2, 8, 4}},
+	} {
+		if got := spreadOf(c.in); got != c.want {
+			t.Errorf("spreadOf(%v) = %+v, want %+v", c.in, got, c.want)
+		}
+	}
+	for v, want := range map[float64]string{999.7: "1000", 999.4: "999", 1234.5: "1234", 0.4567: "0.457", 0: "0", 12_345_678: "12345678", -2500: "-2500"} {
+		if got := figure(v); got != want {
+			t.Errorf("figure(%v) = %q, want %q", v, got, want)
+		}
 	}
 }

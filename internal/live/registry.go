@@ -96,9 +96,10 @@ type Bound[M any] struct {
 	Cache   *Cache[M]
 }
 
-// Caches returns the caches with the incarnations they are bound to, for a
-// catch-up: it reads the store's answer for them, and then drops with
-// DropIf those the answer shows deleted, or made again, since.
+// Caches returns the caches with the incarnations they are bound to and
+// their heads, for a catch-up: it reads the store's answer for them, and
+// then drops with DropIf those the answer shows deleted, or made again,
+// since.
 func (r *Registry[M]) Caches() []Bound[M] {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
