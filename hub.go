@@ -457,11 +457,11 @@ func (h *Hub) observeHeads(heads []Head) {
 // catchUp re-reads the heads of listeners with local subscribers, in one
 // call, to cover a lost notification: it sends the heads their caches
 // know, and hears back those that differ (see CompareHeads), which are all
-// that reading every head would have changed. A listener
-// the answer says is gone was deleted elsewhere, and one whose answer
-// names another incarnation than the one its local subscribers' cache was
-// bound to was deleted and made again under its ID: their ListenUntil
-// calls end with ErrClosed rather than read on in the new one's messages.
+// that reading every head would have changed. A listener the answer says
+// is gone was deleted elsewhere, and one whose answer names another
+// incarnation than the one its local subscribers' cache was bound to was
+// deleted and made again under its ID: their ListenUntil calls end with
+// ErrClosed rather than read on in the new one's messages.
 // Only a cache that was there before the answer was read, and still is,
 // is dropped: one made since (a new incarnation's, in this process) is not
 // the answer's to judge.
@@ -503,12 +503,11 @@ func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 		}
 	}
 	if len(again) > 0 {
+		// If this fails, the first answer is still applied; those few
+		// wait for the next read.
 		more, moreGone, err := CompareHeads(ctx, w, again)
-		if err != nil {
-			if ctx.Err() == nil {
-				h.log.Warn("moitessier: catch up", "err", err)
-			}
-			return
+		if err != nil && ctx.Err() == nil {
+			h.log.Warn("moitessier: catch up", "err", err)
 		}
 		for _, hd := range more {
 			byID[hd.Listener] = hd
