@@ -295,6 +295,7 @@ func (d *floorDeliveries) end() {
 // ratios.
 func (c *benchConfig) measureFloor(ctx context.Context, res *BenchResult, d *floorDeliveries, want int64, lats []time.Duration, commit func(m int) error, check func() error) error {
 	d.ready.Wait()
+	settleHeap()
 	cpu0 := processCPU()
 	start := time.Now()
 	for m := range res.Messages {
