@@ -46,6 +46,11 @@ func TestChangedHeads(t *testing.T) {
 		{Listener: remade.ID, Seq: 1, Created: remade.Created},
 		{Listener: unbound.ID, Seq: 1},
 		{Listener: "never made", Seq: 0, Created: time.Now()},
+		// IDs that an array's text must quote and escape come back as
+		// they went.
+		{Listener: `odd "id", with \ and {braces} NULL`, Seq: 0, Created: time.Now()},
+		{Listener: "", Seq: 0},
+		{Listener: "ünïcödé", Seq: 0, Created: time.Now()},
 		// A head known above the store's (a stale one), and a row whose
 		// creation time the store does not know (as rows of versions
 		// before creation times were kept): neither is news.
@@ -86,7 +91,7 @@ func TestChangedHeads(t *testing.T) {
 		}
 	}
 	slices.Sort(gone)
-	if wantGone := slices.Sorted(slices.Values([]string{deleted.ID, "never made"})); !slices.Equal(gone, wantGone) {
+	if wantGone := slices.Sorted(slices.Values([]string{deleted.ID, "never made", `odd "id", with \ and {braces} NULL`, "", "ünïcödé"})); !slices.Equal(gone, wantGone) {
 		t.Fatalf("gone %v, want %v", gone, wantGone)
 	}
 

@@ -110,7 +110,7 @@ func buildQueries(schema string) queries {
 		// creation time is known and another, or whose creation time the
 		// caller does not know.
 		changedHeads: `SELECT k.id, l.id IS NOT NULL, coalesce(l.head, 0), coalesce(l.created_ns, 0)
-			FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS k(id, head, created)
+			FROM unnest($1::text::text[], $2::text::bigint[], $3::text::bigint[]) AS k(id, head, created)
 			LEFT JOIN S.listeners l ON l.id = k.id COLLATE "C"
 			WHERE l.id IS NULL OR l.head > k.head OR k.created = -9223372036854775808
 				OR l.created_ns <> k.created AND l.created_ns <> -9223372036854775808`,
