@@ -11,7 +11,7 @@ import (
 type queries struct {
 	join, joinBatch, bumpPatterns, listener                                          string
 	subscribers, leave                                                               string
-	match, loadPatterns, heads, changedHeads, allHeads                               string
+	match, loadPatterns, heads, changedHeads, changedHeadsOf, allHeads               string
 	append, appendOne, appendSingle, appendScalar, claimKey, recordKey, replay, read string
 	readOf                                                                           string
 	matchAppend, matchAppendSingle                                                   string
@@ -108,7 +108,9 @@ func buildQueries(schema string) queries {
 		// bigint, as for a row's: not known) their caller knows, those
 		// gone (found false), and those whose head is higher, whose
 		// creation time is known and another, or whose creation time the
-		// caller does not know.
+		// caller does not know. The three arrays come as the text of
+		// array literals (see arrayLiterals); changedHeadsOf is the same
+		// statement with them as arrays.
 		changedHeads: `SELECT k.id, l.id IS NOT NULL, coalesce(l.head, 0), coalesce(l.created_ns, 0)
 			FROM unnest($1::text::text[], $2::text::bigint[], $3::text::bigint[]) AS k(id, head, created)
 			LEFT JOIN S.listeners l ON l.id = k.id COLLATE "C"
@@ -450,6 +452,10 @@ func buildQueries(schema string) queries {
 				WHERE l.id = (@ids::text[])[1] AND NOT EXISTS (SELECT 1 FROM stale)
 				RETURNING l.id, l.head, (@counts::bigint[])[1] AS n, l.created_ns
 			` + q.appendOne[j:]
+	q.changedHeadsOf = strings.Replace(q.changedHeads, "unnest($1::text::text[], $2::text::bigint[], $3::text::bigint[])", "unnest($1::text[], $2::bigint[], $3::bigint[])", 1)
+	if q.changedHeadsOf == q.changedHeads {
+		panic("postgres: changedHeadsOf: the changedHeads statement changed")
+	}
 	q.matchAppend = bindNames(q.matchAppend, matchAppendParams)
 	q.matchAppendSingle = bindNames(q.matchAppendSingle, matchAppendSingleParams)
 	q.append = bindNames(q.append, appendParams)
@@ -459,7 +465,7 @@ func buildQueries(schema string) queries {
 	for _, p := range []*string{
 		&q.join, &q.joinBatch, &q.bumpPatterns, &q.listener,
 		&q.subscribers, &q.leave,
-		&q.match, &q.loadPatterns, &q.heads, &q.changedHeads, &q.allHeads,
+		&q.match, &q.loadPatterns, &q.heads, &q.changedHeads, &q.changedHeadsOf, &q.allHeads,
 		&q.append, &q.appendOne, &q.appendSingle, &q.appendScalar, &q.matchAppend, &q.matchAppendSingle, &q.claimKey, &q.keyFingerprint, &q.recordKey, &q.replay, &q.read, &q.readOf, &q.seek, &q.checkpoint,
 		&q.expiredListeners, &q.lockTrim, &q.trimDoomed, &q.expireSubscribers,
 		&q.lockListeners, &q.deleteEmptyListeners, &q.deleteMsgsOf,

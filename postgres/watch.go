@@ -50,8 +50,17 @@ func (s *Store) ChangedHeads(ctx context.Context, known []moitessier.Head) (chan
 	if len(known) == 0 {
 		return nil, nil, nil
 	}
-	ids, heads, created := arrayLiterals(known)
-	rows, err := s.pool.Query(ctx, s.q.changedHeads, ids, heads, created)
+	var rows pgx.Rows
+	if asciiIDs(known) {
+		ids, heads, created := arrayLiterals(known)
+		rows, err = s.pool.Query(ctx, s.q.changedHeads, ids, heads, created)
+	} else {
+		ids, heads, created := make([]string, len(known)), make([]int64, len(known)), make([]int64, len(known))
+		for i, k := range known {
+			ids[i], heads[i], created[i] = k.Listener, toSeq(k.Seq), toNS(k.Created)
+		}
+		rows, err = s.pool.Query(ctx, s.q.changedHeadsOf, ids, heads, created)
+	}
 	if err != nil {
 		return nil, nil, s.wrap(op, err)
 	}
@@ -77,11 +86,29 @@ func (s *Store) ChangedHeads(ctx context.Context, known []moitessier.Head) (chan
 	return changed, gone, nil
 }
 
+// asciiIDs reports whether every listener of known has an ID of ASCII
+// bytes only, as every ID a hub makes has.
+func asciiIDs(known []moitessier.Head) bool {
+	for _, k := range known {
+		for i := 0; i < len(k.Listener); i++ {
+			if k.Listener[i] >= 0x80 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // arrayLiterals returns the listeners, heads and creation times (Unix
 // nanoseconds) of known as the text of three PostgreSQL arrays, which the
 // server parses at once: pgx encodes an array of many strings element by
 // element, at a cost that was most of a catch-up read's in its process.
-// Every ID is quoted, with its backslashes and double quotes escaped.
+// Every ID is quoted, with its backslashes and double quotes escaped. The
+// escaping goes byte by byte, so the IDs must be ASCII (asciiIDs): in a
+// client encoding such as SJIS, a byte 0x5C can be the second half of a
+// character, which the server would read as a backslash of its own after
+// converting the text, and the array's elements would not be the IDs.
+// (Every client encoding PostgreSQL offers encodes ASCII as ASCII.)
 func arrayLiterals(known []moitessier.Head) (ids, heads, created string) {
 	b := make([]byte, 0, len(known)*40+2)
 	h := make([]byte, 0, len(known)*8+2)

@@ -118,9 +118,10 @@ p99_ms are the subscribers'.
 
 Messages are 100 bytes. Deliveries are checked (right listener, in order, no
 duplicate); the wall time runs from the first dispatch to the last delivery.
-Before that first dispatch the library workloads and the floors collect
-their setup's garbage and return the memory it held to the system
-(debug.FreeOSMemory), so that neither is done during the timed phase.
+Before that first dispatch fanout-*, dispatch-8, scopes-10k,
+pg-fanout-floor and pg-scopes-floor collect their setup's garbage and
+return the memory it held to the system (debug.FreeOSMemory), so that
+neither is done during the timed phase.
 As in the Go benchmarks, a dispatcher stays at most --window (256) messages
 ahead of the slowest subscriber (4 × --window in all for scopes-10k), so
 that latency measures delivery, not a backlog; --window 0 lets the
