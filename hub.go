@@ -494,12 +494,12 @@ func (h *Hub) catchUp(ctx context.Context, w Watcher) {
 	// store's head is not above the one sent: those few are asked again,
 	// with the heads they have now.
 	var again []Head
-	for i, c := range caches {
+	for _, c := range caches {
 		if _, ok := byID[c.ID]; ok || isGone[c.ID] {
 			continue
 		}
 		if hd := c.Cache.Head(); hd < c.Head {
-			again = append(again, Head{Listener: c.ID, Seq: Cursor(hd), Created: known[i].Created})
+			again = append(again, Head{Listener: c.ID, Seq: Cursor(hd), Created: c.Created})
 		}
 	}
 	if len(again) > 0 {

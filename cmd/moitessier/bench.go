@@ -385,14 +385,14 @@ func (c *benchConfig) runRound(ctx context.Context, names []string, round int, s
 	if c.rounds > 1 && !c.asJSON {
 		fmt.Fprintf(stdout, "round %d of %d\n", round, c.rounds)
 	}
+	run := c.run
+	if c.runner != nil {
+		run = c.runner
+	}
 	var results []BenchResult
 	for _, name := range names {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
-		}
-		run := c.run
-		if c.runner != nil {
-			run = c.runner
 		}
 		res, err := run(ctx, name)
 		switch {
