@@ -142,6 +142,12 @@ object with "rounds" and "summary", which maps each figure's JSON name to
 its median, min, max and n, the rounds that reported it). A ratio's
 median is the median of the rounds' own ratios, not a ratio of medians.
 
+--hub-procs N starts the processes that serve the http-* workloads and
+sse-10k (the hub) and pg-http-floor (the bare service) with GOMAXPROCS=N
+in their environment, so that a hub limited to N processors is measured
+against a bare service limited alike; their results carry "hub_procs".
+The bench process and its clients keep the runtime's default.
+
 Each workload gets a fresh store: a new SQLite file in a temporary
 directory, a new PostgreSQL schema (dropped afterwards), or memory.
 sse-10k raises the open-files limit (RLIMIT_NOFILE) to its hard limit. For
@@ -203,7 +209,10 @@ type BenchResult struct {
 	DispatchP99ms float64 `json:"dispatch_p99_ms,omitempty"`
 
 	// The end-to-end workloads.
-	Publishers        int     `json:"publishers,omitempty"`
+	Publishers int `json:"publishers,omitempty"`
+	// HubProcs is --hub-procs, the serving process's GOMAXPROCS, when it
+	// was set.
+	HubProcs          int     `json:"hub_procs,omitempty"`
 	HubCPUSeconds     float64 `json:"hub_cpu_s,omitempty"`
 	HubCPUPerDelivery float64 `json:"hub_cpu_us_per_delivery,omitempty"`
 	// Baseline is how pg-insert-notify or pg-append-floor was measured:
@@ -266,10 +275,13 @@ type benchConfig struct {
 	window     int
 	transport  hubload.Transport
 	publishers int
-	baseTime   time.Duration
-	baseline   float64 // pg-insert-notify's rate in this run, or 0
-	floor      float64 // pg-append-floor's rate in this run, or 0
-	httpFloor  float64 // pg-http-floor's rate in this run, or 0
+	// hubProcs is --hub-procs: GOMAXPROCS of the processes that serve
+	// the http-* workloads, sse-10k and pg-http-floor, or 0.
+	hubProcs  int
+	baseTime  time.Duration
+	baseline  float64 // pg-insert-notify's rate in this run, or 0
+	floor     float64 // pg-append-floor's rate in this run, or 0
+	httpFloor float64 // pg-http-floor's rate in this run, or 0
 	// fanoutFloor is pg-fanout-floor's rate in this run, or 0.
 	fanoutFloor float64
 	// scopesFloor is pg-scopes-floor's rate in this run, or 0.
@@ -295,6 +307,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.IntVar(&c.window, "window", 256, "most messages a dispatcher of the library workloads may be ahead of the slowest subscriber; 0: no limit")
 	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
 	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads (and of pg-http-floor)")
+	fs.IntVar(&c.hubProcs, "hub-procs", 0, "GOMAXPROCS of the hub process of the http-* workloads and sse-10k, and of pg-http-floor's (0: the Go runtime's default)")
 	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor) runs")
 	fs.IntVar(&c.rounds, "rounds", 1, "run the workloads, each round with its own Postgres baselines first, this many times in turn, and print each figure's median and range after the last")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")
@@ -307,8 +320,8 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		fmt.Fprintf(stderr, "--transport %q: want sse or ws\n", *transport)
 		return errUsage
 	}
-	if c.publishers < 1 || c.rounds < 1 || c.window < 0 || c.clients < 0 {
-		fmt.Fprintf(stderr, "--publishers and --rounds must be at least 1, --window and --clients not negative\n")
+	if c.publishers < 1 || c.rounds < 1 || c.window < 0 || c.clients < 0 || c.hubProcs < 0 {
+		fmt.Fprintf(stderr, "--publishers and --rounds must be at least 1, --window, --clients and --hub-procs not negative\n")
 		return errUsage
 	}
 	names := fs.Args()
@@ -456,6 +469,9 @@ func printResult(stdout io.Writer, res BenchResult) {
 	}
 	if res.Publishers > 1 {
 		extra = append(extra, fmt.Sprintf("%d publishers", res.Publishers))
+	}
+	if res.HubProcs > 0 {
+		extra = append(extra, fmt.Sprintf("serving process on GOMAXPROCS=%d", res.HubProcs))
 	}
 	for _, r := range []struct {
 		ratio float64

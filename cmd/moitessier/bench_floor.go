@@ -41,12 +41,12 @@ const httpFloorStatement = "MOITESSIER_BENCH_FLOOR_STATEMENT"
 // baseline_ratio its rate over pg-insert-notify's and its floor_ratio over
 // pg-append-floor's.
 func (c *benchConfig) pgHTTPFloor(ctx context.Context, d time.Duration) (BenchResult, error) {
-	res := BenchResult{Workload: "pg-http-floor", Store: c.storeName, Listeners: 1, Publishers: c.publishers}
+	res := BenchResult{Workload: "pg-http-floor", Store: c.storeName, Listeners: 1, Publishers: c.publishers, HubProcs: c.hubProcs}
 	fs, err := c.floorSchema(ctx)
 	if err != nil {
 		return res, err
 	}
-	env := append(os.Environ(), "MOITESSIER_STORE="+c.store, httpFloorStatement+"="+fs.statement("$1"))
+	env := c.childEnv("MOITESSIER_STORE="+c.store, httpFloorStatement+"="+fs.statement("$1"))
 	h, err := c.startChild(ctx, []string{httpFloorCommand}, env, fs.drop)
 	if err != nil {
 		return res, err

@@ -58,7 +58,7 @@ func (r *BenchResult) cpuPerDelivery(cpu0, cpu1 time.Duration) {
 // (closed loop: no window; a hub that answers faster than it delivers
 // shows as latency).
 func (c *benchConfig) httpFanout(ctx context.Context, name string, clients, n int) (BenchResult, error) {
-	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(c.transport), Publishers: c.publishers, Listeners: clients, Messages: n}
+	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(c.transport), Publishers: c.publishers, HubProcs: c.hubProcs, Listeners: clients, Messages: n}
 	if _, err := raiseOpenFiles(); err != nil {
 		return res, fmt.Errorf("raise the open-files limit: %w", err)
 	}
@@ -155,7 +155,7 @@ func (c *benchConfig) publish(ctx context.Context, h *hubProc, scope string, mor
 // what one more idle connection costs. With fewer than two clients there
 // is no first share, and the two are the same.
 func (c *benchConfig) httpIdle(ctx context.Context, name string, conns int) (BenchResult, error) {
-	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(c.transport), Listeners: conns}
+	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(c.transport), HubProcs: c.hubProcs, Listeners: conns}
 	limit, err := raiseOpenFiles()
 	if err != nil {
 		return res, fmt.Errorf("raise the open-files limit: %w", err)

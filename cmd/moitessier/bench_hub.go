@@ -125,9 +125,20 @@ func (c *benchConfig) hubCommand(name, secret string) (args, env []string, drop 
 		drop = func() { dropSchema(c.store, schema) }
 		args = append(args, "--schema", schema)
 	}
-	// Later entries win over the inherited ones (os/exec keeps the last).
-	env = append(os.Environ(), "MOITESSIER_SECRET="+secret, "MOITESSIER_STORE="+store)
+	env = c.childEnv("MOITESSIER_SECRET="+secret, "MOITESSIER_STORE="+store)
 	return args, env, drop
+}
+
+// childEnv returns the environment of a serving process this bench starts
+// (the hub, or pg-http-floor's service): this process's, then kv, then
+// GOMAXPROCS if --hub-procs is set. Later entries win over the inherited
+// ones (os/exec keeps the last value of a key).
+func (c *benchConfig) childEnv(kv ...string) []string {
+	env := append(os.Environ(), kv...)
+	if c.hubProcs > 0 {
+		env = append(env, "GOMAXPROCS="+strconv.Itoa(c.hubProcs))
+	}
+	return env
 }
 
 // hubAddress reads the child hub's first line for its address.

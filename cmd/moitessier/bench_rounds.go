@@ -36,7 +36,7 @@ type RoundsSummary struct {
 
 // unspread are the figures a workload sets rather than measures, which a
 // summary leaves out.
-var unspread = []string{"listeners", "messages", "deliveries", "publishers", "round"}
+var unspread = []string{"listeners", "messages", "deliveries", "publishers", "hub_procs", "round"}
 
 // spreads summarizes results, the results of every round in turn, per
 // workload, in the order the workloads first ran.

@@ -18,7 +18,7 @@ import (
 // binary) on the chosen store, clients SSE connections to it on one scope,
 // and a dispatch every 10 ms over HTTP.
 func (c *benchConfig) sse(ctx context.Context, name string, clients, n int) (BenchResult, error) {
-	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(hubload.SSE), Listeners: clients, Messages: n}
+	res := BenchResult{Workload: name, Store: c.storeName, Transport: string(hubload.SSE), HubProcs: c.hubProcs, Listeners: clients, Messages: n}
 	limit, err := raiseOpenFiles()
 	if err != nil {
 		return res, fmt.Errorf("raise the open-files limit: %w", err)
