@@ -144,9 +144,11 @@ median is the median of the rounds' own ratios, not a ratio of medians.
 
 --hub-procs N starts the processes that serve the http-* workloads and
 sse-10k (the hub) and pg-http-floor (the bare service) with GOMAXPROCS=N
-in their environment, so that a hub limited to N processors is measured
-against a bare service limited alike; their results carry "hub_procs".
-The bench process and its clients keep the runtime's default.
+in their environment, so that a hub running Go code on at most N
+processors at once is measured against a bare service limited alike
+(a SQLite hub also sizes its pool of readers by it, at least 4); their
+results, and the --rounds summaries of them, carry "hub_procs". The
+bench process and its clients are left as they are.
 
 Each workload gets a fresh store: a new SQLite file in a temporary
 directory, a new PostgreSQL schema (dropped afterwards), or memory.
@@ -288,13 +290,17 @@ type benchConfig struct {
 	scopesFloor float64
 	rounds      int
 	// runner runs one workload or baseline; nil: run. (Tests set it.)
-	runner    func(ctx context.Context, name string) (BenchResult, error)
-	asJSON    bool
-	quiet     bool
-	progress  bool
-	stderr    io.Writer
-	tmp       string
-	storeName string
+	runner func(ctx context.Context, name string) (BenchResult, error)
+	// childStarted, if not nil, is called with the pid of each serving
+	// process startChild starts, once it has printed its address. (Tests
+	// set it.)
+	childStarted func(pid int)
+	asJSON       bool
+	quiet        bool
+	progress     bool
+	stderr       io.Writer
+	tmp          string
+	storeName    string
 }
 
 func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -307,7 +313,7 @@ func runBench(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	fs.IntVar(&c.window, "window", 256, "most messages a dispatcher of the library workloads may be ahead of the slowest subscriber; 0: no limit")
 	transport := fs.String("transport", "sse", "transport of the http-* workloads' subscribers: sse or ws")
 	fs.IntVar(&c.publishers, "publishers", 1, "publishers of the http-fanout-* workloads (and of pg-http-floor)")
-	fs.IntVar(&c.hubProcs, "hub-procs", 0, "GOMAXPROCS of the hub process of the http-* workloads and sse-10k, and of pg-http-floor's (0: the Go runtime's default)")
+	fs.IntVar(&c.hubProcs, "hub-procs", 0, "GOMAXPROCS of the hub process of the http-* workloads and sse-10k, and of pg-http-floor's service (0: as this process's environment has it)")
 	fs.DurationVar(&c.baseTime, "baseline-time", 5*time.Second, "how long each Postgres baseline (pg-insert-notify, pg-append-floor, pg-http-floor) runs")
 	fs.IntVar(&c.rounds, "rounds", 1, "run the workloads, each round with its own Postgres baselines first, this many times in turn, and print each figure's median and range after the last")
 	fs.BoolVar(&c.asJSON, "json", false, "print one JSON object per workload")

@@ -99,6 +99,9 @@ func (c *benchConfig) startChild(ctx context.Context, args, env []string, drop f
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	h.addr = strings.TrimPrefix(h.base, "http://")
+	if c.childStarted != nil {
+		c.childStarted(h.pid)
+	}
 	return h, nil
 }
 

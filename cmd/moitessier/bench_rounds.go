@@ -30,6 +30,7 @@ type RoundsSummary struct {
 	Workload  string            `json:"workload"`
 	Store     string            `json:"store"`
 	Transport string            `json:"transport,omitempty"`
+	HubProcs  int               `json:"hub_procs,omitempty"`
 	Rounds    int               `json:"rounds"`
 	Summary   map[string]Spread `json:"summary"`
 }
@@ -46,7 +47,7 @@ func spreads(results []BenchResult) ([]RoundsSummary, error) {
 	for _, r := range results {
 		i := slices.IndexFunc(out, func(s RoundsSummary) bool { return s.Workload == r.Workload })
 		if i < 0 {
-			out = append(out, RoundsSummary{Workload: r.Workload, Store: r.Store, Transport: r.Transport})
+			out = append(out, RoundsSummary{Workload: r.Workload, Store: r.Store, Transport: r.Transport, HubProcs: r.HubProcs})
 			values[r.Workload] = map[string][]float64{}
 			i = len(out) - 1
 		}
@@ -153,6 +154,9 @@ func (c *benchConfig) printSpreads(w io.Writer, sums []RoundsSummary) error {
 		label := s.Workload
 		if s.Transport != "" {
 			label += " over " + s.Transport
+		}
+		if s.HubProcs > 0 {
+			label += fmt.Sprintf(" (GOMAXPROCS=%d)", s.HubProcs)
 		}
 		fmt.Fprintf(w, "%-16s %-9s %d rounds: %s\n", label, s.Store, s.Rounds, strings.Join(parts, ", "))
 	}
