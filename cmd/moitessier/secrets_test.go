@@ -131,21 +131,16 @@ func TestBenchHubCommand(t *testing.T) {
 				t.Fatalf("%s: the hub's arguments %q carry the secret or the store", store, args)
 			}
 		}
-		// os/exec uses the last value of a key.
-		last := map[string]string{}
-		for _, kv := range env {
-			k, v, _ := strings.Cut(kv, "=")
-			last[k] = v
-		}
-		if last["MOITESSIER_SECRET"] != secret {
-			t.Fatalf("%s: MOITESSIER_SECRET %q", store, last["MOITESSIER_SECRET"])
+		// os/exec uses the last value of a key (lastValue).
+		if v, _ := lastValue(env, "MOITESSIER_SECRET"); v != secret {
+			t.Fatalf("%s: MOITESSIER_SECRET %q", store, v)
 		}
 		want := store
 		if store == "sqlite" {
 			want = c.tmp
 		}
-		if !strings.HasPrefix(last["MOITESSIER_STORE"], want) {
-			t.Fatalf("%s: MOITESSIER_STORE %q", store, last["MOITESSIER_STORE"])
+		if v, _ := lastValue(env, "MOITESSIER_STORE"); !strings.HasPrefix(v, want) {
+			t.Fatalf("%s: MOITESSIER_STORE %q", store, v)
 		}
 	}
 }
