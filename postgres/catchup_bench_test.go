@@ -73,6 +73,12 @@ func BenchmarkCatchUp(b *testing.B) {
 	}
 }
 
+// reportCPU reports the processor time this process used since cpu0 (a
+// benchCPU), per iteration of b, as cpu-µs/op.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64(benchCPU()-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+}
+
 // benchCPU is the processor time this process has used, user and system.
 func benchCPU() time.Duration {
 	var ru syscall.Rusage

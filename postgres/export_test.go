@@ -146,3 +146,7 @@ func (s *Store) LeaveThen(ctx context.Context, listenerID, person, client string
 	}
 	return d.deleted, nil
 }
+
+// JoinStatement is the statement Join sends for one join alone (see
+// queries.go), for the benchmarks' floors.
+func (s *Store) JoinStatement() string { return s.q.join }

@@ -301,6 +301,28 @@ func TestJoinsSlowAloneGivesUpItsTurn(t *testing.T) {
 	held()
 }
 
+// TestJoinsAfterASlowAloneGoOn: joins that come one at a time after a join
+// sent alone has held its turn past slowJoin, with none waiting for it
+// until then, find the turn handed on and return while it still waits.
+func TestJoinsAfterASlowAloneGoOn(t *testing.T) {
+	f := newJoinsFixture(t, time.Millisecond)
+	release, held := f.holdTurn(t, "room")
+	time.Sleep(10 * time.Millisecond)
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
+		_, _, err := f.join(ctx, f.listener(fmt.Sprint("late-", i)), "owner", moitessier.Quota{})
+		cancel()
+		if err != nil {
+			t.Fatalf("join of late-%d while a slow one waits: %v", i, err)
+		}
+	}
+	if n := waitingJoins(t, f.ctx, f.s, f.q); n != 1 {
+		t.Errorf("%d joins wait for a lock, want the held one", n)
+	}
+	release()
+	held()
+}
+
 // TestJoinsRefusedTogetherRunAlone queues, behind the held turn, good
 // joins and one whose scope the server refuses (a NUL byte): the
 // statement that carries them all is refused, so each runs again alone,
