@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,8 +124,8 @@ func BenchmarkCrossHub(b *testing.B) {
 // Hub.NewListener (the scopes-10k workload's create_s). The "durable"
 // variants set Config.DurableJoins, so that each join waits for its
 // commit's flush. Two floors, with no Moitessier Go code on the path, run
-// on one pgx connection of their own, each commit asynchronous as a
-// join's that creates its listener is: "raw/join_listener" sends the
+// each on a pgx connection of its own (with the store's plan cache mode),
+// each commit asynchronous as a join's that creates its listener is: "raw/join_listener" sends the
 // store's own join statement (the function of migration 10), as
 // Store.Join sends it alone; "raw/insert" writes only the rows a creation
 // must, the listener, its scope (whose trigger writes the scope's
@@ -144,9 +145,11 @@ func BenchmarkJoin(b *testing.B) {
 			i++
 			id, scope, now := fmt.Sprint("jbench.join.", i), fmt.Sprint("bench.join.", i), time.Now().UnixNano()
 			var created bool
-			// As Store.Join sends it: no quota, the listener's tag i.
+			// As Store.Join sends it for a new subscriber (its cursor
+			// Resume), with no quota (the quota keys unused) and the
+			// listener's tag i.
 			if err := conn.QueryRow(ctx, q, id, int(moitessier.Shared), "p", "", []string{scope}, []bool{false}, now,
-				"p", "", now, now+int64(time.Hour), int64(1)<<62, int64(0), int64(0), int64(0), int64(1), int64(1), true, int64(i),
+				"p", "", now, now+int64(time.Hour), int64(math.MaxInt64), int64(0), int64(0), int64(0), int64(1), int64(1), true, int64(i),
 			).Scan(&created, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil); err != nil {
 				b.Fatal(err)
 			}
@@ -366,11 +369,17 @@ func BenchmarkChurn(b *testing.B) {
 }
 
 // rawJoinConn returns a store on a fresh schema (migrated) and a pgx
-// connection of its own to the test server, closed when b ends.
+// connection of its own to the test server, planning as the store's pool
+// does (plan_cache_mode), closed when b ends.
 func rawJoinConn(b *testing.B) (*postgres.Store, *pgx.Conn) {
 	b.Helper()
 	s := benchStore(b)
-	conn, err := pgx.Connect(ctxT(b), testDSN())
+	cfg, err := pgx.ParseConfig(testDSN())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	conn, err := pgx.ConnectConfig(ctxT(b), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func BenchmarkCatchUp(b *testing.B) {
 					b.Fatalf("%d changed, %d gone, %v", len(changed), len(gone), err)
 				}
 			}
-			b.ReportMetric(float64(benchCPU()-cpu0)/1e3/float64(b.N), "cpu-µs/op")
+			reportCPU(b, cpu0)
 		})
 	}
 }

@@ -100,6 +100,13 @@ func (s *Store) JoinTx(ctx context.Context, tx pgx.Tx, l moitessier.ListenerInfo
 // more.
 func (s *Store) JoinsBatched() int64 { return s.joins.batched.Load() }
 
+// JoinTurnFree reports whether no join statement holds the join turn.
+func (s *Store) JoinTurnFree() bool {
+	s.joins.mu.Lock()
+	defer s.joins.mu.Unlock()
+	return !s.joins.busy
+}
+
 // JoinsQueued returns how many joins wait for a turn.
 func (s *Store) JoinsQueued() int {
 	s.joins.mu.Lock()

@@ -307,7 +307,7 @@ func TestJoinsSlowAloneGivesUpItsTurn(t *testing.T) {
 func TestJoinsAfterASlowAloneGoOn(t *testing.T) {
 	f := newJoinsFixture(t, time.Millisecond)
 	release, held := f.holdTurn(t, "room")
-	time.Sleep(10 * time.Millisecond)
+	waitFor(t, "the slow join's turn to be handed on", f.s.JoinTurnFree)
 	for i := range 3 {
 		ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
 		_, _, err := f.join(ctx, f.listener(fmt.Sprint("late-", i)), "owner", moitessier.Quota{})
