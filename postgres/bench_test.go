@@ -125,15 +125,17 @@ func BenchmarkCrossHub(b *testing.B) {
 // variants set Config.DurableJoins, so that each join waits for its
 // commit's flush. Two floors, with no Moitessier Go code on the path, run
 // each on a pgx connection of its own (with the store's plan cache mode),
-// each commit asynchronous as a join's that creates its listener is: "raw/join_listener" sends the
-// store's own join statement (the function of migration 10), as
-// Store.Join sends it alone; "raw/insert" writes only the rows a creation
-// must, the listener, its scope (whose trigger writes the scope's
-// version) and its subscriber, in one statement of three inserts, with
-// no quota, no conflict handling and nothing read back. Each reports the
-// process's CPU time per creation (cpu-µs/op; the server's is not in
-// it), steadier than the time per creation on a machine whose commits
-// vary. Compare them within one run.
+// each commit asynchronous as a join's that creates its listener is:
+// "raw/join_listener" sends the store's own join statement (the function
+// of migration 10), as Store.Join sends it alone; "raw/insert" writes
+// only the rows a creation must, the listener, its scope (whose trigger
+// writes the scope's version) and its subscriber, in one statement of
+// three inserts, with no quota, no conflict handling and nothing read
+// back. Each reports the process's CPU time per creation (cpu-µs/op; the
+// server's is not in it), steadier than the time per creation on a
+// machine whose commits vary. Compare them within one run, with
+// -skip 'BenchmarkJoin/Store.Join/parallel' so that the parallel
+// variants do not run between them.
 func BenchmarkJoin(b *testing.B) {
 	b.Run("raw/join_listener", func(b *testing.B) {
 		s, conn := rawJoinConn(b)
