@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -636,9 +637,12 @@ func (h *Hub) Open(ctx context.Context, id, person, client string) (*Listener, e
 // lease it is about to end) only to leave it. When it was the last
 // subscriber, the listener and its messages are deleted, running
 // ListenUntil calls on it in this hub return ErrClosed, and Hooks.Emptied
-// is called. It returns an error wrapping ErrNotFound if there is no such
-// listener or subscriber. It checks no ownership beyond that: a subscriber
-// leaves as itself.
+// is called with the listener as the call found it: the incarnation it
+// deleted, even if the listener was deleted and made again under its ID
+// while the call ran (on a store that is an IncarnationLeaver, as every
+// store of this module is). It returns an error wrapping ErrNotFound if
+// there is no such listener or subscriber. It checks no ownership beyond
+// that: a subscriber leaves as itself.
 func (h *Hub) Leave(ctx context.Context, id, person, client string) error {
 	if err := h.checkOpen("leave"); err != nil {
 		return err
@@ -652,17 +656,16 @@ func (h *Hub) Leave(ctx context.Context, id, person, client string) error {
 	if err := checkName("client", client, true); err != nil {
 		return fmt.Errorf("leave %s: %w", id, err)
 	}
-	// The listener as it was is read first only for Hooks.Emptied: Leave
-	// answers ErrNotFound for a listener that does not exist as for a
-	// subscriber that does not.
-	var info ListenerInfo
+	var (
+		info    ListenerInfo
+		deleted bool
+		err     error
+	)
 	if h.opts.Hooks.Emptied != nil {
-		var err error
-		if info, err = h.store.Listener(ctx, id); err != nil {
-			return fmt.Errorf("leave %s: %w", id, err)
-		}
+		info, deleted, err = h.leaveRead(ctx, id, person, client)
+	} else {
+		deleted, err = h.store.Leave(ctx, id, person, client)
 	}
-	deleted, err := h.store.Leave(ctx, id, person, client)
 	if err != nil {
 		return fmt.Errorf("leave %s: %w", id, err)
 	}
@@ -673,6 +676,37 @@ func (h *Hub) Leave(ctx context.Context, id, person, client string) error {
 		}
 	}
 	return nil
+}
+
+// leaveRead is Hub.Leave's store calls when Hooks.Emptied is set: the
+// listener as it was is read first, for the hook (Leave answers
+// ErrNotFound for a listener that does not exist as for a subscriber that
+// does not), and left only while it is the incarnation read, on a store
+// that can (IncarnationLeaver), so that the hook is told of the
+// incarnation the call deleted. If that one was deleted, and the listener
+// made again, between the read and the leave, it reads and leaves again,
+// at most three times in all.
+func (h *Hub) leaveRead(ctx context.Context, id, person, client string) (info ListenerInfo, deleted bool, err error) {
+	if info, err = h.store.Listener(ctx, id); err != nil {
+		return info, false, err
+	}
+	il, ok := h.store.(IncarnationLeaver)
+	if !ok {
+		deleted, err = h.store.Leave(ctx, id, person, client)
+		return info, deleted, err
+	}
+	for attempt := 1; ; attempt++ {
+		deleted, err = il.LeaveOf(ctx, id, info.Created, person, client)
+		if !errors.Is(err, ErrNotFound) || attempt == 3 {
+			return info, deleted, err
+		}
+		again, rerr := h.store.Listener(ctx, id)
+		if rerr != nil || again.Created.Equal(info.Created) {
+			// Gone, or the same incarnation without the subscriber.
+			return info, false, err
+		}
+		info = again
+	}
 }
 
 // Options returns the hub's options, with every default filled in, so

@@ -159,3 +159,68 @@ func TestCloseWithoutIncarnationLeaver(t *testing.T) {
 		t.Fatalf("Close through the new handle: %v", err)
 	}
 }
+
+// racingStore is a memory store whose next Listener call, after it has
+// read the listener, runs then: a test's way of making the listener
+// change between a read and what follows it.
+type racingStore struct {
+	*memstore.Store
+	then func()
+}
+
+func (r *racingStore) Listener(ctx context.Context, id string) (moitessier.ListenerInfo, error) {
+	info, err := r.Store.Listener(ctx, id)
+	if f := r.then; f != nil {
+		r.then = nil
+		f()
+	}
+	return info, err
+}
+
+// TestHubLeaveEmptiedIncarnation: when the listener Hub.Leave reads for
+// Hooks.Emptied is deleted, and made again under its ID with the leaving
+// person as its one subscriber, before the leave, Hub.Leave removes that
+// person from the listener as it now is, and the hook is told of the
+// incarnation the call deleted, not of the one it read first.
+func TestHubLeaveEmptiedIncarnation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store := &racingStore{Store: memstore.New()}
+	var emptied []moitessier.ListenerInfo
+	hub, err := moitessier.New(store, moitessier.Options{GCInterval: -1, Hooks: moitessier.Hooks{
+		Emptied: func(_ context.Context, l moitessier.ListenerInfo) { emptied = append(emptied, l) },
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.Close()
+	l, err := hub.NewListener(ctx, moitessier.Conditions{Person: "alice", Type: moitessier.Shared, Scope: "room.again"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := hub.Info(ctx, l.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := first
+	second.Created, second.Head = first.Created.Add(time.Second), 0
+	store.then = func() {
+		if _, err := store.Store.Leave(ctx, l.ID(), "alice", ""); err != nil {
+			t.Errorf("delete the first incarnation: %v", err)
+		}
+		now := time.Now()
+		sub := moitessier.Subscriber{Person: "bob", Cursor: moitessier.Resume, Joined: now, LeaseExpires: now.Add(time.Hour)}
+		if _, _, _, err := store.Store.Join(ctx, second, sub, moitessier.Quota{}); err != nil {
+			t.Errorf("make the listener again: %v", err)
+		}
+	}
+	if err := hub.Leave(ctx, l.ID(), "bob", ""); err != nil {
+		t.Fatalf("Leave of the second incarnation's one subscriber: %v", err)
+	}
+	if _, err := hub.Info(ctx, l.ID()); !errors.Is(err, moitessier.ErrNotFound) {
+		t.Errorf("listener after its one subscriber left: %v, want ErrNotFound", err)
+	}
+	if len(emptied) != 1 || !emptied[0].Created.Equal(second.Created) {
+		t.Fatalf("Emptied called for %+v, want the second incarnation (created %v), once", emptied, second.Created)
+	}
+}
