@@ -146,10 +146,11 @@ func (c *benchConfig) printSpreads(w io.Writer, sums []RoundsSummary) error {
 		parts := make([]string, len(names))
 		for i, name := range names {
 			sp := s.Summary[name]
-			parts[i] = fmt.Sprintf("%s %s (%s–%s)", name, figure(sp.Median), figure(sp.Min), figure(sp.Max))
+			span := figure(sp.Min) + "–" + figure(sp.Max)
 			if sp.N < s.Rounds {
-				parts[i] = fmt.Sprintf("%s %s (%s–%s, %d rounds)", name, figure(sp.Median), figure(sp.Min), figure(sp.Max), sp.N)
+				span += fmt.Sprintf(", %d rounds", sp.N)
 			}
+			parts[i] = fmt.Sprintf("%s %s (%s)", name, figure(sp.Median), span)
 		}
 		label := s.Workload
 		if s.Transport != "" {
