@@ -354,7 +354,7 @@ type Server struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	closing   atomic.Bool
-	streams   sync.WaitGroup
+	streams   streamGroup
 	tcpAcks   *tcpAcks
 	closes    closeWatcher // hijacked connections' clients leaving or sending; stopped once Close ended the streams
 	closeOnce sync.Once
@@ -398,7 +398,7 @@ func New(hub *moitessier.Hub, cfg Config) (*Server, error) {
 		s.handlerTime = &limiter{rate: cfg.HandlerTimeRate.Seconds(), burst: cfg.HandlerTimeBurst.Seconds(), buckets: map[string]*bucket{}}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.tcpAcks = &tcpAcks{every: cfg.TCPAckInterval, done: s.ctx.Done(), wg: &s.streams}
+	s.tcpAcks = &tcpAcks{every: cfg.TCPAckInterval, done: s.ctx.Done(), group: &s.streams}
 	s.mux.HandleFunc("GET /v1/events", s.serveSSE)
 	s.mux.HandleFunc("GET /v1/ws", s.serveWS)
 	s.mux.HandleFunc("GET /v1/poll", s.servePoll)
@@ -497,12 +497,13 @@ func (s *Server) corsWrap(h http.HandlerFunc) http.Handler {
 // long-polls, and refuses new streams with 503. It does not wait.
 func (s *Server) Close() {
 	s.closing.Store(true)
+	drained := s.streams.close()
 	s.cancel()
 	// The close watcher stays until the streams have ended: a WebSocket
 	// reads its client's answer to its close frame through it.
 	s.closeOnce.Do(func() {
 		go func() {
-			s.streams.Wait()
+			<-drained
 			s.closes.close()
 		}()
 	})
@@ -513,13 +514,8 @@ func (s *Server) Close() {
 // streams by itself.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Close()
-	done := make(chan struct{})
-	go func() {
-		s.streams.Wait()
-		close(done)
-	}()
 	select {
-	case <-done:
+	case <-s.streams.close():
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -536,9 +532,7 @@ func (s *Server) beginStream(parent context.Context) (context.Context, func(), e
 // beginCancelableStream is beginStream that also returns the context's
 // cancel function (one context per stream, rather than another under it).
 func (s *Server) beginCancelableStream(parent context.Context) (context.Context, context.CancelFunc, func(), error) {
-	s.streams.Add(1)
-	if s.closing.Load() {
-		s.streams.Done()
+	if !s.streams.begin() {
 		return nil, nil, nil, errServerClosing
 	}
 	ctx, cancel := context.WithCancel(parent)
@@ -546,8 +540,63 @@ func (s *Server) beginCancelableStream(parent context.Context) (context.Context,
 	return ctx, cancel, func() {
 		stop()
 		cancel()
-		s.streams.Done()
+		s.streams.done()
 	}, nil
+}
+
+// streamGroup counts the Server's streams, and the goroutines that serve
+// them, and tells when the last has ended once the Server closes. Unlike a
+// sync.WaitGroup, it may be counted up from zero while Shutdown waits:
+// requests that come after Close are counted by no one and turned away.
+type streamGroup struct {
+	mu      sync.Mutex
+	n       int
+	closing bool
+	drained chan struct{} // made by close; closed once closing and n is zero
+}
+
+// begin counts a new stream, or returns false once the group is closing.
+func (g *streamGroup) begin() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closing {
+		return false
+	}
+	g.n++
+	return true
+}
+
+// add counts a goroutine that a counted stream starts: while that stream
+// runs the count is not zero, so it may be added even when closing.
+func (g *streamGroup) add() {
+	g.mu.Lock()
+	g.n++
+	g.mu.Unlock()
+}
+
+// done uncounts what begin or add counted.
+func (g *streamGroup) done() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n--
+	if g.n == 0 && g.closing {
+		close(g.drained)
+	}
+}
+
+// close turns new streams away and returns a channel closed once every
+// counted stream and goroutine is done. It may be called more than once.
+func (g *streamGroup) close() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.closing {
+		g.closing = true
+		g.drained = make(chan struct{})
+		if g.n == 0 {
+			close(g.drained)
+		}
+	}
+	return g.drained
 }
 
 // streamCounts counts each person's open streams in this process.

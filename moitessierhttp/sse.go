@@ -161,15 +161,13 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request) {
 // context of the request's to follow: one context, a child of the
 // Server's.
 func (s *Server) beginConnStream() (context.Context, context.CancelFunc, func(), error) {
-	s.streams.Add(1)
-	if s.closing.Load() {
-		s.streams.Done()
+	if !s.streams.begin() {
 		return nil, nil, nil, errServerClosing
 	}
 	ctx, cancel := context.WithCancel(s.ctx)
 	return ctx, cancel, func() {
 		cancel()
-		s.streams.Done()
+		s.streams.done()
 	}, nil
 }
 

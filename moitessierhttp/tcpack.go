@@ -172,7 +172,7 @@ func (a *sseAck) finish() {
 type tcpAcks struct {
 	every time.Duration
 	done  <-chan struct{} // the Server's end
-	wg    *sync.WaitGroup // the Server's streams
+	group *streamGroup    // the Server's streams
 
 	mu      sync.Mutex
 	streams []*sseAck
@@ -185,13 +185,13 @@ func (p *tcpAcks) add(a *sseAck) {
 	p.streams = append(p.streams, a)
 	if !p.running {
 		p.running = true
-		p.wg.Add(1) // the caller is a stream, so the count is not zero
+		p.group.add() // the caller is a stream, so the count is not zero
 		go p.loop()
 	}
 }
 
 func (p *tcpAcks) loop() {
-	defer p.wg.Done()
+	defer p.group.done()
 	t := time.NewTicker(p.every)
 	defer t.Stop()
 	var batch []*sseAck

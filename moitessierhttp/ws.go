@@ -137,9 +137,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	s.streams.Add(1)
-	if s.closing.Load() {
-		s.streams.Done()
+	if !s.streams.begin() {
 		s.releaseStream(c.Subject)
 		s.writeError(w, r, errServerClosing)
 		return
@@ -151,7 +149,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		if hj.conn != nil {
 			_ = hj.conn.Close()
 		}
-		s.streams.Done()
+		s.streams.done()
 		s.releaseStream(c.Subject)
 		return // Accept answered the request
 	}
@@ -780,7 +778,7 @@ func (wc *wsConn) finish() {
 	if wc.holder != "" {
 		wc.s.releaseStream(wc.holder)
 	}
-	wc.s.streams.Done()
+	wc.s.streams.done()
 }
 
 // writeControl writes a control frame, unless a close frame went.

@@ -176,7 +176,7 @@ func TestWSWriteCutShort(t *testing.T) {
 	nc := &timeoutConn{}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{s: s, nc: nc, ctx: ctx, cancel: cancel, pinger: time.AfterFunc(time.Hour, func() {})}
-	s.streams.Add(1)
+	s.streams.add()
 	s.metrics.open[transportWS].Add(1)
 	if err := wc.writeControl(wsOpPong, []byte("ping payload")); err == nil {
 		t.Fatal("a write that timed out reported no error")
@@ -188,7 +188,7 @@ func TestWSWriteCutShort(t *testing.T) {
 	if n := nc.writes.Load(); n != 1 {
 		t.Fatalf("%d writes: frames followed one cut short", n)
 	}
-	s.streams.Wait() // finish ran
+	<-s.streams.close() // finish ran
 	if !nc.closed.Load() {
 		t.Fatal("the connection was not closed")
 	}
