@@ -375,8 +375,8 @@ func (f *joinsFixture) joinFresh(t *testing.T, n int) (wait func()) {
 	}
 }
 
-// waitingJoins returns how many joins of the store's schema q wait for a
-// lock.
+// waitingJoins returns how many joins sent alone (join_listener) of the
+// store's schema q wait for a lock.
 func waitingJoins(t *testing.T, ctx context.Context, s *postgres.Store, q string) int {
 	var n int
 	err := s.Pool().QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND position($1 IN query) > 0", q+".join_listener(").Scan(&n)
@@ -455,4 +455,50 @@ func (c *unsentFailer) Write(b []byte) (int, error) {
 		return 0, errors.New("the connection broke before the write")
 	}
 	return c.Conn.Write(b)
+}
+
+// TestJoinOfAListenerDeletedUnderIt: a join whose insert finds its
+// listener, which is then deleted before the join reads it (join_listener
+// returns no row), runs again and creates the listener anew. The test
+// holds the listener's advisory key, which the join takes (shared) between
+// the two, and deletes the listener meanwhile.
+func TestJoinOfAListenerDeletedUnderIt(t *testing.T) {
+	f := newJoinsFixture(t, 0)
+	l := f.listener("gone")
+	if _, _, err := f.join(f.ctx, l, "owner", moitessier.Quota{}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := f.s.Pool().Begin(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(f.ctx, "SELECT pg_advisory_xact_lock(tableoid::integer, coalesce(nullif(hashtext($1), 0), 1)) FROM "+f.q+".meta", l.ID); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		sub     moitessier.Subscriber
+		created bool
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, sub, created, err := f.s.Join(f.ctx, l, subscriberAt("guest", f.now), moitessier.Quota{})
+		done <- result{sub, created, err}
+	}()
+	waitFor(t, "the join to wait for the listener's key", func() bool { return waitingJoins(t, f.ctx, f.s, f.q) == 1 })
+	if _, err := tx.Exec(f.ctx, "DELETE FROM "+f.q+".listeners WHERE id = $1", l.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(f.ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || !r.created || r.sub.Person != "guest" {
+		t.Fatalf("join of a listener deleted under it: created %v, subscriber %q, %v; want the listener made anew", r.created, r.sub.Person, r.err)
+	}
+	subs, err := f.s.Subscribers(f.ctx, l.ID, moitessier.SubscriberRange{})
+	if err != nil || len(subs) != 1 || subs[0].Person != "guest" {
+		t.Fatalf("subscribers of the listener made anew: %+v, %v; want guest alone", subs, err)
+	}
 }
