@@ -514,8 +514,14 @@ func (s *Server) Close() {
 // streams by itself.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Close()
+	drained := s.streams.close()
 	select {
-	case <-s.streams.close():
+	case <-drained: // ended, whether or not ctx is done too
+		return nil
+	default:
+	}
+	select {
+	case <-drained:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -546,8 +552,10 @@ func (s *Server) beginCancelableStream(parent context.Context) (context.Context,
 
 // streamGroup counts the Server's streams, and the goroutines that serve
 // them, and tells when the last has ended once the Server closes. Unlike a
-// sync.WaitGroup, it may be counted up from zero while Shutdown waits:
-// requests that come after Close are counted by no one and turned away.
+// sync.WaitGroup, begin may be called while another goroutine waits for the
+// streams to end: once closing, it counts nothing and returns false, under
+// the lock that close takes, so a request that comes after Close is turned
+// away without touching the count.
 type streamGroup struct {
 	mu      sync.Mutex
 	n       int
@@ -570,14 +578,20 @@ func (g *streamGroup) begin() bool {
 // runs the count is not zero, so it may be added even when closing.
 func (g *streamGroup) add() {
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n == 0 && g.closing {
+		panic("moitessierhttp: streamGroup.add after every stream ended")
+	}
 	g.n++
-	g.mu.Unlock()
 }
 
 // done uncounts what begin or add counted.
 func (g *streamGroup) done() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.n == 0 {
+		panic("moitessierhttp: streamGroup.done with nothing counted")
+	}
 	g.n--
 	if g.n == 0 && g.closing {
 		close(g.drained)

@@ -2,13 +2,23 @@ package moitessierhttp
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// TestStreamGroup: streams begun before close are waited for, goroutines
-// they add are too, and streams that come after close are turned away,
-// including while another goroutine waits for the group to drain (which a
-// sync.WaitGroup, counted up from zero during its Wait, does not allow).
+// drainedWithin fails the test unless ch is closed within a few seconds.
+func drainedWithin(t *testing.T, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the group did not drain")
+	}
+}
+
+// TestStreamGroup: streams begun before close are waited for, and so are
+// the goroutines they add; streams that come after close are turned away.
 func TestStreamGroup(t *testing.T) {
 	var g streamGroup
 	if !g.begin() {
@@ -29,28 +39,59 @@ func TestStreamGroup(t *testing.T) {
 	default:
 	}
 	g.done()
-	<-drained
+	drainedWithin(t, drained)
+}
 
-	// Requests keep coming while Shutdown waits.
-	var h streamGroup
+// TestStreamGroupBeginsDuringDrain: requests keep beginning and ending
+// streams while close waits for one still held, as requests keep coming
+// while Shutdown waits (which a sync.WaitGroup, counted up from zero
+// during its Wait, does not allow). None is counted once close has run,
+// and the group drains when the held stream ends.
+func TestStreamGroupBeginsDuringDrain(t *testing.T) {
+	var g streamGroup
+	if !g.begin() {
+		t.Fatal("begin refused before close")
+	}
+	const workers = 8
+	var started sync.WaitGroup
 	var wg sync.WaitGroup
-	for range 8 {
+	var stop, late atomic.Bool
+	started.Add(workers)
+	for range workers {
 		wg.Go(func() {
-			for range 1000 {
-				if h.begin() {
-					h.done()
+			first := true
+			for !stop.Load() {
+				closing := func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.closing }()
+				if g.begin() {
+					if closing {
+						late.Store(true)
+					}
+					g.done()
+				}
+				if first {
+					started.Done()
+					first = false
 				}
 			}
 		})
 	}
-	<-h.close()
-	wg.Wait()
-	if h.begin() {
-		t.Fatal("begin accepted after close")
+	started.Wait()
+	drained := g.close()
+	select {
+	case <-drained:
+		t.Fatal("drained with a stream still held")
+	default:
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.n != 0 {
-		t.Fatalf("%d still counted", h.n)
+	g.done()
+	drainedWithin(t, drained)
+	stop.Store(true)
+	wg.Wait()
+	if late.Load() || g.begin() {
+		t.Fatal("a stream began after close")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.n != 0 {
+		t.Fatalf("%d still counted", g.n)
 	}
 }

@@ -176,7 +176,9 @@ func TestWSWriteCutShort(t *testing.T) {
 	nc := &timeoutConn{}
 	ctx, cancel := context.WithCancelCause(context.Background())
 	wc := &wsConn{s: s, nc: nc, ctx: ctx, cancel: cancel, pinger: time.AfterFunc(time.Hour, func() {})}
-	s.streams.add()
+	if !s.streams.begin() {
+		t.Fatal("the Server turned a stream away before closing")
+	}
 	s.metrics.open[transportWS].Add(1)
 	if err := wc.writeControl(wsOpPong, []byte("ping payload")); err == nil {
 		t.Fatal("a write that timed out reported no error")
