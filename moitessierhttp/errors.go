@@ -231,7 +231,7 @@ func classify(err error, closing bool) (status int, code string, internal bool) 
 
 // errorBody builds the JSON error for err, logging it if it is internal.
 func (s *Server) errorBody(r *http.Request, err error) ErrorBody {
-	status, code, internal := classify(err, s.closing.Load())
+	status, code, internal := classify(err, s.streams.isClosing())
 	msg := err.Error()
 	if internal {
 		s.log.Error("moitessierhttp: internal error", "method", r.Method, "path", r.URL.Path, "err", err)

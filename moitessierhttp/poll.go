@@ -124,7 +124,7 @@ func (s *Server) servePoll(w http.ResponseWriter, r *http.Request) {
 	}, since, 0, timeout)
 	switch {
 	case err == nil, errors.Is(err, errGot):
-	case (s.closing.Load() || errors.Is(err, moitessier.ErrHubClosed)) && r.Context().Err() == nil:
+	case (s.streams.isClosing() || errors.Is(err, moitessier.ErrHubClosed)) && r.Context().Err() == nil:
 		// Shutting down (the server, or its hub first): answer with
 		// nothing; the client polls again.
 	default:

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/likestripes/moitessier"
@@ -353,8 +352,7 @@ type Server struct {
 	// ctx is cancelled by Close: every stream ends.
 	ctx       context.Context
 	cancel    context.CancelFunc
-	closing   atomic.Bool
-	streams   streamGroup
+	streams   streamGroup // also says whether Close was called
 	tcpAcks   *tcpAcks
 	closes    closeWatcher // hijacked connections' clients leaving or sending; stopped once Close ended the streams
 	closeOnce sync.Once
@@ -496,7 +494,6 @@ func (s *Server) corsWrap(h http.HandlerFunc) http.Handler {
 // event, a WebSocket close frame 1001 "going away"), answers waiting
 // long-polls, and refuses new streams with 503. It does not wait.
 func (s *Server) Close() {
-	s.closing.Store(true)
 	drained := s.streams.close()
 	s.cancel()
 	// The close watcher stays until the streams have ended: a WebSocket
@@ -572,6 +569,13 @@ func (g *streamGroup) begin() bool {
 	}
 	g.n++
 	return true
+}
+
+// isClosing reports whether close was called.
+func (g *streamGroup) isClosing() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.closing
 }
 
 // add counts a goroutine that a counted stream starts: while that stream

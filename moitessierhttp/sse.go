@@ -304,7 +304,7 @@ func (st *sseJob) end(err error, clientGone bool) {
 		// The client went away.
 	case err == nil:
 		st.event("close", []byte(`{"reason":"token_expired"}`))
-	case s.closing.Load(), errors.Is(err, moitessier.ErrHubClosed):
+	case s.streams.isClosing(), errors.Is(err, moitessier.ErrHubClosed):
 		st.event("close", []byte(`{"reason":"shutting_down"}`))
 	default:
 		b, _ := json.Marshal(s.errorBody(&http.Request{Method: st.method, URL: &url.URL{Path: st.path}}, err))

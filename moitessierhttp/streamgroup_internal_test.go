@@ -61,7 +61,7 @@ func TestStreamGroupBeginsDuringDrain(t *testing.T) {
 		wg.Go(func() {
 			first := true
 			for !stop.Load() {
-				closing := func() bool { g.mu.Lock(); defer g.mu.Unlock(); return g.closing }()
+				closing := g.isClosing()
 				if g.begin() {
 					if closing {
 						late.Store(true)

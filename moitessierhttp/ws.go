@@ -709,7 +709,7 @@ func (wc *wsConn) close() {
 	switch {
 	case errors.Is(context.Cause(wc.ctx), errTokenExpired):
 		code, reason = StatusTokenExpired, "token expired"
-	case wc.s.closing.Load(), errors.Is(context.Cause(wc.ctx), moitessier.ErrHubClosed):
+	case wc.s.streams.isClosing(), errors.Is(context.Cause(wc.ctx), moitessier.ErrHubClosed):
 		code, reason = websocket.StatusGoingAway, "server shutting down"
 	default:
 		// The connection's reading ended: it is closing.
